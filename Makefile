@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: Apache-2.0
+# ml-connector: one Makefile, pkg-config. `make help` lists the targets.
+
+VERSION    := 0.1.0
+PKG_CONFIG ?= pkg-config
+PYTHON     ?= python3
+O          ?= build
+
+# Debian packages the build and the tests need (installed by `make deps`).
+DEB_BUILD  := build-essential pkg-config libcurl4-openssl-dev libcjson-dev libmbedtls-dev \
+              libwebsockets-dev libsqlite3-dev libzstd-dev
+DEB_TEST   := python3 ca-certificates
+
+PKGS       := libcurl libcjson sqlite3
+HAVE_PKGS  := $(shell $(PKG_CONFIG) --exists $(PKGS) 2>/dev/null && echo ok)
+
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+CFLAGS     += -std=c11 -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes -Wvla -pthread
+CFLAGS     += $(if $(DEVELOPER),-Werror)
+CPPFLAGS   += -I. -D_GNU_SOURCE -DMLC_VERSION='"$(VERSION)"'
+ifeq ($(HAVE_PKGS),ok)
+CPPFLAGS   += $(shell $(PKG_CONFIG) --cflags $(PKGS))
+LDLIBS     += $(shell $(PKG_CONFIG) --libs $(PKGS))
+endif
+# Debian 12's libmbedtls-dev has no .pc file; mbedTLS 3 ships mbedcrypto.pc
+MBEDTLS_LIBS ?= $(shell $(PKG_CONFIG) --libs mbedcrypto 2>/dev/null || echo -lmbedcrypto)
+LDLIBS     += $(MBEDTLS_LIBS) -lpthread -lm
+
+ifdef SANITIZE
+CFLAGS     += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS    += -fsanitize=$(SANITIZE)
+endif
+
+SHARED_SRC := $(wildcard shared/*.c)
+AGENT_LIB  := $(filter-out agent/main.c,$(wildcard agent/*.c agent/connectors/*.c))
+AGENT_OBJ  := $(patsubst %.c,$(O)/%.o,$(SHARED_SRC) $(AGENT_LIB))
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRC))
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN   := $(patsubst tests/fuzz/fuzz_%.c,$(O)/fuzz/replay_%,$(FUZZ_SRC))
+
+.PHONY: all help deps need-deps check check-one check-unit check-fuzz check-integration \
+        demo bench fuzz style clean
+
+all: need-deps $(O)/mlc-agent
+
+help:
+	@echo "make deps      install missing Debian packages (apt-get; needs root)"
+	@echo "make           build $(O)/mlc-agent"
+	@echo "make check     unit, fuzz-replay, simulator and integration tests, plain and under ASan+UBSan"
+	@echo "make demo      simulators + agent, one sync, status; ONCE=1 runs one cycle and exits"
+	@echo "make bench     50,000 work orders: CPU per record, API calls, peak RSS"
+	@echo "make fuzz      libFuzzer builds of the fuzz targets (clang)"
+	@echo "make clean"
+
+need-deps:
+ifneq ($(HAVE_PKGS),ok)
+	@echo "pkg-config cannot find some of: $(PKGS); installing the -dev packages with 'make deps'" >&2
+	@$(MAKE) --no-print-directory deps
+endif
+
+deps:
+	@missing=""; for p in $(DEB_BUILD) $(DEB_TEST); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; exit 0; fi; \
+	echo "deps: installing$$missing"; \
+	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(O)/libmlc.a: $(AGENT_OBJ)
+	$(AR) rcs $@ $^
+
+$(O)/mlc-agent: $(O)/agent/main.o $(O)/libmlc.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/tests/%: $(O)/tests/unit/%.o $(O)/libmlc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/fuzz/replay_%: $(O)/tests/fuzz/fuzz_%.o $(O)/tests/fuzz/replay.o $(O)/libmlc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The whole suite: a developer build, then the same under ASan+UBSan.
+check: need-deps
+	@$(PYTHON) tests/run_checks.py --make "$(MAKE)"
+
+# One configuration (used by run_checks.py): build everything into $(O).
+check-build: need-deps $(O)/mlc-agent $(UNIT_BIN) $(FUZZ_BIN)
+
+demo: need-deps $(O)/mlc-agent
+	@$(PYTHON) tests/demo.py --agent $(O)/mlc-agent $(if $(ONCE),--once)
+
+bench: need-deps
+	@$(MAKE) --no-print-directory O=build/bench CFLAGS="-O2 -g" build/bench/mlc-agent
+	@$(PYTHON) tests/bench.py --agent build/bench/mlc-agent $(if $(RECORDS),--records $(RECORDS))
+
+fuzz:
+	@mkdir -p $(O)/libfuzzer
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  echo "clang -fsanitize=fuzzer,address,undefined $$f -> $(O)/libfuzzer/$$n"; \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=c11 $$f \
+	    $(SHARED_SRC) $(AGENT_LIB) -o $(O)/libfuzzer/$$n $(LDLIBS) || exit 1; done
+	@echo "run e.g.: $(O)/libfuzzer/fuzz_jde tests/fuzz/corpus/jde -max_total_time=60"
+
+style:
+	@git clang-format --diff 2>/dev/null || echo "style: advisory only"
+
+clean:
+	rm -rf build
+
+-include $(shell find $(O) -name '*.d' 2>/dev/null)

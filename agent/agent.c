@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * agent: load and validate the configuration; open state, secrets, systems.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "agent/agent.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_conf.h"
+#include "shared/mlc_json.h"
+#include "shared/mlc_log.h"
+
+static const struct conf_key agent_keys[] = {
+    { "state_db", CONF_STR, offsetof(struct agent_conf, state_db), "/var/lib/ml-connector/state.db",
+      "SQLite state database", 0, 0, NULL },
+    { "key_file", CONF_STR, offsetof(struct agent_conf, key_file), "/var/lib/ml-connector/secret.key",
+      "AES-256 key for secrets at rest (0600)", 0, 0, NULL },
+    { "log_level", CONF_STR, offsetof(struct agent_conf, log_level), "info",
+      "error, warn, info or debug", 0, 0, NULL },
+    { "status_listen", CONF_STR, offsetof(struct agent_conf, status_listen), "127.0.0.1:8089",
+      "status page address", 0, 0, NULL },
+    { 0 },
+};
+
+static const char *const top_keys[] = { "agent", "systems", "flows", NULL };
+static const char *const flow_keys[] = { "source", "target", "mapping", "schedule", "enabled",
+                                         "max_attempts", "batch_size", NULL };
+
+static struct conn *find_conn(struct agent *a, const char *name)
+{
+    for (int i = 0; i < a->n_conns; i++) {
+        if (strcmp(a->conns[i].name, name) == 0) {
+            return &a->conns[i];
+        }
+    }
+    return NULL;
+}
+
+struct flow *agent_flow(struct agent *a, const char *name)
+{
+    for (int i = 0; i < a->n_flows; i++) {
+        if (strcmp(a->flows[i].name, name) == 0) {
+            return &a->flows[i];
+        }
+    }
+    return NULL;
+}
+
+static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, struct mlc_errbuf *err)
+{
+    char path[192], sub[256];
+    const char *sys, *sched, *prefix;
+    const cJSON *it, *mapping;
+    double v;
+
+    snprintf(path, sizeof(path), "flows.%s", f->name);
+    if (!cJSON_IsObject(fc)) {
+        mlc_errf(err, "%s: expected an object", path);
+        return MLC_E_INVAL;
+    }
+    cJSON_ArrayForEach(it, fc)
+    {
+        int ok = 0;
+        for (int i = 0; flow_keys[i]; i++) {
+            ok |= strcmp(flow_keys[i], it->string) == 0;
+        }
+        if (!ok) {
+            mlc_errf(err, "%s.%s: unknown setting (known: source, target, mapping, schedule, enabled, "
+                     "max_attempts, batch_size)", path, it->string);
+            return MLC_E_INVAL;
+        }
+    }
+    f->conf = fc;
+    f->source = mlc_json_obj(fc, "source");
+    if (f->source == NULL) {
+        mlc_errf(err, "%s.source: required object (with \"system\")", path);
+        return MLC_E_INVAL;
+    }
+    sys = mlc_json_str(f->source, "system");
+    f->src = sys ? find_conn(a, sys) : NULL;
+    if (f->src == NULL) {
+        mlc_errf(err, "%s.source.system: '%s' is not a system defined under \"systems\"", path,
+                 sys ? sys : "(missing)");
+        return MLC_E_INVAL;
+    }
+    if (!(f->src->ops->caps & CONN_SOURCE)) {
+        mlc_errf(err, "%s.source.system: '%s' (type %s) cannot be a source", path, sys,
+                 f->src->ops->name);
+        return MLC_E_INVAL;
+    }
+    it = mlc_json_obj(fc, "target");
+    if (it == NULL) {
+        mlc_errf(err, "%s.target: required object (with \"system\")", path);
+        return MLC_E_INVAL;
+    }
+    sys = mlc_json_str(it, "system");
+    f->dst = sys ? find_conn(a, sys) : NULL;
+    if (f->dst == NULL) {
+        mlc_errf(err, "%s.target.system: '%s' is not a system defined under \"systems\"", path,
+                 sys ? sys : "(missing)");
+        return MLC_E_INVAL;
+    }
+    if (!(f->dst->ops->caps & CONN_TARGET)) {
+        mlc_errf(err, "%s.target.system: '%s' (type %s) cannot be a target", path, sys,
+                 f->dst->ops->name);
+        return MLC_E_INVAL;
+    }
+    f->target = cJSON_Duplicate(it, 1);
+    mapping = cJSON_GetObjectItemCaseSensitive(fc, "mapping");
+    snprintf(sub, sizeof(sub), "%s.mapping", path);
+    f->map = mapping_compile(mapping, sub, err);
+    if (f->map == NULL) {
+        return MLC_E_INVAL;
+    }
+    {
+        int n;
+        const char *const *names = mapping_fields(f->map, &n);
+        cJSON *arr = mlc_json_xarr();
+        for (int i = 0; i < n; i++) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(names[i]));
+        }
+        cJSON_DeleteItemFromObject(f->target, "fields");
+        cJSON_AddItemToObject(f->target, "fields", arr);
+        cJSON_DeleteItemFromObject(f->target, "priorities");
+        cJSON_AddItemToObject(f->target, "priorities", mapping_values(f->map, "priority"));
+    }
+    sched = mlc_json_str(fc, "schedule");
+    if (cJSON_GetObjectItem(fc, "schedule") && sched == NULL) {
+        mlc_errf(err, "%s.schedule: expected a string like \"every 15m\" or \"daily 02:00\"", path);
+        return MLC_E_INVAL;
+    }
+    if (sched_parse(sched ? sched : "every 15m", &f->sched, &f->every_s, &f->daily_min) != 0) {
+        mlc_errf(err, "%s.schedule: '%s' is not \"every <N>s|m|h|d\", \"daily HH:MM\" or \"manual\"",
+                 path, sched);
+        return MLC_E_INVAL;
+    }
+    v = mlc_json_num(fc, "max_attempts", 5);
+    if (v < 1 || v > 100) {
+        mlc_errf(err, "%s.max_attempts: must be between 1 and 100", path);
+        return MLC_E_INVAL;
+    }
+    f->max_attempts = (int)v;
+    v = mlc_json_num(fc, "batch_size", 50);
+    if (v < 1 || v > 50) {
+        mlc_errf(err, "%s.batch_size: must be between 1 and 50 (Jira bulk create takes 50)", path);
+        return MLC_E_INVAL;
+    }
+    f->batch = (int)v;
+    prefix = mlc_json_str(f->target, "marker_prefix");
+    if (prefix != NULL) {
+        for (const char *p = prefix; *p; p++) {
+            if (isspace((unsigned char)*p) || *p == '"') {
+                mlc_errf(err, "%s.target.marker_prefix: must not contain spaces or quotes", path);
+                return MLC_E_INVAL;
+            }
+        }
+        f->marker_prefix = mlc_xstrdup(prefix);
+    } else {
+        f->marker_prefix = mlc_xasprintf("mlc-%s-", f->name);
+    }
+    return MLC_OK;
+}
+
+enum mlc_rc agent_load(struct agent *a, const char *path, struct mlc_errbuf *err)
+{
+    const cJSON *it, *systems, *flows;
+    size_t len = 0;
+    char *text;
+    int i, lvl;
+
+    a->config_path = mlc_xstrdup(path);
+    text = mlc_read_file(path, 4u << 20, &len, err);
+    if (text == NULL) {
+        return MLC_E_INVAL;
+    }
+    a->root = mlc_json_parse(text, len, path, err);
+    free(text);
+    if (a->root == NULL) {
+        return MLC_E_INVAL;
+    }
+    if (!cJSON_IsObject(a->root)) {
+        mlc_errf(err, "%s: the top level must be an object with agent, systems and flows", path);
+        return MLC_E_INVAL;
+    }
+    cJSON_ArrayForEach(it, a->root)
+    {
+        int ok = 0;
+        for (i = 0; top_keys[i]; i++) {
+            ok |= strcmp(top_keys[i], it->string) == 0;
+        }
+        if (!ok) {
+            mlc_errf(err, "%s: unknown top-level section '%s' (known: agent, systems, flows)", path,
+                     it->string);
+            return MLC_E_INVAL;
+        }
+    }
+    it = cJSON_GetObjectItemCaseSensitive(a->root, "agent");
+    {
+        cJSON *empty = it ? NULL : mlc_json_xobj();
+        enum mlc_rc rc = mlc_conf_load(it ? it : empty, "agent", agent_keys, NULL, &a->cf, err);
+        cJSON_Delete(empty);
+        if (rc != MLC_OK) {
+            return MLC_E_INVAL;
+        }
+    }
+    lvl = mlc_log_parse_level(a->cf.log_level);
+    if (lvl < 0) {
+        mlc_errf(err, "agent.log_level: '%s' is not one of error, warn, info, debug", a->cf.log_level);
+        return MLC_E_INVAL;
+    }
+    if (getenv("MLC_LOG_LEVEL") == NULL) {
+        mlc_log_level = lvl;
+    }
+    systems = mlc_json_obj(a->root, "systems");
+    if (systems == NULL || cJSON_GetArraySize(systems) == 0) {
+        mlc_errf(err, "systems: required object with at least one system");
+        return MLC_E_INVAL;
+    }
+    a->n_conns = cJSON_GetArraySize(systems);
+    a->conns = mlc_xcalloc((size_t)a->n_conns, sizeof(*a->conns));
+    i = 0;
+    cJSON_ArrayForEach(it, systems)
+    {
+        struct conn *c = &a->conns[i++];
+        const char *type = mlc_json_str(it, "type");
+        enum mlc_rc rc;
+        c->name = mlc_xstrdup(it->string);
+        c->conf = it;
+        c->stop = (const volatile int *)&a->stop;
+        if (type == NULL) {
+            mlc_errf(err, "systems.%s.type: required (one of jde, jira)", c->name);
+            return MLC_E_INVAL;
+        }
+        c->ops = connector_find(type);
+        if (c->ops == NULL) {
+            mlc_errf(err, "systems.%s.type: unknown system type '%s' (known: jde, jira)", c->name, type);
+            return MLC_E_INVAL;
+        }
+        rc = c->ops->open(c);
+        if (rc != MLC_OK) {
+            mlc_errf(err, "%s", mlc_err_msg(&c->err));
+            return rc;
+        }
+    }
+    flows = mlc_json_obj(a->root, "flows");
+    if (flows == NULL) {
+        mlc_errf(err, "flows: required object (one entry per flow)");
+        return MLC_E_INVAL;
+    }
+    a->n_flows = cJSON_GetArraySize(flows);
+    a->flows = mlc_xcalloc((size_t)(a->n_flows ? a->n_flows : 1), sizeof(*a->flows));
+    i = 0;
+    cJSON_ArrayForEach(it, flows)
+    {
+        struct flow *f = &a->flows[i++];
+        f->name = mlc_xstrdup(it->string);
+        if (load_flow(a, f, it, err) != MLC_OK) {
+            return MLC_E_INVAL;
+        }
+    }
+    return MLC_OK;
+}
+
+enum mlc_rc agent_open(struct agent *a, struct mlc_errbuf *err)
+{
+    enum mlc_rc rc = state_open(&a->st, a->cf.state_db, err);
+
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    rc = secrets_open(&a->secrets, a->st, a->cf.key_file, 1, err);
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    for (int i = 0; i < a->n_conns; i++) {
+        struct conn *c = &a->conns[i];
+        struct mlc_http_opts ho = { 0 };
+        ho.timeout_ms = (long)(mlc_json_num(c->conf, "timeout_s", 60) * 1000);
+        ho.tls_insecure = mlc_json_bool(c->conf, "tls_insecure", 0);
+        c->secrets = a->secrets;
+        c->http = mlc_http_new(&ho);
+        if (c->http == NULL) {
+            mlc_errf(err, "cannot create an HTTP handle for system '%s'", c->name);
+            return MLC_E_NOMEM;
+        }
+        if (ho.tls_insecure) {
+            mlc_warn("systems.%s.tls_insecure is true: TLS certificates are NOT verified", c->name);
+        }
+    }
+    return MLC_OK;
+}
+
+void agent_release(struct agent *a)
+{
+    for (int i = 0; i < a->n_flows; i++) {
+        free(a->flows[i].name);
+        free(a->flows[i].marker_prefix);
+        cJSON_Delete(a->flows[i].target);
+        mapping_free(a->flows[i].map);
+    }
+    free(a->flows);
+    for (int i = 0; i < a->n_conns; i++) {
+        struct conn *c = &a->conns[i];
+        if (c->ops && c->ops->close) {
+            c->ops->close(c);
+        }
+        mlc_http_free(c->http);
+        free(c->name);
+    }
+    free(a->conns);
+    secrets_close(a->secrets);
+    state_close(a->st);
+    mlc_conf_release(agent_keys, &a->cf);
+    cJSON_Delete(a->root);
+    free(a->config_path);
+    memset(a, 0, sizeof(*a));
+}

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * agent: the loaded configuration, open systems and flows of one mlc-agent.
+ */
+#ifndef MLC_AGENT_H
+#define MLC_AGENT_H
+
+#include <signal.h>
+#include <cjson/cJSON.h>
+#include "agent/connectors/connector.h"
+#include "agent/mapping.h"
+#include "agent/secrets.h"
+#include "agent/state.h"
+
+struct agent_conf {
+    char *state_db;
+    char *key_file;
+    char *log_level;
+    char *status_listen;
+};
+
+enum sched_kind { SCHED_MANUAL = 0, SCHED_EVERY, SCHED_DAILY };
+
+struct flow {
+    char *name;
+    const cJSON *conf;
+    const cJSON *source;   /* lent from the config */
+    cJSON *target;         /* copy, with "fields" and "priorities" added for prepare() */
+    struct conn *src, *dst;
+    struct mapping *map;
+    enum sched_kind sched;
+    long every_s;
+    int daily_min;         /* minutes after local midnight */
+    long long next_due;
+    char *marker_prefix;
+    int max_attempts;
+    int batch;
+    int prepared;
+};
+
+struct agent {
+    char *config_path;
+    cJSON *root;
+    struct agent_conf cf;
+    struct state *st;
+    struct secret_store *secrets;
+    struct conn *conns;
+    int n_conns;
+    struct flow *flows;
+    int n_flows;
+    volatile sig_atomic_t stop;
+    int progress; /* print progress to stderr (a terminal) */
+    int quiet;
+};
+
+/* Parse and validate the whole config (no network, no database). */
+enum mlc_rc agent_load(struct agent *a, const char *path, struct mlc_errbuf *err);
+/* Open the state database, the secret store, and every connector. */
+enum mlc_rc agent_open(struct agent *a, struct mlc_errbuf *err);
+void agent_release(struct agent *a);
+struct flow *agent_flow(struct agent *a, const char *name);
+
+/* pipeline.c */
+struct sync_stats {
+    long read, created, updated, unchanged, failed, queued;
+};
+/* One full cycle of a flow: recover, poll every page, deliver. */
+enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, int dry_run, struct sync_stats *ss,
+                          struct mlc_errbuf *err);
+/* Validate the target against the live system (custom fields, project, priorities). */
+enum mlc_rc pipeline_prepare(struct agent *a, struct flow *f, struct mlc_errbuf *err);
+/* Marker label for a source key ("mlc-wo-100001"). */
+void pipeline_marker(const struct flow *f, const char *key, char *out, size_t n);
+
+/* sched.c */
+int sched_parse(const char *s, enum sched_kind *kind, long *every_s, int *daily_min);
+long long sched_next(enum sched_kind kind, long every_s, int daily_min, long long now);
+
+#endif

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * connector: helpers shared by every connector (pages, secrets, logging).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "agent/connectors/connector.h"
+#include "agent/secrets.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_log.h"
+
+void page_release(struct page *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->recs[i].key);
+        free(p->recs[i].cursor);
+        free(p->recs[i].error);
+        cJSON_Delete(p->recs[i].data);
+    }
+    free(p->recs);
+    memset(p, 0, sizeof(*p));
+}
+
+struct record *page_push(struct page *p)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 64;
+        p->recs = mlc_xrealloc(p->recs, p->cap * sizeof(*p->recs));
+    }
+    memset(&p->recs[p->n], 0, sizeof(p->recs[0]));
+    return &p->recs[p->n++];
+}
+
+enum mlc_rc conn_secret(struct conn *c, const char *ref, char **out)
+{
+    return secrets_resolve(c->secrets, ref, out, &c->err);
+}
+
+void conn_log_write(const struct conn *c, int lvl, const char *fmt, ...)
+{
+    char msg[1536];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    mlc_log_write(lvl, c->ops ? c->ops->name : "conn", 0, "[%s:%s] %s", c->ops ? c->ops->name : "?",
+                  c->name ? c->name : "?", msg);
+}

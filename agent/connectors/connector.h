@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * connector: the small interface every external system implements.
+ * A connector knows its wire protocol, auth and paging; it knows nothing of
+ * flows, the ledger or mapping. It classifies outcomes and never sleeps or
+ * retries beyond one re-authentication (transient retries live in mlc_http).
+ */
+#ifndef MLC_CONNECTOR_H
+#define MLC_CONNECTOR_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+#include "shared/mlc_err.h"
+#include "shared/mlc_conf.h"
+#include "shared/mlc_http.h"
+
+enum {
+    CONN_SOURCE = 1u << 0,    /* poll() */
+    CONN_WRITEBACK = 1u << 1, /* write_back() */
+    CONN_TARGET = 1u << 2,    /* prepare(), apply(), find() */
+};
+
+struct secret_store; /* agent/secrets.h */
+
+/* One configured system instance ("systems.<name>" in the config). */
+struct conn {
+    const struct connector *ops;
+    char *name;                   /* config name, e.g. "jde" */
+    const cJSON *conf;            /* its config object (lent by the agent) */
+    struct secret_store *secrets; /* resolve "secret:NAME", persist rotated tokens */
+    struct mlc_http *http;        /* owned by the agent; one per conn */
+    const volatile int *stop;     /* nonzero when a shutdown was requested */
+    struct mlc_errbuf err;        /* details of the last failure */
+    unsigned long api_calls;      /* logical API calls made (for stats/bench) */
+    void *priv;                   /* connector state, built by open() */
+};
+
+/* ---- source side ---- */
+
+/* One record read from a source. key is the stable source key ("100001");
+ * data holds the raw columns (aliases without the table prefix, e.g. "DOCO").
+ * cursor is the watermark *at* this record, stored after the page commits. */
+struct record {
+    char *key;
+    cJSON *data;
+    char *cursor;
+    char *error; /* non-NULL: this row could not be read (dead-letter it) */
+};
+
+struct page {
+    struct record *recs;
+    size_t n, cap;
+    int more; /* 1: call poll() again with first = 0 for the next page */
+};
+
+struct poll_req {
+    const cJSON *source; /* the flow's "source" object: table, columns, filter, ... */
+    const char *cursor;  /* last committed watermark, NULL = from the beginning */
+    int first;           /* 1: start a new query from cursor; 0: continue paging */
+};
+
+void page_release(struct page *p);
+struct record *page_push(struct page *p); /* zeroed slot, aborts on OOM */
+
+/* ---- target side ---- */
+
+/* One item to create (target_key == NULL) or update. fields is the mapped
+ * record (target field name -> value); marker is our source-key marker that
+ * find() can search for after a crash; audit_id travels with the record. */
+struct tgt_item {
+    const char *marker;
+    const char *target_key;
+    const cJSON *fields;
+    const char *audit_id;
+};
+
+struct batch {
+    const cJSON *target; /* the flow's "target" object: project, issue type, ... */
+    struct tgt_item *items;
+    size_t n;
+};
+
+/* Per-item outcome of apply(). */
+struct result {
+    enum mlc_rc rc;
+    char target_key[64]; /* e.g. "MFG-12" */
+    char target_id[32];  /* e.g. "10012" */
+    char err[512];       /* root cause when rc != MLC_OK */
+};
+
+/* A write-back command (relay delivery → source system). */
+struct wb_command {
+    const char *action;     /* e.g. "set_status" */
+    const char *source_key; /* e.g. work order number */
+    const cJSON *args;
+    const char *audit_id;
+};
+
+struct connector {
+    const char *name;            /* the `type` value in config, e.g. "jde" */
+    unsigned caps;               /* CONN_SOURCE | CONN_WRITEBACK | CONN_TARGET */
+    const struct conf_key *keys; /* settings it accepts; unknown keys are an error */
+    const char *const *allow;    /* extra members it reads itself (may be NULL) */
+
+    enum mlc_rc (*open)(struct conn *c); /* read c->conf, build c->priv; no network */
+    void (*close)(struct conn *c);       /* must accept a half-open conn */
+    /* Reach the system and authenticate; one-line reason in c->err. */
+    enum mlc_rc (*ping)(struct conn *c);
+    enum mlc_rc (*poll)(struct conn *c, const struct poll_req *rq, struct page *out);
+    enum mlc_rc (*write_back)(struct conn *c, const struct wb_command *cmd);
+    /* Validate the flow's target options against the live system at start-up
+     * (custom field IDs, project, priorities); message names the bad ID. */
+    enum mlc_rc (*prepare)(struct conn *c, const cJSON *target);
+    /* Sets out[i] for every item; returns MLC_OK when each item has its own
+     * verdict, or a whole-batch error (nothing known to be applied). */
+    enum mlc_rc (*apply)(struct conn *c, const struct batch *in, struct result *out);
+    /* Look up markers[0..n) at the target; keys_out[i] gets a heap string
+     * "KEY id" or NULL when absent. recent_ids: target ids the agent created
+     * lately (read-after-write hints), may be NULL. */
+    enum mlc_rc (*find)(struct conn *c, const cJSON *target, const char *const *markers, size_t n,
+                        const char *const *recent_ids, size_t n_recent, char **keys_out);
+};
+
+/* registry.c */
+const struct connector *connector_find(const char *name);
+const struct connector *const *connector_all(size_t *n);
+
+/* Helpers for connectors (connector.c). */
+enum mlc_rc conn_secret(struct conn *c, const char *ref, char **out); /* resolve a CONF_SECRET */
+void conn_log_write(const struct conn *c, int lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define conn_log(c, lvl, ...)                       \
+    do {                                            \
+        if ((lvl) <= mlc_log_level) {               \
+            conn_log_write((c), (lvl), __VA_ARGS__); \
+        }                                           \
+    } while (0)
+
+#endif

@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * mlc-agent: command line entry point.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "agent/agent.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_http.h"
+#include "shared/mlc_json.h"
+#include "shared/mlc_log.h"
+
+#ifndef MLC_VERSION
+#define MLC_VERSION "0.0.0"
+#endif
+
+#define DEFAULT_CONFIG "/etc/ml-connector/agent.json"
+
+static struct agent *the_agent;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (the_agent != NULL) {
+        the_agent->stop = 1;
+    }
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mlc-agent [-c CONFIG] [-q] [-v] COMMAND [ARGS]\n"
+            "\n"
+            "Keeps JD Edwards (and other ERPs) in agreement with Jira, Zoho CRM and Looker.\n"
+            "\n"
+            "commands:\n"
+            "  run                    daemon: run every flow on its schedule until SIGTERM/SIGINT\n"
+            "  sync FLOW|--all [--dry-run]\n"
+            "                         one full cycle now; --dry-run prints what would be created\n"
+            "                         or updated and changes nothing\n"
+            "  ping                   try every system's address and credentials, one line each\n"
+            "  check-config           validate the configuration and print what it accepts\n"
+            "  status                 state database summary per flow\n"
+            "  replay [FLOW]          move dead letters back to the outbox (next sync resends)\n"
+            "  secret set NAME        store a secret (value read from stdin), encrypted at rest\n"
+            "  version                print the version\n"
+            "\n"
+            "options:\n"
+            "  -c CONFIG   configuration file (default $MLC_CONFIG or " DEFAULT_CONFIG ")\n"
+            "  -q          quiet: no progress line\n"
+            "  -v          debug logging\n"
+            "  -h, --help  this text\n"
+            "\n"
+            "exit status: 0 success, 1 a sync or check failed, 2 usage or configuration error\n");
+}
+
+static void print_summary(const char *flow, const struct sync_stats *ss)
+{
+    printf("%s: created %ld, updated %ld, unchanged %ld, failed %ld\n", flow, ss->created,
+           ss->updated, ss->unchanged, ss->failed);
+    fflush(stdout);
+}
+
+static int cmd_sync(struct agent *a, int argc, char **argv)
+{
+    const char *name = NULL;
+    int dry = 0, all = 0, failed = 0;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--dry-run") == 0) {
+            dry = 1;
+        } else if (strcmp(argv[i], "--all") == 0) {
+            all = 1;
+        } else if (name == NULL && argv[i][0] != '-') {
+            name = argv[i];
+        } else {
+            fprintf(stderr, "mlc-agent sync: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (name == NULL && !all) {
+        fprintf(stderr, "mlc-agent sync: name a flow or use --all (flows:");
+        for (int i = 0; i < a->n_flows; i++) {
+            fprintf(stderr, " %s", a->flows[i].name);
+        }
+        fprintf(stderr, ")\n");
+        return 2;
+    }
+    for (int i = 0; i < a->n_flows; i++) {
+        struct flow *f = &a->flows[i];
+        struct mlc_errbuf err = { 0 };
+        struct sync_stats ss;
+        enum mlc_rc rc;
+
+        if (!all && strcmp(f->name, name) != 0) {
+            continue;
+        }
+        rc = pipeline_sync(a, f, dry, &ss, &err);
+        if (dry) {
+            printf("dry run, nothing changed: ");
+        }
+        print_summary(f->name, &ss);
+        if (rc != MLC_OK) {
+            fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));
+            failed = 1;
+        }
+        name = f->name;
+        all = all ? 1 : 2;
+    }
+    if (all == 0) {
+        fprintf(stderr, "mlc-agent sync: no flow named '%s' in %s\n", name, a->config_path);
+        return 2;
+    }
+    return failed;
+}
+
+static int cmd_ping(struct agent *a)
+{
+    int failed = 0;
+
+    for (int i = 0; i < a->n_conns; i++) {
+        struct conn *c = &a->conns[i];
+        enum mlc_rc rc;
+        mlc_err_reset(&c->err);
+        rc = c->ops->ping ? c->ops->ping(c) : MLC_OK;
+        if (rc == MLC_OK) {
+            printf("%-16s %-6s ok\n", c->name, c->ops->name);
+        } else {
+            printf("%-16s %-6s FAILED: %s\n", c->name, c->ops->name,
+                   c->err.set ? c->err.msg : mlc_strerror(rc));
+            failed = 1;
+        }
+        fflush(stdout);
+    }
+    return failed;
+}
+
+static int cmd_status(struct agent *a)
+{
+    printf("state database: %s\n", a->cf.state_db);
+    for (int i = 0; i < a->n_flows; i++) {
+        const char *sql = "SELECT count(*) FROM state_ledger WHERE flow = ?1";
+        const char *runsql = "SELECT datetime(started_at,'unixepoch'), status, created, updated, "
+                             "unchanged, failed, COALESCE(error,'') FROM state_run WHERE flow = ?1 "
+                             "ORDER BY id DESC LIMIT 1";
+        struct flow *f = &a->flows[i];
+        sqlite3_stmt *q = NULL;
+        long long synced = 0;
+        char *cursor = NULL;
+        struct mlc_errbuf err = { 0 };
+
+        if (sqlite3_prepare_v2(a->st->db, sql, -1, &q, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(q, 1, f->name, -1, SQLITE_STATIC);
+            if (sqlite3_step(q) == SQLITE_ROW) {
+                synced = sqlite3_column_int64(q, 0);
+            }
+        }
+        sqlite3_finalize(q);
+        state_cursor_get(a->st, f->name, &cursor, &err);
+        printf("flow %s: %lld records synced, outbox %lld, dead letters %lld, cursor %s\n", f->name,
+               synced, state_outbox_count(a->st, f->name), state_dead_count(a->st, f->name),
+               cursor ? cursor : "(none)");
+        free(cursor);
+        q = NULL;
+        if (sqlite3_prepare_v2(a->st->db, runsql, -1, &q, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(q, 1, f->name, -1, SQLITE_STATIC);
+            if (sqlite3_step(q) == SQLITE_ROW) {
+                printf("  last run %s UTC: %s, created %d, updated %d, unchanged %d, failed %d %s\n",
+                       sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
+                       sqlite3_column_int(q, 2), sqlite3_column_int(q, 3),
+                       sqlite3_column_int(q, 4), sqlite3_column_int(q, 5),
+                       sqlite3_column_text(q, 6));
+            }
+        }
+        sqlite3_finalize(q);
+    }
+    return 0;
+}
+
+static int cmd_run(struct agent *a)
+{
+    long long now = (long long)time(NULL);
+    int failures = 0;
+
+    for (int i = 0; i < a->n_flows; i++) {
+        /* the first cycle runs at start-up; then the schedule takes over */
+        a->flows[i].next_due = a->flows[i].sched == SCHED_MANUAL ? -1 : now;
+    }
+    mlc_info("mlc-agent %s running %d flows (state %s)", MLC_VERSION, a->n_flows, a->cf.state_db);
+    while (!a->stop) {
+        long long soonest = -1;
+        now = (long long)time(NULL);
+        for (int i = 0; i < a->n_flows && !a->stop; i++) {
+            struct flow *f = &a->flows[i];
+            struct mlc_errbuf err = { 0 };
+            struct sync_stats ss;
+            if (f->next_due < 0) {
+                continue;
+            }
+            if (f->next_due <= now) {
+                enum mlc_rc rc = pipeline_sync(a, f, 0, &ss, &err);
+                if (rc == MLC_OK) {
+                    mlc_info("flow %s: created %ld, updated %ld, unchanged %ld, failed %ld", f->name,
+                             ss.created, ss.updated, ss.unchanged, ss.failed);
+                } else if (rc != MLC_E_STOPPED) {
+                    mlc_error("%s", mlc_err_msg(&err));
+                    failures++;
+                }
+                now = (long long)time(NULL);
+                f->next_due = sched_next(f->sched, f->every_s, f->daily_min, now);
+                /* a failed run retries sooner than a long schedule would */
+                if (rc != MLC_OK && f->next_due - now > 60) {
+                    f->next_due = now + 60;
+                }
+            }
+            if (soonest < 0 || f->next_due < soonest) {
+                soonest = f->next_due;
+            }
+        }
+        if (soonest < 0) {
+            soonest = now + 3600;
+        }
+        while (!a->stop && (long long)time(NULL) < soonest) {
+            struct timespec ts = { 0, 200 * 1000000L };
+            nanosleep(&ts, NULL);
+        }
+    }
+    mlc_info("mlc-agent stopping");
+    return 0;
+}
+
+static int cmd_secret(struct agent *a, int argc, char **argv)
+{
+    struct mlc_errbuf err = { 0 };
+    struct mlc_buf val = MLC_BUF_INIT;
+    char chunk[512];
+    size_t n;
+
+    if (argc != 2 || strcmp(argv[0], "set") != 0) {
+        fprintf(stderr, "usage: mlc-agent secret set NAME   (value on stdin)\n");
+        return 2;
+    }
+    if (isatty(0)) {
+        fprintf(stderr, "value for secret '%s' (end with Enter): ", argv[1]);
+    }
+    val.max = 64 * 1024;
+    while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0) {
+        if (mlc_buf_add(&val, chunk, n) != MLC_OK) {
+            fprintf(stderr, "mlc-agent: secret value too long (64 KiB at most)\n");
+            mlc_buf_release(&val);
+            return 2;
+        }
+        if (isatty(0) && memchr(chunk, '\n', n)) {
+            break;
+        }
+    }
+    while (val.len > 0 && (val.ptr[val.len - 1] == '\n' || val.ptr[val.len - 1] == '\r')) {
+        val.ptr[--val.len] = '\0';
+    }
+    if (val.len == 0) {
+        fprintf(stderr, "mlc-agent: empty value: secret '%s' not changed\n", argv[1]);
+        return 2;
+    }
+    if (secrets_put(a->secrets, argv[1], val.ptr, &err) != MLC_OK) {
+        fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));
+        memset(val.ptr, 0, val.len);
+        mlc_buf_release(&val);
+        return 1;
+    }
+    memset(val.ptr, 0, val.len);
+    mlc_buf_release(&val);
+    printf("secret '%s' stored (encrypted with %s)\n", argv[1], a->cf.key_file);
+    return 0;
+}
+
+static int cmd_check(struct agent *a)
+{
+    size_t n;
+    const struct connector *const *all = connector_all(&n);
+
+    printf("configuration %s is valid: %d systems, %d flows\n", a->config_path, a->n_conns,
+           a->n_flows);
+    for (int i = 0; i < a->n_flows; i++) {
+        struct flow *f = &a->flows[i];
+        printf("  flow %-20s %s -> %s, schedule %s\n", f->name, f->src->name, f->dst->name,
+               mlc_json_str(f->conf, "schedule") ? mlc_json_str(f->conf, "schedule") : "every 15m");
+    }
+    for (int i = 0; i < a->n_conns; i++) {
+        const char *pw[] = { "password", "api_token", "client_secret", "refresh_token", NULL };
+        for (int k = 0; pw[k]; k++) {
+            const char *v = mlc_json_str(a->conns[i].conf, pw[k]);
+            if (v && strncmp(v, "secret:", 7) != 0 && strstr(v, "${") == NULL) {
+                printf("  warning: systems.%s.%s holds a literal secret; prefer \"secret:NAME\" "
+                       "(mlc-agent secret set NAME)\n", a->conns[i].name, pw[k]);
+            }
+        }
+    }
+    printf("\naccepted settings per system type:\n");
+    for (size_t i = 0; i < n; i++) {
+        mlc_conf_describe(all[i]->name, all[i]->keys, stdout);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = getenv("MLC_CONFIG") ? getenv("MLC_CONFIG") : DEFAULT_CONFIG;
+    struct mlc_errbuf err = { 0 };
+    struct agent a = { 0 };
+    const char *cmd;
+    int i = 1, quiet = 0, rc = 0;
+    struct sigaction sa;
+
+    if (getenv("MLC_LOG_LEVEL") != NULL && mlc_log_parse_level(getenv("MLC_LOG_LEVEL")) >= 0) {
+        mlc_log_level = mlc_log_parse_level(getenv("MLC_LOG_LEVEL"));
+    }
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "-q") == 0) {
+            quiet = 1;
+        } else if (strcmp(argv[i], "-v") == 0) {
+            mlc_log_level = MLC_LOG_DEBUG;
+            setenv("MLC_LOG_LEVEL", "debug", 1);
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("mlc-agent %s\n", MLC_VERSION);
+            return 0;
+        } else {
+            fprintf(stderr, "mlc-agent: unknown option '%s' (see mlc-agent --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    cmd = argv[i++];
+    if (strcmp(cmd, "version") == 0) {
+        printf("mlc-agent %s\n", MLC_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "run") && strcmp(cmd, "sync") && strcmp(cmd, "ping") &&
+        strcmp(cmd, "check-config") && strcmp(cmd, "status") && strcmp(cmd, "replay") &&
+        strcmp(cmd, "secret")) {
+        fprintf(stderr, "mlc-agent: unknown command '%s' (see mlc-agent --help)\n", cmd);
+        return 2;
+    }
+    mlc_http_global_init();
+    the_agent = &a;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    a.progress = !quiet && isatty(2);
+    if (agent_load(&a, config, &err) != MLC_OK) {
+        fprintf(stderr, "mlc-agent: configuration error: %s\n", mlc_err_msg(&err));
+        rc = 2;
+        goto out;
+    }
+    if (strcmp(cmd, "check-config") == 0) {
+        rc = cmd_check(&a);
+        goto out;
+    }
+    if (agent_open(&a, &err) != MLC_OK) {
+        fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));
+        rc = 1;
+        goto out;
+    }
+    if (strcmp(cmd, "sync") == 0) {
+        rc = cmd_sync(&a, argc - i, argv + i);
+    } else if (strcmp(cmd, "ping") == 0) {
+        rc = cmd_ping(&a);
+    } else if (strcmp(cmd, "status") == 0) {
+        rc = cmd_status(&a);
+    } else if (strcmp(cmd, "run") == 0) {
+        rc = cmd_run(&a);
+    } else if (strcmp(cmd, "secret") == 0) {
+        rc = cmd_secret(&a, argc - i, argv + i);
+    } else if (strcmp(cmd, "replay") == 0) {
+        long long n = state_dead_replay(a.st, i < argc ? argv[i] : NULL, &err);
+        if (n < 0) {
+            fprintf(stderr, "mlc-agent: replay failed: %s\n", mlc_err_msg(&err));
+            rc = 1;
+        } else {
+            printf("%lld dead letters moved back to the outbox; the next sync delivers them\n", n);
+        }
+    }
+out:
+    agent_release(&a);
+    mlc_log_clear_secrets();
+    mlc_http_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * mapping: compile and apply per-customer field mappings.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "agent/mapping.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_date.h"
+#include "shared/mlc_json.h"
+
+enum rule_kind { R_TEMPLATE, R_FROM, R_CONST, R_LIST };
+enum date_kind { D_NONE, D_YYYYMMDD, D_JULIAN };
+enum case_kind { C_NONE, C_UPPER, C_LOWER };
+
+struct rule {
+    char *field;
+    enum rule_kind kind;
+    char *text;          /* template, const, or column for R_FROM */
+    const cJSON *map;    /* lent from spec */
+    char *dflt;
+    enum date_kind date;
+    enum case_kind cas;
+    int required;
+    long max;
+    char **items; /* R_LIST templates */
+    int n_items;
+};
+
+struct mapping {
+    cJSON *spec; /* our own copy: rules lend from it */
+    struct rule *rules;
+    int n;
+    const char **names;
+};
+
+static void rstrip(char *s)
+{
+    size_t n = strlen(s);
+
+    while (n > 0 && isspace((unsigned char)s[n - 1])) {
+        s[--n] = '\0';
+    }
+}
+
+static void lstrip(char *s)
+{
+    size_t i = 0;
+
+    while (s[i] && isspace((unsigned char)s[i])) {
+        i++;
+    }
+    if (i > 0) {
+        memmove(s, s + i, strlen(s + i) + 1);
+    }
+}
+
+/* Validate a template's {COLUMN} references. */
+static int template_check(const char *t, const char *path, struct mlc_errbuf *err)
+{
+    for (const char *p = t; *p; p++) {
+        if (*p == '{') {
+            const char *e = strchr(p, '}');
+            if (e == NULL || e == p + 1) {
+                mlc_errf(err, "%s: unbalanced or empty {} in template \"%s\"", path, t);
+                return -1;
+            }
+            for (const char *q = p + 1; q < e; q++) {
+                if (!isalnum((unsigned char)*q) && *q != '_') {
+                    mlc_errf(err, "%s: '{%.*s}' is not a column name", path, (int)(e - p - 1), p + 1);
+                    return -1;
+                }
+            }
+            p = e;
+        }
+    }
+    return 0;
+}
+
+static void column_text(const cJSON *row, const char *col, char *out, size_t n)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(row, col);
+
+    if (mlc_json_scalar_text(it, out, n) != 0) {
+        out[0] = '\0';
+    }
+    lstrip(out);
+    rstrip(out);
+}
+
+static void expand(const char *t, const cJSON *row, struct mlc_buf *b)
+{
+    for (const char *p = t; *p; p++) {
+        const char *e;
+        if (*p == '{' && (e = strchr(p, '}')) != NULL) {
+            char col[64], val[1024];
+            size_t n = (size_t)(e - p - 1);
+            if (n >= sizeof(col)) {
+                n = sizeof(col) - 1;
+            }
+            memcpy(col, p + 1, n);
+            col[n] = '\0';
+            column_text(row, col, val, sizeof(val));
+            mlc_buf_adds(b, val);
+            p = e;
+        } else {
+            mlc_buf_add(b, p, 1);
+        }
+    }
+}
+
+static void rule_release(struct rule *r)
+{
+    free(r->field);
+    free(r->text);
+    free(r->dflt);
+    for (int i = 0; i < r->n_items; i++) {
+        free(r->items[i]);
+    }
+    free(r->items);
+}
+
+void mapping_free(struct mapping *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    for (int i = 0; i < m->n; i++) {
+        rule_release(&m->rules[i]);
+    }
+    free(m->rules);
+    free(m->names);
+    cJSON_Delete(m->spec);
+    free(m);
+}
+
+static int compile_rule(struct rule *r, const cJSON *v, const char *path, struct mlc_errbuf *err)
+{
+    static const char *const known[] = { "from", "map", "default", "date", "template", "case",
+                                         "const", "list", "required", "max", NULL };
+    const cJSON *it;
+    const char *s;
+
+    if (cJSON_IsString(v)) {
+        r->kind = R_TEMPLATE;
+        r->text = mlc_xstrdup(v->valuestring);
+        return template_check(r->text, path, err);
+    }
+    if (!cJSON_IsObject(v)) {
+        mlc_errf(err, "%s: expected a template string or a rule object", path);
+        return -1;
+    }
+    cJSON_ArrayForEach(it, v)
+    {
+        int ok = 0;
+        for (int i = 0; known[i]; i++) {
+            ok |= strcmp(known[i], it->string) == 0;
+        }
+        if (!ok) {
+            mlc_errf(err, "%s.%s: unknown rule key (known: from, map, default, date, template, case, "
+                     "const, list, required, max)", path, it->string);
+            return -1;
+        }
+    }
+    if ((s = mlc_json_str(v, "from")) != NULL) {
+        r->kind = R_FROM;
+        r->text = mlc_xstrdup(s);
+    } else if ((s = mlc_json_str(v, "template")) != NULL) {
+        r->kind = R_TEMPLATE;
+        r->text = mlc_xstrdup(s);
+        if (template_check(s, path, err) != 0) {
+            return -1;
+        }
+    } else if ((s = mlc_json_str(v, "const")) != NULL) {
+        r->kind = R_CONST;
+        r->text = mlc_xstrdup(s);
+    } else if ((it = mlc_json_arr(v, "list")) != NULL) {
+        const cJSON *e;
+        r->kind = R_LIST;
+        r->items = mlc_xcalloc((size_t)cJSON_GetArraySize(it) + 1, sizeof(char *));
+        cJSON_ArrayForEach(e, it)
+        {
+            if (!cJSON_IsString(e) || template_check(e->valuestring, path, err) != 0) {
+                mlc_errf(err, "%s.list: entries must be template strings", path);
+                return -1;
+            }
+            r->items[r->n_items++] = mlc_xstrdup(e->valuestring);
+        }
+    } else {
+        mlc_errf(err, "%s: a rule needs one of \"from\", \"template\", \"const\" or \"list\"", path);
+        return -1;
+    }
+    it = cJSON_GetObjectItemCaseSensitive(v, "map");
+    if (it != NULL) {
+        const cJSON *e;
+        if (!cJSON_IsObject(it)) {
+            mlc_errf(err, "%s.map: expected an object of source value -> target value", path);
+            return -1;
+        }
+        cJSON_ArrayForEach(e, it)
+        {
+            if (!cJSON_IsString(e)) {
+                mlc_errf(err, "%s.map.%s: expected a string value", path, e->string);
+                return -1;
+            }
+        }
+        r->map = it;
+    }
+    if ((it = cJSON_GetObjectItemCaseSensitive(v, "default")) != NULL) {
+        if (!cJSON_IsString(it)) {
+            mlc_errf(err, "%s.default: expected a string", path);
+            return -1;
+        }
+        r->dflt = mlc_xstrdup(it->valuestring);
+    }
+    if ((s = mlc_json_str(v, "date")) != NULL) {
+        if (strcmp(s, "yyyymmdd") == 0) {
+            r->date = D_YYYYMMDD;
+        } else if (strcmp(s, "julian") == 0) {
+            r->date = D_JULIAN;
+        } else {
+            mlc_errf(err, "%s.date: '%s' is not one of yyyymmdd, julian", path, s);
+            return -1;
+        }
+    }
+    if ((s = mlc_json_str(v, "case")) != NULL) {
+        if (strcmp(s, "upper") == 0) {
+            r->cas = C_UPPER;
+        } else if (strcmp(s, "lower") == 0) {
+            r->cas = C_LOWER;
+        } else {
+            mlc_errf(err, "%s.case: '%s' is not one of upper, lower", path, s);
+            return -1;
+        }
+    }
+    r->required = mlc_json_bool(v, "required", 0);
+    it = cJSON_GetObjectItemCaseSensitive(v, "max");
+    if (it != NULL) {
+        if (!cJSON_IsNumber(it) || it->valuedouble < 1 || it->valuedouble > 1e6) {
+            mlc_errf(err, "%s.max: expected a positive byte count", path);
+            return -1;
+        }
+        r->max = (long)it->valuedouble;
+    }
+    return 0;
+}
+
+struct mapping *mapping_compile(const cJSON *spec, const char *path, struct mlc_errbuf *err)
+{
+    struct mapping *m;
+    const cJSON *it;
+    char sub[256];
+    int i = 0;
+
+    if (!cJSON_IsObject(spec) || cJSON_GetArraySize(spec) == 0) {
+        mlc_errf(err, "%s: expected a non-empty object of target field -> rule", path);
+        return NULL;
+    }
+    m = mlc_xcalloc(1, sizeof(*m));
+    m->spec = cJSON_Duplicate(spec, 1);
+    if (m->spec == NULL) {
+        MLC_BUG("out of memory copying the mapping");
+    }
+    m->n = cJSON_GetArraySize(m->spec);
+    m->rules = mlc_xcalloc((size_t)m->n, sizeof(*m->rules));
+    m->names = mlc_xcalloc((size_t)m->n, sizeof(*m->names));
+    cJSON_ArrayForEach(it, m->spec)
+    {
+        struct rule *r = &m->rules[i];
+        snprintf(sub, sizeof(sub), "%s.%s", path, it->string);
+        r->field = mlc_xstrdup(it->string);
+        m->names[i] = r->field;
+        i++;
+        if (compile_rule(r, it, sub, err) != 0) {
+            mapping_free(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+static void truncate_utf8(char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n <= max) {
+        return;
+    }
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) {
+        n--;
+    }
+    s[n] = '\0';
+}
+
+static int convert(const struct rule *r, char *v, size_t n, struct mlc_errbuf *err)
+{
+    struct mlc_ymd d;
+
+    if (r->map != NULL && v[0] != '\0') {
+        const char *mapped = mlc_json_str(r->map, v);
+        if (mapped != NULL) {
+            snprintf(v, n, "%s", mapped);
+        } else if (r->dflt != NULL) {
+            snprintf(v, n, "%s", r->dflt);
+        }
+    }
+    if (v[0] == '\0' && r->dflt != NULL) {
+        snprintf(v, n, "%s", r->dflt);
+    }
+    if (r->date != D_NONE && v[0] != '\0') {
+        int ok;
+        if (r->date == D_JULIAN) {
+            char *end;
+            long j = strtol(v, &end, 10);
+            ok = *end == '\0' && j != 0 && mlc_julian_to_ymd(j, &d) == 0;
+        } else {
+            ok = mlc_yyyymmdd_parse(v, &d) == 0;
+        }
+        if (strcmp(v, "0") == 0 || strcmp(v, "00000000") == 0) {
+            v[0] = '\0'; /* JDE's "no date" */
+        } else if (!ok) {
+            mlc_errf(err, "field '%s': '%s' is not a valid %s date", r->field, v,
+                     r->date == D_JULIAN ? "Julian (CYYDDD)" : "yyyyMMdd");
+            return -1;
+        } else {
+            char iso[11];
+            mlc_ymd_iso(&d, iso);
+            snprintf(v, n, "%s", iso);
+        }
+    }
+    for (char *p = v; *p && r->cas != C_NONE; p++) {
+        *p = (char)(r->cas == C_UPPER ? toupper((unsigned char)*p) : tolower((unsigned char)*p));
+    }
+    if (r->max > 0) {
+        truncate_utf8(v, (size_t)r->max);
+    }
+    return 0;
+}
+
+cJSON *mapping_apply(const struct mapping *m, const cJSON *row, struct mlc_errbuf *err)
+{
+    cJSON *out = mlc_json_xobj();
+    char v[4096];
+
+    for (int i = 0; i < m->n; i++) {
+        const struct rule *r = &m->rules[i];
+        if (r->kind == R_LIST) {
+            cJSON *arr = mlc_json_xarr();
+            for (int k = 0; k < r->n_items; k++) {
+                struct mlc_buf b = MLC_BUF_INIT;
+                expand(r->items[k], row, &b);
+                snprintf(v, sizeof(v), "%s", mlc_buf_str(&b));
+                mlc_buf_release(&b);
+                lstrip(v);
+                rstrip(v);
+                if (convert(r, v, sizeof(v), err) != 0) {
+                    cJSON_Delete(arr);
+                    goto fail;
+                }
+                if (v[0] != '\0') {
+                    cJSON_AddItemToArray(arr, cJSON_CreateString(v));
+                }
+            }
+            mlc_json_xadd(out, r->field, arr);
+            continue;
+        }
+        if (r->kind == R_FROM) {
+            column_text(row, r->text, v, sizeof(v));
+        } else if (r->kind == R_CONST) {
+            snprintf(v, sizeof(v), "%s", r->text);
+        } else {
+            struct mlc_buf b = MLC_BUF_INIT;
+            expand(r->text, row, &b);
+            snprintf(v, sizeof(v), "%s", mlc_buf_str(&b));
+            mlc_buf_release(&b);
+            rstrip(v);
+        }
+        if (convert(r, v, sizeof(v), err) != 0) {
+            goto fail;
+        }
+        if (v[0] == '\0') {
+            if (r->required) {
+                mlc_errf(err, "field '%s' is required but the source gave an empty value", r->field);
+                goto fail;
+            }
+            continue;
+        }
+        mlc_json_xadd_str(out, r->field, v);
+    }
+    return out;
+fail:
+    cJSON_Delete(out);
+    return NULL;
+}
+
+const char *const *mapping_fields(const struct mapping *m, int *n)
+{
+    *n = m->n;
+    return m->names;
+}
+
+cJSON *mapping_values(const struct mapping *m, const char *field)
+{
+    cJSON *arr = mlc_json_xarr();
+
+    for (int i = 0; i < m->n; i++) {
+        const struct rule *r = &m->rules[i];
+        const cJSON *e;
+        if (strcmp(r->field, field) != 0) {
+            continue;
+        }
+        cJSON_ArrayForEach(e, r->map)
+        {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(e->valuestring));
+        }
+        if (r->dflt) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(r->dflt));
+        }
+        if (r->kind == R_CONST) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(r->text));
+        }
+    }
+    return arr;
+}

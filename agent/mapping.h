@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * mapping: per-customer field mapping, data not code. A flow's "mapping" is an
+ * object of target field -> rule:
+ *   "WO {DOCO}: {DL01}"                          template (values trimmed)
+ *   {"from": "PRTS", "map": {"1": "Highest"}, "default": "Medium"}
+ *   {"from": "DRQJ", "date": "yyyymmdd"}          or "julian" (CYYDDD) -> YYYY-MM-DD
+ *   {"template": "...", "case": "upper"}          "upper" / "lower"
+ *   {"const": "jde"}
+ *   {"list": ["jde", "wo-{DCTO}"]}                an array (e.g. labels)
+ * Any rule may add "required": true (an empty result dead-letters the record)
+ * and "max": N (truncate to N bytes on a UTF-8 boundary).
+ */
+#ifndef MLC_MAPPING_H
+#define MLC_MAPPING_H
+
+#include <cjson/cJSON.h>
+#include "shared/mlc_err.h"
+
+struct mapping;
+
+/* Compile and validate; messages name the JSON path ("flows.x.mapping.priority.map"). */
+struct mapping *mapping_compile(const cJSON *spec, const char *path, struct mlc_errbuf *err);
+void mapping_free(struct mapping *m);
+
+/* Map one source row (column alias -> value) to a new object (caller owns).
+ * NULL with err when a required field is empty or a value cannot convert. */
+cJSON *mapping_apply(const struct mapping *m, const cJSON *row, struct mlc_errbuf *err);
+
+/* Names of the target fields (lent array of n). */
+const char *const *mapping_fields(const struct mapping *m, int *n);
+/* Every literal value a field can produce through its value map and default
+ * (heap cJSON array), e.g. for validating priority names at start-up. */
+cJSON *mapping_values(const struct mapping *m, const char *field);
+
+#endif

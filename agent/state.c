@@ -1,0 +1,549 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * state: SQLite state database (WAL). Statements live in state_sql.h.
+ *
+ * Durability: WAL with synchronous=NORMAL survives a process crash (kill -9)
+ * with every committed transaction; only an OS crash or power loss may drop
+ * the newest commits, which the ledger/marker recovery then repeats safely.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "agent/state.h"
+#include "agent/state_sql.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_log.h"
+
+long long state_now(void)
+{
+    return (long long)time(NULL);
+}
+
+long long state_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static enum mlc_rc exec(struct state *s, const char *sql, struct mlc_errbuf *err)
+{
+    char *msg = NULL;
+
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        mlc_errf(err, "state database '%s': %s", s->path, msg ? msg : "error");
+        sqlite3_free(msg);
+        return MLC_E_IO;
+    }
+    return MLC_OK;
+}
+
+static sqlite3_stmt *stmt(struct state *s, enum state_stmt which)
+{
+    if (s->st[which] == NULL) {
+        if (sqlite3_prepare_v3(s->db, state_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
+                               &s->st[which], NULL) != SQLITE_OK) {
+            MLC_BUG("cannot prepare statement %d: %s", which, sqlite3_errmsg(s->db));
+        }
+    }
+    sqlite3_reset(s->st[which]);
+    sqlite3_clear_bindings(s->st[which]);
+    return s->st[which];
+}
+
+static void bind_text(sqlite3_stmt *q, const char *name, const char *v)
+{
+    int i = sqlite3_bind_parameter_index(q, name);
+
+    if (i == 0) {
+        MLC_BUG("statement has no parameter %s", name);
+    }
+    if (v == NULL) {
+        sqlite3_bind_null(q, i);
+    } else {
+        sqlite3_bind_text(q, i, v, -1, SQLITE_TRANSIENT);
+    }
+}
+
+static void bind_int(sqlite3_stmt *q, const char *name, long long v)
+{
+    int i = sqlite3_bind_parameter_index(q, name);
+
+    if (i == 0) {
+        MLC_BUG("statement has no parameter %s", name);
+    }
+    sqlite3_bind_int64(q, i, v);
+}
+
+static enum mlc_rc step_done(struct state *s, sqlite3_stmt *q, struct mlc_errbuf *err)
+{
+    int rc = sqlite3_step(q);
+
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
+        return MLC_E_IO;
+    }
+    return MLC_OK;
+}
+
+static void copy_col(sqlite3_stmt *q, int col, char *dst, size_t n)
+{
+    const unsigned char *v = sqlite3_column_text(q, col);
+
+    snprintf(dst, n, "%s", v ? (const char *)v : "");
+}
+
+enum mlc_rc state_open(struct state **out, const char *path, struct mlc_errbuf *err)
+{
+    struct state *s = mlc_xcalloc(1, sizeof(*s));
+    sqlite3_stmt *q = NULL;
+    int version = 0;
+    enum mlc_rc rc;
+
+    s->path = mlc_xstrdup(path);
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        mlc_errf(err, "cannot open state database '%s': %s (check the directory exists and is writable)",
+                 path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        state_close(s);
+        return MLC_E_IO;
+    }
+    sqlite3_busy_timeout(s->db, 10000);
+    rc = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", err);
+    if (rc != MLC_OK) {
+        state_close(s);
+        return rc;
+    }
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW) {
+        version = sqlite3_column_int(q, 0);
+    }
+    sqlite3_finalize(q);
+    if (version > STATE_SCHEMA_VERSION) {
+        mlc_errf(err, "state database '%s' has schema version %d, newer than this agent knows (%d): "
+                 "upgrade the agent", path, version, STATE_SCHEMA_VERSION);
+        state_close(s);
+        return MLC_E_INVAL;
+    }
+    for (int v = version; v < STATE_SCHEMA_VERSION; v++) {
+        char pragma[64];
+        snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d;", v + 1);
+        if ((rc = exec(s, "BEGIN IMMEDIATE", err)) != MLC_OK ||
+            (rc = exec(s, state_migrations[v], err)) != MLC_OK ||
+            (rc = exec(s, pragma, err)) != MLC_OK || (rc = exec(s, "COMMIT", err)) != MLC_OK) {
+            exec(s, "ROLLBACK", NULL);
+            state_close(s);
+            return rc;
+        }
+        mlc_info("state database '%s' migrated to schema version %d", path, v + 1);
+    }
+    *out = s;
+    return MLC_OK;
+}
+
+void state_close(struct state *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < sizeof(s->st) / sizeof(s->st[0]); i++) {
+        sqlite3_finalize(s->st[i]);
+    }
+    sqlite3_close(s->db);
+    free(s->path);
+    free(s);
+}
+
+enum mlc_rc state_begin(struct state *s, struct mlc_errbuf *err)
+{
+    return exec(s, "BEGIN IMMEDIATE", err);
+}
+
+enum mlc_rc state_commit(struct state *s, struct mlc_errbuf *err)
+{
+    return exec(s, "COMMIT", err);
+}
+
+void state_rollback(struct state *s)
+{
+    if (!sqlite3_get_autocommit(s->db)) {
+        exec(s, "ROLLBACK", NULL);
+    }
+}
+
+enum mlc_rc state_cursor_get(struct state *s, const char *flow, char **out, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_CURSOR_GET);
+    int rc;
+
+    bind_text(q, ":flow", flow);
+    *out = NULL;
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        *out = mlc_xstrdup((const char *)sqlite3_column_text(q, 0));
+    } else if (rc != SQLITE_DONE) {
+        mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
+        sqlite3_reset(q);
+        return MLC_E_IO;
+    }
+    sqlite3_reset(q);
+    return MLC_OK;
+}
+
+enum mlc_rc state_cursor_set(struct state *s, const char *flow, const char *value,
+                             struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_CURSOR_SET);
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":value", value);
+    bind_int(q, ":now", state_now());
+    return step_done(s, q, err);
+}
+
+enum mlc_rc state_ledger_get(struct state *s, const char *flow, const char *key,
+                             struct ledger_row *out, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_LEDGER_GET);
+    int rc;
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        copy_col(q, 0, out->hash, sizeof(out->hash));
+        copy_col(q, 1, out->target_key, sizeof(out->target_key));
+        copy_col(q, 2, out->target_id, sizeof(out->target_id));
+        copy_col(q, 3, out->audit_id, sizeof(out->audit_id));
+        sqlite3_reset(q);
+        return MLC_OK;
+    }
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE) {
+        mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
+        return MLC_E_IO;
+    }
+    return MLC_E_NOTFOUND;
+}
+
+enum mlc_rc state_ledger_put(struct state *s, const char *flow, const char *key,
+                             const struct ledger_row *row, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_LEDGER_PUT);
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    bind_text(q, ":hash", row->hash);
+    bind_text(q, ":tkey", row->target_key);
+    bind_text(q, ":tid", row->target_id);
+    bind_text(q, ":aid", row->audit_id);
+    bind_int(q, ":now", state_now_ms());
+    return step_done(s, q, err);
+}
+
+int state_ledger_recent_ids(struct state *s, const char *flow, char **ids, int max)
+{
+    sqlite3_stmt *q = stmt(s, SQ_LEDGER_RECENT);
+    int n = 0;
+
+    bind_text(q, ":flow", flow);
+    bind_int(q, ":max", max);
+    while (n < max && sqlite3_step(q) == SQLITE_ROW) {
+        ids[n++] = mlc_xstrdup((const char *)sqlite3_column_text(q, 0));
+    }
+    sqlite3_reset(q);
+    return n;
+}
+
+void outbox_row_release(struct outbox_row *r)
+{
+    if (r != NULL) {
+        free(r->source_key);
+        free(r->payload);
+        r->source_key = r->payload = NULL;
+    }
+}
+
+enum mlc_rc state_outbox_put(struct state *s, const char *flow, const char *key, const char *op,
+                             const char *target_key, const char *payload, const char *hash,
+                             const char *audit_id, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_OUTBOX_PUT);
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    bind_text(q, ":op", op);
+    bind_text(q, ":tkey", target_key ? target_key : "");
+    bind_text(q, ":payload", payload);
+    bind_text(q, ":hash", hash);
+    bind_text(q, ":aid", audit_id);
+    bind_int(q, ":now", state_now());
+    return step_done(s, q, err);
+}
+
+int state_outbox_next(struct state *s, const char *flow, const char *st, const char *op,
+                      struct outbox_row *rows, int max, long long now)
+{
+    sqlite3_stmt *q = stmt(s, op ? SQ_OUTBOX_NEXT_OP : SQ_OUTBOX_NEXT);
+    int n = 0;
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":state", st);
+    if (op) {
+        bind_text(q, ":op", op);
+    }
+    bind_int(q, ":now", now);
+    bind_int(q, ":max", max);
+    while (n < max && sqlite3_step(q) == SQLITE_ROW) {
+        struct outbox_row *r = &rows[n++];
+        memset(r, 0, sizeof(*r));
+        r->id = sqlite3_column_int64(q, 0);
+        r->source_key = mlc_xstrdup((const char *)sqlite3_column_text(q, 1));
+        r->payload = mlc_xstrdup((const char *)sqlite3_column_text(q, 2));
+        copy_col(q, 3, r->hash, sizeof(r->hash));
+        copy_col(q, 4, r->audit_id, sizeof(r->audit_id));
+        copy_col(q, 5, r->op, sizeof(r->op));
+        copy_col(q, 6, r->target_key, sizeof(r->target_key));
+        copy_col(q, 7, r->state, sizeof(r->state));
+        copy_col(q, 8, r->sent_hash, sizeof(r->sent_hash));
+        r->attempts = sqlite3_column_int(q, 9);
+    }
+    sqlite3_reset(q);
+    return n;
+}
+
+enum mlc_rc state_outbox_mark_inflight(struct state *s, long long id, const char *sent_hash,
+                                       struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_OUTBOX_INFLIGHT);
+
+    bind_int(q, ":id", id);
+    bind_text(q, ":hash", sent_hash);
+    return step_done(s, q, err);
+}
+
+enum mlc_rc state_outbox_resolve(struct state *s, long long id, const char *op,
+                                 const char *target_key, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_OUTBOX_RESOLVE);
+
+    bind_int(q, ":id", id);
+    bind_text(q, ":op", op);
+    bind_text(q, ":tkey", target_key ? target_key : "");
+    return step_done(s, q, err);
+}
+
+enum mlc_rc state_outbox_retry_later(struct state *s, long long id, long long next_at,
+                                     const char *error, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_OUTBOX_RETRY);
+
+    bind_int(q, ":id", id);
+    bind_int(q, ":next", next_at);
+    bind_text(q, ":err", error);
+    return step_done(s, q, err);
+}
+
+enum mlc_rc state_outbox_delete(struct state *s, long long id, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_OUTBOX_DELETE);
+
+    bind_int(q, ":id", id);
+    return step_done(s, q, err);
+}
+
+static long long count_of(struct state *s, enum state_stmt which, const char *flow)
+{
+    sqlite3_stmt *q = stmt(s, which);
+    long long n = -1;
+
+    bind_text(q, ":flow", flow);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        n = sqlite3_column_int64(q, 0);
+    }
+    sqlite3_reset(q);
+    return n;
+}
+
+long long state_outbox_count(struct state *s, const char *flow)
+{
+    return count_of(s, SQ_OUTBOX_COUNT, flow);
+}
+
+int state_outbox_hash(struct state *s, const char *flow, const char *key, char *hash)
+{
+    sqlite3_stmt *q = stmt(s, SQ_OUTBOX_HASH);
+    int found = -1;
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        copy_col(q, 0, hash, 65);
+        found = 0;
+    }
+    sqlite3_reset(q);
+    return found;
+}
+
+enum mlc_rc state_dead_put(struct state *s, const char *flow, const char *key, const char *payload,
+                           const char *hash, const char *error, const char *audit_id, int attempts,
+                           struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_DEAD_PUT);
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    bind_text(q, ":payload", payload);
+    bind_text(q, ":hash", hash);
+    bind_text(q, ":err", error);
+    bind_text(q, ":aid", audit_id);
+    bind_int(q, ":attempts", attempts);
+    bind_int(q, ":now", state_now());
+    return step_done(s, q, err);
+}
+
+int state_dead_has(struct state *s, const char *flow, const char *key, const char *hash)
+{
+    sqlite3_stmt *q = stmt(s, SQ_DEAD_HAS);
+    int found;
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    bind_text(q, ":hash", hash);
+    found = sqlite3_step(q) == SQLITE_ROW ? 0 : -1;
+    sqlite3_reset(q);
+    return found;
+}
+
+long long state_dead_count(struct state *s, const char *flow)
+{
+    return count_of(s, SQ_DEAD_COUNT, flow);
+}
+
+long long state_dead_replay(struct state *s, const char *flow, struct mlc_errbuf *err)
+{
+    static const char *sql =
+        "INSERT INTO state_outbox(flow, source_key, op, target_key, payload, hash, audit_id, created_at)"
+        " SELECT d.flow, d.source_key, CASE WHEN l.target_key IS NULL THEN 'create' ELSE 'update' END,"
+        "  COALESCE(l.target_key, ''), d.payload, d.hash, d.audit_id, :now FROM state_dead d"
+        "  LEFT JOIN state_ledger l ON l.flow = d.flow AND l.source_key = d.source_key"
+        "  WHERE (:flow IS NULL OR d.flow = :flow) AND d.source_key <> ''"
+        " ON CONFLICT(flow, source_key) DO NOTHING";
+    sqlite3_stmt *q = NULL;
+    long long n;
+
+    if (state_begin(s, err) != MLC_OK) {
+        return -1;
+    }
+    if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK) {
+        goto fail;
+    }
+    bind_text(q, ":flow", flow);
+    bind_int(q, ":now", state_now());
+    if (sqlite3_step(q) != SQLITE_DONE) {
+        goto fail;
+    }
+    n = sqlite3_changes(s->db);
+    sqlite3_finalize(q);
+    q = NULL;
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM state_dead WHERE (:flow IS NULL OR flow = :flow)", -1,
+                           &q, NULL) != SQLITE_OK) {
+        goto fail;
+    }
+    bind_text(q, ":flow", flow);
+    if (sqlite3_step(q) != SQLITE_DONE) {
+        goto fail;
+    }
+    sqlite3_finalize(q);
+    if (state_commit(s, err) != MLC_OK) {
+        state_rollback(s);
+        return -1;
+    }
+    return n;
+fail:
+    mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
+    sqlite3_finalize(q);
+    state_rollback(s);
+    return -1;
+}
+
+enum mlc_rc state_audit(struct state *s, const char *flow, const char *key, const char *audit_id,
+                        const char *action, const char *target_key, const char *detail)
+{
+    sqlite3_stmt *q = stmt(s, SQ_AUDIT);
+
+    bind_int(q, ":now", state_now());
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    bind_text(q, ":aid", audit_id);
+    bind_text(q, ":action", action);
+    bind_text(q, ":tkey", target_key);
+    bind_text(q, ":detail", detail);
+    return step_done(s, q, NULL);
+}
+
+long long state_run_start(struct state *s, const char *flow)
+{
+    sqlite3_stmt *q = stmt(s, SQ_RUN_START);
+
+    bind_text(q, ":flow", flow);
+    bind_int(q, ":now", state_now());
+    if (step_done(s, q, NULL) != MLC_OK) {
+        return -1;
+    }
+    return sqlite3_last_insert_rowid(s->db);
+}
+
+void state_run_finish(struct state *s, long long run_id, const struct run_stats *rs,
+                      const char *status, const char *error)
+{
+    sqlite3_stmt *q = stmt(s, SQ_RUN_FINISH);
+
+    bind_int(q, ":id", run_id);
+    bind_int(q, ":now", state_now());
+    bind_int(q, ":read", rs->read);
+    bind_int(q, ":created", rs->created);
+    bind_int(q, ":updated", rs->updated);
+    bind_int(q, ":unchanged", rs->unchanged);
+    bind_int(q, ":failed", rs->failed);
+    bind_text(q, ":status", status);
+    bind_text(q, ":err", error);
+    step_done(s, q, NULL);
+}
+
+enum mlc_rc state_secret_get(struct state *s, const char *name, void **blob, int *len,
+                             struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_SECRET_GET);
+    int rc;
+
+    bind_text(q, ":name", name);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        *len = sqlite3_column_bytes(q, 0);
+        *blob = mlc_xmalloc((size_t)*len + 1);
+        memcpy(*blob, sqlite3_column_blob(q, 0), (size_t)*len);
+        sqlite3_reset(q);
+        return MLC_OK;
+    }
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE) {
+        mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
+        return MLC_E_IO;
+    }
+    return MLC_E_NOTFOUND;
+}
+
+enum mlc_rc state_secret_put(struct state *s, const char *name, const void *blob, int len,
+                             struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_SECRET_PUT);
+    int i = sqlite3_bind_parameter_index(q, ":sealed");
+
+    bind_text(q, ":name", name);
+    sqlite3_bind_blob(q, i, blob, len, SQLITE_TRANSIENT);
+    bind_int(q, ":now", state_now());
+    return step_done(s, q, err);
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * state: the agent's single source of truth (SQLite, WAL): cursors, the
+ * ledger of synced records, the outbox, dead letters, the audit trail, runs,
+ * and sealed secrets. Each thread opens its own handle.
+ */
+#ifndef MLC_STATE_H
+#define MLC_STATE_H
+
+#include <sqlite3.h>
+#include "shared/mlc_err.h"
+
+#define STATE_SCHEMA_VERSION 1
+
+struct state {
+    sqlite3 *db;
+    char *path;
+    /* prepared statements, created on first use */
+    sqlite3_stmt *st[24];
+};
+
+enum mlc_rc state_open(struct state **out, const char *path, struct mlc_errbuf *err);
+void state_close(struct state *s);
+
+enum mlc_rc state_begin(struct state *s, struct mlc_errbuf *err);
+enum mlc_rc state_commit(struct state *s, struct mlc_errbuf *err);
+void state_rollback(struct state *s);
+
+/* cursor: *out heap or NULL when the flow never ran */
+enum mlc_rc state_cursor_get(struct state *s, const char *flow, char **out, struct mlc_errbuf *err);
+enum mlc_rc state_cursor_set(struct state *s, const char *flow, const char *value,
+                             struct mlc_errbuf *err);
+
+struct ledger_row {
+    char hash[65];
+    char target_key[64];
+    char target_id[32];
+    char audit_id[33];
+};
+/* MLC_E_NOTFOUND when the source key was never delivered. */
+enum mlc_rc state_ledger_get(struct state *s, const char *flow, const char *key,
+                             struct ledger_row *out, struct mlc_errbuf *err);
+enum mlc_rc state_ledger_put(struct state *s, const char *flow, const char *key,
+                             const struct ledger_row *row, struct mlc_errbuf *err);
+/* Target ids of the newest ledger rows (for read-after-write hints); heap strings. */
+int state_ledger_recent_ids(struct state *s, const char *flow, char **ids, int max);
+
+/* outbox */
+struct outbox_row {
+    long long id;
+    char *source_key;
+    char *payload;    /* mapped record JSON */
+    char hash[65];
+    char audit_id[33];
+    char op[8];       /* "create" or "update" */
+    char target_key[64];
+    char state[10];   /* "pending" or "inflight" */
+    char sent_hash[65];
+    int attempts;
+};
+void outbox_row_release(struct outbox_row *r);
+
+/* Insert or replace the pending version of (flow, key). */
+enum mlc_rc state_outbox_put(struct state *s, const char *flow, const char *key, const char *op,
+                             const char *target_key, const char *payload, const char *hash,
+                             const char *audit_id, struct mlc_errbuf *err);
+/* Up to max rows due now, of state st ("pending"/"inflight"), op (NULL = any).
+ * Returns the count; rows must be released. */
+int state_outbox_next(struct state *s, const char *flow, const char *st, const char *op,
+                      struct outbox_row *rows, int max, long long now);
+enum mlc_rc state_outbox_mark_inflight(struct state *s, long long id, const char *sent_hash,
+                                       struct mlc_errbuf *err);
+enum mlc_rc state_outbox_resolve(struct state *s, long long id, const char *op,
+                                 const char *target_key, struct mlc_errbuf *err);
+enum mlc_rc state_outbox_retry_later(struct state *s, long long id, long long next_at,
+                                     const char *error, struct mlc_errbuf *err);
+enum mlc_rc state_outbox_delete(struct state *s, long long id, struct mlc_errbuf *err);
+long long state_outbox_count(struct state *s, const char *flow);
+/* Existing pending hash for (flow,key) into hash (65 bytes); 0 when found. */
+int state_outbox_hash(struct state *s, const char *flow, const char *key, char *hash);
+
+/* dead letters */
+enum mlc_rc state_dead_put(struct state *s, const char *flow, const char *key, const char *payload,
+                           const char *hash, const char *error, const char *audit_id, int attempts,
+                           struct mlc_errbuf *err);
+/* 0 when a dead letter for (flow,key) has this hash. */
+int state_dead_has(struct state *s, const char *flow, const char *key, const char *hash);
+long long state_dead_count(struct state *s, const char *flow);
+/* Move dead letters (flow NULL = all) back to the outbox; returns count or -1. */
+long long state_dead_replay(struct state *s, const char *flow, struct mlc_errbuf *err);
+
+/* audit trail */
+enum mlc_rc state_audit(struct state *s, const char *flow, const char *key, const char *audit_id,
+                        const char *action, const char *target_key, const char *detail);
+
+/* runs */
+struct run_stats {
+    long read, created, updated, unchanged, failed;
+};
+long long state_run_start(struct state *s, const char *flow);
+void state_run_finish(struct state *s, long long run_id, const struct run_stats *rs,
+                      const char *status, const char *error);
+
+/* secrets */
+enum mlc_rc state_secret_get(struct state *s, const char *name, void **blob, int *len,
+                             struct mlc_errbuf *err);
+enum mlc_rc state_secret_put(struct state *s, const char *name, const void *blob, int len,
+                             struct mlc_errbuf *err);
+
+long long state_now(void); /* unix seconds */
+long long state_now_ms(void);
+
+#endif

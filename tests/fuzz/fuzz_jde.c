@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Fuzz target: JD Edwards AIS data-service pages, error bodies and watermarks.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "agent/connectors/jde.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct jde_table t = { "F4801", "DOCO", 1, "UPMJ", "TDAY" };
+    struct page pg = { 0 };
+    struct mlc_errbuf err = { 0 };
+    struct jde_cursor cur;
+    char msg[256], *next = NULL, *s;
+    int more = 0;
+
+    jde_parse_page((const char *)data, size, &t, &pg, &more, &next, &err);
+    for (size_t i = 0; i < pg.n; i++) {
+        if (pg.recs[i].cursor != NULL && jde_cursor_parse(pg.recs[i].cursor, &cur) != 0) {
+            abort(); /* every cursor we produce must parse back */
+        }
+    }
+    page_release(&pg);
+    free(next);
+    jde_error_text((const char *)data, size, msg, sizeof(msg));
+    s = malloc(size + 1);
+    if (s != NULL) {
+        memcpy(s, data, size);
+        s[size] = '\0';
+        if (jde_cursor_parse(s, &cur) == 0) {
+            char back[128];
+            jde_cursor_format(&cur, back, sizeof(back));
+        }
+        free(s);
+    }
+    return 0;
+}

@@ -1,0 +1,245 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Unit tests: errors, buffers, logging redaction, HTTP helpers, config loader,
+ * schedules, the connector registry.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "agent/agent.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_conf.h"
+#include "shared/mlc_http.h"
+#include "shared/mlc_log.h"
+#include "tinytest.h"
+
+static void every_code_has_a_string(void)
+{
+    for (int rc = 0; rc <= MLC_RC_MAX; rc++) {
+        CHECK(strcmp(mlc_strerror((enum mlc_rc)rc), "unknown error") != 0);
+    }
+    CHECK_STR(mlc_strerror((enum mlc_rc)99), "unknown error");
+}
+
+static void errbuf_keeps_first_message(void)
+{
+    struct mlc_errbuf e = { 0 };
+
+    mlc_errf(&e, "cannot open spool '%s'", "/x");
+    mlc_errf(&e, "second");
+    CHECK_STR(mlc_err_msg(&e), "cannot open spool '/x'");
+    mlc_err_reset(&e);
+    CHECK_STR(mlc_err_msg(&e), "");
+}
+
+static void buf_caps_input(void)
+{
+    struct mlc_buf b = MLC_BUF_INIT;
+
+    b.max = 8;
+    CHECK_INT(mlc_buf_adds(&b, "12345678"), MLC_OK);
+    CHECK_INT(mlc_buf_adds(&b, "9"), MLC_E_TOOBIG);
+    CHECK_STR(mlc_buf_str(&b), "12345678");
+    mlc_buf_reset(&b);
+    CHECK_INT(mlc_buf_add_json_str(&b, "a\"\n"), MLC_OK);
+    CHECK_STR(mlc_buf_str(&b), "\"a\\\"\\u000a\"");
+    mlc_buf_release(&b);
+}
+
+static void log_redacts_secrets(void)
+{
+    char out[128];
+
+    mlc_log_add_secret("hunter2secret");
+    mlc_log_redact("token=hunter2secret; again hunter2secret", out, sizeof(out));
+    CHECK_STR(out, "token=[redacted]; again [redacted]");
+    mlc_log_add_secret("abc"); /* too short to register */
+    mlc_log_redact("abc", out, sizeof(out));
+    CHECK_STR(out, "abc");
+    mlc_log_clear_secrets();
+}
+
+static void classify_statuses(void)
+{
+    CHECK_INT(mlc_http_classify(200, 0), MLC_OK);
+    CHECK_INT(mlc_http_classify(201, 0), MLC_OK);
+    CHECK_INT(mlc_http_classify(401, 0), MLC_E_AUTH);
+    CHECK_INT(mlc_http_classify(444, 0), MLC_E_AUTH);
+    CHECK_INT(mlc_http_classify(404, 0), MLC_E_NOTFOUND);
+    CHECK_INT(mlc_http_classify(400, 0), MLC_E_REJECTED);
+    CHECK_INT(mlc_http_classify(409, 0), MLC_E_CONFLICT);
+    CHECK_INT(mlc_http_classify(412, 0), MLC_E_CONFLICT);
+    CHECK_INT(mlc_http_classify(429, 0), MLC_E_THROTTLED);
+    CHECK_INT(mlc_http_classify(503, 1), MLC_E_THROTTLED);
+    CHECK_INT(mlc_http_classify(503, 0), MLC_E_NET);
+    CHECK_INT(mlc_http_classify(500, 0), MLC_E_NET);
+    CHECK_INT(mlc_http_classify(0, 0), MLC_E_NET);
+}
+
+static void retry_after_forms(void)
+{
+    /* 1994-11-06 08:49:37 UTC = 784111777 */
+    CHECK_INT(mlc_retry_after_parse("120", 0), 120000);
+    CHECK_INT(mlc_retry_after_parse(" 3 ", 0), 3000);
+    CHECK_INT(mlc_retry_after_parse("99999999999", 0), 3600000);
+    CHECK_INT(mlc_retry_after_parse("Sun, 06 Nov 1994 08:49:37 GMT", 784111777LL - 30), 30000);
+    CHECK_INT(mlc_retry_after_parse("Sun, 06 Nov 1994 08:49:37 GMT", 784111777LL + 30), 0);
+    CHECK_INT(mlc_retry_after_parse("soon", 0), -1);
+    CHECK_INT(mlc_retry_after_parse("-5", 0), -1);
+    CHECK_INT(mlc_retry_after_parse("12abc", 0), -1);
+    CHECK_INT(mlc_retry_after_parse("Sun, 06 Foo 1994 08:49:37 GMT", 0), -1);
+    CHECK_INT(mlc_retry_after_parse(NULL, 0), -1);
+}
+
+static void backoff_is_bounded(void)
+{
+    for (int attempt = 0; attempt < 40; attempt++) {
+        long v = mlc_backoff_ms(attempt, 250, 30000);
+        long ceil = attempt < 7 ? 250L << attempt : 30000;
+        CHECK(v >= 0);
+        CHECK(v <= (ceil > 30000 ? 30000 : ceil));
+    }
+}
+
+struct sample {
+    char *url;
+    long size;
+    int on;
+    int mode;
+    long every;
+    char *pw;
+};
+
+static const struct conf_key sample_keys[] = {
+    { "url", CONF_URL, offsetof(struct sample, url), NULL, "where", 0, 0, NULL },
+    { "size", CONF_INT, offsetof(struct sample, size), "500", "rows", 1, 1000, NULL },
+    { "on", CONF_BOOL, offsetof(struct sample, on), "true", "switch", 0, 0, NULL },
+    { "mode", CONF_ENUM, offsetof(struct sample, mode), "token", "auth", 0, 0, "token|basic" },
+    { "every", CONF_DURATION, offsetof(struct sample, every), "15m", "period", 0, 0, NULL },
+    { "pw", CONF_SECRET, offsetof(struct sample, pw), "", "secret", 0, 0, NULL },
+    { 0 },
+};
+
+static enum mlc_rc load_sample(const char *json, struct sample *s, struct mlc_errbuf *e)
+{
+    cJSON *o = cJSON_Parse(json);
+    enum mlc_rc rc;
+
+    memset(s, 0, sizeof(*s));
+    mlc_err_reset(e);
+    rc = mlc_conf_load(o, "systems.jde", sample_keys, NULL, s, e);
+    cJSON_Delete(o);
+    return rc;
+}
+
+static void conf_errors_name_the_path(void)
+{
+    struct mlc_errbuf e = { 0 };
+    struct sample s;
+
+    CHECK_INT(load_sample("{\"url\":\"http://h/x/\",\"size\":20,\"mode\":\"basic\",\"every\":\"2h\"}", &s, &e), MLC_OK);
+    CHECK_STR(s.url, "http://h/x");
+    CHECK_INT(s.size, 20);
+    CHECK_INT(s.on, 1);
+    CHECK_INT(s.mode, 1);
+    CHECK_INT(s.every, 7200);
+    mlc_conf_release(sample_keys, &s);
+
+    CHECK_INT(load_sample("{\"url\":\"http://h\",\"size\":0}", &s, &e), MLC_E_INVAL);
+    CHECK(strstr(mlc_err_msg(&e), "systems.jde.size") != NULL);
+    mlc_conf_release(sample_keys, &s);
+    CHECK_INT(load_sample("{\"size\":3}", &s, &e), MLC_E_INVAL);
+    CHECK(strstr(mlc_err_msg(&e), "systems.jde.url: required") != NULL);
+    mlc_conf_release(sample_keys, &s);
+    CHECK_INT(load_sample("{\"url\":\"ftp://h\"}", &s, &e), MLC_E_INVAL);
+    CHECK(strstr(mlc_err_msg(&e), "systems.jde.url") != NULL);
+    mlc_conf_release(sample_keys, &s);
+    CHECK_INT(load_sample("{\"url\":\"http://h\",\"bogus\":1}", &s, &e), MLC_E_INVAL);
+    CHECK(strstr(mlc_err_msg(&e), "systems.jde.bogus: unknown setting") != NULL);
+    mlc_conf_release(sample_keys, &s);
+    CHECK_INT(load_sample("{\"url\":\"http://h\",\"mode\":\"oauth\"}", &s, &e), MLC_E_INVAL);
+    CHECK(strstr(mlc_err_msg(&e), "systems.jde.mode") != NULL);
+    mlc_conf_release(sample_keys, &s);
+    CHECK_INT(load_sample("{\"url\":\"http://h\",\"size\":\"many\"}", &s, &e), MLC_E_INVAL);
+    mlc_conf_release(sample_keys, &s);
+}
+
+static void conf_expands_env(void)
+{
+    struct mlc_errbuf e = { 0 };
+    struct sample s;
+    char *v;
+
+    setenv("MLC_TEST_HOST", "ais.example", 1);
+    CHECK_INT(load_sample("{\"url\":\"https://${MLC_TEST_HOST}:9300\",\"pw\":\"${MLC_TEST_PW}\"}", &s, &e), MLC_OK);
+    CHECK_STR(s.url, "https://ais.example:9300");
+    CHECK_STR(s.pw, "${MLC_TEST_PW}"); /* secrets are resolved later, not at load */
+    mlc_conf_release(sample_keys, &s);
+    unsetenv("MLC_TEST_NOPE");
+    v = mlc_conf_expand_env("x${MLC_TEST_NOPE}", "a.b", &e);
+    CHECK(v == NULL);
+    CHECK(strstr(mlc_err_msg(&e), "MLC_TEST_NOPE") != NULL);
+    CHECK_INT(mlc_conf_parse_duration("15m"), 900);
+    CHECK_INT(mlc_conf_parse_duration("1d"), 86400);
+    CHECK_INT(mlc_conf_parse_duration("15x"), -1);
+    CHECK_INT(mlc_conf_parse_duration(""), -1);
+}
+
+static void schedules_parse(void)
+{
+    enum sched_kind k;
+    long every = 0;
+    int daily = 0;
+
+    CHECK_INT(sched_parse("every 15m", &k, &every, &daily), 0);
+    CHECK_INT(k, SCHED_EVERY);
+    CHECK_INT(every, 900);
+    CHECK_INT(sched_parse("daily 02:00", &k, &every, &daily), 0);
+    CHECK_INT(k, SCHED_DAILY);
+    CHECK_INT(daily, 120);
+    CHECK_INT(sched_parse("daily 24:00", &k, &every, &daily), -1);
+    CHECK_INT(sched_parse("daily 2:00", &k, &every, &daily), -1);
+    CHECK_INT(sched_parse("every", &k, &every, &daily), -1);
+    CHECK_INT(sched_parse("hourly", &k, &every, &daily), -1);
+    CHECK_INT(sched_next(SCHED_EVERY, 900, 0, 1000), 1900);
+    {
+        long long n = sched_next(SCHED_DAILY, 0, 120, 1700000000LL);
+        CHECK(n > 1700000000LL && n <= 1700000000LL + 86400 + 3600);
+    }
+}
+
+static void registry_is_consistent(void)
+{
+    size_t n;
+    const struct connector *const *all = connector_all(&n);
+
+    CHECK(n >= 2);
+    for (size_t i = 0; i < n; i++) {
+        const struct connector *c = all[i];
+        CHECK(c->name != NULL && c->open != NULL && c->close != NULL && c->keys != NULL);
+        CHECK(connector_find(c->name) == c);
+        for (size_t j = i + 1; j < n; j++) {
+            CHECK(strcmp(all[j]->name, c->name) != 0);
+        }
+        CHECK(!!(c->caps & CONN_SOURCE) == (c->poll != NULL));
+        CHECK(!!(c->caps & CONN_WRITEBACK) == (c->write_back != NULL));
+        CHECK(!!(c->caps & CONN_TARGET) == (c->apply != NULL && c->find != NULL));
+    }
+    CHECK(connector_find("nope") == NULL);
+}
+
+int main(void)
+{
+    RUN(every_code_has_a_string);
+    RUN(errbuf_keeps_first_message);
+    RUN(buf_caps_input);
+    RUN(log_redacts_secrets);
+    RUN(classify_statuses);
+    RUN(retry_after_forms);
+    RUN(backoff_is_bounded);
+    RUN(conf_errors_name_the_path);
+    RUN(conf_expands_env);
+    RUN(schedules_parse);
+    RUN(registry_is_consistent);
+    return TT_DONE();
+}

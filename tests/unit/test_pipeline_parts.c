@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Unit tests: the JDE page parser and watermark, mappings, the state
+ * database (migrations, ledger, outbox, dead letters) and sealed secrets.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "agent/connectors/jde.h"
+#include "agent/mapping.h"
+#include "agent/secrets.h"
+#include "agent/state.h"
+#include "shared/mlc_json.h"
+#include "tinytest.h"
+
+static const struct jde_table wo = { "F4801", "DOCO", 1, "UPMJ", "TDAY" };
+
+static void jde_page_parses_rows_and_link(void)
+{
+    const char *body =
+        "{\"fs_DATABROWSE_F4801\":{\"data\":{\"gridData\":{\"rowset\":["
+        "{\"F4801_DOCO\":100001,\"F4801_DL01\":\"Pump  \",\"F4801_UPMJ\":\"20240115\",\"F4801_TDAY\":93015},"
+        "{\"F4801_DOCO\":\"GARBAGE\",\"F4801_UPMJ\":\"20240115\",\"F4801_TDAY\":93015},"
+        "{\"F4801_DOCO\":100002,\"F4801_UPMJ\":\"2024-01-15\",\"F4801_TDAY\":1}],"
+        "\"summary\":{\"records\":3,\"moreRecords\":true}}}},"
+        "\"links\":[{\"rel\":\"next\",\"href\":\"http://h/jderest/v2/dataservice/next\"}]}";
+    struct mlc_errbuf e = { 0 };
+    struct page pg = { 0 };
+    char *next = NULL;
+    int more = 0;
+
+    CHECK_INT(jde_parse_page(body, strlen(body), &wo, &pg, &more, &next, &e), MLC_OK);
+    CHECK_INT(pg.n, 3);
+    CHECK_INT(more, 1);
+    CHECK_STR(next, "http://h/jderest/v2/dataservice/next");
+    CHECK_STR(pg.recs[0].key, "100001");
+    CHECK_STR(pg.recs[0].cursor, "20240115|093015|100001");
+    CHECK_STR(mlc_json_str(pg.recs[0].data, "DL01"), "Pump  ");
+    CHECK(pg.recs[0].error == NULL);
+    CHECK(pg.recs[1].error != NULL && strstr(pg.recs[1].error, "DOCO") != NULL);
+    CHECK(pg.recs[2].error != NULL && strstr(pg.recs[2].error, "UPMJ") != NULL);
+    page_release(&pg);
+    free(next);
+}
+
+static void jde_page_rejects_garbage(void)
+{
+    struct mlc_errbuf e = { 0 };
+    struct page pg = { 0 };
+    char *next = NULL;
+    int more = 0;
+    const char *trunc = "{\"fs_DATABROWSE_F4801\":{\"data\":";
+    const char *exc = "{\"message\":\"boom\",\"exception\":\"JDERestServiceException\"}";
+
+    CHECK_INT(jde_parse_page(trunc, strlen(trunc), &wo, &pg, &more, &next, &e), MLC_E_PROTO);
+    CHECK(strstr(mlc_err_msg(&e), "invalid JSON") != NULL);
+    mlc_err_reset(&e);
+    CHECK_INT(jde_parse_page(exc, strlen(exc), &wo, &pg, &more, &next, &e), MLC_E_REJECTED);
+    CHECK(strstr(mlc_err_msg(&e), "boom") != NULL);
+    mlc_err_reset(&e);
+    CHECK_INT(jde_parse_page("{}", 2, &wo, &pg, &more, &next, &e), MLC_E_PROTO);
+    CHECK_INT(pg.n, 0);
+    page_release(&pg);
+}
+
+static void jde_cursor_round_trip(void)
+{
+    struct jde_cursor c;
+    char out[64];
+
+    CHECK_INT(jde_cursor_parse("20240115|093015|100001", &c), 0);
+    CHECK_STR(c.date, "20240115");
+    CHECK_INT(c.time, 93015);
+    CHECK_STR(c.key, "100001");
+    jde_cursor_format(&c, out, sizeof(out));
+    CHECK_STR(out, "20240115|093015|100001");
+    CHECK_INT(jde_cursor_parse("20240230|1|x", &c), -1);
+    CHECK_INT(jde_cursor_parse("20240115|250000|x", &c), -1);
+    CHECK_INT(jde_cursor_parse("garbage", &c), -1);
+}
+
+static cJSON *row(void)
+{
+    return cJSON_Parse("{\"DOCO\":100001,\"DL01\":\"Replace pump seal   \",\"PRTS\":\"2\","
+                       "\"DRQJ\":\"20240301\",\"STRJ\":\"124015\",\"DCTO\":\"WO\","
+                       "\"MCU\":\"         M30\",\"ANP\":6001,\"NOPE\":\"\"}");
+}
+
+static void mapping_applies_rules(void)
+{
+    cJSON *spec = cJSON_Parse(
+        "{\"summary\":\"WO {DOCO}: {DL01}\","
+        "\"priority\":{\"from\":\"PRTS\",\"map\":{\"1\":\"Highest\",\"2\":\"High\"},\"default\":\"Medium\"},"
+        "\"duedate\":{\"from\":\"DRQJ\",\"date\":\"yyyymmdd\"},"
+        "\"start\":{\"from\":\"STRJ\",\"date\":\"julian\"},"
+        "\"labels\":{\"list\":[\"jde\",\"wo-{DCTO}\",\"{NOPE}\"]},"
+        "\"customfield_10051\":{\"from\":\"MCU\"},"
+        "\"assignee\":{\"from\":\"ANP\",\"map\":{\"6001\":\"maria.lopez@example.com\"}},"
+        "\"empty\":{\"from\":\"NOPE\"}}");
+    struct mlc_errbuf e = { 0 };
+    struct mapping *m = mapping_compile(spec, "flows.wo.mapping", &e);
+    cJSON *r = row(), *out;
+    char *s;
+
+    CHECK(m != NULL);
+    out = mapping_apply(m, r, &e);
+    CHECK(out != NULL);
+    s = cJSON_PrintUnformatted(out);
+    CHECK_STR(s, "{\"summary\":\"WO 100001: Replace pump seal\",\"priority\":\"High\","
+                 "\"duedate\":\"2024-03-01\",\"start\":\"2024-01-15\",\"labels\":[\"jde\",\"wo-WO\"],"
+                 "\"customfield_10051\":\"M30\",\"assignee\":\"maria.lopez@example.com\"}");
+    free(s);
+    cJSON_Delete(out);
+    {
+        cJSON *vals = mapping_values(m, "priority");
+        CHECK_INT(cJSON_GetArraySize(vals), 3);
+        cJSON_Delete(vals);
+    }
+    mapping_free(m);
+    cJSON_Delete(spec);
+    cJSON_Delete(r);
+}
+
+static void mapping_errors_name_the_path(void)
+{
+    struct mlc_errbuf e = { 0 };
+    cJSON *spec = cJSON_Parse("{\"summary\":{\"from\":\"DL01\",\"date\":\"weird\"}}");
+
+    CHECK(mapping_compile(spec, "flows.wo.mapping", &e) == NULL);
+    CHECK(strstr(mlc_err_msg(&e), "flows.wo.mapping.summary.date") != NULL);
+    cJSON_Delete(spec);
+    mlc_err_reset(&e);
+    spec = cJSON_Parse("{\"summary\":\"WO {DO CO}\"}");
+    CHECK(mapping_compile(spec, "flows.wo.mapping", &e) == NULL);
+    CHECK(strstr(mlc_err_msg(&e), "flows.wo.mapping.summary") != NULL);
+    cJSON_Delete(spec);
+    mlc_err_reset(&e);
+    spec = cJSON_Parse("{\"summary\":{\"from\":\"NOPE\",\"required\":true},"
+                       "\"due\":{\"from\":\"DL01\",\"date\":\"yyyymmdd\"}}");
+    {
+        struct mapping *m = mapping_compile(spec, "m", &e);
+        cJSON *r = row();
+        CHECK(m != NULL);
+        CHECK(mapping_apply(m, r, &e) == NULL);
+        CHECK(strstr(mlc_err_msg(&e), "'summary' is required") != NULL);
+        mapping_free(m);
+        cJSON_Delete(r);
+    }
+    cJSON_Delete(spec);
+}
+
+static char dbpath[64], keypath[64];
+
+static void state_tables_work(void)
+{
+    struct mlc_errbuf e = { 0 };
+    struct state *st = NULL;
+    struct ledger_row lr = { 0 }, got;
+    struct outbox_row rows[4];
+    char *cur = NULL, hash[65];
+    int n;
+
+    snprintf(dbpath, sizeof(dbpath), "/tmp/mlc-test-%d.db", (int)getpid());
+    unlink(dbpath);
+    CHECK_INT(state_open(&st, dbpath, &e), MLC_OK);
+    if (st == NULL) {
+        return;
+    }
+    CHECK_INT(state_cursor_get(st, "wo", &cur, &e), MLC_OK);
+    CHECK(cur == NULL);
+    CHECK_INT(state_begin(st, &e), MLC_OK);
+    CHECK_INT(state_outbox_put(st, "wo", "1", "create", NULL, "{\"a\":1}", "h1", "aid1", &e), MLC_OK);
+    CHECK_INT(state_outbox_put(st, "wo", "1", "create", NULL, "{\"a\":2}", "h2", "aid2", &e), MLC_OK);
+    CHECK_INT(state_cursor_set(st, "wo", "20240115|093015|1", &e), MLC_OK);
+    CHECK_INT(state_commit(st, &e), MLC_OK);
+    CHECK_INT(state_outbox_count(st, "wo"), 1);
+    CHECK_INT(state_outbox_hash(st, "wo", "1", hash), 0);
+    CHECK_STR(hash, "h2");
+    n = state_outbox_next(st, "wo", "pending", "create", rows, 4, state_now());
+    CHECK_INT(n, 1);
+    CHECK_STR(rows[0].payload, "{\"a\":2}");
+    CHECK_INT(state_outbox_mark_inflight(st, rows[0].id, "h2", &e), MLC_OK);
+    /* a newer version arriving while in flight keeps the create op for recovery */
+    CHECK_INT(state_outbox_put(st, "wo", "1", "update", "MFG-1", "{\"a\":3}", "h3", "aid3", &e), MLC_OK);
+    outbox_row_release(&rows[0]);
+    n = state_outbox_next(st, "wo", "inflight", NULL, rows, 4, 1LL << 62);
+    CHECK_INT(n, 1);
+    CHECK_STR(rows[0].op, "create");
+    CHECK_STR(rows[0].sent_hash, "h2");
+    CHECK_STR(rows[0].hash, "h3");
+    CHECK_INT(state_outbox_delete(st, rows[0].id, &e), MLC_OK);
+    outbox_row_release(&rows[0]);
+    snprintf(lr.hash, sizeof(lr.hash), "h3");
+    snprintf(lr.target_key, sizeof(lr.target_key), "MFG-1");
+    snprintf(lr.target_id, sizeof(lr.target_id), "10000");
+    snprintf(lr.audit_id, sizeof(lr.audit_id), "aid3");
+    CHECK_INT(state_ledger_put(st, "wo", "1", &lr, &e), MLC_OK);
+    CHECK_INT(state_ledger_get(st, "wo", "1", &got, &e), MLC_OK);
+    CHECK_STR(got.target_key, "MFG-1");
+    CHECK_INT(state_ledger_get(st, "wo", "2", &got, &e), MLC_E_NOTFOUND);
+    CHECK_INT(state_dead_put(st, "wo", "2", "{}", "hx", "bad", "aid4", 1, &e), MLC_OK);
+    CHECK_INT(state_dead_has(st, "wo", "2", "hx"), 0);
+    CHECK_INT(state_dead_has(st, "wo", "2", "hy"), -1);
+    CHECK_INT(state_dead_replay(st, "wo", &e), 1);
+    CHECK_INT(state_dead_count(st, "wo"), 0);
+    CHECK_INT(state_outbox_count(st, "wo"), 1);
+    CHECK_INT(state_cursor_get(st, "wo", &cur, &e), MLC_OK);
+    CHECK_STR(cur, "20240115|093015|1");
+    free(cur);
+    state_close(st);
+    /* reopening runs no migration twice */
+    st = NULL;
+    CHECK_INT(state_open(&st, dbpath, &e), MLC_OK);
+    state_close(st);
+}
+
+static void secrets_round_trip(void)
+{
+    struct mlc_errbuf e = { 0 };
+    struct state *st = NULL;
+    struct secret_store *ss = NULL, *ss2 = NULL;
+    char *v = NULL;
+    FILE *f;
+
+    snprintf(keypath, sizeof(keypath), "/tmp/mlc-test-%d.key", (int)getpid());
+    unlink(keypath);
+    CHECK_INT(state_open(&st, dbpath, &e), MLC_OK);
+    CHECK_INT(secrets_open(&ss, st, keypath, 0, &e), MLC_E_NOTFOUND);
+    mlc_err_reset(&e);
+    CHECK_INT(secrets_open(&ss, st, keypath, 1, &e), MLC_OK);
+    CHECK(access(keypath, R_OK) == 0);
+    CHECK_INT(secrets_put(ss, "jde_password", "s3cret-value", &e), MLC_OK);
+    CHECK_INT(secrets_get(ss, "jde_password", &v, &e), MLC_OK);
+    CHECK_STR(v, "s3cret-value");
+    free(v);
+    v = NULL;
+    CHECK_INT(secrets_get(ss, "missing", &v, &e), MLC_E_NOTFOUND);
+    CHECK(strstr(mlc_err_msg(&e), "mlc-agent secret set missing") != NULL);
+    /* the database never holds the plain value */
+    {
+        sqlite3_stmt *q;
+        sqlite3_prepare_v2(st->db, "SELECT count(*) FROM state_secret WHERE instr(sealed, 's3cret') > 0",
+                           -1, &q, NULL);
+        CHECK(sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 0) == 0);
+        sqlite3_finalize(q);
+    }
+    /* another key cannot open it */
+    secrets_close(ss);
+    f = fopen(keypath, "wb");
+    fwrite("0123456789abcdef0123456789abcdef", 1, 32, f);
+    fclose(f);
+    mlc_err_reset(&e);
+    CHECK_INT(secrets_open(&ss2, st, keypath, 0, &e), MLC_OK);
+    CHECK(secrets_get(ss2, "jde_password", &v, &e) != MLC_OK);
+    CHECK(strstr(mlc_err_msg(&e), "cannot be decrypted") != NULL);
+    secrets_close(ss2);
+    state_close(st);
+    unlink(keypath);
+    unlink(dbpath);
+    {
+        char wal[80];
+        snprintf(wal, sizeof(wal), "%s-wal", dbpath);
+        unlink(wal);
+        snprintf(wal, sizeof(wal), "%s-shm", dbpath);
+        unlink(wal);
+    }
+}
+
+int main(void)
+{
+    RUN(jde_page_parses_rows_and_link);
+    RUN(jde_page_rejects_garbage);
+    RUN(jde_cursor_round_trip);
+    RUN(mapping_applies_rules);
+    RUN(mapping_errors_name_the_path);
+    RUN(state_tables_work);
+    RUN(secrets_round_trip);
+    return TT_DONE();
+}
