@@ -400,7 +400,10 @@ enum mlc_rc mlc_http_send(struct mlc_http *h, const struct mlc_http_req *rq,
     long waited = 0;
     enum mlc_rc rc = MLC_E_NET;
 
-    for (int attempt = 0; attempt < r->max_attempts; attempt++) {
+    /* Transport failures and plain 5xx get max_attempts tries. Throttling
+     * answers (429, 503 + Retry-After) say when to come back, so they are
+     * bounded by the total wait budget instead: a storm is waited out. */
+    for (int attempt = 0, tries = 0, throttles = 0;; attempt++) {
         struct mlc_errbuf one = { 0 };
         long wait;
 
@@ -411,11 +414,16 @@ enum mlc_rc mlc_http_send(struct mlc_http *h, const struct mlc_http_req *rq,
             }
             return rc;
         }
-        if (attempt + 1 == r->max_attempts) {
+        if (rc == MLC_E_THROTTLED) {
+            throttles++;
+        } else {
+            tries++;
+        }
+        if (tries >= r->max_attempts || throttles > 100) {
             mlc_errf(err, "%s (gave up after %d attempts)", one.msg, attempt + 1);
             break;
         }
-        wait = mlc_backoff_ms(attempt, r->base_ms, r->cap_ms);
+        wait = mlc_backoff_ms(rc == MLC_E_THROTTLED ? throttles - 1 : tries - 1, r->base_ms, r->cap_ms);
         if (resp->retry_after_ms >= 0 && resp->retry_after_ms > wait) {
             /* never sooner than the server asked: a small margin covers clock granularity */
             wait = resp->retry_after_ms + 20;

@@ -21,7 +21,7 @@ struct mlc_http_opts {
 };
 
 struct mlc_retry {
-    int max_attempts;  /* total tries including the first; default 6 */
+    int max_attempts;  /* tries for transport errors and 5xx; default 6 (throttling: see max_wait_ms) */
     long base_ms;      /* first backoff ceiling; default 250 */
     long cap_ms;       /* backoff ceiling; default 30000 */
     long max_wait_ms;  /* give up when the summed waits would exceed this; default 300000 */

@@ -41,6 +41,7 @@ static void buf_caps_input(void)
     CHECK_INT(mlc_buf_adds(&b, "9"), MLC_E_TOOBIG);
     CHECK_STR(mlc_buf_str(&b), "12345678");
     mlc_buf_reset(&b);
+    b.max = 0;
     CHECK_INT(mlc_buf_add_json_str(&b, "a\"\n"), MLC_OK);
     CHECK_STR(mlc_buf_str(&b), "\"a\\\"\\u000a\"");
     mlc_buf_release(&b);

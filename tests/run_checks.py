@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""The whole test suite, as `make check` runs it.
+
+Builds a developer build (-Werror) and an ASan+UBSan build, and runs in each:
+the C unit tests, the fuzz-corpus replays and the integration tests (real
+mlc-agent against the simulators). The simulator self-test runs once. Every
+part ends with an "N passed, N failed" line; the totals close the run.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed")
+
+
+def run_part(name, cmd, env=None):
+    print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace", env=env)
+    passed = failed = None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        m = SUMMARY.match(line.strip())
+        if m:
+            passed, failed = int(m.group(1)), int(m.group(2))
+    rc = proc.wait()
+    sys.stdout.flush()
+    if passed is None:
+        # a part that died before its summary counts as one failure
+        passed, failed = 0, 1
+    elif rc != 0 and failed == 0:
+        failed = 1
+    print(f"=== {name}: {passed} passed, {failed} failed, exit {rc}, "
+          f"{time.monotonic() - t0:.1f}s", flush=True)
+    return passed, failed
+
+
+def build(make, out, sanitize):
+    cmd = make.split() + ["--no-print-directory", "-j2", "DEVELOPER=1", f"O={out}", "check-build"]
+    if sanitize:
+        cmd.append(f"SANITIZE={sanitize}")
+    print(f"\n=== build {out}: {' '.join(cmd)}", flush=True)
+    return subprocess.call(cmd, cwd=ROOT) == 0
+
+
+def suite(out, quick):
+    results = []
+    tests_dir = os.path.join(ROOT, out, "tests")
+    for t in sorted(os.listdir(tests_dir)):
+        path = os.path.join(tests_dir, t)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            results.append(run_part(f"unit {t} [{out}]", [path]))
+    fuzz_dir = os.path.join(ROOT, out, "fuzz")
+    for f in sorted(os.listdir(fuzz_dir)):
+        target = f[len("replay_"):]
+        corpus = os.path.join(ROOT, "tests", "fuzz", "corpus", target)
+        results.append(run_part(f"fuzz replay {target} [{out}]", [os.path.join(fuzz_dir, f), corpus]))
+    cmd = [sys.executable, "tests/integration/test_agent.py", "--agent", os.path.join(out, "mlc-agent")]
+    if quick:
+        cmd.append("--quick")
+    results.append(run_part(f"integration [{out}]", cmd))
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--make", default="make")
+    ap.add_argument("--no-asan", action="store_true", help="skip the sanitizer build")
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    results = []
+    if not build(args.make, "build/dev", None):
+        print("0 passed, 1 failed")
+        return 1
+    results.append(run_part("simulator self-test", [sys.executable, "tests/sims/selftest.py"]))
+    results += suite("build/dev", quick=False)
+    if not args.no_asan:
+        if build(args.make, "build/asan", "address,undefined"):
+            os.environ["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+            os.environ["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+            results += suite("build/asan", quick=True)
+        else:
+            results.append((0, 1))
+    passed = sum(p for p, _ in results)
+    failed = sum(f for _, f in results)
+    print(f"\nall parts done in {time.monotonic() - t0:.0f}s")
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,828 @@
+#!/usr/bin/env python3
+"""Self-test for tests/sims: starts jde_sim.py (twice: with and without
+--allow-basic) and jira_sim.py as subprocesses on OS-chosen ports, drives
+them with urllib and prints TAP-like lines:
+
+    ok 1 name
+    not ok 2 name  # detail
+    ...
+    N passed, N failed
+
+Exit status 0 only when nothing failed.  Standard library only.
+Options: --perf also loads 50,000 Jira issues (default 10,000).
+"""
+
+import base64
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = []
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        try:
+            self.json = json.loads(body.decode("utf-8")) if body else None
+            self.json_ok = True
+        except (UnicodeDecodeError, ValueError):
+            self.json = None
+            self.json_ok = False
+
+    def __repr__(self):
+        return "<%d %s>" % (self.status, self.body[:300])
+
+
+def call(base, method, path, body=None, headers=None, raw=None, ctype="application/json"):
+    data = raw if raw is not None else (json.dumps(body).encode("utf-8") if body is not None else None)
+    req = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None and ctype:
+        req.add_header("Content-Type", ctype)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return Resp(r.status, r.headers, r.read())
+    except urllib.error.HTTPError as e:
+        return Resp(e.code, e.headers, e.read())
+
+
+def check(name, cond, detail=""):
+    RESULTS.append(bool(cond))
+    n = len(RESULTS)
+    if cond:
+        print("ok %d %s" % (n, name))
+    else:
+        print("not ok %d %s%s" % (n, name, ("  # " + str(detail)[:400]) if detail else ""))
+    sys.stdout.flush()
+    return bool(cond)
+
+
+def group(fn):
+    """Run one test group; an exception becomes a failed check."""
+    try:
+        fn()
+    except Exception as e:  # keep going with the other groups
+        check("%s (raised)" % fn.__name__, False, "%s: %s" % (type(e).__name__, e))
+        traceback.print_exc()
+
+
+def start(script, args, tmp, tag):
+    pf = os.path.join(tmp, tag + ".port")
+    log = open(os.path.join(tmp, tag + ".log"), "w")
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, script), "--port", "0", "--port-file", pf,
+                          "--quiet"] + args, stdout=log, stderr=log)
+    return p, pf, log
+
+
+def wait_port(pf, proc, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if os.path.exists(pf):
+            with open(pf) as f:
+                s = f.read()
+            if s.endswith("\n") and s.strip().isdigit():
+                return int(s)
+        if proc.poll() is not None:
+            raise RuntimeError("simulator exited early (status %s)" % proc.returncode)
+        time.sleep(0.05)
+    raise RuntimeError("no port file %s" % pf)
+
+
+# ---------------------------------------------------------------------------
+# JDE
+
+class Jde:
+    base = None
+    base_nb = None
+    login = {"username": "SYNCUSR", "password": "demo-pass", "deviceName": "selftest",
+             "environment": "JDV920", "role": "*ALL"}
+
+    @classmethod
+    def token(cls, device="selftest"):
+        b = dict(cls.login, deviceName=device)
+        r = call(cls.base, "POST", "/jderest/v2/tokenrequest", b)
+        assert r.status == 200, r
+        return r.json["userInfo"]["token"]
+
+    @staticmethod
+    def hdr(tok, device="selftest"):
+        return {"jde-AIS-Auth": tok, "jde-AIS-Auth-Device": device}
+
+    @classmethod
+    def faults(cls, **kw):
+        r = call(cls.base, "POST", "/_sim/faults", kw)
+        assert r.status == 200, r
+
+    @classmethod
+    def rows(cls):
+        return call(cls.base, "GET", "/_sim/rows?table=F4801").json
+
+
+def lit(v):
+    return [{"specialValueId": "LITERAL", "content": str(v)}]
+
+
+def cond(col, op, *vals):
+    c = {"controlId": "F4801." + col, "operator": op}
+    if vals:
+        c["value"] = [x for v in vals for x in lit(v)]
+    return c
+
+
+def ds(query=None, page=None, paging=True, cols="F4801.DOCO|F4801.DL01|F4801.SRST|F4801.UPMJ|F4801.TDAY",
+       order=None, table="F4801"):
+    b = {"targetName": table, "targetType": "table", "dataServiceType": "BROWSE", "returnControlIDs": cols,
+         "enableNextPageProcessing": paging, "aliasNaming": True}
+    if page is not None:
+        b["maxPageSize"] = str(page)
+    if query is not None:
+        b["query"] = query
+    if order:
+        b["aggregation"] = {"orderBy": [{"column": "F4801." + c, "direction": d} for c, d in order]}
+    return b
+
+
+def grid(r):
+    return r.json["fs_DATABROWSE_F4801"]["data"]["gridData"]
+
+
+def mmddyyyy(ymd):
+    return "%s/%s/%s" % (ymd[4:6], ymd[6:8], ymd[0:4])
+
+
+def jde_auth():
+    J = Jde.base
+    r = call(J, "POST", "/jderest/v2/tokenrequest", Jde.login)
+    ui = (r.json or {}).get("userInfo", {})
+    check("jde token request ok", r.status == 200 and ui.get("token") and ui.get("dateSeperator") == "/"
+          and ui.get("simpleDateFormat") == "MM/dd/yyyy" and r.json.get("userAuthorized") is False
+          and "timeZoneOffset" in ui and "aisSessionCookie" in r.json, r)
+    r = call(J, "POST", "/jderest/v2/tokenrequest", dict(Jde.login, password="wrong"))
+    check("jde token request bad password -> 403", r.status == 403 and r.json.get("message") == "Authorization Failure", r)
+    r = call(J, "POST", "/jderest/v2/tokenrequest", dict(Jde.login, environment="JDV999"))
+    check("jde token request wrong environment -> 403 naming it",
+          r.status == 403 and "JDV999" in r.json.get("message", ""), r)
+    r = call(J, "POST", "/jderest/v2/tokenrequest", raw=json.dumps(Jde.login).encode(), ctype="text/plain")
+    check("jde token request text/plain -> 415", r.status == 415, r)
+    basic = "Basic " + base64.b64encode(b"SYNCUSR:demo-pass").decode()
+    r = call(J, "POST", "/jderest/tokenrequest", raw=b"",
+             headers={"Authorization": basic, "jde-AIS-Auth-Environment": "JDV920", "jde-AIS-Auth-Role": "*ALL",
+                      "jde-AIS-Auth-Device": "hdrdev"})
+    check("jde v1 token request with Basic + jde-AIS-Auth-* headers", r.status == 200, r)
+    tok = Jde.token()
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(page=1), Jde.hdr(tok, "other-device"))
+    check("jde token bound to device (mismatch -> 444)", r.status == 444, r)
+    r = call(J, "POST", "/jderest/v2/tokenrequest/validate", {"token": tok, "deviceName": "selftest", "touch": True})
+    check("jde validate with touch", r.status == 200 and r.json == {"isValidSession": True}, r)
+    r = call(J, "POST", "/jderest/v2/tokenrequest/logout", {"token": tok, "deviceName": "selftest"})
+    check("jde logout", r.status == 200 and r.json == {}, r)
+    r = call(J, "POST", "/jderest/v2/tokenrequest/validate", {"token": tok, "deviceName": "selftest"})
+    check("jde validate after logout -> 444", r.status == 444 and r.json.get("message") == "Invalid Token", r)
+
+
+def jde_paging():
+    J = Jde.base
+    tok = Jde.token()
+    h = Jde.hdr(tok)
+    q = {"matchType": "MATCH_ALL", "condition": [cond("DOCO", "BETWEEN", 100001, 100030)]}
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(q, page=10), h)
+    g = grid(r)
+    links = r.json.get("links") or []
+    ok = (r.status == 200 and g["summary"] == {"records": 10, "moreRecords": True} and len(links) == 1
+          and links[0]["rel"] == "next")
+    check("jde page 1 of 3 with next link", ok, r)
+    seen = [row["F4801_DOCO"] for row in g["rowset"]]
+    href = links[0]["href"] if links else ""
+    path = href[href.index("/jderest"):] if "/jderest" in href else "/jderest/v2/dataservice/next"
+    pages = 1
+    while True:
+        r = call(J, "POST", path, None, h)
+        if r.status != 200:
+            break
+        pages += 1
+        g = grid(r)
+        seen += [row["F4801_DOCO"] for row in g["rowset"]]
+        if not g["summary"]["moreRecords"]:
+            break
+        if pages > 5:
+            break
+    check("jde paged through 3 pages, no link on last", pages == 3 and "links" not in r.json
+          and g["summary"] == {"records": 10, "moreRecords": False}, r)
+    check("jde pages hold 30 distinct rows in DOCO order", seen == list(range(100001, 100031)), seen)
+    r = call(J, "POST", path, {}, h)
+    check("jde next without open cursor -> 400", r.status == 400 and "No next page" in r.json.get("message", ""), r)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(q, page=10, paging=False), h)
+    check("jde no links when enableNextPageProcessing is false",
+          r.status == 200 and grid(r)["summary"]["moreRecords"] is True and "links" not in r.json, r)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(q), h)
+    check("jde default page size is 100 (30 rows -> all, no more)",
+          r.status == 200 and grid(r)["summary"] == {"records": 30, "moreRecords": False}, r)
+    # drop_cursor
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(q, page=10), h)
+    Jde.faults(drop_cursor=1)
+    r = call(J, "POST", path, None, h)
+    check("jde drop_cursor fault -> next 400", r.status == 400, r)
+    # max_page_size cap
+    Jde.faults(max_page_size=4)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(q, page=10), h)
+    Jde.faults(max_page_size=None)
+    check("jde max_page_size fault caps the page", r.status == 200 and grid(r)["summary"]["records"] == 4, r)
+    # page size "No Max"
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page="No Max", cols="F4801.DOCO"), h)
+    check("jde maxPageSize No Max returns every row",
+          r.status == 200 and grid(r)["summary"] == {"records": 300, "moreRecords": False}, r)
+
+
+def jde_query():
+    J = Jde.base
+    tok = Jde.token()
+    h = Jde.hdr(tok)
+    rows = Jde.rows()
+    stamps = sorted({(r["UPMJ"], r["TDAY"]) for r in rows})
+    shared_day = max(len([r for r in rows if r["UPMJ"] == d]) for d, _t in stamps)
+    shared_stamp = max(len([r for r in rows if (r["UPMJ"], r["TDAY"]) == s]) for s in stamps)
+    check("jde data has rows sharing UPMJ and (UPMJ,TDAY)", shared_day >= 5 and shared_stamp >= 2,
+          (shared_day, shared_stamp))
+    check("jde data: ~10% EN, TDAY without leading zeros, MCU right-justified",
+          15 <= sum(r["DCTO"] == "EN" for r in rows) <= 50 and any(r["TDAY"] < 100000 for r in rows)
+          and all(len(r["MCU"]) == 12 for r in rows) and all(len(r["DL01"]) <= 30 for r in rows))
+    d, t = stamps[len(stamps) // 2]
+    wm = {"complexQuery": [
+        {"andOr": "AND", "query": {"condition": [cond("UPMJ", "GREATER", mmddyyyy(d))]}},
+        {"andOr": "OR", "query": {"matchType": "MATCH_ALL",
+                                  "condition": [cond("UPMJ", "EQUAL", mmddyyyy(d)), cond("TDAY", "GREATER_EQUAL", t)]}}]}
+    r = call(J, "POST", "/jderest/v2/dataservice",
+             ds(wm, page="No Max", order=[("UPMJ", "ASC"), ("TDAY", "ASC"), ("DOCO", "ASC")]), h)
+    want = sorted((x for x in rows if (x["UPMJ"], x["TDAY"]) >= (d, t)),
+                  key=lambda x: (x["UPMJ"], x["TDAY"], x["DOCO"]))
+    got = [x["F4801_DOCO"] for x in grid(r)["rowset"]] if r.status == 200 else None
+    check("jde watermark complexQuery (UPMJ>d) OR (UPMJ=d AND TDAY>=t), ordered",
+          got == [x["DOCO"] for x in want], (len(got or []), len(want)))
+    q = {"matchType": "MATCH_ANY", "condition": [cond("DCTO", "EQUAL", "EN"), cond("SRST", "LIST", "90", "45")]}
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(q, page="No Max", cols="F4801.DOCO"), h)
+    want = [x["DOCO"] for x in rows if x["DCTO"] == "EN" or x["SRST"] in ("90", "45")]
+    check("jde MATCH_ANY with LIST", [x["F4801_DOCO"] for x in grid(r)["rowset"]] == want, r)
+    q = {"condition": [cond("MCU", "EQUAL", "M30"), cond("DL01", "STR_CONTAIN", "pump")]}
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(q, page="No Max", cols="F4801.DOCO|F4801.MCU"), h)
+    want = [x["DOCO"] for x in rows if x["MCU"].strip() == "M30" and "pump" in x["DL01"]]
+    check("jde MCU compare ignores justification; STR_CONTAIN",
+          r.status == 200 and [x["F4801_DOCO"] for x in grid(r)["rowset"]] == want, r)
+    r = call(J, "POST", "/jderest/v2/dataservice",
+             ds({"condition": [cond("UPMJ", "GREATER", "2024-01-15")]}, page=5), h)
+    check("jde bad date literal -> 400 naming literal and format",
+          r.status == 400 and "Invalid date literal '2024-01-15'" in r.json.get("message", "")
+          and "MM/dd/yyyy" in r.json["message"], r)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5, table="F9999"), h)
+    check("jde unknown table -> 500 naming it", r.status == 500 and "F9999" in r.json.get("message", ""), r)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5, cols="F4801.DOCO|F4801.ZZZZ"), h)
+    check("jde unknown column -> 400 naming it", r.status == 400 and "ZZZZ" in r.json.get("message", ""), r)
+    b = ds({"condition": [cond("SRST", "EQUAL", "90")]})
+    b["dataServiceType"] = "COUNT"
+    r = call(J, "POST", "/jderest/v2/dataservice", b, h)
+    check("jde COUNT", r.status == 200 and r.json == {"ds_F4801": {"output": [
+        {"count": sum(x["SRST"] == "90" for x in rows)}]}}, r)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), raw=json.dumps(ds(None)).encode(),
+             ctype="text/plain", headers=h)
+    check("jde dataservice text/plain -> 415", r.status == 415, r)
+
+
+def jde_faults():
+    J = Jde.base
+    tok = Jde.token()
+    h = Jde.hdr(tok)
+    Jde.faults(token_ttl=0)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    Jde.faults(token_ttl=None)
+    check("jde expired token -> 444 Invalid Token", r.status == 444 and r.json.get("message") == "Invalid Token", r)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    check("jde expired token stays dead after ttl restored", r.status == 444, r)
+    tok = Jde.token()
+    h = Jde.hdr(tok)
+    Jde.faults(token_ttl=0, expired_status=403)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    Jde.faults(token_ttl=None, expired_status=None)
+    check("jde expired_status switch -> 403", r.status == 403 and r.json.get("message") == "Invalid Token", r)
+    tok = Jde.token()
+    h = Jde.hdr(tok)
+    Jde.faults(force_444=1)
+    r1 = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    r2 = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    tok = Jde.token()
+    r3 = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), Jde.hdr(tok))
+    check("jde force_444 kills the token; a new token works",
+          r1.status == 444 and r2.status == 444 and r3.status == 200, (r1, r2, r3))
+    h = Jde.hdr(tok)
+    Jde.faults(malformed=1)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    check("jde malformed fault -> 200 with invalid JSON and right Content-Length",
+          r.status == 200 and not r.json_ok and int(r.headers["Content-Length"]) == len(r.body), r)
+    Jde.faults(bad_row=1)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    rs = grid(r)["rowset"]
+    check("jde bad_row fault adds a row with DOCO 'GARBAGE'",
+          len(rs) == 6 and rs[-1]["F4801_DOCO"] == "GARBAGE" and grid(r)["summary"]["records"] == 6, r)
+    Jde.faults(exception_200=1)
+    r = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    check("jde exception_200 fault", r.status == 200 and "exception" in r.json and "fs_DATABROWSE_F4801" not in r.json, r)
+    r = call(J, "POST", "/_sim/expire_tokens", {})
+    r2 = call(J, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    check("jde /_sim/expire_tokens", r.status == 200 and r2.status == 444, r2)
+
+
+def jde_basic():
+    basic = "Basic " + base64.b64encode(b"SYNCUSR:demo-pass").decode()
+    h = {"Authorization": basic, "jde-AIS-Auth-Environment": "JDV920"}
+    r = call(Jde.base, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    check("jde Basic per-request auth: moreRecords true but no links",
+          r.status == 200 and grid(r)["summary"] == {"records": 5, "moreRecords": True} and "links" not in r.json, r)
+    r = call(Jde.base, "POST", "/jderest/v2/dataservice", ds(None, page=5),
+             {"Authorization": "Basic " + base64.b64encode(b"SYNCUSR:nope").decode()})
+    check("jde Basic with bad password -> 403", r.status == 403, r)
+    r = call(Jde.base_nb, "POST", "/jderest/v2/dataservice", ds(None, page=5), h)
+    check("jde Basic refused when --allow-basic is off -> 403", r.status == 403, r)
+
+
+def jde_writes():
+    J = Jde.base
+    tok = Jde.token()
+    h = Jde.hdr(tok)
+    rows = Jde.rows()
+    before = max((r["UPMJ"], r["TDAY"]) for r in rows)
+    target = next(r for r in rows if r["SRST"] != "90")
+    wo = str(target["DOCO"])
+    r = call(J, "POST", "/jderest/v3/orchestrator/MLC_UpdateWOStatus",
+             {"inputs": [{"name": "WorkOrder", "value": wo}, {"name": "Status", "value": "90"}]}, h)
+    row = call(J, "GET", "/_sim/rows?table=F4801&key=" + wo).json
+    check("jde orchestration (inputs form) sets SRST and moves UPMJ/TDAY past every row",
+          r.status == 200 and r.json.get("jde__status") == "SUCCESS" and r.json.get("WorkOrder") == wo
+          and row["SRST"] == "90" and (row["UPMJ"], row["TDAY"]) > before and row["USER"].strip() == "SYNCUSR",
+          (r, row))
+    first = (row["UPMJ"], row["TDAY"])
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWOStatus", {"WorkOrder": "100002", "Status": "45"}, h)
+    row2 = call(J, "GET", "/_sim/rows?table=F4801&key=100002").json
+    check("jde orchestration (flat form) is strictly later than the previous write",
+          r.status == 200 and row2["SRST"] == "45" and (row2["UPMJ"], row2["TDAY"]) > first, (r, row2))
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWOStatus", {"WorkOrder": "999999", "Status": "90"}, h)
+    check("jde orchestration unknown WO -> 500 with userDefinedErrorText",
+          r.status == 500 and "999999" in r.json.get("userDefinedErrorText", ""), r)
+    r = call(J, "POST", "/jderest/v2/orchestrator/NoSuchOrch", {}, h)
+    check("jde unknown orchestration -> 404", r.status == 404, r)
+    before = max((r["UPMJ"], r["TDAY"]) for r in Jde.rows())
+    r = call(J, "POST", "/_sim/touch", {"count": 5, "table": "F4801"})
+    keys = r.json.get("keys", [])
+    rows = {x["DOCO"]: x for x in Jde.rows()}
+    stamps = {(rows[k]["UPMJ"], rows[k]["TDAY"]) for k in keys}
+    check("jde /_sim/touch: 5 distinct rows, DL01 revised, one stamp later than all others",
+          len(set(keys)) == 5 and all(rows[k]["DL01"].endswith("(rev 1)") for k in keys)
+          and len(stamps) == 1 and min(stamps) > before, (r, stamps, before))
+    st = call(J, "GET", "/_sim/stats").json
+    check("jde stats name the endpoints", all(k in st["requests"] for k in
+                                              ("tokenrequest", "validate", "logout", "dataservice", "next",
+                                               "orchestrator")) and st["writes"] >= 2, st)
+
+
+def jde_perf():
+    J = Jde.base
+    t0 = time.time()
+    r = call(J, "POST", "/_sim/seed", {"count": 50000})
+    tok = Jde.token()
+    h = Jde.hdr(tok)
+    r = call(J, "POST", "/jderest/v2/dataservice",
+             ds({"condition": [cond("UPMJ", "GREATER_EQUAL", "01/01/2000")]}, page=500,
+                order=[("UPMJ", "ASC"), ("TDAY", "ASC")]), h)
+    n, pages = len(grid(r)["rowset"]), 1
+    while r.status == 200 and r.json.get("links"):
+        r = call(J, "POST", "/jderest/v2/dataservice/next", None, h)
+        n += len(grid(r)["rowset"])
+        pages += 1
+    dt_ = time.time() - t0
+    call(J, "POST", "/_sim/seed", {"count": 300})
+    check("jde 50,000 rows in 100 pages of 500 (%.1fs)" % dt_, n == 50000 and pages == 100 and dt_ < 12, (n, pages))
+
+
+# ---------------------------------------------------------------------------
+# Jira
+
+class Jira:
+    base = None
+    cloud = "5e7f2b1a-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
+    auth = {"Authorization": "Basic " + base64.b64encode(b"sync@example.com:demo-token").decode()}
+
+    @classmethod
+    def api(cls, method, path, body=None, headers=None, raw=None):
+        hh = dict(cls.auth)
+        hh.update(headers or {})
+        return call(cls.base, method, "/rest/api/3" + path, body, hh, raw=raw)
+
+    @classmethod
+    def faults(cls, **kw):
+        r = call(cls.base, "POST", "/_sim/faults", kw)
+        assert r.status == 200, r
+
+
+def issue(summary="Replace pump seal", labels=None, **extra):
+    f = {"project": {"key": "MFG"}, "issuetype": {"id": "10001"}, "summary": summary}
+    if labels is not None:
+        f["labels"] = labels
+    f.update(extra)
+    return {"fields": f}
+
+
+def adf(text):
+    return {"version": 1, "type": "doc", "content": [{"type": "paragraph", "content": [{"type": "text", "text": text}]}]}
+
+
+def jira_auth():
+    r = Jira.api("GET", "/myself")
+    check("jira Basic /myself", r.status == 200 and r.json.get("emailAddress") == "sync@example.com", r)
+    r = call(Jira.base, "GET", "/rest/api/3/myself",
+             headers={"Authorization": "Basic " + base64.b64encode(b"sync@example.com:wrong").decode()})
+    check("jira wrong API token -> 401 errorMessages", r.status == 401 and r.json.get("errorMessages"), r)
+    Jira.faults(basic_401=True)
+    r = Jira.api("GET", "/myself")
+    Jira.faults(basic_401=None)
+    check("jira basic_401 fault flips a good token to 401", r.status == 401, r)
+    r = call(Jira.base, "GET", "/rest/api/3/myself")
+    check("jira no credentials -> 401", r.status == 401, r)
+    r = Jira.api("GET", "/field")
+    cf = {f["id"]: f for f in r.json} if r.status == 200 else {}
+    check("jira /field lists system and custom fields",
+          cf.get("summary", {}).get("schema", {}).get("system") == "summary"
+          and cf.get("customfield_10050", {}).get("schema", {}).get("custom", "").endswith(":textfield")
+          and cf.get("customfield_10052", {}).get("schema", {}).get("custom", "").endswith(":select"), r)
+    r = Jira.api("GET", "/priority/search")
+    check("jira /priority/search page", r.status == 200 and r.json["total"] == 5 and r.json["isLast"] is True
+          and [v["name"] for v in r.json["values"]][0] == "Highest", r)
+    r1 = Jira.api("GET", "/user/search?query=raj")
+    r2 = Jira.api("GET", "/user/search?query=raj.iyer")
+    r3 = Jira.api("GET", "/user/search?query=maria.lopez%40example.com")
+    check("jira user search: privacy-hidden email not returned nor matched",
+          r1.status == 200 and len(r1.json) == 1 and "emailAddress" not in r1.json[0] and r2.json == []
+          and len(r3.json) == 1 and r3.json[0]["emailAddress"] == "maria.lopez@example.com", (r1, r2, r3))
+    r = Jira.api("GET", "/project/NOPE")
+    check("jira unknown project -> 404", r.status == 404, r)
+
+
+def jira_create():
+    r = Jira.api("POST", "/issue", issue(labels=["mlc-one"], description=adf("Line 1"),
+                                         customfield_10050="100001", customfield_10052={"value": "WO"},
+                                         priority={"name": "High"}, duedate="2030-02-28",
+                                         assignee={"accountId": "712020:aaaa0001-5c2e-4b7a-9d3f-000000000001"}))
+    ok = r.status == 201 and set(r.json) == {"id", "key", "self"}
+    check("jira create issue -> 201 id/key/self", ok, r)
+    key = r.json["key"] if ok else "MFG-1"
+    r = Jira.api("GET", "/issue/%s?fields=summary,labels,status,priority,customfield_10052" % key)
+    f = (r.json or {}).get("fields", {})
+    check("jira get issue with fields=", r.status == 200 and f.get("labels") == ["mlc-one"]
+          and f.get("status", {}).get("name") == "To Do" and f.get("priority", {}).get("name") == "High"
+          and f.get("customfield_10052", {}).get("value") == "WO" and "description" not in f, r)
+    r = Jira.api("POST", "/issue", issue(customfield_99999="x"))
+    check("jira unknown customfield -> 400 with field message",
+          r.status == 400 and r.json["errors"].get("customfield_99999") ==
+          "Field 'customfield_99999' cannot be set. It is not on the appropriate screen, or unknown.", r)
+    bad_adf = [
+        ("empty text node", {"version": 1, "type": "doc", "content": [
+            {"type": "paragraph", "content": [{"type": "text", "text": ""}]}]}),
+        ("unknown node", {"version": 1, "type": "doc", "content": [{"type": "panel", "content": []}]}),
+        ("plain string", "just text"),
+        ("wrong version", {"version": 2, "type": "doc", "content": []}),
+        ("inline at top level", {"version": 1, "type": "doc", "content": [{"type": "text", "text": "x"}]}),
+        ("bad heading level", {"version": 1, "type": "doc", "content": [
+            {"type": "heading", "attrs": {"level": 7}, "content": [{"type": "text", "text": "x"}]}]}),
+    ]
+    for name, d in bad_adf:
+        r = Jira.api("POST", "/issue", issue(description=d))
+        check("jira invalid ADF (%s) -> 400 errors.description" % name,
+              r.status == 400 and "description" in r.json.get("errors", {}), r)
+    good = {"version": 1, "type": "doc", "content": [
+        {"type": "heading", "attrs": {"level": 2}, "content": [{"type": "text", "text": "H"}]},
+        {"type": "paragraph", "content": [{"type": "text", "text": "a", "marks": [
+            {"type": "link", "attrs": {"href": "https://example.com"}}]}, {"type": "hardBreak"}]},
+        {"type": "bulletList", "content": [{"type": "listItem", "content": [{"type": "paragraph"}]}]},
+        {"type": "codeBlock", "attrs": {"language": "sql"}, "content": [{"type": "text", "text": "select 1"}]},
+        {"type": "rule"}]}
+    r = Jira.api("POST", "/issue", issue(description=good))
+    check("jira rich valid ADF accepted", r.status == 201, r)
+    cases = [("summary", issue(summary="a\nb")), ("summary", issue(summary="x" * 256)),
+             ("labels", issue(labels=["has space"])), ("duedate", issue(duedate="2030-02-30")),
+             ("priority", issue(priority={"name": "Urgent"})), ("assignee", issue(assignee={"accountId": "nobody"})),
+             ("customfield_10052", issue(customfield_10052={"value": "XX"})),
+             ("customfield_10050", issue(customfield_10050="x" * 256)), ("reporterx", issue(reporterx="me")),
+             ("project", {"fields": {"issuetype": {"id": "10001"}, "summary": "s"}})]
+    for fld, body in cases:
+        r = Jira.api("POST", "/issue", body)
+        check("jira validation rejects bad %s" % fld, r.status == 400 and fld in r.json.get("errors", {}), r)
+
+
+def jira_bulk():
+    ups = [issue("b0", ["bulk-t"]), {"fields": {"project": {"key": "MFG"}, "issuetype": {"name": "Task"}}},
+           issue("b2", ["bulk-t"]), issue("b3", customfield_99999="x"), issue("b4", ["bulk-t"])]
+    r = Jira.api("POST", "/issue/bulk", {"issueUpdates": ups})
+    fails = [e["failedElementNumber"] for e in (r.json or {}).get("errors", [])]
+    check("jira bulk partial failure -> 201, successes in order, 0-based failedElementNumber",
+          r.status == 201 and len(r.json["issues"]) == 3 and fails == [1, 3]
+          and r.json["errors"][1]["elementErrors"]["errors"].get("customfield_99999")
+          and r.json["errors"][0]["status"] == 400, r)
+    keys = [i["key"] for i in r.json["issues"]]
+    nums = [int(k.split("-")[1]) for k in keys]
+    check("jira bulk successes listed in request order", nums == sorted(nums), keys)
+    r = Jira.api("POST", "/issue/bulk", {"issueUpdates": [issue("x%d" % i) for i in range(51)]})
+    check("jira bulk > 50 -> 400 errorMessages", r.status == 400 and r.json.get("errorMessages"), r)
+    r = Jira.api("POST", "/issue/bulk", {"issueUpdates": [issue(""), issue("y", ["a b"])]})
+    check("jira bulk all failed -> 400 same shape",
+          r.status == 400 and r.json.get("issues") == [] and len(r.json.get("errors", [])) == 2, r)
+    Jira.faults(fail_bulk_element=[0, 2])
+    r = Jira.api("POST", "/issue/bulk", {"issueUpdates": [issue("f0"), issue("f1"), issue("f2")]})
+    r2 = Jira.api("POST", "/issue/bulk", {"issueUpdates": [issue("g0")]})
+    check("jira fail_bulk_element fails the listed indexes once",
+          r.status == 201 and [e["failedElementNumber"] for e in r.json["errors"]] == [0, 2]
+          and len(r.json["issues"]) == 1 and r2.status == 201 and r2.json["errors"] == [], (r, r2))
+
+
+def jira_edit():
+    r = Jira.api("POST", "/issue", issue("edit me", ["e-1", "e-2"]))
+    key = r.json["key"]
+    r = Jira.api("PUT", "/issue/" + key, {"fields": {"summary": "edited"},
+                                          "update": {"labels": [{"add": "e-3"}, {"remove": "e-1"}]}})
+    g = call(Jira.base, "GET", "/_sim/issues?key=" + key).json
+    check("jira edit -> 204, fields and label ops applied",
+          r.status == 204 and g["fields"]["summary"] == "edited" and g["labels"] == ["e-2", "e-3"]
+          and g["write_count"] == 2, (r, g))
+    r = Jira.api("PUT", "/issue/" + key, {"fields": {"labels": ["x"]}, "update": {"labels": [{"add": "y"}]}})
+    check("jira edit with a field in both fields and update -> 400", r.status == 400, r)
+    r = Jira.api("PUT", "/issue/MFG-99999", {"fields": {"summary": "x"}})
+    check("jira edit unknown issue -> 404", r.status == 404, r)
+    Jira.faults(conflict_409=1)
+    r = Jira.api("PUT", "/issue/" + key, {"fields": {"summary": "again"}})
+    r2 = Jira.api("PUT", "/issue/" + key, {"fields": {"summary": "again"}})
+    check("jira conflict_409 fault", r.status == 409 and r2.status == 204, (r, r2))
+    r = Jira.api("GET", "/issue/%s/transitions" % key)
+    names = [t["name"] for t in r.json.get("transitions", [])]
+    check("jira transitions list excludes current status", r.status == 200 and names == ["In Progress", "Done"], r)
+    r = Jira.api("POST", "/issue/%s/transitions" % key, {"transition": {"id": "31"}})
+    r2 = Jira.api("POST", "/issue/%s/transitions" % key, {"transition": {"id": "31"}})
+    r3 = Jira.api("POST", "/issue/%s/transitions" % key, {"transition": {"id": "99"}})
+    g = call(Jira.base, "GET", "/_sim/issues?key=" + key).json
+    check("jira transition -> 204 Done; repeat or bad id -> 400",
+          r.status == 204 and g["status"] == "Done" and r2.status == 400 and r3.status == 400, (r, r2, r3))
+    r = Jira.api("PUT", "/issue/%s/properties/mlc.sync" % key, {"src": "jde", "doco": 100001})
+    r2 = Jira.api("PUT", "/issue/%s/properties/mlc.sync" % key, {"src": "jde", "doco": 100002})
+    r3 = Jira.api("GET", "/issue/%s/properties/mlc.sync" % key)
+    r4 = Jira.api("PUT", "/issue/%s/properties/big" % key, {"v": "x" * 33000})
+    check("jira properties: 201 then 200, GET value, >32768 -> 400",
+          r.status == 201 and r2.status == 200 and r3.json == {"key": "mlc.sync", "value": {"src": "jde", "doco": 100002}}
+          and r4.status == 400, (r, r2, r3, r4))
+    r = Jira.api("POST", "/issue/%s/comment" % key, {"body": adf("synced")})
+    r2 = Jira.api("POST", "/issue/%s/comment" % key, {"body": "plain"})
+    check("jira comment -> 201; non-ADF -> 400", r.status == 201 and r.json.get("id") and r2.status == 400, (r, r2))
+
+
+def jira_search():
+    call(Jira.base, "POST", "/_sim/reset", {})
+    ups = []
+    for i in range(9):
+        ups.append(issue("s%d" % i, ["pg-a" if i % 3 == 0 else ("pg-b" if i % 3 == 1 else "pg-c"), "mlc"]))
+    r = Jira.api("POST", "/issue/bulk", {"issueUpdates": ups})
+    created = [i for i in r.json["issues"]]
+    want = [c["id"] for n, c in enumerate(created) if n % 3 != 2]
+    got, pages, tok, shapes = [], 0, None, []
+    while pages < 6:
+        b = {"jql": 'labels in ("pg-a", pg-b)', "maxResults": 2}
+        if tok:
+            b["nextPageToken"] = tok
+        r = Jira.api("POST", "/search/jql", b)
+        if r.status != 200:
+            break
+        pages += 1
+        shapes.append((len(r.json["issues"]), r.json["isLast"], "nextPageToken" in r.json))
+        got += [i["id"] for i in r.json["issues"]]
+        if "fields" in r.json["issues"][0]:
+            break
+        if r.json["isLast"]:
+            break
+        tok = r.json["nextPageToken"]
+    check("jira search/jql labels in (...) pages with nextPageToken, default fields=id",
+          got == want and pages == 3 and shapes == [(2, False, True), (2, False, True), (2, True, False)],
+          (got, want, shapes))
+    r = Jira.api("GET", "/search/jql?jql=project%20%3D%20MFG%20AND%20labels%20%3D%20pg-c%20ORDER%20BY%20key%20DESC"
+                        "&fields=summary,labels&maxResults=10")
+    ks = [i["key"] for i in r.json["issues"]]
+    check("jira GET search/jql with fields and ORDER BY key DESC",
+          r.status == 200 and len(ks) == 3 and ks == sorted(ks, key=lambda k: -int(k.split("-")[1]))
+          and set(r.json["issues"][0]["fields"]) == {"summary", "labels"}, r)
+    k0 = created[0]["key"]
+    r = Jira.api("POST", "/search/jql", {"jql": "key in (%s, MFG-999999) AND status = \"To Do\"" % k0})
+    check("jira key in (...) and status", r.status == 200 and [i["key"] for i in r.json["issues"]] == [k0], r)
+    r = Jira.api("POST", "/search/jql", {"jql": 'updated >= "2000-01-01 00:00" AND project in (MFG, OPS)',
+                                         "maxResults": 100})
+    check("jira updated >= \"yyyy-MM-dd HH:mm\"", r.status == 200 and len(r.json["issues"]) == 9, r)
+    r = Jira.api("POST", "/search/jql", {"jql": 'created >= "2999-01-01" AND project = MFG'})
+    check("jira created in the future -> empty", r.status == 200 and r.json["issues"] == [] and r.json["isLast"], r)
+    for jql in ("", "ORDER BY key", "order by created DESC"):
+        r = Jira.api("POST", "/search/jql", {"jql": jql})
+        check("jira unbounded JQL %r -> 400" % jql, r.status == 400 and r.json["errorMessages"] == [
+            "Unbounded JQL queries are not allowed here. Please add a search restriction to your query."], r)
+    for jql in ("labels = ", "project = NOPE", "labels in (a", "frobnicate = 1", "project = MFG ORDER BY nonsense"):
+        r = Jira.api("POST", "/search/jql", {"jql": jql})
+        check("jira bad JQL %r -> 400" % jql, r.status == 400 and r.json.get("errorMessages"), r)
+    r = Jira.api("POST", "/search/jql", {"jql": "project = MFG", "reconcileIssues": list(range(51))})
+    check("jira reconcileIssues > 50 -> 400", r.status == 400, r)
+    r1 = Jira.api("GET", "/search?jql=project%3DMFG")
+    r2 = Jira.api("POST", "/search", {"jql": "project = MFG"})
+    st = call(Jira.base, "GET", "/_sim/stats").json
+    check("jira old /search -> 410 (GET and POST), counted as search_old",
+          r1.status == 410 and r2.status == 410 and "search/jql" in r1.json["errorMessages"][0]
+          and st["requests"].get("search_old", 0) >= 2, (r1, r2))
+
+
+def jira_lag():
+    Jira.faults(index_lag_ms=5000)
+    r = Jira.api("POST", "/issue", issue("fresh", ["lag-x"]))
+    iid = r.json["id"]
+    r1 = Jira.api("POST", "/search/jql", {"jql": "labels = lag-x"})
+    r2 = Jira.api("POST", "/search/jql", {"jql": "labels = lag-x", "reconcileIssues": [int(iid)]})
+    check("jira index lag hides a fresh issue unless reconcileIssues",
+          r1.json["issues"] == [] and [i["id"] for i in r2.json["issues"]] == [iid], (r1, r2))
+    Jira.faults(index_lag_ms=300)
+    r = Jira.api("POST", "/issue", issue("older", ["lag-old"]))
+    key = r.json["key"]
+    time.sleep(0.4)
+    Jira.api("PUT", "/issue/" + key, {"update": {"labels": [{"remove": "lag-old"}, {"add": "lag-new"}]}})
+    a = Jira.api("POST", "/search/jql", {"jql": "labels = lag-old", "fields": ["labels"]}).json["issues"]
+    b = Jira.api("POST", "/search/jql", {"jql": "labels = lag-new"}).json["issues"]
+    time.sleep(0.4)
+    c = Jira.api("POST", "/search/jql", {"jql": "labels = lag-new"}).json["issues"]
+    d = Jira.api("POST", "/search/jql", {"jql": "labels = lag-old"}).json["issues"]
+    Jira.faults(index_lag_ms=None)
+    check("jira index lag: an edit shows old values until indexed",
+          [i["key"] for i in a] == [key] and a[0]["fields"]["labels"] == ["lag-old"] and b == []
+          and [i["key"] for i in c] == [key] and d == [], (a, b, c, d))
+
+
+def jira_oauth():
+    J = Jira.base
+    call(J, "POST", "/_sim/oauth", {"refresh_token": "rt-self-1"})
+    tok = {"grant_type": "refresh_token", "client_id": "mlc-client", "client_secret": "mlc-secret"}
+    r = call(J, "POST", "/oauth/token", dict(tok, refresh_token="rt-self-1"))
+    ok = r.status == 200 and r.json.get("token_type") == "Bearer" and r.json.get("refresh_token") not in (None, "rt-self-1")
+    check("jira oauth refresh rotates the refresh token", ok and r.json.get("expires_in") == 3600, r)
+    at, rt2 = r.json["access_token"], r.json["refresh_token"]
+    bh = {"Authorization": "Bearer " + at}
+    r = call(J, "GET", "/ex/jira/%s/rest/api/3/myself" % Jira.cloud, headers=bh)
+    r2 = call(J, "GET", "/rest/api/3/myself", headers=bh)
+    r3 = call(J, "GET", "/ex/jira/00000000-0000-0000-0000-000000000000/rest/api/3/myself", headers=bh)
+    r4 = call(J, "GET", "/oauth/token/accessible-resources", headers=bh)
+    check("jira bearer works on /ex/jira/{cloudid}, 401 on site path, 404 unknown cloud",
+          r.status == 200 and r2.status == 401 and r3.status == 404, (r, r2, r3))
+    check("jira accessible-resources", r4.status == 200 and r4.json[0]["id"] == Jira.cloud, r4)
+    r = call(J, "POST", "/oauth/token", dict(tok, refresh_token="rt-self-1"))
+    check("jira rotated refresh token still usable inside the 600 s leeway", r.status == 200, r)
+    r = call(J, "POST", "/oauth/token", dict(tok, refresh_token=rt2, client_secret="bad"))
+    check("jira bad client credentials -> 401", r.status == 401, r)
+    Jira.faults(clock_skew_s=601)
+    r = call(J, "POST", "/oauth/token", dict(tok, refresh_token="rt-self-1"))
+    r2 = call(J, "POST", "/oauth/token", dict(tok, refresh_token=rt2))
+    r3 = call(J, "GET", "/ex/jira/%s/rest/api/3/myself" % Jira.cloud, headers=bh)
+    Jira.faults(clock_skew_s=None)
+    check("jira reuse after leeway -> 403 invalid_grant and the whole family is revoked",
+          r.status == 403 and r.json == {"error": "invalid_grant", "error_description": "Unknown or invalid refresh token."}
+          and r2.status == 403 and r3.status == 401, (r, r2, r3))
+    call(J, "POST", "/_sim/oauth", {"refresh_token": "rt-self-2"})
+    r = call(J, "POST", "/oauth/token", dict(tok, refresh_token="rt-self-2"))
+    bh = {"Authorization": "Bearer " + r.json["access_token"]}
+    Jira.faults(clock_skew_s=3601)
+    r = call(J, "GET", "/ex/jira/%s/rest/api/3/myself" % Jira.cloud, headers=bh)
+    Jira.faults(clock_skew_s=None)
+    check("jira expired access token -> 401", r.status == 401, r)
+
+
+def retry_after(base, name, path, headers):
+    call(base, "POST", "/_sim/reset_stats", {})
+    call(base, "POST", "/_sim/faults", {"rate_429": 1, "retry_after": 1})
+    r = call(base, "GET", path, headers=headers)
+    r2 = call(base, "GET", path, headers=headers)
+    st = call(base, "GET", "/_sim/stats").json
+    check("%s 429 with Retry-After, early retry counted as violation" % name,
+          r.status == 429 and r.headers.get("Retry-After") == "1" and r.json_ok and r2.status == 200
+          and st["retry_after_violations"] == 1 and st["status_counts"].get("429") == 1, (r, st))
+    call(base, "POST", "/_sim/reset_stats", {})
+    call(base, "POST", "/_sim/faults", {"rate_429": 1})
+    r = call(base, "GET", path, headers=headers)
+    time.sleep(1.0)
+    r3 = call(base, "GET", path, headers=headers)
+    st = call(base, "GET", "/_sim/stats").json
+    check("%s retry after waiting Retry-After is not a violation" % name,
+          r.status == 429 and r3.status == 200 and st["retry_after_violations"] == 0, st)
+    call(base, "POST", "/_sim/faults", {"fail_5xx": 1})
+    r = call(base, "GET", path, headers=headers)
+    check("%s fail_5xx -> 503 without Retry-After" % name,
+          r.status == 503 and "Retry-After" not in r.headers and r.json_ok, r)
+    call(base, "POST", "/_sim/faults", {"slow_ms": 200})
+    t = time.time()
+    call(base, "GET", path, headers=headers)
+    el = time.time() - t
+    call(base, "POST", "/_sim/faults", {"slow_ms": None, "retry_after": None})
+    check("%s slow_ms delays answers" % name, el >= 0.19, el)
+
+
+def jira_writes_and_ra():
+    call(Jira.base, "POST", "/_sim/reset_stats", {})
+    r = Jira.api("POST", "/issue", issue("w"))
+    Jira.api("POST", "/search/jql", {"jql": "project = MFG"})
+    Jira.api("PUT", "/issue/" + r.json["key"], {"fields": {"summary": "w2"}})
+    st = call(Jira.base, "GET", "/_sim/stats").json
+    check("jira writes counts create+edit, not search", st["writes"] == 2 and st["total"] == 3
+          and st["requests"] == {"issue_create": 1, "search_jql": 1, "issue_edit": 1}, st)
+    retry_after(Jira.base, "jira", "/rest/api/3/myself", Jira.auth)
+
+
+def jira_perf(n):
+    call(Jira.base, "POST", "/_sim/reset", {})
+    t0 = time.time()
+    for b in range(n // 50):
+        ups = [issue("perf %d" % (b * 50 + j), ["perf", "pb%d" % b]) for j in range(50)]
+        r = Jira.api("POST", "/issue/bulk", {"issueUpdates": ups})
+        if r.status != 201:
+            break
+    t1 = time.time()
+    r = Jira.api("POST", "/search/jql", {"jql": "labels in (pb3, pb7) AND project = MFG", "maxResults": 500,
+                                         "fields": ["summary"]})
+    t2 = time.time()
+    total, tok, pages = 0, None, 0
+    while pages < 3:
+        b = {"jql": "labels = perf ORDER BY updated DESC", "maxResults": 500}
+        if tok:
+            b["nextPageToken"] = tok
+        rr = Jira.api("POST", "/search/jql", b)
+        total += len(rr.json["issues"])
+        pages += 1
+        tok = rr.json.get("nextPageToken")
+    t3 = time.time()
+    check("jira %d issues: create %.1fs, indexed label query %.3fs, 3 pages of 500 %.2fs"
+          % (n, t1 - t0, t2 - t1, t3 - t2),
+          len(r.json["issues"]) == 100 and total == 1500 and (t2 - t1) < 1.0, r)
+    call(Jira.base, "POST", "/_sim/reset", {})
+
+
+def main():
+    perf = "--perf" in sys.argv[1:]
+    t0 = time.time()
+    tmp = tempfile.mkdtemp(prefix="mlc-sims-")
+    procs = []
+    try:
+        for tag, script, args in (("jde", "jde_sim.py", ["--allow-basic"]), ("jde_nb", "jde_sim.py", []),
+                                  ("jira", "jira_sim.py", ["--projects", "MFG,OPS"])):
+            procs.append((tag,) + start(script, args, tmp, tag))
+        ports = {tag: wait_port(pf, p) for tag, p, pf, _log in procs}
+        Jde.base = "http://127.0.0.1:%d" % ports["jde"]
+        Jde.base_nb = "http://127.0.0.1:%d" % ports["jde_nb"]
+        Jira.base = "http://127.0.0.1:%d" % ports["jira"]
+        for fn in (jde_auth, jde_paging, jde_query, jde_faults, jde_basic, jde_writes,
+                   lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf,
+                   jira_auth, jira_create, jira_bulk, jira_edit, jira_search, jira_lag, jira_oauth,
+                   jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000)):
+            group(fn)
+        for tag, p, pf, log in procs:
+            p.terminate()
+        clean = True
+        for tag, p, pf, log in procs:
+            try:
+                rc = p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                rc = None
+            clean = clean and rc == 0 and not os.path.exists(pf)
+        check("simulators exit 0 on SIGTERM and remove their port files", clean)
+    finally:
+        for tag, p, pf, log in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
+    failed = RESULTS.count(False)
+    if failed:
+        for tag, _p, _pf, _log in procs:
+            path = os.path.join(tmp, tag + ".log")
+            with open(path) as f:
+                text = f.read().strip()
+            if text:
+                sys.stderr.write("---- %s ----\n%s\n" % (path, text[-4000:]))
+    print("# %.1fs" % (time.time() - t0))
+    print("%d passed, %d failed" % (RESULTS.count(True), failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

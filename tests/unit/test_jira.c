@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Unit tests: the Jira connector's pure parts (plain text to ADF, bulk create
+ * response mapping, search pages, error bodies, JQL, summary and label
+ * cleaning) and its config validation in open().
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "agent/connectors/connector.h"
+#include "agent/connectors/jira.h"
+#include "agent/connectors/jira_adf.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_log.h"
+#include "tinytest.h"
+
+/* ADF of text, printed compactly (static buffer, one at a time). */
+static const char *adf(const char *text)
+{
+    static char out[4096];
+    cJSON *doc = jira_adf_from_text(text);
+    char *s;
+
+    out[0] = '\0';
+    if (doc == NULL) {
+        return "(null)";
+    }
+    s = cJSON_PrintUnformatted(doc);
+    snprintf(out, sizeof(out), "%s", s);
+    free(s);
+    cJSON_Delete(doc);
+    return out;
+}
+
+#define DOC(x) "{\"version\":1,\"type\":\"doc\",\"content\":[" x "]}"
+#define PARA(x) "{\"type\":\"paragraph\",\"content\":[" x "]}"
+#define TEXT(x) "{\"type\":\"text\",\"text\":\"" x "\"}"
+#define HB "{\"type\":\"hardBreak\"}"
+
+static void adf_spec_example(void)
+{
+    CHECK_STR(adf("Line 1\nLine 2\n\nNew para"),
+              DOC(PARA(TEXT("Line 1") "," HB "," TEXT("Line 2")) "," PARA(TEXT("New para"))));
+}
+
+static void adf_crlf_and_cr(void)
+{
+    const char *want =
+        DOC(PARA(TEXT("Line 1") "," HB "," TEXT("Line 2")) "," PARA(TEXT("New para")));
+
+    CHECK_STR(adf("Line 1\r\nLine 2\r\n\r\nNew para"), want);
+    CHECK_STR(adf("Line 1\rLine 2\r\rNew para"), want);
+    CHECK_STR(adf("Line 1\r\nLine 2\r\n\r\n\r\n\r\nNew para\r\n"), want);
+}
+
+static void adf_empty_input(void)
+{
+    const char *want = DOC(PARA(""));
+
+    CHECK_STR(adf(""), want);
+    CHECK_STR(adf(NULL), want);
+    CHECK_STR(adf("\n\n\n"), want);
+    CHECK_STR(adf(" \t \n  \r\n\t"), want);
+    CHECK_STR(adf("\x01\x02\x1f"), want);
+}
+
+static void adf_drops_blank_paragraphs(void)
+{
+    CHECK_STR(adf("a\n\n   \t\n\nb"), DOC(PARA(TEXT("a")) "," PARA(TEXT("b"))));
+    /* a line of spaces separates paragraphs like an empty one */
+    CHECK_STR(adf("a\n  \nb"), DOC(PARA(TEXT("a")) "," PARA(TEXT("b"))));
+    /* leading and trailing line breaks make no empty text or stray hardBreak */
+    CHECK_STR(adf("\na\n"), DOC(PARA(TEXT("a"))));
+    CHECK_STR(adf("\n\n\nx\n\n\n"), DOC(PARA(TEXT("x"))));
+    /* spaces inside a line stay */
+    CHECK_STR(adf("  indented\tline "), DOC(PARA(TEXT("  indented\\tline "))));
+}
+
+static void adf_strips_controls(void)
+{
+    CHECK_STR(adf("a\x01" "b\x1b[0m\x7f"), DOC(PARA(TEXT("ab[0m\x7f"))));
+    CHECK_STR(adf("x\x00y"), DOC(PARA(TEXT("x"))));
+    CHECK_STR(adf("tab\there"), DOC(PARA(TEXT("tab\\there"))));
+}
+
+static void adf_repairs_utf8(void)
+{
+    /* valid multi-byte text passes untouched */
+    CHECK_STR(adf("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),
+              DOC(PARA(TEXT("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"))));
+    /* Latin-1 byte, overlong '/', surrogate, truncated sequence at the end */
+    CHECK_STR(adf("Stra\xdf" "e"), DOC(PARA(TEXT("Stra\xef\xbf\xbd" "e"))));
+    CHECK_STR(adf("\xc0\xaf"), DOC(PARA(TEXT("\xef\xbf\xbd\xef\xbf\xbd"))));
+    CHECK_STR(adf("\xed\xa0\x80"),
+              DOC(PARA(TEXT("\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"))));
+    CHECK_STR(adf("a\xe2\x82"), DOC(PARA(TEXT("a\xef\xbf\xbd\xef\xbf\xbd"))));
+    CHECK_STR(adf("\xf4\x90\x80\x80"),
+              DOC(PARA(TEXT("\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"))));
+}
+
+static void sentinel(struct result *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof(out[i]));
+        out[i].rc = (enum mlc_rc)99;
+    }
+}
+
+static enum mlc_rc bulk(const char *body, size_t n, struct result *out)
+{
+    struct mlc_errbuf err = { 0 };
+
+    return jira_parse_bulk_response(body, strlen(body), n, out, &err);
+}
+
+static void bulk_maps_gaps(void)
+{
+    static const char body[] =
+        "{\"issues\":[{\"id\":\"10012\",\"key\":\"MFG-12\",\"self\":\"x\"},"
+        "{\"id\":\"10013\",\"key\":\"MFG-13\"}],"
+        "\"errors\":[{\"status\":400,\"failedElementNumber\":3,\"elementErrors\":"
+        "{\"errorMessages\":[],\"errors\":{\"customfield_10050\":\"Field value is too long\"}}},"
+        "{\"status\":400,\"failedElementNumber\":1,\"elementErrors\":"
+        "{\"errorMessages\":[\"Field 'priority' is required\"],"
+        "\"errors\":{\"summary\":\"You must specify a summary of the issue.\"}}},"
+        "{\"status\":409,\"failedElementNumber\":0,\"elementErrors\":{}}]}";
+    struct result out[5];
+
+    sentinel(out, 5);
+    CHECK_INT(bulk(body, 5, out), MLC_OK);
+    CHECK_INT(out[0].rc, MLC_E_CONFLICT);
+    CHECK_STR(out[0].err, "jira rejected the issue (HTTP 409)");
+    CHECK_INT(out[1].rc, MLC_E_REJECTED);
+    CHECK_STR(out[1].err,
+              "Field 'priority' is required; summary: You must specify a summary of the issue.");
+    CHECK_INT(out[2].rc, MLC_OK);
+    CHECK_STR(out[2].target_key, "MFG-12");
+    CHECK_STR(out[2].target_id, "10012");
+    CHECK_STR(out[2].err, "");
+    CHECK_INT(out[3].rc, MLC_E_REJECTED);
+    CHECK_STR(out[3].err, "customfield_10050: Field value is too long");
+    CHECK_INT(out[4].rc, MLC_OK);
+    CHECK_STR(out[4].target_key, "MFG-13");
+    CHECK_STR(out[4].target_id, "10013");
+}
+
+static void bulk_all_ok_and_all_failed(void)
+{
+    struct result out[2];
+
+    sentinel(out, 2);
+    CHECK_INT(bulk("{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"},{\"id\":2,\"key\":\"A-2\"}],"
+                   "\"errors\":[]}",
+                   2, out),
+              MLC_OK);
+    CHECK(out[0].rc == MLC_OK && strcmp(out[0].target_key, "A-1") == 0);
+    CHECK(out[1].rc == MLC_OK && strcmp(out[1].target_id, "2") == 0);
+    /* 400: every entry failed; "issues" may be empty or missing */
+    sentinel(out, 2);
+    CHECK_INT(bulk("{\"errors\":[{\"failedElementNumber\":1,\"elementErrors\":{\"errorMessages\":"
+                   "[\"x\"]}},{\"failedElementNumber\":0,\"status\":500}]}",
+                   2, out),
+              MLC_OK);
+    CHECK_INT(out[0].rc, MLC_E_NET);
+    CHECK_INT(out[1].rc, MLC_E_REJECTED);
+    CHECK_STR(out[1].err, "x");
+}
+
+static void bulk_rejects_garbage(void)
+{
+    static const char *const bad[] = {
+        "",
+        "not json",
+        "[]",
+        "{\"issues\":{}}",
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}]",                           /* truncated */
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}]}",                           /* 1 of 2 */
+        "{\"issues\":[{\"id\":\"1\"},{\"id\":\"2\",\"key\":\"A-2\"}]}",           /* no key */
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[{\"failedElementNumber\":2}]}",
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[{\"failedElementNumber\":-1}]}",
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[{\"failedElementNumber\":0.5}]}",
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[{\"failedElementNumber\":\"1\"}]}",
+        "{\"errors\":[{\"failedElementNumber\":1},{\"failedElementNumber\":1}]}", /* repeated */
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"},{\"id\":\"2\",\"key\":\"A-2\"},"
+        "{\"id\":\"3\",\"key\":\"A-3\"}]}", /* too many */
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[7]}",
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "\"},{\"id\":\"2\",\"key\":\"A-2\"}]}", /* key too long for result */
+        NULL,
+    };
+    struct result out[2];
+
+    for (size_t i = 0; bad[i] != NULL; i++) {
+        enum mlc_rc rc;
+
+        sentinel(out, 2);
+        rc = bulk(bad[i], 2, out);
+        if (rc != MLC_E_PROTO) {
+            fprintf(stderr, "  case %zu accepted: %s\n", i, bad[i]);
+        }
+        CHECK_INT(rc, MLC_E_PROTO);
+        /* nothing written on a bad body */
+        CHECK(out[0].rc == (enum mlc_rc)99 && out[1].rc == (enum mlc_rc)99);
+    }
+    CHECK_INT(bulk("{}", 0, out), MLC_OK);
+    CHECK_INT(jira_parse_bulk_response(NULL, 0, 1, out, NULL), MLC_E_PROTO);
+}
+
+struct seen {
+    char buf[512];
+};
+
+static void on_label(void *ctx, const char *label, const char *key, const char *id)
+{
+    struct seen *s = ctx;
+    size_t n = strlen(s->buf);
+
+    snprintf(s->buf + n, sizeof(s->buf) - n, "%s=%s/%s;", label, key, id);
+}
+
+static enum mlc_rc search(const char *body, struct seen *s, char **tok)
+{
+    struct mlc_errbuf err = { 0 };
+
+    s->buf[0] = '\0';
+    return jira_parse_search_page(body, strlen(body), on_label, s, tok, &err);
+}
+
+static void search_pages(void)
+{
+    struct seen s;
+    char *tok = NULL;
+
+    CHECK_INT(search("{\"issues\":[{\"id\":\"10012\",\"key\":\"MFG-12\",\"fields\":{\"labels\":"
+                     "[\"mlc-a\",\"other\"]}},{\"id\":\"10013\",\"key\":\"MFG-13\",\"fields\":{}},"
+                     "{\"id\":\"10014\",\"key\":\"MFG-14\"}],"
+                     "\"nextPageToken\":\"CAEaAggD\",\"isLast\":false}",
+                     &s, &tok),
+              MLC_OK);
+    CHECK_STR(s.buf, "mlc-a=MFG-12/10012;other=MFG-12/10012;");
+    CHECK_STR(tok, "CAEaAggD");
+    free(tok);
+    tok = NULL;
+    CHECK_INT(search("{\"issues\":[],\"isLast\":true}", &s, &tok), MLC_OK);
+    CHECK(tok == NULL);
+    /* a token on the last page is ignored; no isLast: the token decides */
+    CHECK_INT(search("{\"issues\":[],\"isLast\":true,\"nextPageToken\":\"x\"}", &s, &tok), MLC_OK);
+    CHECK(tok == NULL);
+    CHECK_INT(search("{\"issues\":[],\"nextPageToken\":\"y\"}", &s, &tok), MLC_OK);
+    CHECK_STR(tok, "y");
+    free(tok);
+    tok = NULL;
+    CHECK_INT(search("{\"issues\":[]}", &s, &tok), MLC_OK);
+    CHECK(tok == NULL);
+}
+
+static void search_rejects_garbage(void)
+{
+    static const char *const bad[] = {
+        "",
+        "{",
+        "[]",
+        "{\"isLast\":true}",
+        "{\"issues\":{}}",
+        "{\"issues\":[],\"isLast\":false}",
+        "{\"issues\":[],\"isLast\":\"no\"}",
+        "{\"issues\":[],\"isLast\":false,\"nextPageToken\":5}",
+        "{\"issues\":[{\"key\":\"A-1\"}],\"isLast\":true}",
+        "{\"issues\":[1],\"isLast\":true}",
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\",\"fields\":{\"labels\":\"x\"}}]}",
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\",\"fields\":{\"labels\":[1]}}]}",
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\",\"fields\":[]}]}",
+        NULL,
+    };
+    struct seen s;
+
+    for (size_t i = 0; bad[i] != NULL; i++) {
+        char *tok = (char *)"sentinel";
+        enum mlc_rc rc = search(bad[i], &s, &tok);
+
+        if (rc != MLC_E_PROTO) {
+            fprintf(stderr, "  case %zu accepted: %s\n", i, bad[i]);
+        }
+        CHECK_INT(rc, MLC_E_PROTO);
+        CHECK(tok == NULL);
+    }
+}
+
+static void error_text_one_line(void)
+{
+    static const char ec[] = "{\"errorMessages\":[\"Issue does not exist or you do not have "
+                             "permission to see it.\"],\"errors\":{\"customfield_10050\":\"Field "
+                             "value is too long\"}}";
+    static const char oauth[] = "{\"error\":\"invalid_grant\",\"error_description\":\"Unknown or "
+                                "invalid refresh token.\"}";
+    char out[256], tiny[8];
+
+    CHECK_INT(jira_error_text(ec, strlen(ec), out, sizeof(out)), MLC_OK);
+    CHECK_STR(out, "Issue does not exist or you do not have permission to see it.; "
+                   "customfield_10050: Field value is too long");
+    CHECK_INT(jira_error_text(oauth, strlen(oauth), out, sizeof(out)), MLC_OK);
+    CHECK_STR(out, "Unknown or invalid refresh token.");
+    CHECK_INT(jira_error_text("<html>\n<b>Bad gateway</b>", 25, out, sizeof(out)), MLC_E_PROTO);
+    CHECK_STR(out, "<html> <b>Bad gateway</b>");
+    CHECK_INT(jira_error_text("{\"errorMessages\":[],\"errors\":{}}", 31, out, sizeof(out)),
+              MLC_E_PROTO);
+    CHECK_INT(jira_error_text(NULL, 0, out, sizeof(out)), MLC_E_PROTO);
+    CHECK_STR(out, "");
+    CHECK_INT(jira_error_text(ec, strlen(ec), tiny, sizeof(tiny)), MLC_OK);
+    CHECK_STR(tiny, "Issue d");
+}
+
+static void jql_escapes(void)
+{
+    const char *m[] = { "mlc-ab12", "we\"ird\\" };
+    struct mlc_buf b = MLC_BUF_INIT;
+
+    CHECK_INT(jira_jql_markers(&b, "MFG", m, 2), MLC_OK);
+    CHECK_STR(mlc_buf_str(&b), "project = \"MFG\" AND labels in (\"mlc-ab12\", \"we\\\"ird\\\\\")");
+    mlc_buf_release(&b);
+    CHECK_INT(jira_jql_markers(&b, "MFG", m, 0), MLC_E_INVAL);
+    mlc_buf_release(&b);
+}
+
+static void summary_and_labels(void)
+{
+    char out[300], big[400], *lab;
+
+    jira_summary_clean("Pump 7\r\nleaks\tbadly\n", out, sizeof(out));
+    CHECK_STR(out, "Pump 7 leaks badly ");
+    /* 254 ASCII bytes then a 2-byte character: cut before it, not inside */
+    memset(big, 'a', 254);
+    strcpy(big + 254, "\xc3\xa9zzz");
+    jira_summary_clean(big, out, sizeof(out));
+    CHECK_INT(strlen(out), 254);
+    memset(big, 'b', 300);
+    big[300] = '\0';
+    jira_summary_clean(big, out, sizeof(out));
+    CHECK_INT(strlen(out), JIRA_SUMMARY_MAX);
+    jira_summary_clean("abcdef", out, 4);
+    CHECK_STR(out, "abc");
+    lab = jira_label_clean("plant 7 pumps");
+    CHECK_STR(lab, "plant_7_pumps");
+    free(lab);
+    CHECK(jira_label_clean("") == NULL);
+}
+
+static void connector_shape(void)
+{
+    CHECK_STR(connector_jira.name, "jira");
+    CHECK_INT(connector_jira.caps, CONN_TARGET);
+    CHECK(connector_jira.open != NULL && connector_jira.close != NULL);
+    CHECK(connector_jira.ping != NULL && connector_jira.prepare != NULL);
+    CHECK(connector_jira.apply != NULL && connector_jira.find != NULL);
+    CHECK(connector_jira.poll == NULL && connector_jira.write_back == NULL);
+    CHECK(connector_jira.keys != NULL);
+}
+
+/* open() with conf text; returns rc, message in *msg (static). */
+static enum mlc_rc open_with(const char *conf, const char **msg)
+{
+    static char keep[768];
+    struct conn c;
+    cJSON *j = cJSON_Parse(conf);
+    enum mlc_rc rc;
+
+    memset(&c, 0, sizeof(c));
+    c.ops = &connector_jira;
+    c.name = (char *)"jira";
+    c.conf = j;
+    rc = connector_jira.open(&c);
+    snprintf(keep, sizeof(keep), "%s", mlc_err_msg(&c.err));
+    *msg = keep;
+    connector_jira.close(&c);
+    CHECK(c.priv == NULL);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static void open_validates_config(void)
+{
+    const char *msg;
+
+    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://127.0.0.1:1\","
+                        "\"email\":\"a@b.c\",\"api_token\":\"${JIRA_TOKEN}\"}",
+                        &msg),
+              MLC_OK);
+    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://127.0.0.1:1\",\"api_token\":\"x\"}",
+                        &msg),
+              MLC_E_INVAL);
+    CHECK_STR(msg, "systems.jira.email: required when auth is basic");
+    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://x\",\"email\":\"a@b.c\"}", &msg),
+              MLC_E_INVAL);
+    CHECK_STR(msg, "systems.jira.api_token: required when auth is basic");
+    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://x\",\"email\":\"a@b.c\","
+                        "\"api_token\":\"t\",\"page_size\":5}",
+                        &msg),
+              MLC_E_INVAL);
+    CHECK(strstr(msg, "systems.jira.page_size: unknown setting") != NULL);
+    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://x\",\"auth\":\"oauth\","
+                        "\"client_id\":\"id\",\"client_secret\":\"s\",\"refresh_token\":\"r\"}",
+                        &msg),
+              MLC_E_INVAL);
+    CHECK_STR(msg, "systems.jira.cloud_id: required when auth is oauth");
+    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://x\",\"auth\":\"oauth\","
+                        "\"client_id\":\"id\",\"client_secret\":\"s\",\"cloud_id\":\"a/b\"}",
+                        &msg),
+              MLC_E_INVAL);
+    CHECK(strstr(msg, "systems.jira.cloud_id: 'a/b' is not a cloud id") != NULL);
+    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://x\",\"auth\":\"oauth\","
+                        "\"client_id\":\"id\",\"client_secret\":\"s\",\"cloud_id\":\"1a-2b\"}",
+                        &msg),
+              MLC_OK);
+    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://x\",\"auth\":\"saml\"}", &msg),
+              MLC_E_INVAL);
+    CHECK_INT(open_with("{\"type\":\"jde\",\"base_url\":\"http://x\",\"email\":\"a\","
+                        "\"api_token\":\"t\"}",
+                        &msg),
+              MLC_E_INVAL);
+    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://x\",\"email\":\"a\","
+                        "\"api_token\":\"t\",\"timeout_s\":0}",
+                        &msg),
+              MLC_E_INVAL);
+    CHECK_INT(open_with("{\"type\":\"jira\",\"email\":\"a\",\"api_token\":\"t\"}", &msg),
+              MLC_E_INVAL);
+}
+
+int main(void)
+{
+    mlc_log_level = -1; /* keep test output clean */
+    RUN(adf_spec_example);
+    RUN(adf_crlf_and_cr);
+    RUN(adf_empty_input);
+    RUN(adf_drops_blank_paragraphs);
+    RUN(adf_strips_controls);
+    RUN(adf_repairs_utf8);
+    RUN(bulk_maps_gaps);
+    RUN(bulk_all_ok_and_all_failed);
+    RUN(bulk_rejects_garbage);
+    RUN(search_pages);
+    RUN(search_rejects_garbage);
+    RUN(error_text_one_line);
+    RUN(jql_escapes);
+    RUN(summary_and_labels);
+    RUN(connector_shape);
+    RUN(open_validates_config);
+    return TT_DONE();
+}
