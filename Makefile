@@ -98,7 +98,7 @@ demo: need-deps $(O)/mlc-agent
 	@$(PYTHON) tests/demo.py --agent $(O)/mlc-agent $(if $(ONCE),--once)
 
 bench: need-deps
-	@$(MAKE) --no-print-directory O=build/bench CFLAGS="-O2 -g" build/bench/mlc-agent
+	@$(MAKE) --no-print-directory O=build/bench build/bench/mlc-agent
 	@$(PYTHON) tests/bench.py --agent build/bench/mlc-agent $(if $(RECORDS),--records $(RECORDS))
 
 fuzz:

@@ -26,12 +26,28 @@ def one(agent, n, page):
         config = harness.make_config(work, jde.url, jira.url, jde={"page_size": page},
                                      agent={"log_level": "error"})
         t0 = time.monotonic()
-        # wait4() gives this child's own rusage: CPU and peak RSS of the agent alone
+        # wait4() gives this child's own CPU time. Its ru_maxrss would also count
+        # the forked Python parent's pages from before exec, so peak RSS comes
+        # from VmHWM in /proc, which exec resets, sampled until the agent exits.
         p = subprocess.Popen([agent, "-q", "-c", config, "sync", "jde_workorders"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env=harness.agent_env())
-        _, status, ru = os.wait4(p.pid, 0)
-        out = p.stdout.read()
+        hwm_kb = 0
+        status = None
+        while status is None:
+            try:
+                with open(f"/proc/{p.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            hwm_kb = max(hwm_kb, int(line.split()[1]))
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                pass
+            pid, st, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid == p.pid:
+                status = st
+            else:
+                time.sleep(0.05)
+        out = ""
         err = p.stderr.read()
         wall = time.monotonic() - t0
         if status != 0:
@@ -45,7 +61,7 @@ def one(agent, n, page):
             "cpu_us": (ru.ru_utime + ru.ru_stime) * 1e6 / max(created, 1),
             "jira_calls": sum(js.values()) * 1000.0 / max(created, 1),
             "jde_calls": sum(ds.values()) * 1000.0 / max(created, 1),
-            "rss_mb": ru.ru_maxrss / 1024.0,
+            "rss_mb": hwm_kb / 1024.0,
             "wall": wall,
         }
     finally:

@@ -34,7 +34,7 @@ enum { JIRA_AUTH_BASIC = 0, JIRA_AUTH_OAUTH = 1 };
 /* Cached e-mail -> accountId lookups (hits and misses). */
 #define JIRA_USER_CACHE_MAX 4096
 /* A search that pages longer than this is looping. */
-#define JIRA_SEARCH_MAX_PAGES 10000
+#define JIRA_SEARCH_MAX_PAGES   10000
 #define JIRA_PRIORITY_MAX_PAGES 50
 
 struct jira_conf {
@@ -64,8 +64,8 @@ static const struct conf_key jira_keys[] = {
       NULL },
     { "api_token", CONF_SECRET, offsetof(struct jira_conf, api_token), "",
       "API token (basic), e.g. secret:jira.token", 0, 0, NULL },
-    { "client_id", CONF_STR, offsetof(struct jira_conf, client_id), "", "OAuth app client id",
-      0, 0, NULL },
+    { "client_id", CONF_STR, offsetof(struct jira_conf, client_id), "", "OAuth app client id", 0, 0,
+      NULL },
     { "client_secret", CONF_SECRET, offsetof(struct jira_conf, client_secret), "",
       "OAuth app client secret", 0, 0, NULL },
     { "refresh_token", CONF_SECRET, offsetof(struct jira_conf, refresh_token), "",
@@ -107,8 +107,8 @@ struct jira_user {
 struct jira {
     struct jira_conf cf;
     int conf_loaded;
-    char *path;      /* "systems.<name>" for messages */
-    char *api_base;  /* site URL, or base_url/ex/jira/<cloud_id> */
+    char *path;     /* "systems.<name>" for messages */
+    char *api_base; /* site URL, or base_url/ex/jira/<cloud_id> */
     char *token_url;
     char *refresh_name; /* secret store name of the current refresh token */
     struct mlc_http *own_http;
@@ -118,8 +118,8 @@ struct jira {
     char *refresh_token; /* newest known refresh token */
     int refresh_unsaved; /* refresh_token is not yet durable in the store */
     char *access_token;
-    double access_exp;
-    int auth_failed; /* the last jira_call() failed while getting a token */
+    double refresh_at; /* monotonic time to renew the access token */
+    int auth_failed;   /* the last jira_call() failed while getting a token */
 
     struct jira_field *fields;
     size_t n_fields;
@@ -695,6 +695,12 @@ static enum mlc_rc jira_refresh(struct conn *c, struct mlc_errbuf *err)
                      "refresh token with `mlc-agent secret set %s`",
                      c->name, resp.status, text, j->refresh_name);
             rc = MLC_E_AUTH;
+            /* forget it: the next attempt re-reads the store, where the
+             * operator puts the new token, without an agent restart */
+            if (!j->refresh_unsaved) {
+                wipe_free(j->refresh_token);
+                j->refresh_token = NULL;
+            }
         } else if (resp.status == 401 || resp.status == 403) {
             mlc_errf(err,
                      "jira '%s': oauth token endpoint %s refused the refresh (HTTP %ld: %s): "
@@ -734,7 +740,9 @@ static enum mlc_rc jira_refresh(struct conn *c, struct mlc_errbuf *err)
         }
     }
     j->access_token = mlc_xstrdup(access);
-    j->access_exp = mono_now() + expires_in;
+    /* renew a minute early; short-lived test tokens at half their life */
+    j->refresh_at = mono_now() + expires_in -
+                    (expires_in > 2 * JIRA_TOKEN_MARGIN_S ? JIRA_TOKEN_MARGIN_S : expires_in / 2);
     conn_log(c, MLC_LOG_DEBUG, "oauth access token refreshed (expires in %.0f s)", expires_in);
     rc = MLC_OK;
 out:
@@ -764,7 +772,7 @@ static enum mlc_rc jira_auth(struct conn *c, struct mlc_http_req *rq, int force,
             return rc;
         }
     }
-    if (force || j->access_token == NULL || mono_now() >= j->access_exp - JIRA_TOKEN_MARGIN_S) {
+    if (force || j->access_token == NULL || mono_now() >= j->refresh_at) {
         rc = jira_refresh(c, err);
         if (rc != MLC_OK) {
             return rc;
@@ -1089,8 +1097,7 @@ static enum mlc_rc jira_load_fields(struct conn *c)
     }
     root = mlc_json_parse(body_str(&resp), resp.body.len, "jira field list", &c->err);
     if (!cJSON_IsArray(root)) {
-        mlc_errf(&c->err, "jira at %s: /rest/api/3/field did not return an array",
-                 j->cf.base_url);
+        mlc_errf(&c->err, "jira at %s: /rest/api/3/field did not return an array", j->cf.base_url);
         rc = MLC_E_PROTO;
         goto out;
     }
@@ -1156,7 +1163,8 @@ static enum mlc_rc check_custom_fields(struct conn *c, const cJSON *names)
         if (i < j->n_fields) {
             mlc_buf_adds(&known, ", ...");
         }
-        mlc_errf(&c->err, "mapping field '%s' does not exist in jira at %s; known custom fields: %s",
+        mlc_errf(&c->err,
+                 "mapping field '%s' does not exist in jira at %s; known custom fields: %s",
                  it->valuestring, j->cf.base_url, known.len > 0 ? mlc_buf_str(&known) : "none");
         mlc_buf_release(&known);
         return MLC_E_INVAL;
@@ -1241,10 +1249,10 @@ static enum mlc_rc check_priorities(struct conn *c, const cJSON *wanted)
                     mlc_buf_addf(&valid, "%s%s", valid.len > 0 ? ", " : "", have->valuestring);
                 }
             }
-            mlc_errf(&c->err, "target.priorities: jira priority '%s' does not exist in jira at "
-                              "%s; valid priorities: %s",
-                     it->valuestring, j->cf.base_url,
-                     valid.len > 0 ? mlc_buf_str(&valid) : "none");
+            mlc_errf(&c->err,
+                     "target.priorities: jira priority '%s' does not exist in jira at "
+                     "%s; valid priorities: %s",
+                     it->valuestring, j->cf.base_url, valid.len > 0 ? mlc_buf_str(&valid) : "none");
             mlc_buf_release(&valid);
             rc = MLC_E_INVAL;
             goto out;
@@ -1255,8 +1263,8 @@ out:
     return rc;
 }
 
-static enum mlc_rc check_issue_type(struct conn *c, const cJSON *project_json,
-                                    const char *project, const char *issue_type)
+static enum mlc_rc check_issue_type(struct conn *c, const cJSON *project_json, const char *project,
+                                    const char *issue_type)
 {
     const cJSON *types = mlc_json_arr(project_json, "issueTypes");
     const cJSON *it;
@@ -1284,7 +1292,8 @@ static enum mlc_rc check_issue_type(struct conn *c, const cJSON *project_json,
             mlc_buf_addf(&valid, "%s%s", valid.len > 0 ? ", " : "", name);
         }
     }
-    mlc_errf(&c->err, "target.issue_type: '%s' is not an issue type of jira project '%s' (valid: %s)",
+    mlc_errf(&c->err,
+             "target.issue_type: '%s' is not an issue type of jira project '%s' (valid: %s)",
              issue_type, project, mlc_buf_str(&valid));
     mlc_buf_release(&valid);
     return MLC_E_INVAL;
@@ -1441,8 +1450,7 @@ static enum mlc_rc jira_account_for(struct conn *c, const char *email_in, const 
         root = cJSON_ParseWithLength(body_str(&resp), resp.body.len);
         id = pick_account(root, email);
     } else {
-        conn_log(c, MLC_LOG_WARN, "jira user lookup for '%s' failed: %s", email,
-                 mlc_err_msg(&one));
+        conn_log(c, MLC_LOG_WARN, "jira user lookup for '%s' failed: %s", email, mlc_err_msg(&one));
     }
     u = user_slot(j, email);
     free(u->account_id);
@@ -1605,6 +1613,9 @@ static enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const str
         } else if (strcmp(name, "labels") == 0) {
             const cJSON *lab, *arr = cJSON_IsArray(it) ? it : NULL;
 
+            if (cJSON_IsNull(it)) {
+                continue; /* nothing mapped: leave the issue's labels alone */
+            }
             have_labels = 1;
             if (sv != NULL) {
                 add_label(labels, sv);
@@ -1773,8 +1784,8 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
             /* a 400 about the request as a whole: each record is refused with it */
             jira_error_text(body_str(&resp), resp.body.len, msg, sizeof(msg));
             for (k = 0; k < nc; k++) {
-                result_set(&out[idx[k]], MLC_E_REJECTED, "jira rejected the bulk create (HTTP 400): %s",
-                           msg);
+                result_set(&out[idx[k]], MLC_E_REJECTED,
+                           "jira rejected the bulk create (HTTP 400): %s", msg);
                 done[idx[k]] = 1;
             }
             rc = MLC_OK;
@@ -1799,8 +1810,7 @@ out:
     return rc;
 }
 
-static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i,
-                                struct result *r)
+static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i, struct result *r)
 {
     const struct tgt_item *item = &in->items[i];
     struct mlc_http_resp resp = { 0 };

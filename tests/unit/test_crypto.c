@@ -181,8 +181,8 @@ static void base64_round_trip(void)
 
 static void base64_rejects_bad_input(void)
 {
-    static const char *const bad[] = { "Zg", "Zg=", "Z===", "====", "=Zg=", "Zg=a", "Zm9v!A==",
-                                       "Zm 9", "Zm9v\n", "Zm-v", NULL };
+    static const char *const bad[] = { "Zg",       "Zg=",  "Z===",   "====", "=Zg=", "Zg=a",
+                                       "Zm9v!A==", "Zm 9", "Zm9v\n", "Zm-v", NULL };
     size_t n;
 
     for (size_t i = 0; bad[i] != NULL; i++) {

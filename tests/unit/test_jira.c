@@ -31,10 +31,10 @@ static const char *adf(const char *text)
     return out;
 }
 
-#define DOC(x) "{\"version\":1,\"type\":\"doc\",\"content\":[" x "]}"
+#define DOC(x)  "{\"version\":1,\"type\":\"doc\",\"content\":[" x "]}"
 #define PARA(x) "{\"type\":\"paragraph\",\"content\":[" x "]}"
 #define TEXT(x) "{\"type\":\"text\",\"text\":\"" x "\"}"
-#define HB "{\"type\":\"hardBreak\"}"
+#define HB      "{\"type\":\"hardBreak\"}"
 
 static void adf_spec_example(void)
 {
@@ -77,7 +77,9 @@ static void adf_drops_blank_paragraphs(void)
 
 static void adf_strips_controls(void)
 {
-    CHECK_STR(adf("a\x01" "b\x1b[0m\x7f"), DOC(PARA(TEXT("ab[0m\x7f"))));
+    CHECK_STR(adf("a\x01"
+                  "b\x1b[0m\x7f"),
+              DOC(PARA(TEXT("ab[0m\x7f"))));
     CHECK_STR(adf("x\x00y"), DOC(PARA(TEXT("x"))));
     CHECK_STR(adf("tab\there"), DOC(PARA(TEXT("tab\\there"))));
 }
@@ -88,10 +90,12 @@ static void adf_repairs_utf8(void)
     CHECK_STR(adf("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),
               DOC(PARA(TEXT("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"))));
     /* Latin-1 byte, overlong '/', surrogate, truncated sequence at the end */
-    CHECK_STR(adf("Stra\xdf" "e"), DOC(PARA(TEXT("Stra\xef\xbf\xbd" "e"))));
+    CHECK_STR(adf("Stra\xdf"
+                  "e"),
+              DOC(PARA(TEXT("Stra\xef\xbf\xbd"
+                            "e"))));
     CHECK_STR(adf("\xc0\xaf"), DOC(PARA(TEXT("\xef\xbf\xbd\xef\xbf\xbd"))));
-    CHECK_STR(adf("\xed\xa0\x80"),
-              DOC(PARA(TEXT("\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"))));
+    CHECK_STR(adf("\xed\xa0\x80"), DOC(PARA(TEXT("\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"))));
     CHECK_STR(adf("a\xe2\x82"), DOC(PARA(TEXT("a\xef\xbf\xbd\xef\xbf\xbd"))));
     CHECK_STR(adf("\xf4\x90\x80\x80"),
               DOC(PARA(TEXT("\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"))));
@@ -172,18 +176,20 @@ static void bulk_rejects_garbage(void)
         "not json",
         "[]",
         "{\"issues\":{}}",
-        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}]",                           /* truncated */
-        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}]}",                           /* 1 of 2 */
-        "{\"issues\":[{\"id\":\"1\"},{\"id\":\"2\",\"key\":\"A-2\"}]}",           /* no key */
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}]",                 /* truncated */
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}]}",                /* 1 of 2 */
+        "{\"issues\":[{\"id\":\"1\"},{\"id\":\"2\",\"key\":\"A-2\"}]}", /* no key */
         "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[{\"failedElementNumber\":2}]}",
         "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[{\"failedElementNumber\":-1}]}",
         "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[{\"failedElementNumber\":0.5}]}",
-        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[{\"failedElementNumber\":\"1\"}]}",
+        "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[{\"failedElementNumber\":\"1\"}]"
+        "}",
         "{\"errors\":[{\"failedElementNumber\":1},{\"failedElementNumber\":1}]}", /* repeated */
         "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"},{\"id\":\"2\",\"key\":\"A-2\"},"
         "{\"id\":\"3\",\"key\":\"A-3\"}]}", /* too many */
         "{\"issues\":[{\"id\":\"1\",\"key\":\"A-1\"}],\"errors\":[7]}",
-        "{\"issues\":[{\"id\":\"1\",\"key\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "{\"issues\":[{\"id\":\"1\",\"key\":"
+        "\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
         "\"},{\"id\":\"2\",\"key\":\"A-2\"}]}", /* key too long for result */
         NULL,
     };
@@ -384,9 +390,10 @@ static void open_validates_config(void)
                         "\"email\":\"a@b.c\",\"api_token\":\"${JIRA_TOKEN}\"}",
                         &msg),
               MLC_OK);
-    CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://127.0.0.1:1\",\"api_token\":\"x\"}",
-                        &msg),
-              MLC_E_INVAL);
+    CHECK_INT(
+        open_with("{\"type\":\"jira\",\"base_url\":\"http://127.0.0.1:1\",\"api_token\":\"x\"}",
+                  &msg),
+        MLC_E_INVAL);
     CHECK_STR(msg, "systems.jira.email: required when auth is basic");
     CHECK_INT(open_with("{\"type\":\"jira\",\"base_url\":\"http://x\",\"email\":\"a@b.c\"}", &msg),
               MLC_E_INVAL);
