@@ -22,6 +22,9 @@ CPPFLAGS   += -I. -D_GNU_SOURCE -DMLC_VERSION='"$(VERSION)"'
 ifeq ($(HAVE_PKGS),ok)
 CPPFLAGS   += $(shell $(PKG_CONFIG) --cflags $(PKGS))
 LDLIBS     += $(shell $(PKG_CONFIG) --libs $(PKGS))
+else
+# before `make deps` has run (pkg-config may not even exist yet): Debian's names
+LDLIBS     += -lcurl -lcjson -lsqlite3
 endif
 # Debian 12's libmbedtls-dev has no .pc file; mbedTLS 3 ships mbedcrypto.pc
 MBEDTLS_LIBS ?= $(shell $(PKG_CONFIG) --libs mbedcrypto 2>/dev/null || echo -lmbedcrypto)
@@ -43,7 +46,9 @@ FUZZ_BIN   := $(patsubst tests/fuzz/fuzz_%.c,$(O)/fuzz/replay_%,$(FUZZ_SRC))
 .PHONY: all help deps need-deps check check-one check-unit check-fuzz check-integration \
         demo bench fuzz style clean
 
-all: need-deps $(O)/mlc-agent
+# need-deps may install packages; the build then runs in a fresh make that sees them
+all: need-deps
+	@$(MAKE) --no-print-directory $(O)/mlc-agent
 
 help:
 	@echo "make deps      install missing Debian packages (apt-get; needs root)"
@@ -94,7 +99,8 @@ check: need-deps
 # One configuration (used by run_checks.py): build everything into $(O).
 check-build: need-deps $(O)/mlc-agent $(UNIT_BIN) $(FUZZ_BIN)
 
-demo: need-deps $(O)/mlc-agent
+demo: need-deps
+	@$(MAKE) --no-print-directory $(O)/mlc-agent
 	@$(PYTHON) tests/demo.py --agent $(O)/mlc-agent $(if $(ONCE),--once)
 
 bench: need-deps

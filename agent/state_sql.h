@@ -11,13 +11,12 @@ static const char *const state_migrations[] = {
     "CREATE TABLE state_ledger(flow TEXT NOT NULL, source_key TEXT NOT NULL, hash TEXT NOT NULL,"
     "  target_key TEXT NOT NULL, target_id TEXT NOT NULL DEFAULT '', audit_id TEXT NOT NULL,"
     "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY(flow, source_key));"
-    "CREATE INDEX state_ledger_recent ON state_ledger(flow, created_at);"
     "CREATE TABLE state_outbox(id INTEGER PRIMARY KEY, flow TEXT NOT NULL, source_key TEXT NOT NULL,"
     "  op TEXT NOT NULL, target_key TEXT NOT NULL DEFAULT '', payload TEXT NOT NULL, hash TEXT NOT NULL,"
     "  audit_id TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', sent_hash TEXT NOT NULL DEFAULT '',"
     "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0, last_error TEXT,"
     "  created_at INTEGER NOT NULL, UNIQUE(flow, source_key));"
-    "CREATE INDEX state_outbox_due ON state_outbox(flow, state, next_at);"
+    "CREATE INDEX state_outbox_due ON state_outbox(flow, next_at);"
     "CREATE TABLE state_dead(id INTEGER PRIMARY KEY, flow TEXT NOT NULL, source_key TEXT NOT NULL,"
     "  payload TEXT NOT NULL, hash TEXT NOT NULL, error TEXT NOT NULL, audit_id TEXT NOT NULL,"
     "  attempts INTEGER NOT NULL, at INTEGER NOT NULL, UNIQUE(flow, source_key));"
@@ -70,7 +69,7 @@ static const char *const state_sql[SQ__COUNT] = {
                       " target_id = CASE WHEN excluded.target_id <> '' THEN excluded.target_id ELSE target_id END,"
                       " audit_id = excluded.audit_id, updated_at = excluded.updated_at",
     [SQ_LEDGER_RECENT] = "SELECT target_id FROM state_ledger WHERE flow = :flow AND target_id <> ''"
-                         " ORDER BY created_at DESC, rowid DESC LIMIT :max",
+                         " ORDER BY rowid DESC LIMIT :max",
     [SQ_OUTBOX_PUT] = "INSERT INTO state_outbox(flow, source_key, op, target_key, payload, hash, audit_id,"
                       " created_at) VALUES(:flow, :key, :op, :tkey, :payload, :hash, :aid, :now)"
                       " ON CONFLICT(flow, source_key) DO UPDATE SET payload = excluded.payload,"

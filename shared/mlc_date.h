@@ -16,6 +16,7 @@ int mlc_julian_to_ymd(long cyyddd, struct mlc_ymd *out);
 long mlc_ymd_to_julian(const struct mlc_ymd *d);
 /* "20240115" -> ymd; -1 on anything else. */
 int mlc_yyyymmdd_parse(const char *s, struct mlc_ymd *out);
+/* 1 when d is a real calendar date (years 1..9999), 0 otherwise. */
 int mlc_ymd_valid(const struct mlc_ymd *d);
 /* Format using a Java-style pattern with yyyy, MM, dd (e.g. "MM/dd/yyyy"). */
 int mlc_ymd_format(const struct mlc_ymd *d, const char *pattern, char *out, size_t n);

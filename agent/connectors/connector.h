@@ -12,6 +12,7 @@
 #include "shared/mlc_err.h"
 #include "shared/mlc_conf.h"
 #include "shared/mlc_http.h"
+#include "shared/mlc_log.h"
 
 enum {
     CONN_SOURCE = 1u << 0,    /* poll() */
@@ -111,7 +112,9 @@ struct connector {
      * (custom field IDs, project, priorities); message names the bad ID. */
     enum mlc_rc (*prepare)(struct conn *c, const cJSON *target);
     /* Sets out[i] for every item; returns MLC_OK when each item has its own
-     * verdict, or a whole-batch error (nothing known to be applied). */
+     * verdict, or a whole-batch error, after which the caller treats the
+     * outcome of every item as unknown (creates are looked up with find()).
+     * The pipeline never mixes creates and updates in one batch. */
     enum mlc_rc (*apply)(struct conn *c, const struct batch *in, struct result *out);
     /* Look up markers[0..n) at the target; keys_out[i] gets a heap string
      * "KEY id" or NULL when absent. recent_ids: target ids the agent created

@@ -340,6 +340,10 @@ def bad_config_names_the_field():
             f.write('{"agent": {,}')
         r = e.agent("check-config")
         expect(r.returncode == 2 and "invalid JSON" in r.stderr, r.stderr)
+        # a table AIS does not know: the run fails and the message names it
+        e.configure(flow={"source": {"system": "jde", "table": "F9999", "key": "DOCO"}})
+        r = e.agent("sync", "jde_workorders")
+        expect(r.returncode == 1 and "F9999" in r.stderr and "jde" in r.stderr, r.stderr)
         e.configure()
         r = e.agent("check-config")
         ok_run(r, "check-config on a good file")
