@@ -11,7 +11,7 @@ DEB_BUILD  := build-essential pkg-config libcurl4-openssl-dev libcjson-dev libmb
               libwebsockets-dev libsqlite3-dev libzstd-dev
 DEB_TEST   := python3 ca-certificates
 
-PKGS       := libcurl libcjson sqlite3
+PKGS       := libcurl libcjson sqlite3 libzstd
 HAVE_PKGS  := $(shell $(PKG_CONFIG) --exists $(PKGS) 2>/dev/null && echo ok)
 
 CC         ?= cc
@@ -24,7 +24,7 @@ CPPFLAGS   += $(shell $(PKG_CONFIG) --cflags $(PKGS))
 LDLIBS     += $(shell $(PKG_CONFIG) --libs $(PKGS))
 else
 # before `make deps` has run (pkg-config may not even exist yet): Debian's names
-LDLIBS     += -lcurl -lcjson -lsqlite3
+LDLIBS     += -lcurl -lcjson -lsqlite3 -lzstd
 endif
 # Debian 12's libmbedtls-dev has no .pc file; mbedTLS 3 ships mbedcrypto.pc
 MBEDTLS_LIBS ?= $(shell $(PKG_CONFIG) --libs mbedcrypto 2>/dev/null || echo -lmbedcrypto)
