@@ -27,6 +27,18 @@ static const char *const top_keys[] = { "agent", "systems", "flows", NULL };
 static const char *const flow_keys[] = { "source", "target", "mapping", "schedule", "enabled",
                                          "max_attempts", "batch_size", NULL };
 
+/* "a, b, c" from a NULL-terminated list, for messages. */
+static const char *join_names(const char *const *names, char *out, size_t n)
+{
+    size_t o = 0;
+
+    out[0] = '\0';
+    for (const char *const *p = names; *p && o < n; p++) {
+        o += (size_t)snprintf(out + o, n - o, "%s%s", o ? ", " : "", *p);
+    }
+    return out;
+}
+
 static struct conn *find_conn(struct agent *a, const char *name)
 {
     for (int i = 0; i < a->n_conns; i++) {
@@ -50,7 +62,7 @@ struct flow *agent_flow(struct agent *a, const char *name)
 static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, struct mlc_errbuf *err)
 {
     char path[192], sub[256];
-    const char *sys, *sched, *prefix;
+    const char *sys, *sched, *prefix, *unknown;
     const cJSON *it, *mapping;
     double v;
 
@@ -59,17 +71,12 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
         mlc_errf(err, "%s: expected an object", path);
         return MLC_E_INVAL;
     }
-    cJSON_ArrayForEach(it, fc)
-    {
-        int ok = 0;
-        for (int i = 0; flow_keys[i]; i++) {
-            ok |= strcmp(flow_keys[i], it->string) == 0;
-        }
-        if (!ok) {
-            mlc_errf(err, "%s.%s: unknown setting (known: source, target, mapping, schedule, enabled, "
-                     "max_attempts, batch_size)", path, it->string);
-            return MLC_E_INVAL;
-        }
+    unknown = mlc_conf_unknown_member(fc, NULL, flow_keys);
+    if (unknown != NULL) {
+        char known[256];
+        mlc_errf(err, "%s.%s: unknown setting (known: %s)", path, unknown,
+                 join_names(flow_keys, known, sizeof(known)));
+        return MLC_E_INVAL;
     }
     f->conf = fc;
     f->source = mlc_json_obj(fc, "source");
@@ -183,15 +190,12 @@ enum mlc_rc agent_load(struct agent *a, const char *path, struct mlc_errbuf *err
         mlc_errf(err, "%s: the top level must be an object with agent, systems and flows", path);
         return MLC_E_INVAL;
     }
-    cJSON_ArrayForEach(it, a->root)
     {
-        int ok = 0;
-        for (i = 0; top_keys[i]; i++) {
-            ok |= strcmp(top_keys[i], it->string) == 0;
-        }
-        if (!ok) {
-            mlc_errf(err, "%s: unknown top-level section '%s' (known: agent, systems, flows)", path,
-                     it->string);
+        const char *unknown = mlc_conf_unknown_member(a->root, NULL, top_keys);
+        char known[64];
+        if (unknown != NULL) {
+            mlc_errf(err, "%s: unknown top-level section '%s' (known: %s)", path, unknown,
+                     join_names(top_keys, known, sizeof(known)));
             return MLC_E_INVAL;
         }
     }

@@ -68,7 +68,7 @@ static void print_summary(const char *flow, const struct sync_stats *ss)
 static int cmd_sync(struct agent *a, int argc, char **argv)
 {
     const char *name = NULL;
-    int dry = 0, all = 0, failed = 0;
+    int dry = 0, all = 0, failed = 0, matched = 0;
 
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--dry-run") == 0) {
@@ -108,10 +108,9 @@ static int cmd_sync(struct agent *a, int argc, char **argv)
             fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));
             failed = 1;
         }
-        name = f->name;
-        all = all ? 1 : 2;
+        matched++;
     }
-    if (all == 0) {
+    if (!all && matched == 0) {
         fprintf(stderr, "mlc-agent sync: no flow named '%s' in %s\n", name, a->config_path);
         return 2;
     }
@@ -290,12 +289,12 @@ static int cmd_check(struct agent *a)
                mlc_json_str(f->conf, "schedule") ? mlc_json_str(f->conf, "schedule") : "every 15m");
     }
     for (int i = 0; i < a->n_conns; i++) {
-        const char *pw[] = { "password", "api_token", "client_secret", "refresh_token", NULL };
-        for (int k = 0; pw[k]; k++) {
-            const char *v = mlc_json_str(a->conns[i].conf, pw[k]);
+        /* the connector's key table says which settings hold secrets */
+        for (const struct conf_key *k = a->conns[i].ops->keys; k->name; k++) {
+            const char *v = k->type == CONF_SECRET ? mlc_json_str(a->conns[i].conf, k->name) : NULL;
             if (v && strncmp(v, "secret:", 7) != 0 && strstr(v, "${") == NULL) {
                 printf("  warning: systems.%s.%s holds a literal secret; prefer \"secret:NAME\" "
-                       "(mlc-agent secret set NAME)\n", a->conns[i].name, pw[k]);
+                       "(mlc-agent secret set NAME)\n", a->conns[i].name, k->name);
             }
         }
     }

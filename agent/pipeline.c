@@ -265,11 +265,11 @@ static enum mlc_rc deliver_batch(struct agent *a, struct flow *f, struct sync_st
         pipeline_marker(f, rows[i].source_key, mk[i], sizeof(mk[i]));
         items[i].marker = mk[i];
         items[i].target_key = creates ? NULL : rows[i].target_key;
-        items[i].fields = fields[i] ? fields[i] : cJSON_CreateObject();
-        items[i].audit_id = rows[i].audit_id;
         if (fields[i] == NULL) {
-            fields[i] = (cJSON *)items[i].fields;
+            fields[i] = mlc_json_xobj(); /* the target rejects it; the row dead-letters */
         }
+        items[i].fields = fields[i];
+        items[i].audit_id = rows[i].audit_id;
     }
     b.target = f->target;
     b.items = items;
@@ -358,6 +358,32 @@ static enum mlc_rc deliver(struct agent *a, struct flow *f, struct sync_stats *s
     return rc;
 }
 
+/* A source record that cannot become an outbox row: keep its raw content as a
+ * dead letter (once per content), so nothing is lost and it can be replayed. */
+static void dead_letter_source(struct agent *a, struct flow *f, const struct record *r,
+                               const char *why, int dry_run, struct mlc_errbuf *err)
+{
+    char *raw = mlc_json_print(r->data);
+    char hash[65], key[96], aid[33];
+
+    hash_of(raw, hash);
+    if (r->key != NULL && r->key[0] != '\0') {
+        snprintf(key, sizeof(key), "%s", r->key);
+    } else {
+        /* unkeyed rows are kept under a key derived from their content */
+        snprintf(key, sizeof(key), "!row-%.16s", hash);
+    }
+    if (dry_run) {
+        printf("would dead-letter %s: %s\n", key, why);
+    } else if (state_dead_has(a->st, f->name, key, hash) != 0) {
+        new_audit_id(aid);
+        state_dead_put(a->st, f->name, key, raw, hash, why, aid, 0, err);
+        state_audit(a->st, f->name, key, aid, "dead_letter", NULL, why);
+        mlc_warn("flow %s: source record %s dead-lettered: %s", f->name, key, why);
+    }
+    free(raw);
+}
+
 /* Store one page: outbox rows for changed records, cursor, in one transaction. */
 static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, int dry_run,
                               struct sync_stats *ss, struct mlc_errbuf *err)
@@ -382,46 +408,14 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
             cursor = r->cursor;
         }
         if (r->error != NULL || r->key == NULL) {
-            char *raw = mlc_json_print(r->data);
-            char key[96];
-            snprintf(key, sizeof(key), "%s", r->key ? r->key : "");
-            if (key[0] == '\0') {
-                /* unkeyed rows are kept under a key derived from their content */
-                uint8_t h[MLC_SHA256_LEN];
-                char hx[65];
-                mlc_sha256(raw, strlen(raw), h);
-                mlc_hex(h, 8, hx);
-                snprintf(key, sizeof(key), "!row-%s", hx);
-            }
-            hash_of(raw, hash);
-            if (dry_run) {
-                printf("would dead-letter %s: %s\n", key, r->error ? r->error : "no key");
-            } else if (state_dead_has(a->st, f->name, key, hash) != 0) {
-                new_audit_id(aid);
-                state_dead_put(a->st, f->name, key, raw, hash, r->error ? r->error : "row has no key",
-                               aid, 0, err);
-                state_audit(a->st, f->name, key, aid, "dead_letter", NULL, r->error);
-                mlc_warn("flow %s: unreadable source row dead-lettered as %s: %s", f->name, key,
-                         r->error ? r->error : "no key");
-            }
+            dead_letter_source(a, f, r, r->error ? r->error : "row has no key", dry_run, err);
             ss->failed++;
-            free(raw);
             continue;
         }
         mapped = mapping_apply(f->map, r->data, &merr);
         if (mapped == NULL) {
-            char *raw = mlc_json_print(r->data);
-            hash_of(raw, hash);
-            if (dry_run) {
-                printf("would dead-letter %s: %s\n", r->key, merr.msg);
-            } else if (state_dead_has(a->st, f->name, r->key, hash) != 0) {
-                new_audit_id(aid);
-                state_dead_put(a->st, f->name, r->key, raw, hash, merr.msg, aid, 0, err);
-                state_audit(a->st, f->name, r->key, aid, "dead_letter", NULL, merr.msg);
-                mlc_warn("flow %s: record %s cannot be mapped: %s", f->name, r->key, merr.msg);
-            }
+            dead_letter_source(a, f, r, merr.msg, dry_run, err);
             ss->failed++;
-            free(raw);
             continue;
         }
         payload = mlc_json_print(mapped);

@@ -276,39 +276,46 @@ static enum mlc_rc set_value(const struct conf_key *k, const cJSON *item, const 
     return MLC_OK;
 }
 
+const char *mlc_conf_unknown_member(const cJSON *obj, const struct conf_key *keys,
+                                    const char *const *names)
+{
+    const cJSON *it;
+
+    cJSON_ArrayForEach(it, obj)
+    {
+        int known = 0;
+        for (const struct conf_key *k = keys; k && k->name && !known; k++) {
+            known = strcmp(k->name, it->string) == 0;
+        }
+        for (const char *const *n = names; n && *n && !known; n++) {
+            known = strcmp(*n, it->string) == 0;
+        }
+        if (!known) {
+            return it->string;
+        }
+    }
+    return NULL;
+}
+
 enum mlc_rc mlc_conf_load(const cJSON *obj, const char *path, const struct conf_key *keys,
                           const char *const *allow, void *dst, struct mlc_errbuf *err)
 {
+    const char *unknown;
     char sub[256];
-    const cJSON *it;
 
     if (!cJSON_IsObject(obj)) {
         mlc_errf(err, "%s: expected an object", path);
         return MLC_E_INVAL;
     }
-    cJSON_ArrayForEach(it, obj)
-    {
-        int known = 0;
+    unknown = mlc_conf_unknown_member(obj, keys, allow);
+    if (unknown != NULL) {
+        struct mlc_buf names = MLC_BUF_INIT;
         for (const struct conf_key *k = keys; k->name; k++) {
-            if (strcmp(k->name, it->string) == 0) {
-                known = 1;
-            }
+            mlc_buf_addf(&names, "%s%s", names.len ? ", " : "", k->name);
         }
-        for (const char *const *a = allow; a && *a && !known; a++) {
-            if (strcmp(*a, it->string) == 0) {
-                known = 1;
-            }
-        }
-        if (!known) {
-            struct mlc_buf names = MLC_BUF_INIT;
-            for (const struct conf_key *k = keys; k->name; k++) {
-                mlc_buf_addf(&names, "%s%s", names.len ? ", " : "", k->name);
-            }
-            mlc_errf(err, "%s.%s: unknown setting (known: %s)", path, it->string,
-                     mlc_buf_str(&names));
-            mlc_buf_release(&names);
-            return MLC_E_INVAL;
-        }
+        mlc_errf(err, "%s.%s: unknown setting (known: %s)", path, unknown, mlc_buf_str(&names));
+        mlc_buf_release(&names);
+        return MLC_E_INVAL;
     }
     for (const struct conf_key *k = keys; k->name; k++) {
         const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, k->name);

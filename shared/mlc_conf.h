@@ -38,6 +38,11 @@ struct conf_key {
 enum mlc_rc mlc_conf_load(const cJSON *obj, const char *path, const struct conf_key *keys,
                           const char *const *allow, void *dst, struct mlc_errbuf *err);
 
+/* The first member of obj named neither in keys (may be NULL) nor in names
+ * (NULL-terminated, may be NULL); NULL when every member is known. */
+const char *mlc_conf_unknown_member(const cJSON *obj, const struct conf_key *keys,
+                                    const char *const *names);
+
 /* Free the strings mlc_conf_load() put into dst. */
 void mlc_conf_release(const struct conf_key *keys, void *dst);
 

@@ -455,6 +455,12 @@ static cJSON *subquery(const char *match)
     return q;
 }
 
+/* Append condition c (taken) to query q's condition list. */
+static void add_cond(cJSON *q, cJSON *c)
+{
+    cJSON_AddItemToArray(cJSON_GetObjectItem(q, "condition"), c);
+}
+
 static void add_complex(cJSON *q, const char *andor, cJSON *sub)
 {
     cJSON *cq = cJSON_GetObjectItemCaseSensitive(q, "complexQuery"), *e = mlc_json_xobj();
@@ -479,18 +485,17 @@ static cJSON *watermark(const struct jde_table *t, const struct jde_cursor *cur,
     cJSON *w = subquery("MATCH_ALL"), *same;
 
     snprintf(tbuf, sizeof(tbuf), "%ld", cur->time);
-    cJSON_AddItemToArray(cJSON_GetObjectItem(w, "condition"), cond(t->table, t->date_col, "GREATER", d, 1));
+    add_cond(w, cond(t->table, t->date_col, "GREATER", d, 1));
     same = subquery("MATCH_ALL");
-    cJSON_AddItemToArray(cJSON_GetObjectItem(same, "condition"), cond(t->table, t->date_col, "EQUAL", d, 1));
-    cJSON_AddItemToArray(cJSON_GetObjectItem(same, "condition"),
-                         cond(t->table, t->time_col, keyset ? "GREATER" : "GREATER_EQUAL", tv, 1));
+    add_cond(same, cond(t->table, t->date_col, "EQUAL", d, 1));
+    add_cond(same, cond(t->table, t->time_col, keyset ? "GREATER" : "GREATER_EQUAL", tv, 1));
     add_complex(w, "OR", same);
     if (keyset && cur->key[0]) {
         const char *kv[1] = { cur->key };
         cJSON *tie = subquery("MATCH_ALL");
-        cJSON_AddItemToArray(cJSON_GetObjectItem(tie, "condition"), cond(t->table, t->date_col, "EQUAL", d, 1));
-        cJSON_AddItemToArray(cJSON_GetObjectItem(tie, "condition"), cond(t->table, t->time_col, "EQUAL", tv, 1));
-        cJSON_AddItemToArray(cJSON_GetObjectItem(tie, "condition"), cond(t->table, t->key_col, "GREATER", kv, 1));
+        add_cond(tie, cond(t->table, t->date_col, "EQUAL", d, 1));
+        add_cond(tie, cond(t->table, t->time_col, "EQUAL", tv, 1));
+        add_cond(tie, cond(t->table, t->key_col, "GREATER", kv, 1));
         add_complex(w, "OR", tie);
     }
     return w;
@@ -577,7 +582,7 @@ static char *build_request(struct jde *j, const struct jde_table *t, const cJSON
                 vv[n++] = v->valuestring;
             }
         }
-        cJSON_AddItemToArray(cJSON_GetObjectItem(q, "condition"), cond(t->table, col, op, vv, n));
+        add_cond(q, cond(t->table, col, op, vv, n));
     }
     if (cur != NULL) {
         struct mlc_ymd ymd;
@@ -671,7 +676,6 @@ static enum mlc_rc jde_resolve(struct conn *c)
 
 static enum mlc_rc jde_ping(struct conn *c)
 {
-    struct jde *j = c->priv;
     enum mlc_rc rc = jde_resolve(c);
 
     if (rc != MLC_OK) {
@@ -682,7 +686,6 @@ static enum mlc_rc jde_ping(struct conn *c)
     if (rc == MLC_OK) {
         jde_logout(c);
     }
-    (void)j;
     return rc;
 }
 

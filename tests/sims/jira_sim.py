@@ -816,21 +816,22 @@ class JiraSim(simbase.Sim):
                         return key
         return None
 
-    def find_issuetype(self, val):
+    @staticmethod
+    def find_in_catalogue(catalogue, val):
+        """Id of the catalogue entry (id, name, ...) that {"id"} or {"name"} names."""
         if isinstance(val, dict):
-            for i, n, _d in ISSUE_TYPES:
+            for entry in catalogue:
+                i, n = entry[0], entry[1]
                 if (val.get("id") is not None and str(val.get("id")) == i) or \
                         (isinstance(val.get("name"), str) and val["name"].lower() == n.lower()):
                     return i
         return None
 
+    def find_issuetype(self, val):
+        return self.find_in_catalogue(ISSUE_TYPES, val)
+
     def find_priority(self, val):
-        if isinstance(val, dict):
-            for i, n, _c in PRIORITIES:
-                if (val.get("id") is not None and str(val.get("id")) == i) or \
-                        (isinstance(val.get("name"), str) and val["name"].lower() == n.lower()):
-                    return i
-        return None
+        return self.find_in_catalogue(PRIORITIES, val)
 
     @staticmethod
     def label_error(lb):
