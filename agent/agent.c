@@ -142,6 +142,12 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
                  path, sched);
         return MLC_E_INVAL;
     }
+    it = cJSON_GetObjectItemCaseSensitive(fc, "enabled");
+    if (it != NULL && !cJSON_IsBool(it)) {
+        mlc_errf(err, "%s.enabled: expected true or false", path);
+        return MLC_E_INVAL;
+    }
+    f->enabled = it == NULL || cJSON_IsTrue(it);
     v = mlc_json_num(fc, "max_attempts", 5);
     if (v < 1 || v > 100) {
         mlc_errf(err, "%s.max_attempts: must be between 1 and 100", path);

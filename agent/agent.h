@@ -35,6 +35,7 @@ struct flow {
     int max_attempts;
     int batch;
     int prepared;
+    int enabled;           /* "enabled": false keeps the flow configured but idle */
 };
 
 struct agent {

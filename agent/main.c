@@ -99,6 +99,16 @@ static int cmd_sync(struct agent *a, int argc, char **argv)
         if (!all && strcmp(f->name, name) != 0) {
             continue;
         }
+        matched++;
+        if (!f->enabled) {
+            if (!all) {
+                fprintf(stderr, "mlc-agent sync: flow '%s' is disabled (\"enabled\": false in %s)\n",
+                        f->name, a->config_path);
+                return 2;
+            }
+            printf("%s: disabled, skipped\n", f->name);
+            continue;
+        }
         rc = pipeline_sync(a, f, dry, &ss, &err);
         if (dry) {
             printf("dry run, nothing changed: ");
@@ -108,7 +118,6 @@ static int cmd_sync(struct agent *a, int argc, char **argv)
             fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));
             failed = 1;
         }
-        matched++;
     }
     if (!all && matched == 0) {
         fprintf(stderr, "mlc-agent sync: no flow named '%s' in %s\n", name, a->config_path);
@@ -187,7 +196,7 @@ static int cmd_run(struct agent *a)
 
     for (int i = 0; i < a->n_flows; i++) {
         /* the first cycle runs at start-up; then the schedule takes over */
-        a->flows[i].next_due = a->flows[i].sched == SCHED_MANUAL ? -1 : now;
+        a->flows[i].next_due = a->flows[i].sched == SCHED_MANUAL || !a->flows[i].enabled ? -1 : now;
     }
     mlc_info("mlc-agent %s running %d flows (state %s)", MLC_VERSION, a->n_flows, a->cf.state_db);
     while (!a->stop) {

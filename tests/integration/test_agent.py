@@ -439,6 +439,29 @@ def dry_run_changes_nothing():
 
 
 @test
+def disabled_flow_does_nothing():
+    e = Env(40)
+    try:
+        e.configure(flow={"enabled": False})
+        r = e.agent("sync", "--all")
+        ok_run(r, "sync --all with a disabled flow")
+        expect("jde_workorders: disabled, skipped" in r.stdout, r.stdout)
+        r = e.agent("sync", "jde_workorders")
+        expect(r.returncode == 2 and "disabled" in r.stderr, f"exit {r.returncode}: {r.stderr}")
+        expect(e.jira.stats()["writes"] == 0 and len(e.issues()) == 0, "a disabled flow wrote to Jira")
+        expect(e.jde.stats()["requests"].get("dataservice", 0) == 0, "a disabled flow read JD Edwards")
+        e.configure(flow={"enabled": "no"})
+        r = e.agent("check-config")
+        expect(r.returncode == 2 and "flows.jde_workorders.enabled" in r.stderr, r.stderr)
+        e.configure(flow={"enabled": True})
+        r = e.agent("sync", "jde_workorders")
+        ok_run(r, "sync once enabled")
+        expect(len(e.issues()) == 40, "issues after enabling")
+    finally:
+        e.close()
+
+
+@test
 def ping_reports_each_system():
     e = Env(10)
     try:
