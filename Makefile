@@ -8,10 +8,10 @@ O          ?= build
 
 # Debian packages the build and the tests need (installed by `make deps`).
 DEB_BUILD  := build-essential pkg-config libcurl4-openssl-dev libcjson-dev libmbedtls-dev \
-              libwebsockets-dev libsqlite3-dev libzstd-dev
-DEB_TEST   := python3 ca-certificates
+              libwebsockets-dev libsqlite3-dev libzstd-dev libpq-dev
+DEB_TEST   := python3 ca-certificates postgresql openssl
 
-PKGS       := libcurl libcjson sqlite3 libzstd
+PKGS       := libcurl libcjson sqlite3 libzstd libwebsockets libpq
 HAVE_PKGS  := $(shell $(PKG_CONFIG) --exists $(PKGS) 2>/dev/null && echo ok)
 
 CC         ?= cc
@@ -24,7 +24,7 @@ CPPFLAGS   += $(shell $(PKG_CONFIG) --cflags $(PKGS))
 LDLIBS     += $(shell $(PKG_CONFIG) --libs $(PKGS))
 else
 # before `make deps` has run (pkg-config may not even exist yet): Debian's names
-LDLIBS     += -lcurl -lcjson -lsqlite3 -lzstd
+LDLIBS     += -lcurl -lcjson -lsqlite3 -lzstd -lwebsockets -lpq
 endif
 # Debian 12's libmbedtls-dev has no .pc file; mbedTLS 3 ships mbedcrypto.pc
 MBEDTLS_LIBS ?= $(shell $(PKG_CONFIG) --libs mbedcrypto 2>/dev/null || echo -lmbedcrypto)
@@ -40,6 +40,8 @@ AGENT_LIB  := $(filter-out agent/main.c,$(wildcard agent/*.c agent/connectors/*.
 AGENT_OBJ  := $(patsubst %.c,$(O)/%.o,$(SHARED_SRC) $(AGENT_LIB))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRC))
+RELAY_LIB  := $(filter-out relay/main.c,$(wildcard relay/*.c))
+RELAY_OBJ  := $(patsubst %.c,$(O)/%.o,$(RELAY_LIB))
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN   := $(patsubst tests/fuzz/fuzz_%.c,$(O)/fuzz/replay_%,$(FUZZ_SRC))
 
@@ -48,7 +50,7 @@ FUZZ_BIN   := $(patsubst tests/fuzz/fuzz_%.c,$(O)/fuzz/replay_%,$(FUZZ_SRC))
 
 # need-deps may install packages; the build then runs in a fresh make that sees them
 all: need-deps
-	@$(MAKE) --no-print-directory $(O)/mlc-agent
+	@$(MAKE) --no-print-directory $(O)/mlc-agent $(O)/mlc-relay
 
 help:
 	@echo "make deps      install missing Debian packages (apt-get; needs root)"
@@ -84,11 +86,17 @@ $(O)/libmlc.a: $(AGENT_OBJ)
 $(O)/mlc-agent: $(O)/agent/main.o $(O)/libmlc.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/tests/%: $(O)/tests/unit/%.o $(O)/libmlc.a
+$(O)/librelay.a: $(RELAY_OBJ)
+	$(AR) rcs $@ $^
+
+$(O)/mlc-relay: $(O)/relay/main.o $(O)/librelay.a $(O)/libmlc.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/tests/%: $(O)/tests/unit/%.o $(O)/librelay.a $(O)/libmlc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/fuzz/replay_%: $(O)/tests/fuzz/fuzz_%.o $(O)/tests/fuzz/replay.o $(O)/libmlc.a
+$(O)/fuzz/replay_%: $(O)/tests/fuzz/fuzz_%.o $(O)/tests/fuzz/replay.o $(O)/librelay.a $(O)/libmlc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -97,7 +105,7 @@ check: need-deps
 	@$(PYTHON) tests/run_checks.py --make "$(MAKE)"
 
 # One configuration (used by run_checks.py): build everything into $(O).
-check-build: need-deps $(O)/mlc-agent $(UNIT_BIN) $(FUZZ_BIN)
+check-build: need-deps $(O)/mlc-agent $(O)/mlc-relay $(UNIT_BIN) $(FUZZ_BIN)
 
 demo: need-deps
 	@$(MAKE) --no-print-directory $(O)/mlc-agent
@@ -112,7 +120,7 @@ fuzz:
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang -fsanitize=fuzzer,address,undefined $$f -> $(O)/libfuzzer/$$n"; \
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=c11 $$f \
-	    $(SHARED_SRC) $(AGENT_LIB) -o $(O)/libfuzzer/$$n $(LDLIBS) || exit 1; done
+	    $(SHARED_SRC) $(AGENT_LIB) $(RELAY_LIB) -o $(O)/libfuzzer/$$n $(LDLIBS) || exit 1; done
 	@echo "run e.g.: $(O)/libfuzzer/fuzz_jde tests/fuzz/corpus/jde -max_total_time=60"
 
 style:

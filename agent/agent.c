@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "agent/agent.h"
+#include "agent/writeback.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_conf.h"
 #include "shared/mlc_json.h"
@@ -23,9 +24,33 @@ static const struct conf_key agent_keys[] = {
     { 0 },
 };
 
-static const char *const top_keys[] = { "agent", "systems", "flows", NULL };
+static const struct conf_key relay_keys[] = {
+    { "url", CONF_STR, offsetof(struct relay_conf, url), NULL,
+      "tunnel endpoint, ws://host:port/tunnel (loopback only) or wss://host/tunnel", 0, 0, NULL },
+    { "tenant", CONF_STR, offsetof(struct relay_conf, tenant), NULL,
+      "tenant name given to 'mlc-relay tenant add'", 0, 0, NULL },
+    { "key", CONF_SECRET, offsetof(struct relay_conf, key), NULL,
+      "agent key printed by 'mlc-relay tenant add' (secret:NAME)", 0, 0, NULL },
+    { "hook_url", CONF_STR, offsetof(struct relay_conf, hook_url), "",
+      "public webhook base URL (default: derived from url)", 0, 0, NULL },
+    { "hook_secret", CONF_SECRET, offsetof(struct relay_conf, hook_secret), "",
+      "Jira admin-webhook secret printed by 'mlc-relay tenant add'", 0, 0, NULL },
+    { "ca_file", CONF_STR, offsetof(struct relay_conf, ca_file), "",
+      "extra CA bundle for wss://", 0, 0, NULL },
+    { "heartbeat", CONF_DURATION, offsetof(struct relay_conf, heartbeat_s), "20s",
+      "PING interval; the link is dead after three missed", 1, 3600, NULL },
+    { "watch_every", CONF_DURATION, offsetof(struct relay_conf, watch_every_s), "6h",
+      "how often webhook registrations are checked and refreshed", 1, 86400 * 5, NULL },
+    { "poll_every", CONF_DURATION, offsetof(struct relay_conf, poll_every_s), "1m",
+      "Jira poll interval when no webhook can be used", 1, 86400, NULL },
+    { "tls_insecure", CONF_BOOL, offsetof(struct relay_conf, tls_insecure), "false",
+      "skip certificate checks (testing only)", 0, 0, NULL },
+    { 0 },
+};
+
+static const char *const top_keys[] = { "agent", "systems", "flows", "relay", NULL };
 static const char *const flow_keys[] = { "source", "target", "mapping", "schedule", "enabled",
-                                         "max_attempts", "batch_size", NULL };
+                                         "max_attempts", "batch_size", "writeback", NULL };
 
 /* "a, b, c" from a NULL-terminated list, for messages. */
 static const char *join_names(const char *const *names, char *out, size_t n)
@@ -172,6 +197,19 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
     } else {
         f->marker_prefix = mlc_xasprintf("mlc-%s-", f->name);
     }
+    it = cJSON_GetObjectItemCaseSensitive(fc, "writeback");
+    if (it != NULL) {
+        snprintf(sub, sizeof(sub), "%s.writeback", path);
+        if (!(f->src->ops->caps & CONN_WRITEBACK)) {
+            mlc_errf(err, "%s: the source system '%s' (type %s) takes no write-back", sub,
+                     f->src->name, f->src->ops->name);
+            return MLC_E_INVAL;
+        }
+        f->wb = writeback_compile(it, sub, err);
+        if (f->wb == NULL) {
+            return MLC_E_INVAL;
+        }
+    }
     return MLC_OK;
 }
 
@@ -253,6 +291,21 @@ enum mlc_rc agent_load(struct agent *a, const char *path, struct mlc_errbuf *err
             return rc;
         }
     }
+    it = cJSON_GetObjectItemCaseSensitive(a->root, "relay");
+    if (it != NULL) {
+        if (mlc_conf_load(it, "relay", relay_keys, NULL, &a->relay, err) != MLC_OK) {
+            return MLC_E_INVAL;
+        }
+        if (a->relay.url == NULL || a->relay.tenant == NULL || a->relay.key == NULL) {
+            mlc_errf(err, "relay: url, tenant and key are required (from 'mlc-relay tenant add')");
+            return MLC_E_INVAL;
+        }
+        if (strncmp(a->relay.url, "wss://", 6) != 0 && strncmp(a->relay.url, "ws://", 5) != 0) {
+            mlc_errf(err, "relay.url: '%s' must start with wss:// (or ws:// on loopback)", a->relay.url);
+            return MLC_E_INVAL;
+        }
+        a->has_relay = 1;
+    }
     flows = mlc_json_obj(a->root, "flows");
     if (flows == NULL) {
         mlc_errf(err, "flows: required object (one entry per flow)");
@@ -308,6 +361,7 @@ void agent_release(struct agent *a)
         free(a->flows[i].marker_prefix);
         cJSON_Delete(a->flows[i].target);
         mapping_free(a->flows[i].map);
+        writeback_free(a->flows[i].wb);
     }
     free(a->flows);
     for (int i = 0; i < a->n_conns; i++) {
@@ -322,6 +376,7 @@ void agent_release(struct agent *a)
     secrets_close(a->secrets);
     state_close(a->st);
     mlc_conf_release(agent_keys, &a->cf);
+    mlc_conf_release(relay_keys, &a->relay);
     cJSON_Delete(a->root);
     free(a->config_path);
     memset(a, 0, sizeof(*a));

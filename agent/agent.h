@@ -18,6 +18,23 @@ struct agent_conf {
     char *status_listen;
 };
 
+/* "relay": the outbound tunnel to mlc-relay (optional: without it the agent
+ * only syncs ERP -> target). */
+struct relay_conf {
+    char *url;         /* ws://127.0.0.1:8443/tunnel or wss://relay.example/tunnel */
+    char *tenant;
+    char *key;         /* agent key (a "secret:NAME" reference or ${ENV}) */
+    char *hook_url;    /* public webhook base, default derived from url: https://host/hooks */
+    char *hook_secret; /* Jira admin-webhook secret, optional (secret:NAME) */
+    char *ca_file;     /* extra CA bundle for wss, optional */
+    long heartbeat_s;
+    long watch_every_s;    /* how often webhook registrations are checked */
+    long poll_every_s;     /* Jira JQL poll interval when no webhook can be used */
+    int tls_insecure;
+};
+
+struct writeback; /* agent/writeback.h */
+
 enum sched_kind { SCHED_MANUAL = 0, SCHED_EVERY, SCHED_DAILY };
 
 struct flow {
@@ -36,12 +53,15 @@ struct flow {
     int batch;
     int prepared;
     int enabled;           /* "enabled": false keeps the flow configured but idle */
+    struct writeback *wb;  /* "writeback": target changes -> source (NULL = none) */
 };
 
 struct agent {
     char *config_path;
     cJSON *root;
     struct agent_conf cf;
+    struct relay_conf relay;
+    int has_relay;
     struct state *st;
     struct secret_store *secrets;
     struct conn *conns;

@@ -100,6 +100,48 @@ long long state_run_start(struct state *s, const char *flow);
 void state_run_finish(struct state *s, long long run_id, const struct run_stats *rs,
                       const char *status, const char *error);
 
+/* inbox: relay deliveries for the write-back direction (implemented with
+ * writeback.c). seq is the relay's sequence number; local deliveries (the
+ * Jira poll fallback, `mlc-agent inbox add`) use negative seqs. */
+struct inbox_row {
+    long long seq;
+    char kind[8];        /* "jira", "zoho", "jira-poll" */
+    char *ext_id;
+    char *body;
+    long long received_ms; /* when the relay stored it */
+    long long stored_ms;   /* when the agent stored it */
+    int attempts;
+};
+void inbox_row_release(struct inbox_row *r);
+/* Durable on return. *fresh = 1 when stored now, 0 when this seq or
+ * (kind, ext_id) was already in the inbox (a re-sent delivery). */
+enum mlc_rc state_inbox_put(struct state *s, long long seq, const char *kind, const char *ext_id,
+                            const char *body, long long received_ms, int *fresh,
+                            struct mlc_errbuf *err);
+/* Pending (not yet applied) rows due now, oldest first; count, rows released by caller. */
+int state_inbox_next(struct state *s, struct inbox_row *rows, int max, long long now_ms);
+/* Outcome of one row: "applied", "ignored", "echo", "dead", with detail. */
+enum mlc_rc state_inbox_done(struct state *s, long long seq, const char *outcome,
+                             const char *detail, struct mlc_errbuf *err);
+enum mlc_rc state_inbox_retry_later(struct state *s, long long seq, long long next_ms,
+                                    const char *error, struct mlc_errbuf *err);
+long long state_inbox_pending(struct state *s);
+/* Next negative seq for a local delivery. */
+long long state_inbox_local_seq(struct state *s);
+
+/* echo suppression: values the agent itself wrote lately */
+enum mlc_rc state_echo_put(struct state *s, const char *system, const char *record,
+                           const char *field, const char *value, long long expires_ms,
+                           struct mlc_errbuf *err);
+/* 1 when (system, record, field, value) was written by the agent and has not expired. */
+int state_echo_has(struct state *s, const char *system, const char *record, const char *field,
+                   const char *value, long long now_ms);
+
+/* small key/value of agent-side state (webhook registrations, poll cursors) */
+enum mlc_rc state_kv_get(struct state *s, const char *key, char **out, struct mlc_errbuf *err);
+enum mlc_rc state_kv_set(struct state *s, const char *key, const char *value,
+                         struct mlc_errbuf *err);
+
 /* secrets */
 enum mlc_rc state_secret_get(struct state *s, const char *name, void **blob, int *len,
                              struct mlc_errbuf *err);

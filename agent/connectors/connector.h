@@ -88,12 +88,21 @@ struct result {
     char err[512];       /* root cause when rc != MLC_OK */
 };
 
-/* A write-back command (relay delivery → source system). */
+/* A write-back command (relay delivery → source system): call the named
+ * operation (JD Edwards: an orchestration) with string inputs. */
 struct wb_command {
-    const char *action;     /* e.g. "set_status" */
-    const char *source_key; /* e.g. work order number */
-    const cJSON *args;
+    const char *action;     /* "orchestrate" */
+    const char *source_key; /* e.g. work order number, for messages */
+    const char *name;       /* orchestration name, e.g. "MLC_UpdateWOStatus" */
+    const cJSON *inputs;    /* object: input name -> string value */
     const char *audit_id;
+};
+
+/* Target -> agent change notifications (the write-back direction). */
+struct watch_req {
+    const char *url;         /* the tenant's relay webhook URL, e.g. https://relay/hooks/jira/t1 */
+    const char *hook_secret; /* admin-webhook HMAC secret the agent may register, or NULL */
+    long long now_ms;        /* the agent's clock (the connector may prefer the server's) */
 };
 
 struct connector {
@@ -121,6 +130,25 @@ struct connector {
      * lately (read-after-write hints), may be NULL. */
     enum mlc_rc (*find)(struct conn *c, const cJSON *target, const char *const *markers, size_t n,
                         const char *const *recent_ids, size_t n_recent, char **keys_out);
+
+    /* ---- change notifications (optional; NULL when unsupported) ---- */
+    /* Make sure the target notifies req->url of changes to the flow's records
+     * (Jira: register, refresh before expiry, or re-register a vanished dynamic
+     * webhook; or find/register an admin webhook). state is a JSON object the
+     * agent persists between calls and the connector owns the contents of:
+     * it must set "mode" to "dynamic", "admin" or "poll" ("poll": no webhook
+     * can be used, the agent falls back to changes()). *next_ms: when to call
+     * again (agent clock). */
+    enum mlc_rc (*watch)(struct conn *c, const cJSON *target, const struct watch_req *req,
+                         cJSON *state, long long *next_ms);
+    /* Fallback without webhooks: records changed since *cursor (NULL = start
+     * now: set the cursor, return nothing), appended to events as bodies shaped
+     * like the target's webhook deliveries (Jira: {"webhookEvent":
+     * "jira:issue_updated","issue":{...},"changelog":{"items":[...]}}, with a
+     * status item only when the status differs from state's last known one).
+     * *cursor is replaced (heap) when it advances. */
+    enum mlc_rc (*changes)(struct conn *c, const cJSON *target, char **cursor, cJSON *state,
+                           cJSON *events);
 };
 
 /* registry.c */

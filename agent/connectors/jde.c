@@ -828,33 +828,35 @@ static enum mlc_rc jde_write_back(struct conn *c, const struct wb_command *cmd)
 {
     struct jde *j = c->priv;
     struct mlc_http_resp resp = { 0 };
-    const char *status = mlc_json_str(cmd->args, "status");
+    const char *name = cmd->name ? cmd->name : j->cf.status_orchestration;
     char *url = NULL, *body = NULL;
     enum mlc_rc rc;
+    const cJSON *v;
     cJSON *o, *inputs, *in;
 
-    if (cmd->action == NULL || strcmp(cmd->action, "set_status") != 0 || status == NULL) {
-        mlc_errf(&c->err, "jde write-back: unsupported action '%s' (expected set_status with a status)",
+    if (cmd->action == NULL || strcmp(cmd->action, "orchestrate") != 0 || name == NULL ||
+        !cJSON_IsObject(cmd->inputs)) {
+        mlc_errf(&c->err, "jde write-back: unsupported action '%s' (expected orchestrate with inputs)",
                  cmd->action ? cmd->action : "");
         return MLC_E_INVAL;
     }
     if ((rc = jde_resolve(c)) != MLC_OK || (rc = jde_ensure_token(c)) != MLC_OK) {
         return rc;
     }
+    /* JDE standard input format: {"inputs":[{"name":..,"value":..}]} */
     o = mlc_json_xobj();
     inputs = mlc_json_xarr();
-    in = mlc_json_xobj();
-    mlc_json_xadd_str(in, "name", "WorkOrder");
-    mlc_json_xadd_str(in, "value", cmd->source_key);
-    cJSON_AddItemToArray(inputs, in);
-    in = mlc_json_xobj();
-    mlc_json_xadd_str(in, "name", "Status");
-    mlc_json_xadd_str(in, "value", status);
-    cJSON_AddItemToArray(inputs, in);
+    cJSON_ArrayForEach(v, cmd->inputs)
+    {
+        in = mlc_json_xobj();
+        mlc_json_xadd_str(in, "name", v->string);
+        mlc_json_xadd_str(in, "value", cJSON_IsString(v) ? v->valuestring : "");
+        cJSON_AddItemToArray(inputs, in);
+    }
     mlc_json_xadd(o, "inputs", inputs);
     body = mlc_json_print(o);
     cJSON_Delete(o);
-    url = mlc_xasprintf("%s/v2/orchestrator/%s", j->cf.base_url, j->cf.status_orchestration);
+    url = mlc_xasprintf("%s/v2/orchestrator/%s", j->cf.base_url, name);
     for (int attempt = 0; attempt < 2; attempt++) {
         rc = jde_post(c, url, body, j->cf.auth == JDE_AUTH_TOKEN, &resp);
         if (rc == MLC_E_AUTH && attempt == 0 && j->cf.auth == JDE_AUTH_TOKEN) {
@@ -872,8 +874,8 @@ static enum mlc_rc jde_write_back(struct conn *c, const struct wb_command *cmd)
         char msg[300];
         jde_error_text(mlc_buf_str(&resp.body), resp.body.len, msg, sizeof(msg));
         mlc_err_reset(&c->err);
-        mlc_errf(&c->err, "jde orchestration %s for work order %s failed (HTTP %ld: %s)",
-                 j->cf.status_orchestration, cmd->source_key, resp.status, msg);
+        mlc_errf(&c->err, "jde orchestration %s for %s failed (HTTP %ld: %s)", name,
+                 cmd->source_key ? cmd->source_key : "?", resp.status, msg);
     }
     mlc_http_resp_release(&resp);
     free(url);

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * writeback: changes made in the target (Jira status) written back into the
+ * source (a JD Edwards orchestration), from the agent's inbox.
+ *
+ * Config, per flow ("flows.<name>.writeback"):
+ *   {
+ *     "orchestration": "MLC_UpdateWOStatus",
+ *     "inputs": {"WorkOrder": "{key}", "Status": "{code}"},
+ *     "status_map": {"To Do": "10", "In Progress": "40", "Done": "95"},
+ *     "hold": {"statuses": ["Blocked"], "orchestration": "MLC_HoldWorkOrder",
+ *              "inputs": {"WorkOrder": "{key}", "HoldCode": "H1"}},
+ *     "echo_ttl": "10m"
+ *   }
+ * Placeholders: {key} source key, {code} mapped status code, {status} the
+ * target's status name, {issue} target key, {audit_id}.
+ *
+ * Inbox deliveries are applied by writeback_drain(), idempotently: each
+ * inbox row is applied at most once (its state is committed with the audit
+ * entry), and a status the agent itself wrote lately (echo table) or an
+ * event authored by the agent's own target account is dropped as an echo.
+ */
+#ifndef MLC_WRITEBACK_H
+#define MLC_WRITEBACK_H
+
+#include <cjson/cJSON.h>
+#include "shared/mlc_err.h"
+
+struct agent;
+struct writeback;
+
+/* Validate and compile a flow's "writeback" object; path for messages.
+ * NULL with err set on a bad config. */
+struct writeback *writeback_compile(const cJSON *conf, const char *path, struct mlc_errbuf *err);
+void writeback_free(struct writeback *wb);
+
+struct wb_stats {
+    long applied;   /* orchestration called and succeeded */
+    long ignored;   /* no status change, unmapped status, unknown issue, other events */
+    long echoes;    /* dropped as the agent's own write */
+    long failed;    /* gave up (dead) after the flow's max_attempts */
+    long retry;     /* failed for now, retried later */
+};
+
+/* Apply up to max pending inbox deliveries (oldest first) using the agent's
+ * own state handle. Returns MLC_OK unless the state database failed. */
+enum mlc_rc writeback_drain(struct agent *a, int max, struct wb_stats *ws, struct mlc_errbuf *err);
+
+#endif

@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * store: where the relay keeps tenants, webhook deliveries and operator
+ * commands. Two back ends behind one table of functions:
+ *   - store_sqlite.c: one node, one file (the default);
+ *   - store_pg.c: several relay nodes sharing one PostgreSQL; LISTEN/NOTIFY
+ *     wakes the node that holds a tenant's tunnel, FOR UPDATE SKIP LOCKED
+ *     hands each delivery to one node at a time.
+ * Every call is blocking and runs on the relay's event-loop thread; a store
+ * handle is not shared between threads.
+ *
+ * Delivery life: put (durable before the webhook gets its 2xx) -> claim (this
+ * node sends it down a tunnel; the claim is a lease) -> ack (the agent has it
+ * in its inbox; never sent again). An unacked delivery whose lease expired,
+ * or whose tenant says HELLO again, is claimed and sent again; the agent
+ * drops sequence numbers it already holds.
+ */
+#ifndef MLC_RELAY_STORE_H
+#define MLC_RELAY_STORE_H
+
+#include <stddef.h>
+#include "shared/mlc_err.h"
+
+#define TENANT_NAME_MAX 64 /* [A-Za-z0-9_-]{1,64} */
+
+struct tenant_rec {
+    char name[TENANT_NAME_MAX + 1];
+    char key_hash[65];          /* hex SHA-256 of the agent key; the key itself is never stored */
+    char hook_secret[80];       /* Jira admin-webhook HMAC secret (needed in clear to verify) */
+    char jira_client_secret[256]; /* OAuth app client secret for dynamic-webhook JWTs; "" = none */
+    char zoho_token[51];        /* Zoho notification channel token (<= 50 chars) */
+    long long created_ms;
+    long long rotated_ms;       /* 0 = never */
+};
+
+struct delivery_in {
+    const char *tenant;
+    const char *kind;    /* "jira" or "zoho" */
+    const char *ext_id;  /* sender's delivery identifier (idempotency key) */
+    const char *body;    /* raw JSON body as received */
+    size_t body_len;
+    long long received_ms;
+    /* out: */
+    long long seq;       /* assigned sequence number (also for a duplicate) */
+    int duplicate;       /* 1: (tenant, kind, ext_id) was already stored */
+};
+
+struct delivery_out {
+    long long seq;
+    char kind[8];
+    char *ext_id;        /* heap */
+    char *body;          /* heap, NUL-terminated */
+    size_t body_len;
+    long long received_ms;
+};
+void delivery_out_release(struct delivery_out *d, size_t n);
+
+struct command_rec {
+    long long id;
+    char tenant[TENANT_NAME_MAX + 1];
+    char *body;          /* heap JSON: {"command":"sync-now","flow":"..."} */
+    long long created_ms;
+    long long answered_ms; /* 0 = not yet */
+    char *answer;        /* heap JSON STATUS body, NULL until answered */
+};
+void command_rec_release(struct command_rec *c);
+
+struct store_stats {
+    long long tenants;
+    long long pending;   /* stored, not yet acked */
+    long long acked;
+    long long commands_pending;
+};
+
+struct store;
+
+struct store_ops {
+    const char *name; /* "sqlite" / "postgres" */
+    void (*close)(struct store *s);
+
+    /* tenants */
+    enum mlc_rc (*tenant_add)(struct store *s, const struct tenant_rec *t, struct mlc_errbuf *err);
+    /* Replace every field of an existing tenant (rotate, set secrets). */
+    enum mlc_rc (*tenant_update)(struct store *s, const struct tenant_rec *t, struct mlc_errbuf *err);
+    /* MLC_E_NOTFOUND when absent. */
+    enum mlc_rc (*tenant_get)(struct store *s, const char *name, struct tenant_rec *out,
+                              struct mlc_errbuf *err);
+    /* *out heap array of *n tenants ordered by name. */
+    enum mlc_rc (*tenant_list)(struct store *s, struct tenant_rec **out, size_t *n,
+                               struct mlc_errbuf *err);
+
+    /* deliveries: all n in one transaction (group commit); sets seq/duplicate
+     * of each. On return MLC_OK every non-duplicate item is durable. A
+     * duplicate keeps the first body. Wakes the nodes listening for each
+     * tenant (NOTIFY) as part of the commit. */
+    enum mlc_rc (*deliveries_put)(struct store *s, struct delivery_in *items, size_t n,
+                                  struct mlc_errbuf *err);
+    /* Claim for this node up to max unacked deliveries of tenant, oldest
+     * first, that are not leased to anyone (never sent, lease expired, or
+     * released), leasing them for lease_ms. Returns the count (>= 0) or -1. */
+    int (*deliveries_claim)(struct store *s, const char *tenant, int max, long long now_ms,
+                            long long lease_ms, struct delivery_out *out, struct mlc_errbuf *err);
+    /* Release this node's leases of tenant (its tunnel went away or said
+     * HELLO again), so the next claim hands them out at once. */
+    enum mlc_rc (*deliveries_release)(struct store *s, const char *tenant, struct mlc_errbuf *err);
+    /* Mark acked; unknown or foreign (other tenant) seqs are ignored. */
+    enum mlc_rc (*deliveries_ack)(struct store *s, const char *tenant, const long long *seqs,
+                                  size_t n, long long now_ms, struct mlc_errbuf *err);
+
+    /* operator commands (mlc-relay command ...), answered over the tunnel */
+    enum mlc_rc (*command_put)(struct store *s, const char *tenant, const char *body,
+                               long long now_ms, long long *id, struct mlc_errbuf *err);
+    /* Unsent commands of tenant, oldest first, marked sent. Count or -1. */
+    int (*command_claim)(struct store *s, const char *tenant, int max, long long now_ms,
+                         struct command_rec *out, struct mlc_errbuf *err);
+    enum mlc_rc (*command_answer)(struct store *s, long long id, const char *answer,
+                                  long long now_ms, struct mlc_errbuf *err);
+    enum mlc_rc (*command_get)(struct store *s, long long id, struct command_rec *out,
+                               struct mlc_errbuf *err);
+
+    /* cross-node wake-ups: a file descriptor to poll for readability (-1 =
+     * none, e.g. SQLite), and a drain that calls cb once per tenant named
+     * in the notifications received (what = "delivery" or "command"). */
+    int (*wake_fd)(struct store *s);
+    void (*wake_drain)(struct store *s, void (*cb)(void *arg, const char *tenant, const char *what),
+                       void *arg);
+
+    enum mlc_rc (*stats)(struct store *s, struct store_stats *out, struct mlc_errbuf *err);
+};
+
+struct store {
+    const struct store_ops *ops;
+    char node[64]; /* this relay node's id, recorded on leases */
+};
+
+/* Open by URL-ish spec: "sqlite:/path/relay.db" or a PostgreSQL conninfo
+ * ("postgres://..." / "postgresql://..." / "host=... dbname=..."). Creates
+ * the schema when missing. */
+enum mlc_rc store_open(struct store **out, const char *spec, const char *node,
+                       struct mlc_errbuf *err);
+enum mlc_rc store_sqlite_open(struct store **out, const char *path, const char *node,
+                              struct mlc_errbuf *err);
+enum mlc_rc store_pg_open(struct store **out, const char *conninfo, const char *node,
+                          struct mlc_errbuf *err);
+
+#endif
