@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "agent/agent.h"
+#include "agent/daemon.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_http.h"
 #include "shared/mlc_json.h"
@@ -191,54 +192,7 @@ static int cmd_status(struct agent *a)
 
 static int cmd_run(struct agent *a)
 {
-    long long now = (long long)time(NULL);
-    int failures = 0;
-
-    for (int i = 0; i < a->n_flows; i++) {
-        /* the first cycle runs at start-up; then the schedule takes over */
-        a->flows[i].next_due = a->flows[i].sched == SCHED_MANUAL || !a->flows[i].enabled ? -1 : now;
-    }
-    mlc_info("mlc-agent %s running %d flows (state %s)", MLC_VERSION, a->n_flows, a->cf.state_db);
-    while (!a->stop) {
-        long long soonest = -1;
-        now = (long long)time(NULL);
-        for (int i = 0; i < a->n_flows && !a->stop; i++) {
-            struct flow *f = &a->flows[i];
-            struct mlc_errbuf err = { 0 };
-            struct sync_stats ss;
-            if (f->next_due < 0) {
-                continue;
-            }
-            if (f->next_due <= now) {
-                enum mlc_rc rc = pipeline_sync(a, f, 0, &ss, &err);
-                if (rc == MLC_OK) {
-                    mlc_info("flow %s: created %ld, updated %ld, unchanged %ld, failed %ld", f->name,
-                             ss.created, ss.updated, ss.unchanged, ss.failed);
-                } else if (rc != MLC_E_STOPPED) {
-                    mlc_error("%s", mlc_err_msg(&err));
-                    failures++;
-                }
-                now = (long long)time(NULL);
-                f->next_due = sched_next(f->sched, f->every_s, f->daily_min, now);
-                /* a failed run retries sooner than a long schedule would */
-                if (rc != MLC_OK && f->next_due - now > 60) {
-                    f->next_due = now + 60;
-                }
-            }
-            if (soonest < 0 || f->next_due < soonest) {
-                soonest = f->next_due;
-            }
-        }
-        if (soonest < 0) {
-            soonest = now + 3600;
-        }
-        while (!a->stop && (long long)time(NULL) < soonest) {
-            struct timespec ts = { 0, 200 * 1000000L };
-            nanosleep(&ts, NULL);
-        }
-    }
-    mlc_info("mlc-agent stopping");
-    return 0;
+    return agent_daemon(a);
 }
 
 static int cmd_secret(struct agent *a, int argc, char **argv)

@@ -116,6 +116,10 @@ struct store_ops {
                                   long long now_ms, struct mlc_errbuf *err);
     enum mlc_rc (*command_get)(struct store *s, long long id, struct command_rec *out,
                                struct mlc_errbuf *err);
+    /* Names of tenants with unsent commands (cheap: polled by every node a
+     * few times a second). Count (<= max) or -1. */
+    int (*command_tenants)(struct store *s, char (*names)[TENANT_NAME_MAX + 1], int max,
+                           struct mlc_errbuf *err);
 
     /* cross-node wake-ups: a file descriptor to poll for readability (-1 =
      * none, e.g. SQLite), and a drain that calls cb once per tenant named

@@ -1,0 +1,982 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * server: mlc-relay's one event loop (libwebsockets).
+ *
+ *   POST /hooks/jira/{tenant}   Jira webhooks (X-Hub-Signature HMAC or JWT)
+ *   POST /hooks/zoho/{tenant}   Zoho notifications (channel token)
+ *   GET  /tunnel                WebSocket upgrade for agents (subprotocol mlc-tunnel)
+ *   GET  /healthz, /metrics
+ *
+ * Webhooks are verified, queued, and committed to the store in groups at the
+ * end of a loop pass (one transaction, one fsync for every webhook that
+ * arrived meanwhile); each gets its 2xx only after that commit. Then the
+ * tenant's tunnel, if this node holds it, is pumped: deliveries are claimed
+ * (leased) and sent as DELIVER frames, at most `window` unacked at a time.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <libwebsockets.h>
+#include <cjson/cJSON.h>
+#include "relay/hooks.h"
+#include "relay/relay.h"
+#include "relay/store.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_crypto.h"
+#include "shared/mlc_json.h"
+#include "shared/mlc_log.h"
+#include "shared/mlc_tunnel.h"
+
+#define TUNNEL_BUCKETS 4096
+#define CLAIM_MAX 64
+#define HARD_BODY_CAP (64L << 20) /* beyond this the connection is dropped */
+
+struct frame_q {
+    struct frame_q *next;
+    size_t len;
+    unsigned char data[]; /* LWS_PRE + len */
+};
+
+struct tunnel {
+    struct lws *wsi;
+    struct tunnel *hnext; /* bucket chain, authenticated tunnels only */
+    char tenant[TENANT_NAME_MAX + 1];
+    int authed;
+    int inflight;
+    long long last_rx_ms, last_ack_ms, last_ping_ms, next_sweep_ms;
+    struct mlc_buf rx;
+    struct frame_q *qhead, *qtail;
+    int qlen;
+};
+
+struct http_pss {
+    struct lws *wsi;
+    struct mlc_buf body;
+    int kind; /* enum hook_kind; -1: not a hook */
+    char tenant[TENANT_NAME_MAX + 1];
+    int too_big;
+    int pend;        /* index in the commit queue, -1 when not queued */
+    int status;      /* deferred answer, 0 = none yet */
+    char answer[200];
+};
+
+struct pend {
+    struct http_pss *pss; /* NULL when the client went away meanwhile */
+    struct delivery_in d;
+    char tenant[TENANT_NAME_MAX + 1];
+    char ext_id[96];
+    int kind;
+    char *body;
+};
+
+struct metrics {
+    unsigned long long hooks[2][6]; /* kind x {stored, duplicate, 400, 401, 404, 413} */
+    unsigned long long store_errors, commits, committed, sent, acked, resent_after_lease;
+    unsigned long long tunnels_opened, tunnels_rejected, commands_sent, commands_answered;
+    double commit_seconds;
+};
+enum { M_STORED, M_DUP, M_400, M_401, M_404, M_413 };
+
+struct relay {
+    const struct relay_cfg *cfg;
+    struct store *store;
+    struct lws_context *ctx;
+    struct lws_vhost *vh;
+    struct tunnel *buckets[TUNNEL_BUCKETS];
+    long tunnels;
+    struct pend *pend;
+    size_t npend, cappend;
+    int commit_scheduled;
+    lws_sorted_usec_list_t commit_sul, tick_sul;
+    struct metrics m;
+    long long started_ms;
+    volatile sig_atomic_t *stop;
+};
+
+static struct relay *R; /* the one relay of this process (lws callbacks are plain functions) */
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static unsigned hash_name(const char *s)
+{
+    unsigned h = 2166136261u;
+
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    }
+    return h % TUNNEL_BUCKETS;
+}
+
+static struct tunnel *tunnel_of(const char *tenant)
+{
+    for (struct tunnel *t = R->buckets[hash_name(tenant)]; t; t = t->hnext) {
+        if (strcmp(t->tenant, tenant) == 0) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static void tunnel_unlink(struct tunnel *t)
+{
+    struct tunnel **pp;
+
+    if (!t->authed) {
+        return;
+    }
+    for (pp = &R->buckets[hash_name(t->tenant)]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == t) {
+            *pp = t->hnext;
+            R->tunnels--;
+            break;
+        }
+    }
+    t->authed = 0;
+    t->hnext = NULL;
+}
+
+/* ---- tunnel output ---- */
+
+static int tunnel_send(struct tunnel *t, int type, uint64_t seq, const char *json, size_t len)
+{
+    struct mlc_buf b = MLC_BUF_INIT;
+    struct mlc_errbuf err = { 0 };
+    struct frame_q *f;
+
+    if (mlc_frame_encode(type, seq, json, len, LWS_PRE, &b, &err) != MLC_OK) {
+        mlc_error("relay: cannot encode a %s frame for tenant %s: %s", mlc_frame_type_name(type),
+                  t->tenant, mlc_err_msg(&err));
+        mlc_buf_release(&b);
+        return -1;
+    }
+    f = mlc_xmalloc(sizeof(*f) + b.len);
+    f->next = NULL;
+    f->len = b.len - LWS_PRE;
+    memcpy(f->data, b.ptr, b.len);
+    mlc_buf_release(&b);
+    if (t->qtail) {
+        t->qtail->next = f;
+    } else {
+        t->qhead = f;
+    }
+    t->qtail = f;
+    t->qlen++;
+    lws_callback_on_writable(t->wsi);
+    return 0;
+}
+
+static void tunnel_free_queue(struct tunnel *t)
+{
+    while (t->qhead) {
+        struct frame_q *f = t->qhead;
+        t->qhead = f->next;
+        free(f);
+    }
+    t->qtail = NULL;
+    t->qlen = 0;
+}
+
+/* Send what the store holds for this tenant, up to the window. */
+static void tunnel_pump(struct tunnel *t)
+{
+    struct delivery_out d[CLAIM_MAX];
+    struct mlc_errbuf err = { 0 };
+    struct mlc_buf js = MLC_BUF_INIT;
+
+    while (t->authed && t->inflight < R->cfg->window) {
+        int want = (int)(R->cfg->window - t->inflight), n;
+        if (want > CLAIM_MAX) {
+            want = CLAIM_MAX;
+        }
+        n = R->store->ops->deliveries_claim(R->store, t->tenant, want, now_ms(),
+                                            R->cfg->lease_s * 1000, d, &err);
+        if (n < 0) {
+            mlc_error("relay: claiming deliveries for tenant %s failed: %s (will retry)", t->tenant,
+                      mlc_err_msg(&err));
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            mlc_buf_reset(&js);
+            mlc_buf_addf(&js, "{\"kind\":\"%s\",\"id\":", d[i].kind);
+            mlc_buf_add_json_str(&js, d[i].ext_id);
+            mlc_buf_addf(&js, ",\"received_ms\":%lld,\"body\":", d[i].received_ms);
+            mlc_buf_add(&js, d[i].body, d[i].body_len);
+            mlc_buf_adds(&js, "}");
+            if (tunnel_send(t, MLC_FRAME_DELIVER, (uint64_t)d[i].seq, js.ptr, js.len) == 0) {
+                t->inflight++;
+                R->m.sent++;
+            }
+        }
+        delivery_out_release(d, (size_t)n);
+        if (n < want) {
+            break;
+        }
+    }
+    mlc_buf_release(&js);
+}
+
+static void tunnel_commands(struct tunnel *t)
+{
+    struct command_rec c[8];
+    struct mlc_errbuf err = { 0 };
+    int n = R->store->ops->command_claim(R->store, t->tenant, 8, now_ms(), c, &err);
+
+    for (int i = 0; i < n; i++) {
+        tunnel_send(t, MLC_FRAME_COMMAND, (uint64_t)c[i].id, c[i].body, strlen(c[i].body));
+        R->m.commands_sent++;
+        command_rec_release(&c[i]);
+    }
+}
+
+/* ---- tunnel input ---- */
+
+static void close_with(struct tunnel *t, enum lws_close_status code, const char *why)
+{
+    lws_close_reason(t->wsi, code, (unsigned char *)why, strlen(why));
+}
+
+static int on_hello(struct tunnel *t, const struct mlc_frame *f)
+{
+    struct mlc_errbuf err = { 0 };
+    struct tenant_rec tr;
+    cJSON *o = cJSON_ParseWithLength(f->json, f->json_len);
+    const char *tenant = mlc_json_str(o, "tenant"), *key = mlc_json_str(o, "key");
+    char hex[65], peer[64] = "";
+    uint8_t h[MLC_SHA256_LEN];
+    struct tunnel *old;
+    struct mlc_buf js = MLC_BUF_INIT;
+    enum mlc_rc rc;
+
+    lws_get_peer_simple(t->wsi, peer, sizeof(peer));
+    if (!tenant_name_ok(tenant) || key == NULL) {
+        cJSON_Delete(o);
+        R->m.tunnels_rejected++;
+        mlc_warn("relay: tunnel from %s: HELLO without a valid tenant and key; closing", peer);
+        close_with(t, LWS_CLOSE_STATUS_POLICY_VIOLATION, "HELLO needs tenant and key");
+        return -1;
+    }
+    rc = R->store->ops->tenant_get(R->store, tenant, &tr, &err);
+    mlc_sha256(key, strlen(key), h);
+    mlc_hex(h, sizeof(h), hex);
+    if (rc != MLC_OK || !mlc_ct_equal(hex, tr.key_hash, 64)) {
+        R->m.tunnels_rejected++;
+        mlc_warn("relay: tunnel from %s: tenant '%s' %s; closing", peer, tenant,
+                 rc == MLC_E_NOTFOUND ? "does not exist"
+                 : rc == MLC_OK       ? "presented a wrong key (rotated? run 'mlc-relay tenant rotate' and update the agent)"
+                                      : mlc_err_msg(&err));
+        cJSON_Delete(o);
+        close_with(t, 4401, rc == MLC_OK || rc == MLC_E_NOTFOUND ? "unknown tenant or wrong key"
+                                                                 : "store unavailable");
+        return -1;
+    }
+    /* newest tunnel of a tenant wins on this node */
+    old = tunnel_of(tenant);
+    if (old != NULL && old != t) {
+        tunnel_unlink(old);
+        close_with(old, LWS_CLOSE_STATUS_GOINGAWAY, "replaced by a newer tunnel");
+        lws_set_timeout(old->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    }
+    snprintf(t->tenant, sizeof(t->tenant), "%s", tenant);
+    t->authed = 1;
+    t->inflight = 0;
+    t->hnext = R->buckets[hash_name(tenant)];
+    R->buckets[hash_name(tenant)] = t;
+    R->tunnels++;
+    R->m.tunnels_opened++;
+    mlc_info("relay: tunnel up: tenant %s, agent %s %s, from %s, last acked %.0f", tenant,
+             mlc_json_str(o, "agent_id") ? mlc_json_str(o, "agent_id") : "?",
+             mlc_json_str(o, "version") ? mlc_json_str(o, "version") : "?", peer,
+             mlc_json_num(o, "last_acked", 0));
+    cJSON_Delete(o);
+    /* what was sent before and never acked goes again, at once */
+    R->store->ops->deliveries_release(R->store, tenant, &err);
+    mlc_buf_addf(&js, "{\"relay\":");
+    mlc_buf_add_json_str(&js, R->cfg->node);
+    mlc_buf_addf(&js, ",\"tenant\":\"%s\",\"heartbeat_s\":%ld,\"window\":%ld}", tenant,
+                 R->cfg->heartbeat_s, R->cfg->window);
+    tunnel_send(t, MLC_FRAME_HELLO, 0, js.ptr, js.len);
+    mlc_buf_release(&js);
+    t->last_ack_ms = now_ms();
+    tunnel_pump(t);
+    tunnel_commands(t);
+    return 0;
+}
+
+static int on_frame(struct tunnel *t, const uint8_t *p, size_t n)
+{
+    struct mlc_frame f;
+    struct mlc_errbuf err = { 0 };
+    int rv = 0;
+
+    if (mlc_frame_decode(p, n, &f, &err) != MLC_OK) {
+        mlc_warn("relay: tunnel %s: bad frame (%s); closing", t->authed ? t->tenant : "(no HELLO yet)",
+                 mlc_err_msg(&err));
+        close_with(t, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad frame");
+        return -1;
+    }
+    t->last_rx_ms = now_ms();
+    if (!t->authed && f.type != MLC_FRAME_HELLO) {
+        close_with(t, LWS_CLOSE_STATUS_POLICY_VIOLATION, "HELLO first");
+        mlc_frame_release(&f);
+        return -1;
+    }
+    switch (f.type) {
+    case MLC_FRAME_HELLO:
+        rv = t->authed ? 0 : on_hello(t, &f);
+        break;
+    case MLC_FRAME_ACK: {
+        long long seq = (long long)f.seq;
+        if (R->store->ops->deliveries_ack(R->store, t->tenant, &seq, 1, now_ms(), &err) != MLC_OK) {
+            mlc_error("relay: recording ACK %lld of tenant %s failed: %s (it will be re-sent)", seq,
+                      t->tenant, mlc_err_msg(&err));
+        }
+        R->m.acked++;
+        if (t->inflight > 0) {
+            t->inflight--;
+        }
+        t->last_ack_ms = now_ms();
+        if (t->inflight < R->cfg->window / 2) {
+            tunnel_pump(t);
+        }
+        break;
+    }
+    case MLC_FRAME_STATUS:
+        if (f.seq != 0) {
+            R->store->ops->command_answer(R->store, (long long)f.seq, f.json, now_ms(), &err);
+            R->m.commands_answered++;
+        }
+        break;
+    case MLC_FRAME_PING:
+        tunnel_send(t, MLC_FRAME_PONG, f.seq, NULL, 0);
+        break;
+    case MLC_FRAME_PONG:
+        break;
+    default:
+        mlc_warn("relay: tunnel %s: unexpected %s frame ignored", t->tenant, mlc_frame_type_name(f.type));
+        break;
+    }
+    mlc_frame_release(&f);
+    return rv;
+}
+
+static int cb_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len)
+{
+    struct tunnel *t = user;
+    char uri[32];
+
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/tunnel") != 0) {
+            return 1;
+        }
+        return 0;
+    case LWS_CALLBACK_ESTABLISHED:
+        memset(t, 0, sizeof(*t));
+        t->wsi = wsi;
+        t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
+        t->last_rx_ms = now_ms();
+        return 0;
+    case LWS_CALLBACK_RECEIVE:
+        if (!lws_frame_is_binary(wsi)) {
+            close_with(t, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, "binary frames only");
+            return -1;
+        }
+        if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi)) {
+            return on_frame(t, in, len);
+        }
+        if (mlc_buf_add(&t->rx, in, len) != MLC_OK) {
+            close_with(t, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "frame too large");
+            return -1;
+        }
+        if (lws_is_final_fragment(wsi)) {
+            int rv = on_frame(t, (const uint8_t *)t->rx.ptr, t->rx.len);
+            mlc_buf_release(&t->rx);
+            t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
+            return rv;
+        }
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (t->qhead) {
+            struct frame_q *f = t->qhead;
+            if (lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_BINARY) < (int)f->len) {
+                return -1;
+            }
+            t->qhead = f->next;
+            if (t->qhead == NULL) {
+                t->qtail = NULL;
+            }
+            t->qlen--;
+            free(f);
+            if (t->qhead) {
+                lws_callback_on_writable(wsi);
+            }
+        }
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        if (t->authed) {
+            struct mlc_errbuf err = { 0 };
+            mlc_info("relay: tunnel down: tenant %s", t->tenant);
+            tunnel_unlink(t);
+            R->store->ops->deliveries_release(R->store, t->tenant, &err);
+        }
+        tunnel_free_queue(t);
+        mlc_buf_release(&t->rx);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* ---- HTTP ---- */
+
+static int respond(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len)
+{
+    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+    unsigned char *b;
+    int n;
+
+    if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end)) {
+        return -1;
+    }
+    b = mlc_xmalloc(LWS_PRE + len + 1);
+    memcpy(b + LWS_PRE, body, len);
+    n = lws_write(wsi, b + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+    free(b);
+    if (n < (int)len) {
+        return -1;
+    }
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int respond_json(struct lws *wsi, unsigned status, const char *msg)
+{
+    struct mlc_buf b = MLC_BUF_INIT;
+    int rv;
+
+    mlc_buf_addf(&b, "{\"status\":%u,\"message\":", status);
+    mlc_buf_add_json_str(&b, msg);
+    mlc_buf_adds(&b, "}\n");
+    rv = respond(wsi, status, "application/json", b.ptr, b.len);
+    mlc_buf_release(&b);
+    return rv;
+}
+
+static void metrics_text(struct mlc_buf *b)
+{
+    static const char *const kinds[2] = { "jira", "zoho" };
+    static const char *const results[6] = { "stored", "duplicate", "bad_request", "unauthorized",
+                                            "unknown_tenant", "too_large" };
+    struct store_stats ss = { 0 };
+    struct mlc_errbuf err = { 0 };
+    int ok = R->store->ops->stats(R->store, &ss, &err) == MLC_OK;
+
+    mlc_buf_adds(b, "# HELP mlc_relay_webhooks_total Webhooks received, by source and outcome.\n"
+                    "# TYPE mlc_relay_webhooks_total counter\n");
+    for (int k = 0; k < 2; k++) {
+        for (int r = 0; r < 6; r++) {
+            mlc_buf_addf(b, "mlc_relay_webhooks_total{source=\"%s\",result=\"%s\"} %llu\n", kinds[k],
+                         results[r], R->m.hooks[k][r]);
+        }
+    }
+    mlc_buf_addf(b,
+                 "# HELP mlc_relay_store_errors_total Store failures answered with 503.\n"
+                 "# TYPE mlc_relay_store_errors_total counter\nmlc_relay_store_errors_total %llu\n"
+                 "# HELP mlc_relay_commits_total Group commits of webhooks.\n"
+                 "# TYPE mlc_relay_commits_total counter\nmlc_relay_commits_total %llu\n"
+                 "# HELP mlc_relay_commit_seconds_total Time spent in group commits.\n"
+                 "# TYPE mlc_relay_commit_seconds_total counter\nmlc_relay_commit_seconds_total %.6f\n"
+                 "# HELP mlc_relay_deliveries_sent_total DELIVER frames sent to agents.\n"
+                 "# TYPE mlc_relay_deliveries_sent_total counter\nmlc_relay_deliveries_sent_total %llu\n"
+                 "# HELP mlc_relay_deliveries_acked_total ACK frames received from agents.\n"
+                 "# TYPE mlc_relay_deliveries_acked_total counter\nmlc_relay_deliveries_acked_total %llu\n"
+                 "# HELP mlc_relay_tunnels Connected, authenticated agent tunnels on this node.\n"
+                 "# TYPE mlc_relay_tunnels gauge\nmlc_relay_tunnels %ld\n"
+                 "# HELP mlc_relay_tunnels_rejected_total Tunnels closed for a bad HELLO or key.\n"
+                 "# TYPE mlc_relay_tunnels_rejected_total counter\nmlc_relay_tunnels_rejected_total %llu\n"
+                 "# HELP mlc_relay_commands_total Operator commands sent and answered.\n"
+                 "# TYPE mlc_relay_commands_total counter\n"
+                 "mlc_relay_commands_total{state=\"sent\"} %llu\nmlc_relay_commands_total{state=\"answered\"} %llu\n",
+                 R->m.store_errors, R->m.commits, R->m.commit_seconds, R->m.sent, R->m.acked,
+                 R->tunnels, R->m.tunnels_rejected, R->m.commands_sent, R->m.commands_answered);
+    if (ok) {
+        mlc_buf_addf(b,
+                     "# HELP mlc_relay_deliveries_pending Stored deliveries not yet acked by an agent.\n"
+                     "# TYPE mlc_relay_deliveries_pending gauge\nmlc_relay_deliveries_pending %lld\n"
+                     "# HELP mlc_relay_tenants Tenants in the store.\n"
+                     "# TYPE mlc_relay_tenants gauge\nmlc_relay_tenants %lld\n",
+                     ss.pending, ss.tenants);
+    }
+    mlc_buf_addf(b, "# HELP mlc_relay_up 1 while the store answers.\n# TYPE mlc_relay_up gauge\n"
+                    "mlc_relay_up %d\n", ok);
+}
+
+static void commit_cb(lws_sorted_usec_list_t *sul);
+
+static void queue_hook(struct http_pss *pss, const char *ext_id)
+{
+    struct pend *p;
+
+    if (R->npend == R->cappend) {
+        R->cappend = R->cappend ? R->cappend * 2 : 256;
+        R->pend = mlc_xrealloc(R->pend, R->cappend * sizeof(*R->pend));
+    }
+    p = &R->pend[R->npend];
+    memset(p, 0, sizeof(*p));
+    p->pss = pss;
+    snprintf(p->tenant, sizeof(p->tenant), "%s", pss->tenant);
+    snprintf(p->ext_id, sizeof(p->ext_id), "%s", ext_id);
+    p->kind = pss->kind;
+    p->d.body_len = pss->body.len;
+    p->body = mlc_buf_detach(&pss->body);
+    pss->pend = (int)R->npend++;
+    if (!R->commit_scheduled) {
+        R->commit_scheduled = 1;
+        lws_sul_schedule(R->ctx, 0, &R->commit_sul, commit_cb, 1);
+    }
+}
+
+static void commit_cb(lws_sorted_usec_list_t *sul)
+{
+    struct mlc_errbuf err = { 0 };
+    struct timespec t0, t1;
+    size_t n = R->npend;
+    enum mlc_rc rc;
+
+    (void)sul;
+    R->commit_scheduled = 0;
+    if (n == 0) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct pend *p = &R->pend[i];
+        p->d.tenant = p->tenant;
+        p->d.kind = p->kind == HOOK_ZOHO ? "zoho" : "jira";
+        p->d.ext_id = p->ext_id;
+        p->d.body = p->body;
+        p->d.received_ms = now_ms();
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    {
+        struct delivery_in *items = mlc_xmalloc(n * sizeof(*items));
+        for (size_t i = 0; i < n; i++) {
+            items[i] = R->pend[i].d;
+        }
+        rc = R->store->ops->deliveries_put(R->store, items, n, &err);
+        for (size_t i = 0; i < n; i++) {
+            R->pend[i].d.seq = items[i].seq;
+            R->pend[i].d.duplicate = items[i].duplicate;
+        }
+        free(items);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    R->m.commits++;
+    R->m.commit_seconds += (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (rc != MLC_OK) {
+        R->m.store_errors += n;
+        mlc_error("relay: storing %zu webhook(s) failed: %s; answering 503 so the senders retry", n,
+                  mlc_err_msg(&err));
+    } else {
+        R->m.committed += n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct pend *p = &R->pend[i];
+        struct http_pss *pss = p->pss;
+        int k = p->kind;
+        if (rc == MLC_OK) {
+            R->m.hooks[k][p->d.duplicate ? M_DUP : M_STORED]++;
+        }
+        if (pss != NULL) {
+            pss->pend = -1;
+            pss->status = rc == MLC_OK ? 200 : 503;
+            if (rc == MLC_OK) {
+                snprintf(pss->answer, sizeof(pss->answer), "%s as delivery %lld",
+                         p->d.duplicate ? "already stored" : "stored", p->d.seq);
+            } else {
+                snprintf(pss->answer, sizeof(pss->answer), "store unavailable; retry later");
+            }
+            lws_callback_on_writable(pss->wsi);
+        }
+        free(p->body);
+    }
+    /* pump each affected tenant's tunnel on this node once */
+    if (rc == MLC_OK) {
+        for (size_t i = 0; i < n; i++) {
+            struct tunnel *t;
+            if (R->pend[i].d.duplicate) {
+                continue;
+            }
+            t = tunnel_of(R->pend[i].tenant);
+            if (t != NULL && t->inflight < R->cfg->window) {
+                tunnel_pump(t);
+            }
+        }
+    }
+    R->npend = 0;
+}
+
+static int hook_complete(struct lws *wsi, struct http_pss *pss)
+{
+    struct tenant_rec tr;
+    struct mlc_errbuf err = { 0 };
+    struct hook_req r = { 0 };
+    struct hook_verdict v;
+    char sig[128], auth[4096], did[128];
+    enum mlc_rc rc;
+
+    if (pss->too_big) {
+        R->m.hooks[pss->kind][M_413]++;
+        return respond_json(wsi, 413, "body over the relay's size limit");
+    }
+    rc = R->store->ops->tenant_get(R->store, pss->tenant, &tr, &err);
+    if (rc == MLC_E_NOTFOUND) {
+        R->m.hooks[pss->kind][M_404]++;
+        return respond_json(wsi, 404, "no such tenant");
+    }
+    if (rc != MLC_OK) {
+        R->m.store_errors++;
+        mlc_error("relay: looking up tenant %s failed: %s", pss->tenant, mlc_err_msg(&err));
+        return respond_json(wsi, 503, "store unavailable; retry later");
+    }
+    r.kind = (enum hook_kind)pss->kind;
+    if (lws_hdr_custom_copy(wsi, sig, sizeof(sig), "x-hub-signature:", 16) > 0) {
+        r.hub_signature = sig;
+    }
+    if (lws_hdr_copy(wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION) > 0) {
+        r.authorization = auth;
+    }
+    if (lws_hdr_custom_copy(wsi, did, sizeof(did), "x-atlassian-webhook-identifier:", 31) > 0) {
+        r.delivery_id = did;
+    }
+    r.body = pss->body.ptr ? pss->body.ptr : "";
+    r.len = pss->body.len;
+    r.now_s = now_ms() / 1000;
+    hook_check(&tr, &r, &v);
+    memset(&tr, 0, sizeof(tr));
+    if (v.status != 0) {
+        R->m.hooks[pss->kind][v.status == 401 ? M_401 : M_400]++;
+        mlc_warn("relay: %s webhook for tenant %s refused (%d): %s", pss->kind ? "zoho" : "jira",
+                 pss->tenant, v.status, v.why);
+        mlc_buf_release(&pss->body);
+        return respond_json(wsi, (unsigned)v.status, v.why);
+    }
+    queue_hook(pss, v.ext_id);
+    return 0;
+}
+
+static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len)
+{
+    struct http_pss *pss = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP: {
+        const char *path = in;
+        int is_post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+        enum hook_kind kind;
+        char clen[32];
+
+        memset(pss, 0, sizeof(*pss));
+        pss->wsi = wsi;
+        pss->pend = -1;
+        pss->kind = -1;
+        if (hook_route(path, &kind, pss->tenant, sizeof(pss->tenant)) == 0) {
+            if (!is_post) {
+                return respond_json(wsi, 405, "webhooks are POSTed");
+            }
+            pss->kind = (int)kind;
+            pss->body.max = (size_t)R->cfg->max_body;
+            if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+                long long cl = atoll(clen);
+                if (cl > HARD_BODY_CAP) {
+                    R->m.hooks[kind][M_413]++;
+                    lws_return_http_status(wsi, 413, "body over the relay's size limit");
+                    return -1;
+                }
+                if (cl > R->cfg->max_body) {
+                    pss->too_big = 1;
+                }
+            }
+            return 0; /* the body follows */
+        }
+        if (strncmp(path, "/hooks/", 7) == 0) {
+            return respond_json(wsi, 404, "unknown webhook path or bad tenant name "
+                                          "(expected /hooks/jira/{tenant} or /hooks/zoho/{tenant})");
+        }
+        if (strcmp(path, "/healthz") == 0) {
+            struct store_stats ss;
+            struct mlc_errbuf err = { 0 };
+            char b[256];
+            int ok = R->store->ops->stats(R->store, &ss, &err) == MLC_OK;
+            int n = snprintf(b, sizeof(b), "{\"ok\":%s,\"node\":\"%s\",\"store\":\"%s\",\"tunnels\":%ld}\n",
+                             ok ? "true" : "false", R->cfg->node, R->store->ops->name, R->tunnels);
+            return respond(wsi, ok ? 200 : 503, "application/json", b, (size_t)n);
+        }
+        if (strcmp(path, "/metrics") == 0) {
+            struct mlc_buf b = MLC_BUF_INIT;
+            int rv;
+            metrics_text(&b);
+            rv = respond(wsi, 200, "text/plain; version=0.0.4", b.ptr, b.len);
+            mlc_buf_release(&b);
+            return rv;
+        }
+        if (strcmp(path, "/tunnel") == 0) {
+            return respond_json(wsi, 426, "WebSocket upgrade with subprotocol mlc-tunnel required");
+        }
+        return respond_json(wsi, 404, "not found");
+    }
+    case LWS_CALLBACK_HTTP_BODY:
+        if (pss->kind < 0) {
+            return 0;
+        }
+        if (!pss->too_big && mlc_buf_add(&pss->body, in, len) != MLC_OK) {
+            pss->too_big = 1;
+            mlc_buf_release(&pss->body);
+        }
+        return 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (pss->kind < 0) {
+            return respond_json(wsi, 404, "not found");
+        }
+        return hook_complete(wsi, pss);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (pss->status != 0) {
+            unsigned st = (unsigned)pss->status;
+            pss->status = 0;
+            return respond_json(wsi, st, pss->answer);
+        }
+        return 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (pss->pend >= 0 && (size_t)pss->pend < R->npend) {
+            R->pend[pss->pend].pss = NULL;
+        }
+        pss->pend = -1;
+        mlc_buf_release(&pss->body);
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+/* ---- cross-node wake-ups and the periodic tick ---- */
+
+static void on_wake(void *arg, const char *tenant, const char *what)
+{
+    struct tunnel *t = tunnel_of(tenant);
+
+    (void)arg;
+    if (t == NULL) {
+        return;
+    }
+    if (strcmp(what, "command") == 0) {
+        tunnel_commands(t);
+    } else {
+        tunnel_pump(t);
+    }
+}
+
+static int cb_wake(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                   size_t len)
+{
+    (void)wsi;
+    (void)user;
+    (void)in;
+    (void)len;
+    if (reason == LWS_CALLBACK_RAW_RX_FILE) {
+        R->store->ops->wake_drain(R->store, on_wake, NULL);
+    }
+    return 0;
+}
+
+static void tick_cb(lws_sorted_usec_list_t *sul)
+{
+    long long now = now_ms();
+    long hb = R->cfg->heartbeat_s * 1000;
+
+    (void)sul;
+    /* PostgreSQL notifications also arrive through the adopted socket; this
+     * catches those after a reconnect replaced it. */
+    R->store->ops->wake_drain(R->store, on_wake, NULL);
+    {
+        char names[16][TENANT_NAME_MAX + 1];
+        struct mlc_errbuf err = { 0 };
+        int n = R->store->ops->command_tenants(R->store, names, 16, &err);
+        for (int i = 0; i < n; i++) {
+            struct tunnel *t = tunnel_of(names[i]);
+            if (t != NULL) {
+                tunnel_commands(t);
+            }
+        }
+    }
+    for (int b = 0; b < TUNNEL_BUCKETS; b++) {
+        for (struct tunnel *t = R->buckets[b], *next; t; t = next) {
+            next = t->hnext;
+            if (now - t->last_rx_ms > 3 * hb) {
+                mlc_warn("relay: tunnel of tenant %s silent for %llds; closing", t->tenant,
+                         (now - t->last_rx_ms) / 1000);
+                tunnel_unlink(t);
+                lws_set_timeout(t->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+                continue;
+            }
+            if (now - t->last_ping_ms >= hb) {
+                t->last_ping_ms = now;
+                tunnel_send(t, MLC_FRAME_PING, (uint64_t)now, NULL, 0);
+            }
+            if (t->inflight > 0 && now - t->last_ack_ms > R->cfg->lease_s * 1000) {
+                /* leases lapsed: whatever was not acked is claimable again */
+                R->m.resent_after_lease += (unsigned long long)t->inflight;
+                t->inflight = 0;
+                t->next_sweep_ms = 0;
+            }
+            if (now >= t->next_sweep_ms) {
+                /* leases another node left behind (it died) lapse too: look
+                 * again every few seconds, staggered over the tunnels */
+                t->next_sweep_ms = now + 5000 + (long long)(hash_name(t->tenant) % 1000);
+                tunnel_pump(t);
+            }
+        }
+    }
+    lws_sul_schedule(R->ctx, 0, &R->tick_sul, tick_cb, 250 * LWS_US_PER_MS);
+}
+
+/* ---- the loop ---- */
+
+static const struct lws_protocols protocols[] = {
+    { "http", cb_http, sizeof(struct http_pss), 0, 0, NULL, 0 },
+    { "mlc-tunnel", cb_tunnel, sizeof(struct tunnel), 4096, 0, NULL, 0 },
+    { "mlc-wake", cb_wake, 0, 0, 0, NULL, 0 },
+    { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+static int is_loopback(const char *host)
+{
+    return strcmp(host, "127.0.0.1") == 0 || strcmp(host, "localhost") == 0 ||
+           strcmp(host, "::1") == 0 || strncmp(host, "127.", 4) == 0;
+}
+
+static void lws_to_mlc_log(int level, const char *line)
+{
+    char buf[512];
+    size_t n;
+
+    snprintf(buf, sizeof(buf), "%s", line);
+    n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        buf[--n] = '\0';
+    }
+    if (level & LLL_ERR) {
+        mlc_warn("lws: %s", buf);
+    } else {
+        mlc_debug("lws: %s", buf);
+    }
+}
+
+int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
+{
+    struct lws_context_creation_info info;
+    struct mlc_errbuf err = { 0 };
+    static struct relay r;
+    char host[128];
+    const char *colon;
+    int port, rc = 0;
+    struct rlimit rl;
+
+    memset(&r, 0, sizeof(r));
+    r.cfg = cfg;
+    r.stop = stop;
+    R = &r;
+    colon = strrchr(cfg->listen, ':');
+    if (colon == NULL || (size_t)(colon - cfg->listen) >= sizeof(host) || atoi(colon + 1) < 0 ||
+        atoi(colon + 1) > 65535) {
+        mlc_error("relay: listen '%s' is not HOST:PORT (e.g. 127.0.0.1:8443)", cfg->listen);
+        return 2;
+    }
+    memcpy(host, cfg->listen, (size_t)(colon - cfg->listen));
+    host[colon - cfg->listen] = '\0';
+    port = atoi(colon + 1);
+    if ((cfg->tls_cert == NULL || cfg->tls_cert[0] == '\0') && !is_loopback(host)) {
+        mlc_error("relay: listening on %s without TLS is refused; set tls_cert and tls_key "
+                  "(plain HTTP is for loopback only)", cfg->listen);
+        return 2;
+    }
+    /* many idle tunnels need many descriptors */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (store_open(&r.store, cfg->store, cfg->node, &err) != MLC_OK) {
+        mlc_error("relay: %s", mlc_err_msg(&err));
+        return 1;
+    }
+    lws_set_log_level(LLL_ERR | LLL_WARN | (mlc_log_level >= MLC_LOG_DEBUG ? LLL_NOTICE : 0),
+                      lws_to_mlc_log);
+    memset(&info, 0, sizeof(info));
+    info.port = port;
+    info.iface = host[0] && strcmp(host, "0.0.0.0") != 0 && strcmp(host, "*") != 0 ? host : NULL;
+    info.protocols = protocols;
+    info.vhost_name = "mlc-relay";
+    info.alpn = "http/1.1";
+    info.fd_limit_per_thread = (unsigned)cfg->max_conns;
+    info.timeout_secs = 20;
+    info.options = 0;
+    if (cfg->tls_cert && cfg->tls_cert[0]) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg->tls_cert;
+        info.ssl_private_key_filepath = cfg->tls_key;
+    }
+    r.ctx = lws_create_context(&info);
+    if (r.ctx == NULL) {
+        mlc_error("relay: cannot listen on %s (port in use? bad TLS certificate or key?)", cfg->listen);
+        r.store->ops->close(r.store);
+        return 1;
+    }
+    r.vh = lws_get_vhost_by_name(r.ctx, "mlc-relay");
+    if (r.store->ops->wake_fd(r.store) >= 0 && r.vh) {
+        lws_sock_file_fd_type fd;
+        fd.filefd = r.store->ops->wake_fd(r.store);
+        /* lws must not close the store's socket: hand it a duplicate */
+        fd.filefd = dup(fd.filefd);
+        if (lws_adopt_descriptor_vhost(r.vh, LWS_ADOPT_RAW_FILE_DESC, fd, "mlc-wake", NULL) == NULL) {
+            mlc_warn("relay: cannot watch the store's notification socket; polling instead");
+        }
+    }
+    r.started_ms = now_ms();
+    lws_sul_schedule(r.ctx, 0, &r.tick_sul, tick_cb, 250 * LWS_US_PER_MS);
+    mlc_info("relay: node %s listening on %s%s, store %s", cfg->node, cfg->listen,
+             cfg->tls_cert && cfg->tls_cert[0] ? " (TLS)" : " (plain HTTP, loopback)",
+             r.store->ops->name);
+    while (!*stop) {
+        if (lws_service(r.ctx, 0) < 0) {
+            rc = 1;
+            break;
+        }
+    }
+    mlc_info("relay: stopping (%llu webhooks stored, %llu delivered)", r.m.committed, r.m.acked);
+    lws_context_destroy(r.ctx);
+    for (size_t i = 0; i < r.npend; i++) {
+        free(r.pend[i].body);
+    }
+    free(r.pend);
+    r.store->ops->close(r.store);
+    R = NULL;
+    return rc;
+}
+
+/* For signal handlers: make lws_service return now. */
+void relay_wake(void);
+void relay_wake(void)
+{
+    if (R && R->ctx) {
+        lws_cancel_service(R->ctx);
+    }
+}
