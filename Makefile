@@ -96,6 +96,10 @@ $(O)/tests/%: $(O)/tests/unit/%.o $(O)/librelay.a $(O)/libmlc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(O)/bench/%: $(O)/tests/bench/%.o $(O)/libmlc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(O)/fuzz/replay_%: $(O)/tests/fuzz/fuzz_%.o $(O)/tests/fuzz/replay.o $(O)/librelay.a $(O)/libmlc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -537,6 +537,7 @@ static void queue_hook(struct http_pss *pss, const char *ext_id)
     snprintf(p->tenant, sizeof(p->tenant), "%s", pss->tenant);
     snprintf(p->ext_id, sizeof(p->ext_id), "%s", ext_id);
     p->kind = pss->kind;
+    p->d.received_ms = now_ms();
     p->d.body_len = pss->body.len;
     p->body = mlc_buf_detach(&pss->body);
     pss->pend = (int)R->npend++;
@@ -564,7 +565,6 @@ static void commit_cb(lws_sorted_usec_list_t *sul)
         p->d.kind = p->kind == HOOK_ZOHO ? "zoho" : "jira";
         p->d.ext_id = p->ext_id;
         p->d.body = p->body;
-        p->d.received_ms = now_ms();
     }
     clock_gettime(CLOCK_MONOTONIC, &t0);
     {
@@ -810,7 +810,7 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
     {
         char names[16][TENANT_NAME_MAX + 1];
         struct mlc_errbuf err = { 0 };
-        int n = R->store->ops->command_tenants(R->store, names, 16, &err);
+        int n = R->store->ops->command_tenants ? R->store->ops->command_tenants(R->store, names, 16, &err) : 0;
         for (int i = 0; i < n; i++) {
             struct tunnel *t = tunnel_of(names[i]);
             if (t != NULL) {
