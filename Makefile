@@ -57,7 +57,8 @@ help:
 	@echo "make           build $(O)/mlc-agent"
 	@echo "make check     unit, fuzz-replay, simulator and integration tests, plain and under ASan+UBSan"
 	@echo "make demo      simulators + agent, one sync, status; ONCE=1 runs one cycle and exits"
-	@echo "make bench     50,000 work orders: CPU per record, API calls, peak RSS"
+	@echo "make bench     agent: 50,000 work orders (CPU, API calls, RSS); relay: webhooks/s,"
+	@echo "               webhook->agent latency, memory per idle tunnel (ONLY=agent|relay)"
 	@echo "make fuzz      libFuzzer builds of the fuzz targets (clang)"
 	@echo "make clean"
 
@@ -96,7 +97,7 @@ $(O)/tests/%: $(O)/tests/unit/%.o $(O)/librelay.a $(O)/libmlc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/bench/%: $(O)/tests/bench/%.o $(O)/libmlc.a
+$(O)/bench/%: $(O)/tests/bench/%.o $(O)/librelay.a $(O)/libmlc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -116,8 +117,9 @@ demo: need-deps
 	@$(PYTHON) tests/demo.py --agent $(O)/mlc-agent $(if $(ONCE),--once)
 
 bench: need-deps
-	@$(MAKE) --no-print-directory O=build/bench build/bench/mlc-agent
-	@$(PYTHON) tests/bench.py --agent build/bench/mlc-agent $(if $(RECORDS),--records $(RECORDS))
+	@$(MAKE) --no-print-directory O=build/bench build/bench/mlc-agent build/bench/mlc-relay \
+	    build/bench/bench/hookload build/bench/bench/tunnelswarm
+	@$(PYTHON) tests/bench.py --build build/bench $(if $(RECORDS),--records $(RECORDS)) $(if $(ONLY),--only $(ONLY))
 
 fuzz:
 	@mkdir -p $(O)/libfuzzer

@@ -93,6 +93,7 @@ struct relay {
     lws_sorted_usec_list_t commit_sul, tick_sul;
     struct metrics m;
     long long started_ms;
+    int multi_node; /* a shared store: other nodes may leave leases behind */
     volatile sig_atomic_t *stop;
 };
 
@@ -838,7 +839,7 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
                 t->inflight = 0;
                 t->next_sweep_ms = 0;
             }
-            if (now >= t->next_sweep_ms) {
+            if (R->multi_node && now >= t->next_sweep_ms) {
                 /* leases another node left behind (it died) lapse too: look
                  * again every few seconds, staggered over the tunnels */
                 t->next_sweep_ms = now + 5000 + (long long)(hash_name(t->tenant) % 1000);
@@ -951,6 +952,7 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
         }
     }
     r.started_ms = now_ms();
+    r.multi_node = strcmp(r.store->ops->name, "sqlite") != 0;
     lws_sul_schedule(r.ctx, 0, &r.tick_sul, tick_cb, 250 * LWS_US_PER_MS);
     mlc_info("relay: node %s listening on %s%s, store %s", cfg->node, cfg->listen,
              cfg->tls_cert && cfg->tls_cert[0] ? " (TLS)" : " (plain HTTP, loopback)",

@@ -5,7 +5,13 @@ simulator into the Jira simulator with the real agent and print
   BENCH <metric> <value> <unit>
 agent CPU (user+sys of the agent process only) per record, API calls per
 1,000 new records on each side, and the agent's peak RSS; then the same for a
-run at a tenth of the size, to show whether memory grows with the data."""
+run at a tenth of the size, to show whether memory grows with the data.
+
+The relay part: signed 2 KB webhooks stored per second (load from a second
+process, tests/bench/hookload.c, on loopback), webhook -> agent inbox latency
+at 1,000 webhooks/s (relay's receive time to the agent's durable store time,
+both stamped by the real processes), and relay memory per idle tunnel with
+5,000 connected agents (tests/bench/tunnelswarm.c)."""
 import argparse
 import os
 import resource
@@ -16,6 +22,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import relay_harness as rh  # noqa: E402
+import json  # noqa: E402
+import sqlite3  # noqa: E402
 
 
 def one(agent, n, page):
@@ -69,13 +78,120 @@ def one(agent, n, page):
         jira.stop()
 
 
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def relay_bench(build):
+    relay_bin = os.path.abspath(os.path.join(build, "mlc-relay"))
+    agent_bin = os.path.abspath(os.path.join(build, "mlc-agent"))
+    load = os.path.abspath(os.path.join(build, "bench", "hookload"))
+    swarm = os.path.abspath(os.path.join(build, "bench", "tunnelswarm"))
+
+    # 1. throughput: closed loop, 64 connections, every webhook durably stored
+    r = rh.Relay(relay_bin, extra={"log_level": "warn"})
+    sec = r.tenant_add("bench")["jira_webhook_secret"]
+    r.start()
+    try:
+        out = subprocess.run([load, "--port", str(r.port), "--tenant", "bench", "--secret", sec,
+                              "--count", "50000", "--conns", "64"], capture_output=True, text=True,
+                             check=True).stdout
+        res = json.loads(out)
+        stored = r.metrics()['mlc_relay_webhooks_total{source="jira",result="stored"}']
+    finally:
+        r.stop()
+    if stored != res["ok"]:
+        raise SystemExit(f"bench: relay answered {res['ok']} x 2xx but stored {stored}")
+    print(f"BENCH relay_webhooks_per_s {res['per_s']:.0f} webhooks/s")
+    print(f"BENCH relay_http_p99_ms_at_max {res['p99_ms']:.2f} ms")
+
+    # 2. latency: a real agent on the tunnel, webhooks paced at 1,000/s
+    work = tempfile.mkdtemp(prefix="mlc-bench-relay-")
+    jde = harness.Sim("jde_sim.py", ["--seed", "10"])
+    jira = harness.Sim("jira_sim.py", [])
+    r = rh.Relay(relay_bin, workdir=work, extra={"log_level": "warn"})
+    ten = r.tenant_add("lat")
+    r.start()
+    agent = None
+    try:
+        path = harness.make_config(work, jde.url, jira.url, flow={"schedule": "manual"},
+                                   agent={"log_level": "warn"})
+        cfg = json.load(open(path))
+        cfg["relay"] = {"url": r.tunnel_url, "tenant": "lat", "key": ten["agent_key"]}
+        json.dump(cfg, open(path, "w"))
+        agent = subprocess.Popen([agent_bin, "-q", "-c", path, "run"], env=harness.agent_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while r.metrics().get("mlc_relay_tunnels", 0) < 1:
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: the agent's tunnel did not come up")
+            time.sleep(0.1)
+        n = 5000
+        out = subprocess.run([load, "--port", str(r.port), "--tenant", "lat", "--secret",
+                              ten["jira_webhook_secret"], "--count", str(n), "--conns", "32",
+                              "--rate", "1000"], capture_output=True, text=True, check=True).stdout
+        db = os.path.join(work, "state.db")
+        deadline = time.monotonic() + 60
+        while True:
+            con = sqlite3.connect(db, timeout=10)
+            rows = con.execute("SELECT stored_ms - received_ms FROM state_inbox WHERE seq > 0").fetchall()
+            con.close()
+            if len(rows) >= n or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        lat = sorted(x[0] for x in rows)
+        if len(lat) < n:
+            raise SystemExit(f"bench: only {len(lat)} of {n} webhooks reached the agent")
+        print(f"BENCH webhook_to_agent_p50_ms {lat[len(lat) // 2]:.1f} ms")
+        print(f"BENCH webhook_to_agent_p99_ms {lat[int(len(lat) * 0.99)]:.1f} ms")
+        print(f"bench: load {json.loads(out)}", flush=True)
+    finally:
+        if agent:
+            agent.terminate()
+            agent.wait()
+        r.stop()
+        jde.stop()
+        jira.stop()
+
+    # 3. memory per idle tunnel: 5,000 agents (one process) connected and quiet
+    r = rh.Relay(relay_bin, extra={"log_level": "warn"})
+    r.start()
+    sw = None
+    try:
+        base = rss_kb(r.proc.pid)
+        sw = subprocess.Popen([swarm, "--store", r.store, "--port", str(r.port), "--count", "5000"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = sw.stdout.readline().split()
+        if len(line) < 4 or line[0] != "ready" or int(line[3]) != 0:
+            raise SystemExit(f"bench: tunnel swarm failed: {line}")
+        time.sleep(3)
+        tunnels = r.metrics()["mlc_relay_tunnels"]
+        after = rss_kb(r.proc.pid)
+        print(f"BENCH relay_kb_per_idle_tunnel {(after - base) / max(tunnels, 1):.1f} KB "
+              f"({int(tunnels)} tunnels, RSS {base} -> {after} KB)")
+    finally:
+        if sw:
+            sw.stdin.close()
+            sw.wait()
+        r.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--agent", required=True)
+    ap.add_argument("--build", default="build/bench")
     ap.add_argument("--records", type=int, default=50000)
     ap.add_argument("--page-size", type=int, default=500)
+    ap.add_argument("--only", choices=["agent", "relay"])
     args = ap.parse_args()
-    agent = os.path.abspath(args.agent)
+    agent = os.path.abspath(os.path.join(args.build, "mlc-agent"))
+    if args.only != "agent":
+        relay_bench(args.build)
+    if args.only == "relay":
+        return 0
     small = max(1000, args.records // 10)
     print(f"bench: syncing {args.records} work orders (page size {args.page_size}); this takes a few minutes",
           flush=True)
