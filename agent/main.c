@@ -10,7 +10,10 @@
 #include <unistd.h>
 #include "agent/agent.h"
 #include "agent/daemon.h"
+#include "agent/writeback.h"
 #include "shared/mlc_buf.h"
+#include "shared/mlc_conf.h"
+#include "shared/mlc_crypto.h"
 #include "shared/mlc_http.h"
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
@@ -47,6 +50,11 @@ static void usage(FILE *f)
             "  check-config           validate the configuration and print what it accepts\n"
             "  status                 state database summary per flow\n"
             "  replay [FLOW]          move dead letters back to the outbox (next sync resends)\n"
+            "  inbox add [--kind K] FILE...\n"
+            "                         store webhook bodies (one per file, default kind jira) as\n"
+            "                         local deliveries; the same content is stored once\n"
+            "  inbox apply            write pending deliveries back now (retries included), print counts\n"
+            "  inbox list             pending and dead deliveries\n"
             "  secret set NAME        store a secret (value read from stdin), encrypted at rest\n"
             "  version                print the version\n"
             "\n"
@@ -187,6 +195,8 @@ static int cmd_status(struct agent *a)
         }
         sqlite3_finalize(q);
     }
+    printf("inbox: %lld pending, %lld dead (mlc-agent inbox list)\n", state_inbox_count(a->st, "pending"),
+           state_inbox_count(a->st, "dead"));
     return 0;
 }
 
@@ -237,6 +247,153 @@ static int cmd_secret(struct agent *a, int argc, char **argv)
     mlc_buf_release(&val);
     printf("secret '%s' stored (encrypted with %s)\n", argv[1], a->cf.key_file);
     return 0;
+}
+
+/* inbox add: webhook bodies from files, as local deliveries (negative seqs);
+ * the content's hash is the delivery id, so the same file is stored once. */
+static int inbox_add(struct agent *a, int argc, char **argv)
+{
+    const char *kind = "jira";
+    int failed = 0, files = 0;
+
+    for (int i = 0; i < argc; i++) {
+        struct mlc_errbuf err = { 0 };
+        uint8_t h[MLC_SHA256_LEN];
+        char hex[2 * MLC_SHA256_LEN + 1], ext[80];
+        size_t len = 0;
+        char *body;
+        cJSON *doc;
+        long long seq;
+        int fresh = 0;
+        enum mlc_rc rc;
+
+        if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) {
+            kind = argv[++i];
+            if (kind[0] == '\0' || strlen(kind) >= sizeof(((struct inbox_row *)0)->kind)) {
+                fprintf(stderr, "mlc-agent inbox add: kind '%s' is empty or too long (jira, jira-poll, zoho)\n",
+                        kind);
+                return 2;
+            }
+            continue;
+        }
+        files++;
+        body = mlc_read_file(argv[i], 4u << 20, &len, &err);
+        if (body == NULL) {
+            fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));
+            failed = 1;
+            continue;
+        }
+        doc = strlen(body) == len ? mlc_json_parse(body, len, argv[i], &err) : NULL;
+        if (doc == NULL) {
+            fprintf(stderr, "mlc-agent: %s\n", err.set ? mlc_err_msg(&err) : "a NUL byte in the file");
+            free(body);
+            failed = 1;
+            continue;
+        }
+        cJSON_Delete(doc);
+        mlc_sha256(body, len, h);
+        mlc_hex(h, sizeof(h), hex);
+        snprintf(ext, sizeof(ext), "sha256:%s", hex);
+        /* one transaction: a concurrent `inbox add` cannot take the same local seq */
+        rc = state_begin(a->st, &err);
+        seq = state_inbox_local_seq(a->st);
+        if (rc == MLC_OK) {
+            rc = state_inbox_put(a->st, seq, kind, ext, body, state_now_ms(), &fresh, &err);
+        }
+        if (rc == MLC_OK) {
+            rc = state_commit(a->st, &err);
+        }
+        free(body);
+        if (rc != MLC_OK) {
+            state_rollback(a->st);
+            fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));
+            return 1;
+        }
+        if (fresh) {
+            printf("%s: stored as delivery %lld (%s)\n", argv[i], seq, kind);
+        } else {
+            printf("%s: already in the inbox (same %s content), not stored again\n", argv[i], kind);
+        }
+    }
+    if (files == 0) {
+        fprintf(stderr, "usage: mlc-agent inbox add [--kind KIND] FILE...\n");
+        return 2;
+    }
+    return failed;
+}
+
+static int inbox_apply(struct agent *a)
+{
+    struct wb_stats sum = { 0 }, ws;
+    struct mlc_errbuf err = { 0 };
+    enum mlc_rc rc = MLC_OK;
+
+    state_inbox_retry_now(a->st);
+    while (!a->stop) {
+        rc = writeback_drain(a, 100, &ws, &err);
+        sum.applied += ws.applied;
+        sum.ignored += ws.ignored;
+        sum.echoes += ws.echoes;
+        sum.failed += ws.failed;
+        sum.retry += ws.retry;
+        /* stop when nothing moved, or a system failed (its rows wait for their retry) */
+        if (rc != MLC_OK || ws.retry > 0 || ws.applied + ws.ignored + ws.echoes + ws.failed == 0) {
+            break;
+        }
+    }
+    printf("inbox: applied %ld, ignored %ld, echoes %ld, failed %ld, retry later %ld, pending %lld\n",
+           sum.applied, sum.ignored, sum.echoes, sum.failed, sum.retry, state_inbox_pending(a->st));
+    if (rc != MLC_OK) {
+        fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));
+        return 1;
+    }
+    return sum.failed > 0;
+}
+
+static int inbox_list(struct agent *a)
+{
+    const char *sql = "SELECT seq, kind, state, attempts, datetime(stored_ms / 1000, 'unixepoch'),"
+                      " COALESCE(ext_id, ''), COALESCE(detail, '') FROM state_inbox"
+                      " WHERE state IN ('pending', 'dead') ORDER BY id";
+    sqlite3_stmt *q = NULL;
+    int n = 0;
+
+    if (sqlite3_prepare_v2(a->st->db, sql, -1, &q, NULL) != SQLITE_OK) {
+        fprintf(stderr, "mlc-agent: state database '%s': %s\n", a->cf.state_db,
+                sqlite3_errmsg(a->st->db));
+        sqlite3_finalize(q);
+        return 1;
+    }
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        if (n++ == 0) {
+            printf("%-8s %-9s %-7s %-8s %-19s %s\n", "seq", "kind", "state", "attempts",
+                   "stored (UTC)", "id / detail");
+        }
+        printf("%-8lld %-9s %-7s %-8d %-19s %s\n", (long long)sqlite3_column_int64(q, 0),
+               sqlite3_column_text(q, 1), sqlite3_column_text(q, 2), sqlite3_column_int(q, 3),
+               sqlite3_column_text(q, 4), sqlite3_column_text(q, 5));
+        if (sqlite3_column_bytes(q, 6) > 0) {
+            printf("%-8s %s\n", "", sqlite3_column_text(q, 6));
+        }
+    }
+    sqlite3_finalize(q);
+    printf("%d pending or dead deliveries\n", n);
+    return 0;
+}
+
+static int cmd_inbox(struct agent *a, int argc, char **argv)
+{
+    if (argc >= 1 && strcmp(argv[0], "add") == 0) {
+        return inbox_add(a, argc - 1, argv + 1);
+    }
+    if (argc == 1 && strcmp(argv[0], "apply") == 0) {
+        return inbox_apply(a);
+    }
+    if (argc == 1 && strcmp(argv[0], "list") == 0) {
+        return inbox_list(a);
+    }
+    fprintf(stderr, "usage: mlc-agent inbox add [--kind KIND] FILE... | inbox apply | inbox list\n");
+    return 2;
 }
 
 static int cmd_check(struct agent *a)
@@ -314,7 +471,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "run") && strcmp(cmd, "sync") && strcmp(cmd, "ping") &&
         strcmp(cmd, "check-config") && strcmp(cmd, "status") && strcmp(cmd, "replay") &&
-        strcmp(cmd, "secret")) {
+        strcmp(cmd, "secret") && strcmp(cmd, "inbox")) {
         fprintf(stderr, "mlc-agent: unknown command '%s' (see mlc-agent --help)\n", cmd);
         return 2;
     }
@@ -350,6 +507,8 @@ int main(int argc, char **argv)
         rc = cmd_run(&a);
     } else if (strcmp(cmd, "secret") == 0) {
         rc = cmd_secret(&a, argc - i, argv + i);
+    } else if (strcmp(cmd, "inbox") == 0) {
+        rc = cmd_inbox(&a, argc - i, argv + i);
     } else if (strcmp(cmd, "replay") == 0) {
         long long n = state_dead_replay(a.st, i < argc ? argv[i] : NULL, &err);
         if (n < 0) {

@@ -12,7 +12,11 @@
 #include "agent/state.h"
 #include "agent/state_sql.h"
 #include "shared/mlc_buf.h"
+#include "shared/mlc_crypto.h"
 #include "shared/mlc_log.h"
+
+_Static_assert(SQ__COUNT <= sizeof(((struct state *)0)->st) / sizeof(sqlite3_stmt *),
+               "struct state has too few statement slots");
 
 long long state_now(void)
 {
@@ -217,6 +221,7 @@ enum mlc_rc state_ledger_get(struct state *s, const char *flow, const char *key,
         copy_col(q, 1, out->target_key, sizeof(out->target_key));
         copy_col(q, 2, out->target_id, sizeof(out->target_id));
         copy_col(q, 3, out->audit_id, sizeof(out->audit_id));
+        out->wb_at = sqlite3_column_int64(q, 4);
         sqlite3_reset(q);
         return MLC_OK;
     }
@@ -544,6 +549,273 @@ enum mlc_rc state_secret_put(struct state *s, const char *name, const void *blob
 
     bind_text(q, ":name", name);
     sqlite3_bind_blob(q, i, blob, len, SQLITE_TRANSIENT);
+    bind_int(q, ":now", state_now());
+    return step_done(s, q, err);
+}
+
+enum mlc_rc state_ledger_by_target(struct state *s, const char *flow, const char *target_key,
+                                   char *key, size_t n, struct ledger_row *out,
+                                   struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_LEDGER_BY_TARGET);
+    int rc;
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":tkey", target_key);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        copy_col(q, 0, out->hash, sizeof(out->hash));
+        copy_col(q, 1, out->target_key, sizeof(out->target_key));
+        copy_col(q, 2, out->target_id, sizeof(out->target_id));
+        copy_col(q, 3, out->audit_id, sizeof(out->audit_id));
+        out->wb_at = sqlite3_column_int64(q, 4);
+        copy_col(q, 5, key, n);
+        sqlite3_reset(q);
+        return MLC_OK;
+    }
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE) {
+        mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
+        return MLC_E_IO;
+    }
+    return MLC_E_NOTFOUND;
+}
+
+enum mlc_rc state_ledger_wb_mark(struct state *s, const char *flow, const char *key, long long at_ms,
+                                 struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_LEDGER_WB_MARK);
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    bind_int(q, ":at", at_ms);
+    return step_done(s, q, err);
+}
+
+/* ---- inbox ---- */
+
+void inbox_row_release(struct inbox_row *r)
+{
+    if (r != NULL) {
+        free(r->ext_id);
+        free(r->body);
+        r->ext_id = r->body = NULL;
+    }
+}
+
+enum mlc_rc state_inbox_put(struct state *s, long long seq, const char *kind, const char *ext_id,
+                            const char *body, long long received_ms, int *fresh,
+                            struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_INBOX_PUT);
+    /* The relay deletes a delivery once we ack it, so the row must survive
+     * an OS crash too: this one commit waits for the WAL fsync (FULL). The
+     * level cannot change inside a transaction; there the caller commits. */
+    int own = sqlite3_get_autocommit(s->db);
+    enum mlc_rc rc;
+
+    *fresh = 0;
+    if (own && (rc = exec(s, "PRAGMA synchronous=FULL", err)) != MLC_OK) {
+        return rc;
+    }
+    bind_int(q, ":seq", seq);
+    bind_text(q, ":kind", kind);
+    bind_text(q, ":ext", ext_id);
+    bind_text(q, ":body", body);
+    bind_int(q, ":recv", received_ms);
+    bind_int(q, ":now", state_now_ms());
+    rc = step_done(s, q, err);
+    if (rc == MLC_OK) {
+        *fresh = sqlite3_changes(s->db) == 1;
+    }
+    if (own) {
+        exec(s, "PRAGMA synchronous=NORMAL", NULL);
+    }
+    return rc;
+}
+
+int state_inbox_next(struct state *s, struct inbox_row *rows, int max, long long now_ms)
+{
+    sqlite3_stmt *q = stmt(s, SQ_INBOX_NEXT);
+    int n = 0;
+
+    bind_int(q, ":now", now_ms);
+    bind_int(q, ":max", max);
+    while (n < max && sqlite3_step(q) == SQLITE_ROW) {
+        struct inbox_row *r = &rows[n++];
+        const unsigned char *ext = sqlite3_column_text(q, 2);
+        memset(r, 0, sizeof(*r));
+        r->seq = sqlite3_column_int64(q, 0);
+        copy_col(q, 1, r->kind, sizeof(r->kind));
+        r->ext_id = ext ? mlc_xstrdup((const char *)ext) : NULL;
+        r->body = mlc_xstrdup((const char *)sqlite3_column_text(q, 3));
+        r->received_ms = sqlite3_column_int64(q, 4);
+        r->stored_ms = sqlite3_column_int64(q, 5);
+        r->attempts = sqlite3_column_int(q, 6);
+    }
+    sqlite3_reset(q);
+    return n;
+}
+
+enum mlc_rc state_inbox_done(struct state *s, long long seq, const char *outcome,
+                             const char *detail, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q;
+
+    if (strcmp(outcome, "applied") != 0 && strcmp(outcome, "ignored") != 0 &&
+        strcmp(outcome, "echo") != 0 && strcmp(outcome, "dead") != 0) {
+        MLC_BUG("inbox outcome '%s'", outcome);
+    }
+    q = stmt(s, SQ_INBOX_DONE);
+    bind_int(q, ":seq", seq);
+    bind_text(q, ":state", outcome);
+    bind_text(q, ":detail", detail);
+    bind_int(q, ":now", state_now_ms());
+    return step_done(s, q, err);
+}
+
+enum mlc_rc state_inbox_retry_later(struct state *s, long long seq, long long next_ms,
+                                    const char *error, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_INBOX_RETRY);
+
+    bind_int(q, ":seq", seq);
+    bind_int(q, ":next", next_ms);
+    bind_text(q, ":err", error);
+    return step_done(s, q, err);
+}
+
+long long state_inbox_count(struct state *s, const char *st)
+{
+    sqlite3_stmt *q = stmt(s, SQ_INBOX_COUNT);
+    long long n = -1;
+
+    bind_text(q, ":state", st);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        n = sqlite3_column_int64(q, 0);
+    }
+    sqlite3_reset(q);
+    return n;
+}
+
+long long state_inbox_pending(struct state *s)
+{
+    return state_inbox_count(s, "pending");
+}
+
+static long long changes_of(struct state *s, enum state_stmt which, const char *name, long long v)
+{
+    sqlite3_stmt *q = stmt(s, which);
+
+    if (name != NULL) {
+        bind_int(q, name, v);
+    }
+    if (step_done(s, q, NULL) != MLC_OK) {
+        return -1;
+    }
+    return sqlite3_changes(s->db);
+}
+
+long long state_inbox_retry_now(struct state *s)
+{
+    return changes_of(s, SQ_INBOX_RETRY_NOW, NULL, 0);
+}
+
+long long state_inbox_prune(struct state *s, long long before_ms)
+{
+    return changes_of(s, SQ_INBOX_PRUNE, ":before", before_ms);
+}
+
+long long state_inbox_local_seq(struct state *s)
+{
+    sqlite3_stmt *q = stmt(s, SQ_INBOX_LOCAL_SEQ);
+    long long seq = -1;
+
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        seq = sqlite3_column_int64(q, 0);
+    }
+    sqlite3_reset(q);
+    return seq;
+}
+
+/* ---- echo suppression ---- */
+
+static void value_hash(const char *value, char out[65])
+{
+    uint8_t h[MLC_SHA256_LEN];
+
+    mlc_sha256(value, strlen(value), h);
+    mlc_hex(h, sizeof(h), out);
+}
+
+enum mlc_rc state_echo_put(struct state *s, const char *system, const char *record,
+                           const char *field, const char *value, long long expires_ms,
+                           struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_ECHO_PUT);
+    char hash[65];
+    enum mlc_rc rc;
+
+    value_hash(value, hash);
+    bind_text(q, ":sys", system);
+    bind_text(q, ":rec", record);
+    bind_text(q, ":field", field);
+    bind_text(q, ":hash", hash);
+    bind_int(q, ":exp", expires_ms);
+    rc = step_done(s, q, err);
+    if (rc == MLC_OK) {
+        /* expired entries are dead weight; dropping them here keeps the table small */
+        changes_of(s, SQ_ECHO_PRUNE, ":now", state_now_ms());
+    }
+    return rc;
+}
+
+int state_echo_has(struct state *s, const char *system, const char *record, const char *field,
+                   const char *value, long long now_ms)
+{
+    sqlite3_stmt *q = stmt(s, SQ_ECHO_HAS);
+    char hash[65];
+    int found;
+
+    value_hash(value, hash);
+    bind_text(q, ":sys", system);
+    bind_text(q, ":rec", record);
+    bind_text(q, ":field", field);
+    bind_text(q, ":hash", hash);
+    bind_int(q, ":now", now_ms);
+    found = sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_reset(q);
+    return found;
+}
+
+/* ---- key/value ---- */
+
+enum mlc_rc state_kv_get(struct state *s, const char *key, char **out, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_KV_GET);
+    int rc;
+
+    *out = NULL;
+    bind_text(q, ":key", key);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        *out = mlc_xstrdup((const char *)sqlite3_column_text(q, 0));
+    } else if (rc != SQLITE_DONE) {
+        mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
+        sqlite3_reset(q);
+        return MLC_E_IO;
+    }
+    sqlite3_reset(q);
+    return MLC_OK;
+}
+
+enum mlc_rc state_kv_set(struct state *s, const char *key, const char *value,
+                         struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_KV_SET);
+
+    bind_text(q, ":key", key);
+    bind_text(q, ":value", value);
     bind_int(q, ":now", state_now());
     return step_done(s, q, err);
 }

@@ -6,16 +6,17 @@
 #ifndef MLC_STATE_H
 #define MLC_STATE_H
 
+#include <stddef.h>
 #include <sqlite3.h>
 #include "shared/mlc_err.h"
 
-#define STATE_SCHEMA_VERSION 1
+#define STATE_SCHEMA_VERSION 2
 
 struct state {
     sqlite3 *db;
     char *path;
     /* prepared statements, created on first use */
-    sqlite3_stmt *st[24];
+    sqlite3_stmt *st[48];
 };
 
 enum mlc_rc state_open(struct state **out, const char *path, struct mlc_errbuf *err);
@@ -35,12 +36,22 @@ struct ledger_row {
     char target_key[64];
     char target_id[32];
     char audit_id[33];
+    long long wb_at; /* target event time (ms) of the newest change written back; read only */
 };
 /* MLC_E_NOTFOUND when the source key was never delivered. */
 enum mlc_rc state_ledger_get(struct state *s, const char *flow, const char *key,
                              struct ledger_row *out, struct mlc_errbuf *err);
 enum mlc_rc state_ledger_put(struct state *s, const char *flow, const char *key,
                              const struct ledger_row *row, struct mlc_errbuf *err);
+/* Reverse lookup: the source key (into key, n bytes) and ledger row of the
+ * record the flow delivered as target_key. MLC_E_NOTFOUND when none. */
+enum mlc_rc state_ledger_by_target(struct state *s, const char *flow, const char *target_key,
+                                   char *key, size_t n, struct ledger_row *out,
+                                   struct mlc_errbuf *err);
+/* Remember that a target change of time at_ms was written back to (flow, key)
+ * (wb_at only grows). */
+enum mlc_rc state_ledger_wb_mark(struct state *s, const char *flow, const char *key, long long at_ms,
+                                 struct mlc_errbuf *err);
 /* Target ids of the newest ledger rows (for read-after-write hints); heap strings. */
 int state_ledger_recent_ids(struct state *s, const char *flow, char **ids, int max);
 
@@ -113,8 +124,11 @@ struct inbox_row {
     int attempts;
 };
 void inbox_row_release(struct inbox_row *r);
-/* Durable on return. *fresh = 1 when stored now, 0 when this seq or
- * (kind, ext_id) was already in the inbox (a re-sent delivery). */
+/* Durable on return (even across power loss: the relay forgets a delivery
+ * once acked) when called outside a transaction; inside one, the caller's
+ * commit decides. ext_id may be NULL (no de-duplication by id). *fresh = 1
+ * when stored now, 0 when this seq or (kind, ext_id) was already in the inbox
+ * (a re-sent delivery). Safe from any thread on its own handle. */
 enum mlc_rc state_inbox_put(struct state *s, long long seq, const char *kind, const char *ext_id,
                             const char *body, long long received_ms, int *fresh,
                             struct mlc_errbuf *err);
@@ -126,10 +140,19 @@ enum mlc_rc state_inbox_done(struct state *s, long long seq, const char *outcome
 enum mlc_rc state_inbox_retry_later(struct state *s, long long seq, long long next_ms,
                                     const char *error, struct mlc_errbuf *err);
 long long state_inbox_pending(struct state *s);
+/* Rows in one state ("pending", "applied", "ignored", "echo", "dead"); -1 on error. */
+long long state_inbox_count(struct state *s, const char *st);
+/* Make every pending row due now (an operator's `inbox apply`); count or -1. */
+long long state_inbox_retry_now(struct state *s);
+/* Forget finished rows (applied, ignored, echo; dead ones stay) done before
+ * before_ms; count or -1. */
+long long state_inbox_prune(struct state *s, long long before_ms);
 /* Next negative seq for a local delivery. */
 long long state_inbox_local_seq(struct state *s);
 
-/* echo suppression: values the agent itself wrote lately */
+/* echo suppression: values the agent itself wrote lately. One value per
+ * (system, record, field): a newer write replaces the older one, so a value
+ * the agent wrote and then overwrote no longer counts as its own. */
 enum mlc_rc state_echo_put(struct state *s, const char *system, const char *record,
                            const char *field, const char *value, long long expires_ms,
                            struct mlc_errbuf *err);
@@ -137,7 +160,8 @@ enum mlc_rc state_echo_put(struct state *s, const char *system, const char *reco
 int state_echo_has(struct state *s, const char *system, const char *record, const char *field,
                    const char *value, long long now_ms);
 
-/* small key/value of agent-side state (webhook registrations, poll cursors) */
+/* small key/value of agent-side state (webhook registrations, poll cursors);
+ * get: *out heap, or NULL (and MLC_OK) when the key was never set */
 enum mlc_rc state_kv_get(struct state *s, const char *key, char **out, struct mlc_errbuf *err);
 enum mlc_rc state_kv_set(struct state *s, const char *key, const char *value,
                          struct mlc_errbuf *err);

@@ -28,6 +28,23 @@ static const char *const state_migrations[] = {
     "  finished_at INTEGER, read INTEGER, created INTEGER, updated INTEGER, unchanged INTEGER,"
     "  failed INTEGER, status TEXT, error TEXT);"
     "CREATE TABLE state_secret(name TEXT PRIMARY KEY, sealed BLOB NOT NULL, updated_at INTEGER NOT NULL);",
+    /* 2: the write-back direction. state_inbox holds relay deliveries (and
+     * local ones with negative seqs) until each has an outcome; id keeps the
+     * arrival order, seq and (kind, ext_id) make re-sent deliveries no-ops.
+     * state_echo keeps the last value the agent wrote per record field.
+     * wb_at is the target's event time of the newest change written back,
+     * so an older event that arrives late cannot undo a newer one. */
+    "CREATE TABLE state_inbox(id INTEGER PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, kind TEXT NOT NULL,"
+    "  ext_id TEXT, body TEXT NOT NULL, received_ms INTEGER NOT NULL, stored_ms INTEGER NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_ms INTEGER NOT NULL DEFAULT 0, detail TEXT, done_ms INTEGER, UNIQUE(kind, ext_id));"
+    "CREATE INDEX state_inbox_state ON state_inbox(state, next_ms);"
+    "CREATE TABLE state_echo(system TEXT NOT NULL, record TEXT NOT NULL, field TEXT NOT NULL,"
+    "  value_hash TEXT NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY(system, record, field))"
+    "  WITHOUT ROWID;"
+    "CREATE TABLE state_kv(key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE INDEX state_ledger_target ON state_ledger(flow, target_key);"
+    "ALTER TABLE state_ledger ADD COLUMN wb_at INTEGER NOT NULL DEFAULT 0;",
 };
 
 enum state_stmt {
@@ -53,6 +70,21 @@ enum state_stmt {
     SQ_RUN_FINISH,
     SQ_SECRET_GET,
     SQ_SECRET_PUT,
+    SQ_LEDGER_BY_TARGET,
+    SQ_LEDGER_WB_MARK,
+    SQ_INBOX_PUT,
+    SQ_INBOX_NEXT,
+    SQ_INBOX_DONE,
+    SQ_INBOX_RETRY,
+    SQ_INBOX_RETRY_NOW,
+    SQ_INBOX_COUNT,
+    SQ_INBOX_LOCAL_SEQ,
+    SQ_INBOX_PRUNE,
+    SQ_ECHO_PUT,
+    SQ_ECHO_HAS,
+    SQ_ECHO_PRUNE,
+    SQ_KV_GET,
+    SQ_KV_SET,
     SQ__COUNT
 };
 
@@ -60,7 +92,7 @@ static const char *const state_sql[SQ__COUNT] = {
     [SQ_CURSOR_GET] = "SELECT value FROM state_cursor WHERE flow = :flow",
     [SQ_CURSOR_SET] = "INSERT INTO state_cursor(flow, value, updated_at) VALUES(:flow, :value, :now)"
                       " ON CONFLICT(flow) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-    [SQ_LEDGER_GET] = "SELECT hash, target_key, target_id, audit_id FROM state_ledger"
+    [SQ_LEDGER_GET] = "SELECT hash, target_key, target_id, audit_id, wb_at FROM state_ledger"
                       " WHERE flow = :flow AND source_key = :key",
     [SQ_LEDGER_PUT] = "INSERT INTO state_ledger(flow, source_key, hash, target_key, target_id, audit_id,"
                       " created_at, updated_at) VALUES(:flow, :key, :hash, :tkey, :tid, :aid, :now, :now)"
@@ -109,6 +141,31 @@ static const char *const state_sql[SQ__COUNT] = {
     [SQ_SECRET_GET] = "SELECT sealed FROM state_secret WHERE name = :name",
     [SQ_SECRET_PUT] = "INSERT INTO state_secret(name, sealed, updated_at) VALUES(:name, :sealed, :now)"
                       " ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+    [SQ_LEDGER_BY_TARGET] = "SELECT hash, target_key, target_id, audit_id, wb_at, source_key FROM state_ledger"
+                            " WHERE flow = :flow AND target_key = :tkey ORDER BY updated_at DESC LIMIT 1",
+    [SQ_LEDGER_WB_MARK] = "UPDATE state_ledger SET wb_at = max(wb_at, :at) WHERE flow = :flow AND source_key = :key",
+    [SQ_INBOX_PUT] = "INSERT INTO state_inbox(seq, kind, ext_id, body, received_ms, stored_ms)"
+                     " VALUES(:seq, :kind, :ext, :body, :recv, :now) ON CONFLICT DO NOTHING",
+    [SQ_INBOX_NEXT] = "SELECT seq, kind, ext_id, body, received_ms, stored_ms, attempts FROM state_inbox"
+                      " WHERE state = 'pending' AND next_ms <= :now ORDER BY id LIMIT :max",
+    [SQ_INBOX_DONE] = "UPDATE state_inbox SET state = :state, detail = :detail, done_ms = :now"
+                      " WHERE seq = :seq AND state = 'pending'",
+    [SQ_INBOX_RETRY] = "UPDATE state_inbox SET attempts = attempts + 1, next_ms = :next, detail = :err"
+                       " WHERE seq = :seq AND state = 'pending'",
+    [SQ_INBOX_RETRY_NOW] = "UPDATE state_inbox SET next_ms = 0 WHERE state = 'pending' AND next_ms > 0",
+    [SQ_INBOX_COUNT] = "SELECT count(*) FROM state_inbox WHERE state = :state",
+    [SQ_INBOX_LOCAL_SEQ] = "SELECT min(0, COALESCE(min(seq), 0)) - 1 FROM state_inbox",
+    [SQ_INBOX_PRUNE] = "DELETE FROM state_inbox WHERE state IN ('applied', 'ignored', 'echo')"
+                       " AND done_ms < :before",
+    [SQ_ECHO_PUT] = "INSERT INTO state_echo(system, record, field, value_hash, expires_ms)"
+                    " VALUES(:sys, :rec, :field, :hash, :exp) ON CONFLICT(system, record, field)"
+                    " DO UPDATE SET value_hash = excluded.value_hash, expires_ms = excluded.expires_ms",
+    [SQ_ECHO_HAS] = "SELECT 1 FROM state_echo WHERE system = :sys AND record = :rec AND field = :field"
+                    " AND value_hash = :hash AND expires_ms > :now",
+    [SQ_ECHO_PRUNE] = "DELETE FROM state_echo WHERE expires_ms <= :now",
+    [SQ_KV_GET] = "SELECT value FROM state_kv WHERE key = :key",
+    [SQ_KV_SET] = "INSERT INTO state_kv(key, value, updated_at) VALUES(:key, :value, :now)"
+                  " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
 };
 
 #endif

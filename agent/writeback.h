@@ -9,10 +9,16 @@
  *     "status_map": {"To Do": "10", "In Progress": "40", "Done": "95"},
  *     "hold": {"statuses": ["Blocked"], "orchestration": "MLC_HoldWorkOrder",
  *              "inputs": {"WorkOrder": "{key}", "HoldCode": "H1"}},
- *     "echo_ttl": "10m"
+ *     "echo_ttl": "10m",
+ *     "agent_account": "712020:aaaa0000-..."
  *   }
  * Placeholders: {key} source key, {code} mapped status code, {status} the
- * target's status name, {issue} target key, {audit_id}.
+ * target's status name, {issue} target key, {audit_id}; "{{" is a literal
+ * "{". {code} is not available in hold.inputs. Status names match without
+ * regard to case; a status is either in hold.statuses or in status_map.
+ * agent_account (optional): the Jira accountId the agent writes as; events
+ * it authored are echoes. echo_ttl: how long a value the agent wrote (the
+ * last one per record) makes an identical incoming change an echo; 0 = off.
  *
  * Inbox deliveries are applied by writeback_drain(), idempotently: each
  * inbox row is applied at most once (its state is committed with the audit

@@ -129,3 +129,42 @@ def run_agent(agent, config, *args, timeout=600, env=None):
     cmd = [agent, "-q", "-c", config] + list(args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env=env or agent_env(), errors="replace")
+
+
+# Jira accounts of the Jira simulator: the sync user the agent writes as
+# (/myself), and a person who moves issues.
+JIRA_SYNC_ACCOUNT = "712020:aaaa0000-5c2e-4b7a-9d3f-000000000000"
+JIRA_USER_ACCOUNT = "712020:aaaa0001-5c2e-4b7a-9d3f-000000000001"
+_JIRA_STATUS_IDS = {"To Do": "10000", "In Progress": "3", "Done": "10001"}
+
+
+def jira_status_event(issue, to_status, from_status=None, account=JIRA_USER_ACCOUNT, timestamp_ms=None,
+                      site="https://mlc-test.atlassian.net", extra=None):
+    """A jira:issue_updated webhook body for a status change, shaped as Jira
+    sends it (docs/api/jira-cloud.md §4.3). issue is an item of the Jira
+    simulator's /_sim/issues (or any dict with "key", optionally "id",
+    "labels" and "fields"); statuses outside the simulator's workflow get
+    made-up ids. extra: members merged into the top level."""
+    from_status = from_status or issue.get("status") or "To Do"
+    if isinstance(from_status, dict):
+        from_status = from_status.get("name", "To Do")
+    fields = dict(issue.get("fields") or {})
+    fields["labels"] = list(issue.get("labels", fields.get("labels", [])))
+    sid = _JIRA_STATUS_IDS.get(to_status, str(20000 + sum(map(ord, to_status))))
+    fields["status"] = {"id": sid, "name": to_status}
+    iid = str(issue.get("id", "10000"))
+    body = {
+        "timestamp": int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms),
+        "webhookEvent": "jira:issue_updated",
+        "issue_event_type_name": "issue_generic",
+        "user": {"self": f"{site}/rest/api/2/user?accountId={account}", "accountId": account,
+                 "displayName": "ML Connector Sync" if account == JIRA_SYNC_ACCOUNT else "Maria Lopez",
+                 "accountType": "atlassian", "active": True},
+        "issue": {"id": iid, "self": f"{site}/rest/api/2/issue/{iid}", "key": issue["key"], "fields": fields},
+        "changelog": {"id": str(10100 + int(time.time() * 1000) % 100000), "items": [
+            {"field": "status", "fieldtype": "jira", "fieldId": "status",
+             "from": _JIRA_STATUS_IDS.get(from_status, "0"), "fromString": from_status,
+             "to": sid, "toString": to_status}]},
+    }
+    body.update(extra or {})
+    return body

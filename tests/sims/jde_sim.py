@@ -2,7 +2,8 @@
 """JD Edwards EnterpriseOne AIS server simulator (v2 REST, /jderest).
 
 Token sessions, data-service BROWSE/COUNT/AGGREGATION over in-memory F4801
-and F0101, next-page cursors, the MLC_UpdateWOStatus orchestration and fault
+and F0101, next-page cursors, the MLC_UpdateWOStatus and MLC_HoldWorkOrder
+orchestrations (every call logged for /_sim/orchestrations) and fault
 injection.  Behaviour follows docs/api/jde-ais.md; see tests/sims/README.md.
 Standard library only.
 """
@@ -43,6 +44,9 @@ TABLES = {
             ("TDAY", "Time of Day", "num"),
             ("USER", "User ID", "str"),
             ("PID", "Program ID", "str"),
+            # category code 10 (UDC 00/W0): where the sim's MLC_HoldWorkOrder
+            # records the hold code (F4801 has no documented hold column)
+            ("WR10", "Category Code 10", "str"),
         ],
     },
     "F0101": {
@@ -138,6 +142,7 @@ class JdeSim(simbase.Sim):
         self.tokens = {}
         self.tables = {}
         self.index = {}
+        self.orch_log = []  # one entry per orchestration call that passed auth
         self.generate(args.seed, args.rng_seed)
 
     # ------------------------------------------------------------------
@@ -198,6 +203,7 @@ class JdeSim(simbase.Sim):
                 "TDAY": tday,
                 "USER": pad(rng.choice(USERS), 10),
                 "PID": "P48013",
+                "WR10": "   ",
             })
         ab = [{"AN8": a, "ALPH": n, "AT1": "E"} for a, n in PEOPLE]
         ab += [{"AN8": a, "ALPH": n, "AT1": "C"} for a, n in CUSTOMERS]
@@ -844,17 +850,16 @@ class JdeSim(simbase.Sim):
     # ------------------------------------------------------------------
     # orchestrations
 
+    ORCHESTRATIONS = {
+        # name -> (required inputs, handler name)
+        "MLC_UpdateWOStatus": (("WorkOrder", "Status"), "orch_update_status"),
+        "MLC_HoldWorkOrder": (("WorkOrder", "HoldCode"), "orch_hold"),
+    }
+
     def h_orchestrator(self, h, name):
         self.require_json(h, optional=True)
         body = self.body_obj(h, optional=True)
         kind, rec = self.session(h, body)
-        if self.take("error_500"):
-            return self.svc_error(500, "Simulated orchestration failure", userDefinedErrorText="")
-        if name != "MLC_UpdateWOStatus":
-            return self.svc_error(404, "Orchestration %s not found" % name,
-                                  userDefinedErrorText="Orchestration %s is not defined" % name)
-        started = ts_error()
-        t0 = time.monotonic()
         inputs = {}
         if isinstance(body.get("inputs"), list):
             for it in body["inputs"]:
@@ -864,12 +869,37 @@ class JdeSim(simbase.Sim):
             for k, v in body.items():
                 if k not in ("token", "deviceName", "outputType"):
                     inputs[k] = v
-        wo, st = inputs.get("WorkOrder"), inputs.get("Status")
-        if wo is None or st is None:
-            missing = "WorkOrder" if wo is None else "Status"
-            return self.svc_error(400, "Missing orchestration input %s" % missing,
-                                  userDefinedErrorText="Input %s is required" % missing)
-        wo, st = str(wo).strip(), str(st).strip()
+        try:
+            reply = self.run_orchestration(name, inputs)
+        except Reply as r:
+            reply = r
+        obj = reply.obj if isinstance(reply.obj, dict) else {}
+        with self.lock:
+            self.orch_log.append({
+                "seq": len(self.orch_log) + 1, "name": name, "inputs": inputs, "auth": kind,
+                "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+                "status": reply.status, "outcome": "ok" if reply.status < 300 else "error",
+                "message": obj.get("jde__simpleMessage") or obj.get("userDefinedErrorText") or obj.get("message"),
+            })
+        return reply
+
+    def run_orchestration(self, name, inputs):
+        if self.take("error_500"):
+            r = self.svc_error(500, "Simulated orchestration failure", userDefinedErrorText="")
+            r.note = "fault=error_500"
+            return r
+        spec = self.ORCHESTRATIONS.get(name)
+        if spec is None:
+            return self.svc_error(404, "Orchestration %s not found" % name,
+                                  userDefinedErrorText="Orchestration %s is not defined" % name)
+        required, handler = spec
+        for k in required:
+            if inputs.get(k) is None:
+                return self.svc_error(400, "Missing orchestration input %s" % k,
+                                      userDefinedErrorText="Input %s is required" % k)
+        started = ts_error()
+        t0 = time.monotonic()
+        wo = str(inputs["WorkOrder"]).strip()
         with self.lock:
             try:
                 doco = int(wo)
@@ -877,25 +907,46 @@ class JdeSim(simbase.Sim):
                 doco = None
             row = self.index["F4801"].get(doco)
             if row is None:
-                return self.svc_error(500, "Orchestration MLC_UpdateWOStatus failed",
+                return self.svc_error(500, "Orchestration %s failed" % name,
                                       userDefinedErrorText="Work order %s does not exist" % wo,
                                       jde__status="ERROR")
-            if st not in VALID_SRST:
-                return self.svc_error(500, "Orchestration MLC_UpdateWOStatus failed",
-                                      userDefinedErrorText="Status '%s' is not a valid work order status "
-                                                           "(UDC 00/SS)" % st, jde__status="ERROR")
-            old = row["SRST"]
-            row["SRST"] = st
+            out = getattr(self, handler)(name, wo, row, inputs)
+            if isinstance(out, Reply):
+                return out
             row["UPMJ"], row["TDAY"] = self.tick()
             row["USER"] = pad(self.args.user.upper(), 10)
             row["PID"] = "P48013"
-        return Reply(200, {
-            "WorkOrder": wo, "Status": st,
+        out.update({
             "jde__status": "SUCCESS",
-            "jde__simpleMessage": "Work order %s status changed from %s to %s" % (wo, old, st),
             "jde__startTimestamp": started, "jde__endTimestamp": ts_error(),
             "jde__serverExecutionSeconds": round(time.monotonic() - t0, 3),
         })
+        return Reply(200, out)
+
+    def orch_update_status(self, name, wo, row, inputs):
+        """MLC_UpdateWOStatus: SRST = Status (UDC 00/SS). Caller holds the lock."""
+        st = str(inputs["Status"]).strip()
+        if st not in VALID_SRST:
+            return self.svc_error(500, "Orchestration %s failed" % name,
+                                  userDefinedErrorText="Status '%s' is not a valid work order status "
+                                                       "(UDC 00/SS)" % st, jde__status="ERROR")
+        old = row["SRST"]
+        row["SRST"] = st
+        return {"WorkOrder": wo, "Status": st,
+                "jde__simpleMessage": "Work order %s status changed from %s to %s" % (wo, old, st)}
+
+    def orch_hold(self, name, wo, row, inputs):
+        """MLC_HoldWorkOrder: WR10 = HoldCode (1-3 characters, blank releases). Caller holds the lock."""
+        code = str(inputs["HoldCode"]).strip()
+        if len(code) > 3:
+            return self.svc_error(500, "Orchestration %s failed" % name,
+                                  userDefinedErrorText="Hold code '%s' is longer than 3 characters "
+                                                       "(UDC 00/W0)" % code, jde__status="ERROR")
+        old = row["WR10"].strip()
+        row["WR10"] = code.ljust(3)
+        msg = ("Work order %s released from hold %s" % (wo, old or "(none)") if not code else
+               "Work order %s put on hold %s" % (wo, code))
+        return {"WorkOrder": wo, "HoldCode": code, "jde__simpleMessage": msg}
 
     # ------------------------------------------------------------------
     # control endpoints
@@ -965,6 +1016,15 @@ class JdeSim(simbase.Sim):
                 if r is None:
                     return Reply(404, {"error": "no row %s in %s" % (key, tname)})
                 return Reply(200, dict(r))
+        if p == "/_sim/orchestrations" and method == "GET":
+            name = h.qparam("name")
+            with self.lock:
+                return Reply(200, [dict(e) for e in self.orch_log if name is None or e["name"] == name])
+        if p == "/_sim/orchestrations/clear" and method == "POST":
+            with self.lock:
+                n = len(self.orch_log)
+                self.orch_log = []
+            return Reply(200, {"cleared": n})
         if p == "/_sim/clock" and method == "GET":
             with self.lock:
                 c = self.clock_last
