@@ -391,6 +391,60 @@ def jde_writes():
     check("jde stats name the endpoints", all(k in st["requests"] for k in
                                               ("tokenrequest", "validate", "logout", "dataservice", "next",
                                                "orchestrator")) and st["writes"] >= 2, st)
+    jde_orchestration_log()
+
+
+def jde_orchestration_log():
+    """MLC_HoldWorkOrder and the call log behind /_sim/orchestrations."""
+    J = Jde.base
+    h = Jde.hdr(Jde.token())
+    r = call(J, "POST", "/_sim/orchestrations/clear", {})
+    check("jde /_sim/orchestrations/clear", r.status == 200 and "cleared" in r.json, r)
+    before = max((x["UPMJ"], x["TDAY"]) for x in Jde.rows())
+    row0 = call(J, "GET", "/_sim/rows?table=F4801&key=100003").json
+    check("jde F4801 rows carry WR10 (blank until a hold)", row0.get("WR10", "x").strip() == "", row0)
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_HoldWorkOrder",
+             {"inputs": [{"name": "WorkOrder", "value": "100003"}, {"name": "HoldCode", "value": "H1"},
+                         {"name": "Reason", "value": "Blocked in Jira"}]}, h)
+    row = call(J, "GET", "/_sim/rows?table=F4801&key=100003").json
+    check("jde MLC_HoldWorkOrder sets WR10, keeps SRST, stamps UPMJ/TDAY past every row",
+          r.status == 200 and r.json.get("jde__status") == "SUCCESS" and r.json.get("HoldCode") == "H1"
+          and row["WR10"].strip() == "H1" and row["SRST"] == row0["SRST"]
+          and (row["UPMJ"], row["TDAY"]) > before and row["USER"].strip() == "SYNCUSR", (r, row))
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_HoldWorkOrder", {"WorkOrder": "100003", "HoldCode": ""}, h)
+    row = call(J, "GET", "/_sim/rows?table=F4801&key=100003").json
+    check("jde MLC_HoldWorkOrder with a blank HoldCode releases the hold",
+          r.status == 200 and row["WR10"].strip() == "", (r, row))
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_HoldWorkOrder", {"WorkOrder": "100003"}, h)
+    check("jde MLC_HoldWorkOrder without HoldCode -> 400", r.status == 400
+          and "HoldCode" in r.json.get("userDefinedErrorText", ""), r)
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_HoldWorkOrder", {"WorkOrder": "100003", "HoldCode": "LONG"}, h)
+    check("jde MLC_HoldWorkOrder with a 4-character code -> 500 ERROR", r.status == 500
+          and r.json.get("jde__status") == "ERROR", r)
+    Jde.faults(error_500=1)
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWOStatus",
+             {"WorkOrder": "100004", "Status": "40", "Note": "extra"}, h)
+    r2 = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWOStatus",
+              {"WorkOrder": "100004", "Status": "40", "Note": "extra"}, h)
+    check("jde error_500 fails one orchestration call, the next succeeds", r.status == 500 and r2.status == 200,
+          (r, r2))
+    log = call(J, "GET", "/_sim/orchestrations").json
+    want = [("MLC_HoldWorkOrder", 200), ("MLC_HoldWorkOrder", 200), ("MLC_HoldWorkOrder", 400),
+            ("MLC_HoldWorkOrder", 500), ("MLC_UpdateWOStatus", 500), ("MLC_UpdateWOStatus", 200)]
+    check("jde /_sim/orchestrations logs every call in order with name, status and outcome",
+          [(e["name"], e["status"]) for e in log] == want
+          and [e["seq"] for e in log] == list(range(1, 7))
+          and [e["outcome"] for e in log] == ["ok", "ok", "error", "error", "error", "ok"]
+          and all(e["time"].endswith("+00:00") for e in log), log)
+    check("jde /_sim/orchestrations keeps extra inputs",
+          log[0]["inputs"] == {"WorkOrder": "100003", "HoldCode": "H1", "Reason": "Blocked in Jira"}
+          and log[5]["inputs"].get("Note") == "extra", log)
+    only = call(J, "GET", "/_sim/orchestrations?name=MLC_UpdateWOStatus").json
+    check("jde /_sim/orchestrations?name= filters", [e["seq"] for e in only] == [5, 6], only)
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_HoldWorkOrder", {"WorkOrder": "100003", "HoldCode": "H1"},
+             {"jde-AIS-Auth": "nope", "jde-AIS-Auth-Device": "selftest"})
+    log = call(J, "GET", "/_sim/orchestrations").json
+    check("jde calls refused before auth are not logged", r.status == 444 and len(log) == 6, (r, len(log)))
 
 
 def jde_perf():
