@@ -25,6 +25,12 @@ struct outf {
     unsigned char data[]; /* LWS_PRE + len */
 };
 
+struct pend_dlv {
+    uint64_t seq;
+    char *kind, *id, *body;
+    long long received_ms;
+};
+
 struct cmdq {
     struct cmdq *next;
     long long id;
@@ -48,7 +54,9 @@ struct tunnel_client {
     struct outf *qhead, *qtail;
     int attempt;
     long long last_rx_ms, max_seq;
-    lws_sorted_usec_list_t sul_connect, sul_beat;
+    lws_sorted_usec_list_t sul_connect, sul_beat, sul_flush;
+    struct pend_dlv *pend;  /* DELIVERs received, not yet stored */
+    size_t npend, cappend;
 
     /* shared, under mu */
     pthread_mutex_t mu;
@@ -224,16 +232,72 @@ static void send_hello(struct tunnel_client *t)
     free(s);
 }
 
+static void free_pending(struct tunnel_client *t)
+{
+    for (size_t i = 0; i < t->npend; i++) {
+        free(t->pend[i].kind);
+        free(t->pend[i].id);
+        free(t->pend[i].body);
+    }
+    t->npend = 0;
+}
+
+/* Store every DELIVER that arrived in this loop pass in one transaction (one
+ * fsync), then ACK them. A failure ACKs nothing: the relay re-sends. */
+static void flush_cb(lws_sorted_usec_list_t *sul)
+{
+    struct tunnel_client *t = lws_container_of(sul, struct tunnel_client, sul_flush);
+    struct mlc_errbuf err = { 0 };
+    enum mlc_rc rc;
+    long fresh_n = 0, dup_n = 0;
+
+    if (t->npend == 0) {
+        return;
+    }
+    rc = state_begin(t->st, &err);
+    for (size_t i = 0; rc == MLC_OK && i < t->npend; i++) {
+        int fresh = 0;
+        rc = state_inbox_put(t->st, (long long)t->pend[i].seq, t->pend[i].kind, t->pend[i].id,
+                             t->pend[i].body, t->pend[i].received_ms, &fresh, &err);
+        fresh ? fresh_n++ : dup_n++;
+    }
+    if (rc == MLC_OK) {
+        rc = state_commit(t->st, &err);
+    } else {
+        state_rollback(t->st);
+    }
+    if (rc != MLC_OK) {
+        mlc_error("tunnel: storing %zu deliveries in the inbox failed: %s (not acknowledged; the relay "
+                  "will re-send them)", t->npend, mlc_err_msg(&err));
+        free_pending(t);
+        return;
+    }
+    for (size_t i = 0; i < t->npend; i++) {
+        if ((long long)t->pend[i].seq > t->max_seq) {
+            t->max_seq = (long long)t->pend[i].seq;
+        }
+        send_frame(t, MLC_FRAME_ACK, t->pend[i].seq, NULL, 0);
+    }
+    free_pending(t);
+    pthread_mutex_lock(&t->mu);
+    t->info.deliveries += fresh_n;
+    t->info.duplicates += dup_n;
+    pthread_mutex_unlock(&t->mu);
+    if (fresh_n) {
+        wake_worker(t);
+    }
+}
+
 static void on_deliver(struct tunnel_client *t, const struct mlc_frame *f)
 {
-    struct mlc_errbuf err = { 0 };
     cJSON *o = cJSON_ParseWithLength(f->json, f->json_len);
     const cJSON *body = cJSON_GetObjectItemCaseSensitive(o, "body");
     const char *kind = mlc_json_str(o, "kind"), *id = mlc_json_str(o, "id");
+    struct pend_dlv *p;
     char *text;
-    int fresh = 0;
 
-    if (!cJSON_IsObject(body) || kind == NULL || id == NULL) {
+    if (!cJSON_IsObject(body) || kind == NULL || id == NULL ||
+        (text = cJSON_PrintUnformatted(body)) == NULL) {
         /* not storable; ACK it anyway or it would come back forever */
         mlc_error("tunnel: DELIVER %llu is malformed (no kind, id or body object); acknowledged and dropped",
                   (unsigned long long)f->seq);
@@ -241,32 +305,19 @@ static void on_deliver(struct tunnel_client *t, const struct mlc_frame *f)
         send_frame(t, MLC_FRAME_ACK, f->seq, NULL, 0);
         return;
     }
-    text = cJSON_PrintUnformatted(body);
-    if (text == NULL ||
-        state_inbox_put(t->st, (long long)f->seq, kind, id, text, (long long)mlc_json_num(o, "received_ms", 0),
-                        &fresh, &err) != MLC_OK) {
-        /* no ACK: the relay sends it again after its lease */
-        mlc_error("tunnel: storing delivery %llu in the inbox failed: %s (the relay will re-send it)",
-                  (unsigned long long)f->seq, mlc_err_msg(&err));
-        free(text);
-        cJSON_Delete(o);
-        return;
+    if (t->npend == t->cappend) {
+        t->cappend = t->cappend ? 2 * t->cappend : 64;
+        t->pend = mlc_xrealloc(t->pend, t->cappend * sizeof(*t->pend));
     }
-    free(text);
+    p = &t->pend[t->npend++];
+    p->seq = f->seq;
+    p->kind = mlc_xstrdup(kind);
+    p->id = mlc_xstrdup(id);
+    p->body = text;
+    p->received_ms = (long long)mlc_json_num(o, "received_ms", 0);
     cJSON_Delete(o);
-    if ((long long)f->seq > t->max_seq) {
-        t->max_seq = (long long)f->seq;
-    }
-    send_frame(t, MLC_FRAME_ACK, f->seq, NULL, 0);
-    pthread_mutex_lock(&t->mu);
-    if (fresh) {
-        t->info.deliveries++;
-    } else {
-        t->info.duplicates++;
-    }
-    pthread_mutex_unlock(&t->mu);
-    if (fresh) {
-        wake_worker(t);
+    if (t->npend == 1) {
+        lws_sul_schedule(t->ctx, 0, &t->sul_flush, flush_cb, 1);
     }
 }
 
@@ -382,6 +433,7 @@ static int cb_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         return 0;
     case LWS_CALLBACK_CLIENT_CLOSED:
+        free_pending(t); /* never acked: the relay re-sends them */
         t->wsi = NULL;
         drop_queue(t);
         mlc_buf_release(&t->rx);
@@ -491,6 +543,8 @@ enum mlc_rc tunnel_start(struct tunnel_client **out, const struct tunnel_opts *o
         free(t);
         return rc;
     }
+    /* the relay forgets what we ACK: inbox commits wait for the disk */
+    sqlite3_exec(t->st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
     t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
@@ -540,6 +594,8 @@ void tunnel_stop(struct tunnel_client *t)
         lws_context_destroy(t->ctx);
     }
     drop_queue(t);
+    free_pending(t);
+    free(t->pend);
     mlc_buf_release(&t->rx);
     for (struct cmdq *lists[2] = { t->cmds, t->answers }, **l = lists; l < lists + 2; l++) {
         while (*l) {

@@ -72,6 +72,13 @@ struct pend {
     char *body;
 };
 
+/* ACKs of one tenant received in this loop pass, recorded in one transaction */
+struct ackq {
+    char tenant[TENANT_NAME_MAX + 1];
+    long long *seqs;
+    size_t n, cap;
+};
+
 struct metrics {
     unsigned long long hooks[2][6]; /* kind x {stored, duplicate, 400, 401, 404, 413} */
     unsigned long long store_errors, commits, committed, sent, acked, resent_after_lease;
@@ -90,7 +97,10 @@ struct relay {
     struct pend *pend;
     size_t npend, cappend;
     int commit_scheduled;
-    lws_sorted_usec_list_t commit_sul, tick_sul;
+    lws_sorted_usec_list_t commit_sul, tick_sul, ack_sul;
+    struct ackq *acks;
+    size_t nacks, capacks;
+    int ack_scheduled;
     struct metrics m;
     long long started_ms;
     int multi_node; /* a shared store: other nodes may leave leases behind */
@@ -312,6 +322,75 @@ static int on_hello(struct tunnel *t, const struct mlc_frame *f)
     return 0;
 }
 
+static void ack_cb(lws_sorted_usec_list_t *sul)
+{
+    struct mlc_errbuf err = { 0 };
+
+    (void)sul;
+    R->ack_scheduled = 0;
+    for (size_t i = 0; i < R->nacks; i++) {
+        struct ackq *q = &R->acks[i];
+        struct tunnel *t;
+        if (q->n == 0) {
+            continue;
+        }
+        if (R->store->ops->deliveries_ack(R->store, q->tenant, q->seqs, q->n, now_ms(), &err) != MLC_OK) {
+            mlc_error("relay: recording %zu ACKs of tenant %s failed: %s (they will be re-sent)", q->n,
+                      q->tenant, mlc_err_msg(&err));
+            mlc_err_reset(&err);
+        }
+        R->m.acked += q->n;
+        t = tunnel_of(q->tenant);
+        if (t != NULL) {
+            t->inflight = t->inflight > (int)q->n ? t->inflight - (int)q->n : 0;
+            t->last_ack_ms = now_ms();
+            if (t->inflight < R->cfg->window / 2) {
+                tunnel_pump(t);
+            }
+        }
+        q->n = 0;
+    }
+}
+
+static void queue_ack(struct tunnel *t, long long seq)
+{
+    struct ackq *q = NULL;
+
+    for (size_t i = 0; i < R->nacks; i++) {
+        if (strcmp(R->acks[i].tenant, t->tenant) == 0) {
+            q = &R->acks[i];
+            break;
+        }
+    }
+    if (q == NULL) {
+        /* reuse an empty slot before growing */
+        for (size_t i = 0; i < R->nacks; i++) {
+            if (R->acks[i].n == 0) {
+                q = &R->acks[i];
+                break;
+            }
+        }
+        if (q == NULL) {
+            if (R->nacks == R->capacks) {
+                R->capacks = R->capacks ? 2 * R->capacks : 8;
+                R->acks = mlc_xrealloc(R->acks, R->capacks * sizeof(*R->acks));
+            }
+            q = &R->acks[R->nacks++];
+            memset(q, 0, sizeof(*q));
+        }
+        snprintf(q->tenant, sizeof(q->tenant), "%s", t->tenant);
+    }
+    if (q->n == q->cap) {
+        q->cap = q->cap ? 2 * q->cap : 64;
+        q->seqs = mlc_xrealloc(q->seqs, q->cap * sizeof(*q->seqs));
+    }
+    q->seqs[q->n++] = seq;
+    if (!R->ack_scheduled) {
+        R->ack_scheduled = 1;
+        lws_sul_schedule(R->ctx, 0, &R->ack_sul, ack_cb, 1);
+    }
+}
+
 static int on_frame(struct tunnel *t, const uint8_t *p, size_t n)
 {
     struct mlc_frame f;
@@ -334,22 +413,9 @@ static int on_frame(struct tunnel *t, const uint8_t *p, size_t n)
     case MLC_FRAME_HELLO:
         rv = t->authed ? 0 : on_hello(t, &f);
         break;
-    case MLC_FRAME_ACK: {
-        long long seq = (long long)f.seq;
-        if (R->store->ops->deliveries_ack(R->store, t->tenant, &seq, 1, now_ms(), &err) != MLC_OK) {
-            mlc_error("relay: recording ACK %lld of tenant %s failed: %s (it will be re-sent)", seq,
-                      t->tenant, mlc_err_msg(&err));
-        }
-        R->m.acked++;
-        if (t->inflight > 0) {
-            t->inflight--;
-        }
-        t->last_ack_ms = now_ms();
-        if (t->inflight < R->cfg->window / 2) {
-            tunnel_pump(t);
-        }
+    case MLC_FRAME_ACK:
+        queue_ack(t, (long long)f.seq);
         break;
-    }
     case MLC_FRAME_STATUS:
         if (f.seq != 0) {
             R->store->ops->command_answer(R->store, (long long)f.seq, f.json, now_ms(), &err);
@@ -963,11 +1029,16 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
             break;
         }
     }
+    ack_cb(NULL); /* what the agents acknowledged is not sent again */
     mlc_info("relay: stopping (%llu webhooks stored, %llu delivered)", r.m.committed, r.m.acked);
     lws_context_destroy(r.ctx);
     for (size_t i = 0; i < r.npend; i++) {
         free(r.pend[i].body);
     }
+    for (size_t i = 0; i < r.nacks; i++) {
+        free(r.acks[i].seqs);
+    }
+    free(r.acks);
     free(r.pend);
     r.store->ops->close(r.store);
     R = NULL;
