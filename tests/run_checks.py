@@ -4,7 +4,8 @@
 
 Builds a developer build (-Werror) and an ASan+UBSan build, and runs in each:
 the C unit tests, the fuzz-corpus replays and the integration tests (real
-mlc-agent against the simulators). The simulator self-test runs once. Every
+mlc-agent and mlc-relay against the simulators, SQLite and a PostgreSQL
+server the tests start on 127.0.0.1). The simulator self-test runs once. Every
 part ends with an "N passed, N failed" line; the totals close the run.
 """
 import argparse
@@ -54,6 +55,8 @@ def suite(out, quick):
     tests_dir = os.path.join(ROOT, out, "tests")
     for t in sorted(os.listdir(tests_dir)):
         path = os.path.join(tests_dir, t)
+        if t.endswith("_driver"):
+            continue  # a helper binary of an integration test, not a unit test
         if os.access(path, os.X_OK) and not os.path.isdir(path):
             results.append(run_part(f"unit {t} [{out}]", [path]))
     fuzz_dir = os.path.join(ROOT, out, "fuzz")
@@ -61,10 +64,21 @@ def suite(out, quick):
         target = f[len("replay_"):]
         corpus = os.path.join(ROOT, "tests", "fuzz", "corpus", target)
         results.append(run_part(f"fuzz replay {target} [{out}]", [os.path.join(fuzz_dir, f), corpus]))
-    cmd = [sys.executable, "tests/integration/test_agent.py", "--agent", os.path.join(out, "mlc-agent")]
-    if quick:
-        cmd.append("--quick")
-    results.append(run_part(f"integration [{out}]", cmd))
+    agent = os.path.join(out, "mlc-agent")
+    relay = os.path.join(out, "mlc-relay")
+    q = ["--quick"] if quick else []
+    parts = [
+        ("integration agent", ["tests/integration/test_agent.py", "--agent", agent] + q),
+        ("integration write-back", ["tests/integration/test_writeback.py", "--agent", agent]),
+        ("integration jira webhooks", ["tests/integration/test_jira_watch.py", "--driver",
+                                       os.path.join(out, "tests", "jira_watch_driver")]),
+        ("integration relay store on PostgreSQL", ["tests/integration/test_store_pg.py", "--bin",
+                                                   os.path.join(out, "tests", "test_store")]),
+        ("integration relay + tunnel", ["tests/integration/test_relay.py", "--agent", agent,
+                                        "--relay", relay] + q),
+    ]
+    for name, cmd in parts:
+        results.append(run_part(f"{name} [{out}]", [sys.executable] + cmd))
     return results
 
 
