@@ -412,20 +412,8 @@ void writeback_free(struct writeback *wb)
 
 /* ------------------------------------------------------------------- drain */
 
-/* What one Jira webhook body says (strings lent from root). */
-struct wb_event {
-    cJSON *root;
-    const char *event; /* webhookEvent */
-    const char *issue_key;
-    const char *author; /* user.accountId */
-    const char *status; /* the last status changelog item's toString */
-    const char *from;   /* its fromString */
-    const cJSON *labels;
-    long long at_ms; /* timestamp, 0 when absent */
-};
-
 /* Parse a delivery body; MLC_E_PROTO with a message when it is not JSON. */
-static enum mlc_rc event_parse(const char *body, struct wb_event *ev, struct mlc_errbuf *err)
+enum mlc_rc writeback_event_parse(const char *body, struct wb_event *ev, struct mlc_errbuf *err)
 {
     const cJSON *issue, *items, *it, *ts;
 
@@ -626,7 +614,7 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
 
     o.flow = any_flow(a, type);
     o.detail = detail;
-    if (event_parse(r->body, &ev, &perr) != MLC_OK) {
+    if (writeback_event_parse(r->body, &ev, &perr) != MLC_OK) {
         snprintf(detail, sizeof(detail), "delivery %lld (%s): %s", r->seq, r->kind,
                  mlc_err_msg(&perr));
         o.state = "dead";

@@ -47,6 +47,21 @@ struct wb_stats {
     long retry;     /* failed for now, retried later */
 };
 
+/* What one Jira webhook body says (strings lent from root; the caller
+ * frees root with cJSON_Delete, also after an error). */
+struct wb_event {
+    cJSON *root;
+    const char *event;     /* webhookEvent */
+    const char *issue_key;
+    const char *author;    /* user.accountId */
+    const char *status;    /* the last status changelog item's toString */
+    const char *from;      /* its fromString */
+    const cJSON *labels;
+    long long at_ms;       /* timestamp, 0 when absent */
+};
+/* Parse a delivery body (network input); MLC_E_PROTO when it is not a JSON object. */
+enum mlc_rc writeback_event_parse(const char *body, struct wb_event *ev, struct mlc_errbuf *err);
+
 /* Apply up to max pending inbox deliveries (oldest first) using the agent's
  * own state handle. Returns MLC_OK unless the state database failed. */
 enum mlc_rc writeback_drain(struct agent *a, int max, struct wb_stats *ws, struct mlc_errbuf *err);
