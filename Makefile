@@ -113,8 +113,8 @@ check: need-deps
 check-build: need-deps $(O)/mlc-agent $(O)/mlc-relay $(UNIT_BIN) $(FUZZ_BIN)
 
 demo: need-deps
-	@$(MAKE) --no-print-directory $(O)/mlc-agent
-	@$(PYTHON) tests/demo.py --agent $(O)/mlc-agent $(if $(ONCE),--once)
+	@$(MAKE) --no-print-directory $(O)/mlc-agent $(O)/mlc-relay
+	@$(PYTHON) tests/demo.py --agent $(O)/mlc-agent --relay $(O)/mlc-relay $(if $(ONCE),--once)
 
 bench: need-deps
 	@$(MAKE) --no-print-directory O=build/bench build/bench/mlc-agent build/bench/mlc-relay \
@@ -134,5 +134,12 @@ style:
 
 clean:
 	rm -rf build
+
+# tests/integration/test_jira_watch.py calls the Jira connector's watch() and
+# changes() through this small program (it needs no agent run loop).
+JIRA_WATCH_DRIVER := $(O)/tests/jira_watch_driver
+$(JIRA_WATCH_DRIVER): $(O)/tests/integration/jira_watch_driver.o $(O)/libmlc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

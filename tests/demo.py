@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """make demo: start the JD Edwards and Jira simulators (seeded with a few
-hundred realistic work orders), sync them with the real agent, show the state
-database summary, then keep the agent running on its schedule until Ctrl-C.
-With --once: one full cycle, a summary line per flow, exit 0."""
+hundred realistic work orders) and mlc-relay, sync the work orders with the
+real agent, start the agent with its relay tunnel, move one Jira issue to
+"In Progress" in the simulator and show the status arriving in JD Edwards
+(Jira webhook -> relay -> tunnel -> agent -> orchestration). Then keep
+everything running until Ctrl-C. With --once: exit 0 after that round trip."""
 import argparse
 import os
 import signal
@@ -13,30 +15,50 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import relay_harness as rh  # noqa: E402
+import json  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--agent", required=True)
+    ap.add_argument("--relay", required=True)
     ap.add_argument("--once", action="store_true")
     ap.add_argument("--orders", type=int, default=400)
     args = ap.parse_args()
     agent = os.path.abspath(args.agent)
     work = os.path.join(harness.ROOT, "build", "demo")
     os.makedirs(work, exist_ok=True)
-    for f in ("state.db", "state.db-wal", "state.db-shm"):
+    for f in ("state.db", "state.db-wal", "state.db-shm", "relay.db", "relay.db-wal", "relay.db-shm"):
         try:
             os.unlink(os.path.join(work, f))
         except FileNotFoundError:
             pass
     print(f"demo: starting the JD Edwards AIS simulator ({args.orders} work orders) and the Jira simulator")
     jde = harness.Sim("jde_sim.py", ["--seed", str(args.orders)], log=os.path.join(work, "jde-sim.log"))
-    jira = harness.Sim("jira_sim.py", [], log=os.path.join(work, "jira-sim.log"))
+    jira = harness.Sim("jira_sim.py", ["--webhook-retry-scale", "0.01"], log=os.path.join(work, "jira-sim.log"))
+    relay = rh.Relay(os.path.abspath(args.relay), workdir=work, log=os.path.join(work, "relay.log"))
+    tenant = relay.tenant_add("demo")
+    relay.start()
     config = harness.make_config(work, jde.url, jira.url, flow={"schedule": "every 1m"},
                                  agent={"log_level": "info"})
-    print(f"demo: JD Edwards AIS at {jde.url}/jderest, Jira at {jira.url}")
+    cfg = json.load(open(config))
+    cfg["relay"] = {"url": relay.tunnel_url, "tenant": "demo", "key": "${MLC_RELAY_KEY}",
+                    "hook_secret": "${MLC_HOOK_SECRET}", "watch_every": "1m"}
+    cfg["flows"]["jde_workorders"]["writeback"] = {
+        "orchestration": "MLC_UpdateWOStatus",
+        "inputs": {"WorkOrder": "{key}", "Status": "{code}"},
+        "status_map": {"To Do": "10", "In Progress": "40", "Done": "95"},
+        "hold": {"statuses": ["Blocked"], "orchestration": "MLC_HoldWorkOrder",
+                 "inputs": {"WorkOrder": "{key}", "HoldCode": "H1"}}}
+    json.dump(cfg, open(config, "w"), indent=2)
+    env = harness.agent_env()
+    env["MLC_RELAY_KEY"] = tenant["agent_key"]
+    env["MLC_HOOK_SECRET"] = tenant["jira_webhook_secret"]
+    print(f"demo: JD Edwards AIS at {jde.url}/jderest, Jira at {jira.url}, relay at {relay.base}")
     print(f"demo: agent configuration {config}")
     rc = 0
+    p = None
     try:
         r = harness.run_agent(agent, config, "ping")
         sys.stdout.write(r.stdout)
@@ -48,27 +70,58 @@ def main():
         issues = jira.ctl("/_sim/issues")
         print(f"demo: Jira now holds {len(issues)} issues, e.g. {issues[0]['key']}: "
               f"{issues[0]['fields']['summary']}" if issues else "demo: Jira holds no issues")
-        r = harness.run_agent(agent, config, "status")
+        print("demo: starting the agent with its tunnel to the relay (it registers a Jira webhook)")
+        p = subprocess.Popen([agent, "-c", config, "run"], env=env)
+        wo, key = round_trip(jde, jira, relay, work)
+        if wo is None:
+            rc = 1
+        r = harness.run_agent(agent, config, "status", env=env)
         sys.stdout.write(r.stdout)
         print("demo: the status web page arrives with a later release (default 127.0.0.1:8089);"
               f" until then: {agent} -c {config} status")
         if args.once:
             return rc
-        print("demo: agent running every minute; change work orders with\n"
+        print("demo: agent running every minute; change work orders or move issues with\n"
               f"  curl -s -X POST {jde.url}/_sim/touch -d '{{\"count\": 10}}'\n"
+              f"  curl -s -X POST {jira.url}/_sim/transition -d '{{\"key\": \"{key}\", \"to\": \"Done\"}}'\n"
               "press Ctrl-C to stop")
-        p = subprocess.Popen([agent, "-c", config, "run"], env=harness.agent_env())
-        try:
-            p.wait()
-        except KeyboardInterrupt:
-            p.send_signal(signal.SIGTERM)
-            p.wait(timeout=30)
+        p.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)
+        relay.stop()
         jde.stop()
         jira.stop()
     return rc
+
+
+def round_trip(jde, jira, relay, work):
+    """Move one issue in Jira; wait for its work order's status in JD Edwards."""
+    import sqlite3
+    con = sqlite3.connect(os.path.join(work, "state.db"), timeout=10)
+    wo, key = con.execute("SELECT source_key, target_key FROM state_ledger ORDER BY source_key LIMIT 1").fetchone()
+    con.close()
+    deadline = time.monotonic() + 30
+    while relay.metrics().get("mlc_relay_tunnels", 0) < 1 or not jira.ctl("/_sim/webhooks").get("admin"):
+        if time.monotonic() > deadline:
+            print("demo: the agent did not connect to the relay or register its webhook; see " + relay.log_path)
+            return None, key
+        time.sleep(0.2)
+    print(f"demo: moving Jira issue {key} to In Progress (the Jira simulator sends a signed webhook)")
+    jira.ctl("/_sim/transition", {"key": key, "to": "In Progress"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = jde.ctl(f"/_sim/rows?table=F4801&key={wo}")
+        if str(row["SRST"]).strip() == "40":
+            print(f"demo: JD Edwards work order {wo} now has status 40 (In Progress), written by "
+                  f"{str(row['PID']).strip()}: Jira -> relay -> tunnel -> agent -> orchestration")
+            return wo, key
+        time.sleep(0.2)
+    print(f"demo: work order {wo} did not change within 30 s; see {relay.log_path} and the agent log")
+    return None, key
 
 
 if __name__ == "__main__":
