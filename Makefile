@@ -136,10 +136,12 @@ clean:
 	rm -rf build
 
 # tests/integration/test_jira_watch.py calls the Jira connector's watch() and
-# changes() through this small program (it needs no agent run loop).
+# changes() through this small program (it needs no agent run loop); make
+# check builds it with the rest.
 JIRA_WATCH_DRIVER := $(O)/tests/jira_watch_driver
 $(JIRA_WATCH_DRIVER): $(O)/tests/integration/jira_watch_driver.o $(O)/libmlc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+check-build: $(JIRA_WATCH_DRIVER)
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

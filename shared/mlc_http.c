@@ -111,12 +111,11 @@ enum mlc_rc mlc_http_classify(long status, int has_retry_after)
     return MLC_E_REJECTED;
 }
 
-long mlc_retry_after_parse(const char *value, long long now_epoch)
+long long mlc_http_date_parse(const char *value)
 {
     static const char *const months[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
     const char *p = value;
-    long long secs = 0;
     char wk[4], mon[4], zone[4];
     int d, y, hh, mm, ss, consumed = 0;
     struct tm tm;
@@ -126,19 +125,6 @@ long mlc_retry_after_parse(const char *value, long long now_epoch)
     }
     while (*p == ' ' || *p == '\t') {
         p++;
-    }
-    if (isdigit((unsigned char)*p)) {
-        while (isdigit((unsigned char)*p)) {
-            secs = secs * 10 + (*p - '0');
-            if (secs > 3600) {
-                secs = 3600;
-            }
-            p++;
-        }
-        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
-            p++;
-        }
-        return *p ? -1 : (long)(secs * 1000);
     }
     /* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" */
     if (sscanf(p, "%3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d %3[A-Z]%n", wk, &d, mon, &y, &hh,
@@ -162,7 +148,38 @@ long mlc_retry_after_parse(const char *value, long long now_epoch)
     tm.tm_hour = hh;
     tm.tm_min = mm;
     tm.tm_sec = ss;
-    secs = (long long)timegm(&tm) - now_epoch;
+    return (long long)timegm(&tm);
+}
+
+long mlc_retry_after_parse(const char *value, long long now_epoch)
+{
+    const char *p = value;
+    long long secs = 0, when;
+
+    if (value == NULL) {
+        return -1;
+    }
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    if (isdigit((unsigned char)*p)) {
+        while (isdigit((unsigned char)*p)) {
+            secs = secs * 10 + (*p - '0');
+            if (secs > 3600) {
+                secs = 3600;
+            }
+            p++;
+        }
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+            p++;
+        }
+        return *p ? -1 : (long)(secs * 1000);
+    }
+    when = mlc_http_date_parse(p);
+    if (when < 0) {
+        return -1;
+    }
+    secs = when - now_epoch;
     if (secs < 0) {
         secs = 0;
     }
@@ -241,6 +258,7 @@ static void header_value(const char *line, size_t n, const char *name, char *out
 struct hdr_sink {
     struct mlc_http_resp *resp;
     char retry_after[64];
+    char date[64];
 };
 
 static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
@@ -251,11 +269,13 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     /* a new status line (redirect, 100-continue) starts a fresh header set */
     if (n > 5 && strncmp(ptr, "HTTP/", 5) == 0) {
         hs->retry_after[0] = '\0';
+        hs->date[0] = '\0';
         hs->resp->etag[0] = '\0';
         hs->resp->content_type[0] = '\0';
     }
     header_value(ptr, n, "Retry-After", hs->retry_after, sizeof(hs->retry_after));
     header_value(ptr, n, "ETag", hs->resp->etag, sizeof(hs->resp->etag));
+    header_value(ptr, n, "Date", hs->date, sizeof(hs->date));
     header_value(ptr, n, "Content-Type", hs->resp->content_type, sizeof(hs->resp->content_type));
     return n;
 }
@@ -277,7 +297,7 @@ enum mlc_rc mlc_http_do(struct mlc_http *h, const struct mlc_http_req *rq,
 {
     struct curl_slist *hdrs = NULL;
     struct sink sink = { resp, 0 };
-    struct hdr_sink hs = { resp, "" };
+    struct hdr_sink hs = { resp, "", "" };
     char ua[64], shown[512], *auth = NULL;
     CURL *c = h->curl;
     CURLcode cc;
@@ -287,6 +307,7 @@ enum mlc_rc mlc_http_do(struct mlc_http *h, const struct mlc_http_req *rq,
     resp->body.max = h->opts.max_body;
     resp->status = 0;
     resp->retry_after_ms = -1;
+    resp->date = 0;
     resp->etag[0] = resp->content_type[0] = '\0';
     url_for_msg(rq->url, shown, sizeof(shown));
 
@@ -356,6 +377,11 @@ enum mlc_rc mlc_http_do(struct mlc_http *h, const struct mlc_http_req *rq,
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
     if (hs.retry_after[0]) {
         resp->retry_after_ms = mlc_retry_after_parse(hs.retry_after, (long long)time(NULL));
+    }
+    if (hs.date[0]) {
+        long long when = mlc_http_date_parse(hs.date);
+
+        resp->date = when > 0 ? when : 0;
     }
     rc = mlc_http_classify(resp->status, resp->retry_after_ms >= 0);
     if (rc != MLC_OK) {

@@ -45,6 +45,7 @@ struct mlc_http_resp {
     long retry_after_ms;   /* parsed Retry-After, -1 when absent/invalid */
     char etag[256];        /* ETag header value, "" when absent */
     char content_type[128];
+    long long date;        /* Date header (the server's clock), epoch s; 0 when absent/invalid */
 };
 
 struct mlc_http;
@@ -85,6 +86,10 @@ enum mlc_rc mlc_http_classify(long status, int has_retry_after);
 /* Parse a Retry-After value (delta-seconds or an IMF-fixdate HTTP-date) into
  * milliseconds from now_epoch. Returns -1 if unparseable; caps at 1 hour. */
 long mlc_retry_after_parse(const char *value, long long now_epoch);
+
+/* Parse an IMF-fixdate HTTP-date ("Sun, 06 Nov 1994 08:49:37 GMT", as in the
+ * Date header) into epoch seconds. Returns -1 if unparseable. */
+long long mlc_http_date_parse(const char *value);
 
 /* Full-jitter backoff: random in [0, min(cap, base * 2^attempt)]. */
 long mlc_backoff_ms(int attempt, long base_ms, long cap_ms);

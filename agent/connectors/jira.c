@@ -2037,6 +2037,1060 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------- change notifications */
+
+/* Re-check a registration at least this often, and never sooner than this. */
+#define JIRA_WATCH_MAX_MS   (6LL * 3600000LL)
+#define JIRA_WATCH_MIN_MS   60000LL
+#define JIRA_WATCH_RETRY_MS (5LL * 60000LL)
+/* In poll mode, look again for a usable (admin) webhook this often. */
+#define JIRA_POLL_RECHECK_MS 3600000LL
+#define JIRA_HOOK_EVENT      "jira:issue_updated"
+#define JIRA_HOOK_MAX_PAGES  20
+
+static const cJSON *json_member(const cJSON *obj, const char *key)
+{
+    return cJSON_GetObjectItemCaseSensitive(obj, key);
+}
+
+static int digits_at(const char *s, int n, int *out)
+{
+    int v = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) {
+            return -1;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int jira_time_parse(const char *s, long long *ms)
+{
+    int y, mo, d, hh, mi, ss, frac = 0, fdig = 0, zh = 0, zm = 0, sign = 1;
+    static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    const char *p;
+    struct tm tm;
+
+    if (s == NULL || strlen(s) < 19) {
+        return -1;
+    }
+    if (digits_at(s, 4, &y) || s[4] != '-' || digits_at(s + 5, 2, &mo) || s[7] != '-' ||
+        digits_at(s + 8, 2, &d) || (s[10] != 'T' && s[10] != ' ') || digits_at(s + 11, 2, &hh) ||
+        s[13] != ':' || digits_at(s + 14, 2, &mi) || s[16] != ':' || digits_at(s + 17, 2, &ss)) {
+        return -1;
+    }
+    p = s + 19;
+    if (*p == '.') {
+        for (p++; isdigit((unsigned char)*p); p++) {
+            if (fdig < 3) {
+                frac = frac * 10 + (*p - '0');
+                fdig++;
+            }
+        }
+        if (fdig == 0) {
+            return -1;
+        }
+        for (; fdig < 3; fdig++) {
+            frac *= 10;
+        }
+    }
+    if (*p == 'Z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        sign = *p == '-' ? -1 : 1;
+        p++;
+        if (digits_at(p, 2, &zh) != 0) {
+            return -1;
+        }
+        p += 2;
+        if (*p == ':') {
+            p++;
+        }
+        if (digits_at(p, 2, &zm) != 0) {
+            return -1;
+        }
+        p += 2;
+    } else {
+        return -1; /* without a zone the instant is ambiguous */
+    }
+    if (*p != '\0' || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || hh > 23 ||
+        mi > 59 || ss > 60 || zh > 23 || zm > 59) {
+        return -1;
+    }
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = hh;
+    tm.tm_min = mi;
+    tm.tm_sec = ss;
+    *ms = ((long long)timegm(&tm) - sign * (zh * 3600LL + zm * 60LL)) * 1000LL + frac;
+    return 0;
+}
+
+void jira_time_format(long long ms, char *out, size_t n)
+{
+    time_t secs;
+    struct tm tm;
+    char full[48];
+    size_t k;
+    int milli;
+
+    if (n == 0) {
+        return;
+    }
+    if (ms < 0) {
+        ms = 0;
+    }
+    secs = (time_t)(ms / 1000);
+    milli = (int)(ms % 1000);
+    gmtime_r(&secs, &tm);
+    k = strftime(full, sizeof(full) - 10, "%Y-%m-%dT%H:%M:%S", &tm);
+    full[k++] = '.';
+    full[k++] = (char)('0' + milli / 100);
+    full[k++] = (char)('0' + milli / 10 % 10);
+    full[k++] = (char)('0' + milli % 10);
+    memcpy(full + k, "+0000", 6);
+    k += 5;
+    if (k > n - 1) {
+        k = n - 1;
+    }
+    memcpy(out, full, k);
+    out[k] = '\0';
+}
+
+int jira_expiration_parse(const cJSON *v, long long *ms)
+{
+    if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+
+        if (!(d >= 0 && d < 1e15)) {
+            return -1;
+        }
+        *ms = (long long)d;
+        return 0;
+    }
+    if (cJSON_IsString(v) && v->valuestring[0] != '\0') {
+        const char *s = v->valuestring;
+        size_t i;
+
+        for (i = 0; isdigit((unsigned char)s[i]); i++) {
+        }
+        if (s[i] == '\0' && i < 16) {
+            *ms = strtoll(s, NULL, 10);
+            return 0;
+        }
+        return jira_time_parse(s, ms);
+    }
+    return -1;
+}
+
+enum mlc_rc jira_jql_project(struct mlc_buf *b, const char *project)
+{
+    size_t i;
+    int plain;
+
+    if (empty(project)) {
+        return MLC_E_INVAL;
+    }
+    plain = isupper((unsigned char)project[0]);
+    for (i = 0; plain && project[i] != '\0'; i++) {
+        plain = isupper((unsigned char)project[i]) || isdigit((unsigned char)project[i]) ||
+                project[i] == '_';
+    }
+    if (plain) {
+        return mlc_buf_addf(b, "project = %s", project);
+    }
+    if (mlc_buf_adds(b, "project = ") != MLC_OK) {
+        return MLC_E_NOMEM;
+    }
+    return jql_quote(b, project);
+}
+
+/* Minutes the changes() query looks back: from since to now, plus overlap. */
+static long long changes_minutes(long long since_ms, long long now_ms)
+{
+    long long mins = since_ms < now_ms ? (now_ms - since_ms) / 60000 : 0;
+
+    if (mins > 10LL * 366 * 1440) {
+        mins = 10LL * 366 * 1440; /* a cursor years old: ten years is everything */
+    }
+    return mins + 2;
+}
+
+enum mlc_rc jira_jql_changes(struct mlc_buf *b, const char *project, long long since_ms,
+                             long long server_now_ms)
+{
+    enum mlc_rc rc = jira_jql_project(b, project);
+
+    if (rc == MLC_OK) {
+        rc = mlc_buf_addf(b, " AND updated >= \"-%lldm\" ORDER BY updated ASC",
+                          changes_minutes(since_ms, server_now_ms));
+    }
+    return rc;
+}
+
+static cJSON *xstr(const char *s)
+{
+    cJSON *v = s != NULL ? cJSON_CreateString(s) : cJSON_CreateNull();
+
+    if (v == NULL) {
+        MLC_BUG("out of memory building a json string");
+    }
+    return v;
+}
+
+/* The oldest status change at or after window_ms in an issue's changelog
+ * (*first), and the newest (*last) with its history (for author and time). */
+struct status_scan {
+    const cJSON *first, *last, *last_history;
+    long long first_ms, last_ms;
+};
+
+static void scan_changelog(const cJSON *issue, long long window_ms, struct status_scan *sc)
+{
+    const cJSON *h, *it;
+
+    memset(sc, 0, sizeof(*sc));
+    cJSON_ArrayForEach(h, mlc_json_arr(mlc_json_obj(issue, "changelog"), "histories"))
+    {
+        long long when;
+
+        if (jira_time_parse(mlc_json_str(h, "created"), &when) != 0 || when < window_ms) {
+            continue;
+        }
+        cJSON_ArrayForEach(it, mlc_json_arr(h, "items"))
+        {
+            const char *field = mlc_json_str(it, "fieldId");
+
+            if (field == NULL) {
+                field = mlc_json_str(it, "field");
+            }
+            if (field == NULL || strcmp(field, "status") != 0) {
+                continue;
+            }
+            if (sc->first == NULL || when < sc->first_ms) {
+                sc->first = it;
+                sc->first_ms = when;
+            }
+            if (sc->last == NULL || when >= sc->last_ms) {
+                sc->last = it;
+                sc->last_ms = when;
+                sc->last_history = h;
+            }
+        }
+    }
+}
+
+cJSON *jira_change_event(const cJSON *issue, cJSON *seen, long long window_ms, int emit)
+{
+    const char *key = mlc_json_str(issue, "key");
+    const cJSON *fields = mlc_json_obj(issue, "fields");
+    const cJSON *status = mlc_json_obj(fields, "status");
+    const cJSON *prev, *labels;
+    const char *sname = mlc_json_str(status, "name");
+    char sid[32], from_id[64] = "", from_name[256] = "", id[32];
+    int have_from = 0, changed = 0;
+    struct status_scan sc;
+    cJSON *ev = NULL, *entry, *user, *iss, *f, *cl, *items, *item;
+    long long when = 0;
+
+    if (empty(key) || status == NULL || id_text(status, "id", sid, sizeof(sid)) != 0 ||
+        sname == NULL || !cJSON_IsObject(seen)) {
+        return NULL;
+    }
+    scan_changelog(issue, window_ms, &sc);
+    prev = cJSON_GetObjectItemCaseSensitive(seen, key);
+    if (cJSON_IsArray(prev) && cJSON_IsString(cJSON_GetArrayItem(prev, 0)) &&
+        cJSON_IsString(cJSON_GetArrayItem(prev, 1))) {
+        snprintf(from_id, sizeof(from_id), "%s", cJSON_GetArrayItem(prev, 0)->valuestring);
+        snprintf(from_name, sizeof(from_name), "%s", cJSON_GetArrayItem(prev, 1)->valuestring);
+        have_from = 1;
+        changed = strcmp(from_id, sid) != 0;
+    } else if (sc.first != NULL) {
+        /* not seen before: its changelog says whether the status moved lately */
+        const char *fi = mlc_json_str(sc.first, "from");
+        const char *fs = mlc_json_str(sc.first, "fromString");
+
+        snprintf(from_id, sizeof(from_id), "%s", fi != NULL ? fi : "");
+        snprintf(from_name, sizeof(from_name), "%s", fs != NULL ? fs : "");
+        have_from = fi != NULL || fs != NULL;
+        changed = fi != NULL ? strcmp(fi, sid) != 0 : (fs == NULL || strcmp(fs, sname) != 0);
+    }
+    if (emit && changed) {
+        ev = mlc_json_xobj();
+        mlc_json_xadd_str(ev, "webhookEvent", JIRA_HOOK_EVENT);
+        mlc_json_xadd_str(ev, "issue_event_type_name", "issue_generic");
+        /* the change's own time when the changelog has it: the same change
+         * gets the same timestamp however often it is seen */
+        if (sc.last != NULL) {
+            when = sc.last_ms;
+        } else if (jira_time_parse(mlc_json_str(fields, "updated"), &when) != 0) {
+            when = 0;
+        }
+        mlc_json_xadd_num(ev, "timestamp", (double)when);
+        user = mlc_json_xobj();
+        if (sc.last_history != NULL) {
+            const cJSON *author = mlc_json_obj(sc.last_history, "author");
+
+            if (mlc_json_str(author, "accountId") != NULL) {
+                mlc_json_xadd_str(user, "accountId", mlc_json_str(author, "accountId"));
+            }
+            if (mlc_json_str(author, "displayName") != NULL) {
+                mlc_json_xadd_str(user, "displayName", mlc_json_str(author, "displayName"));
+            }
+        }
+        mlc_json_xadd(ev, "user", user);
+        iss = mlc_json_xobj();
+        if (id_text(issue, "id", id, sizeof(id)) == 0) {
+            mlc_json_xadd_str(iss, "id", id);
+        }
+        mlc_json_xadd_str(iss, "key", key);
+        if (mlc_json_str(issue, "self") != NULL) {
+            mlc_json_xadd_str(iss, "self", mlc_json_str(issue, "self"));
+        }
+        f = mlc_json_xobj();
+        mlc_json_xadd(f, "status", xdup(status));
+        labels = mlc_json_arr(fields, "labels");
+        mlc_json_xadd(f, "labels", labels != NULL ? xdup(labels) : mlc_json_xarr());
+        mlc_json_xadd(iss, "fields", f);
+        mlc_json_xadd(ev, "issue", iss);
+        cl = mlc_json_xobj();
+        items = mlc_json_xarr();
+        item = mlc_json_xobj();
+        mlc_json_xadd_str(item, "field", "status");
+        mlc_json_xadd_str(item, "fieldtype", "jira");
+        mlc_json_xadd_str(item, "fieldId", "status");
+        mlc_json_xadd(item, "from", xstr(have_from && from_id[0] ? from_id : NULL));
+        mlc_json_xadd(item, "fromString", xstr(have_from && from_name[0] ? from_name : NULL));
+        mlc_json_xadd_str(item, "to", sid);
+        mlc_json_xadd_str(item, "toString", sname);
+        cJSON_AddItemToArray(items, item);
+        mlc_json_xadd(cl, "items", items);
+        mlc_json_xadd(ev, "changelog", cl);
+    }
+    /* remember the status; the entry moves to the end (most recently seen) */
+    cJSON_DeleteItemFromObjectCaseSensitive(seen, key);
+    entry = mlc_json_xarr();
+    cJSON_AddItemToArray(entry, xstr(sid));
+    cJSON_AddItemToArray(entry, xstr(sname));
+    mlc_json_xadd(seen, key, entry);
+    return ev;
+}
+
+void jira_seen_trim(cJSON *seen, size_t max)
+{
+    while (seen != NULL && seen->child != NULL && (size_t)cJSON_GetArraySize(seen) > max) {
+        cJSON_Delete(cJSON_DetachItemViaPointer(seen, seen->child));
+    }
+}
+
+/* ---- watch(): keep a webhook registered ---- */
+
+static long long wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* The server's clock from the Date header, or fallback. */
+static long long server_ms(const struct mlc_http_resp *resp, long long fallback)
+{
+    return resp->date > 0 ? resp->date * 1000LL : fallback;
+}
+
+static void state_set(cJSON *state, const char *key, cJSON *val)
+{
+    if (val == NULL) {
+        MLC_BUG("out of memory building the watch state");
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(state, key);
+    mlc_json_xadd(state, key, val);
+}
+
+/* mode with its id (< 0: none); the other registration keys are dropped. */
+static void state_mode(cJSON *state, const char *mode, long long id)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(state, "id");
+    cJSON_DeleteItemFromObjectCaseSensitive(state, "expires_ms");
+    cJSON_DeleteItemFromObjectCaseSensitive(state, "reason");
+    state_set(state, "mode", cJSON_CreateString(mode));
+    if (id >= 0) {
+        state_set(state, "id", cJSON_CreateNumber((double)id));
+    }
+}
+
+/* The webhook id this state already knows for mode, or -1. */
+static long long state_id(const cJSON *state, const char *mode)
+{
+    const char *m = mlc_json_str(state, "mode");
+    double id = mlc_json_num(state, "id", -1);
+
+    if (m == NULL || strcmp(m, mode) != 0 || !(id >= 0 && id < 1e15)) {
+        return -1;
+    }
+    return (long long)id;
+}
+
+/* No webhook can be used: the agent polls with changes(). The reason is
+ * logged as a warning when it is new, so an hourly re-check stays quiet. */
+static void watch_poll(struct conn *c, cJSON *state, const char *reason, long long now,
+                       long long *next_ms)
+{
+    const char *mode = mlc_json_str(state, "mode"), *old = mlc_json_str(state, "reason");
+
+    if (mode != NULL && strcmp(mode, "poll") == 0 && old != NULL && strcmp(old, reason) == 0) {
+        conn_log(c, MLC_LOG_DEBUG, "still polling for status changes: %s", reason);
+    } else {
+        conn_log(c, MLC_LOG_WARN, "%s; polling jira for status changes instead", reason);
+    }
+    state_mode(state, "poll", -1);
+    state_set(state, "reason", cJSON_CreateString(reason));
+    *next_ms = now + JIRA_POLL_RECHECK_MS;
+}
+
+static int has_event(const cJSON *events, const char *name)
+{
+    const cJSON *it;
+
+    cJSON_ArrayForEach(it, events)
+    {
+        if (cJSON_IsString(it) && strcmp(it->valuestring, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int json_id(const cJSON *v, long long *out)
+{
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e15) {
+        *out = (long long)v->valuedouble;
+        return 0;
+    }
+    if (cJSON_IsString(v) && isdigit((unsigned char)v->valuestring[0])) {
+        char *end;
+        long long n = strtoll(v->valuestring, &end, 10);
+
+        if (*end == '\0' && n >= 0) {
+            *out = n;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The agent-clock time to look again at a dynamic webhook expiring at expires
+ * (server clock): when fewer than 5 days remain, but at least every 6 hours. */
+static long long dyn_next(long long agent_now, long long server_now, long long expires)
+{
+    long long due = expires - JIRA_HOOK_REFRESH_MS - (server_now - agent_now);
+    long long next = agent_now + JIRA_WATCH_MAX_MS;
+
+    if (due < next) {
+        next = due;
+    }
+    if (next < agent_now + JIRA_WATCH_MIN_MS) {
+        next = agent_now + JIRA_WATCH_MIN_MS;
+    }
+    return next;
+}
+
+struct dyn_found {
+    long long id;      /* ours (url + filter + event), -1 when none */
+    long long expires; /* its expirationDate, -1 when unknown */
+    long long server_now;
+    cJSON *stale; /* ids registered for another URL */
+};
+
+/* List the app's dynamic webhooks (GET /rest/api/3/webhook, paged). */
+static enum mlc_rc dyn_find(struct conn *c, const char *url, const char *jql, long long want,
+                            struct dyn_found *out, long *status)
+{
+    long start = 0;
+    enum mlc_rc rc = MLC_OK;
+
+    for (int page = 0; page < JIRA_HOOK_MAX_PAGES; page++) {
+        struct mlc_http_resp resp = { 0 };
+        struct mlc_errbuf one = { 0 };
+        const cJSON *values, *it;
+        cJSON *root;
+        char path[96];
+        int n;
+
+        snprintf(path, sizeof(path), "/rest/api/3/webhook?startAt=%ld&maxResults=100", start);
+        rc = jira_call(c, "GET", path, NULL, &resp, &one);
+        *status = resp.status;
+        out->server_now = server_ms(&resp, out->server_now);
+        if (rc != MLC_OK) {
+            call_failed(c, "cannot list the dynamic webhooks", &one);
+            mlc_http_resp_release(&resp);
+            return rc;
+        }
+        root = mlc_json_parse(body_str(&resp), resp.body.len, "jira webhook list", &c->err);
+        mlc_http_resp_release(&resp);
+        values = mlc_json_arr(root, "values");
+        if (values == NULL) {
+            mlc_errf(&c->err, "jira webhook list: expected a page with 'values'");
+            cJSON_Delete(root);
+            return MLC_E_PROTO;
+        }
+        cJSON_ArrayForEach(it, values)
+        {
+            const char *u = mlc_json_str(it, "url"), *q = mlc_json_str(it, "jqlFilter");
+            long long id, exp;
+
+            if (json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &id) != 0 || u == NULL) {
+                continue;
+            }
+            if (strcmp(u, url) != 0) {
+                /* Jira allows one URL per app: these are left over from an old relay URL */
+                cJSON_AddItemToArray(out->stale, cJSON_CreateNumber((double)id));
+                continue;
+            }
+            if (q == NULL || strcmp(q, jql) != 0 ||
+                !has_event(mlc_json_arr(it, "events"), JIRA_HOOK_EVENT)) {
+                continue;
+            }
+            if (out->id < 0 || id == want) {
+                out->id = id;
+                if (jira_expiration_parse(json_member(it, "expirationDate"), &exp) != 0) {
+                    exp = -1; /* unreadable: refreshed to learn it */
+                }
+                out->expires = exp;
+            }
+        }
+        n = cJSON_GetArraySize(values);
+        start += n;
+        if (n == 0 || mlc_json_bool(root, "isLast", 1)) {
+            cJSON_Delete(root);
+            return MLC_OK;
+        }
+        cJSON_Delete(root);
+    }
+    mlc_errf(&c->err, "jira webhook list did not end after %d pages", JIRA_HOOK_MAX_PAGES);
+    return MLC_E_PROTO;
+}
+
+/* Body {"webhookIds":[...]} for refresh and delete. */
+static cJSON *ids_body(const cJSON *ids)
+{
+    cJSON *b = mlc_json_xobj();
+
+    mlc_json_xadd(b, "webhookIds", xdup(ids));
+    return b;
+}
+
+static enum mlc_rc dyn_refresh(struct conn *c, long long id, struct dyn_found *f)
+{
+    struct mlc_http_resp resp = { 0 };
+    struct mlc_errbuf one = { 0 };
+    cJSON *ids = mlc_json_xarr(), *body, *root = NULL;
+    long long exp;
+    enum mlc_rc rc;
+
+    cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)id));
+    body = ids_body(ids);
+    rc = jira_call(c, "PUT", "/rest/api/3/webhook/refresh", body, &resp, &one);
+    f->server_now = server_ms(&resp, f->server_now);
+    if (rc != MLC_OK) {
+        call_failed(c, "cannot refresh the dynamic webhook", &one);
+        goto out;
+    }
+    root = cJSON_ParseWithLength(body_str(&resp), resp.body.len);
+    if (jira_expiration_parse(json_member(root, "expirationDate"), &exp) == 0) {
+        f->expires = exp;
+    } else {
+        /* refreshed, but the date is unreadable: count the documented 30 days */
+        conn_log(c, MLC_LOG_DEBUG, "webhook refresh answer has no readable expirationDate");
+        f->expires = f->server_now + JIRA_HOOK_TTL_MS;
+    }
+    conn_log(c, MLC_LOG_INFO, "dynamic webhook %lld refreshed", id);
+out:
+    cJSON_Delete(root);
+    cJSON_Delete(body);
+    cJSON_Delete(ids);
+    mlc_http_resp_release(&resp);
+    return rc;
+}
+
+static void dyn_delete(struct conn *c, const cJSON *ids)
+{
+    struct mlc_http_resp resp = { 0 };
+    struct mlc_errbuf one = { 0 };
+    cJSON *body = ids_body(ids);
+    char *list = mlc_json_print(ids);
+
+    if (jira_call(c, "DELETE", "/rest/api/3/webhook", body, &resp, &one) == MLC_OK) {
+        conn_log(c, MLC_LOG_INFO, "deleted dynamic webhooks %s registered for another URL", list);
+    } else {
+        conn_log(c, MLC_LOG_WARN, "cannot delete old dynamic webhooks %s: %s", list,
+                 mlc_err_msg(&one));
+    }
+    free(list);
+    cJSON_Delete(body);
+    mlc_http_resp_release(&resp);
+}
+
+/* Register our dynamic webhook. *id stays -1 when Jira refused it; then
+ * reason says why (an operator matter, not a transient failure). */
+static enum mlc_rc dyn_register(struct conn *c, const char *url, const char *jql, long long *id,
+                                struct dyn_found *f, char *reason, size_t rn)
+{
+    struct mlc_http_resp resp = { 0 };
+    struct mlc_errbuf one = { 0 };
+    cJSON *body = mlc_json_xobj(), *hooks = mlc_json_xarr(), *hook = mlc_json_xobj();
+    cJSON *events = mlc_json_xarr(), *fids = mlc_json_xarr(), *root = NULL;
+    const cJSON *first, *it;
+    char text[400];
+    enum mlc_rc rc;
+
+    *id = -1;
+    mlc_json_xadd_str(body, "url", url);
+    cJSON_AddItemToArray(events, cJSON_CreateString(JIRA_HOOK_EVENT));
+    mlc_json_xadd(hook, "events", events);
+    mlc_json_xadd_str(hook, "jqlFilter", jql);
+    cJSON_AddItemToArray(fids, cJSON_CreateString("status"));
+    mlc_json_xadd(hook, "fieldIdsFilter", fids);
+    cJSON_AddItemToArray(hooks, hook);
+    mlc_json_xadd(body, "webhooks", hooks);
+    rc = jira_call(c, "POST", "/rest/api/3/webhook", body, &resp, &one);
+    f->server_now = server_ms(&resp, f->server_now);
+    if (rc != MLC_OK) {
+        if (resp.status >= 400 && resp.status < 500 && resp.status != 401 && resp.status != 408 &&
+            resp.status != 429 && !((struct jira *)c->priv)->auth_failed) {
+            jira_error_text(body_str(&resp), resp.body.len, text, sizeof(text));
+            set_msg(reason, rn, "jira refused to register a dynamic webhook (HTTP %ld: %s)%s",
+                    resp.status, text,
+                    resp.status == 403 ? ": the oauth app needs the manage:jira-webhook scope"
+                                       : "");
+            rc = MLC_OK;
+        } else {
+            call_failed(c, "cannot register the dynamic webhook", &one);
+        }
+        goto out;
+    }
+    root = mlc_json_parse(body_str(&resp), resp.body.len, "jira webhook registration", &c->err);
+    first = cJSON_GetArrayItem(mlc_json_arr(root, "webhookRegistrationResult"), 0);
+    if (json_id(cJSON_GetObjectItemCaseSensitive(first, "createdWebhookId"), id) == 0) {
+        f->expires = f->server_now + JIRA_HOOK_TTL_MS;
+        conn_log(c, MLC_LOG_INFO, "registered dynamic webhook %lld for %s (%s)", *id, url, jql);
+        goto out;
+    }
+    text[0] = '\0';
+    cJSON_ArrayForEach(it, mlc_json_arr(first, "errors"))
+    {
+        if (cJSON_IsString(it)) {
+            size_t k = strlen(text);
+
+            snprintf(text + k, sizeof(text) - k, "%s%s", k > 0 ? "; " : "", it->valuestring);
+        }
+    }
+    if (first == NULL) {
+        mlc_errf(&c->err, "jira webhook registration: no webhookRegistrationResult");
+        rc = MLC_E_PROTO;
+        goto out;
+    }
+    set_msg(reason, rn, "jira refused the dynamic webhook for '%s': %s", jql,
+            text[0] ? text : "no reason given");
+out:
+    cJSON_Delete(root);
+    cJSON_Delete(body);
+    mlc_http_resp_release(&resp);
+    return rc;
+}
+
+static enum mlc_rc watch_dynamic(struct conn *c, const struct watch_req *req, const char *jql,
+                                 cJSON *state, long long *next_ms)
+{
+    struct dyn_found f = { -1, -1, req->now_ms, mlc_json_xarr() };
+    long long want = state_id(state, "dynamic"), id;
+    char reason[600] = "";
+    long status = 0;
+    enum mlc_rc rc;
+
+    rc = dyn_find(c, req->url, jql, want, &f, &status);
+    if (rc != MLC_OK) {
+        if (status == 403) {
+            mlc_err_reset(&c->err);
+            watch_poll(c, state,
+                       "jira refused to list the dynamic webhooks (HTTP 403): the oauth app needs "
+                       "the manage:jira-webhook scope",
+                       req->now_ms, next_ms);
+            rc = MLC_OK;
+        }
+        goto out;
+    }
+    if (cJSON_GetArraySize(f.stale) > 0) {
+        dyn_delete(c, f.stale);
+    }
+    id = f.id;
+    if (id < 0) {
+        if (want >= 0) {
+            conn_log(c, MLC_LOG_INFO,
+                     "dynamic webhook %lld expired or was deleted: registering again", want);
+        }
+        rc = dyn_register(c, req->url, jql, &id, &f, reason, sizeof(reason));
+        if (rc != MLC_OK) {
+            goto out;
+        }
+        if (id < 0) {
+            watch_poll(c, state, reason, req->now_ms, next_ms);
+            goto out;
+        }
+    } else if (f.expires < 0 || f.expires - f.server_now < JIRA_HOOK_REFRESH_MS) {
+        rc = dyn_refresh(c, id, &f);
+        if (rc != MLC_OK) {
+            goto out;
+        }
+    }
+    state_mode(state, "dynamic", id);
+    state_set(state, "expires_ms", cJSON_CreateNumber((double)f.expires));
+    *next_ms = dyn_next(req->now_ms, f.server_now, f.expires);
+out:
+    cJSON_Delete(f.stale);
+    return rc;
+}
+
+/* The id at the end of an admin webhook's self link (.../webhook/72). */
+static long long admin_id(const cJSON *hook)
+{
+    const char *self = mlc_json_str(hook, "self"), *slash;
+    char *end;
+    long long id;
+
+    if (json_id(cJSON_GetObjectItemCaseSensitive(hook, "id"), &id) == 0) {
+        return id;
+    }
+    slash = self != NULL ? strrchr(self, '/') : NULL;
+    if (slash == NULL || !isdigit((unsigned char)slash[1])) {
+        return -1;
+    }
+    id = strtoll(slash + 1, &end, 10);
+    return *end == '\0' && id >= 0 ? id : -1;
+}
+
+static enum mlc_rc admin_register(struct conn *c, const struct watch_req *req, const char *project,
+                                  const char *jql, long long *id, char *reason, size_t rn)
+{
+    struct mlc_http_resp resp = { 0 };
+    struct mlc_errbuf one = { 0 };
+    cJSON *body = mlc_json_xobj(), *events = mlc_json_xarr(), *filters = mlc_json_xobj();
+    cJSON *root = NULL;
+    char *name = mlc_xasprintf("ml-connector %s", c->name);
+    char *desc = mlc_xasprintf("ml-connector: status changes in jira project %s", project);
+    char text[400];
+    enum mlc_rc rc;
+
+    *id = -1;
+    mlc_json_xadd_str(body, "name", name);
+    mlc_json_xadd_str(body, "description", desc);
+    mlc_json_xadd_str(body, "url", req->url);
+    cJSON_AddItemToArray(events, cJSON_CreateString(JIRA_HOOK_EVENT));
+    mlc_json_xadd(body, "events", events);
+    mlc_json_xadd_str(filters, "issue-related-events-section", jql);
+    mlc_json_xadd(body, "filters", filters);
+    cJSON_AddFalseToObject(body, "excludeBody");
+    mlc_json_xadd_str(body, "secret", req->hook_secret);
+    rc = jira_call(c, "POST", "/rest/webhooks/1.0/webhook", body, &resp, &one);
+    if (rc != MLC_OK) {
+        if (resp.status >= 400 && resp.status < 500 && resp.status != 401 && resp.status != 408 &&
+            resp.status != 429 && !((struct jira *)c->priv)->auth_failed) {
+            jira_error_text(body_str(&resp), resp.body.len, text, sizeof(text));
+            set_msg(reason, rn, "jira refused to register the admin webhook (HTTP %ld: %s)%s",
+                    resp.status, text,
+                    resp.status == 403 ? ": the jira user is not a jira administrator" : "");
+            rc = MLC_OK;
+        } else {
+            call_failed(c, "cannot register the admin webhook", &one);
+        }
+        goto out;
+    }
+    root = cJSON_ParseWithLength(body_str(&resp), resp.body.len);
+    *id = admin_id(root);
+    if (*id < 0) {
+        mlc_errf(&c->err, "jira admin webhook registration: the answer has no webhook id");
+        rc = MLC_E_PROTO;
+        goto out;
+    }
+    conn_log(c, MLC_LOG_INFO, "registered admin webhook %lld for %s (%s, signed)", *id, req->url,
+             jql);
+out:
+    cJSON_Delete(root);
+    cJSON_Delete(body);
+    free(name);
+    free(desc);
+    mlc_http_resp_release(&resp);
+    return rc;
+}
+
+static enum mlc_rc watch_admin(struct conn *c, const struct watch_req *req, const char *project,
+                               const char *jql, cJSON *state, long long *next_ms)
+{
+    struct jira *j = c->priv;
+    struct mlc_http_resp resp = { 0 };
+    struct mlc_errbuf one = { 0 };
+    long long want = state_id(state, "admin"), id = -1;
+    const cJSON *it, *found = NULL;
+    cJSON *root = NULL;
+    char reason[900] = "";
+    enum mlc_rc rc;
+
+    rc = jira_call(c, "GET", "/rest/webhooks/1.0/webhook", NULL, &resp, &one);
+    if (rc != MLC_OK) {
+        if ((resp.status == 403 || resp.status == 404) && !j->auth_failed) {
+            set_msg(
+                reason, sizeof(reason),
+                "the jira user %s cannot list admin webhooks (HTTP %ld%s); a jira administrator "
+                "can register one by hand for %s (event issue updated, JQL \"%s\", with the "
+                "relay's webhook secret)",
+                j->cf.email, resp.status, resp.status == 403 ? ": not a jira administrator" : "",
+                req->url, jql);
+            watch_poll(c, state, reason, req->now_ms, next_ms);
+            rc = MLC_OK;
+        } else {
+            call_failed(c, "cannot list the admin webhooks", &one);
+        }
+        goto out;
+    }
+    root = mlc_json_parse(body_str(&resp), resp.body.len, "jira admin webhook list", &c->err);
+    if (!cJSON_IsArray(root)) {
+        mlc_errf(&c->err, "jira admin webhook list: expected an array");
+        rc = MLC_E_PROTO;
+        goto out;
+    }
+    cJSON_ArrayForEach(it, root)
+    {
+        const char *u = mlc_json_str(it, "url");
+        long long hid = admin_id(it);
+
+        if (u == NULL || strcmp(u, req->url) != 0 || hid < 0) {
+            continue;
+        }
+        if (found == NULL || hid == want) {
+            found = it;
+            id = hid;
+        }
+    }
+    if (found != NULL) {
+        const char *filter =
+            mlc_json_str(mlc_json_obj(found, "filters"), "issue-related-events-section");
+
+        if (!mlc_json_bool(found, "enabled", 1)) {
+            conn_log(c, MLC_LOG_WARN, "admin webhook %lld for %s is disabled in jira", id,
+                     req->url);
+        }
+        if (!has_event(mlc_json_arr(found, "events"), JIRA_HOOK_EVENT)) {
+            conn_log(c, MLC_LOG_WARN, "admin webhook %lld for %s does not send %s events", id,
+                     req->url, JIRA_HOOK_EVENT);
+        }
+        if (!mlc_json_bool(found, "isSigned", 0)) {
+            conn_log(c, MLC_LOG_WARN,
+                     "admin webhook %lld for %s has no secret: the relay cannot verify it", id,
+                     req->url);
+        }
+        if (!empty(filter) && strstr(filter, project) == NULL) {
+            conn_log(c, MLC_LOG_WARN,
+                     "admin webhook %lld filters on \"%s\", which may leave out project %s", id,
+                     filter, project);
+        }
+    } else if (!empty(req->hook_secret)) {
+        rc = admin_register(c, req, project, jql, &id, reason, sizeof(reason));
+        if (rc != MLC_OK) {
+            goto out;
+        }
+        if (id < 0) {
+            watch_poll(c, state, reason, req->now_ms, next_ms);
+            goto out;
+        }
+    } else {
+        set_msg(reason, sizeof(reason),
+                "no admin webhook for %s is registered in jira and no webhook secret is "
+                "configured to register one: a jira administrator can add it (event issue "
+                "updated, JQL \"%s\", with the relay's webhook secret)",
+                req->url, jql);
+        watch_poll(c, state, reason, req->now_ms, next_ms);
+        goto out;
+    }
+    state_mode(state, "admin", id);
+    *next_ms = req->now_ms + JIRA_WATCH_MAX_MS;
+out:
+    cJSON_Delete(root);
+    mlc_http_resp_release(&resp);
+    return rc;
+}
+
+static enum mlc_rc jira_watch(struct conn *c, const cJSON *target, const struct watch_req *req,
+                              cJSON *state, long long *next_ms)
+{
+    struct jira *j = c->priv;
+    const char *project = mlc_json_str(target, "project");
+    struct mlc_buf jql = MLC_BUF_INIT;
+    enum mlc_rc rc;
+
+    mlc_err_reset(&c->err);
+    *next_ms = req->now_ms + JIRA_WATCH_RETRY_MS;
+    if (empty(project)) {
+        mlc_errf(&c->err, "target.project: required");
+        return MLC_E_INVAL;
+    }
+    if (req->url == NULL ||
+        (strncmp(req->url, "https://", 8) != 0 && strncmp(req->url, "http://", 7) != 0)) {
+        mlc_errf(&c->err, "jira watch: the relay webhook url '%s' is not an http(s) URL",
+                 req->url != NULL ? req->url : "");
+        return MLC_E_INVAL;
+    }
+    if (!cJSON_IsObject(state)) {
+        mlc_errf(&c->err, "jira watch: the state must be a JSON object");
+        return MLC_E_INVAL;
+    }
+    if (jira_jql_project(&jql, project) != MLC_OK) {
+        mlc_buf_release(&jql);
+        mlc_errf(&c->err, "jira watch: cannot build the webhook filter");
+        return MLC_E_NOMEM;
+    }
+    /* dynamic webhooks are for OAuth apps only (others get 403): Basic auth
+     * needs an admin webhook */
+    if (j->cf.auth == JIRA_AUTH_OAUTH) {
+        rc = watch_dynamic(c, req, mlc_buf_str(&jql), state, next_ms);
+    } else {
+        rc = watch_admin(c, req, project, mlc_buf_str(&jql), state, next_ms);
+    }
+    mlc_buf_release(&jql);
+    return rc;
+}
+
+/* ---- changes(): the polling fallback ---- */
+
+static enum mlc_rc jira_changes(struct conn *c, const cJSON *target, char **cursor, cJSON *state,
+                                cJSON *events)
+{
+    const char *project = mlc_json_str(target, "project");
+    long long agent_now = wall_ms(), skew = 0, since = 0, est, window, scan = -1;
+    struct mlc_buf jql = MLC_BUF_INIT;
+    cJSON *seen = NULL, *got = mlc_json_xarr(), *ev;
+    char *token = NULL, stamp[40];
+    int first = *cursor == NULL, page;
+    enum mlc_rc rc = MLC_OK;
+
+    mlc_err_reset(&c->err);
+    if (empty(project) || !cJSON_IsObject(state) || !cJSON_IsArray(events)) {
+        mlc_errf(&c->err, "jira changes: target.project, an object state and an events array "
+                          "are required");
+        rc = MLC_E_INVAL;
+        goto out;
+    }
+    /* the window is on the server's clock, as seen in earlier Date headers */
+    skew = (long long)mlc_json_num(state, "skew_ms", 0);
+    est = agent_now + skew;
+    if (!first && jira_time_parse(*cursor, &since) != 0) {
+        conn_log(c, MLC_LOG_WARN, "unreadable changes cursor '%s': starting again from now",
+                 *cursor);
+        first = 1;
+    }
+    if (first) {
+        since = est;
+    }
+    seen = cJSON_Duplicate(mlc_json_obj(state, "seen"), 1);
+    if (seen == NULL) {
+        seen = mlc_json_xobj();
+    }
+    window = est - changes_minutes(since, est) * 60000LL;
+    if (jira_jql_changes(&jql, project, since, est) != MLC_OK) {
+        mlc_errf(&c->err, "jira changes: cannot build the query");
+        rc = MLC_E_NOMEM;
+        goto out;
+    }
+    for (page = 0;; page++) {
+        struct mlc_http_resp resp = { 0 };
+        struct mlc_errbuf one = { 0 };
+        cJSON *req, *flds, *root;
+        const cJSON *it, *tok;
+
+        if (page == JIRA_SEARCH_MAX_PAGES) {
+            mlc_errf(&c->err, "jira search did not end after %d pages", page);
+            rc = MLC_E_PROTO;
+            break;
+        }
+        req = mlc_json_xobj();
+        flds = mlc_json_xarr();
+        mlc_json_xadd_str(req, "jql", mlc_buf_str(&jql));
+        cJSON_AddItemToArray(flds, cJSON_CreateString("status"));
+        cJSON_AddItemToArray(flds, cJSON_CreateString("updated"));
+        cJSON_AddItemToArray(flds, cJSON_CreateString("labels"));
+        mlc_json_xadd(req, "fields", flds);
+        /* for issues not seen before, the changelog tells whether the status moved */
+        mlc_json_xadd_str(req, "expand", "changelog");
+        mlc_json_xadd_num(req, "maxResults", 100);
+        if (token != NULL) {
+            mlc_json_xadd_str(req, "nextPageToken", token);
+        }
+        rc = jira_call(c, "POST", "/rest/api/3/search/jql", req, &resp, &one);
+        cJSON_Delete(req);
+        if (rc != MLC_OK) {
+            call_failed(c, "search for changes failed", &one);
+            mlc_http_resp_release(&resp);
+            break;
+        }
+        if (scan < 0) {
+            /* the next window starts where this one was taken, on the server's clock */
+            scan = server_ms(&resp, est);
+            if (resp.date > 0) {
+                skew = scan - agent_now;
+            }
+        }
+        root = mlc_json_parse(body_str(&resp), resp.body.len, "jira search response", &c->err);
+        mlc_http_resp_release(&resp);
+        if (!cJSON_IsArray(mlc_json_arr(root, "issues"))) {
+            mlc_errf(&c->err, "jira search response: expected an object with an 'issues' array");
+            cJSON_Delete(root);
+            rc = MLC_E_PROTO;
+            break;
+        }
+        cJSON_ArrayForEach(it, mlc_json_arr(root, "issues"))
+        {
+            ev = jira_change_event(it, seen, window, !first);
+            if (ev != NULL) {
+                cJSON_AddItemToArray(got, ev);
+            }
+        }
+        tok = cJSON_GetObjectItemCaseSensitive(root, "nextPageToken");
+        free(token);
+        token = NULL;
+        if (!mlc_json_bool(root, "isLast", 1) && cJSON_IsString(tok) && tok->valuestring[0]) {
+            token = mlc_xstrdup(tok->valuestring);
+        }
+        cJSON_Delete(root);
+        if (token == NULL) {
+            break;
+        }
+    }
+    if (rc != MLC_OK) {
+        goto out; /* nothing changes: the next call looks at the same window again */
+    }
+    jira_seen_trim(seen, JIRA_SEEN_MAX);
+    state_set(state, "seen", seen);
+    seen = NULL;
+    state_set(state, "skew_ms", cJSON_CreateNumber((double)skew));
+    while (got->child != NULL) {
+        cJSON_AddItemToArray(events, cJSON_DetachItemViaPointer(got, got->child));
+    }
+    jira_time_format(scan, stamp, sizeof(stamp));
+    free(*cursor);
+    *cursor = mlc_xstrdup(stamp);
+out:
+    free(token);
+    cJSON_Delete(seen);
+    cJSON_Delete(got);
+    mlc_buf_release(&jql);
+    return rc;
+}
+
 const struct connector connector_jira = {
     .name = "jira",
     .caps = CONN_TARGET,
@@ -2050,4 +3104,6 @@ const struct connector connector_jira = {
     .prepare = jira_prepare,
     .apply = jira_apply,
     .find = jira_find,
+    .watch = jira_watch,
+    .changes = jira_changes,
 };

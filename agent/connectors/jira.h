@@ -69,4 +69,55 @@ void jira_summary_clean(const char *in, char *out, size_t n);
  * Heap copy, caller frees; NULL for an empty or all-invalid label. */
 char *jira_label_clean(const char *in);
 
+/* ---- change notifications: watch() and changes() ---- */
+
+/* A dynamic webhook lives 30 days from creation or refresh; watch() refreshes
+ * it when fewer than JIRA_HOOK_REFRESH_MS remain (so every 25 days). */
+#define JIRA_HOOK_TTL_MS     (30LL * 86400000LL)
+#define JIRA_HOOK_REFRESH_MS (5LL * 86400000LL)
+/* Last known statuses changes() keeps in its state. */
+#define JIRA_SEEN_MAX 2000
+
+/* Parse a Jira timestamp "2019-06-01T12:42:30.000+0000" (fraction optional;
+ * the zone may be +hhmm, +hh:mm or Z) into epoch milliseconds. 0 on success,
+ * -1 on anything else. */
+int jira_time_parse(const char *s, long long *ms);
+
+/* Format epoch milliseconds as "2019-06-01T12:42:30.000+0000" (UTC) into out
+ * (at least 29 bytes). */
+void jira_time_format(long long ms, char *out, size_t n);
+
+/* A webhook expirationDate into epoch milliseconds: Jira documents an int64
+ * (epoch ms) but its own example is the string form above, so both are
+ * accepted (a string of digits counts as epoch ms). 0 on success, -1 when v
+ * is neither. */
+int jira_expiration_parse(const cJSON *v, long long *ms);
+
+/* Append the webhook filter for a project to b: project = MFG (the key is
+ * quoted when it is not a plain key). The same text every time, so watch()
+ * recognises its own webhooks by url + filter. */
+enum mlc_rc jira_jql_project(struct mlc_buf *b, const char *project);
+
+/* Append the changes() query to b:
+ *   project = MFG AND updated >= "-Nm" ORDER BY updated ASC
+ * N counts whole minutes from since_ms to server_now_ms (both on the Jira
+ * server's clock) plus a minute of overlap and one for rounding, at least 2.
+ * A relative period needs neither the account's time zone nor our clock. */
+enum mlc_rc jira_jql_changes(struct mlc_buf *b, const char *project, long long since_ms,
+                             long long server_now_ms);
+
+/* One issue of a changes() search page (fields status, labels, updated;
+ * expand=changelog) checked against seen, the object of last known statuses
+ * {"MFG-12":["3","In Progress"],...}, which is updated (the entry moves to the
+ * end; trim it with jira_seen_trim). Returns a body shaped like a
+ * jira:issue_updated webhook delivery (caller frees) when emit is nonzero and
+ * the status differs from the last known one, or, for an issue not in seen,
+ * when its changelog has a status change at or after window_ms whose start
+ * differs from the current status. NULL otherwise (also for an issue without
+ * key or status). */
+cJSON *jira_change_event(const cJSON *issue, cJSON *seen, long long window_ms, int emit);
+
+/* Drop the oldest entries of seen until at most max remain. */
+void jira_seen_trim(cJSON *seen, size_t max);
+
 #endif

@@ -4,21 +4,29 @@
 Basic auth (email + API token) on /rest/api/3/..., OAuth 2.0 (3LO) bearer
 tokens on /ex/jira/{cloudid}/rest/api/3/..., rotating refresh tokens,
 issue create/bulk/edit/transition/comment/property endpoints, a JQL subset
-with nextPageToken paging and an index-lag knob.  Behaviour follows
-docs/api/jira-cloud.md; see tests/sims/README.md.  Standard library only.
+with nextPageToken paging and an index-lag knob, a controllable clock, and
+webhooks (admin and dynamic registration, signed deliveries with retries).
+Behaviour follows docs/api/jira-cloud.md; see tests/sims/README.md.
+Standard library only.
 """
 
 import base64
 import copy
 import datetime as dt
 import hashlib
+import heapq
+import hmac
+import http.client
 import json
+import random
 import re
 import secrets
+import ssl
 import sys
 import threading
 import time
-from urllib.parse import parse_qs, unquote, urlencode
+import uuid
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import simbase
 from simbase import Reply, Route, control_json
@@ -82,6 +90,23 @@ UNBOUNDED = "Unbounded JQL queries are not allowed here. Please add a search res
 LEEWAY_S = 600
 IDLE_S = 90 * 86400
 ABSOLUTE_S = 365 * 86400
+
+# webhooks (docs/api/jira-cloud.md section 4)
+HUMAN_ACCOUNT = USERS[0][0]  # who moves issues through /_sim/transition by default
+WEBHOOK_EVENTS = {"jira:issue_created", "jira:issue_updated", "jira:issue_deleted", "comment_created",
+                  "comment_updated", "comment_deleted", "issue_property_set", "issue_property_deleted"}
+DYN_TTL_S = 30 * 86400
+DYN_JQL_FIELDS = {"issuekey", "project", "issuetype", "status", "assignee", "reporter"}
+DYN_JQL_OPS = {"=", "!=", "in", "not in"}
+ADMIN_HOOK_MAX = 100
+RETRY_STATUSES = {408, 409, 425, 429}
+MAX_RETRIES = 5
+RETRY_GAP_S = (300.0, 900.0)
+CONNECT_TIMEOUT_S = 5.0
+HISTORY_MAX = 10           # changelog histories kept per issue
+DELIVERY_LOG_MAX = 2000    # finished deliveries kept for /_sim/deliveries
+DELIVERY_QUEUE_MAX = 10000  # waiting deliveries; more are dropped (and counted)
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def errcoll(messages=None, errors=None):
@@ -226,12 +251,52 @@ def _adf_inline(n, path, marks_ok):
     return "Invalid ADF at %s: inline node type '%s' is not allowed here" % (path, t)
 
 
+def adf_text(doc):
+    """The plain text of an ADF document (changelogs show text, not ADF)."""
+    out = []
+
+    def walk(n):
+        if isinstance(n, dict):
+            if n.get("type") == "text" and isinstance(n.get("text"), str):
+                out.append(n["text"])
+            elif n.get("type") == "hardBreak":
+                out.append("\n")
+            for c in n.get("content") or []:
+                walk(c)
+            if n.get("type") in BLOCKS:
+                out.append("\n")
+    walk(doc)
+    return "".join(out).strip()
+
+
+def hub_signature(secret, body):
+    """X-Hub-Signature of an admin webhook: HMAC-SHA256 of the raw body bytes."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+class Delivery:
+    """One webhook delivery: the same identifier and body on every attempt."""
+
+    __slots__ = ("seq", "ident", "kind", "ids", "url", "event", "issue", "body", "secret", "attempts",
+                 "statuses", "state", "dup")
+
+    def __init__(self, kind, ids, url, event, issue, body, secret):
+        self.seq = 0
+        self.ident = str(uuid.uuid4())
+        self.kind, self.ids, self.url, self.event, self.issue = kind, ids, url, event, issue
+        self.body, self.secret = body, secret
+        self.attempts = 0
+        self.statuses = []
+        self.state = "pending"
+        self.dup = False
+
+
 # ---------------------------------------------------------------------------
 # issues
 
 class Issue:
     __slots__ = ("id", "key", "project", "num", "fields", "labels", "status", "properties",
-                 "comments", "created", "updated", "write_count", "changed", "indexed")
+                 "comments", "created", "updated", "write_count", "changed", "indexed", "history")
 
     def snapshot(self):
         s = Issue()
@@ -242,6 +307,7 @@ class Issue:
         s.properties, s.comments = {}, []
         s.created, s.updated = self.created, self.updated
         s.write_count, s.changed, s.indexed = self.write_count, self.changed, None
+        s.history = list(self.history) if self.history else None
         return s
 
 
@@ -435,9 +501,18 @@ class JiraSim(simbase.Sim):
         p.add_argument("--client-secret", default="mlc-secret")
         p.add_argument("--refresh-token", default="rt-initial", help="initially valid refresh token")
         p.add_argument("--access-ttl", type=float, default=3600.0, help="access-token lifetime, seconds")
+        p.add_argument("--no-admin", action="store_true",
+                       help="the Basic-auth user is not a Jira administrator (admin webhooks -> 403)")
+        p.add_argument("--webhook-retry-scale", type=float, default=1.0,
+                       help="factor on the 5-15 minute gaps between delivery retries (tests: 0.001)")
+        p.add_argument("--webhook-timeout", type=float, default=20.0,
+                       help="seconds to wait for a webhook receiver's answer")
+        p.add_argument("--webhook-expiration-string", action="store_true",
+                       help="answer PUT /webhook/refresh with the string form of expirationDate")
 
     def __init__(self, args):
         super().__init__(args)
+        self.clock_offset = 0.0  # /_sim/clock: the simulated clock is real time + offset
         keys = []
         for item in (args.project or []) + ([args.projects] if args.projects else []):
             for k in item.split(","):
@@ -471,12 +546,30 @@ class JiraSim(simbase.Sim):
         self.codes = {}
         self.next_family = 1
         self.new_family(args.refresh_token)
+        self.next_history = 10000
+        # webhooks: hook_cv guards the hook tables and the delivery queue;
+        # lock order is self.lock, then hook_cv
+        self.hook_cv = threading.Condition(threading.Lock())
+        self.admin_hooks = {}
+        self.dyn_hooks = {}
+        self.next_admin_hook = 1
+        self.next_dyn_hook = 1000
+        self.pending = []  # heap of (due monotonic, order, seq, Delivery)
+        self.deliveries = {}  # seq -> Delivery, insertion ordered, bounded
+        self.next_delivery = 1
+        self.in_flight = 0
+        self.dropped = 0
+        self.paused = False
+        self.deliverer = None
 
     # ------------------------------------------------------------------
     # basics
 
     def now(self):
-        return time.time() + self.fault_num("clock_skew_s", 0)
+        return time.time() + self.clock_offset + self.fault_num("clock_skew_s", 0)
+
+    def http_time(self):
+        return self.now()
 
     def error_body(self, status, message):
         return errcoll([message])
@@ -639,9 +732,15 @@ class JiraSim(simbase.Sim):
         ("POST", r"/search/approximate-count", "search_count", "h_search_count", False),
         ("GET", r"/search", "search_old", "h_search_old", False),
         ("POST", r"/search", "search_old", "h_search_old", False),
+        ("POST", r"/webhook", "webhook_register", "h_dyn_register", True),
+        ("GET", r"/webhook", "webhook_list", "h_dyn_list", False),
+        ("PUT", r"/webhook/refresh", "webhook_refresh", "h_dyn_refresh", True),
+        ("DELETE", r"/webhook", "webhook_delete", "h_dyn_delete", True),
+        ("GET", r"/webhook/failed", "webhook_failed", "h_dyn_failed", False),
     ]
     API_RE = [(m, re.compile(rx), n, f, w) for m, rx, n, f, w in API]
     EX_RE = re.compile(r"/ex/jira/([^/]+)(/rest/api/3(?:/.*)?)")
+    ADMIN_HOOK_RE = re.compile(r"/rest/webhooks/1\.0/webhook(?:/([^/]+))?")
 
     def route(self, method, path, h):
         p = path.rstrip("/") or "/"
@@ -651,6 +750,12 @@ class JiraSim(simbase.Sim):
             return Route("accessible_resources", lambda: self.h_resources(h))
         if p == "/authorize" and method == "GET":
             return Route("authorize", lambda: self.h_authorize(h))
+        m = self.ADMIN_HOOK_RE.fullmatch(p)
+        if m:
+            hid = unquote(m.group(1)) if m.group(1) else None
+            if method not in (("GET", "POST") if hid is None else ("GET", "PUT", "DELETE")):
+                return None
+            return Route("admin_webhook", lambda: self.admin_call(h, method, hid), method != "GET")
         m = self.EX_RE.fullmatch(p)
         if m:
             shape, cloud, rest = "ex", m.group(1), m.group(2)
@@ -703,7 +808,7 @@ class JiraSim(simbase.Sim):
             r = self.check_basic(h)
             if r:
                 return r
-        ctx = {"base": base, "account": SYNC_ACCOUNT}
+        ctx = {"base": base, "account": SYNC_ACCOUNT, "oauth": h.bearer() is not None}
         return fn(h, ctx, *groups)
 
     # ------------------------------------------------------------------
@@ -1131,6 +1236,7 @@ class JiraSim(simbase.Sim):
             iss.write_count = 1
             iss.changed = time.monotonic()
             iss.indexed = None
+            iss.history = None
             if self.lag_s() > 0:
                 self.recent[iss.id] = iss.changed
             self.issues[iss.id] = iss
@@ -1139,6 +1245,8 @@ class JiraSim(simbase.Sim):
             self.set_labels(iss, labels)
             for body in comments:
                 self.new_comment(iss, body, ctx["base"])
+            if self.admin_hooks or self.dyn_hooks:  # costs nothing without webhooks
+                self.emit("jira:issue_created", iss, None, ctx["account"], "issue_created")
         res = {"id": str(iss.id), "key": iss.key, "self": self.issue_self(ctx["base"], iss.id)}
         if target:
             res["transition"] = {"status": 200, "errorCollection": errcoll()}
@@ -1291,6 +1399,8 @@ class JiraSim(simbase.Sim):
                    "fields": self.render_fields(iss, wanted, ctx["base"])}
             if props:
                 out["properties"] = {k: copy.deepcopy(iss.properties[k]) for k in props if k in iss.properties}
+            if "changelog" in self.expand_set(h.qparam("expand")):
+                out["changelog"] = self.changelog_obj(iss, ctx["base"])
         return Reply(200, out)
 
     def h_issue_edit(self, h, ctx, id_or_key):
@@ -1313,12 +1423,13 @@ class JiraSim(simbase.Sim):
             changed = new_labels != iss.labels or bool(comments) or any(
                 iss.fields.get(k) != v for k, v in changes.items())
             if changed:
+                old = self.field_state(iss)
                 self.before_change(iss)
                 iss.fields.update(changes)
                 self.set_labels(iss, new_labels)
-                for b in comments:
-                    self.new_comment(iss, b, ctx["base"])
+                added = [self.new_comment(iss, b, ctx["base"]) for b in comments]
                 iss.updated = self.now()
+                self.record_change(iss, old, ctx["account"], added)
             iss.write_count += 1
             if str(h.qparam("returnIssue", "false")).lower() == "true":
                 return Reply(200, {"id": str(iss.id), "key": iss.key, "self": self.issue_self(ctx["base"], iss.id),
@@ -1328,6 +1439,7 @@ class JiraSim(simbase.Sim):
     def h_issue_delete(self, h, ctx, id_or_key):
         with self.lock:
             iss = self.need_issue(id_or_key)
+            self.emit("jira:issue_deleted", iss, None, ctx["account"], "issue_deleted")
             self.drop_issue(iss)
         return Reply(204)
 
@@ -1373,15 +1485,16 @@ class JiraSim(simbase.Sim):
             target = self.transition_target(tid, iss.status)
             if target is None:
                 return Reply(400, errcoll(["Transition id '%s' is not valid for this issue." % tid]))
+            old = self.field_state(iss)
             self.before_change(iss)
             iss.status = target
             new_labels = self.apply_label_ops(changes.pop("labels", iss.labels), label_ops)
             iss.fields.update(changes)
             self.set_labels(iss, new_labels)
-            for b in comments:
-                self.new_comment(iss, b, ctx["base"])
+            added = [self.new_comment(iss, b, ctx["base"]) for b in comments]
             iss.updated = self.now()
             iss.write_count += 1
+            self.record_change(iss, old, ctx["account"], added)
         return Reply(204)
 
     def h_props_list(self, h, ctx, id_or_key):
@@ -1451,6 +1564,7 @@ class JiraSim(simbase.Sim):
             c = self.new_comment(iss, copy.deepcopy(body["body"]), ctx["base"])
             iss.updated = self.now()
             iss.write_count += 1
+            self.record_change(iss, self.field_state(iss), ctx["account"], [c])
             return Reply(201, self.comment_obj(iss, c, ctx["base"]))
 
     # ------------------------------------------------------------------
@@ -1761,14 +1875,21 @@ class JiraSim(simbase.Sim):
         if h.command == "POST":
             b = self.json_obj(h)
             return b.get("jql"), b.get("nextPageToken"), b.get("maxResults"), b.get("fields"), \
-                b.get("reconcileIssues"), b.get("properties")
+                b.get("reconcileIssues"), b.get("properties"), b.get("expand")
         rec = h.qparam("reconcileIssues")
         props = h.qparam("properties")
         return h.qparam("jql"), h.qparam("nextPageToken"), h.qparam("maxResults"), h.qparam("fields"), \
-            (rec.split(",") if rec else None), (props.split(",") if props else None)
+            (rec.split(",") if rec else None), (props.split(",") if props else None), h.qparam("expand")
+
+    @staticmethod
+    def expand_set(expand):
+        if isinstance(expand, list):
+            return {str(x).strip() for x in expand}
+        return {x.strip() for x in str(expand or "").split(",")}
 
     def h_search_jql(self, h, ctx):
-        jql, token, mx, fields, reconcile, props = self.search_params(h)
+        jql, token, mx, fields, reconcile, props, expand = self.search_params(h)
+        with_changelog = "changelog" in self.expand_set(expand)
         if jql is not None and not isinstance(jql, str):
             return Reply(400, errcoll(["jql must be a string"]))
         jql = jql or ""
@@ -1817,6 +1938,8 @@ class JiraSim(simbase.Sim):
                     live = self.issues.get(v.id)
                     pr = live.properties if live else {}
                     it["properties"] = {k: copy.deepcopy(pr[k]) for k in props if k in pr}
+                if with_changelog:
+                    it["changelog"] = self.changelog_obj(v, base)
                 items.append(it)
         out = {"issues": items}
         last = offset + len(page) >= len(views)
@@ -1832,6 +1955,635 @@ class JiraSim(simbase.Sim):
         return Reply(200, {"count": len(self.run_jql(jql, set()))})
 
     # ------------------------------------------------------------------
+    # changelog (callers hold self.lock)
+
+    @staticmethod
+    def field_state(iss):
+        return dict(iss.fields), list(iss.labels), iss.status
+
+    def value_text(self, name, val):
+        """(from/to id, display string) of a stored field value, as changelogs show them."""
+        if val is None:
+            return None, None
+        if name == "priority":
+            return val, next((n for i, n, _c in PRIORITIES if i == val), val)
+        if name == "issuetype":
+            return val, next((n for i, n, _d in ISSUE_TYPES if i == val), val)
+        if name in ("assignee", "reporter"):
+            u = self.users.get(val)
+            return val, u["displayName"] if u else val
+        if name == "description":
+            return None, adf_text(val)[:255]
+        if name in CUSTOM and CUSTOM[name][1] == "select":
+            return val, next((v for i, v in SELECT_OPTIONS[name] if i == val), val)
+        return (val if name == "duedate" else None), str(val)
+
+    def diff_items(self, old, iss):
+        """Changelog items for the difference between old (field_state) and iss."""
+        fields, labels, status = old
+        items = []
+        if status != iss.status:
+            items.append({"field": "status", "fieldtype": "jira", "fieldId": "status",
+                          "from": STATUSES[status][0], "fromString": status,
+                          "to": STATUSES[iss.status][0], "toString": iss.status})
+        for name in sorted(set(fields) | set(iss.fields)):
+            a, b = fields.get(name), iss.fields.get(name)
+            if a == b:
+                continue
+            fa, sa = self.value_text(name, a)
+            fb, sb = self.value_text(name, b)
+            custom = name in CUSTOM
+            items.append({"field": CUSTOM[name][0] if custom else name, "fieldtype": "custom" if custom else "jira",
+                          "fieldId": name, "from": fa, "fromString": sa, "to": fb, "toString": sb})
+        if labels != iss.labels:
+            items.append({"field": "labels", "fieldtype": "jira", "fieldId": "labels", "from": None,
+                          "fromString": " ".join(labels), "to": None, "toString": " ".join(iss.labels)})
+        return items
+
+    def record_change(self, iss, old, actor, comments):
+        """Keep a changelog history and tell the webhooks about one change."""
+        items = self.diff_items(old, iss)
+        hid = None
+        if items:
+            hid = str(self.next_history)
+            self.next_history += 1
+            hist = iss.history if iss.history is not None else []
+            hist.append({"id": hid, "author": actor, "created": iss.updated, "items": items})
+            iss.history = hist[-HISTORY_MAX:]
+        if not (self.admin_hooks or self.dyn_hooks):
+            return
+        if any(it["field"] == "status" for it in items):
+            kind = "issue_generic"
+        elif items and all(it["field"] == "assignee" for it in items):
+            kind = "issue_assigned"
+        elif items:
+            kind = "issue_updated"
+        else:
+            kind = "issue_commented"
+        if items or comments:
+            self.emit("jira:issue_updated", iss, items, actor, kind, history_id=hid)
+        for c in comments:
+            self.emit("comment_created", iss, None, actor, "issue_commented", comment=c)
+
+    def changelog_obj(self, v, base):
+        hist = list(reversed(v.history or []))
+        return {"startAt": 0, "maxResults": len(hist), "total": len(hist),
+                "histories": [{"id": x["id"], "author": self.user_obj(x["author"], base),
+                               "created": fmt_ts(x["created"]), "items": copy.deepcopy(x["items"])}
+                              for x in hist]}
+
+    # ------------------------------------------------------------------
+    # webhooks: matching and queueing (callers of emit hold self.lock)
+
+    def emit(self, event, iss, items, actor, type_name, comment=None, history_id=None):
+        if not (self.admin_hooks or self.dyn_hooks):
+            return
+        now = self.now()
+        targets = self.match_hooks(event, iss, items or [], now)
+        if not targets:
+            return
+        site = self.site()
+        user = self.user_obj(actor, site) or {"accountId": actor}
+        payload = {"timestamp": int(now * 1000), "webhookEvent": event, "issue_event_type_name": type_name,
+                   "user": {k: user[k] for k in ("self", "accountId", "displayName", "accountType", "active")
+                            if k in user},
+                   "issue": {"id": str(iss.id), "self": "%s/rest/api/2/issue/%d" % (site, iss.id), "key": iss.key,
+                             "fields": self.render_fields(iss, None, site)}}
+        if items:
+            payload["changelog"] = {"id": history_id or "0", "items": copy.deepcopy(items)}
+        if comment is not None:
+            payload["comment"] = self.comment_obj(iss, comment, site)
+        for kind, ids, url, secret, exclude in targets:
+            body = dict(payload)
+            if kind == "dynamic":
+                body["matchedWebhookIds"] = ids
+            raw = b"" if exclude else simbase.json_bytes(body)
+            self.enqueue(Delivery(kind, ids, url, event, iss.key, raw, secret))
+
+    def match_hooks(self, event, iss, items, now):
+        with self.hook_cv:
+            admins = list(self.admin_hooks.values())
+            dyns = list(self.dyn_hooks.values())
+        out = []
+        for a in admins:
+            if a["enabled"] and event in a["events"] and (a["pred"] is None or a["pred"](iss)):
+                out.append(("admin", [a["id"]], a["url"], a["secret"], a["excludeBody"]))
+        by_url = {}
+        for d in dyns:
+            if d["expires"] <= now or event not in d["events"] or not d["pred"](iss):
+                continue
+            if event == "jira:issue_updated" and d["fieldIdsFilter"]:
+                if not any(it.get("fieldId", it.get("field")) in d["fieldIdsFilter"] for it in items):
+                    continue
+            by_url.setdefault(d["url"], []).append(d["id"])
+        for url, ids in by_url.items():
+            out.append(("dynamic", sorted(ids), url, None, False))
+        return out
+
+    def enqueue(self, d):
+        dup = self.take("webhook_duplicate")
+        with self.hook_cv:
+            d.seq = self.next_delivery
+            self.next_delivery += 1
+            d.dup = dup
+            waiting = len(self.pending)
+            if waiting >= DELIVERY_QUEUE_MAX:
+                self.dropped += 1
+                d.state = "dropped"
+            else:
+                d.state = "pending"
+                heapq.heappush(self.pending, (time.monotonic(), d.seq, d.seq, d))
+            self.log_delivery(d)
+            if self.deliverer is None:
+                self.deliverer = threading.Thread(target=self.deliver_loop, name="webhooks", daemon=True)
+                self.deliverer.start()
+            self.hook_cv.notify_all()
+
+    def log_delivery(self, d):
+        """Keep d in the bounded log; evict the oldest finished ones (hook_cv held)."""
+        self.deliveries[d.seq] = d
+        if len(self.deliveries) > DELIVERY_LOG_MAX:
+            for seq in list(self.deliveries):
+                if len(self.deliveries) <= DELIVERY_LOG_MAX:
+                    break
+                if self.deliveries[seq].state not in ("pending", "in_flight"):
+                    del self.deliveries[seq]
+
+    # ------------------------------------------------------------------
+    # webhooks: the delivery thread
+
+    def deliver_loop(self):
+        while True:
+            with self.hook_cv:
+                while True:
+                    if not self.paused and self.pending:
+                        wait = self.pending[0][0] - time.monotonic()
+                        if wait <= 0:
+                            d = heapq.heappop(self.pending)[3]
+                            d.state = "in_flight"
+                            self.in_flight += 1
+                            break
+                        self.hook_cv.wait(min(wait, 1.0))
+                    else:
+                        self.hook_cv.wait(1.0)
+            try:
+                self.attempt(d)
+            except Exception as e:  # a simulator bug must not kill deliveries
+                sys.stderr.write("jira webhook delivery %d: %s\n" % (d.seq, e))
+                with self.hook_cv:
+                    d.state = "failed"
+            finally:
+                with self.hook_cv:
+                    self.in_flight -= 1
+                    self.hook_cv.notify_all()
+
+    def hook_alive(self, d):
+        """Dynamic deliveries stop when every matched webhook expired or was deleted."""
+        if d.kind != "dynamic":
+            return d.ids[0] in self.admin_hooks
+        now = self.now()
+        with self.hook_cv:
+            return any(i in self.dyn_hooks and self.dyn_hooks[i]["expires"] > now for i in d.ids)
+
+    def jwt(self, now):
+        def b64(b):
+            return base64.urlsafe_b64encode(b).rstrip(b"=")
+        head = b64(simbase.json_bytes({"alg": "HS256", "typ": "JWT"}))
+        claims = b64(simbase.json_bytes({"iss": "jira:" + self.cloud_id, "aud": self.args.client_id,
+                                         "sub": SYNC_ACCOUNT, "iat": int(now), "exp": int(now) + 180}))
+        signed = head + b"." + claims
+        sig = b64(hmac.new(self.args.client_secret.encode(), signed, hashlib.sha256).digest())
+        return (signed + b"." + sig).decode()
+
+    def attempt(self, d):
+        if not self.hook_alive(d):
+            with self.hook_cv:
+                d.state = "cancelled"
+            return
+        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "Atlassian Webhook HTTP Client",
+                   "X-Atlassian-Webhook-Identifier": d.ident, "X-Atlassian-Webhook-Flow": "Primary"}
+        if d.attempts > 0:
+            headers["X-Atlassian-Webhook-Retry"] = str(d.attempts)
+        if d.secret:
+            headers["X-Hub-Signature"] = hub_signature(d.secret, d.body)
+        if d.kind == "dynamic":
+            headers["Authorization"] = "Bearer " + self.jwt(self.now())
+        status = self.post(d.url, d.body, headers)
+        sent_dup = False
+        if d.dup and isinstance(status, int) and 200 <= status < 300:
+            # an injected duplicate: the same delivery again, same identifier
+            headers.pop("Authorization", None)
+            if d.kind == "dynamic":
+                headers["Authorization"] = "Bearer " + self.jwt(self.now())
+            dup_status = self.post(d.url, d.body, headers)
+            sent_dup = True
+        with self.hook_cv:
+            d.attempts += 1
+            d.statuses.append(status)
+            if sent_dup:
+                d.statuses.append(dup_status)
+                d.dup = False
+            retryable = not isinstance(status, int) or status in RETRY_STATUSES or status >= 500
+            if isinstance(status, int) and 200 <= status < 300:
+                d.state = "delivered"
+            elif retryable and d.attempts <= MAX_RETRIES and status != "refused":
+                scale = self.fault_num("webhook_retry_scale", self.args.webhook_retry_scale)
+                gap = random.uniform(*RETRY_GAP_S) * max(scale, 0.0)
+                d.state = "pending"
+                heapq.heappush(self.pending, (time.monotonic() + gap, d.seq, d.seq, d))
+            else:
+                d.state = "failed"
+
+    def post(self, url, body, headers):
+        """HTTP status, or "timeout" / "error: ..." / "refused" when no answer came."""
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or u.hostname not in LOOPBACK:
+            return "refused"  # the simulator never sends anything off this machine
+        timeout = self.fault_num("webhook_timeout_s", self.args.webhook_timeout)
+        path = (u.path or "/") + ("?" + u.query if u.query else "")
+        try:
+            if u.scheme == "https":
+                conn = http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=CONNECT_TIMEOUT_S,
+                                                   context=ssl._create_unverified_context())
+            else:
+                conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=CONNECT_TIMEOUT_S)
+            try:
+                conn.connect()
+                conn.sock.settimeout(timeout)
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read(1 << 20)
+                return resp.status
+            finally:
+                conn.close()
+        except TimeoutError:
+            return "timeout"
+        except (OSError, http.client.HTTPException) as e:
+            return "error: %s" % (e.__class__.__name__,)
+
+    # ------------------------------------------------------------------
+    # webhooks: admin registration (/rest/webhooks/1.0/webhook)
+
+    def hook_jql(self, jql):
+        """Compiled predicate for a webhook JQL filter (None = every issue)."""
+        if jql is None or not str(jql).strip():
+            return None
+        expr, order = JqlParser(str(jql)).parse()
+        if expr is None:
+            return None
+        return self.compile_node(expr)[0]
+
+    def admin_obj(self, a):
+        o = {"name": a["name"], "description": a["description"], "url": a["url"], "events": list(a["events"]),
+             "filters": dict(a["filters"]), "excludeBody": a["excludeBody"], "enabled": a["enabled"],
+             "self": "%s/rest/webhooks/1.0/webhook/%d" % (self.site(), a["id"]),
+             "lastUpdatedUser": SYNC_ACCOUNT, "lastUpdatedDisplayName": self.users[SYNC_ACCOUNT]["displayName"],
+             "lastUpdated": int(a["lastUpdated"] * 1000), "isSigned": bool(a["secret"])}
+        return o
+
+    def admin_fill(self, a, b, creating):
+        """Apply a registration body to the record a; raise Reply(400) on errors."""
+        errs = {}
+        if creating or "name" in b:
+            if not isinstance(b.get("name"), str) or not b["name"].strip():
+                errs["name"] = "A webhook needs a name."
+        if creating or "url" in b:
+            u = b.get("url")
+            if not isinstance(u, str) or urlsplit(u).scheme not in ("http", "https") or not urlsplit(u).hostname:
+                errs["url"] = "The URL must be an absolute http or https URL."
+        if "events" in b and (not isinstance(b["events"], list) or
+                              any(not isinstance(e, str) or e not in WEBHOOK_EVENTS for e in b["events"])):
+            errs["events"] = "Unknown or invalid events: %s" % b.get("events")
+        filters = b.get("filters", a.get("filters", {}))
+        pred = a.get("pred")
+        if "filters" in b:
+            if not isinstance(filters, dict):
+                errs["filters"] = "filters must be an object"
+            else:
+                try:
+                    pred = self.hook_jql(filters.get("issue-related-events-section"))
+                except JqlError as e:
+                    errs["filters"] = "Invalid JQL in issue-related-events-section: %s" % e
+        if "secret" in b and b["secret"] is not None and not isinstance(b["secret"], str):
+            errs["secret"] = "secret must be a string"
+        if errs:
+            raise Reply(400, errcoll([], errs))
+        for k in ("name", "url"):
+            if k in b:
+                a[k] = b[k]
+        a["description"] = b.get("description", a.get("description", "")) or ""
+        a["events"] = list(b.get("events", a.get("events", [])))
+        a["filters"] = dict(filters) if isinstance(filters, dict) else {}
+        a["pred"] = pred
+        a["excludeBody"] = bool(b.get("excludeBody", a.get("excludeBody", False)))
+        a["enabled"] = bool(b.get("enabled", a.get("enabled", True)))
+        if "secret" in b:
+            a["secret"] = b["secret"] or None
+        a.setdefault("secret", None)
+        a["lastUpdated"] = self.now()
+
+    def admin_call(self, h, method, hid):
+        if h.bearer() is not None:
+            return self.unauthorized("Bearer tokens are not accepted for webhook administration.")
+        if h.basic_auth() is None:
+            return self.unauthorized()
+        r = self.check_basic(h)
+        if r:
+            return r
+        if self.args.no_admin or self.fault_flag("no_admin"):
+            return Reply(403, errcoll(["Only Jira administrators can manage webhooks."]))
+        if method == "POST":
+            b = self.json_obj(h)
+            a = {}
+            self.admin_fill(a, b, True)
+            with self.hook_cv:
+                if len(self.admin_hooks) >= ADMIN_HOOK_MAX:
+                    return Reply(400, errcoll(["This site already has %d webhooks registered over REST, "
+                                               "the maximum." % ADMIN_HOOK_MAX]))
+                a["id"] = self.next_admin_hook
+                self.next_admin_hook += 1
+                self.admin_hooks[a["id"]] = a
+            return Reply(201, self.admin_obj(a))
+        if hid is None:
+            with self.hook_cv:
+                hooks = sorted(self.admin_hooks.values(), key=lambda x: x["id"])
+            return Reply(200, [self.admin_obj(a) for a in hooks])
+        try:
+            num = int(hid)
+        except ValueError:
+            num = None
+        with self.hook_cv:
+            a = self.admin_hooks.get(num)
+        if a is None:
+            return Reply(404, errcoll(["Webhook %s not found." % hid]))
+        if method == "GET":
+            return Reply(200, self.admin_obj(a))
+        if method == "DELETE":
+            with self.hook_cv:
+                self.admin_hooks.pop(num, None)
+            return Reply(204)
+        b = self.json_obj(h)
+        upd = dict(a)
+        self.admin_fill(upd, b, False)
+        with self.hook_cv:
+            if num in self.admin_hooks:
+                self.admin_hooks[num] = upd
+        return Reply(200, self.admin_obj(upd))
+
+    # ------------------------------------------------------------------
+    # webhooks: dynamic registration (/rest/api/3/webhook, OAuth apps only)
+
+    def dyn_guard(self, ctx):
+        if not ctx.get("oauth"):
+            raise Reply(403, errcoll(["Only Connect apps and OAuth 2.0 apps can use this operation."]))
+
+    def dyn_jql(self, jql):
+        """(errors, predicate) for a dynamic webhook's jqlFilter."""
+        if not isinstance(jql, str) or not jql.strip():
+            return ["The jqlFilter is required."], None
+        try:
+            expr, order = JqlParser(jql).parse()
+        except JqlError as e:
+            return [str(e)], None
+        if expr is None:
+            return ["The jqlFilter must contain a condition."], None
+        errors = []
+        if order:
+            errors.append("The clause ORDER BY is unsupported")
+
+        def walk(n):
+            if n[0] in ("and", "or"):
+                for x in n[1]:
+                    walk(x)
+                return
+            if n[0] == "not":
+                walk(n[1])
+                return
+            _k, field, op, _vals = n
+            if field.lower() not in DYN_JQL_FIELDS:
+                errors.append("The clause %s is unsupported" % field)
+            elif op.lower() not in DYN_JQL_OPS:
+                errors.append("The operator '%s' is unsupported" % op.upper())
+        walk(expr)
+        if errors:
+            return errors, None
+        try:
+            return [], self.compile_node(expr)[0]
+        except JqlError as e:
+            return [str(e)], None
+
+    def dyn_alive(self, now):
+        """Live dynamic webhooks (hook_cv held); expired ones are forgotten."""
+        for i in [i for i, d in self.dyn_hooks.items() if d["expires"] <= now]:
+            del self.dyn_hooks[i]
+        return self.dyn_hooks
+
+    def expiration(self, t, string):
+        if string:
+            return fmt_ts(t)
+        return int(t * 1000)
+
+    def h_dyn_register(self, h, ctx):
+        self.dyn_guard(ctx)
+        b = self.json_obj(h)
+        url, hooks = b.get("url"), b.get("webhooks")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            return Reply(400, errcoll([], {"url": "The url must be an absolute http or https URL."}))
+        if not isinstance(hooks, list) or not hooks:
+            return Reply(400, errcoll([], {"webhooks": "At least one webhook is required."}))
+        now = self.now()
+        with self.hook_cv:
+            other = {d["url"] for d in self.dyn_alive(now).values()} - {url}
+        if other:
+            return Reply(400, errcoll(["Only a single URL per app is allowed to be registered; this app already "
+                                       "uses %s." % sorted(other)[0]]))
+        results = []
+        for w in hooks:
+            errors = []
+            if not isinstance(w, dict):
+                results.append({"errors": ["A webhook must be an object."]})
+                continue
+            events = w.get("events")
+            if not isinstance(events, list) or not events:
+                errors.append("The events are required.")
+            else:
+                errors += ["The event %s is not supported" % e for e in events if e not in WEBHOOK_EVENTS]
+            jerr, pred = self.dyn_jql(w.get("jqlFilter"))
+            errors += jerr
+            fids = w.get("fieldIdsFilter")
+            if fids is not None and (not isinstance(fids, list) or any(not isinstance(f, str) for f in fids)):
+                errors.append("fieldIdsFilter must be a list of field ids.")
+            props = w.get("issuePropertyKeysFilter")
+            if props is not None and (not isinstance(props, list) or any(not isinstance(p, str) for p in props)):
+                errors.append("issuePropertyKeysFilter must be a list of property keys.")
+            if errors:
+                results.append({"errors": errors})
+                continue
+            with self.hook_cv:
+                hid = self.next_dyn_hook
+                self.next_dyn_hook += 1
+                self.dyn_hooks[hid] = {"id": hid, "url": url, "events": list(events), "jqlFilter": w["jqlFilter"],
+                                       "fieldIdsFilter": list(fids or []), "issuePropertyKeysFilter": list(props or []),
+                                       "pred": pred, "created": now, "expires": now + DYN_TTL_S}
+            results.append({"createdWebhookId": hid})
+        return Reply(200, {"webhookRegistrationResult": results})
+
+    def h_dyn_list(self, h, ctx):
+        self.dyn_guard(ctx)
+        start, mx = self.paging_params(h, 100)
+        mx = min(mx, 100)
+        string = self.fault("webhook_expiration_string") == "all"
+        with self.hook_cv:
+            hooks = sorted(self.dyn_alive(self.now()).values(), key=lambda x: x["id"])
+        page = hooks[start:start + mx]
+        vals = []
+        for d in page:
+            o = {"id": d["id"], "events": list(d["events"]), "jqlFilter": d["jqlFilter"],
+                 "expirationDate": self.expiration(d["expires"], string), "url": d["url"]}
+            if d["fieldIdsFilter"]:
+                o["fieldIdsFilter"] = list(d["fieldIdsFilter"])
+            if d["issuePropertyKeysFilter"]:
+                o["issuePropertyKeysFilter"] = list(d["issuePropertyKeysFilter"])
+            vals.append(o)
+        return Reply(200, {"maxResults": mx, "startAt": start, "total": len(hooks),
+                           "isLast": start + len(page) >= len(hooks), "values": vals})
+
+    def webhook_ids(self, h):
+        b = self.json_obj(h)
+        ids = b.get("webhookIds")
+        if not isinstance(ids, list) or not ids or any(type(i) is not int for i in ids):
+            raise Reply(400, errcoll([], {"webhookIds": "webhookIds must be a non-empty list of integers."}))
+        return ids
+
+    def h_dyn_refresh(self, h, ctx):
+        self.dyn_guard(ctx)
+        ids = self.webhook_ids(h)
+        now = self.now()
+        exp = now + DYN_TTL_S
+        with self.hook_cv:
+            live = self.dyn_alive(now)
+            for i in ids:  # unknown or foreign ids are silently ignored
+                if i in live:
+                    live[i]["expires"] = exp
+        string = self.args.webhook_expiration_string or bool(self.fault("webhook_expiration_string"))
+        return Reply(200, {"expirationDate": self.expiration(exp, string)})
+
+    def h_dyn_delete(self, h, ctx):
+        self.dyn_guard(ctx)
+        ids = self.webhook_ids(h)
+        with self.hook_cv:
+            for i in ids:
+                self.dyn_hooks.pop(i, None)
+        return Reply(202)
+
+    def h_dyn_failed(self, h, ctx):
+        return Reply(403, errcoll(["Only Connect apps can use this operation."]))
+
+    # ------------------------------------------------------------------
+    # webhooks and clock: control endpoints
+
+    def clock_obj(self):
+        now = self.now()
+        return {"now_ms": int(now * 1000), "now": fmt_ts(now), "offset_s": self.clock_offset}
+
+    def delivery_obj(self, d, full):
+        o = {"seq": d.seq, "id": d.ident, "kind": d.kind, "webhook_ids": list(d.ids), "url": d.url,
+             "event": d.event, "issue": d.issue, "attempts": d.attempts, "statuses": list(d.statuses),
+             "last_status": d.statuses[-1] if d.statuses else None, "state": d.state}
+        if full:
+            o["body"] = json.loads(d.body) if d.body else None
+        return o
+
+    def hook_control(self, method, p, h):
+        if p == "/_sim/clock":
+            if method == "POST":
+                b = control_json(h)
+                try:
+                    if "offset_s" in b:
+                        self.clock_offset = float(b["offset_s"])
+                    self.clock_offset += float(b.get("advance_s", 0))
+                except (TypeError, ValueError):
+                    return Reply(400, {"error": "advance_s and offset_s must be numbers"})
+                with self.hook_cv:
+                    self.hook_cv.notify_all()
+            return Reply(200, self.clock_obj())
+        if p == "/_sim/webhooks" and method == "GET":
+            now = self.now()
+            with self.hook_cv:
+                admin = [dict(self.admin_obj(a), id=a["id"], has_secret=bool(a["secret"]))
+                         for a in sorted(self.admin_hooks.values(), key=lambda x: x["id"])]
+                dyn = [{"id": d["id"], "url": d["url"], "events": d["events"], "jqlFilter": d["jqlFilter"],
+                        "fieldIdsFilter": d["fieldIdsFilter"], "expires_ms": int(d["expires"] * 1000),
+                        "expired": d["expires"] <= now}
+                       for d in sorted(self.dyn_hooks.values(), key=lambda x: x["id"])]
+            return Reply(200, {"admin": admin, "dynamic": dyn})
+        if p == "/_sim/webhooks/vanish" and method == "POST":
+            b = control_json(h)
+            ids = b.get("ids", [b["id"]] if "id" in b else None)
+            with self.hook_cv:
+                gone = [i for i in (ids if ids is not None else list(self.dyn_hooks)) if i in self.dyn_hooks]
+                for i in gone:
+                    del self.dyn_hooks[i]
+            return Reply(200, {"vanished": gone})
+        if p == "/_sim/webhooks/sign" and method == "POST":
+            b = control_json(h)
+            if not isinstance(b.get("secret"), str) or not isinstance(b.get("body"), str):
+                return Reply(400, {"error": "secret and body must be strings"})
+            return Reply(200, {"X-Hub-Signature": hub_signature(b["secret"], b["body"].encode("utf-8"))})
+        if p == "/_sim/webhooks/reset" and method == "POST":
+            with self.hook_cv:
+                n = len(self.admin_hooks) + len(self.dyn_hooks)
+                self.admin_hooks.clear()
+                self.dyn_hooks.clear()
+            return Reply(200, {"deleted": n})
+        if p == "/_sim/deliveries" and method == "GET":
+            full = h.qparam("full") in ("1", "true")
+            with self.hook_cv:
+                out = [self.delivery_obj(d, full) for d in self.deliveries.values()]
+                return Reply(200, {"deliveries": out, "pending": len(self.pending), "in_flight": self.in_flight,
+                                   "paused": self.paused, "dropped": self.dropped})
+        if p == "/_sim/deliveries/wait" and method == "POST":
+            b = control_json(h)
+            end = time.monotonic() + float(b.get("timeout_s", 10))
+            due_only = bool(b.get("due_only", False))
+            with self.hook_cv:
+                while True:
+                    now = time.monotonic()
+                    waiting = [x for x in self.pending if not due_only or x[0] <= now]
+                    if not waiting and self.in_flight == 0:
+                        return Reply(200, {"idle": True, "pending": len(self.pending)})
+                    if now >= end:
+                        return Reply(200, {"idle": False, "pending": len(self.pending),
+                                           "in_flight": self.in_flight})
+                    self.hook_cv.wait(min(0.05, end - now))
+        if p == "/_sim/deliveries/pause" and method == "POST":
+            with self.hook_cv:
+                self.paused = True
+            return Reply(200, {"paused": True})
+        if p == "/_sim/deliveries/resume" and method == "POST":
+            b = control_json(h)
+            with self.hook_cv:
+                if b.get("reverse"):
+                    # out-of-order injection: what waits goes out newest first
+                    now = time.monotonic()
+                    self.pending = [(now if due <= now else due, -seq, seq, d) for due, _o, seq, d in self.pending]
+                    heapq.heapify(self.pending)
+                self.paused = False
+                self.hook_cv.notify_all()
+            return Reply(200, {"paused": False})
+        if p == "/_sim/deliveries/reset" and method == "POST":
+            b = control_json(h)
+            with self.hook_cv:
+                if b.get("drop_pending"):
+                    for x in self.pending:
+                        x[3].state = "dropped"
+                    self.pending = []
+                for seq in [s for s, d in self.deliveries.items() if d.state not in ("pending", "in_flight")]:
+                    del self.deliveries[seq]
+            return Reply(200, {"ok": True})
+        return None
+
+    # ------------------------------------------------------------------
     # control
 
     def sim_issue(self, iss):
@@ -1841,6 +2593,9 @@ class JiraSim(simbase.Sim):
                 "created": fmt_ts(iss.created), "updated": fmt_ts(iss.updated)}
 
     def control(self, method, p, h):
+        r = self.hook_control(method, p, h)
+        if r is not None:
+            return r
         if p == "/_sim/issues" and method == "GET":
             key, label = h.qparam("key"), h.qparam("label")
             with self.lock:
@@ -1868,13 +2623,18 @@ class JiraSim(simbase.Sim):
             status = next((s for s in STATUSES if s.lower() == str(b.get("status", "")).lower()), None)
             if status is None:
                 return Reply(400, {"error": "status must be one of %s" % ", ".join(STATUSES)})
+            actor = SYNC_ACCOUNT if b.get("as_agent") else b.get("actor", HUMAN_ACCOUNT)
+            if actor not in self.users:
+                return Reply(400, {"error": "actor must be a known accountId"})
             with self.lock:
                 iss = self.get_issue(b.get("key", ""))
                 if iss is None:
                     return Reply(404, {"error": "no issue %s" % b.get("key")})
+                old = self.field_state(iss)
                 self.before_change(iss)
                 iss.status = status
                 iss.updated = self.now()
+                self.record_change(iss, old, actor, [])
                 return Reply(200, self.sim_issue(iss))
         if p == "/_sim/oauth" and method == "POST":
             b = control_json(h)

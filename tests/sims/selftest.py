@@ -830,6 +830,298 @@ def jira_perf(n):
     call(Jira.base, "POST", "/_sim/reset", {})
 
 
+# ---------------------------------------------------------------------------
+# Jira webhooks (own simulator processes: retries compressed, and a non-admin one)
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1: records every request and answers the
+    scripted statuses of its path (then 200)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        rec = self
+        self.lock = threading.Lock()
+        self.got = []
+        self.script = {}
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                with rec.lock:
+                    rec.got.append((self.path, dict(self.headers), body))
+                    q = rec.script.get(self.path)
+                    status = q.pop(0) if q else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def take(self, path=None):
+        with self.lock:
+            out = [g for g in self.got if path is None or g[0] == path]
+            self.got = [g for g in self.got if not (path is None or g[0] == path)]
+        return out
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def b64url_json(part):
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def jwt_ok(token, secret):
+    import hashlib
+    import hmac
+    head, claims, sig = token.split(".")
+    want = base64.urlsafe_b64encode(hmac.new(secret.encode(), (head + "." + claims).encode(),
+                                             hashlib.sha256).digest()).rstrip(b"=").decode()
+    return hmac.compare_digest(want, sig) and b64url_json(head).get("alg") == "HS256", b64url_json(claims)
+
+
+def hub_ok(secret, body, header):
+    import hashlib
+    import hmac
+    return header == "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def jira_webhooks():
+    from email.utils import parsedate_to_datetime
+    tmp = tempfile.mkdtemp(prefix="mlc-hooks-")
+    procs = [start("jira_sim.py", ["--webhook-retry-scale", "0.001"], tmp, "jira_hooks"),
+             start("jira_sim.py", ["--no-admin"], tmp, "jira_noadmin")]
+    rx = Receiver()
+    try:
+        J = "http://127.0.0.1:%d" % wait_port(procs[0][1], procs[0][0])
+        NA = "http://127.0.0.1:%d" % wait_port(procs[1][1], procs[1][0])
+        basic = Jira.auth
+        ex = "/ex/jira/%s/rest/api/3" % Jira.cloud
+
+        def api(method, path, body=None, headers=None, base=J):
+            return call(base, method, "/rest/api/3" + path, body, headers or basic)
+
+        def wait_idle():
+            return call(J, "POST", "/_sim/deliveries/wait", {"timeout_s": 15}).json.get("idle")
+
+        def deliveries():
+            return call(J, "GET", "/_sim/deliveries").json["deliveries"]
+
+        r = call(J, "POST", "/_sim/webhooks/sign", {"secret": "It's a Secret to Everybody", "body": "Hello World!"})
+        check("jira webhook HMAC matches the official test vector",
+              r.json.get("X-Hub-Signature") ==
+              "sha256=a4771c39fbe90f317c7824e83ddef3caae9cb3d976c214ace1f2937e133263c9", r)
+
+        # admin webhooks
+        reg = {"name": "mlc relay", "description": "ml-connector", "url": rx.url + "/admin",
+               "events": ["jira:issue_created", "jira:issue_updated"],
+               "filters": {"issue-related-events-section": "project = MFG"}, "excludeBody": False,
+               "secret": "s3cret"}
+        r = call(J, "POST", "/rest/webhooks/1.0/webhook", reg, basic)
+        a_self = (r.json or {}).get("self", "")
+        check("jira admin webhook registered: isSigned, self, secret not echoed",
+              r.status == 201 and r.json.get("isSigned") is True and r.json.get("enabled") is True
+              and a_self.endswith("/rest/webhooks/1.0/webhook/1") and "secret" not in r.json
+              and isinstance(r.json.get("lastUpdated"), int), r)
+        r2 = call(J, "GET", "/rest/webhooks/1.0/webhook", headers=basic)
+        r3 = call(J, "GET", "/rest/webhooks/1.0/webhook/1", headers=basic)
+        check("jira admin webhook GET list and by id, never the secret",
+              r2.status == 200 and len(r2.json) == 1 and r3.status == 200 and "s3cret" not in r2.body.decode()
+              and "s3cret" not in r3.body.decode(), (r2, r3))
+        r = call(NA, "POST", "/rest/webhooks/1.0/webhook", reg, basic)
+        r2 = call(NA, "GET", "/rest/webhooks/1.0/webhook", headers=basic)
+        check("jira admin webhooks -> 403 for a non-admin user (--no-admin)", r.status == 403 and r2.status == 403,
+              (r, r2))
+        r = call(J, "POST", "/rest/webhooks/1.0/webhook", dict(reg, filters={"issue-related-events-section": "project ="}),
+                 basic)
+        check("jira admin webhook with bad JQL -> 400", r.status == 400, r)
+
+        r = api("POST", "/issue", issue("hooked"))
+        key = r.json["key"]
+        idle = wait_idle()
+        got = rx.take("/admin")
+        ok = idle and len(got) == 1
+        if ok:
+            _p, hd, body = got[0]
+            ev = json.loads(body)
+            ok = (hub_ok("s3cret", body, hd.get("X-Hub-Signature")) and hd.get("X-Atlassian-Webhook-Identifier")
+                  and "X-Atlassian-Webhook-Retry" not in hd and ev["webhookEvent"] == "jira:issue_created"
+                  and ev["issue"]["key"] == key and ev["issue_event_type_name"] == "issue_created"
+                  and ev["user"]["accountId"].startswith("712020:aaaa0000") and isinstance(ev["timestamp"], int)
+                  and "matchedWebhookIds" not in ev)
+        check("jira admin webhook delivery: signed raw body, identifier, issue_created by the API user", ok, got)
+
+        # retry on 503, same identifier; no retry on 400
+        rx.script["/admin"] = [503]
+        call(J, "POST", "/_sim/transition", {"key": key, "status": "In Progress"})
+        idle = wait_idle()
+        got = rx.take("/admin")
+        ids = [g[1].get("X-Atlassian-Webhook-Identifier") for g in got]
+        d = deliveries()[-1]
+        ev = json.loads(got[-1][2]) if got else {}
+        check("jira delivery retried after 503 with the same identifier and X-Atlassian-Webhook-Retry: 1",
+              idle and len(got) == 2 and ids[0] == ids[1] and "X-Atlassian-Webhook-Retry" not in got[0][1]
+              and got[1][1].get("X-Atlassian-Webhook-Retry") == "1" and d["statuses"] == [503, 200]
+              and d["state"] == "delivered" and d["id"] == ids[0], (got, d))
+        items = ev.get("changelog", {}).get("items", [])
+        check("jira /_sim/transition event: issue_generic, status changelog, a human user",
+              ev.get("issue_event_type_name") == "issue_generic"
+              and items == [{"field": "status", "fieldtype": "jira", "fieldId": "status", "from": "10000",
+                             "fromString": "To Do", "to": "3", "toString": "In Progress"}]
+              and ev.get("user", {}).get("accountId", "").startswith("712020:aaaa0001"), ev)
+        rx.script["/admin"] = [400]
+        api("PUT", "/issue/" + key, {"fields": {"summary": "hooked 2"}})
+        idle = wait_idle()
+        got = rx.take("/admin")
+        d = deliveries()[-1]
+        check("jira delivery answered 400 is not retried", idle and len(got) == 1 and d["attempts"] == 1
+              and d["state"] == "failed" and d["last_status"] == 400, (got, d))
+        call(J, "POST", "/_sim/faults", {"webhook_duplicate": 1})
+        call(J, "POST", "/_sim/transition", {"key": key, "status": "Done"})
+        wait_idle()
+        got = rx.take("/admin")
+        check("jira duplicate-delivery fault sends the same identifier twice",
+              len(got) == 2 and got[0][1]["X-Atlassian-Webhook-Identifier"] == got[1][1]["X-Atlassian-Webhook-Identifier"]
+              and got[0][2] == got[1][2], got)
+        call(J, "POST", "/_sim/deliveries/pause")
+        call(J, "POST", "/_sim/transition", {"key": key, "status": "To Do"})
+        call(J, "POST", "/_sim/transition", {"key": key, "status": "In Progress"})
+        time.sleep(0.2)
+        early = rx.take("/admin")
+        call(J, "POST", "/_sim/deliveries/resume", {"reverse": True})
+        wait_idle()
+        got = [json.loads(g[2])["changelog"]["items"][0]["toString"] for g in rx.take("/admin")]
+        check("jira pause holds deliveries; resume with reverse delivers out of order",
+              early == [] and got == ["In Progress", "To Do"], (early, got))
+        r = call(J, "PUT", "/rest/webhooks/1.0/webhook/1", {"enabled": False}, basic)
+        call(J, "POST", "/_sim/transition", {"key": key, "status": "Done"})
+        wait_idle()
+        r2 = call(J, "DELETE", "/rest/webhooks/1.0/webhook/1", headers=basic)
+        r3 = call(J, "GET", "/rest/webhooks/1.0/webhook/1", headers=basic)
+        check("jira admin webhook PUT (disabled: no delivery), DELETE -> 204, then 404",
+              r.status == 200 and r.json["enabled"] is False and rx.take("/admin") == [] and r2.status == 204
+              and r3.status == 404, (r, r2, r3))
+
+        # dynamic webhooks
+        dyn = {"url": rx.url + "/dyn", "webhooks": [
+            {"events": ["jira:issue_updated"], "jqlFilter": "project = MFG", "fieldIdsFilter": ["status"]},
+            {"events": ["jira:issue_updated"], "jqlFilter": "project = MFG AND watchCount > 1"}]}
+        r = api("POST", "/webhook", dyn)
+        r2 = call(J, "POST", ex + "/webhook", dyn, basic)
+        check("jira dynamic webhook registration with Basic auth -> 403 (site and /ex/jira shapes)",
+              r.status == 403 and r2.status == 403 and r.json.get("errorMessages"), (r, r2))
+        call(J, "POST", "/_sim/oauth", {"refresh_token": "rt-hooks"})
+        tok = call(J, "POST", "/oauth/token", {"grant_type": "refresh_token", "client_id": "mlc-client",
+                                               "client_secret": "mlc-secret", "refresh_token": "rt-hooks"}).json
+        bh = {"Authorization": "Bearer " + tok["access_token"]}
+        r = call(J, "POST", ex + "/webhook", dyn, bh)
+        res = (r.json or {}).get("webhookRegistrationResult", [])
+        check("jira dynamic registration: per-entry results, unsupported clause reported",
+              r.status == 200 and len(res) == 2 and res[0].get("createdWebhookId") == 1000
+              and "watchCount" in " ".join(res[1].get("errors", [])) and "createdWebhookId" not in res[1], r)
+        r = call(J, "GET", ex + "/webhook?startAt=0&maxResults=10", headers=bh)
+        now_ms = call(J, "GET", "/_sim/clock").json["now_ms"]
+        v = (r.json or {}).get("values", [{}])
+        exp0 = v[0].get("expirationDate") if v else None
+        check("jira dynamic GET page: one webhook, expirationDate = +30 days in epoch ms",
+              r.status == 200 and r.json["total"] == 1 and r.json["isLast"] is True and v[0]["url"] == rx.url + "/dyn"
+              and isinstance(exp0, int) and abs(exp0 - now_ms - 30 * 86400000) < 5000
+              and v[0].get("fieldIdsFilter") == ["status"], r)
+
+        api("PUT", "/issue/" + key, {"fields": {"summary": "no status change"}})
+        call(J, "POST", "/_sim/transition", {"key": key, "status": "In Progress"})
+        wait_idle()
+        got = rx.take("/dyn")
+        ok = len(got) == 1
+        if ok:
+            hd, ev = got[0][1], json.loads(got[0][2])
+            auth = hd.get("Authorization", "")
+            good, claims = jwt_ok(auth[7:], "mlc-secret") if auth.startswith("Bearer ") else (False, {})
+            bad, _c = jwt_ok(auth[7:], "wrong-secret") if auth.startswith("Bearer ") else (True, {})
+            ok = (good and not bad and all(k in claims for k in ("iss", "iat", "exp")) and claims["exp"] > claims["iat"]
+                  and ev.get("matchedWebhookIds") == [1000] and "X-Hub-Signature" not in hd
+                  and ev["changelog"]["items"][0]["field"] == "status")
+        check("jira dynamic delivery: HS256 JWT with the client secret, matchedWebhookIds, fieldIdsFilter", ok, got)
+
+        r = call(J, "GET", ex + "/myself", headers=bh)
+        sim_now = call(J, "GET", "/_sim/clock").json["now_ms"] / 1000.0
+        check("jira Date header follows the sim clock (before any advance)",
+              abs(parsedate_to_datetime(r.headers["Date"]).timestamp() - sim_now) < 3, r.headers.get("Date"))
+        call(J, "POST", "/_sim/clock", {"advance_s": 29 * 86400})
+        r = call(J, "GET", ex + "/webhook", headers=bh)  # the bearer token expired an hour in
+        tok = call(J, "POST", "/oauth/token", {"grant_type": "refresh_token", "client_id": "mlc-client",
+                                               "client_secret": "mlc-secret",
+                                               "refresh_token": tok["refresh_token"]}).json
+        bh = {"Authorization": "Bearer " + tok["access_token"]}
+        r2 = call(J, "GET", ex + "/webhook", headers=bh)
+        sim_now = call(J, "GET", "/_sim/clock").json["now_ms"] / 1000.0
+        date = parsedate_to_datetime(r2.headers["Date"]).timestamp()
+        check("jira sim clock +29 days: Date header follows it, the webhook is still listed",
+              r.status == 401 and r2.status == 200 and r2.json["total"] == 1 and abs(date - sim_now) < 3
+              and abs(date - time.time() - 29 * 86400) < 5, (r, r2))
+        r = call(J, "PUT", ex + "/webhook/refresh", {"webhookIds": [1000, 4242]}, bh)
+        exp1 = (r.json or {}).get("expirationDate")
+        check("jira refresh extends expiry to sim now + 30 days (unknown ids ignored)",
+              r.status == 200 and isinstance(exp1, int) and abs(exp1 - sim_now * 1000 - 30 * 86400000) < 5000
+              and exp1 > exp0 + 28 * 86400000, r)
+        call(J, "POST", "/_sim/faults", {"webhook_expiration_string": True})
+        r = call(J, "PUT", ex + "/webhook/refresh", {"webhookIds": [1000]}, bh)
+        call(J, "POST", "/_sim/faults", {"webhook_expiration_string": None})
+        s = (r.json or {}).get("expirationDate")
+        check("jira refresh can answer the string form of expirationDate",
+              r.status == 200 and isinstance(s, str) and len(s) == 28 and s.endswith("+0000") and s[10] == "T", r)
+        call(J, "POST", "/_sim/clock", {"advance_s": 31 * 86400})
+        tok = call(J, "POST", "/oauth/token", {"grant_type": "refresh_token", "client_id": "mlc-client",
+                                               "client_secret": "mlc-secret",
+                                               "refresh_token": tok["refresh_token"]}).json
+        bh = {"Authorization": "Bearer " + tok["access_token"]}
+        r = call(J, "GET", ex + "/webhook", headers=bh)
+        call(J, "POST", "/_sim/transition", {"key": key, "status": "Done"})
+        wait_idle()
+        check("jira dynamic webhook expires 30 sim days after its refresh: gone from GET, no delivery",
+              r.status == 200 and r.json["total"] == 0 and rx.take("/dyn") == [], r)
+        r = call(J, "POST", ex + "/webhook", {"url": rx.url + "/dyn", "webhooks": dyn["webhooks"][:1]}, bh)
+        hid = r.json["webhookRegistrationResult"][0]["createdWebhookId"]
+        r2 = call(J, "POST", "/_sim/webhooks/vanish", {"id": hid})
+        r3 = call(J, "GET", ex + "/webhook", headers=bh)
+        r4 = call(J, "POST", ex + "/webhook", {"url": rx.url + "/dyn", "webhooks": dyn["webhooks"][:1]}, bh)
+        hid2 = r4.json["webhookRegistrationResult"][0]["createdWebhookId"]
+        r5 = call(J, "DELETE", ex + "/webhook", {"webhookIds": [hid2, 99999]}, bh)
+        r6 = call(J, "GET", ex + "/webhook", headers=bh)
+        check("jira vanish control removes a dynamic webhook; DELETE -> 202",
+              r2.json == {"vanished": [hid]} and r3.json["total"] == 0 and hid2 != hid and r5.status == 202
+              and r6.json["total"] == 0, (r2, r3, r5, r6))
+        r = api("POST", "/search/jql", {"jql": "key = %s" % key, "fields": ["status"], "expand": "changelog"})
+        hist = r.json["issues"][0].get("changelog", {}).get("histories", [])
+        check("jira search expand=changelog lists status histories, newest first",
+              r.status == 200 and len(hist) >= 5 and hist[0]["items"][0]["toString"] == "Done"
+              and hist[0]["author"]["accountId"].startswith("712020:aaaa0001"), r)
+        d = call(J, "GET", "/_sim/deliveries").json
+        check("jira /_sim/deliveries lists deliveries with attempts and states",
+              all(k in d["deliveries"][0] for k in ("id", "webhook_ids", "event", "issue", "attempts", "last_status",
+                                                    "state")) and d["pending"] == 0 and d["paused"] is False, d)
+    finally:
+        rx.close()
+        for p, pf, log in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+            log.close()
+
+
 def main():
     perf = "--perf" in sys.argv[1:]
     t0 = time.time()
@@ -846,7 +1138,7 @@ def main():
         for fn in (jde_auth, jde_paging, jde_query, jde_faults, jde_basic, jde_writes,
                    lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf,
                    jira_auth, jira_create, jira_bulk, jira_edit, jira_search, jira_lag, jira_oauth,
-                   jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000)):
+                   jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000), jira_webhooks):
             group(fn)
         for tag, p, pf, log in procs:
             p.terminate()

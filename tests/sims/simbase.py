@@ -83,6 +83,12 @@ class SimHandler(BaseHTTPRequestHandler):
     def version_string(self):
         return self.server_version
 
+    def date_time_string(self, timestamp=None):
+        """The Date header follows the simulator's clock (see Sim.http_time)."""
+        if timestamp is None:
+            timestamp = self.server.sim.http_time()
+        return super().date_time_string(timestamp)
+
     def log_message(self, fmt, *args):  # the default access log is replaced
         pass
 
@@ -300,6 +306,11 @@ class Sim:
 
     def extra_429_headers(self, retry_after):
         return {}
+
+    def http_time(self):
+        """Epoch seconds for the HTTP Date header; a simulator with its own
+        clock overrides this."""
+        return time.time()
 
     # ---- faults ---------------------------------------------------------
 

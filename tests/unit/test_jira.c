@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * Unit tests: the Jira connector's pure parts (plain text to ADF, bulk create
  * response mapping, search pages, error bodies, JQL, summary and label
- * cleaning) and its config validation in open().
+ * cleaning, webhook expirationDate and timestamps, the changes() query and
+ * its status bookkeeping) and its config validation in open().
  */
 #include <stdlib.h>
 #include <string.h>
@@ -358,7 +359,195 @@ static void connector_shape(void)
     CHECK(connector_jira.ping != NULL && connector_jira.prepare != NULL);
     CHECK(connector_jira.apply != NULL && connector_jira.find != NULL);
     CHECK(connector_jira.poll == NULL && connector_jira.write_back == NULL);
+    CHECK(connector_jira.watch != NULL && connector_jira.changes != NULL);
     CHECK(connector_jira.keys != NULL);
+}
+
+static long long tparse(const char *s)
+{
+    long long ms = -42;
+
+    return jira_time_parse(s, &ms) == 0 ? ms : -1;
+}
+
+static void time_parse_forms(void)
+{
+    CHECK_INT(tparse("2019-06-01T12:42:30.000+0000"), 1559392950000LL);
+    CHECK_INT(tparse("2019-06-01T12:42:30.000+00:00"), 1559392950000LL);
+    CHECK_INT(tparse("2019-06-01T12:42:30Z"), 1559392950000LL);
+    CHECK_INT(tparse("2019-06-01T12:42:30.5Z"), 1559392950500LL);
+    CHECK_INT(tparse("2019-06-01T12:42:30.123456Z"), 1559392950123LL);
+    CHECK_INT(tparse("2019-06-01T14:42:30.000+0200"), 1559392950000LL);
+    CHECK_INT(tparse("2019-06-01T07:12:30.000-0530"), 1559392950000LL);
+    CHECK_INT(tparse("1970-01-01T00:00:00.000+0000"), 0);
+    CHECK_INT(tparse("2024-02-29T00:00:00Z"), 1709164800000LL);
+    CHECK_INT(tparse("2019-06-01T12:42:30.000"), -1); /* no zone: ambiguous */
+    CHECK_INT(tparse("2019-06-01T12:42:30.Z"), -1);
+    CHECK_INT(tparse("2019-02-30T12:42:30Z"), -1);
+    CHECK_INT(tparse("2019-13-01T12:42:30Z"), -1);
+    CHECK_INT(tparse("2019-06-01T24:00:00Z"), -1);
+    CHECK_INT(tparse("2019-06-01T12:42:30+0000x"), -1);
+    CHECK_INT(tparse("2019-06-01"), -1);
+    CHECK_INT(tparse(""), -1);
+    CHECK_INT(tparse(NULL), -1);
+}
+
+static void time_format_round_trip(void)
+{
+    char out[40], small[11];
+
+    jira_time_format(1559392950123LL, out, sizeof(out));
+    CHECK_STR(out, "2019-06-01T12:42:30.123+0000");
+    CHECK_INT(tparse(out), 1559392950123LL);
+    jira_time_format(0, out, sizeof(out));
+    CHECK_STR(out, "1970-01-01T00:00:00.000+0000");
+    jira_time_format(-5, out, sizeof(out));
+    CHECK_STR(out, "1970-01-01T00:00:00.000+0000");
+    jira_time_format(1559392950123LL, small, sizeof(small));
+    CHECK_STR(small, "2019-06-01");
+}
+
+static long long expparse(const char *json)
+{
+    cJSON *v = cJSON_Parse(json);
+    long long ms = -42;
+    int r = jira_expiration_parse(v, &ms);
+
+    cJSON_Delete(v);
+    return r == 0 ? ms : -1;
+}
+
+static void expiration_both_forms(void)
+{
+    /* the schema says int64 epoch ms; the published example is a string */
+    CHECK_INT(expparse("1559392950000"), 1559392950000LL);
+    CHECK_INT(expparse("\"2019-06-01T12:42:30.000+0000\""), 1559392950000LL);
+    CHECK_INT(expparse("\"1559392950000\""), 1559392950000LL);
+    CHECK_INT(expparse("1559392950000.0"), 1559392950000LL);
+    CHECK_INT(expparse("-1"), -1);
+    CHECK_INT(expparse("1e16"), -1);
+    CHECK_INT(expparse("\"\""), -1);
+    CHECK_INT(expparse("\"next week\""), -1);
+    CHECK_INT(expparse("null"), -1);
+    CHECK_INT(expparse("{\"ms\":1}"), -1);
+    CHECK(jira_expiration_parse(NULL, &(long long){ 0 }) == -1);
+}
+
+static const char *jql_of(const char *project, long long since, long long now, int changes)
+{
+    static char out[256];
+    struct mlc_buf b = MLC_BUF_INIT;
+    enum mlc_rc rc =
+        changes ? jira_jql_changes(&b, project, since, now) : jira_jql_project(&b, project);
+
+    snprintf(out, sizeof(out), "%s", rc == MLC_OK ? mlc_buf_str(&b) : "(error)");
+    mlc_buf_release(&b);
+    return out;
+}
+
+static void jql_project_and_changes(void)
+{
+    long long now = 1700000000000LL;
+
+    CHECK_STR(jql_of("MFG", 0, 0, 0), "project = MFG");
+    CHECK_STR(jql_of("OPS_2", 0, 0, 0), "project = OPS_2");
+    CHECK_STR(jql_of("My \"Proj\"", 0, 0, 0), "project = \"My \\\"Proj\\\"\"");
+    CHECK_STR(jql_of("mfg", 0, 0, 0), "project = \"mfg\"");
+    CHECK_STR(jql_of("", 0, 0, 0), "(error)");
+    CHECK_STR(jql_of(NULL, 0, 0, 0), "(error)");
+    /* whole minutes since the cursor, plus a minute of overlap and one for rounding */
+    CHECK_STR(jql_of("MFG", now - 10 * 60000, now, 1),
+              "project = MFG AND updated >= \"-12m\" ORDER BY updated ASC");
+    CHECK_STR(jql_of("MFG", now - 10 * 60000 - 59999, now, 1),
+              "project = MFG AND updated >= \"-12m\" ORDER BY updated ASC");
+    CHECK_STR(jql_of("MFG", now, now, 1),
+              "project = MFG AND updated >= \"-2m\" ORDER BY updated ASC");
+    /* a cursor ahead of the server clock still looks back two minutes */
+    CHECK_STR(jql_of("MFG", now + 3600000, now, 1),
+              "project = MFG AND updated >= \"-2m\" ORDER BY updated ASC");
+    CHECK_STR(jql_of("MFG", 0, now, 1),
+              "project = MFG AND updated >= \"-5270402m\" ORDER BY updated ASC");
+}
+
+#define ISSUE(key, sid, sname, hist)                                              \
+    "{\"id\":\"10001\",\"key\":\"" key "\",\"fields\":{\"status\":{\"id\":\"" sid \
+    "\",\"name\":\"" sname "\"},\"labels\":[\"jdewo-100001\"],"                   \
+    "\"updated\":\"2023-11-14T22:13:00.000+0000\"},\"changelog\":{\"histories\":[" hist "]}}"
+#define HIST(when, from, fromS, to, toS)                                                       \
+    "{\"id\":\"1\",\"created\":\"" when "\",\"author\":{\"accountId\":\"u1\","                 \
+    "\"displayName\":\"Maria\"},\"items\":[{\"field\":\"status\",\"fieldtype\":\"jira\","      \
+    "\"from\":\"" from "\",\"fromString\":\"" fromS "\",\"to\":\"" to "\",\"toString\":\"" toS \
+    "\"}]}"
+
+/* status changes in a changelog, newest first as Jira lists them */
+#define H_DONE    HIST("2023-11-14T22:15:00.000+0000", "3", "In Progress", "10001", "Done")
+#define H_BACK    HIST("2023-11-14T22:15:00.000+0000", "3", "In Progress", "10000", "To Do")
+#define H_STARTED HIST("2023-11-14T22:14:00.000+0000", "10000", "To Do", "3", "In Progress")
+#define H_OLD     HIST("2023-11-14T20:00:00.000+0000", "3", "In Progress", "10000", "To Do")
+
+/* Run jira_change_event on issue JSON; the event printed (static) or "-". */
+static const char *change(const char *issue_json, cJSON *seen, long long window, int emit)
+{
+    static char out[2048];
+    cJSON *issue = cJSON_Parse(issue_json);
+    cJSON *ev = jira_change_event(issue, seen, window, emit);
+    char *s = ev != NULL ? cJSON_PrintUnformatted(ev) : NULL;
+
+    CHECK(issue != NULL);
+    snprintf(out, sizeof(out), "%s", s != NULL ? s : "-");
+    free(s);
+    cJSON_Delete(ev);
+    cJSON_Delete(issue);
+    return out;
+}
+
+static void change_events(void)
+{
+    long long window = 1700000000000LL; /* 2023-11-14T22:13:20Z */
+    cJSON *seen = cJSON_CreateObject();
+    const char *ev;
+    char *s;
+
+    /* first sight, no status change in the window: recorded, nothing emitted */
+    CHECK_STR(change(ISSUE("MFG-1", "10000", "To Do", ""), seen, window, 1), "-");
+    s = cJSON_PrintUnformatted(seen);
+    CHECK_STR(s, "{\"MFG-1\":[\"10000\",\"To Do\"]}");
+    free(s);
+    /* a change since: emitted once, with the last known status as from */
+    ev = change(ISSUE("MFG-1", "3", "In Progress", ""), seen, window, 1);
+    CHECK(strstr(ev, "\"webhookEvent\":\"jira:issue_updated\"") != NULL);
+    CHECK(strstr(ev, "\"changelog\":{\"items\":[{\"field\":\"status\",\"fieldtype\":\"jira\","
+                     "\"fieldId\":\"status\",\"from\":\"10000\",\"fromString\":\"To Do\","
+                     "\"to\":\"3\",\"toString\":\"In Progress\"}]}") != NULL);
+    CHECK(strstr(ev, "\"issue\":{\"id\":\"10001\",\"key\":\"MFG-1\",\"fields\":{\"status\":"
+                     "{\"id\":\"3\",\"name\":\"In Progress\"},"
+                     "\"labels\":[\"jdewo-100001\"]}}") != NULL);
+    CHECK(strstr(ev, "\"timestamp\":1699999980000") != NULL); /* fields.updated */
+    CHECK_STR(change(ISSUE("MFG-1", "3", "In Progress", ""), seen, window, 1), "-");
+    /* first sight with a status change in the changelog: from its start */
+    ev = change(ISSUE("MFG-2", "10001", "Done", H_DONE "," H_STARTED "," H_OLD), seen, window, 1);
+    CHECK(strstr(ev, "\"from\":\"10000\",\"fromString\":\"To Do\",\"to\":\"10001\","
+                     "\"toString\":\"Done\"") != NULL);
+    CHECK(strstr(ev, "\"user\":{\"accountId\":\"u1\",\"displayName\":\"Maria\"}") != NULL);
+    CHECK(strstr(ev, "\"timestamp\":1700000100000") != NULL); /* the newest status change */
+    /* first sight, changed and changed back inside the window: no net change */
+    CHECK_STR(change(ISSUE("MFG-3", "10000", "To Do", H_BACK "," H_STARTED), seen, window, 1), "-");
+    /* emit 0 (the first call) only records */
+    CHECK_STR(change(ISSUE("MFG-1", "10001", "Done", ""), seen, window, 0), "-");
+    CHECK_STR(change(ISSUE("MFG-1", "10001", "Done", ""), seen, window, 1), "-");
+    /* no key or status: ignored */
+    CHECK_STR(change("{\"key\":\"MFG-9\",\"fields\":{}}", seen, window, 1), "-");
+    ev = change("{\"fields\":{\"status\":{\"id\":\"3\",\"name\":\"x\"}}}", seen, window, 1);
+    CHECK_STR(ev, "-");
+    CHECK_INT(cJSON_GetArraySize(seen), 3);
+    /* MFG-1 was seen last: trimming keeps it */
+    jira_seen_trim(seen, 1);
+    s = cJSON_PrintUnformatted(seen);
+    CHECK_STR(s, "{\"MFG-1\":[\"10001\",\"Done\"]}");
+    free(s);
+    jira_seen_trim(seen, 0);
+    CHECK_INT(cJSON_GetArraySize(seen), 0);
+    cJSON_Delete(seen);
 }
 
 /* open() with conf text; returns rc, message in *msg (static). */
@@ -448,6 +637,11 @@ int main(void)
     RUN(error_text_one_line);
     RUN(jql_escapes);
     RUN(summary_and_labels);
+    RUN(time_parse_forms);
+    RUN(time_format_round_trip);
+    RUN(expiration_both_forms);
+    RUN(jql_project_and_changes);
+    RUN(change_events);
     RUN(connector_shape);
     RUN(open_validates_config);
     return TT_DONE();
