@@ -1,0 +1,897 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * store_sqlite: the relay store in one SQLite file, for a single relay node.
+ *
+ * Durability: WAL with synchronous=FULL, so every commit fsyncs the WAL
+ * before the call returns and a webhook's 2xx survives a power loss. A batch
+ * of deliveries shares one transaction: one fsync for the whole batch.
+ * Other processes (the `mlc-relay tenant|command` CLI) open the same file.
+ * Writers wait for each other up to BUSY_MS, and every multi-statement write
+ * starts with BEGIN IMMEDIATE, so none fails half-way on a lock upgrade.
+ * Leases: claims are single UPDATE statements, and SQLite runs one writer at
+ * a time, so two handles (nodes) never lease the same row at once.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sqlite3.h>
+#include "relay/store.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_log.h"
+
+#define BUSY_MS 10000
+
+/* Migrations, numbered by PRAGMA user_version; each runs in one transaction. */
+static const char *const sq_migrations[] = {
+    /* 1: the first schema */
+    "CREATE TABLE relay_tenant(name TEXT PRIMARY KEY, key_hash TEXT NOT NULL,"
+    "  hook_secret TEXT NOT NULL, jira_client_secret TEXT NOT NULL DEFAULT '',"
+    "  zoho_token TEXT NOT NULL DEFAULT '', created_ms INTEGER NOT NULL,"
+    "  rotated_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE relay_delivery(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  tenant TEXT NOT NULL REFERENCES relay_tenant(name), kind TEXT NOT NULL,"
+    "  ext_id TEXT NOT NULL, received_ms INTEGER NOT NULL, lease_node TEXT,"
+    "  lease_until_ms INTEGER NOT NULL DEFAULT 0, acked_ms INTEGER,"
+    /* the body last: SQLite reads the columns before it without its overflow pages */
+    "  body BLOB NOT NULL, UNIQUE(tenant, kind, ext_id));"
+    /* the claim path: a tenant's unacked rows in seq order; acked rows leave it */
+    "CREATE INDEX relay_delivery_pending ON relay_delivery(tenant, seq) WHERE acked_ms IS NULL;"
+    "CREATE TABLE relay_command(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  tenant TEXT NOT NULL REFERENCES relay_tenant(name), body TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL, sent_ms INTEGER, answered_ms INTEGER, answer TEXT);"
+    "CREATE INDEX relay_command_unsent ON relay_command(tenant, id) WHERE sent_ms IS NULL;",
+};
+#define SQ_SCHEMA_VERSION ((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))
+
+enum sq_stmt {
+    SQ_TENANT_ADD,
+    SQ_TENANT_UPDATE,
+    SQ_TENANT_GET,
+    SQ_TENANT_LIST,
+    SQ_DELIVERY_PUT,
+    SQ_DELIVERY_FIND,
+    SQ_DELIVERY_CLAIM,
+    SQ_DELIVERY_RELEASE,
+    SQ_DELIVERY_ACK,
+    SQ_COMMAND_PUT,
+    SQ_COMMAND_CLAIM,
+    SQ_COMMAND_ANSWER,
+    SQ_COMMAND_GET,
+    SQ_COMMAND_TENANTS,
+    SQ_STATS,
+    SQ__COUNT
+};
+
+#define TENANT_COLS \
+    "name, key_hash, hook_secret, jira_client_secret, zoho_token, created_ms, rotated_ms"
+#define COMMAND_COLS "id, tenant, body, created_ms, answered_ms, answer"
+
+static const char *const sq_sql[SQ__COUNT] = {
+    [SQ_TENANT_ADD] = "INSERT INTO relay_tenant(" TENANT_COLS ") VALUES(:name, :key_hash,"
+                      " :hook_secret, :jira_client_secret, :zoho_token, :created_ms, :rotated_ms)",
+    [SQ_TENANT_UPDATE] = "UPDATE relay_tenant SET key_hash = :key_hash, hook_secret = :hook_secret,"
+                         " jira_client_secret = :jira_client_secret, zoho_token = :zoho_token,"
+                         " created_ms = :created_ms, rotated_ms = :rotated_ms WHERE name = :name",
+    [SQ_TENANT_GET] = "SELECT " TENANT_COLS " FROM relay_tenant WHERE name = :name",
+    [SQ_TENANT_LIST] = "SELECT " TENANT_COLS " FROM relay_tenant ORDER BY name",
+    [SQ_DELIVERY_PUT] = "INSERT INTO relay_delivery(tenant, kind, ext_id, body, received_ms)"
+                        " VALUES(:tenant, :kind, :ext_id, :body, :received_ms)"
+                        " ON CONFLICT(tenant, kind, ext_id) DO NOTHING RETURNING seq",
+    [SQ_DELIVERY_FIND] = "SELECT seq FROM relay_delivery"
+                         " WHERE tenant = :tenant AND kind = :kind AND ext_id = :ext_id",
+    [SQ_DELIVERY_CLAIM] =
+        "UPDATE relay_delivery SET lease_node = :node, lease_until_ms = :until"
+        " WHERE seq IN (SELECT seq FROM relay_delivery WHERE tenant = :tenant"
+        " AND acked_ms IS NULL AND lease_until_ms <= :now ORDER BY seq LIMIT :max)"
+        " RETURNING seq, kind, ext_id, body, received_ms",
+    [SQ_DELIVERY_RELEASE] = "UPDATE relay_delivery SET lease_node = NULL, lease_until_ms = 0"
+                            " WHERE tenant = :tenant AND acked_ms IS NULL AND lease_node = :node",
+    [SQ_DELIVERY_ACK] =
+        "UPDATE relay_delivery SET acked_ms = :now, lease_node = NULL,"
+        " lease_until_ms = 0 WHERE seq = :seq AND tenant = :tenant AND acked_ms IS NULL",
+    [SQ_COMMAND_PUT] =
+        "INSERT INTO relay_command(tenant, body, created_ms) VALUES(:tenant, :body, :now)"
+        " RETURNING id",
+    [SQ_COMMAND_CLAIM] =
+        "UPDATE relay_command SET sent_ms = :now WHERE id IN (SELECT id FROM relay_command"
+        " WHERE tenant = :tenant AND sent_ms IS NULL ORDER BY id LIMIT :max)"
+        " RETURNING " COMMAND_COLS,
+    /* the first answer stays (an agent may repeat its STATUS after a reconnect) */
+    [SQ_COMMAND_ANSWER] = "UPDATE relay_command SET answered_ms = :now, answer = :answer"
+                          " WHERE id = :id AND answered_ms IS NULL RETURNING id",
+    [SQ_COMMAND_GET] = "SELECT " COMMAND_COLS " FROM relay_command WHERE id = :id",
+    /* reads only relay_command_unsent, which holds just the unsent commands */
+    [SQ_COMMAND_TENANTS] = "SELECT DISTINCT tenant FROM relay_command WHERE sent_ms IS NULL"
+                           " ORDER BY tenant LIMIT :max",
+    [SQ_STATS] = "SELECT (SELECT count(*) FROM relay_tenant),"
+                 " (SELECT count(*) FROM relay_delivery WHERE acked_ms IS NULL),"
+                 " (SELECT count(*) FROM relay_delivery)," /* acked = all - pending */
+                 " (SELECT count(*) FROM relay_command WHERE answered_ms IS NULL)",
+};
+
+struct sq {
+    struct store base; /* first: a struct store * is a struct sq * */
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *st[SQ__COUNT];
+};
+
+static const struct store_ops sq_ops;
+
+static struct sq *sq_of(struct store *s)
+{
+    return (struct sq *)s;
+}
+
+/* Records what failed, where, and a hint; returns the rc for it. */
+static enum mlc_rc sq_fail(struct sq *q, const char *what, struct mlc_errbuf *err)
+{
+    int code = sqlite3_extended_errcode(q->db);
+    const char *hint = "";
+
+    switch (code & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        hint = " (another process kept the database locked for more than 10 s; try again)";
+        break;
+    case SQLITE_FULL:
+        hint = " (the disk is full)";
+        break;
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+    case SQLITE_PERM:
+        hint = " (check that the file and its directory are writable by the relay)";
+        break;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        hint = " (the file is damaged or not a relay store: restore it from a backup)";
+        break;
+    default:
+        break;
+    }
+    mlc_errf(err, "relay store '%s': cannot %s: %s%s", q->path, what, sqlite3_errmsg(q->db), hint);
+    return MLC_E_IO;
+}
+
+static enum mlc_rc sq_exec(struct sq *q, const char *sql, const char *what, struct mlc_errbuf *err)
+{
+    if (sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        return sq_fail(q, what, err);
+    }
+    return MLC_OK;
+}
+
+static void sq_rollback(struct sq *q)
+{
+    if (!sqlite3_get_autocommit(q->db)) {
+        sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+}
+
+static sqlite3_stmt *sq_stmt(struct sq *q, enum sq_stmt which)
+{
+    if (q->st[which] == NULL) {
+        if (sqlite3_prepare_v3(q->db, sq_sql[which], -1, SQLITE_PREPARE_PERSISTENT, &q->st[which],
+                               NULL) != SQLITE_OK) {
+            MLC_BUG("cannot prepare relay store statement %d: %s", which, sqlite3_errmsg(q->db));
+        }
+    }
+    sqlite3_reset(q->st[which]);
+    sqlite3_clear_bindings(q->st[which]);
+    return q->st[which];
+}
+
+static int sq_param(sqlite3_stmt *st, const char *name)
+{
+    int i = sqlite3_bind_parameter_index(st, name);
+
+    if (i == 0) {
+        MLC_BUG("relay store statement has no parameter %s", name);
+    }
+    return i;
+}
+
+static void bind_text(sqlite3_stmt *st, const char *name, const char *v)
+{
+    if (v == NULL) {
+        sqlite3_bind_null(st, sq_param(st, name));
+    } else {
+        sqlite3_bind_text(st, sq_param(st, name), v, -1, SQLITE_TRANSIENT);
+    }
+}
+
+/* A fixed-size field that might lack its terminator. */
+static void bind_field(sqlite3_stmt *st, const char *name, const char *v, size_t size)
+{
+    sqlite3_bind_text(st, sq_param(st, name), v, (int)strnlen(v, size), SQLITE_TRANSIENT);
+}
+
+static void bind_int(sqlite3_stmt *st, const char *name, long long v)
+{
+    sqlite3_bind_int64(st, sq_param(st, name), v);
+}
+
+static void col_copy(sqlite3_stmt *st, int col, char *dst, size_t n)
+{
+    const unsigned char *v = sqlite3_column_text(st, col);
+
+    snprintf(dst, n, "%s", v ? (const char *)v : "");
+}
+
+/* A heap, NUL-terminated copy of a column (NULL stays NULL when keep_null). */
+static char *col_dup(sqlite3_stmt *st, int col, size_t *len, int keep_null)
+{
+    const void *v;
+    size_t n;
+    char *p;
+
+    if (keep_null && sqlite3_column_type(st, col) == SQLITE_NULL) {
+        return NULL;
+    }
+    v = sqlite3_column_blob(st, col);
+    n = (size_t)sqlite3_column_bytes(st, col);
+    p = mlc_xmalloc(n + 1);
+    if (n > 0) {
+        memcpy(p, v, n);
+    }
+    p[n] = '\0';
+    if (len != NULL) {
+        *len = n;
+    }
+    return p;
+}
+
+/* [A-Za-z0-9_-]{1,64}, looking at no more than the field holds */
+static int tenant_name_ok(const char *name)
+{
+    size_t n;
+
+    for (n = 0; n < TENANT_NAME_MAX + 1 && name[n] != '\0'; n++) {
+        char c = name[n];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-')) {
+            return 0;
+        }
+    }
+    return n >= 1 && n <= TENANT_NAME_MAX;
+}
+
+enum mlc_rc store_sqlite_open(struct store **out, const char *path, const char *node,
+                              struct mlc_errbuf *err)
+{
+    struct sq *q;
+    sqlite3_stmt *st = NULL;
+    int version = 0;
+    enum mlc_rc rc;
+
+    *out = NULL;
+    if (node == NULL || node[0] == '\0' || strlen(node) >= sizeof(q->base.node)) {
+        mlc_errf(err, "relay node id '%s' must be 1 to %zu characters", node ? node : "",
+                 sizeof(q->base.node) - 1);
+        return MLC_E_INVAL;
+    }
+    if (path == NULL || path[0] == '\0') {
+        mlc_errf(err, "no SQLite file given for the relay store (use 'sqlite:/path/relay.db')");
+        return MLC_E_INVAL;
+    }
+    q = mlc_xcalloc(1, sizeof(*q));
+    q->base.ops = &sq_ops;
+    snprintf(q->base.node, sizeof(q->base.node), "%s", node);
+    q->path = mlc_xstrdup(path);
+    if (sqlite3_open_v2(path, &q->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        mlc_errf(err,
+                 "cannot open relay store '%s': %s (check that the directory exists and is "
+                 "writable by the relay)",
+                 path, q->db ? sqlite3_errmsg(q->db) : "out of memory");
+        rc = MLC_E_IO;
+        goto fail;
+    }
+    sqlite3_busy_timeout(q->db, BUSY_MS);
+    rc = sq_exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+                 "set WAL mode", err);
+    if (rc != MLC_OK) {
+        goto fail;
+    }
+    /* read the version inside the write transaction: two processes opening a
+     * new file at once must not both run the same migration */
+    rc = sq_exec(q, "BEGIN IMMEDIATE", "start the schema check", err);
+    if (rc != MLC_OK) {
+        goto fail;
+    }
+    if (sqlite3_prepare_v2(q->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        rc = sq_fail(q, "read the schema version", err);
+        sqlite3_finalize(st);
+        goto fail;
+    }
+    version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version > SQ_SCHEMA_VERSION) {
+        mlc_errf(err,
+                 "relay store '%s' has schema version %d, newer than this relay knows (%d): "
+                 "upgrade the relay",
+                 path, version, SQ_SCHEMA_VERSION);
+        rc = MLC_E_INVAL;
+        goto fail;
+    }
+    for (int v = version; v < SQ_SCHEMA_VERSION; v++) {
+        char pragma[64];
+
+        snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);
+        if ((rc = sq_exec(q, sq_migrations[v], "migrate the schema", err)) != MLC_OK ||
+            (rc = sq_exec(q, pragma, "record the schema version", err)) != MLC_OK) {
+            goto fail;
+        }
+        mlc_info("relay store '%s' migrated to schema version %d", path, v + 1);
+    }
+    rc = sq_exec(q, "COMMIT", "commit the schema", err);
+    if (rc != MLC_OK) {
+        goto fail;
+    }
+    *out = &q->base;
+    return MLC_OK;
+fail:
+    if (q->db != NULL) {
+        sq_rollback(q);
+    }
+    q->base.ops->close(&q->base);
+    return rc;
+}
+
+static void sq_close(struct store *s)
+{
+    struct sq *q = sq_of(s);
+
+    if (q == NULL) {
+        return;
+    }
+    for (int i = 0; i < SQ__COUNT; i++) {
+        sqlite3_finalize(q->st[i]);
+    }
+    sqlite3_close(q->db);
+    free(q->path);
+    free(q);
+}
+
+static void bind_tenant(sqlite3_stmt *st, const struct tenant_rec *t)
+{
+    bind_field(st, ":name", t->name, sizeof(t->name));
+    bind_field(st, ":key_hash", t->key_hash, sizeof(t->key_hash));
+    bind_field(st, ":hook_secret", t->hook_secret, sizeof(t->hook_secret));
+    bind_field(st, ":jira_client_secret", t->jira_client_secret, sizeof(t->jira_client_secret));
+    bind_field(st, ":zoho_token", t->zoho_token, sizeof(t->zoho_token));
+    bind_int(st, ":created_ms", t->created_ms);
+    bind_int(st, ":rotated_ms", t->rotated_ms);
+}
+
+static void read_tenant(sqlite3_stmt *st, struct tenant_rec *t)
+{
+    memset(t, 0, sizeof(*t));
+    col_copy(st, 0, t->name, sizeof(t->name));
+    col_copy(st, 1, t->key_hash, sizeof(t->key_hash));
+    col_copy(st, 2, t->hook_secret, sizeof(t->hook_secret));
+    col_copy(st, 3, t->jira_client_secret, sizeof(t->jira_client_secret));
+    col_copy(st, 4, t->zoho_token, sizeof(t->zoho_token));
+    t->created_ms = sqlite3_column_int64(st, 5);
+    t->rotated_ms = sqlite3_column_int64(st, 6);
+}
+
+static enum mlc_rc sq_tenant_add(struct store *s, const struct tenant_rec *t,
+                                 struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st;
+    int rc;
+
+    if (!tenant_name_ok(t->name)) {
+        mlc_errf(err, "tenant name '%.*s' is not 1 to %d of A-Z a-z 0-9 _ -", TENANT_NAME_MAX,
+                 t->name, TENANT_NAME_MAX);
+        return MLC_E_INVAL;
+    }
+    st = sq_stmt(q, SQ_TENANT_ADD);
+    bind_tenant(st, t);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        return MLC_OK;
+    }
+    if (sqlite3_extended_errcode(q->db) == SQLITE_CONSTRAINT_PRIMARYKEY ||
+        sqlite3_extended_errcode(q->db) == SQLITE_CONSTRAINT_UNIQUE) {
+        mlc_errf(err,
+                 "tenant '%s' already exists in relay store '%s' (rotate or update it instead)",
+                 t->name, q->path);
+        return MLC_E_INVAL;
+    }
+    return sq_fail(q, "add a tenant", err);
+}
+
+static enum mlc_rc sq_tenant_update(struct store *s, const struct tenant_rec *t,
+                                    struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_TENANT_UPDATE);
+    int rc;
+
+    bind_tenant(st, t);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        return sq_fail(q, "update a tenant", err);
+    }
+    if (sqlite3_changes(q->db) == 0) {
+        mlc_errf(err, "no tenant '%.*s' in relay store '%s'", TENANT_NAME_MAX, t->name, q->path);
+        return MLC_E_NOTFOUND;
+    }
+    return MLC_OK;
+}
+
+static enum mlc_rc sq_tenant_get(struct store *s, const char *name, struct tenant_rec *out,
+                                 struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_TENANT_GET);
+    int rc;
+
+    bind_text(st, ":name", name);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        read_tenant(st, out);
+        sqlite3_reset(st);
+        return MLC_OK;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        return sq_fail(q, "read a tenant", err);
+    }
+    mlc_errf(err, "no tenant '%s' in relay store '%s'", name, q->path);
+    return MLC_E_NOTFOUND;
+}
+
+static enum mlc_rc sq_tenant_list(struct store *s, struct tenant_rec **out, size_t *n,
+                                  struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_TENANT_LIST);
+    struct tenant_rec *v = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = mlc_xrealloc(v, cap * sizeof(*v));
+        }
+        read_tenant(st, &v[len++]);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        free(v);
+        return sq_fail(q, "list tenants", err);
+    }
+    *out = v;
+    *n = len;
+    return MLC_OK;
+}
+
+static enum mlc_rc check_items(struct delivery_in *items, size_t n, struct mlc_errbuf *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct delivery_in *d = &items[i];
+
+        if (d->tenant == NULL || d->kind == NULL || d->ext_id == NULL ||
+            (d->body == NULL && d->body_len > 0)) {
+            mlc_errf(err, "delivery %zu of the batch lacks its tenant, kind, id or body", i);
+            return MLC_E_INVAL;
+        }
+        if (d->kind[0] == '\0' || strlen(d->kind) >= sizeof(((struct delivery_out *)0)->kind)) {
+            mlc_errf(err, "delivery kind '%s' is not 1 to 7 characters", d->kind);
+            return MLC_E_INVAL;
+        }
+        if (d->body_len > 0x7fffffff) {
+            mlc_errf(err, "delivery '%s' body of %zu bytes is too big to store", d->ext_id,
+                     d->body_len);
+            return MLC_E_TOOBIG;
+        }
+        items[i].seq = 0;
+        items[i].duplicate = 0;
+    }
+    return MLC_OK;
+}
+
+static enum mlc_rc sq_put_one(struct sq *q, struct delivery_in *d, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *st = sq_stmt(q, SQ_DELIVERY_PUT);
+    int rc;
+
+    bind_text(st, ":tenant", d->tenant);
+    bind_text(st, ":kind", d->kind);
+    bind_text(st, ":ext_id", d->ext_id);
+    sqlite3_bind_blob(st, sq_param(st, ":body"), d->body_len ? d->body : "", (int)d->body_len,
+                      SQLITE_STATIC);
+    bind_int(st, ":received_ms", d->received_ms);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        d->seq = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        return MLC_OK;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        if (sqlite3_extended_errcode(q->db) == SQLITE_CONSTRAINT_FOREIGNKEY) {
+            mlc_errf(err,
+                     "relay store '%s': cannot store a delivery for tenant '%s': no such tenant",
+                     q->path, d->tenant);
+            return MLC_E_NOTFOUND;
+        }
+        return sq_fail(q, "store a delivery", err);
+    }
+    /* already stored: report the first one's seq */
+    st = sq_stmt(q, SQ_DELIVERY_FIND);
+    bind_text(st, ":tenant", d->tenant);
+    bind_text(st, ":kind", d->kind);
+    bind_text(st, ":ext_id", d->ext_id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        d->seq = sqlite3_column_int64(st, 0);
+        d->duplicate = 1;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) {
+        return sq_fail(q, "look up a repeated delivery", err);
+    }
+    return MLC_OK;
+}
+
+static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items, size_t n,
+                                     struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    enum mlc_rc rc;
+
+    if (n == 0) {
+        return MLC_OK;
+    }
+    rc = check_items(items, n, err);
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    rc = sq_exec(q, "BEGIN IMMEDIATE", "start storing deliveries", err);
+    for (size_t i = 0; rc == MLC_OK && i < n; i++) {
+        rc = sq_put_one(q, &items[i], err);
+    }
+    if (rc == MLC_OK) {
+        rc = sq_exec(q, "COMMIT", "commit deliveries", err);
+    }
+    if (rc != MLC_OK) {
+        sq_rollback(q);
+        for (size_t i = 0; i < n; i++) {
+            items[i].seq = 0;
+            items[i].duplicate = 0;
+        }
+    }
+    return rc;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    long long x = ((const struct delivery_out *)a)->seq, y = ((const struct delivery_out *)b)->seq;
+
+    return (x > y) - (x < y);
+}
+
+static int sq_deliveries_claim(struct store *s, const char *tenant, int max, long long now_ms,
+                               long long lease_ms, struct delivery_out *out, struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st;
+    int n = 0, rc;
+
+    if (max <= 0) {
+        return 0;
+    }
+    st = sq_stmt(q, SQ_DELIVERY_CLAIM);
+    bind_text(st, ":node", q->base.node);
+    bind_int(st, ":until", now_ms + lease_ms);
+    bind_text(st, ":tenant", tenant);
+    bind_int(st, ":now", now_ms);
+    bind_int(st, ":max", max);
+    while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct delivery_out *d = &out[n++];
+
+        memset(d, 0, sizeof(*d));
+        d->seq = sqlite3_column_int64(st, 0);
+        col_copy(st, 1, d->kind, sizeof(d->kind));
+        d->ext_id = col_dup(st, 2, NULL, 0);
+        d->body = col_dup(st, 3, &d->body_len, 0);
+        d->received_ms = sqlite3_column_int64(st, 4);
+    }
+    if (n == max) {
+        rc = sqlite3_step(st); /* the LIMIT makes this SQLITE_DONE */
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        char what[128];
+
+        delivery_out_release(out, (size_t)n);
+        snprintf(what, sizeof(what), "claim deliveries of tenant '%s'", tenant);
+        sq_fail(q, what, err);
+        return -1;
+    }
+    /* RETURNING comes in no promised order */
+    qsort(out, (size_t)n, sizeof(*out), by_seq);
+    return n;
+}
+
+static enum mlc_rc sq_deliveries_release(struct store *s, const char *tenant,
+                                         struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_DELIVERY_RELEASE);
+    int rc;
+
+    bind_text(st, ":tenant", tenant);
+    bind_text(st, ":node", q->base.node);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        return sq_fail(q, "release leases", err);
+    }
+    return MLC_OK;
+}
+
+static enum mlc_rc sq_deliveries_ack(struct store *s, const char *tenant, const long long *seqs,
+                                     size_t n, long long now_ms, struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    enum mlc_rc rc;
+
+    if (n == 0) {
+        return MLC_OK;
+    }
+    rc = sq_exec(q, "BEGIN IMMEDIATE", "start acknowledging deliveries", err);
+    for (size_t i = 0; rc == MLC_OK && i < n; i++) {
+        sqlite3_stmt *st = sq_stmt(q, SQ_DELIVERY_ACK);
+
+        bind_int(st, ":now", now_ms);
+        bind_int(st, ":seq", seqs[i]);
+        bind_text(st, ":tenant", tenant);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            rc = sq_fail(q, "acknowledge a delivery", err);
+        }
+        sqlite3_reset(st);
+    }
+    if (rc == MLC_OK) {
+        rc = sq_exec(q, "COMMIT", "commit acknowledgements", err);
+    }
+    if (rc != MLC_OK) {
+        sq_rollback(q);
+    }
+    return rc;
+}
+
+static enum mlc_rc sq_command_put(struct store *s, const char *tenant, const char *body,
+                                  long long now_ms, long long *id, struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_COMMAND_PUT);
+    int rc;
+
+    bind_text(st, ":tenant", tenant);
+    bind_text(st, ":body", body);
+    bind_int(st, ":now", now_ms);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        return MLC_OK;
+    }
+    if (sqlite3_extended_errcode(q->db) == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        mlc_errf(err, "relay store '%s': cannot queue a command for tenant '%s': no such tenant",
+                 q->path, tenant);
+        return MLC_E_NOTFOUND;
+    }
+    return sq_fail(q, "queue a command", err);
+}
+
+static void read_command(sqlite3_stmt *st, struct command_rec *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->id = sqlite3_column_int64(st, 0);
+    col_copy(st, 1, c->tenant, sizeof(c->tenant));
+    c->body = col_dup(st, 2, NULL, 0);
+    c->created_ms = sqlite3_column_int64(st, 3);
+    c->answered_ms = sqlite3_column_int64(st, 4); /* NULL reads as 0 */
+    c->answer = col_dup(st, 5, NULL, 1);
+}
+
+static void command_recs_release(struct command_rec *c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        command_rec_release(&c[i]);
+    }
+}
+
+static int by_id(const void *a, const void *b)
+{
+    long long x = ((const struct command_rec *)a)->id, y = ((const struct command_rec *)b)->id;
+
+    return (x > y) - (x < y);
+}
+
+static int sq_command_claim(struct store *s, const char *tenant, int max, long long now_ms,
+                            struct command_rec *out, struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st;
+    int n = 0, rc;
+
+    if (max <= 0) {
+        return 0;
+    }
+    st = sq_stmt(q, SQ_COMMAND_CLAIM);
+    bind_text(st, ":tenant", tenant);
+    bind_int(st, ":now", now_ms);
+    bind_int(st, ":max", max);
+    while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        read_command(st, &out[n++]);
+    }
+    if (n == max) {
+        rc = sqlite3_step(st);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        command_recs_release(out, n);
+        sq_fail(q, "claim commands", err);
+        return -1;
+    }
+    qsort(out, (size_t)n, sizeof(*out), by_id);
+    return n;
+}
+
+static enum mlc_rc sq_command_answer(struct store *s, long long id, const char *answer,
+                                     long long now_ms, struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_COMMAND_ANSWER);
+    int rc;
+
+    bind_int(st, ":id", id);
+    bind_text(st, ":answer", answer);
+    bind_int(st, ":now", now_ms);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? MLC_OK : sq_fail(q, "record a command's answer", err);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        return sq_fail(q, "record a command's answer", err);
+    }
+    /* nothing changed: answered already (fine, the first answer stays) or unknown */
+    st = sq_stmt(q, SQ_COMMAND_GET);
+    bind_int(st, ":id", id);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW) {
+        return MLC_OK;
+    }
+    if (rc != SQLITE_DONE) {
+        return sq_fail(q, "look up a command", err);
+    }
+    mlc_errf(err, "no command %lld in relay store '%s'", id, q->path);
+    return MLC_E_NOTFOUND;
+}
+
+static enum mlc_rc sq_command_get(struct store *s, long long id, struct command_rec *out,
+                                  struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_COMMAND_GET);
+    int rc;
+
+    bind_int(st, ":id", id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        read_command(st, out);
+        sqlite3_reset(st);
+        return MLC_OK;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        return sq_fail(q, "read a command", err);
+    }
+    mlc_errf(err, "no command %lld in relay store '%s'", id, q->path);
+    return MLC_E_NOTFOUND;
+}
+
+static int sq_command_tenants(struct store *s, char (*names)[TENANT_NAME_MAX + 1], int max,
+                              struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st;
+    int n = 0, rc = SQLITE_DONE;
+
+    if (max <= 0) {
+        return 0;
+    }
+    st = sq_stmt(q, SQ_COMMAND_TENANTS);
+    bind_int(st, ":max", max);
+    while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        col_copy(st, 0, names[n++], TENANT_NAME_MAX + 1);
+    }
+    if (n == max) {
+        rc = sqlite3_step(st);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        sq_fail(q, "look for queued commands", err);
+        return -1;
+    }
+    return n;
+}
+
+/* One node: nothing to wake across processes (the CLI's commands are found
+ * by command_tenants()). */
+static int sq_wake_fd(struct store *s)
+{
+    (void)s;
+    return -1;
+}
+
+static void sq_wake_drain(struct store *s,
+                          void (*cb)(void *arg, const char *tenant, const char *what), void *arg)
+{
+    (void)s;
+    (void)cb;
+    (void)arg;
+}
+
+static enum mlc_rc sq_stats(struct store *s, struct store_stats *out, struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_STATS);
+    int rc = sqlite3_step(st);
+
+    memset(out, 0, sizeof(*out));
+    if (rc == SQLITE_ROW) {
+        out->tenants = sqlite3_column_int64(st, 0);
+        out->pending = sqlite3_column_int64(st, 1);
+        out->acked = sqlite3_column_int64(st, 2) - out->pending;
+        out->commands_pending = sqlite3_column_int64(st, 3);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW) {
+        return sq_fail(q, "count deliveries", err);
+    }
+    return MLC_OK;
+}
+
+static const struct store_ops sq_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .tenant_add = sq_tenant_add,
+    .tenant_update = sq_tenant_update,
+    .tenant_get = sq_tenant_get,
+    .tenant_list = sq_tenant_list,
+    .deliveries_put = sq_deliveries_put,
+    .deliveries_claim = sq_deliveries_claim,
+    .deliveries_release = sq_deliveries_release,
+    .deliveries_ack = sq_deliveries_ack,
+    .command_put = sq_command_put,
+    .command_claim = sq_command_claim,
+    .command_answer = sq_command_answer,
+    .command_get = sq_command_get,
+    .command_tenants = sq_command_tenants,
+    .wake_fd = sq_wake_fd,
+    .wake_drain = sq_wake_drain,
+    .stats = sq_stats,
+};
