@@ -283,7 +283,7 @@ static int command_cmd(struct store *s, int argc, char **argv)
     }
     free(body);
     for (long long deadline = now_ms() + (long long)(wait_s * 1000);;) {
-        struct command_rec c;
+        struct command_rec c = { 0 };
         if (s->ops->command_get(s, id, &c, &err) == MLC_OK && c.answered_ms) {
             printf("%s\n", c.answer ? c.answer : "{}");
             command_rec_release(&c);

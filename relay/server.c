@@ -418,8 +418,17 @@ static int on_frame(struct tunnel *t, const uint8_t *p, size_t n)
         break;
     case MLC_FRAME_STATUS:
         if (f.seq != 0) {
-            R->store->ops->command_answer(R->store, (long long)f.seq, f.json, now_ms(), &err);
-            R->m.commands_answered++;
+            struct command_rec c = { 0 };
+            /* an agent answers only its own tenant's commands */
+            if (R->store->ops->command_get(R->store, (long long)f.seq, &c, &err) == MLC_OK &&
+                strcmp(c.tenant, t->tenant) == 0) {
+                R->store->ops->command_answer(R->store, (long long)f.seq, f.json, now_ms(), &err);
+                R->m.commands_answered++;
+            } else {
+                mlc_warn("relay: tenant %s answered command %llu, which is not its own; ignored", t->tenant,
+                         (unsigned long long)f.seq);
+            }
+            command_rec_release(&c);
         }
         break;
     case MLC_FRAME_PING:
