@@ -2620,7 +2620,8 @@ class JiraSim(simbase.Sim):
             return Reply(200, {"deleted": n})
         if p == "/_sim/transition" and method == "POST":
             b = control_json(h)
-            status = next((s for s in STATUSES if s.lower() == str(b.get("status", "")).lower()), None)
+            want = str(b.get("status", b.get("to", ""))).lower()  # "to" is accepted as an alias
+            status = next((s for s in STATUSES if s.lower() == want), None)
             if status is None:
                 return Reply(400, {"error": "status must be one of %s" % ", ".join(STATUSES)})
             actor = SYNC_ACCOUNT if b.get("as_agent") else b.get("actor", HUMAN_ACCOUNT)
