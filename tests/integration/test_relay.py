@@ -317,6 +317,39 @@ def status_change_flows_from_jira_to_jde_end_to_end():
         w.close()
 
 
+@test
+def oauth_dynamic_webhook_with_jwt_reaches_jde():
+    """OAuth 2.0: the agent registers a dynamic webhook; Jira signs deliveries with a JWT."""
+    cloud = "11111111-2222-3333-4444-555555555555"
+    w = World(orders=6, jira_args=["--cloud-id", cloud, "--webhook-retry-scale", "0.001"])
+    try:
+        oauth = {"auth": "oauth", "client_id": "mlc-client", "client_secret": "mlc-secret",
+                 "refresh_token": "rt-initial", "cloud_id": cloud, "email": None, "api_token": None}
+        w.configure(jira=oauth)
+        r = w.agent("sync", "jde_workorders")
+        expect(r.returncode == 0, r.stderr[-2000:])
+        w.relay.cli("tenant", "set-secret", w.tenant, stdin="mlc-secret")
+        w.configure(jira=oauth, relay_extra={"watch_every": "1s"})
+        w.start_agent()
+        dyn = wait_for(lambda: w.jira.ctl("/_sim/webhooks")["dynamic"], 30, "a dynamic webhook")
+        expect(len(dyn) == 1 and dyn[0]["url"].endswith("/hooks/jira/" + w.tenant), dyn)
+        expect("project" in dyn[0]["jqlFilter"] and "MFG" in dyn[0]["jqlFilter"], dyn)
+        wo, key = sorted(w.ledger().items())[2]
+        w.jira.ctl("/_sim/transition", {"key": key, "to": "Done"})
+        wait_for(lambda: str(w.jde.ctl("/_sim/rows?table=F4801&key=" + wo)["SRST"]).strip() == "95",
+                 30, "SRST 95 via a JWT-signed delivery")
+        expect(w.relay.metrics().get('mlc_relay_webhooks_total{source="jira",result="unauthorized"}', 0) == 0,
+               "the relay refused a JWT-signed delivery")
+        # 26 days later on Jira's clock the agent refreshes before the 30-day expiry
+        before = dyn[0]["expires_ms"]
+        w.jira.ctl("/_sim/clock", {"advance_s": 26 * 86400})
+        dyn2 = wait_for(lambda: [d for d in w.jira.ctl("/_sim/webhooks")["dynamic"]
+                                 if d["expires_ms"] > before and not d["expired"]], 30, "a refreshed expiry")
+        expect(dyn2[0]["id"] == dyn[0]["id"], f"refreshed, not re-registered: {dyn} -> {dyn2}")
+    finally:
+        w.close()
+
+
 def _admin_hooks(w):
     import base64
     req = urllib.request.Request(w.jira.url + "/rest/webhooks/1.0/webhook", headers={
