@@ -499,6 +499,9 @@ static int cb_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         return 0;
     case LWS_CALLBACK_CLOSED:
+        if (t == NULL) {
+            return 0;
+        }
         if (t->authed) {
             struct mlc_errbuf err = { 0 };
             mlc_info("relay: tunnel down: tenant %s", t->tenant);
@@ -833,6 +836,9 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         return 0;
     case LWS_CALLBACK_CLOSED_HTTP:
+        if (pss == NULL) {
+            return 0; /* closed before any request (e.g. a failed TLS handshake) */
+        }
         if (pss->pend >= 0 && (size_t)pss->pend < R->npend) {
             R->pend[pss->pend].pss = NULL;
         }

@@ -12,10 +12,20 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import uuid
+
+
+def self_signed_cert(workdir):
+    """A throwaway certificate for localhost / 127.0.0.1 (openssl from Debian)."""
+    crt, key = os.path.join(workdir, "relay.crt"), os.path.join(workdir, "relay.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", key, "-out", crt], check=True, capture_output=True)
+    return crt, key
 
 
 def free_port():
@@ -81,17 +91,24 @@ class Relay:
         conf.update(extra or {})
         with open(self.cfg, "w") as f:
             json.dump(conf, f)
+        self.tls = bool(conf.get("tls_cert"))
+        self.ssl_ctx = ssl.create_default_context(cafile=conf["tls_cert"]) if self.tls else None
         self.log_path = log or os.path.join(self.dir, "relay-%d.log" % self.port)
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
 
     @property
     def base(self):
-        return "http://127.0.0.1:%d" % self.port
+        return ("https://localhost:%d" if self.tls else "http://127.0.0.1:%d") % self.port
 
     @property
     def tunnel_url(self):
-        return "ws://127.0.0.1:%d/tunnel" % self.port
+        return ("wss://localhost:%d/tunnel" if self.tls else "ws://127.0.0.1:%d/tunnel") % self.port
+
+    def connection(self, timeout=10):
+        if self.tls:
+            return http.client.HTTPSConnection("localhost", self.port, timeout=timeout, context=self.ssl_ctx)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def cli(self, *args, stdin=None, check=True):
         p = subprocess.run([self.binary, "-c", self.cfg] + list(args), input=stdin,
@@ -133,7 +150,7 @@ class Relay:
             return ""
 
     def get(self, path):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c = self.connection()
         try:
             c.request("GET", path)
             r = c.getresponse()
@@ -169,15 +186,17 @@ class Relay:
 class HookClient:
     """A keep-alive HTTP/1.1 client posting webhooks to one relay."""
 
-    def __init__(self, port, timeout=10):
+    def __init__(self, port, timeout=10, relay=None):
         self.port = port
         self.timeout = timeout
+        self.relay = relay
         self.conn = None
 
     def post(self, path, body, headers):
         for attempt in range(2):
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                self.conn = (self.relay.connection(self.timeout) if self.relay is not None else
+                             http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout))
             try:
                 h = {"Content-Type": "application/json"}
                 h.update(headers)

@@ -350,6 +350,42 @@ def oauth_dynamic_webhook_with_jwt_reaches_jde():
         w.close()
 
 
+@test
+def tls_relay_with_a_configured_certificate():
+    w = World(orders=5, start_relay=False)
+    try:
+        crt, key = rh.self_signed_cert(w.dir)
+        t = rh.Relay(ARGS.relay, store=w.relay.store, workdir=w.dir,
+                     extra={"tls_cert": crt, "tls_key": key})
+        w.relays.append(t)
+        t.start()
+        w.configure(relay=t, relay_extra={"ca_file": crt})
+        r = w.agent("sync", "jde_workorders")
+        expect(r.returncode == 0, r.stderr[-2000:])
+        w.start_agent()
+        wait_for(lambda: t.metrics().get("mlc_relay_tunnels", 0) == 1, 30, "a wss:// tunnel")
+        hc = rh.HookClient(t.port, relay=t)
+        wo, key_ = sorted(w.ledger().items())[0]
+        st, _ = hc.jira(w.tenant, rh.jira_status_event(key_, "In Progress"),
+                        secret=w.secrets["jira_webhook_secret"])
+        expect(st == 200, f"https webhook: {st}")
+        wait_for(lambda: w.status_calls().get(wo) == 1, 30, "the write-back over wss://")
+        hc.close()
+        w.stop_agent()
+        # an agent that does not trust the certificate never connects
+        w.configure(relay=t)
+        w.start_agent()
+        time.sleep(2)
+        expect(t.metrics().get("mlc_relay_tunnels", 0) == 0, "connected without trusting the certificate")
+        w.stop_agent()
+        # plain HTTP off loopback is refused at start
+        bad = rh.Relay(ARGS.relay, store=w.relay.store, workdir=w.dir, extra={"listen": "0.0.0.0:1"})
+        p = subprocess.run([ARGS.relay, "-c", bad.cfg, "run"], capture_output=True, text=True, timeout=20)
+        expect(p.returncode == 2 and "TLS" in p.stdout + p.stderr, p.stdout + p.stderr)
+    finally:
+        w.close()
+
+
 def _admin_hooks(w):
     import base64
     req = urllib.request.Request(w.jira.url + "/rest/webhooks/1.0/webhook", headers={
