@@ -309,10 +309,10 @@ static int on_hello(struct tunnel *t, const struct mlc_frame *f)
              mlc_json_num(o, "last_acked", 0));
     cJSON_Delete(o);
     /* what was sent before and never acked goes again, at once */
-    R->store->ops->deliveries_release(R->store, tenant, &err);
+    R->store->ops->deliveries_release(R->store, t->tenant, &err);
     mlc_buf_addf(&js, "{\"relay\":");
     mlc_buf_add_json_str(&js, R->cfg->node);
-    mlc_buf_addf(&js, ",\"tenant\":\"%s\",\"heartbeat_s\":%ld,\"window\":%ld}", tenant,
+    mlc_buf_addf(&js, ",\"tenant\":\"%s\",\"heartbeat_s\":%ld,\"window\":%ld}", t->tenant,
                  R->cfg->heartbeat_s, R->cfg->window);
     tunnel_send(t, MLC_FRAME_HELLO, 0, js.ptr, js.len);
     mlc_buf_release(&js);
