@@ -157,6 +157,19 @@ class World:
         self.jira.stop()
 
 
+def wait_applied(w, n, timeout):
+    """Wait until n work orders got their status call; on timeout say where the rest are."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(w.status_calls()) >= n:
+            return
+        time.sleep(0.2)
+    inbox = w.db("SELECT state, COUNT(*) FROM state_inbox GROUP BY state")
+    raise AssertionError(f"after {timeout}s {len(w.status_calls())} of {n} work orders were written; "
+                         f"relay pending {w.relay.metrics().get('mlc_relay_deliveries_pending')}, "
+                         f"agent inbox {inbox}; agent log: {w.agent_log_text()[-1500:]}")
+
+
 def events_for(ledger, status="In Progress"):
     """One status-change webhook body per synced work order."""
     return [(wo, rh.jira_status_event(key, status, labels=["jdewo-" + wo], issue_id=str(10000 + i)))
@@ -408,7 +421,7 @@ def agent_down_while_200_webhooks_arrive_each_applied_once():
         res = post_all(w, events_for(ledger))
         expect(all(s == 200 for s in res.values()), collections.Counter(res.values()))
         w.start_agent()
-        wait_for(lambda: len(w.status_calls()) == 200, 120, "200 orchestrations")
+        wait_applied(w, 200, 120)
         time.sleep(1.5)  # anything doubled would show up now
         calls = w.status_calls()
         expect(set(calls) == {k for k in ledger}, "wrong work orders")
@@ -472,7 +485,7 @@ def kill_9_of_the_relay_during_1000_webhooks_loses_and_doubles_nothing():
         retry = [(wo, b) for wo, b in events if wo not in acked]
         res2 = post_all(w, retry)
         expect(all(s == 200 for s in res2.values()), collections.Counter(res2.values()))
-        wait_for(lambda: len(w.status_calls()) == n, 180, f"{n} orchestrations")
+        wait_applied(w, n, 180)
         time.sleep(2)
         calls = w.status_calls()
         expect(lost_2xx_candidates <= set(calls), "a webhook that got 200 was lost")
