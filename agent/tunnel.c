@@ -438,7 +438,7 @@ static int cb_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
         drop_queue(t);
         mlc_buf_release(&t->rx);
         t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
-        if (t->info.connected) {
+        if (t->info.connected && !t->stop) {
             mlc_warn("tunnel: connection to the relay closed; reconnecting");
         }
         set_state(t, 0, NULL);
