@@ -9,7 +9,7 @@ O          ?= build
 # Debian packages the build and the tests need (installed by `make deps`).
 DEB_BUILD  := build-essential pkg-config libcurl4-openssl-dev libcjson-dev libmbedtls-dev \
               libwebsockets-dev libsqlite3-dev libzstd-dev libpq-dev
-DEB_TEST   := python3 ca-certificates postgresql openssl
+DEB_TEST   := python3 ca-certificates postgresql openssl chromium nodejs npm
 
 PKGS       := libcurl libcjson sqlite3 libzstd libwebsockets libpq
 HAVE_PKGS  := $(shell $(PKG_CONFIG) --exists $(PKGS) 2>/dev/null && echo ok)
@@ -37,7 +37,8 @@ endif
 
 SHARED_SRC := $(wildcard shared/*.c)
 AGENT_LIB  := $(filter-out agent/main.c,$(wildcard agent/*.c agent/connectors/*.c))
-AGENT_OBJ  := $(patsubst %.c,$(O)/%.o,$(SHARED_SRC) $(AGENT_LIB))
+WEB_SRC    := agent/web/index.html agent/web/app.js agent/web/style.css
+AGENT_OBJ  := $(patsubst %.c,$(O)/%.o,$(SHARED_SRC) $(AGENT_LIB)) $(O)/gen/web_assets.o
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRC))
 RELAY_LIB  := $(filter-out relay/main.c,$(wildcard relay/*.c))
@@ -81,6 +82,14 @@ $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# the status page's files, compiled in (the appliance has no internet)
+$(O)/gen/web_assets.c: tools/embed_web.py $(WEB_SRC)
+	@mkdir -p $(dir $@)
+	$(PYTHON) tools/embed_web.py $@ $(WEB_SRC)
+
+$(O)/gen/web_assets.o: $(O)/gen/web_assets.c
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
 $(O)/libmlc.a: $(AGENT_OBJ)
 	$(AR) rcs $@ $^
 
@@ -121,12 +130,12 @@ bench: need-deps
 	    build/bench/bench/hookload build/bench/bench/tunnelswarm
 	@$(PYTHON) tests/bench.py --build build/bench $(if $(RECORDS),--records $(RECORDS)) $(if $(ONLY),--only $(ONLY))
 
-fuzz:
+fuzz: $(O)/gen/web_assets.c
 	@mkdir -p $(O)/libfuzzer
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang -fsanitize=fuzzer,address,undefined $$f -> $(O)/libfuzzer/$$n"; \
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=c11 $$f \
-	    $(SHARED_SRC) $(AGENT_LIB) $(RELAY_LIB) -o $(O)/libfuzzer/$$n $(LDLIBS) || exit 1; done
+	    $(SHARED_SRC) $(AGENT_LIB) $(RELAY_LIB) $(O)/gen/web_assets.c -o $(O)/libfuzzer/$$n $(LDLIBS) || exit 1; done
 	@echo "run e.g.: $(O)/libfuzzer/fuzz_jde tests/fuzz/corpus/jde -max_total_time=60"
 
 style:

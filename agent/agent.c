@@ -20,7 +20,25 @@ static const struct conf_key agent_keys[] = {
     { "log_level", CONF_STR, offsetof(struct agent_conf, log_level), "info",
       "error, warn, info or debug", 0, 0, NULL },
     { "status_listen", CONF_STR, offsetof(struct agent_conf, status_listen), "127.0.0.1:8089",
-      "status page address", 0, 0, NULL },
+      "status page address (HOST:PORT; \"off\" disables it)", 0, 0, NULL },
+    { "status_password_hash", CONF_STR, offsetof(struct agent_conf, status_password_hash), "",
+      "status page login (from 'mlc-agent password-hash'); required off loopback", 0, 0, NULL },
+    { "lag_warn", CONF_DURATION, offsetof(struct agent_conf, lag_warn_s), "2h",
+      "health: a flow's cursor this far behind now is amber", 1, 31536000, NULL },
+    { "lag_crit", CONF_DURATION, offsetof(struct agent_conf, lag_crit_s), "12h",
+      "health: ... and red", 1, 31536000, NULL },
+    { "age_warn", CONF_DURATION, offsetof(struct agent_conf, age_warn_s), "15m",
+      "health: oldest undelivered outbox/inbox item this old is amber", 1, 31536000, NULL },
+    { "age_crit", CONF_DURATION, offsetof(struct agent_conf, age_crit_s), "1h",
+      "health: ... and red", 1, 31536000, NULL },
+    { "expiry_warn_days", CONF_INT, offsetof(struct agent_conf, expiry_warn_d), "14",
+      "health: a credential or webhook expiring within this many days is amber", 0, 3650, NULL },
+    { "expiry_crit_days", CONF_INT, offsetof(struct agent_conf, expiry_crit_d), "3",
+      "health: ... and red", 0, 3650, NULL },
+    { "tunnel_warn", CONF_DURATION, offsetof(struct agent_conf, tunnel_warn_s), "1m",
+      "health: no message from the relay for this long is amber", 1, 31536000, NULL },
+    { "tunnel_crit", CONF_DURATION, offsetof(struct agent_conf, tunnel_crit_s), "5m",
+      "health: ... and red", 1, 31536000, NULL },
     { 0 },
 };
 
@@ -249,6 +267,26 @@ enum mlc_rc agent_load(struct agent *a, const char *path, struct mlc_errbuf *err
         enum mlc_rc rc = mlc_conf_load(it ? it : empty, "agent", agent_keys, NULL, &a->cf, err);
         cJSON_Delete(empty);
         if (rc != MLC_OK) {
+            return MLC_E_INVAL;
+        }
+    }
+    if (strcmp(a->cf.status_listen, "off") != 0) {
+        const char *colon = strrchr(a->cf.status_listen, ':');
+        if (colon == NULL || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535) {
+            mlc_errf(err, "agent.status_listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:8089) or \"off\"",
+                     a->cf.status_listen);
+            return MLC_E_INVAL;
+        }
+        if (!mlc_addr_is_loopback(a->cf.status_listen) && a->cf.status_password_hash[0] == '\0') {
+            mlc_errf(err, "agent.status_listen: '%s' is reachable from the network, so the page needs a "
+                          "login: set agent.status_password_hash (from 'mlc-agent password-hash')",
+                     a->cf.status_listen);
+            return MLC_E_INVAL;
+        }
+        if (a->cf.status_password_hash[0] != '\0' &&
+            strncmp(a->cf.status_password_hash, "pbkdf2-sha256$", 14) != 0) {
+            mlc_errf(err, "agent.status_password_hash: not a hash from 'mlc-agent password-hash' "
+                          "(expected pbkdf2-sha256$...)");
             return MLC_E_INVAL;
         }
     }

@@ -16,6 +16,12 @@ struct agent_conf {
     char *key_file;
     char *log_level;
     char *status_listen;
+    char *status_password_hash; /* "" = no login (loopback only) */
+    /* health thresholds (amber, red) */
+    long lag_warn_s, lag_crit_s;        /* cursor behind now */
+    long age_warn_s, age_crit_s;        /* oldest undelivered outbox/inbox item */
+    long expiry_warn_d, expiry_crit_d;  /* days before a credential or webhook expires */
+    long tunnel_warn_s, tunnel_crit_s;  /* silence on the relay tunnel */
 };
 
 /* "relay": the outbound tunnel to mlc-relay (optional: without it the agent

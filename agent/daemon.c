@@ -3,7 +3,7 @@
  * schedules, applies inbox deliveries (write-back), keeps the targets'
  * webhooks registered, polls targets that cannot send webhooks, and answers
  * relay commands. The tunnel lives on its own thread (tunnel.c) and talks to
- * this loop through the inbox table and tunnel_wait()/tunnel_answer().
+ * this loop through the inbox table and the mailbox (mailbox.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +13,8 @@
 #include <cjson/cJSON.h>
 #include "agent/agent.h"
 #include "agent/daemon.h"
+#include "agent/mailbox.h"
+#include "agent/statusd.h"
 #include "agent/tunnel.h"
 #include "agent/writeback.h"
 #include "shared/mlc_buf.h"
@@ -163,12 +165,35 @@ static void do_poll(struct agent *a, struct watcher *w)
     w->next_poll_ms = now_ms() + a->relay.poll_every_s * 1000;
 }
 
+/* What the worker is doing, for the status page and `mlc-agent status`
+ * (other threads and processes read it from the state database). */
+static void live_set(struct agent *a, const char *key, const char *value)
+{
+    struct mlc_errbuf err = { 0 };
+
+    state_kv_set(a->st, key, value, &err);
+}
+
+static void live_next(struct agent *a, const struct flow *f)
+{
+    char key[160], v[32];
+
+    snprintf(key, sizeof(key), "next.%s", f->name);
+    snprintf(v, sizeof(v), "%lld", f->next_due >= 0 ? f->next_due * 1000 : -1);
+    live_set(a, key, v);
+}
+
 static void run_flow(struct agent *a, struct flow *f, cJSON *report)
 {
     struct mlc_errbuf err = { 0 };
     struct sync_stats ss = { 0 };
-    enum mlc_rc rc = pipeline_sync(a, f, 0, &ss, &err);
-    long long now = (long long)time(NULL);
+    enum mlc_rc rc;
+    long long now;
+
+    live_set(a, "running", f->name);
+    rc = pipeline_sync(a, f, 0, &ss, &err);
+    live_set(a, "running", "");
+    now = (long long)time(NULL);
 
     if (rc == MLC_OK) {
         mlc_info("flow %s: created %ld, updated %ld, unchanged %ld, failed %ld", f->name, ss.created,
@@ -197,16 +222,49 @@ static void run_flow(struct agent *a, struct flow *f, cJSON *report)
             f->next_due = -1;
         }
     }
+    live_next(a, f);
 }
 
-static void handle_command(struct agent *a, struct tunnel_client *t, const struct tunnel_cmd *cmd)
+/* `ping` for the status page and the relay: every system, results kept in
+ * the state database ("ping.<system>") for the page's systems table. */
+static cJSON *ping_all(struct agent *a)
+{
+    cJSON *arr = mlc_json_xarr();
+
+    for (int i = 0; i < a->n_conns && !a->stop; i++) {
+        struct conn *c = &a->conns[i];
+        cJSON *o = mlc_json_xobj();
+        enum mlc_rc rc;
+        char key[160], *js;
+        mlc_err_reset(&c->err);
+        rc = c->ops->ping ? c->ops->ping(c) : MLC_OK;
+        mlc_json_xadd_str(o, "name", c->name);
+        mlc_json_xadd_str(o, "type", c->ops->name);
+        cJSON_AddBoolToObject(o, "ok", rc == MLC_OK);
+        cJSON_AddBoolToObject(o, "reachable", rc == MLC_OK || rc == MLC_E_AUTH || rc == MLC_E_REJECTED);
+        mlc_json_xadd_str(o, "auth", rc == MLC_OK ? "ok" : rc == MLC_E_AUTH ? "failed" : "unknown");
+        mlc_json_xadd_str(o, "detail", rc == MLC_OK ? "ok" : mlc_err_msg(&c->err));
+        mlc_json_xadd_num(o, "checked_ms", (double)now_ms());
+        js = mlc_json_print(o);
+        snprintf(key, sizeof(key), "ping.%s", c->name);
+        live_set(a, key, js);
+        free(js);
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+static void handle_command(struct agent *a, const struct mb_msg *cmd)
 {
     cJSON *in = cJSON_Parse(cmd->json), *out = mlc_json_xobj();
     const char *what = mlc_json_str(in, "command"), *flow = mlc_json_str(in, "flow");
     char *js;
 
-    mlc_info("relay command %lld: %s%s%s", cmd->id, what ? what : "?", flow ? " " : "", flow ? flow : "");
-    if (what && strcmp(what, "ping") == 0) {
+    mlc_info("command %lld: %s%s%s", cmd->id, what ? what : "?", flow ? " " : "", flow ? flow : "");
+    if (what && strcmp(what, "ping-systems") == 0) {
+        cJSON_AddBoolToObject(out, "ok", 1);
+        mlc_json_xadd(out, "systems", ping_all(a));
+    } else if (what && strcmp(what, "ping") == 0) {
         cJSON *names = mlc_json_xarr();
         cJSON_AddBoolToObject(out, "ok", 1);
         mlc_json_xadd_str(out, "agent", "mlc-agent");
@@ -242,7 +300,9 @@ static void handle_command(struct agent *a, struct tunnel_client *t, const struc
         mlc_json_xadd_str(out, "error", "unknown command (known: ping, sync-now)");
     }
     js = mlc_json_print(out);
-    tunnel_answer(t, cmd->id, js);
+    if (cmd->reply) {
+        cmd->reply(cmd->ctx, cmd->id, js);
+    }
     free(js);
     cJSON_Delete(out);
     cJSON_Delete(in);
@@ -252,6 +312,8 @@ int agent_daemon(struct agent *a)
 {
     struct mlc_errbuf err = { 0 };
     struct tunnel_client *t = NULL;
+    struct statusd *sd = NULL;
+    struct mailbox mb;
     struct watcher *ws = mlc_xcalloc((size_t)(a->n_flows ? a->n_flows : 1), sizeof(*ws));
     char *key = NULL, *hook_secret = NULL, agent_id[128] = "agent";
     int nw = 0, any_wb = 0;
@@ -261,6 +323,7 @@ int agent_daemon(struct agent *a)
         struct flow *f = &a->flows[i];
         /* the first cycle runs at start-up; then the schedule takes over */
         f->next_due = f->sched == SCHED_MANUAL || !f->enabled ? -1 : now;
+        live_next(a, f);
         if (f->wb != NULL) {
             any_wb = 1;
             if (a->has_relay && f->dst->ops->watch != NULL && f->enabled) {
@@ -270,6 +333,8 @@ int agent_daemon(struct agent *a)
             }
         }
     }
+    mailbox_init(&mb);
+    live_set(a, "running", "");
     if (a->has_relay) {
         struct tunnel_opts o = { 0 };
         if (secrets_resolve(a->secrets, a->relay.key, &key, &err) != MLC_OK) {
@@ -293,19 +358,30 @@ int agent_daemon(struct agent *a)
         o.ca_file = a->relay.ca_file;
         o.tls_insecure = a->relay.tls_insecure;
         o.heartbeat_s = a->relay.heartbeat_s;
+        o.mb = &mb;
         if (tunnel_start(&t, &o, &err) != MLC_OK) {
             mlc_error("%s", mlc_err_msg(&err));
             free(key);
             free(hook_secret);
             free(ws);
+            mailbox_destroy(&mb);
             return 2;
         }
+    }
+    if (statusd_start(&sd, a, &mb, t, &err) != MLC_OK) {
+        mlc_error("%s", mlc_err_msg(&err));
+        tunnel_stop(t);
+        free(key);
+        free(hook_secret);
+        free(ws);
+        mailbox_destroy(&mb);
+        return 2;
     }
     mlc_info("mlc-agent %s running %d flows (state %s)%s", MLC_VERSION, a->n_flows, a->cf.state_db,
              t ? ", relay tunnel on" : "");
     while (!a->stop) {
         long long soonest_ms = now_ms() + 1000;
-        struct tunnel_cmd cmd = { 0 };
+        struct mb_msg *cmd;
         long wait;
 
         now = (long long)time(NULL);
@@ -323,16 +399,10 @@ int agent_daemon(struct agent *a)
             }
         }
         wait = (long)(soonest_ms - now_ms());
-        if (wait > 0) {
-            if (t != NULL) {
-                if (tunnel_wait(t, wait, &cmd)) {
-                    handle_command(a, t, &cmd);
-                    free(cmd.json);
-                }
-            } else {
-                struct timespec ts = { 0, (wait > 200 ? 200 : wait) * 1000000L };
-                nanosleep(&ts, NULL);
-            }
+        /* short waits so a stop request is seen quickly */
+        if ((cmd = mailbox_wait(&mb, wait > 0 ? (wait > 500 ? 500 : wait) : 0)) != NULL) {
+            handle_command(a, cmd);
+            mailbox_msg_free(cmd);
         }
         if (a->stop) {
             break;
@@ -365,7 +435,9 @@ int agent_daemon(struct agent *a)
         }
     }
     mlc_info("mlc-agent stopping");
+    statusd_stop(sd);
     tunnel_stop(t);
+    mailbox_destroy(&mb);
     for (int i = 0; i < nw; i++) {
         cJSON_Delete(ws[i].state);
         free(ws[i].cursor);

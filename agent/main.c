@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include "agent/agent.h"
 #include "agent/daemon.h"
+#include "agent/statusview.h"
+#include "shared/mlc_crypto.h"
 #include "agent/writeback.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_conf.h"
@@ -56,6 +58,7 @@ static void usage(FILE *f)
             "  inbox apply            write pending deliveries back now (retries included), print counts\n"
             "  inbox list             pending and dead deliveries\n"
             "  secret set NAME        store a secret (value read from stdin), encrypted at rest\n"
+            "  password-hash          hash a status-page password (stdin) for agent.status_password_hash\n"
             "  version                print the version\n"
             "\n"
             "options:\n"
@@ -158,45 +161,38 @@ static int cmd_ping(struct agent *a)
 
 static int cmd_status(struct agent *a)
 {
-    printf("state database: %s\n", a->cf.state_db);
-    for (int i = 0; i < a->n_flows; i++) {
-        const char *sql = "SELECT count(*) FROM state_ledger WHERE flow = ?1";
-        const char *runsql = "SELECT datetime(started_at,'unixepoch'), status, created, updated, "
-                             "unchanged, failed, COALESCE(error,'') FROM state_run WHERE flow = ?1 "
-                             "ORDER BY id DESC LIMIT 1";
-        struct flow *f = &a->flows[i];
-        sqlite3_stmt *q = NULL;
-        long long synced = 0;
-        char *cursor = NULL;
-        struct mlc_errbuf err = { 0 };
+    cJSON *snap = statusview_snapshot(a, a->st, NULL, 0);
 
-        if (sqlite3_prepare_v2(a->st->db, sql, -1, &q, NULL) == SQLITE_OK) {
-            sqlite3_bind_text(q, 1, f->name, -1, SQLITE_STATIC);
-            if (sqlite3_step(q) == SQLITE_ROW) {
-                synced = sqlite3_column_int64(q, 0);
-            }
-        }
-        sqlite3_finalize(q);
-        state_cursor_get(a->st, f->name, &cursor, &err);
-        printf("flow %s: %lld records synced, outbox %lld, dead letters %lld, cursor %s\n", f->name,
-               synced, state_outbox_count(a->st, f->name), state_dead_count(a->st, f->name),
-               cursor ? cursor : "(none)");
-        free(cursor);
-        q = NULL;
-        if (sqlite3_prepare_v2(a->st->db, runsql, -1, &q, NULL) == SQLITE_OK) {
-            sqlite3_bind_text(q, 1, f->name, -1, SQLITE_STATIC);
-            if (sqlite3_step(q) == SQLITE_ROW) {
-                printf("  last run %s UTC: %s, created %d, updated %d, unchanged %d, failed %d %s\n",
-                       sqlite3_column_text(q, 0), sqlite3_column_text(q, 1),
-                       sqlite3_column_int(q, 2), sqlite3_column_int(q, 3),
-                       sqlite3_column_int(q, 4), sqlite3_column_int(q, 5),
-                       sqlite3_column_text(q, 6));
-            }
-        }
-        sqlite3_finalize(q);
-    }
+    printf("state database: %s\n", a->cf.state_db);
+    statusview_print(snap, stdout);
+    cJSON_Delete(snap);
     printf("inbox: %lld pending, %lld dead (mlc-agent inbox list)\n", state_inbox_count(a->st, "pending"),
            state_inbox_count(a->st, "dead"));
+    return 0;
+}
+
+/* `mlc-agent password-hash`: a status-page password (stdin) -> agent.status_password_hash */
+static int cmd_password_hash(void)
+{
+    char buf[512], *h;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, stdin);
+
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        buf[--n] = '\0';
+    }
+    if (n < 8) {
+        fprintf(stderr, "mlc-agent password-hash: give the password (at least 8 characters) on standard input\n");
+        return 2;
+    }
+    h = mlc_password_hash(buf, 200000);
+    memset(buf, 0, sizeof(buf));
+    if (h == NULL) {
+        fprintf(stderr, "mlc-agent password-hash: no randomness from the kernel\n");
+        return 1;
+    }
+    printf("%s\n", h);
+    free(h);
     return 0;
 }
 
@@ -468,6 +464,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;
+    }
+    if (strcmp(cmd, "password-hash") == 0) {
+        return cmd_password_hash();
     }
     if (strcmp(cmd, "run") && strcmp(cmd, "sync") && strcmp(cmd, "ping") &&
         strcmp(cmd, "check-config") && strcmp(cmd, "status") && strcmp(cmd, "replay") &&

@@ -427,14 +427,26 @@ long long state_dead_count(struct state *s, const char *flow)
     return count_of(s, SQ_DEAD_COUNT, flow);
 }
 
+static long long dead_replay(struct state *s, const char *flow, long long id, struct mlc_errbuf *err);
+
 long long state_dead_replay(struct state *s, const char *flow, struct mlc_errbuf *err)
+{
+    return dead_replay(s, flow, -1, err);
+}
+
+long long state_dead_replay_id(struct state *s, long long id, struct mlc_errbuf *err)
+{
+    return dead_replay(s, NULL, id, err);
+}
+
+static long long dead_replay(struct state *s, const char *flow, long long id, struct mlc_errbuf *err)
 {
     static const char *sql =
         "INSERT INTO state_outbox(flow, source_key, op, target_key, payload, hash, audit_id, created_at)"
         " SELECT d.flow, d.source_key, CASE WHEN l.target_key IS NULL THEN 'create' ELSE 'update' END,"
         "  COALESCE(l.target_key, ''), d.payload, d.hash, d.audit_id, :now FROM state_dead d"
         "  LEFT JOIN state_ledger l ON l.flow = d.flow AND l.source_key = d.source_key"
-        "  WHERE (:flow IS NULL OR d.flow = :flow) AND d.source_key <> ''"
+        "  WHERE (:flow IS NULL OR d.flow = :flow) AND (:id < 0 OR d.id = :id) AND d.source_key <> ''"
         " ON CONFLICT(flow, source_key) DO NOTHING";
     sqlite3_stmt *q = NULL;
     long long n;
@@ -446,6 +458,7 @@ long long state_dead_replay(struct state *s, const char *flow, struct mlc_errbuf
         goto fail;
     }
     bind_text(q, ":flow", flow);
+    bind_int(q, ":id", id);
     bind_int(q, ":now", state_now());
     if (sqlite3_step(q) != SQLITE_DONE) {
         goto fail;
@@ -453,11 +466,12 @@ long long state_dead_replay(struct state *s, const char *flow, struct mlc_errbuf
     n = sqlite3_changes(s->db);
     sqlite3_finalize(q);
     q = NULL;
-    if (sqlite3_prepare_v2(s->db, "DELETE FROM state_dead WHERE (:flow IS NULL OR flow = :flow)", -1,
-                           &q, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(s->db, "DELETE FROM state_dead WHERE (:flow IS NULL OR flow = :flow)"
+                                  " AND (:id < 0 OR id = :id)", -1, &q, NULL) != SQLITE_OK) {
         goto fail;
     }
     bind_text(q, ":flow", flow);
+    bind_int(q, ":id", id);
     if (sqlite3_step(q) != SQLITE_DONE) {
         goto fail;
     }

@@ -98,6 +98,8 @@ int state_dead_has(struct state *s, const char *flow, const char *key, const cha
 long long state_dead_count(struct state *s, const char *flow);
 /* Move dead letters (flow NULL = all) back to the outbox; returns count or -1. */
 long long state_dead_replay(struct state *s, const char *flow, struct mlc_errbuf *err);
+/* The same for one dead letter by id: 1 moved, 0 no such id, -1 error. */
+long long state_dead_replay_id(struct state *s, long long id, struct mlc_errbuf *err);
 
 /* audit trail */
 enum mlc_rc state_audit(struct state *s, const char *flow, const char *key, const char *audit_id,

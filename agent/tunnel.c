@@ -35,7 +35,7 @@ struct cmdq {
     struct cmdq *next;
     long long id;
     char *json;
-};
+};  /* answers waiting to be sent */
 
 struct tunnel_client {
     struct tunnel_opts o;
@@ -60,9 +60,7 @@ struct tunnel_client {
 
     /* shared, under mu */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int wakes;
-    struct cmdq *cmds, *answers;
+    struct cmdq *answers;
     struct tunnel_info info;
 };
 
@@ -102,10 +100,7 @@ static void set_state(struct tunnel_client *t, int connected, const char *error)
 
 static void wake_worker(struct tunnel_client *t)
 {
-    pthread_mutex_lock(&t->mu);
-    t->wakes++;
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
+    mailbox_poke(t->o.mb);
 }
 
 static void send_frame(struct tunnel_client *t, int type, uint64_t seq, const char *json, size_t len)
@@ -331,6 +326,9 @@ static void on_frame(struct tunnel_client *t, const uint8_t *p, size_t n)
         return;
     }
     t->last_rx_ms = now_ms();
+    pthread_mutex_lock(&t->mu);
+    t->info.last_rx_ms = t->last_rx_ms;
+    pthread_mutex_unlock(&t->mu);
     switch (f.type) {
     case MLC_FRAME_HELLO:
         t->attempt = 0;
@@ -340,20 +338,19 @@ static void on_frame(struct tunnel_client *t, const uint8_t *p, size_t n)
     case MLC_FRAME_DELIVER:
         on_deliver(t, &f);
         break;
-    case MLC_FRAME_COMMAND: {
-        struct cmdq *c = mlc_xcalloc(1, sizeof(*c));
-        c->id = (long long)f.seq;
-        c->json = mlc_xstrdup(f.json);
-        pthread_mutex_lock(&t->mu);
-        c->next = t->cmds;
-        t->cmds = c;
-        t->wakes++;
-        pthread_cond_broadcast(&t->cv);
-        pthread_mutex_unlock(&t->mu);
+    case MLC_FRAME_COMMAND:
+        mailbox_post(t->o.mb, (long long)f.seq, f.json, tunnel_answer, t);
         break;
-    }
     case MLC_FRAME_PING:
         send_frame(t, MLC_FRAME_PONG, f.seq, NULL, 0);
+        break;
+    case MLC_FRAME_PONG:
+        /* our PINGs carry the send time as their sequence number */
+        if (f.seq > 0 && (long long)f.seq <= t->last_rx_ms) {
+            pthread_mutex_lock(&t->mu);
+            t->info.rtt_ms = t->last_rx_ms - (long long)f.seq;
+            pthread_mutex_unlock(&t->mu);
+        }
         break;
     default:
         break;
@@ -546,7 +543,7 @@ enum mlc_rc tunnel_start(struct tunnel_client **out, const struct tunnel_opts *o
     /* the relay forgets what we ACK: inbox commits wait for the disk */
     sqlite3_exec(t->st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
     pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->cv, NULL);
+    t->info.rtt_ms = -1;
     t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
     lws_set_log_level(LLL_ERR, lws_log_to_mlc);
     memset(&info, 0, sizeof(info));
@@ -597,66 +594,21 @@ void tunnel_stop(struct tunnel_client *t)
     free_pending(t);
     free(t->pend);
     mlc_buf_release(&t->rx);
-    for (struct cmdq *lists[2] = { t->cmds, t->answers }, **l = lists; l < lists + 2; l++) {
-        while (*l) {
-            struct cmdq *n = (*l)->next;
-            free((*l)->json);
-            free(*l);
-            *l = n;
-        }
+    while (t->answers) {
+        struct cmdq *n = t->answers->next;
+        free(t->answers->json);
+        free(t->answers);
+        t->answers = n;
     }
     state_close(t->st);
     pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->cv);
     free(t->url_copy);
     free(t);
 }
 
-int tunnel_wait(struct tunnel_client *t, long timeout_ms, struct tunnel_cmd *cmd)
+void tunnel_answer(void *tunnel_client, long long id, const char *json)
 {
-    struct timespec ts;
-    int got = 0;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&t->mu);
-    while (t->wakes == 0 && t->cmds == NULL && !t->stop) {
-        if (pthread_cond_timedwait(&t->cv, &t->mu, &ts) != 0) {
-            break;
-        }
-    }
-    t->wakes = 0;
-    if (t->cmds) {
-        /* oldest first: take the tail */
-        struct cmdq **pp = &t->cmds;
-        while ((*pp)->next) {
-            pp = &(*pp)->next;
-        }
-        cmd->id = (*pp)->id;
-        cmd->json = (*pp)->json;
-        free(*pp);
-        *pp = NULL;
-        got = 1;
-        if (t->cmds) {
-            t->wakes = 1; /* more to take */
-        }
-    }
-    pthread_mutex_unlock(&t->mu);
-    return got;
-}
-
-void tunnel_poke(struct tunnel_client *t)
-{
-    wake_worker(t);
-}
-
-void tunnel_answer(struct tunnel_client *t, long long id, const char *json)
-{
+    struct tunnel_client *t = tunnel_client;
     struct cmdq *a = mlc_xcalloc(1, sizeof(*a));
 
     a->id = id;

@@ -4,12 +4,13 @@
  * The thread connects (backing off with full jitter between attempts), says
  * HELLO with the tenant key, stores every DELIVER in the inbox (its own state
  * handle) before it sends the ACK, answers PINGs, and hands COMMANDs to the
- * worker. The worker waits on tunnel_wait() and answers with tunnel_answer().
+ * worker's mailbox; the worker answers through tunnel_answer().
  * Nothing here touches the worker's state handle or flows.
  */
 #ifndef MLC_AGENT_TUNNEL_H
 #define MLC_AGENT_TUNNEL_H
 
+#include "agent/mailbox.h"
 #include "shared/mlc_err.h"
 
 struct tunnel_opts {
@@ -21,11 +22,7 @@ struct tunnel_opts {
     const char *ca_file;   /* "" = system CAs */
     int tls_insecure;
     long heartbeat_s;
-};
-
-struct tunnel_cmd {
-    long long id;  /* relay command id, answered with tunnel_answer */
-    char *json;    /* heap: {"command":"sync-now","flow":"..."} */
+    struct mailbox *mb;    /* where COMMANDs go and deliveries wake the worker */
 };
 
 struct tunnel_client;
@@ -33,14 +30,9 @@ struct tunnel_client;
 enum mlc_rc tunnel_start(struct tunnel_client **out, const struct tunnel_opts *o, struct mlc_errbuf *err);
 void tunnel_stop(struct tunnel_client *t);
 
-/* Block up to timeout_ms until a delivery was stored, a command arrived, or
- * tunnel_poke(). Returns 1 and fills *cmd (caller frees cmd->json) when a
- * command is waiting, else 0. */
-int tunnel_wait(struct tunnel_client *t, long timeout_ms, struct tunnel_cmd *cmd);
-/* Wake tunnel_wait (e.g. from a signal-safe context use the stop flag instead). */
-void tunnel_poke(struct tunnel_client *t);
-/* Queue a STATUS answer for command id; json is copied. */
-void tunnel_answer(struct tunnel_client *t, long long id, const char *json);
+/* COMMANDs reach the worker through o->mb with this as their reply: it
+ * queues a STATUS answer for command id (json is copied). Any thread. */
+void tunnel_answer(void *tunnel_client, long long id, const char *json);
 
 struct tunnel_info {
     int connected;          /* HELLO answered */
@@ -48,6 +40,8 @@ struct tunnel_info {
     long long deliveries;   /* stored this process */
     long long duplicates;   /* re-sent deliveries the inbox already had */
     long long reconnects;
+    long long last_rx_ms;   /* any frame from the relay */
+    long long rtt_ms;       /* PING -> PONG, -1 before the first */
     char last_error[200];
 };
 void tunnel_info(struct tunnel_client *t, struct tunnel_info *out);

@@ -356,3 +356,25 @@ void mlc_conf_describe(const char *section, const struct conf_key *keys, void *f
                 k->type == CONF_ENUM ? ": " : "", k->type == CONF_ENUM ? k->choices : "");
     }
 }
+
+int mlc_addr_is_loopback(const char *hostport)
+{
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    size_t n = colon && strchr(hostport, ':') == colon ? (size_t)(colon - hostport) : strlen(hostport);
+
+    if (hostport[0] == '[') { /* [::1]:8089 */
+        const char *end = strchr(hostport, ']');
+        if (end == NULL) {
+            return 0;
+        }
+        n = (size_t)(end - hostport - 1);
+        hostport++;
+    }
+    if (n >= sizeof(host)) {
+        return 0;
+    }
+    memcpy(host, hostport, n);
+    host[n] = '\0';
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 || strcmp(host, "localhost") == 0;
+}

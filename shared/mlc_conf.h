@@ -57,6 +57,10 @@ long mlc_conf_parse_duration(const char *s);
 void mlc_conf_describe(const char *section, const struct conf_key *keys, void *fp);
 
 /* Read a whole file into a heap string (caller frees); NULL with err on failure. */
+/* 1 when "HOST:PORT" (or a bare host) names a loopback address:
+ * 127.x.y.z, ::1, [::1], localhost. */
+int mlc_addr_is_loopback(const char *hostport);
+
 char *mlc_read_file(const char *path, size_t max, size_t *len, struct mlc_errbuf *err);
 
 #endif

@@ -4,6 +4,7 @@
  * comparison for MACs and tokens.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -11,6 +12,7 @@
 #include <mbedtls/base64.h>
 #include <mbedtls/gcm.h>
 #include <mbedtls/md.h>
+#include <mbedtls/pkcs5.h>
 #include <mbedtls/sha256.h>
 
 #include "shared/mlc_crypto.h"
@@ -245,4 +247,76 @@ uint8_t *mlc_base64_decode(const char *in, size_t *out_len)
     }
     *out_len = need;
     return out;
+}
+
+/* ---- passwords: "pbkdf2-sha256$<iterations>$<b64 salt>$<b64 key>" ---- */
+
+static int pbkdf2(const char *pass, const uint8_t *salt, size_t slen, unsigned iters, uint8_t out[32])
+{
+    mbedtls_md_context_t md;
+    int rc;
+
+    mbedtls_md_init(&md);
+    rc = mbedtls_md_setup(&md, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1);
+    if (rc == 0) {
+        rc = mbedtls_pkcs5_pbkdf2_hmac(&md, (const unsigned char *)pass, strlen(pass), salt, slen, iters,
+                                       32, out);
+    }
+    mbedtls_md_free(&md);
+    return rc;
+}
+
+char *mlc_password_hash(const char *pass, unsigned iterations)
+{
+    uint8_t salt[16], key[32];
+    char *s64, *k64, *out;
+
+    if (mlc_random(salt, sizeof(salt)) != MLC_OK || pbkdf2(pass, salt, sizeof(salt), iterations, key) != 0) {
+        return NULL;
+    }
+    s64 = mlc_base64_encode(salt, sizeof(salt));
+    k64 = mlc_base64_encode(key, sizeof(key));
+    out = NULL;
+    if (s64 && k64) {
+        size_t n = strlen(s64) + strlen(k64) + 40;
+        out = malloc(n);
+        if (out) {
+            snprintf(out, n, "pbkdf2-sha256$%u$%s$%s", iterations, s64, k64);
+        }
+    }
+    free(s64);
+    free(k64);
+    memset(key, 0, sizeof(key));
+    return out;
+}
+
+int mlc_password_verify(const char *hash, const char *pass)
+{
+    char buf[256], *iter, *salt, *key, *save = NULL;
+    uint8_t *sb = NULL, *kb = NULL, got[32];
+    size_t sl = 0, kl = 0;
+    unsigned long it;
+    int ok = 0;
+
+    if (hash == NULL || pass == NULL || strlen(hash) >= sizeof(buf) || strncmp(hash, "pbkdf2-sha256$", 14) != 0) {
+        return 0;
+    }
+    strcpy(buf, hash + 14);
+    iter = strtok_r(buf, "$", &save);
+    salt = strtok_r(NULL, "$", &save);
+    key = strtok_r(NULL, "$", &save);
+    if (iter == NULL || salt == NULL || key == NULL) {
+        return 0;
+    }
+    it = strtoul(iter, NULL, 10);
+    sb = mlc_base64_decode(salt, &sl);
+    kb = mlc_base64_decode(key, &kl);
+    if (it >= 1000 && it <= 10000000 && sb && kb && kl == sizeof(got) &&
+        pbkdf2(pass, sb, sl, (unsigned)it, got) == 0) {
+        ok = mlc_ct_equal(got, kb, sizeof(got));
+    }
+    free(sb);
+    free(kb);
+    memset(got, 0, sizeof(got));
+    return ok;
 }

@@ -33,6 +33,12 @@ enum mlc_rc mlc_open(const uint8_t key[MLC_AES_KEY_LEN], const void *aad, size_t
                      const uint8_t *sealed, size_t len, uint8_t **out, size_t *out_len);
 
 /* Base64 (standard alphabet, padded). Heap results; decode returns NULL on bad input. */
+/* Password storage for the status page: PBKDF2-HMAC-SHA256 with a random
+ * salt, as "pbkdf2-sha256$<iterations>$<b64 salt>$<b64 key>" (heap). */
+char *mlc_password_hash(const char *pass, unsigned iterations);
+/* 1 when pass matches hash (constant-time compare), else 0. */
+int mlc_password_verify(const char *hash, const char *pass);
+
 char *mlc_base64_encode(const void *in, size_t n);
 uint8_t *mlc_base64_decode(const char *in, size_t *out_len);
 

@@ -371,10 +371,14 @@ enum mlc_rc mlc_http_do(struct mlc_http *h, const struct mlc_http_req *rq,
         return MLC_E_TOOBIG;
     }
     if (cc != CURLE_OK) {
+        __atomic_add_fetch(&h->stats.by_class[0], 1, __ATOMIC_RELAXED);
         mlc_errf(err, "%s %s: %s", rq->method, shown, curl_easy_strerror(cc));
         return MLC_E_NET;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+    if (resp->status >= 100 && resp->status < 600) {
+        __atomic_add_fetch(&h->stats.by_class[resp->status / 100], 1, __ATOMIC_RELAXED);
+    }
     if (hs.retry_after[0]) {
         resp->retry_after_ms = mlc_retry_after_parse(hs.retry_after, (long long)time(NULL));
     }

@@ -55,6 +55,9 @@ struct mlc_http_stats {
     unsigned long requests; /* HTTP requests actually sent (each retry counts) */
     unsigned long retries;
     unsigned long waited_ms;
+    /* answers by status class: [0] transport errors, [1..5] 1xx..5xx. Written
+     * by the handle's thread, read by others with __atomic_load_n. */
+    unsigned long by_class[6];
 };
 
 /* NULL opts = defaults. Returns NULL only if libcurl cannot make a handle. */

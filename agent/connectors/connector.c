@@ -35,6 +35,8 @@ struct record *page_push(struct page *p)
     return &p->recs[p->n++];
 }
 
+const char *const conn_common_allow[] = { "credential_expires", NULL };
+
 enum mlc_rc conn_secret(struct conn *c, const char *ref, char **out)
 {
     return secrets_resolve(c->secrets, ref, out, &c->err);

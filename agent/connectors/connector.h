@@ -32,6 +32,7 @@ struct conn {
     const volatile int *stop;     /* nonzero when a shutdown was requested */
     struct mlc_errbuf err;        /* details of the last failure */
     unsigned long api_calls;      /* logical API calls made (for stats/bench) */
+    unsigned long token_refreshes; /* new sessions / access tokens obtained */
     void *priv;                   /* connector state, built by open() */
 };
 
@@ -150,6 +151,11 @@ struct connector {
     enum mlc_rc (*changes)(struct conn *c, const cJSON *target, char **cursor, cJSON *state,
                            cJSON *events);
 };
+
+/* Settings every system accepts besides its connector's own (read by the
+ * agent, not the connector): "credential_expires": "YYYY-MM-DD", when the
+ * API token / password / consent runs out, for the status page. */
+extern const char *const conn_common_allow[];
 
 /* registry.c */
 const struct connector *connector_find(const char *name);

@@ -390,6 +390,7 @@ static enum mlc_rc jde_login(struct conn *c, int basic_headers)
         goto out;
     }
     j->token = mlc_xstrdup(tok);
+    __atomic_add_fetch(&c->token_refreshes, 1, __ATOMIC_RELAXED);
     mlc_log_add_secret(j->token);
     j->token_at = (long long)time(NULL);
     fmt = mlc_json_str(mlc_json_obj(root, "userInfo"), "simpleDateFormat");
@@ -626,7 +627,7 @@ static enum mlc_rc jde_open(struct conn *c)
 
     c->priv = j;
     snprintf(path, sizeof(path), "systems.%s", c->name);
-    rc = mlc_conf_load(c->conf, path, jde_keys, NULL, &j->cf, &c->err);
+    rc = mlc_conf_load(c->conf, path, jde_keys, conn_common_allow, &j->cf, &c->err);
     if (rc != MLC_OK) {
         return rc;
     }

@@ -740,6 +740,7 @@ static enum mlc_rc jira_refresh(struct conn *c, struct mlc_errbuf *err)
         }
     }
     j->access_token = mlc_xstrdup(access);
+    __atomic_add_fetch(&c->token_refreshes, 1, __ATOMIC_RELAXED);
     /* renew a minute early; short-lived test tokens at half their life */
     j->refresh_at = mono_now() + expires_in -
                     (expires_in > 2 * JIRA_TOKEN_MARGIN_S ? JIRA_TOKEN_MARGIN_S : expires_in / 2);
@@ -898,7 +899,7 @@ static enum mlc_rc jira_open(struct conn *c)
 
     c->priv = j;
     j->path = mlc_xasprintf("systems.%s", c->name);
-    rc = mlc_conf_load(c->conf, j->path, jira_keys, NULL, cf, &c->err);
+    rc = mlc_conf_load(c->conf, j->path, jira_keys, conn_common_allow, cf, &c->err);
     j->conf_loaded = 1;
     if (rc != MLC_OK) {
         return rc;

@@ -1,0 +1,690 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * statusview: the agent's health as JSON, Prometheus text and a terminal
+ * summary (see statusview.h). Health is judged by progress: how far each
+ * cursor lags, how old the oldest undelivered item is, how soon credentials
+ * and webhooks expire, how long the relay tunnel has been silent.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sqlite3.h>
+#include "agent/agent.h"
+#include "agent/statusview.h"
+#include "agent/tunnel.h"
+#include "shared/mlc_json.h"
+
+static long long now_ms(void)
+{
+    return state_now_ms();
+}
+
+/* One integer from a query with up to two text parameters; fallback when no row or NULL. */
+static long long q_int(struct state *st, const char *sql, const char *p1, const char *p2, long long fallback)
+{
+    sqlite3_stmt *q = NULL;
+    long long v = fallback;
+
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) == SQLITE_OK) {
+        if (p1) {
+            sqlite3_bind_text(q, 1, p1, -1, SQLITE_STATIC);
+        }
+        if (p2) {
+            sqlite3_bind_text(q, 2, p2, -1, SQLITE_STATIC);
+        }
+        if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL) {
+            v = sqlite3_column_int64(q, 0);
+        }
+    }
+    sqlite3_finalize(q);
+    return v;
+}
+
+static cJSON *kv_json(struct state *st, const char *key)
+{
+    struct mlc_errbuf err = { 0 };
+    char *v = NULL;
+    cJSON *o = NULL;
+
+    if (state_kv_get(st, key, &v, &err) == MLC_OK && v) {
+        o = cJSON_Parse(v);
+    }
+    free(v);
+    return o;
+}
+
+static char *kv_text(struct state *st, const char *key)
+{
+    struct mlc_errbuf err = { 0 };
+    char *v = NULL;
+
+    state_kv_get(st, key, &v, &err);
+    return v;
+}
+
+static void add_num_or_null(cJSON *o, const char *k, int have, double v)
+{
+    if (have) {
+        mlc_json_xadd_num(o, k, v);
+    } else {
+        cJSON_AddNullToObject(o, k);
+    }
+}
+
+/* JD Edwards cursors are "YYYYMMDD|HHMMSS|key" in the ERP's local time. */
+static long long cursor_time_ms(const char *cursor)
+{
+    struct tm tm;
+    int ymd, hms;
+
+    if (cursor == NULL || sscanf(cursor, "%8d|%6d", &ymd, &hms) != 2 || ymd < 19000101) {
+        return -1;
+    }
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = ymd / 10000 - 1900;
+    tm.tm_mon = ymd / 100 % 100 - 1;
+    tm.tm_mday = ymd % 100;
+    tm.tm_hour = hms / 10000;
+    tm.tm_min = hms / 100 % 100;
+    tm.tm_sec = hms % 100;
+    tm.tm_isdst = -1;
+    return (long long)mktime(&tm) * 1000;
+}
+
+static long long parse_date_ms(const char *ymd)
+{
+    struct tm tm;
+    int y, m, d;
+
+    if (ymd == NULL || sscanf(ymd, "%4d-%2d-%2d", &y, &m, &d) != 3) {
+        return -1;
+    }
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = m - 1;
+    tm.tm_mday = d;
+    return (long long)timegm(&tm) * 1000;
+}
+
+static const char *level_of(double v, double warn, double crit)
+{
+    return v >= crit ? "crit" : v >= warn ? "warn" : "ok";
+}
+
+static const char *level_expiry(double days, double warn, double crit)
+{
+    return days <= crit ? "crit" : days <= warn ? "warn" : "ok";
+}
+
+static void health_add(cJSON *arr, const char *what, const char *level, const char *value, const char *advice)
+{
+    cJSON *h = mlc_json_xobj();
+
+    mlc_json_xadd_str(h, "what", what);
+    mlc_json_xadd_str(h, "level", level);
+    mlc_json_xadd_str(h, "value", value);
+    mlc_json_xadd_str(h, "advice", strcmp(level, "ok") == 0 ? "" : advice);
+    cJSON_AddItemToArray(arr, h);
+}
+
+static void fmt_age(char *out, size_t n, double s)
+{
+    if (s < 120) {
+        snprintf(out, n, "%.0f s", s);
+    } else if (s < 7200) {
+        snprintf(out, n, "%.0f min", s / 60);
+    } else if (s < 172800) {
+        snprintf(out, n, "%.1f h", s / 3600);
+    } else {
+        snprintf(out, n, "%.1f days", s / 86400);
+    }
+}
+
+static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const char *running, cJSON *health)
+{
+    cJSON *o = mlc_json_xobj(), *lr, *wh;
+    struct mlc_errbuf err = { 0 };
+    char *cursor = NULL, key[160], what[200], val[64], *next;
+    long long now = now_ms(), oldest_out, oldest_in = -1, ct;
+    sqlite3_stmt *q = NULL;
+    const char *sched = mlc_json_str(f->conf, "schedule");
+
+    mlc_json_xadd_str(o, "name", f->name);
+    mlc_json_xadd_str(o, "source", f->src->name);
+    mlc_json_xadd_str(o, "target", f->dst->name);
+    cJSON_AddBoolToObject(o, "enabled", f->enabled);
+    mlc_json_xadd_str(o, "schedule", sched ? sched : "every 15m");
+    cJSON_AddBoolToObject(o, "running", running && strcmp(running, f->name) == 0);
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT started_at, finished_at, COALESCE(status,'running'), created, updated, "
+                           "unchanged, failed, error FROM state_run WHERE flow = ?1 ORDER BY id DESC LIMIT 1",
+                           -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, f->name, -1, SQLITE_STATIC);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            lr = mlc_json_xobj();
+            mlc_json_xadd_num(lr, "started_ms", (double)sqlite3_column_int64(q, 0) * 1000);
+            add_num_or_null(lr, "finished_ms", sqlite3_column_type(q, 1) != SQLITE_NULL,
+                            (double)sqlite3_column_int64(q, 1) * 1000);
+            mlc_json_xadd_str(lr, "status", (const char *)sqlite3_column_text(q, 2));
+            for (int i = 0; i < 4; i++) {
+                static const char *const k[] = { "created", "updated", "unchanged", "failed" };
+                mlc_json_xadd_num(lr, k[i], (double)sqlite3_column_int64(q, 3 + i));
+            }
+            if (sqlite3_column_type(q, 7) != SQLITE_NULL && sqlite3_column_text(q, 7)[0]) {
+                mlc_json_xadd_str(lr, "error", (const char *)sqlite3_column_text(q, 7));
+            } else {
+                cJSON_AddNullToObject(lr, "error");
+            }
+            mlc_json_xadd(o, "last_run", lr);
+        } else {
+            cJSON_AddNullToObject(o, "last_run");
+        }
+    }
+    sqlite3_finalize(q);
+    snprintf(key, sizeof(key), "next.%s", f->name);
+    next = kv_text(st, key);
+    add_num_or_null(o, "next_run_ms", next && atoll(next) > 0, next ? (double)atoll(next) : 0);
+    free(next);
+    mlc_json_xadd_num(o, "synced", (double)q_int(st, "SELECT count(*) FROM state_ledger WHERE flow = ?1",
+                                                   f->name, NULL, 0));
+    mlc_json_xadd_num(o, "outbox", (double)state_outbox_count(st, f->name));
+    mlc_json_xadd_num(o, "dead", (double)state_dead_count(st, f->name));
+    mlc_json_xadd_num(o, "inbox", f->wb ? (double)state_inbox_count(st, "pending") : 0);
+    state_cursor_get(st, f->name, &cursor, &err);
+    if (cursor) {
+        mlc_json_xadd_str(o, "cursor", cursor);
+    } else {
+        cJSON_AddNullToObject(o, "cursor");
+    }
+    ct = cursor_time_ms(cursor);
+    add_num_or_null(o, "cursor_lag_s", ct > 0, ct > 0 ? (double)(now - ct) / 1000 : 0);
+    oldest_out = q_int(st, "SELECT min(created_at) FROM state_outbox WHERE flow = ?1", f->name, NULL, -1);
+    add_num_or_null(o, "oldest_outbox_s", oldest_out > 0, (double)(now / 1000 - oldest_out));
+    if (f->wb) {
+        oldest_in = q_int(st, "SELECT min(stored_ms) FROM state_inbox WHERE state = 'pending'", NULL, NULL, -1);
+    }
+    add_num_or_null(o, "oldest_inbox_s", oldest_in > 0, (double)(now - oldest_in) / 1000);
+    snprintf(key, sizeof(key), "watch.%s", f->name);
+    wh = kv_json(st, key);
+    if (cJSON_IsObject(wh) && mlc_json_str(wh, "mode")) {
+        cJSON *w = mlc_json_xobj();
+        double exp = mlc_json_num(wh, "expires_ms", 0);
+        mlc_json_xadd_str(w, "mode", mlc_json_str(wh, "mode"));
+        add_num_or_null(w, "expires_ms", exp > 0, exp);
+        mlc_json_xadd(o, "webhook", w);
+        if (exp > 0) {
+            double days = (exp - (double)now) / 86400000.0;
+            snprintf(what, sizeof(what), "flow %s: Jira webhook expiry", f->name);
+            snprintf(val, sizeof(val), "%.1f days left", days);
+            health_add(health, what, level_expiry(days, (double)a->cf.expiry_warn_d, (double)a->cf.expiry_crit_d),
+                       val, "The agent refreshes it every 25 days: check that it runs and that Jira accepts "
+                            "its credentials (mlc-agent ping).");
+        }
+    } else {
+        cJSON_AddNullToObject(o, "webhook");
+    }
+    cJSON_Delete(wh);
+    /* health by progress */
+    if (f->enabled && ct > 0) {
+        double lag = (double)(now - ct) / 1000;
+        snprintf(what, sizeof(what), "flow %s: cursor lag", f->name);
+        fmt_age(val, sizeof(val), lag);
+        health_add(health, what, level_of(lag, (double)a->cf.lag_warn_s, (double)a->cf.lag_crit_s), val,
+                   "No new source changes were read for a while: check the last run's error and "
+                   "the source system (Ping), or press Sync now. Quiet ERPs also lag; raise agent.lag_warn then.");
+    }
+    if (oldest_out > 0) {
+        double age = (double)(now / 1000 - oldest_out);
+        snprintf(what, sizeof(what), "flow %s: oldest undelivered record", f->name);
+        fmt_age(val, sizeof(val), age);
+        health_add(health, what, level_of(age, (double)a->cf.age_warn_s, (double)a->cf.age_crit_s), val,
+                   "Records wait in the outbox: the target is failing or throttling. See the last error; "
+                   "records that keep failing become dead letters you can replay.");
+    }
+    if (oldest_in > 0) {
+        double age = (double)(now - oldest_in) / 1000;
+        snprintf(what, sizeof(what), "flow %s: oldest unapplied write-back", f->name);
+        fmt_age(val, sizeof(val), age);
+        health_add(health, what, level_of(age, (double)a->cf.age_warn_s, (double)a->cf.age_crit_s), val,
+                   "Jira changes are waiting to be written to the ERP: check the ERP (Ping) and "
+                   "`mlc-agent inbox list`.");
+    }
+    if (state_dead_count(st, f->name) > 0) {
+        snprintf(what, sizeof(what), "flow %s: dead letters", f->name);
+        snprintf(val, sizeof(val), "%lld", state_dead_count(st, f->name));
+        health_add(health, what, "warn", val,
+                   "Some records were refused by the target. Read each error, fix the cause (mapping, "
+                   "target data), then Replay.");
+    }
+    free(cursor);
+    return o;
+}
+
+static cJSON *systems_json(struct agent *a, struct state *st, cJSON *health)
+{
+    cJSON *arr = mlc_json_xarr();
+
+    for (int i = 0; i < a->n_conns; i++) {
+        struct conn *c = &a->conns[i];
+        cJSON *o = mlc_json_xobj(), *p;
+        char key[160], what[200], val[64];
+        const char *exp = mlc_json_str(c->conf, "credential_expires");
+        long long exp_ms = parse_date_ms(exp);
+
+        snprintf(key, sizeof(key), "ping.%s", c->name);
+        p = kv_json(st, key);
+        mlc_json_xadd_str(o, "name", c->name);
+        mlc_json_xadd_str(o, "type", c->ops->name);
+        if (cJSON_IsObject(p)) {
+            cJSON_AddItemToObject(o, "reachable", cJSON_Duplicate(cJSON_GetObjectItem(p, "reachable"), 1));
+            mlc_json_xadd_str(o, "auth", mlc_json_str(p, "auth") ? mlc_json_str(p, "auth") : "unknown");
+            mlc_json_xadd_str(o, "detail", mlc_json_str(p, "detail") ? mlc_json_str(p, "detail") : "");
+            mlc_json_xadd_num(o, "checked_ms", mlc_json_num(p, "checked_ms", 0));
+        } else {
+            cJSON_AddNullToObject(o, "reachable");
+            mlc_json_xadd_str(o, "auth", "unknown");
+            mlc_json_xadd_str(o, "detail", "not checked yet (press Ping)");
+            cJSON_AddNullToObject(o, "checked_ms");
+        }
+        cJSON_Delete(p);
+        if (exp_ms > 0) {
+            double days = (double)(exp_ms - now_ms()) / 86400000.0;
+            mlc_json_xadd_num(o, "expires_ms", (double)exp_ms);
+            mlc_json_xadd_str(o, "expires_what", "credential (systems.*.credential_expires)");
+            snprintf(what, sizeof(what), "system %s: credential expiry", c->name);
+            snprintf(val, sizeof(val), "%.1f days left (%s)", days, exp);
+            health_add(health, what, level_expiry(days, (double)a->cf.expiry_warn_d, (double)a->cf.expiry_crit_d),
+                       val, "Issue a new API token or renew the consent, store it with `mlc-agent secret set`, "
+                            "and update credential_expires.");
+        } else {
+            cJSON_AddNullToObject(o, "expires_ms");
+            cJSON_AddNullToObject(o, "expires_what");
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+static cJSON *tunnel_json(struct agent *a, struct state *st, struct tunnel_client *t, cJSON *health)
+{
+    cJSON *o = mlc_json_xobj();
+    struct tunnel_info ti;
+    char val[96];
+
+    cJSON_AddBoolToObject(o, "configured", a->has_relay);
+    if (!a->has_relay) {
+        cJSON_AddBoolToObject(o, "connected", 0);
+        cJSON_AddNullToObject(o, "since_ms");
+        cJSON_AddNullToObject(o, "last_rx_ms");
+        cJSON_AddNullToObject(o, "rtt_ms");
+        cJSON_AddNullToObject(o, "url");
+        mlc_json_xadd_str(o, "last_error", "");
+        return o;
+    }
+    mlc_json_xadd_str(o, "url", a->relay.url);
+    if (t != NULL) {
+        double silent;
+        tunnel_info(t, &ti);
+        cJSON_AddBoolToObject(o, "connected", ti.connected);
+        add_num_or_null(o, "since_ms", ti.since_ms > 0, (double)ti.since_ms);
+        add_num_or_null(o, "last_rx_ms", ti.last_rx_ms > 0, (double)ti.last_rx_ms);
+        add_num_or_null(o, "rtt_ms", ti.rtt_ms >= 0, (double)ti.rtt_ms);
+        mlc_json_xadd_str(o, "last_error", ti.last_error);
+        silent = ti.last_rx_ms > 0 ? (double)(now_ms() - ti.last_rx_ms) / 1000 : 1e9;
+        if (!ti.connected) {
+            snprintf(val, sizeof(val), "disconnected");
+        } else if (ti.rtt_ms >= 0) {
+            snprintf(val, sizeof(val), "last message %.0f s ago, round trip %lld ms", silent, ti.rtt_ms);
+        } else {
+            snprintf(val, sizeof(val), "last message %.0f s ago", silent);
+        }
+        health_add(health, "relay tunnel heartbeat",
+                   ti.connected ? level_of(silent, (double)a->cf.tunnel_warn_s, (double)a->cf.tunnel_crit_s)
+                                : "crit",
+                   val, "Jira changes cannot reach this agent: check outbound HTTPS to the relay, the relay's "
+                        "health, and relay.tenant / relay_key (the last error says which).");
+    } else {
+        /* another process (mlc-agent status): what the daemon last recorded */
+        cJSON *k = kv_json(st, "tunnel");
+        cJSON_AddBoolToObject(o, "connected", cJSON_IsTrue(cJSON_GetObjectItem(k, "connected")));
+        add_num_or_null(o, "since_ms", k != NULL, mlc_json_num(k, "since_ms", 0));
+        cJSON_AddNullToObject(o, "last_rx_ms");
+        cJSON_AddNullToObject(o, "rtt_ms");
+        mlc_json_xadd_str(o, "last_error", "");
+        cJSON_Delete(k);
+    }
+    return o;
+}
+
+static cJSON *throughput_json(struct state *st)
+{
+    cJSON *o = mlc_json_xobj(), *pts = mlc_json_xarr();
+    long long now = now_ms() / 1000, start = (now / 3600 - 23) * 3600;
+    long long buckets[24] = { 0 };
+    sqlite3_stmt *q = NULL;
+
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT (COALESCE(finished_at, started_at) / 3600) * 3600, "
+                           "sum(COALESCE(created,0) + COALESCE(updated,0)) FROM state_run "
+                           "WHERE COALESCE(finished_at, started_at) >= ?1 GROUP BY 1",
+                           -1, &q, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, start);
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            long long i = (sqlite3_column_int64(q, 0) - start) / 3600;
+            if (i >= 0 && i < 24) {
+                buckets[i] += sqlite3_column_int64(q, 1);
+            }
+        }
+    }
+    sqlite3_finalize(q);
+    for (int i = 0; i < 24; i++) {
+        cJSON *p = mlc_json_xobj();
+        mlc_json_xadd_num(p, "t", (double)(start + i * 3600));
+        mlc_json_xadd_num(p, "records", (double)buckets[i]);
+        cJSON_AddItemToArray(pts, p);
+    }
+    mlc_json_xadd_num(o, "bucket_s", 3600);
+    mlc_json_xadd(o, "points", pts);
+    return o;
+}
+
+static void col_str(cJSON *o, const char *k, sqlite3_stmt *q, int i)
+{
+    const unsigned char *t = sqlite3_column_text(q, i);
+    mlc_json_xadd_str(o, k, t ? (const char *)t : "");
+}
+
+cJSON *statusview_audit(struct state *st, const char *q_text, int limit)
+{
+    cJSON *arr = mlc_json_xarr();
+    sqlite3_stmt *q = NULL;
+    int have_q = q_text && q_text[0];
+    const char *sql = have_q ? "SELECT id, at, flow, source_key, target_key, audit_id, action, detail FROM state_audit "
+                               "WHERE source_key = ?1 OR target_key = ?1 OR audit_id = ?1 "
+                               "OR source_key LIKE ?2 ESCAPE '\\' OR target_key LIKE ?2 ESCAPE '\\' "
+                               "ORDER BY id DESC LIMIT ?3"
+                             : "SELECT id, at, flow, source_key, target_key, audit_id, action, detail FROM state_audit "
+                               "ORDER BY id DESC LIMIT ?3";
+
+    if (limit <= 0 || limit > 500) {
+        limit = 50;
+    }
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) == SQLITE_OK) {
+        char like[300];
+        size_t o = 0;
+        if (have_q) {
+            /* a prefix search; LIKE wildcards in the query are literal */
+            for (const char *p = q_text; *p && o < sizeof(like) - 3; p++) {
+                if (*p == '%' || *p == '_' || *p == '\\') {
+                    like[o++] = '\\';
+                }
+                like[o++] = *p;
+            }
+            like[o++] = '%';
+            like[o] = '\0';
+            sqlite3_bind_text(q, 1, q_text, -1, SQLITE_STATIC);
+            sqlite3_bind_text(q, 2, like, -1, SQLITE_TRANSIENT);
+        }
+        sqlite3_bind_int(q, 3, limit);
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            cJSON *e = mlc_json_xobj();
+            mlc_json_xadd_num(e, "id", (double)sqlite3_column_int64(q, 0));
+            mlc_json_xadd_num(e, "at_ms", (double)sqlite3_column_int64(q, 1) * 1000);
+            col_str(e, "flow", q, 2);
+            col_str(e, "source_key", q, 3);
+            col_str(e, "target_key", q, 4);
+            col_str(e, "audit_id", q, 5);
+            col_str(e, "action", q, 6);
+            col_str(e, "detail", q, 7);
+            cJSON_AddItemToArray(arr, e);
+        }
+    }
+    sqlite3_finalize(q);
+    return arr;
+}
+
+cJSON *statusview_dead(struct state *st, const char *flow, int limit)
+{
+    cJSON *arr = mlc_json_xarr();
+    sqlite3_stmt *q = NULL;
+
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT id, flow, source_key, error, attempts, at, audit_id FROM state_dead "
+                           "WHERE ?1 IS NULL OR flow = ?1 ORDER BY id LIMIT ?2",
+                           -1, &q, NULL) == SQLITE_OK) {
+        if (flow) {
+            sqlite3_bind_text(q, 1, flow, -1, SQLITE_STATIC);
+        }
+        sqlite3_bind_int(q, 2, limit > 0 ? limit : 50);
+        while (sqlite3_step(q) == SQLITE_ROW) {
+            cJSON *e = mlc_json_xobj();
+            mlc_json_xadd_num(e, "id", (double)sqlite3_column_int64(q, 0));
+            col_str(e, "flow", q, 1);
+            col_str(e, "source_key", q, 2);
+            col_str(e, "error", q, 3);
+            mlc_json_xadd_num(e, "attempts", (double)sqlite3_column_int64(q, 4));
+            mlc_json_xadd_num(e, "at_ms", (double)sqlite3_column_int64(q, 5) * 1000);
+            col_str(e, "audit_id", q, 6);
+            cJSON_AddItemToArray(arr, e);
+        }
+    }
+    sqlite3_finalize(q);
+    return arr;
+}
+
+cJSON *statusview_snapshot(struct agent *a, struct state *st, struct tunnel_client *t, long long started_ms)
+{
+    cJSON *root = mlc_json_xobj(), *ag = mlc_json_xobj(), *health = mlc_json_xarr(), *flows = mlc_json_xarr(), *h;
+    char *running = kv_text(st, "running");
+    const char *worst = "ok";
+
+    mlc_json_xadd_str(ag, "version", MLC_VERSION);
+    mlc_json_xadd_num(ag, "now_ms", (double)now_ms());
+    mlc_json_xadd_num(ag, "started_ms", (double)started_ms);
+    mlc_json_xadd(root, "agent", ag);
+    mlc_json_xadd(root, "systems", systems_json(a, st, health));
+    for (int i = 0; i < a->n_flows; i++) {
+        cJSON_AddItemToArray(flows, flow_json(a, st, &a->flows[i], running, health));
+    }
+    mlc_json_xadd(root, "flows", flows);
+    mlc_json_xadd(root, "tunnel", tunnel_json(a, st, t, health));
+    mlc_json_xadd(root, "throughput", throughput_json(st));
+    mlc_json_xadd(root, "audit", statusview_audit(st, NULL, 20));
+    mlc_json_xadd(root, "dead", statusview_dead(st, NULL, 50));
+    cJSON_ArrayForEach(h, health)
+    {
+        const char *l = mlc_json_str(h, "level");
+        if (strcmp(l, "crit") == 0 || (strcmp(l, "warn") == 0 && strcmp(worst, "ok") == 0)) {
+            worst = l;
+        }
+    }
+    mlc_json_xadd_str(ag, "health", worst);
+    mlc_json_xadd(root, "health", health);
+    free(running);
+    return root;
+}
+
+/* ---- Prometheus ---- */
+
+static void esc_label(struct mlc_buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"') {
+            mlc_buf_addf(b, "\\%c", *v);
+        } else if (*v == '\n') {
+            mlc_buf_adds(b, "\\n");
+        } else {
+            mlc_buf_add(b, v, 1);
+        }
+    }
+}
+
+static void family(struct mlc_buf *b, const char *name, const char *type, const char *help)
+{
+    mlc_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void statusview_metrics(struct agent *a, struct state *st, struct tunnel_client *t, struct mlc_buf *b)
+{
+    static const char *const outcomes[] = { "created", "updated", "unchanged", "failed" };
+    static const char *const classes[] = { "error", "1xx", "2xx", "3xx", "4xx", "5xx" };
+    long long now = now_ms();
+
+    family(b, "mlc_agent_records_total", "counter", "Records handled by sync runs, by flow and outcome.");
+    for (int i = 0; i < a->n_flows; i++) {
+        for (int k = 0; k < 4; k++) {
+            char sql[160];
+            snprintf(sql, sizeof(sql), "SELECT COALESCE(sum(%s),0) FROM state_run WHERE flow = ?1", outcomes[k]);
+            mlc_buf_adds(b, "mlc_agent_records_total{flow=\"");
+            esc_label(b, a->flows[i].name);
+            mlc_buf_addf(b, "\",outcome=\"%s\"} %lld\n", outcomes[k], q_int(st, sql, a->flows[i].name, NULL, 0));
+        }
+    }
+    family(b, "mlc_agent_api_calls_total", "counter",
+           "HTTP requests to each system since start, by status class (error = no answer).");
+    for (int i = 0; i < a->n_conns; i++) {
+        const struct mlc_http_stats *hs = a->conns[i].http ? mlc_http_stats(a->conns[i].http) : NULL;
+        for (int k = 0; k < 6 && hs; k++) {
+            mlc_buf_adds(b, "mlc_agent_api_calls_total{system=\"");
+            esc_label(b, a->conns[i].name);
+            mlc_buf_addf(b, "\",status=\"%s\"} %lu\n", classes[k], __atomic_load_n(&hs->by_class[k], __ATOMIC_RELAXED));
+        }
+    }
+    family(b, "mlc_agent_token_refreshes_total", "counter", "New sessions or access tokens obtained since start.");
+    for (int i = 0; i < a->n_conns; i++) {
+        mlc_buf_adds(b, "mlc_agent_token_refreshes_total{system=\"");
+        esc_label(b, a->conns[i].name);
+        mlc_buf_addf(b, "\"} %lu\n", __atomic_load_n(&a->conns[i].token_refreshes, __ATOMIC_RELAXED));
+    }
+    family(b, "mlc_agent_outbox_depth", "gauge", "Records waiting to be delivered.");
+    for (int i = 0; i < a->n_flows; i++) {
+        mlc_buf_adds(b, "mlc_agent_outbox_depth{flow=\"");
+        esc_label(b, a->flows[i].name);
+        mlc_buf_addf(b, "\"} %lld\n", state_outbox_count(st, a->flows[i].name));
+    }
+    family(b, "mlc_agent_dead_letters", "gauge", "Records that gave up, waiting for a replay.");
+    for (int i = 0; i < a->n_flows; i++) {
+        mlc_buf_adds(b, "mlc_agent_dead_letters{flow=\"");
+        esc_label(b, a->flows[i].name);
+        mlc_buf_addf(b, "\"} %lld\n", state_dead_count(st, a->flows[i].name));
+    }
+    family(b, "mlc_agent_inbox_depth", "gauge", "Relay deliveries not yet applied.");
+    mlc_buf_addf(b, "mlc_agent_inbox_depth %lld\n", state_inbox_count(st, "pending"));
+    family(b, "mlc_agent_cursor_lag_seconds", "gauge", "How far each flow's source cursor is behind now.");
+    for (int i = 0; i < a->n_flows; i++) {
+        char *cur = NULL;
+        struct mlc_errbuf err = { 0 };
+        long long ct;
+        state_cursor_get(st, a->flows[i].name, &cur, &err);
+        ct = cursor_time_ms(cur);
+        free(cur);
+        if (ct > 0) {
+            mlc_buf_adds(b, "mlc_agent_cursor_lag_seconds{flow=\"");
+            esc_label(b, a->flows[i].name);
+            mlc_buf_addf(b, "\"} %.0f\n", (double)(now - ct) / 1000);
+        }
+    }
+    family(b, "mlc_agent_oldest_item_age_seconds", "gauge", "Age of the oldest undelivered outbox item per flow.");
+    for (int i = 0; i < a->n_flows; i++) {
+        long long o = q_int(st, "SELECT min(created_at) FROM state_outbox WHERE flow = ?1", a->flows[i].name, NULL, -1);
+        mlc_buf_adds(b, "mlc_agent_oldest_item_age_seconds{flow=\"");
+        esc_label(b, a->flows[i].name);
+        mlc_buf_addf(b, "\"} %lld\n", o > 0 ? now / 1000 - o : 0);
+    }
+    family(b, "mlc_agent_expiry_days", "gauge", "Days before a credential or Jira webhook expires.");
+    for (int i = 0; i < a->n_conns; i++) {
+        long long e = parse_date_ms(mlc_json_str(a->conns[i].conf, "credential_expires"));
+        if (e > 0) {
+            mlc_buf_adds(b, "mlc_agent_expiry_days{what=\"credential\",name=\"");
+            esc_label(b, a->conns[i].name);
+            mlc_buf_addf(b, "\"} %.2f\n", (double)(e - now) / 86400000.0);
+        }
+    }
+    for (int i = 0; i < a->n_flows; i++) {
+        char key[160];
+        cJSON *w;
+        snprintf(key, sizeof(key), "watch.%s", a->flows[i].name);
+        w = kv_json(st, key);
+        if (mlc_json_num(w, "expires_ms", 0) > 0) {
+            mlc_buf_adds(b, "mlc_agent_expiry_days{what=\"webhook\",name=\"");
+            esc_label(b, a->flows[i].name);
+            mlc_buf_addf(b, "\"} %.2f\n", (mlc_json_num(w, "expires_ms", 0) - (double)now) / 86400000.0);
+        }
+        cJSON_Delete(w);
+    }
+    family(b, "mlc_agent_tunnel_up", "gauge", "1 while the relay tunnel is connected (0 also when none is configured).");
+    if (t != NULL) {
+        struct tunnel_info ti;
+        tunnel_info(t, &ti);
+        mlc_buf_addf(b, "mlc_agent_tunnel_up %d\n", ti.connected);
+        family(b, "mlc_agent_tunnel_rtt_ms", "gauge", "Last PING round trip to the relay.");
+        mlc_buf_addf(b, "mlc_agent_tunnel_rtt_ms %lld\n", ti.rtt_ms < 0 ? 0 : ti.rtt_ms);
+        family(b, "mlc_agent_tunnel_reconnects_total", "counter", "Tunnel connection attempts after the first.");
+        mlc_buf_addf(b, "mlc_agent_tunnel_reconnects_total %lld\n", ti.reconnects);
+    } else {
+        mlc_buf_adds(b, "mlc_agent_tunnel_up 0\n");
+    }
+}
+
+/* ---- terminal ---- */
+
+static void when(char *out, size_t n, double ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    if (ms <= 0) {
+        snprintf(out, n, "-");
+        return;
+    }
+    strftime(out, n, "%Y-%m-%d %H:%M:%S", gmtime_r(&t, &tm));
+}
+
+void statusview_print(const cJSON *snap, FILE *f)
+{
+    const cJSON *it, *tun = cJSON_GetObjectItem(snap, "tunnel");
+    long long inbox = 0;
+
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(snap, "systems"))
+    {
+        const cJSON *r = cJSON_GetObjectItem(it, "reachable");
+        fprintf(f, "system %s (%s): %s, auth %s%s%s\n", mlc_json_str(it, "name"), mlc_json_str(it, "type"),
+                cJSON_IsTrue(r) ? "reachable" : cJSON_IsFalse(r) ? "UNREACHABLE" : "not checked",
+                mlc_json_str(it, "auth"), cJSON_IsTrue(r) || cJSON_IsFalse(r) ? " — " : "",
+                cJSON_IsTrue(r) || cJSON_IsFalse(r) ? mlc_json_str(it, "detail") : "");
+    }
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(snap, "flows"))
+    {
+        const cJSON *lr = cJSON_GetObjectItem(it, "last_run");
+        char t1[32];
+        fprintf(f, "flow %s: %.0f records synced, outbox %.0f, dead letters %.0f, cursor %s\n",
+                mlc_json_str(it, "name"), mlc_json_num(it, "synced", 0), mlc_json_num(it, "outbox", 0),
+                mlc_json_num(it, "dead", 0), mlc_json_str(it, "cursor") ? mlc_json_str(it, "cursor") : "(none)");
+        if (cJSON_IsObject(lr)) {
+            when(t1, sizeof(t1), mlc_json_num(lr, "started_ms", 0));
+            fprintf(f, "  last run %s UTC: %s, created %.0f, updated %.0f, unchanged %.0f, failed %.0f %s\n", t1,
+                    mlc_json_str(lr, "status"), mlc_json_num(lr, "created", 0), mlc_json_num(lr, "updated", 0),
+                    mlc_json_num(lr, "unchanged", 0), mlc_json_num(lr, "failed", 0),
+                    mlc_json_str(lr, "error") ? mlc_json_str(lr, "error") : "");
+        }
+        if (mlc_json_num(it, "next_run_ms", 0) > 0) {
+            when(t1, sizeof(t1), mlc_json_num(it, "next_run_ms", 0));
+            fprintf(f, "  next run %s UTC\n", t1);
+        }
+        inbox = (long long)mlc_json_num(it, "inbox", 0) > inbox ? (long long)mlc_json_num(it, "inbox", 0) : inbox;
+    }
+    if (cJSON_IsTrue(cJSON_GetObjectItem(tun, "configured"))) {
+        char t1[32];
+        when(t1, sizeof(t1), mlc_json_num(tun, "since_ms", 0));
+        fprintf(f, "relay tunnel %s: %s since %s UTC\n", mlc_json_str(tun, "url"),
+                cJSON_IsTrue(cJSON_GetObjectItem(tun, "connected")) ? "connected" : "not connected", t1);
+    }
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(snap, "health"))
+    {
+        const char *l = mlc_json_str(it, "level");
+        fprintf(f, "health %-4s %s: %s%s%s\n", strcmp(l, "ok") == 0 ? "ok" : strcmp(l, "warn") == 0 ? "WARN" : "CRIT",
+                mlc_json_str(it, "what"), mlc_json_str(it, "value"), strcmp(l, "ok") ? " — " : "",
+                strcmp(l, "ok") ? mlc_json_str(it, "advice") : "");
+    }
+    (void)inbox;
+}
