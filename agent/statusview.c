@@ -91,6 +91,17 @@ static long long cursor_time_ms(const char *cursor)
     return (long long)mktime(&tm) * 1000;
 }
 
+/* Up to when the flow has certainly read its source: the end of its last
+ * successful run (a run reads to the end, so a quiet ERP does not "lag"),
+ * else the cursor's own time. */
+static long long read_up_to_ms(struct state *st, const char *flow, const char *cursor)
+{
+    long long ok = q_int(st, "SELECT max(finished_at) FROM state_run WHERE flow = ?1 AND status = 'ok'", flow,
+                         NULL, -1);
+
+    return ok > 0 ? ok * 1000 : cursor_time_ms(cursor);
+}
+
 static long long parse_date_ms(const char *ymd)
 {
     struct tm tm;
@@ -165,7 +176,10 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
             mlc_json_xadd_num(lr, "started_ms", (double)sqlite3_column_int64(q, 0) * 1000);
             add_num_or_null(lr, "finished_ms", sqlite3_column_type(q, 1) != SQLITE_NULL,
                             (double)sqlite3_column_int64(q, 1) * 1000);
-            mlc_json_xadd_str(lr, "status", (const char *)sqlite3_column_text(q, 2));
+            {
+                const char *stt = (const char *)sqlite3_column_text(q, 2);
+                mlc_json_xadd_str(lr, "status", strcmp(stt, "error") == 0 ? "failed" : stt);
+            }
             for (int i = 0; i < 4; i++) {
                 static const char *const k[] = { "created", "updated", "unchanged", "failed" };
                 mlc_json_xadd_num(lr, k[i], (double)sqlite3_column_int64(q, 3 + i));
@@ -196,7 +210,7 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     } else {
         cJSON_AddNullToObject(o, "cursor");
     }
-    ct = cursor_time_ms(cursor);
+    ct = read_up_to_ms(st, f->name, cursor);
     add_num_or_null(o, "cursor_lag_s", ct > 0, ct > 0 ? (double)(now - ct) / 1000 : 0);
     oldest_out = q_int(st, "SELECT min(created_at) FROM state_outbox WHERE flow = ?1", f->name, NULL, -1);
     add_num_or_null(o, "oldest_outbox_s", oldest_out > 0, (double)(now / 1000 - oldest_out));
@@ -227,11 +241,12 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     /* health by progress */
     if (f->enabled && ct > 0) {
         double lag = (double)(now - ct) / 1000;
-        snprintf(what, sizeof(what), "flow %s: cursor lag", f->name);
+        snprintf(what, sizeof(what), "flow %s: source read up to", f->name);
         fmt_age(val, sizeof(val), lag);
         health_add(health, what, level_of(lag, (double)a->cf.lag_warn_s, (double)a->cf.lag_crit_s), val,
-                   "No new source changes were read for a while: check the last run's error and "
-                   "the source system (Ping), or press Sync now. Quiet ERPs also lag; raise agent.lag_warn then.");
+                   "The source has not been read to the end for a while: check the last run's error and "
+                   "the source system (Ping), or press Sync now. A long schedule also lags; raise "
+                   "agent.lag_warn then.");
     }
     if (oldest_out > 0) {
         double age = (double)(now / 1000 - oldest_out);
@@ -570,13 +585,14 @@ void statusview_metrics(struct agent *a, struct state *st, struct tunnel_client 
     }
     family(b, "mlc_agent_inbox_depth", "gauge", "Relay deliveries not yet applied.");
     mlc_buf_addf(b, "mlc_agent_inbox_depth %lld\n", state_inbox_count(st, "pending"));
-    family(b, "mlc_agent_cursor_lag_seconds", "gauge", "How far each flow's source cursor is behind now.");
+    family(b, "mlc_agent_cursor_lag_seconds", "gauge",
+           "How far behind now each flow has certainly read its source (last successful run, else its cursor).");
     for (int i = 0; i < a->n_flows; i++) {
         char *cur = NULL;
         struct mlc_errbuf err = { 0 };
         long long ct;
         state_cursor_get(st, a->flows[i].name, &cur, &err);
-        ct = cursor_time_ms(cur);
+        ct = read_up_to_ms(st, a->flows[i].name, cur);
         free(cur);
         if (ct > 0) {
             mlc_buf_adds(b, "mlc_agent_cursor_lag_seconds{flow=\"");

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """make demo: start the JD Edwards and Jira simulators (seeded with a few
 hundred realistic work orders) and mlc-relay, sync the work orders with the
-real agent, start the agent with its relay tunnel, move one Jira issue to
+real agent, start the agent with its relay tunnel and status page, move one Jira issue to
 "In Progress" in the simulator and show the status arriving in JD Edwards
 (Jira webhook -> relay -> tunnel -> agent -> orchestration). Then keep
 everything running until Ctrl-C. With --once: exit 0 after that round trip."""
@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import relay_harness as rh  # noqa: E402
 import json  # noqa: E402
+import urllib.request  # noqa: E402
 
 
 def main():
@@ -40,8 +41,10 @@ def main():
     relay = rh.Relay(os.path.abspath(args.relay), workdir=work, log=os.path.join(work, "relay.log"))
     tenant = relay.tenant_add("demo")
     relay.start()
+    status_port = 8089 if port_free(8089) else rh.free_port()
+    status_url = f"http://127.0.0.1:{status_port}/"
     config = harness.make_config(work, jde.url, jira.url, flow={"schedule": "every 1m"},
-                                 agent={"log_level": "info"})
+                                 agent={"log_level": "info", "status_listen": f"127.0.0.1:{status_port}"})
     cfg = json.load(open(config))
     cfg["relay"] = {"url": relay.tunnel_url, "tenant": "demo", "key": "${MLC_RELAY_KEY}",
                     "hook_secret": "${MLC_HOOK_SECRET}", "watch_every": "1m"}
@@ -77,8 +80,13 @@ def main():
             rc = 1
         r = harness.run_agent(agent, config, "status", env=env)
         sys.stdout.write(r.stdout)
-        print("demo: the status web page arrives with a later release (default 127.0.0.1:8089);"
-              f" until then: {agent} -c {config} status")
+        try:
+            with urllib.request.urlopen(status_url + "api/status", timeout=10) as resp:
+                health = json.loads(resp.read())["agent"]["health"]
+            print(f"demo: status page: {status_url}  (health: {health}; open it in a browser)")
+        except OSError as ex:
+            print(f"demo: the status page at {status_url} did not answer: {ex}")
+            rc = 1
         if args.once:
             return rc
         print("demo: agent running every minute; change work orders or move issues with\n"
@@ -96,6 +104,18 @@ def main():
         jde.stop()
         jira.stop()
     return rc
+
+
+def port_free(port):
+    import socket
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def round_trip(jde, jira, relay, work):
