@@ -73,10 +73,12 @@ deps:
 	@missing=""; for p in $(DEB_BUILD) $(DEB_TEST); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
-	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; exit 0; fi; \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; else \
 	echo "deps: installing$$missing"; \
 	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing || exit 1; fi
+	@# the browser tests' one npm package (playwright-core), exactly as locked
+	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -87,7 +89,7 @@ $(O)/gen/web_assets.c: tools/embed_web.py $(WEB_SRC)
 	@mkdir -p $(dir $@)
 	$(PYTHON) tools/embed_web.py $@ $(WEB_SRC)
 
-$(O)/gen/web_assets.o: $(O)/gen/web_assets.c
+$(O)/gen/web_assets.o: $(O)/gen/web_assets.c agent/web_assets.h
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(O)/libmlc.a: $(AGENT_OBJ)

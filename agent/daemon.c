@@ -379,6 +379,7 @@ int agent_daemon(struct agent *a)
     }
     mlc_info("mlc-agent %s running %d flows (state %s)%s", MLC_VERSION, a->n_flows, a->cf.state_db,
              t ? ", relay tunnel on" : "");
+    long long next_ping_ms = 0; /* systems' reachability for the status page: at start, then every 10 min */
     while (!a->stop) {
         long long soonest_ms = now_ms() + 1000;
         struct mb_msg *cmd;
@@ -416,6 +417,10 @@ int agent_daemon(struct agent *a)
                 mlc_info("write-back: applied %ld, ignored %ld, echoes %ld, failed %ld, retrying %ld",
                          st.applied, st.ignored, st.echoes, st.failed, st.retry);
             }
+        }
+        if (now_ms() >= next_ping_ms && !a->stop) {
+            cJSON_Delete(ping_all(a));
+            next_ping_ms = now_ms() + 10 * 60 * 1000;
         }
         now = (long long)time(NULL);
         for (int i = 0; i < a->n_flows && !a->stop; i++) {

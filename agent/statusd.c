@@ -379,15 +379,12 @@ static int route_get(struct statusd *sd, struct lws *wsi, const char *path)
         return respond(wsi, 200, "application/json", sd->snap, sd->snap_len, NULL);
     }
     if (strcmp(path, "/api/audit") == 0) {
-        char q[200] = "", lim[16] = "";
-        if (lws_get_urlarg_by_name(wsi, "q", q, sizeof(q)) == NULL) {
-            q[0] = '\0';
-        }
-        if (lws_get_urlarg_by_name(wsi, "limit", lim, sizeof(lim)) == NULL) {
-            lim[0] = '\0';
-        }
+        char qb[200] = "", lb[16] = "";
+        /* lws hands back a pointer just past "name=" inside the buffer */
+        const char *q = lws_get_urlarg_by_name(wsi, "q=", qb, sizeof(qb));
+        const char *lim = lws_get_urlarg_by_name(wsi, "limit=", lb, sizeof(lb));
         o = mlc_json_xobj();
-        mlc_json_xadd(o, "entries", statusview_audit(sd->st, q, atoi(lim)));
+        mlc_json_xadd(o, "entries", statusview_audit(sd->st, q ? q : "", lim ? atoi(lim) : 0));
         rv = respond_json(wsi, 200, o, NULL);
         cJSON_Delete(o);
         return rv;

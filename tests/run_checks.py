@@ -76,6 +76,8 @@ def suite(out, quick):
                                                    os.path.join(out, "tests", "test_store")]),
         ("integration relay + tunnel", ["tests/integration/test_relay.py", "--agent", agent,
                                         "--relay", relay] + q),
+        ("status page in Chromium", ["tests/integration/test_status_page.py", "--agent", agent,
+                                     "--out", os.path.join(out, "browser-shots")]),
     ]
     for name, cmd in parts:
         results.append(run_part(f"{name} [{out}]", [sys.executable] + cmd))
