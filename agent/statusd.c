@@ -579,12 +579,15 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return route_post(sd, wsi, pss);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (pss->status && pss->reply) {
+            /* respond() may end the transaction and free pss: take what it needs first */
+            char *reply = pss->reply;
+            unsigned st = (unsigned)pss->status;
             int rv;
             unwait(sd, pss);
-            rv = respond(wsi, (unsigned)pss->status, "application/json", pss->reply, strlen(pss->reply), NULL);
-            free(pss->reply);
             pss->reply = NULL;
             pss->status = 0;
+            rv = respond(wsi, st, "application/json", reply, strlen(reply), NULL);
+            free(reply);
             return rv;
         }
         return 0;
