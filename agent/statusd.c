@@ -422,7 +422,7 @@ static void queue_sync(struct statusd *sd, const char *flow)
     cJSON_Delete(c);
 }
 
-static int route_post(struct statusd *sd, struct lws *wsi, struct http_pss *pss)
+static int route_post(struct statusd *sd, struct lws *wsi, struct http_pss *pss, const char *body, size_t blen)
 {
     const char *path = pss->path;
     char xrw[16];
@@ -437,7 +437,7 @@ static int route_post(struct statusd *sd, struct lws *wsi, struct http_pss *pss)
         return respond_error(wsi, 403, "missing X-Requested-With: mlc (requests from other sites are refused)");
     }
     if (strcmp(path, "/login") == 0) {
-        cJSON *in = cJSON_ParseWithLength(pss->body.ptr ? pss->body.ptr : "", pss->body.len);
+        cJSON *in = cJSON_ParseWithLength(body ? body : "", blen);
         const char *pw = mlc_json_str(in, "password");
         const char *tok;
         char cookie[160];
@@ -552,6 +552,9 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
+        /* a keep-alive connection reuses pss: drop the last request's leftovers */
+        mlc_buf_release(&pss->body);
+        free(pss->reply);
         memset(pss, 0, sizeof(*pss));
         pss->wsi = wsi;
         snprintf(pss->path, sizeof(pss->path), "%s", (const char *)in);
@@ -567,7 +570,7 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         pss->body.max = MAX_BODY;
         if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
-            return route_post(sd, wsi, pss); /* no body follows */
+            return route_post(sd, wsi, pss, NULL, 0); /* no body follows */
         }
         return 0;
     case LWS_CALLBACK_HTTP_BODY:
@@ -575,8 +578,14 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
             pss->too_big = 1;
         }
         return 0;
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        return route_post(sd, wsi, pss);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: {
+        /* the response may end the transaction and free pss: the body is ours now */
+        size_t blen = pss->body.len;
+        char *body = mlc_buf_detach(&pss->body);
+        int rv = route_post(sd, wsi, pss, body, blen);
+        free(body);
+        return rv;
+    }
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (pss->status && pss->reply) {
             /* respond() may end the transaction and free pss: take what it needs first */

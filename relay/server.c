@@ -720,9 +720,11 @@ static int hook_complete(struct lws *wsi, struct http_pss *pss)
     rc = R->store->ops->tenant_get(R->store, pss->tenant, &tr, &err);
     if (rc == MLC_E_NOTFOUND) {
         R->m.hooks[pss->kind][M_404]++;
+        mlc_buf_release(&pss->body);
         return respond_json(wsi, 404, "no such tenant");
     }
     if (rc != MLC_OK) {
+        mlc_buf_release(&pss->body);
         R->m.store_errors++;
         mlc_error("relay: looking up tenant %s failed: %s", pss->tenant, mlc_err_msg(&err));
         return respond_json(wsi, 503, "store unavailable; retry later");
@@ -765,6 +767,8 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         enum hook_kind kind;
         char clen[32];
 
+        /* a keep-alive connection reuses pss: drop the last request's leftovers */
+        mlc_buf_release(&pss->body);
         memset(pss, 0, sizeof(*pss));
         pss->wsi = wsi;
         pss->pend = -1;

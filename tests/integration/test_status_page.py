@@ -614,6 +614,19 @@ def main():
                     print(f"#   {line}")
     finally:
         for a in env.values():
+            a.stop_agent()
+            # a sanitizer build reports at exit: that is a failure of this suite
+            path = os.path.join(a.dir, "agent.log")
+            text = open(path, errors="replace").read() if os.path.exists(path) else ""
+            n += 1
+            if "Sanitizer" in text or "runtime error:" in text:
+                failed += 1
+                print(f"not ok {n} agent_{a.name}_exits_clean")
+                for line in text[text.find("=="):][:3000].splitlines()[:40]:
+                    print(f"#   {line}")
+            else:
+                passed += 1
+                print(f"ok {n} agent_{a.name}_exits_clean")
             a.close()
     print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
     return 0 if failed == 0 else 1
