@@ -155,6 +155,11 @@ class World:
             r.stop()
         self.jde.stop()
         self.jira.stop()
+        # sanitizer builds report at exit (leaks, UB): any report fails the test
+        for path in [self.agent_log] + [r.log_path for r in self.relays]:
+            text = open(path, errors="replace").read() if os.path.exists(path) else ""
+            if "Sanitizer" in text or "runtime error:" in text:
+                raise AssertionError(f"sanitizer report in {path}:\n" + text[text.find("=="):][:3000])
 
 
 def wait_applied(w, n, timeout):
