@@ -200,7 +200,7 @@ rpm: pkg-deps
 	    packaging/rpm/ml-connector.spec
 	@cp build/rpm/RPMS/*/*.rpm $(PKG_OUT)/
 	@ls -l $(PKG_OUT)/*.rpm
-	@if command -v rpmlint >/dev/null; then rpmlint -f packaging/rpm/rpmlintrc $(PKG_OUT)/*.rpm || true; \
+	@if command -v rpmlint >/dev/null; then rpmlint -r packaging/rpm/ml-connector.rpmlintrc $(PKG_OUT)/*.rpm || true; \
 	else echo "rpm: rpmlint is not installed; skipping it"; fi
 
 # builds both, then: lintian on the .debs, an install/purge round trip of the
