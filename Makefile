@@ -155,7 +155,7 @@ $(JIRA_WATCH_DRIVER): $(O)/tests/integration/jira_watch_driver.o $(O)/libmlc.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 check-build: $(JIRA_WATCH_DRIVER)
 
--include $(shell find $(O) -name '*.d' 2>/dev/null)
+-include $(shell find $(O) \( -path $(O)/image -o -path $(O)/cache -o -path $(O)/packages \) -prune -o -name '*.d' -type f -print 2>/dev/null)
 
 # ---- packages (issue 5): make deb | rpm | package-check; see packaging/README.md
 # the tools that build and test the packages (installed by `make pkg-deps`)
