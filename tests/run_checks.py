@@ -11,6 +11,7 @@ part ends with an "N passed, N failed" line; the totals close the run.
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -103,6 +104,15 @@ def main():
             results += suite("build/asan", quick=True)
         else:
             results.append((0, 1))
+    # packages: build both, lintian/rpmlint, install + purge in a fresh chroot
+    tools = ["dpkg-buildpackage", "lintian", "rpmbuild", "mmdebstrap"]
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing or os.geteuid() != 0:
+        print(f"\n=== packages: skipped ({'missing ' + ', '.join(missing) if missing else 'needs root'}; "
+              "`make deps` installs the tools)", flush=True)
+    else:
+        results.append(run_part("packages (.deb, .rpm, chroot install)",
+                                args.make.split() + ["--no-print-directory", "package-check"]))
     passed = sum(p for p, _ in results)
     failed = sum(f for _, f in results)
     print(f"\nall parts done in {time.monotonic() - t0:.0f}s")
