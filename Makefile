@@ -207,3 +207,34 @@ rpm: pkg-deps
 # agent package in a fresh Debian 12 chroot (mmdebstrap, cached in build/cache)
 package-check: deb rpm
 	@$(PYTHON) tests/packaging/run.py --debs $(PKG_OUT) --rpms $(PKG_OUT)
+
+# --- the appliance image (firmware-image/, issue 5) ---------------------------
+# make image          build/image/ml-connector-appliance.img: Debian 12, our agent .deb
+#                     (built first with `make deb`; IMAGE_DEB=FILE uses that package instead)
+# make image-test     boot a copy under qemu with a seed, log in to the status page, sync
+#                     against the simulators on the host, power off (QEMU_ACCEL=kvm if it works)
+IMAGE      := build/image/ml-connector-appliance.img
+DEB_IMAGE  := mmdebstrap qemu-system-x86 qemu-utils dosfstools e2fsprogs mtools syslinux \
+              syslinux-common fdisk jq python3
+
+.PHONY: image image-deps image-test
+
+image-deps:
+	@missing=""; for p in $(DEB_IMAGE); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then echo "image-deps: installing$$missing"; \
+	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $$missing || exit 1; fi
+
+image: image-deps
+ifeq ($(IMAGE_DEB),)
+	@$(MAKE) --no-print-directory deb
+endif
+	@SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	$$SUDO firmware-image/build-image.sh --out $(IMAGE) $(if $(IMAGE_DEB),--deb $(IMAGE_DEB))
+
+image-test: image-deps
+	@[ -f $(IMAGE) ] || $(MAKE) --no-print-directory image
+	@$(PYTHON) firmware-image/test_image.py --image $(IMAGE) $(if $(QEMU_ACCEL),--accel $(QEMU_ACCEL))

@@ -32,6 +32,8 @@ while [ $# -gt 0 ]; do
         *) echo "build-image.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
+case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
+case $DEB in ""|/*) ;; *) DEB=$PWD/$DEB ;; esac
 [ "$(id -u)" = 0 ] || { echo "build-image.sh: run as root (mmdebstrap root mode, file ownership)" >&2; exit 2; }
 for t in mmdebstrap sfdisk mke2fs mkfs.vfat mcopy mmd syslinux jq; do
     command -v "$t" >/dev/null || { echo "build-image.sh: '$t' is missing: run 'make image-deps'" >&2; exit 2; }
