@@ -101,8 +101,10 @@ for p in /usr/share/doc/*/copyright /usr/share/locale/locale.alias; do
 done
 
 PKGS=linux-image-amd64,initramfs-tools,zstd,systemd-sysv,udev,dbus,systemd-resolved,systemd-timesyncd
-PKGS=$PKGS,kmod,iproute2,ca-certificates,jq,util-linux,e2fsprogs,fdisk,less
+PKGS=$PKGS,kmod,xz-utils,iproute2,ca-certificates,jq,util-linux,e2fsprogs,fdisk,less
 
+# kernel modules are compressed with xz (kmod and initramfs-tools read .ko.xz): about
+# two thirds of the root file system are modules otherwise
 # shellcheck disable=SC2086
 mmdebstrap --mode=root --variant=minbase --format=directory \
     --include="$PKGS" $EX \
@@ -112,6 +114,10 @@ mmdebstrap --mode=root --variant=minbase --format=directory \
     --include="$DEBTMP/ml-connector-agent.deb" \
     --setup-hook="mkdir -p \"\$1$DEBTMP\" && cp '$DEBTMP/ml-connector-agent.deb' \"\$1$DEBTMP/\"" \
     --customize-hook="rm -rf \"\$1$DEBTMP\"" \
+    --customize-hook='chroot "$1" sh -ec "
+        find /lib/modules -name \"*.ko\" -print0 | xargs -0 -r -P 2 -n 200 xz -q --check=crc32
+        for v in \$(ls /lib/modules); do depmod \$v; done
+        update-initramfs -u -k all"' \
     bookworm "$ROOTFS" "$@"
 set +f
 
@@ -140,6 +146,8 @@ mib() { echo $(( ($(stat -c %s "$1") + 1048575) / 1048576 )); }
 BOOT_MB=$(( 2 * ($(mib "$WORK/vmlinuz") + $(mib "$WORK/initrd.img")) + 8 ))   # room for one update
 CFG_MB=8
 USED_MB=$(du -sm "$R" | cut -f1)
+(cd "$R" && du -sm usr/lib/modules usr/lib/x86_64-linux-gnu usr/bin usr/sbin usr/share boot var 2>/dev/null |
+    sort -rn | awk '{printf "%s %s MiB; ", $2, $1}') >"$OUTDIR/.rootfs-du"
 ROOT_MB=$(( USED_MB * 120 / 100 + 256 ))
 S1=2048
 S2=$(( S1 + BOOT_MB * 2048 ))
@@ -178,5 +186,6 @@ mv "$TMP" "$OUT"
 
 SZ=$(stat -c %s "$OUT")
 echo "image: $OUT"
+echo "image: largest in root: $(cat "$OUTDIR/.rootfs-du" 2>/dev/null)"
 echo "image: kernel $KVER; MLCBOOT $BOOT_MB MiB, MLCCONFIG $CFG_MB MiB, root $ROOT_MB MiB ($USED_MB MiB used)"
 echo "IMAGE size $SZ bytes ($(( SZ / 1048576 )) MiB), $(du -m "$OUT" | cut -f1) MiB allocated (sparse file)"

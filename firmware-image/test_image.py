@@ -345,6 +345,10 @@ def main():
             expect(password not in applied and harness.JDE_PASSWORD not in applied,
                    "mlc-seed.applied.json still holds a password")
         check("the seed was renamed mlc-seed.applied.json with its passwords blanked", seed_consumed)
+
+        vm.kill()
+        vm = None
+        noseed(img, work, outdir)
     except Exception:  # noqa: BLE001
         report("test harness", False, traceback.format_exc().strip())
     finally:
@@ -352,6 +356,49 @@ def main():
             if s is not None:
                 s.stop()
     return finish(vm, work, size, alloc, boot_s, console)
+
+
+def noseed(img, work, outdir):
+    """Second boot, of a pristine copy without a seed: mlc-firstboot makes a
+    random password and prints it on the console; it logs in."""
+    copy = os.path.join(work, "appliance-no-seed.img")
+    subprocess.run(["cp", "--sparse=always", img, copy], check=True)
+    console = os.path.join(outdir, "console-noseed.log")
+    if os.path.exists(console):
+        os.unlink(console)
+    port = free_port()
+    vm = VM(copy, port, console, work)
+    try:
+        found = {}
+
+        def printed():
+            deadline = vm.started + ARGS.timeout
+            while time.monotonic() < deadline:
+                expect(vm.proc.poll() is None, f"qemu exited with {vm.proc.returncode}")
+                m = re.search(r"login password: (\S+)", vm.console_text())
+                if m:
+                    found["pw"] = m.group(1)
+                    return f"{time.monotonic() - vm.started:.1f} s after qemu start"
+                time.sleep(1)
+            raise AssertionError(f"no password on the console; tail:\n{vm.console_text()[-2000:]}")
+        if not check("without a seed, first boot prints a random status-page password on the console", printed):
+            return
+
+        def logs_in():
+            deadline = time.monotonic() + 300
+            while True:
+                try:
+                    st, hd, body = req(port, "POST", "/login", {"password": found["pw"]}, {"X-Requested-With": "mlc"})
+                    break
+                except (OSError, http.client.HTTPException):
+                    expect(time.monotonic() < deadline, "no status page")
+                    time.sleep(1)
+            expect(st == 200 and "mlc_session=" in hd.get("Set-Cookie", ""), f"login: HTTP {st} {body}")
+            ok = vm.powerdown(180)
+            expect(ok and "reboot: Power down" in vm.console_text(), "no clean power-off")
+        check("that password logs in to the status page; clean power-off", logs_in)
+    finally:
+        vm.kill()
 
 
 def finish(vm, work, size, alloc, boot_s, console):
