@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0
  * hooks: authenticity and shape of one incoming webhook (see hooks.h).
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <cjson/cJSON.h>
@@ -10,21 +9,6 @@
 #include "shared/mlc_sig.h"
 
 #define JWT_LEEWAY_S 300
-
-int tenant_name_ok(const char *s)
-{
-    size_t n = 0;
-
-    if (s == NULL) {
-        return 0;
-    }
-    for (; s[n]; n++) {
-        if (!(isalnum((unsigned char)s[n]) || s[n] == '_' || s[n] == '-') || n >= TENANT_NAME_MAX) {
-            return 0;
-        }
-    }
-    return n > 0;
-}
 
 int hook_route(const char *path, enum hook_kind *kind, char *tenant, size_t n)
 {

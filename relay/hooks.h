@@ -35,7 +35,4 @@ void hook_check(const struct tenant_rec *t, const struct hook_req *r, struct hoo
  * hook path or the tenant name is not [A-Za-z0-9_-]{1,64}. */
 int hook_route(const char *path, enum hook_kind *kind, char *tenant, size_t n);
 
-/* Tenant names: [A-Za-z0-9_-]{1,64}. */
-int tenant_name_ok(const char *s);
-
 #endif

@@ -55,6 +55,49 @@ enum mlc_rc store_open(struct store **out, const char *spec, const char *node,
     return MLC_E_INVAL;
 }
 
+int tenant_name_ok(const char *name)
+{
+    size_t n;
+
+    if (name == NULL) {
+        return 0;
+    }
+    for (n = 0; n < TENANT_NAME_MAX + 1 && name[n] != '\0'; n++) {
+        char c = name[n];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-')) {
+            return 0;
+        }
+    }
+    return n >= 1 && n <= TENANT_NAME_MAX;
+}
+
+enum mlc_rc store_check_batch(struct delivery_in *items, size_t n, struct mlc_errbuf *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct delivery_in *d = &items[i];
+
+        if (d->tenant == NULL || d->kind == NULL || d->ext_id == NULL ||
+            (d->body == NULL && d->body_len > 0)) {
+            mlc_errf(err, "delivery %zu of the batch lacks its tenant, kind, id or body", i);
+            return MLC_E_INVAL;
+        }
+        if (d->kind[0] == '\0' || strlen(d->kind) >= sizeof(((struct delivery_out *)0)->kind)) {
+            mlc_errf(err, "delivery kind '%s' is not 1 to 7 characters", d->kind);
+            return MLC_E_INVAL;
+        }
+        if (d->body_len > 0x7fffffff) {
+            mlc_errf(err, "delivery '%s' body of %zu bytes is too big to store", d->ext_id,
+                     d->body_len);
+            return MLC_E_TOOBIG;
+        }
+        items[i].seq = 0;
+        items[i].duplicate = 0;
+    }
+    return MLC_OK;
+}
+
 void delivery_out_release(struct delivery_out *d, size_t n)
 {
     if (d == NULL) {

@@ -136,6 +136,14 @@ struct store {
     char node[64]; /* this relay node's id, recorded on leases */
 };
 
+/* Tenant names: [A-Za-z0-9_-]{1,64}; reads no more than the field holds. */
+int tenant_name_ok(const char *name);
+
+/* The checks every back end makes on a deliveries_put batch before storing
+ * anything (tenant, kind, id and body present; kind 1-7 characters; body
+ * under 2 GiB); clears each item's seq and duplicate. */
+enum mlc_rc store_check_batch(struct delivery_in *items, size_t n, struct mlc_errbuf *err);
+
 /* Open by URL-ish spec: "sqlite:/path/relay.db" or a PostgreSQL conninfo
  * ("postgres://..." / "postgresql://..." / "host=... dbname=..."). Creates
  * the schema when missing. */

@@ -488,22 +488,6 @@ static char *col_dup(const PGresult *r, int row, int col, size_t *len, int keep_
     return d;
 }
 
-/* [A-Za-z0-9_-]{1,64}, looking at no more than the field holds */
-static int tenant_name_ok(const char *name)
-{
-    size_t n;
-
-    for (n = 0; n < TENANT_NAME_MAX + 1 && name[n] != '\0'; n++) {
-        char c = name[n];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-')) {
-            return 0;
-        }
-    }
-    return n >= 1 && n <= TENANT_NAME_MAX;
-}
-
 static void pg_close(struct store *s)
 {
     struct pg *p = pg_of(s);
@@ -693,29 +677,6 @@ static enum mlc_rc pg_tenant_list(struct store *s, struct tenant_rec **out, size
     }
     *n = (size_t)rows;
     PQclear(r);
-    return MLC_OK;
-}
-
-static enum mlc_rc check_items(struct delivery_in *items, size_t n, struct mlc_errbuf *err)
-{
-    for (size_t i = 0; i < n; i++) {
-        const struct delivery_in *d = &items[i];
-
-        if (d->tenant == NULL || d->kind == NULL || d->ext_id == NULL ||
-            (d->body == NULL && d->body_len > 0)) {
-            mlc_errf(err, "delivery %zu of the batch lacks its tenant, kind, id or body", i);
-            return MLC_E_INVAL;
-        }
-        if (d->kind[0] == '\0' || strlen(d->kind) >= sizeof(((struct delivery_out *)0)->kind)) {
-            mlc_errf(err, "delivery kind '%s' is not 1 to 7 characters", d->kind);
-            return MLC_E_INVAL;
-        }
-        if (d->body_len > 0x7fffffff) {
-            mlc_errf(err, "delivery '%s' body of %zu bytes is too big to store", d->ext_id,
-                     d->body_len);
-            return MLC_E_TOOBIG;
-        }
-    }
     return MLC_OK;
 }
 
@@ -950,7 +911,7 @@ static enum mlc_rc pg_deliveries_put(struct store *s, struct delivery_in *items,
     if (n == 0) {
         return MLC_OK;
     }
-    rc = check_items(items, n, err);
+    rc = store_check_batch(items, n, err);
     for (int try = 1; rc == MLC_OK; try++) {
         struct mlc_errbuf e = { 0 };
         int again = 0;

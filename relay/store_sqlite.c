@@ -241,22 +241,6 @@ static char *col_dup(sqlite3_stmt *st, int col, size_t *len, int keep_null)
     return p;
 }
 
-/* [A-Za-z0-9_-]{1,64}, looking at no more than the field holds */
-static int tenant_name_ok(const char *name)
-{
-    size_t n;
-
-    for (n = 0; n < TENANT_NAME_MAX + 1 && name[n] != '\0'; n++) {
-        char c = name[n];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-')) {
-            return 0;
-        }
-    }
-    return n >= 1 && n <= TENANT_NAME_MAX;
-}
-
 enum mlc_rc store_sqlite_open(struct store **out, const char *path, const char *node,
                               struct mlc_errbuf *err)
 {
@@ -478,31 +462,6 @@ static enum mlc_rc sq_tenant_list(struct store *s, struct tenant_rec **out, size
     return MLC_OK;
 }
 
-static enum mlc_rc check_items(struct delivery_in *items, size_t n, struct mlc_errbuf *err)
-{
-    for (size_t i = 0; i < n; i++) {
-        const struct delivery_in *d = &items[i];
-
-        if (d->tenant == NULL || d->kind == NULL || d->ext_id == NULL ||
-            (d->body == NULL && d->body_len > 0)) {
-            mlc_errf(err, "delivery %zu of the batch lacks its tenant, kind, id or body", i);
-            return MLC_E_INVAL;
-        }
-        if (d->kind[0] == '\0' || strlen(d->kind) >= sizeof(((struct delivery_out *)0)->kind)) {
-            mlc_errf(err, "delivery kind '%s' is not 1 to 7 characters", d->kind);
-            return MLC_E_INVAL;
-        }
-        if (d->body_len > 0x7fffffff) {
-            mlc_errf(err, "delivery '%s' body of %zu bytes is too big to store", d->ext_id,
-                     d->body_len);
-            return MLC_E_TOOBIG;
-        }
-        items[i].seq = 0;
-        items[i].duplicate = 0;
-    }
-    return MLC_OK;
-}
-
 static enum mlc_rc sq_put_one(struct sq *q, struct delivery_in *d, struct mlc_errbuf *err)
 {
     sqlite3_stmt *st = sq_stmt(q, SQ_DELIVERY_PUT);
@@ -556,7 +515,7 @@ static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items,
     if (n == 0) {
         return MLC_OK;
     }
-    rc = check_items(items, n, err);
+    rc = store_check_batch(items, n, err);
     if (rc != MLC_OK) {
         return rc;
     }
