@@ -177,14 +177,12 @@ void state_rollback(struct state *s)
     }
 }
 
-enum mlc_rc state_cursor_get(struct state *s, const char *flow, char **out, struct mlc_errbuf *err)
+/* One optional text value from a bound statement: *out heap or NULL (no row). */
+static enum mlc_rc step_text(struct state *s, sqlite3_stmt *q, char **out, struct mlc_errbuf *err)
 {
-    sqlite3_stmt *q = stmt(s, SQ_CURSOR_GET);
-    int rc;
+    int rc = sqlite3_step(q);
 
-    bind_text(q, ":flow", flow);
     *out = NULL;
-    rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
         *out = mlc_xstrdup((const char *)sqlite3_column_text(q, 0));
     } else if (rc != SQLITE_DONE) {
@@ -194,6 +192,14 @@ enum mlc_rc state_cursor_get(struct state *s, const char *flow, char **out, stru
     }
     sqlite3_reset(q);
     return MLC_OK;
+}
+
+enum mlc_rc state_cursor_get(struct state *s, const char *flow, char **out, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_CURSOR_GET);
+
+    bind_text(q, ":flow", flow);
+    return step_text(s, q, out, err);
 }
 
 enum mlc_rc state_cursor_set(struct state *s, const char *flow, const char *value,
@@ -807,20 +813,9 @@ int state_echo_has(struct state *s, const char *system, const char *record, cons
 enum mlc_rc state_kv_get(struct state *s, const char *key, char **out, struct mlc_errbuf *err)
 {
     sqlite3_stmt *q = stmt(s, SQ_KV_GET);
-    int rc;
 
-    *out = NULL;
     bind_text(q, ":key", key);
-    rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
-        *out = mlc_xstrdup((const char *)sqlite3_column_text(q, 0));
-    } else if (rc != SQLITE_DONE) {
-        mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
-        sqlite3_reset(q);
-        return MLC_E_IO;
-    }
-    sqlite3_reset(q);
-    return MLC_OK;
+    return step_text(s, q, out, err);
 }
 
 enum mlc_rc state_kv_set(struct state *s, const char *key, const char *value,
