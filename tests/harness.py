@@ -168,3 +168,24 @@ def jira_status_event(issue, to_status, from_status=None, account=JIRA_USER_ACCO
     }
     body.update(extra or {})
     return body
+
+
+def run_tests(tests, only=None):
+    """Run each test function (those whose name contains only, if given);
+    print "ok N name" / "not ok N name" with the failure, then
+    "N passed, N failed". Returns the exit status."""
+    import traceback
+    passed = failed = 0
+    for i, fn in enumerate([t for t in tests if not only or only in t.__name__], 1):
+        t0 = time.monotonic()
+        try:
+            fn()
+            passed += 1
+            print(f"ok {i} {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
+        except Exception as ex:  # noqa: BLE001 - report every failure and go on
+            failed += 1
+            print(f"not ok {i} {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
+            for line in (str(ex) if isinstance(ex, AssertionError) else traceback.format_exc()).splitlines()[:40]:
+                print(f"#   {line}", flush=True)
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import harness  # noqa: E402
@@ -563,20 +562,7 @@ def main():
     ap.add_argument("-k", help="run only tests whose name contains this")
     ARGS = ap.parse_args()
     ARGS.agent = os.path.abspath(ARGS.agent)
-    passed = failed = 0
-    for i, fn in enumerate([t for t in TESTS if not ARGS.k or ARGS.k in t.__name__], 1):
-        t0 = time.monotonic()
-        try:
-            fn()
-            passed += 1
-            print(f"ok {i} {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
-        except Exception as ex:  # noqa: BLE001 - report every failure and go on
-            failed += 1
-            print(f"not ok {i} {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
-            for line in (str(ex) if isinstance(ex, AssertionError) else traceback.format_exc()).splitlines()[:40]:
-                print(f"#   {line}", flush=True)
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return harness.run_tests(TESTS, ARGS.k)
 
 
 if __name__ == "__main__":

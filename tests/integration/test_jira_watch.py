@@ -20,8 +20,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import traceback
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -392,21 +390,7 @@ def main():
     ap.add_argument("-k", help="run only tests whose name contains this")
     ARGS = ap.parse_args()
     ARGS.driver = os.path.abspath(ARGS.driver)
-    passed = failed = 0
-    for i, fn in enumerate([t for t in TESTS if not ARGS.k or ARGS.k in t.__name__], 1):
-        t0 = time.monotonic()
-        try:
-            fn()
-            passed += 1
-            print(f"ok {i} {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
-        except Exception as ex:  # noqa: BLE001 - report every failure and go on
-            failed += 1
-            print(f"not ok {i} {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
-            text = str(ex) if isinstance(ex, AssertionError) else traceback.format_exc()
-            for line in text.splitlines()[:40]:
-                print(f"#   {line}", flush=True)
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return harness.run_tests(TESTS, ARGS.k)
 
 
 if __name__ == "__main__":
