@@ -15,15 +15,10 @@
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
 #include "shared/mlc_tunnel.h"
+#include "shared/mlc_wsq.h"
 
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_MAX_MS 60000
-
-struct outf {
-    struct outf *next;
-    size_t len;
-    unsigned char data[]; /* LWS_PRE + len */
-};
 
 struct pend_dlv {
     uint64_t seq;
@@ -51,7 +46,7 @@ struct tunnel_client {
     struct lws *wsi;
     struct state *st;
     struct mlc_buf rx;
-    struct outf *qhead, *qtail;
+    struct mlc_wsq out;
     int attempt;
     long long last_rx_ms, max_seq;
     lws_sorted_usec_list_t sul_connect, sul_beat, sul_flush;
@@ -105,40 +100,11 @@ static void wake_worker(struct tunnel_client *t)
 
 static void send_frame(struct tunnel_client *t, int type, uint64_t seq, const char *json, size_t len)
 {
-    struct mlc_buf b = MLC_BUF_INIT;
     struct mlc_errbuf err = { 0 };
-    struct outf *f;
 
-    if (t->wsi == NULL) {
-        return;
-    }
-    if (mlc_frame_encode(type, seq, json, len, LWS_PRE, &b, &err) != MLC_OK) {
+    if (t->wsi != NULL && mlc_wsq_push(&t->out, t->wsi, type, seq, json, len, &err) != MLC_OK) {
         mlc_error("tunnel: cannot encode %s: %s", mlc_frame_type_name(type), mlc_err_msg(&err));
-        mlc_buf_release(&b);
-        return;
     }
-    f = mlc_xmalloc(sizeof(*f) + b.len);
-    f->next = NULL;
-    f->len = b.len - LWS_PRE;
-    memcpy(f->data, b.ptr, b.len);
-    mlc_buf_release(&b);
-    if (t->qtail) {
-        t->qtail->next = f;
-    } else {
-        t->qhead = f;
-    }
-    t->qtail = f;
-    lws_callback_on_writable(t->wsi);
-}
-
-static void drop_queue(struct tunnel_client *t)
-{
-    while (t->qhead) {
-        struct outf *f = t->qhead;
-        t->qhead = f->next;
-        free(f);
-    }
-    t->qtail = NULL;
 }
 
 static void connect_cb(lws_sorted_usec_list_t *sul);
@@ -376,7 +342,7 @@ static int cb_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
             mlc_warn("tunnel: %s (retrying with backoff)", msg);
         }
         t->wsi = NULL;
-        drop_queue(t);
+        mlc_wsq_clear(&t->out);
         set_state(t, 0, msg);
         if (!t->stop) {
             schedule_reconnect(t);
@@ -399,21 +365,7 @@ static int cb_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         return 0;
     case LWS_CALLBACK_CLIENT_WRITEABLE:
-        if (t->qhead) {
-            struct outf *f = t->qhead;
-            if (lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_BINARY) < (int)f->len) {
-                return -1;
-            }
-            t->qhead = f->next;
-            if (t->qhead == NULL) {
-                t->qtail = NULL;
-            }
-            free(f);
-            if (t->qhead) {
-                lws_callback_on_writable(wsi);
-            }
-        }
-        return 0;
+        return mlc_wsq_write(&t->out, wsi);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (len >= 2) {
             const unsigned char *b = in;
@@ -432,7 +384,7 @@ static int cb_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_CLIENT_CLOSED:
         free_pending(t); /* never acked: the relay re-sends them */
         t->wsi = NULL;
-        drop_queue(t);
+        mlc_wsq_clear(&t->out);
         mlc_buf_release(&t->rx);
         t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
         if (t->info.connected && !t->stop) {
@@ -590,7 +542,7 @@ void tunnel_stop(struct tunnel_client *t)
     if (t->ctx) {
         lws_context_destroy(t->ctx);
     }
-    drop_queue(t);
+    mlc_wsq_clear(&t->out);
     free_pending(t);
     free(t->pend);
     mlc_buf_release(&t->rx);

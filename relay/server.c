@@ -29,16 +29,11 @@
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
 #include "shared/mlc_tunnel.h"
+#include "shared/mlc_wsq.h"
 
 #define TUNNEL_BUCKETS 4096
 #define CLAIM_MAX 64
 #define HARD_BODY_CAP (64L << 20) /* beyond this the connection is dropped */
-
-struct frame_q {
-    struct frame_q *next;
-    size_t len;
-    unsigned char data[]; /* LWS_PRE + len */
-};
 
 struct tunnel {
     struct lws *wsi;
@@ -48,8 +43,7 @@ struct tunnel {
     int inflight;
     long long last_rx_ms, last_ack_ms, last_ping_ms, next_sweep_ms;
     struct mlc_buf rx;
-    struct frame_q *qhead, *qtail;
-    int qlen;
+    struct mlc_wsq out;
 };
 
 struct http_pss {
@@ -159,41 +153,14 @@ static void tunnel_unlink(struct tunnel *t)
 
 static int tunnel_send(struct tunnel *t, int type, uint64_t seq, const char *json, size_t len)
 {
-    struct mlc_buf b = MLC_BUF_INIT;
     struct mlc_errbuf err = { 0 };
-    struct frame_q *f;
 
-    if (mlc_frame_encode(type, seq, json, len, LWS_PRE, &b, &err) != MLC_OK) {
+    if (mlc_wsq_push(&t->out, t->wsi, type, seq, json, len, &err) != MLC_OK) {
         mlc_error("relay: cannot encode a %s frame for tenant %s: %s", mlc_frame_type_name(type),
                   t->tenant, mlc_err_msg(&err));
-        mlc_buf_release(&b);
         return -1;
     }
-    f = mlc_xmalloc(sizeof(*f) + b.len);
-    f->next = NULL;
-    f->len = b.len - LWS_PRE;
-    memcpy(f->data, b.ptr, b.len);
-    mlc_buf_release(&b);
-    if (t->qtail) {
-        t->qtail->next = f;
-    } else {
-        t->qhead = f;
-    }
-    t->qtail = f;
-    t->qlen++;
-    lws_callback_on_writable(t->wsi);
     return 0;
-}
-
-static void tunnel_free_queue(struct tunnel *t)
-{
-    while (t->qhead) {
-        struct frame_q *f = t->qhead;
-        t->qhead = f->next;
-        free(f);
-    }
-    t->qtail = NULL;
-    t->qlen = 0;
 }
 
 /* Send what the store holds for this tenant, up to the window. */
@@ -482,22 +449,7 @@ static int cb_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        if (t->qhead) {
-            struct frame_q *f = t->qhead;
-            if (lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_BINARY) < (int)f->len) {
-                return -1;
-            }
-            t->qhead = f->next;
-            if (t->qhead == NULL) {
-                t->qtail = NULL;
-            }
-            t->qlen--;
-            free(f);
-            if (t->qhead) {
-                lws_callback_on_writable(wsi);
-            }
-        }
-        return 0;
+        return mlc_wsq_write(&t->out, wsi);
     case LWS_CALLBACK_CLOSED:
         if (t == NULL) {
             return 0;
@@ -508,7 +460,7 @@ static int cb_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *us
             tunnel_unlink(t);
             R->store->ops->deliveries_release(R->store, t->tenant, &err);
         }
-        tunnel_free_queue(t);
+        mlc_wsq_clear(&t->out);
         mlc_buf_release(&t->rx);
         return 0;
     default:
