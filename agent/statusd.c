@@ -33,6 +33,7 @@
 #include "shared/mlc_crypto.h"
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
+#include "shared/mlc_lws.h"
 
 #define MAX_BODY (64 * 1024)
 #define MAX_SESSIONS 64
@@ -182,51 +183,16 @@ static void session_end(struct statusd *sd, struct lws *wsi)
 
 /* ---- responses ---- */
 
+/* Every answer of the page: not cached, not sniffed, no foreign scripts or framing. */
 static int respond(struct lws *wsi, unsigned status, const char *type, const void *body, size_t len,
                    const char *extra_header)
 {
-    unsigned char hdr[LWS_PRE + 2048], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
-    unsigned char *b;
-    int n;
+    const char *headers[] = { "Cache-Control: no-store", "X-Content-Type-Options: nosniff",
+                              "Content-Security-Policy: default-src 'self'; connect-src 'self'; "
+                              "frame-ancestors 'none'",
+                              extra_header, NULL };
 
-    if (lws_add_http_common_headers(wsi, status, type, (lws_filepos_t)len, &p, end) ||
-        lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
-                                    (const unsigned char *)"no-store", 8, &p, end) ||
-        lws_add_http_header_by_name(wsi, (const unsigned char *)"x-content-type-options:",
-                                    (const unsigned char *)"nosniff", 7, &p, end) ||
-        lws_add_http_header_by_name(wsi, (const unsigned char *)"content-security-policy:",
-                                    (const unsigned char *)"default-src 'self'; connect-src 'self'; "
-                                                           "frame-ancestors 'none'",
-                                    62, &p, end)) {
-        return -1;
-    }
-    if (extra_header != NULL) {
-        const char *colon = strchr(extra_header, ':');
-        char name[64];
-        size_t nl = colon ? (size_t)(colon - extra_header) + 1 : 0;
-        if (nl > 0 && nl < sizeof(name)) {
-            memcpy(name, extra_header, nl);
-            name[nl] = '\0';
-            for (size_t i = 0; i < nl; i++) {
-                name[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
-            }
-            if (lws_add_http_header_by_name(wsi, (const unsigned char *)name,
-                                            (const unsigned char *)colon + 2, (int)strlen(colon + 2), &p, end)) {
-                return -1;
-            }
-        }
-    }
-    if (lws_finalize_write_http_header(wsi, start, &p, end)) {
-        return -1;
-    }
-    b = mlc_xmalloc(LWS_PRE + len + 1);
-    memcpy(b + LWS_PRE, body, len);
-    n = lws_write(wsi, b + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
-    free(b);
-    if (n < (int)len) {
-        return -1;
-    }
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    return mlc_lws_reply(wsi, status, type, body, len, headers);
 }
 
 static int respond_json(struct lws *wsi, unsigned status, const cJSON *o, const char *extra_header)

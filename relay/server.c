@@ -28,6 +28,7 @@
 #include "shared/mlc_crypto.h"
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
+#include "shared/mlc_lws.h"
 #include "shared/mlc_tunnel.h"
 #include "shared/mlc_wsq.h"
 
@@ -472,22 +473,7 @@ static int cb_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *us
 
 static int respond(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len)
 {
-    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
-    unsigned char *b;
-    int n;
-
-    if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end)) {
-        return -1;
-    }
-    b = mlc_xmalloc(LWS_PRE + len + 1);
-    memcpy(b + LWS_PRE, body, len);
-    n = lws_write(wsi, b + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
-    free(b);
-    if (n < (int)len) {
-        return -1;
-    }
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    return mlc_lws_reply(wsi, status, ctype, body, len, NULL);
 }
 
 static int respond_json(struct lws *wsi, unsigned status, const char *msg)
