@@ -156,7 +156,7 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     cJSON *o = mlc_json_xobj(), *lr, *wh;
     struct mlc_errbuf err = { 0 };
     char *cursor = NULL, key[160], what[200], val[64], *next;
-    long long now = now_ms(), oldest_out, oldest_in = -1, ct;
+    long long now = now_ms(), oldest_out, oldest_in = -1, ct, dead;
     sqlite3_stmt *q = NULL;
     const char *sched = mlc_json_str(f->conf, "schedule");
 
@@ -202,7 +202,8 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     mlc_json_xadd_num(o, "synced", (double)q_int(st, "SELECT count(*) FROM state_ledger WHERE flow = ?1",
                                                    f->name, NULL, 0));
     mlc_json_xadd_num(o, "outbox", (double)state_outbox_count(st, f->name));
-    mlc_json_xadd_num(o, "dead", (double)state_dead_count(st, f->name));
+    dead = state_dead_count(st, f->name);
+    mlc_json_xadd_num(o, "dead", (double)dead);
     mlc_json_xadd_num(o, "inbox", f->wb ? (double)state_inbox_count(st, "pending") : 0);
     state_cursor_get(st, f->name, &cursor, &err);
     if (cursor) {
@@ -264,9 +265,9 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
                    "Jira changes are waiting to be written to the ERP: check the ERP (Ping) and "
                    "`mlc-agent inbox list`.");
     }
-    if (state_dead_count(st, f->name) > 0) {
+    if (dead > 0) {
         snprintf(what, sizeof(what), "flow %s: dead letters", f->name);
-        snprintf(val, sizeof(val), "%lld", state_dead_count(st, f->name));
+        snprintf(val, sizeof(val), "%lld", dead);
         health_add(health, what, "warn", val,
                    "Some records were refused by the target. Read each error, fix the cause (mapping, "
                    "target data), then Replay.");
