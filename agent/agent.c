@@ -68,7 +68,8 @@ static const struct conf_key relay_keys[] = {
 
 static const char *const top_keys[] = { "agent", "systems", "flows", "relay", NULL };
 static const char *const flow_keys[] = { "source", "target", "mapping", "schedule", "enabled",
-                                         "max_attempts", "batch_size", "writeback", NULL };
+                                         "max_attempts", "batch_size", "writeback",
+                                         "recreate_after", NULL };
 
 /* "a, b, c" from a NULL-terminated list, for messages. */
 static const char *join_names(const char *const *names, char *out, size_t n)
@@ -203,6 +204,16 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
         return MLC_E_INVAL;
     }
     f->batch = (int)v;
+    it = cJSON_GetObjectItemCaseSensitive(fc, "recreate_after");
+    f->recreate_after_s = 1800; /* see pipeline.c: unanswered creates */
+    if (it != NULL) {
+        long d = cJSON_IsString(it) ? mlc_conf_parse_duration(it->valuestring) : -1;
+        if (d < 0 || d > 7L * 86400) {
+            mlc_errf(err, "%s.recreate_after: expected a duration such as \"30m\" (0 to 7d)", path);
+            return MLC_E_INVAL;
+        }
+        f->recreate_after_s = d;
+    }
     prefix = mlc_json_str(f->target, "marker_prefix");
     if (prefix != NULL) {
         for (const char *p = prefix; *p; p++) {

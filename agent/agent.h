@@ -57,6 +57,7 @@ struct flow {
     char *marker_prefix;
     int max_attempts;
     int batch;
+    long recreate_after_s; /* an unanswered create not found yet is sent again only after this */
     int prepared;
     int enabled;           /* "enabled": false keeps the flow configured but idle */
     struct writeback *wb;  /* "writeback": target changes -> source (NULL = none) */
@@ -87,8 +88,18 @@ void agent_release(struct agent *a);
 struct flow *agent_flow(struct agent *a, const char *name);
 
 /* pipeline.c */
+/* A run's summary adds up: created + updated + unchanged + adopted + failed +
+ * pending = seen, where seen = records read + undelivered records carried
+ * over from earlier runs (each counted once). */
 struct sync_stats {
     long read, created, updated, unchanged, failed, queued;
+    long adopted;  /* found at the target by marker, the ledger did not know them */
+    long pending;  /* still undelivered at the end (in the outbox, retried next run) */
+    long seen;
+    long warnings; /* values left out of a record (e.g. an unknown assignee) */
+    long carried;  /* outbox rows at the start of the run */
+    long overlap;  /* records read that this run counts already (queued, or written in this run) */
+    long long start_ms;
 };
 /* One full cycle of a flow: recover, poll every page, deliver. */
 enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, int dry_run, struct sync_stats *ss,

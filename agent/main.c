@@ -72,8 +72,10 @@ static void usage(FILE *f)
 
 static void print_summary(const char *flow, const struct sync_stats *ss)
 {
-    printf("%s: created %ld, updated %ld, unchanged %ld, failed %ld\n", flow, ss->created,
-           ss->updated, ss->unchanged, ss->failed);
+    printf("%s: created %ld, updated %ld, unchanged %ld, adopted %ld, failed %ld, pending %ld, "
+           "seen %ld, warnings %ld\n",
+           flow, ss->created, ss->updated, ss->unchanged, ss->adopted, ss->failed, ss->pending,
+           ss->seen, ss->warnings);
     fflush(stdout);
 }
 
@@ -245,6 +247,23 @@ static int cmd_secret(struct agent *a, int argc, char **argv)
     return 0;
 }
 
+/* A delivery kind: a connector type that sends changes ("jira": its
+ * webhooks) or "TYPE-poll" (changes the agent polled itself). */
+static int inbox_kind_ok(const char *kind)
+{
+    char type[sizeof(((struct inbox_row *)0)->kind)];
+    size_t n = strlen(kind);
+
+    if (n == 0 || n >= sizeof(type)) {
+        return 0;
+    }
+    memcpy(type, kind, n + 1);
+    if (n > 5 && strcmp(type + n - 5, "-poll") == 0) {
+        type[n - 5] = '\0';
+    }
+    return connector_find(type) != NULL;
+}
+
 /* inbox add: webhook bodies from files, as local deliveries (negative seqs);
  * the content's hash is the delivery id, so the same file is stored once. */
 static int inbox_add(struct agent *a, int argc, char **argv)
@@ -265,8 +284,10 @@ static int inbox_add(struct agent *a, int argc, char **argv)
 
         if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) {
             kind = argv[++i];
-            if (kind[0] == '\0' || strlen(kind) >= sizeof(((struct inbox_row *)0)->kind)) {
-                fprintf(stderr, "mlc-agent inbox add: kind '%s' is empty or too long (jira, jira-poll, zoho)\n",
+            if (!inbox_kind_ok(kind)) {
+                fprintf(stderr,
+                        "mlc-agent inbox add: --kind '%s' is not a delivery kind: use a system type "
+                        "(a webhook) or TYPE-poll (a polled change), e.g. jira, jira-poll, zoho\n",
                         kind);
                 return 2;
             }

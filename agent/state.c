@@ -165,9 +165,38 @@ enum mlc_rc state_begin(struct state *s, struct mlc_errbuf *err)
     return exec(s, "BEGIN IMMEDIATE", err);
 }
 
+enum mlc_rc state_begin_durable(struct state *s, struct mlc_errbuf *err)
+{
+    enum mlc_rc rc = exec(s, "PRAGMA synchronous=FULL", err);
+
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    s->durable = 1;
+    rc = exec(s, "BEGIN IMMEDIATE", err);
+    if (rc != MLC_OK) {
+        exec(s, "PRAGMA synchronous=NORMAL", NULL);
+        s->durable = 0;
+    }
+    return rc;
+}
+
+static void end_durable(struct state *s)
+{
+    if (s->durable) {
+        s->durable = 0;
+        exec(s, "PRAGMA synchronous=NORMAL", NULL);
+    }
+}
+
 enum mlc_rc state_commit(struct state *s, struct mlc_errbuf *err)
 {
-    return exec(s, "COMMIT", err);
+    enum mlc_rc rc = exec(s, "COMMIT", err);
+
+    if (rc == MLC_OK) {
+        end_durable(s);
+    }
+    return rc;
 }
 
 void state_rollback(struct state *s)
@@ -175,6 +204,7 @@ void state_rollback(struct state *s)
     if (!sqlite3_get_autocommit(s->db)) {
         exec(s, "ROLLBACK", NULL);
     }
+    end_durable(s);
 }
 
 /* One optional text value from a bound statement: *out heap or NULL (no row). */
@@ -228,6 +258,7 @@ enum mlc_rc state_ledger_get(struct state *s, const char *flow, const char *key,
         copy_col(q, 2, out->target_id, sizeof(out->target_id));
         copy_col(q, 3, out->audit_id, sizeof(out->audit_id));
         out->wb_at = sqlite3_column_int64(q, 4);
+        out->updated_ms = sqlite3_column_int64(q, 6);
         sqlite3_reset(q);
         return MLC_OK;
     }
@@ -250,16 +281,40 @@ enum mlc_rc state_ledger_put(struct state *s, const char *flow, const char *key,
     bind_text(q, ":tkey", row->target_key);
     bind_text(q, ":tid", row->target_id);
     bind_text(q, ":aid", row->audit_id);
+    bind_text(q, ":lists", row->lists);
     bind_int(q, ":now", state_now_ms());
     return step_done(s, q, err);
 }
 
-int state_ledger_recent_ids(struct state *s, const char *flow, char **ids, int max)
+enum mlc_rc state_ledger_lists(struct state *s, const char *flow, const char *key, char **out,
+                               struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_LEDGER_GET);
+    int rc;
+
+    *out = NULL;
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW && sqlite3_column_type(q, 5) != SQLITE_NULL) {
+        *out = mlc_xstrdup((const char *)sqlite3_column_text(q, 5));
+    }
+    sqlite3_reset(q);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
+        return MLC_E_IO;
+    }
+    return MLC_OK;
+}
+
+int state_ledger_keys_before(struct state *s, const char *flow, long long before_ms, char **ids,
+                             int max)
 {
     sqlite3_stmt *q = stmt(s, SQ_LEDGER_RECENT);
     int n = 0;
 
     bind_text(q, ":flow", flow);
+    bind_int(q, ":before", before_ms);
     bind_int(q, ":max", max);
     while (n < max && sqlite3_step(q) == SQLITE_ROW) {
         ids[n++] = mlc_xstrdup((const char *)sqlite3_column_text(q, 0));
@@ -297,6 +352,12 @@ enum mlc_rc state_outbox_put(struct state *s, const char *flow, const char *key,
 int state_outbox_next(struct state *s, const char *flow, const char *st, const char *op,
                       struct outbox_row *rows, int max, long long now)
 {
+    return state_outbox_next_after(s, flow, st, op, 0, rows, max, now);
+}
+
+int state_outbox_next_after(struct state *s, const char *flow, const char *st, const char *op,
+                            long long after, struct outbox_row *rows, int max, long long now)
+{
     sqlite3_stmt *q = stmt(s, op ? SQ_OUTBOX_NEXT_OP : SQ_OUTBOX_NEXT);
     int n = 0;
 
@@ -306,6 +367,7 @@ int state_outbox_next(struct state *s, const char *flow, const char *st, const c
         bind_text(q, ":op", op);
     }
     bind_int(q, ":now", now);
+    bind_int(q, ":after", after);
     bind_int(q, ":max", max);
     while (n < max && sqlite3_step(q) == SQLITE_ROW) {
         struct outbox_row *r = &rows[n++];
@@ -320,6 +382,7 @@ int state_outbox_next(struct state *s, const char *flow, const char *st, const c
         copy_col(q, 7, r->state, sizeof(r->state));
         copy_col(q, 8, r->sent_hash, sizeof(r->sent_hash));
         r->attempts = sqlite3_column_int(q, 9);
+        r->sent_at = sqlite3_column_int64(q, 10);
     }
     sqlite3_reset(q);
     return n;
@@ -332,6 +395,7 @@ enum mlc_rc state_outbox_mark_inflight(struct state *s, long long id, const char
 
     bind_int(q, ":id", id);
     bind_text(q, ":hash", sent_hash);
+    bind_int(q, ":now", state_now());
     return step_done(s, q, err);
 }
 
@@ -363,6 +427,17 @@ enum mlc_rc state_outbox_delete(struct state *s, long long id, struct mlc_errbuf
 
     bind_int(q, ":id", id);
     return step_done(s, q, err);
+}
+
+long long state_outbox_due_now(struct state *s, const char *flow)
+{
+    sqlite3_stmt *q = stmt(s, SQ_OUTBOX_DUE_NOW);
+
+    bind_text(q, ":flow", flow);
+    if (step_done(s, q, NULL) != MLC_OK) {
+        return -1;
+    }
+    return sqlite3_changes(s->db);
 }
 
 static long long count_of(struct state *s, enum state_stmt which, const char *flow)
@@ -533,6 +608,9 @@ void state_run_finish(struct state *s, long long run_id, const struct run_stats 
     bind_int(q, ":updated", rs->updated);
     bind_int(q, ":unchanged", rs->unchanged);
     bind_int(q, ":failed", rs->failed);
+    bind_int(q, ":adopted", rs->adopted);
+    bind_int(q, ":pending", rs->pending);
+    bind_int(q, ":warnings", rs->warnings);
     bind_text(q, ":status", status);
     bind_text(q, ":err", error);
     step_done(s, q, NULL);
@@ -672,9 +750,20 @@ int state_inbox_next(struct state *s, struct inbox_row *rows, int max, long long
         r->received_ms = sqlite3_column_int64(q, 4);
         r->stored_ms = sqlite3_column_int64(q, 5);
         r->attempts = sqlite3_column_int(q, 6);
+        copy_col(q, 7, r->state, sizeof(r->state));
+        r->sent_ms = sqlite3_column_int64(q, 8);
     }
     sqlite3_reset(q);
     return n;
+}
+
+enum mlc_rc state_inbox_mark_inflight(struct state *s, long long seq, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_INBOX_INFLIGHT);
+
+    bind_int(q, ":seq", seq);
+    bind_int(q, ":now", state_now_ms());
+    return step_done(s, q, err);
 }
 
 enum mlc_rc state_inbox_done(struct state *s, long long seq, const char *outcome,
@@ -697,8 +786,15 @@ enum mlc_rc state_inbox_done(struct state *s, long long seq, const char *outcome
 enum mlc_rc state_inbox_retry_later(struct state *s, long long seq, long long next_ms,
                                     const char *error, struct mlc_errbuf *err)
 {
+    return state_inbox_retry(s, seq, next_ms, NULL, error, err);
+}
+
+enum mlc_rc state_inbox_retry(struct state *s, long long seq, long long next_ms, const char *st,
+                              const char *error, struct mlc_errbuf *err)
+{
     sqlite3_stmt *q = stmt(s, SQ_INBOX_RETRY);
 
+    bind_text(q, ":state", st);
     bind_int(q, ":seq", seq);
     bind_int(q, ":next", next_ms);
     bind_text(q, ":err", error);

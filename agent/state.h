@@ -10,19 +10,23 @@
 #include <sqlite3.h>
 #include "shared/mlc_err.h"
 
-#define STATE_SCHEMA_VERSION 2
+#define STATE_SCHEMA_VERSION 3
 
 struct state {
     sqlite3 *db;
     char *path;
     /* prepared statements, created on first use */
     sqlite3_stmt *st[48];
+    int durable; /* the open transaction commits with synchronous=FULL */
 };
 
 enum mlc_rc state_open(struct state **out, const char *path, struct mlc_errbuf *err);
 void state_close(struct state *s);
 
 enum mlc_rc state_begin(struct state *s, struct mlc_errbuf *err);
+/* A transaction whose commit survives power loss too (synchronous=FULL for
+ * this one commit): for "in flight" marks made before a remote write. */
+enum mlc_rc state_begin_durable(struct state *s, struct mlc_errbuf *err);
 enum mlc_rc state_commit(struct state *s, struct mlc_errbuf *err);
 void state_rollback(struct state *s);
 
@@ -37,6 +41,8 @@ struct ledger_row {
     char target_id[32];
     char audit_id[33];
     long long wb_at; /* target event time (ms) of the newest change written back; read only */
+    const char *lists; /* put: list values the agent set (JSON), NULL = keep; get: not read */
+    long long updated_ms; /* get: when the row last changed */
 };
 /* MLC_E_NOTFOUND when the source key was never delivered. */
 enum mlc_rc state_ledger_get(struct state *s, const char *flow, const char *key,
@@ -52,8 +58,14 @@ enum mlc_rc state_ledger_by_target(struct state *s, const char *flow, const char
  * (wb_at only grows). */
 enum mlc_rc state_ledger_wb_mark(struct state *s, const char *flow, const char *key, long long at_ms,
                                  struct mlc_errbuf *err);
-/* Target ids of the newest ledger rows (for read-after-write hints); heap strings. */
-int state_ledger_recent_ids(struct state *s, const char *flow, char **ids, int max);
+/* The list values (JSON object, heap) the agent set last on (flow, key)'s
+ * target record; *out NULL when unknown. */
+enum mlc_rc state_ledger_lists(struct state *s, const char *flow, const char *key, char **out,
+                               struct mlc_errbuf *err);
+/* Target keys of the newest ledger rows created before before_ms (what the
+ * target had before an unanswered create was sent); heap strings. */
+int state_ledger_keys_before(struct state *s, const char *flow, long long before_ms, char **ids,
+                             int max);
 
 /* outbox */
 struct outbox_row {
@@ -67,6 +79,7 @@ struct outbox_row {
     char state[10];   /* "pending" or "inflight" */
     char sent_hash[65];
     int attempts;
+    long long sent_at; /* unix seconds the row was last marked in flight, 0 = never */
 };
 void outbox_row_release(struct outbox_row *r);
 
@@ -78,6 +91,9 @@ enum mlc_rc state_outbox_put(struct state *s, const char *flow, const char *key,
  * Returns the count; rows must be released. */
 int state_outbox_next(struct state *s, const char *flow, const char *st, const char *op,
                       struct outbox_row *rows, int max, long long now);
+/* The same, for rows with id > after (to walk rows that stay in place). */
+int state_outbox_next_after(struct state *s, const char *flow, const char *st, const char *op,
+                            long long after, struct outbox_row *rows, int max, long long now);
 enum mlc_rc state_outbox_mark_inflight(struct state *s, long long id, const char *sent_hash,
                                        struct mlc_errbuf *err);
 enum mlc_rc state_outbox_resolve(struct state *s, long long id, const char *op,
@@ -85,6 +101,8 @@ enum mlc_rc state_outbox_resolve(struct state *s, long long id, const char *op,
 enum mlc_rc state_outbox_retry_later(struct state *s, long long id, long long next_at,
                                      const char *error, struct mlc_errbuf *err);
 enum mlc_rc state_outbox_delete(struct state *s, long long id, struct mlc_errbuf *err);
+/* Make every waiting retry of a flow due now (a new run tries them); count or -1. */
+long long state_outbox_due_now(struct state *s, const char *flow);
 long long state_outbox_count(struct state *s, const char *flow);
 /* Existing pending hash for (flow,key) into hash (65 bytes); 0 when found. */
 int state_outbox_hash(struct state *s, const char *flow, const char *key, char *hash);
@@ -107,7 +125,7 @@ enum mlc_rc state_audit(struct state *s, const char *flow, const char *key, cons
 
 /* runs */
 struct run_stats {
-    long read, created, updated, unchanged, failed;
+    long read, created, updated, unchanged, failed, adopted, pending, warnings;
 };
 long long state_run_start(struct state *s, const char *flow);
 void state_run_finish(struct state *s, long long run_id, const struct run_stats *rs,
@@ -118,12 +136,14 @@ void state_run_finish(struct state *s, long long run_id, const struct run_stats 
  * Jira poll fallback, `mlc-agent inbox add`) use negative seqs. */
 struct inbox_row {
     long long seq;
-    char kind[8];        /* "jira", "zoho", "jira-poll" */
+    char kind[16];       /* "jira", "zoho", "jira-poll" */
     char *ext_id;
     char *body;
     long long received_ms; /* when the relay stored it */
     long long stored_ms;   /* when the agent stored it */
     int attempts;
+    char state[10];        /* "pending" or "inflight" (the source call may have happened) */
+    long long sent_ms;     /* when it was last marked in flight */
 };
 void inbox_row_release(struct inbox_row *r);
 /* Durable on return (even across power loss: the relay forgets a delivery
@@ -136,11 +156,18 @@ enum mlc_rc state_inbox_put(struct state *s, long long seq, const char *kind, co
                             struct mlc_errbuf *err);
 /* Pending (not yet applied) rows due now, oldest first; count, rows released by caller. */
 int state_inbox_next(struct state *s, struct inbox_row *rows, int max, long long now_ms);
+/* Mark a row in flight (commit it durably before calling the source). */
+enum mlc_rc state_inbox_mark_inflight(struct state *s, long long seq, struct mlc_errbuf *err);
 /* Outcome of one row: "applied", "ignored", "echo", "dead", with detail. */
 enum mlc_rc state_inbox_done(struct state *s, long long seq, const char *outcome,
                              const char *detail, struct mlc_errbuf *err);
+/* Try the row again at next_ms; it keeps its state (an in-flight row is
+ * read back before it is called again). */
 enum mlc_rc state_inbox_retry_later(struct state *s, long long seq, long long next_ms,
                                     const char *error, struct mlc_errbuf *err);
+/* The same, setting the state (st "pending": known not to have reached the source). */
+enum mlc_rc state_inbox_retry(struct state *s, long long seq, long long next_ms, const char *st,
+                              const char *error, struct mlc_errbuf *err);
 long long state_inbox_pending(struct state *s);
 /* Rows in one state ("pending", "applied", "ignored", "echo", "dead"); -1 on error. */
 long long state_inbox_count(struct state *s, const char *st);

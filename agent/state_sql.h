@@ -45,6 +45,21 @@ static const char *const state_migrations[] = {
     "CREATE TABLE state_kv(key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);"
     "CREATE INDEX state_ledger_target ON state_ledger(flow, target_key);"
     "ALTER TABLE state_ledger ADD COLUMN wb_at INTEGER NOT NULL DEFAULT 0;",
+    /* 3: exactly once in every corner. sent_at: when an in-flight write was
+     * sent (an unanswered create is not re-sent while the target's search
+     * could still be stale). lists: the list values (labels, ...) the agent
+     * set last, so it removes only its own. Runs count adopted records,
+     * records still undelivered and warnings. Inbox rows gain the in-flight
+     * state: marked before the source is called, settled after a crash by
+     * reading the record back. */
+    "ALTER TABLE state_outbox ADD COLUMN sent_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE state_ledger ADD COLUMN lists TEXT;"
+    "ALTER TABLE state_run ADD COLUMN adopted INTEGER;"
+    "ALTER TABLE state_run ADD COLUMN pending INTEGER;"
+    "ALTER TABLE state_run ADD COLUMN warnings INTEGER;"
+    "ALTER TABLE state_inbox ADD COLUMN sent_ms INTEGER NOT NULL DEFAULT 0;"
+    "DROP INDEX state_inbox_state;"
+    "CREATE INDEX state_inbox_state ON state_inbox(state, next_ms);",
 };
 
 enum state_stmt {
@@ -85,6 +100,8 @@ enum state_stmt {
     SQ_ECHO_PRUNE,
     SQ_KV_GET,
     SQ_KV_SET,
+    SQ_INBOX_INFLIGHT,
+    SQ_OUTBOX_DUE_NOW,
     SQ__COUNT
 };
 
@@ -92,16 +109,17 @@ static const char *const state_sql[SQ__COUNT] = {
     [SQ_CURSOR_GET] = "SELECT value FROM state_cursor WHERE flow = :flow",
     [SQ_CURSOR_SET] = "INSERT INTO state_cursor(flow, value, updated_at) VALUES(:flow, :value, :now)"
                       " ON CONFLICT(flow) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-    [SQ_LEDGER_GET] = "SELECT hash, target_key, target_id, audit_id, wb_at FROM state_ledger"
+    [SQ_LEDGER_GET] = "SELECT hash, target_key, target_id, audit_id, wb_at, lists, updated_at FROM state_ledger"
                       " WHERE flow = :flow AND source_key = :key",
     [SQ_LEDGER_PUT] = "INSERT INTO state_ledger(flow, source_key, hash, target_key, target_id, audit_id,"
-                      " created_at, updated_at) VALUES(:flow, :key, :hash, :tkey, :tid, :aid, :now, :now)"
+                      " created_at, updated_at, lists) VALUES(:flow, :key, :hash, :tkey, :tid, :aid, :now, :now, :lists)"
                       " ON CONFLICT(flow, source_key) DO UPDATE SET hash = excluded.hash,"
+                      " lists = COALESCE(excluded.lists, lists),"
                       " target_key = excluded.target_key,"
                       " target_id = CASE WHEN excluded.target_id <> '' THEN excluded.target_id ELSE target_id END,"
                       " audit_id = excluded.audit_id, updated_at = excluded.updated_at",
-    [SQ_LEDGER_RECENT] = "SELECT target_id FROM state_ledger WHERE flow = :flow AND target_id <> ''"
-                         " ORDER BY rowid DESC LIMIT :max",
+    [SQ_LEDGER_RECENT] = "SELECT target_key FROM state_ledger WHERE flow = :flow AND target_key <> ''"
+                         " AND created_at < :before ORDER BY created_at DESC LIMIT :max",
     [SQ_OUTBOX_PUT] = "INSERT INTO state_outbox(flow, source_key, op, target_key, payload, hash, audit_id,"
                       " created_at) VALUES(:flow, :key, :op, :tkey, :payload, :hash, :aid, :now)"
                       " ON CONFLICT(flow, source_key) DO UPDATE SET payload = excluded.payload,"
@@ -111,13 +129,13 @@ static const char *const state_sql[SQ__COUNT] = {
                       " target_key = CASE WHEN state = 'inflight' THEN target_key ELSE excluded.target_key END,"
                       " attempts = 0, next_at = 0",
     [SQ_OUTBOX_NEXT] = "SELECT id, source_key, payload, hash, audit_id, op, target_key, state, sent_hash,"
-                       " attempts FROM state_outbox WHERE flow = :flow AND state = :state AND next_at <= :now"
-                       " ORDER BY id LIMIT :max",
+                       " attempts, sent_at FROM state_outbox WHERE flow = :flow AND state = :state AND next_at <= :now"
+                       " AND id > :after ORDER BY id LIMIT :max",
     [SQ_OUTBOX_NEXT_OP] = "SELECT id, source_key, payload, hash, audit_id, op, target_key, state, sent_hash,"
-                          " attempts FROM state_outbox WHERE flow = :flow AND state = :state AND op = :op"
-                          " AND next_at <= :now ORDER BY id LIMIT :max",
+                          " attempts, sent_at FROM state_outbox WHERE flow = :flow AND state = :state AND op = :op"
+                          " AND next_at <= :now AND id > :after ORDER BY id LIMIT :max",
     [SQ_OUTBOX_INFLIGHT] = "UPDATE state_outbox SET state = 'inflight', sent_hash = :hash,"
-                           " attempts = attempts + 1 WHERE id = :id",
+                           " attempts = attempts + 1, sent_at = :now WHERE id = :id",
     [SQ_OUTBOX_RESOLVE] = "UPDATE state_outbox SET state = 'pending', op = :op, target_key = :tkey,"
                           " next_at = 0 WHERE id = :id",
     [SQ_OUTBOX_RETRY] = "UPDATE state_outbox SET state = 'pending', next_at = :next, last_error = :err"
@@ -136,7 +154,8 @@ static const char *const state_sql[SQ__COUNT] = {
                  " VALUES(:now, :flow, :key, :aid, :action, :tkey, :detail)",
     [SQ_RUN_START] = "INSERT INTO state_run(flow, started_at, status) VALUES(:flow, :now, 'running')",
     [SQ_RUN_FINISH] = "UPDATE state_run SET finished_at = :now, read = :read, created = :created,"
-                      " updated = :updated, unchanged = :unchanged, failed = :failed, status = :status,"
+                      " updated = :updated, unchanged = :unchanged, failed = :failed, adopted = :adopted,"
+                      " pending = :pending, warnings = :warnings, status = :status,"
                       " error = :err WHERE id = :id",
     [SQ_SECRET_GET] = "SELECT sealed FROM state_secret WHERE name = :name",
     [SQ_SECRET_PUT] = "INSERT INTO state_secret(name, sealed, updated_at) VALUES(:name, :sealed, :now)"
@@ -146,14 +165,17 @@ static const char *const state_sql[SQ__COUNT] = {
     [SQ_LEDGER_WB_MARK] = "UPDATE state_ledger SET wb_at = max(wb_at, :at) WHERE flow = :flow AND source_key = :key",
     [SQ_INBOX_PUT] = "INSERT INTO state_inbox(seq, kind, ext_id, body, received_ms, stored_ms)"
                      " VALUES(:seq, :kind, :ext, :body, :recv, :now) ON CONFLICT DO NOTHING",
-    [SQ_INBOX_NEXT] = "SELECT seq, kind, ext_id, body, received_ms, stored_ms, attempts FROM state_inbox"
-                      " WHERE state = 'pending' AND next_ms <= :now ORDER BY id LIMIT :max",
+    [SQ_INBOX_NEXT] = "SELECT seq, kind, ext_id, body, received_ms, stored_ms, attempts, state, sent_ms"
+                      " FROM state_inbox WHERE state IN ('pending', 'inflight') AND next_ms <= :now"
+                      " ORDER BY id LIMIT :max",
     [SQ_INBOX_DONE] = "UPDATE state_inbox SET state = :state, detail = :detail, done_ms = :now"
-                      " WHERE seq = :seq AND state = 'pending'",
-    [SQ_INBOX_RETRY] = "UPDATE state_inbox SET attempts = attempts + 1, next_ms = :next, detail = :err"
-                       " WHERE seq = :seq AND state = 'pending'",
-    [SQ_INBOX_RETRY_NOW] = "UPDATE state_inbox SET next_ms = 0 WHERE state = 'pending' AND next_ms > 0",
-    [SQ_INBOX_COUNT] = "SELECT count(*) FROM state_inbox WHERE state = :state",
+                      " WHERE seq = :seq AND state IN ('pending', 'inflight')",
+    [SQ_INBOX_RETRY] = "UPDATE state_inbox SET state = COALESCE(:state, state), attempts = attempts + 1,"
+                       " next_ms = :next, detail = :err WHERE seq = :seq AND state IN ('pending', 'inflight')",
+    [SQ_INBOX_RETRY_NOW] = "UPDATE state_inbox SET next_ms = 0 WHERE state IN ('pending', 'inflight')"
+                           " AND next_ms > 0",
+    [SQ_INBOX_COUNT] = "SELECT count(*) FROM state_inbox WHERE state = :state"
+                       " OR (:state = 'pending' AND state = 'inflight')",
     [SQ_INBOX_LOCAL_SEQ] = "SELECT min(0, COALESCE(min(seq), 0)) - 1 FROM state_inbox",
     [SQ_INBOX_PRUNE] = "DELETE FROM state_inbox WHERE state IN ('applied', 'ignored', 'echo')"
                        " AND done_ms < :before",
@@ -166,6 +188,10 @@ static const char *const state_sql[SQ__COUNT] = {
     [SQ_KV_GET] = "SELECT value FROM state_kv WHERE key = :key",
     [SQ_KV_SET] = "INSERT INTO state_kv(key, value, updated_at) VALUES(:key, :value, :now)"
                   " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    [SQ_INBOX_INFLIGHT] = "UPDATE state_inbox SET state = 'inflight', sent_ms = :now"
+                          " WHERE seq = :seq AND state IN ('pending', 'inflight')",
+    /* a new run tries every queued retry again (within a run, backoff holds) */
+    [SQ_OUTBOX_DUE_NOW] = "UPDATE state_outbox SET next_at = 0 WHERE flow = :flow AND next_at > 0",
 };
 
 #endif

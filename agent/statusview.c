@@ -156,7 +156,7 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     cJSON *o = mlc_json_xobj(), *lr, *wh;
     struct mlc_errbuf err = { 0 };
     char *cursor = NULL, key[160], what[200], val[64], *next;
-    long long now = now_ms(), oldest_out, oldest_in = -1, ct, dead;
+    long long now = now_ms(), oldest_out, oldest_in = -1, ct, dead, unanswered;
     sqlite3_stmt *q = NULL;
     const char *sched = mlc_json_str(f->conf, "schedule");
 
@@ -168,7 +168,8 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     cJSON_AddBoolToObject(o, "running", running && strcmp(running, f->name) == 0);
     if (sqlite3_prepare_v2(st->db,
                            "SELECT started_at, finished_at, COALESCE(status,'running'), created, updated, "
-                           "unchanged, failed, error FROM state_run WHERE flow = ?1 ORDER BY id DESC LIMIT 1",
+                           "unchanged, failed, error, COALESCE(adopted,0), COALESCE(pending,0), "
+                           "COALESCE(warnings,0) FROM state_run WHERE flow = ?1 ORDER BY id DESC LIMIT 1",
                            -1, &q, NULL) == SQLITE_OK) {
         sqlite3_bind_text(q, 1, f->name, -1, SQLITE_STATIC);
         if (sqlite3_step(q) == SQLITE_ROW) {
@@ -183,6 +184,10 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
             for (int i = 0; i < 4; i++) {
                 static const char *const k[] = { "created", "updated", "unchanged", "failed" };
                 mlc_json_xadd_num(lr, k[i], (double)sqlite3_column_int64(q, 3 + i));
+            }
+            for (int i = 0; i < 3; i++) {
+                static const char *const k[] = { "adopted", "pending", "warnings" };
+                mlc_json_xadd_num(lr, k[i], (double)sqlite3_column_int64(q, 8 + i));
             }
             if (sqlite3_column_type(q, 7) != SQLITE_NULL && sqlite3_column_text(q, 7)[0]) {
                 mlc_json_xadd_str(lr, "error", (const char *)sqlite3_column_text(q, 7));
@@ -204,6 +209,11 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     mlc_json_xadd_num(o, "outbox", (double)state_outbox_count(st, f->name));
     dead = state_dead_count(st, f->name);
     mlc_json_xadd_num(o, "dead", (double)dead);
+    /* creates sent without an answer, not found at the target yet: never sent
+     * twice while the target's search could still be stale */
+    unanswered = q_int(st, "SELECT count(*) FROM state_outbox WHERE flow = ?1 AND state = 'inflight'"
+                           " AND op = 'create'", f->name, NULL, 0);
+    mlc_json_xadd_num(o, "unanswered", (double)unanswered);
     mlc_json_xadd_num(o, "inbox", f->wb ? (double)state_inbox_count(st, "pending") : 0);
     state_cursor_get(st, f->name, &cursor, &err);
     if (cursor) {
@@ -264,6 +274,14 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
         health_add(health, what, level_of(age, (double)a->cf.age_warn_s, (double)a->cf.age_crit_s), val,
                    "Jira changes are waiting to be written to the ERP: check the ERP (Ping) and "
                    "`mlc-agent inbox list`.");
+    }
+    if (unanswered > 0) {
+        snprintf(what, sizeof(what), "flow %s: unanswered creates", f->name);
+        snprintf(val, sizeof(val), "%lld", unanswered);
+        health_add(health, what, "warn", val,
+                   "Creates were sent but their answer was lost, and the target's search does not show "
+                   "them yet. They are looked up again on each run and sent again only after the flow's "
+                   "recreate_after (30 min by default), so no record is created twice.");
     }
     if (dead > 0) {
         snprintf(what, sizeof(what), "flow %s: dead letters", f->name);
@@ -542,19 +560,37 @@ static void family(struct mlc_buf *b, const char *name, const char *type, const 
 
 void statusview_metrics(struct agent *a, struct state *st, struct tunnel_client *t, struct mlc_buf *b)
 {
-    static const char *const outcomes[] = { "created", "updated", "unchanged", "failed" };
+    static const char *const outcomes[] = { "created", "updated", "unchanged", "failed", "adopted" };
     static const char *const classes[] = { "error", "1xx", "2xx", "3xx", "4xx", "5xx" };
     long long now = now_ms();
 
     family(b, "mlc_agent_records_total", "counter", "Records handled by sync runs, by flow and outcome.");
     for (int i = 0; i < a->n_flows; i++) {
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 5; k++) {
             char sql[160];
             snprintf(sql, sizeof(sql), "SELECT COALESCE(sum(%s),0) FROM state_run WHERE flow = ?1", outcomes[k]);
             mlc_buf_adds(b, "mlc_agent_records_total{flow=\"");
             esc_label(b, a->flows[i].name);
             mlc_buf_addf(b, "\",outcome=\"%s\"} %lld\n", outcomes[k], q_int(st, sql, a->flows[i].name, NULL, 0));
         }
+    }
+    family(b, "mlc_agent_warnings_total", "counter",
+           "Values left out of records by sync runs (e.g. an assignee the target does not know), by flow.");
+    for (int i = 0; i < a->n_flows; i++) {
+        mlc_buf_adds(b, "mlc_agent_warnings_total{flow=\"");
+        esc_label(b, a->flows[i].name);
+        mlc_buf_addf(b, "\"} %lld\n",
+                     q_int(st, "SELECT COALESCE(sum(warnings),0) FROM state_run WHERE flow = ?1",
+                           a->flows[i].name, NULL, 0));
+    }
+    family(b, "mlc_agent_unanswered_creates", "gauge",
+           "Creates sent without an answer and not yet found at the target, by flow.");
+    for (int i = 0; i < a->n_flows; i++) {
+        mlc_buf_adds(b, "mlc_agent_unanswered_creates{flow=\"");
+        esc_label(b, a->flows[i].name);
+        mlc_buf_addf(b, "\"} %lld\n",
+                     q_int(st, "SELECT count(*) FROM state_outbox WHERE flow = ?1 AND state = 'inflight'"
+                               " AND op = 'create'", a->flows[i].name, NULL, 0));
     }
     family(b, "mlc_agent_api_calls_total", "counter",
            "HTTP requests to each system since start, by status class (error = no answer).");
@@ -679,10 +715,18 @@ void statusview_print(const cJSON *snap, FILE *f)
                 mlc_json_num(it, "dead", 0), mlc_json_str(it, "cursor") ? mlc_json_str(it, "cursor") : "(none)");
         if (cJSON_IsObject(lr)) {
             when(t1, sizeof(t1), mlc_json_num(lr, "started_ms", 0));
-            fprintf(f, "  last run %s UTC: %s, created %.0f, updated %.0f, unchanged %.0f, failed %.0f %s\n", t1,
-                    mlc_json_str(lr, "status"), mlc_json_num(lr, "created", 0), mlc_json_num(lr, "updated", 0),
-                    mlc_json_num(lr, "unchanged", 0), mlc_json_num(lr, "failed", 0),
+            fprintf(f,
+                    "  last run %s UTC: %s, created %.0f, updated %.0f, unchanged %.0f, adopted %.0f, "
+                    "failed %.0f, pending %.0f, warnings %.0f %s\n",
+                    t1, mlc_json_str(lr, "status"), mlc_json_num(lr, "created", 0),
+                    mlc_json_num(lr, "updated", 0), mlc_json_num(lr, "unchanged", 0),
+                    mlc_json_num(lr, "adopted", 0), mlc_json_num(lr, "failed", 0),
+                    mlc_json_num(lr, "pending", 0), mlc_json_num(lr, "warnings", 0),
                     mlc_json_str(lr, "error") ? mlc_json_str(lr, "error") : "");
+        }
+        if (mlc_json_num(it, "unanswered", 0) > 0) {
+            fprintf(f, "  %.0f unanswered creates: looked up again each run, never sent twice\n",
+                    mlc_json_num(it, "unanswered", 0));
         }
         if (mlc_json_num(it, "next_run_ms", 0) > 0) {
             when(t1, sizeof(t1), mlc_json_num(it, "next_run_ms", 0));

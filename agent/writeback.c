@@ -35,6 +35,10 @@ struct wb_action {
     char *orchestration;
     struct wb_input *in;
     int n_in;
+    /* source column -> expected value: how to tell, by reading the record
+     * back, that the action already took effect (settles an in-flight row) */
+    struct wb_input *verify;
+    int n_verify;
 };
 
 struct wb_status {
@@ -62,6 +66,7 @@ struct writeback {
 struct wb_conf {
     char *orchestration;
     const cJSON *inputs;
+    const cJSON *verify;
     const cJSON *status_map;
     const cJSON *hold;
     long echo_ttl_s;
@@ -72,6 +77,7 @@ struct wb_hold_conf {
     const cJSON *statuses;
     char *orchestration;
     const cJSON *inputs;
+    const cJSON *verify;
 };
 
 static const struct conf_key wb_keys[] = {
@@ -79,6 +85,9 @@ static const struct conf_key wb_keys[] = {
       "orchestration that sets a status, e.g. MLC_UpdateWOStatus", 0, 0, NULL },
     { "inputs", CONF_JSON, offsetof(struct wb_conf, inputs), NULL,
       "its inputs: name -> value with {key} {code} {status} {issue} {audit_id}", 0, 0, NULL },
+    { "verify", CONF_JSON, offsetof(struct wb_conf, verify), NULL,
+      "source column -> value once the orchestration ran, e.g. {\"SRST\": \"{code}\"}: read "
+      "back after a crash so a write is never repeated", 0, 0, NULL },
     { "status_map", CONF_JSON, offsetof(struct wb_conf, status_map), NULL,
       "target status name -> source status code", 0, 0, NULL },
     { "hold", CONF_JSON, offsetof(struct wb_conf, hold), NULL,
@@ -98,6 +107,8 @@ static const struct conf_key hold_keys[] = {
       "orchestration that puts the record on hold, e.g. MLC_HoldWorkOrder", 0, 0, NULL },
     { "inputs", CONF_JSON, offsetof(struct wb_hold_conf, inputs), NULL,
       "its inputs: name -> value with {key} {status} {issue} {audit_id}", 0, 0, NULL },
+    { "verify", CONF_JSON, offsetof(struct wb_hold_conf, verify), NULL,
+      "source column -> value once the hold took effect, e.g. {\"WR10\": \"H1\"}", 0, 0, NULL },
     { 0 },
 };
 
@@ -198,6 +209,11 @@ static void action_release(struct wb_action *ac)
         free(ac->in[i].tmpl);
     }
     free(ac->in);
+    for (int i = 0; i < ac->n_verify; i++) {
+        free(ac->verify[i].name);
+        free(ac->verify[i].tmpl);
+    }
+    free(ac->verify);
     memset(ac, 0, sizeof(*ac));
 }
 
@@ -215,12 +231,42 @@ static int name_ok(const char *s)
     return 1;
 }
 
-static int compile_action(struct wb_action *ac, const char *orch, const cJSON *inputs,
-                          int allow_code, const char *path, struct mlc_errbuf *err)
+/* name -> template pairs of one object (inputs or verify) into *out. */
+static int compile_pairs(struct wb_input **out, int *n_out, const cJSON *obj, const char *what,
+                         int allow_code, const char *path, struct mlc_errbuf *err)
 {
     char sub[320];
     const cJSON *it;
 
+    *out = mlc_xcalloc((size_t)cJSON_GetArraySize(obj) + 1, sizeof(**out));
+    cJSON_ArrayForEach(it, obj)
+    {
+        snprintf(sub, sizeof(sub), "%s.%s.%s", path, what, it->string);
+        if (it->string[0] == '\0') {
+            mlc_errf(err, "%s.%s: a name is empty", path, what);
+            return -1;
+        }
+        if (!cJSON_IsString(it)) {
+            mlc_errf(err,
+                     "%s: expected a string (text with {key}, {code}, {status}, {issue}, "
+                     "{audit_id})",
+                     sub);
+            return -1;
+        }
+        if (tmpl_check(it->valuestring, allow_code, sub, err) != 0) {
+            return -1;
+        }
+        (*out)[*n_out].name = mlc_xstrdup(it->string);
+        (*out)[*n_out].tmpl = mlc_xstrdup(it->valuestring);
+        (*n_out)++;
+    }
+    return 0;
+}
+
+static int compile_action(struct wb_action *ac, const char *orch, const cJSON *inputs,
+                          const cJSON *verify, int allow_code, const char *path,
+                          struct mlc_errbuf *err)
+{
     if (!name_ok(orch)) {
         mlc_errf(err,
                  "%s.orchestration: '%s' is not an orchestration name (letters, digits, _ - .)",
@@ -235,29 +281,20 @@ static int compile_action(struct wb_action *ac, const char *orch, const cJSON *i
         return -1;
     }
     ac->orchestration = mlc_xstrdup(orch);
-    ac->in = mlc_xcalloc((size_t)cJSON_GetArraySize(inputs), sizeof(*ac->in));
-    cJSON_ArrayForEach(it, inputs)
-    {
-        snprintf(sub, sizeof(sub), "%s.inputs.%s", path, it->string);
-        if (it->string[0] == '\0') {
-            mlc_errf(err, "%s.inputs: an input name is empty", path);
-            return -1;
-        }
-        if (!cJSON_IsString(it)) {
-            mlc_errf(err,
-                     "%s: expected a string (text with {key}, {code}, {status}, {issue}, "
-                     "{audit_id})",
-                     sub);
-            return -1;
-        }
-        if (tmpl_check(it->valuestring, allow_code, sub, err) != 0) {
-            return -1;
-        }
-        ac->in[ac->n_in].name = mlc_xstrdup(it->string);
-        ac->in[ac->n_in].tmpl = mlc_xstrdup(it->valuestring);
-        ac->n_in++;
+    if (compile_pairs(&ac->in, &ac->n_in, inputs, "inputs", allow_code, path, err) != 0) {
+        return -1;
     }
-    return 0;
+    if (verify == NULL) {
+        return 0;
+    }
+    if (!cJSON_IsObject(verify) || cJSON_GetArraySize(verify) == 0) {
+        mlc_errf(err,
+                 "%s.verify: expected an object of source column -> value, e.g. {\"SRST\": "
+                 "\"{code}\"}",
+                 path);
+        return -1;
+    }
+    return compile_pairs(&ac->verify, &ac->n_verify, verify, "verify", allow_code, path, err);
 }
 
 static int status_listed(char **names, int n, const char *s)
@@ -347,7 +384,7 @@ static int compile_hold(struct writeback *wb, const cJSON *hold, const char *pat
         wb->hold_statuses[wb->n_hold++] = mlc_xstrdup(it->valuestring);
         i++;
     }
-    if (compile_action(&wb->hold, hc.orchestration, hc.inputs, 0, sub, err) != 0) {
+    if (compile_action(&wb->hold, hc.orchestration, hc.inputs, hc.verify, 0, sub, err) != 0) {
         goto out;
     }
     wb->has_hold = 1;
@@ -366,7 +403,7 @@ struct writeback *writeback_compile(const cJSON *conf, const char *path, struct 
     if (mlc_conf_load(conf, path, wb_keys, NULL, &wc, err) != MLC_OK) {
         goto out;
     }
-    if (compile_action(&wb->status, wc.orchestration, wc.inputs, 1, path, err) != 0 ||
+    if (compile_action(&wb->status, wc.orchestration, wc.inputs, wc.verify, 1, path, err) != 0 ||
         compile_map(wb, wc.status_map, path, err) != 0) {
         goto out;
     }
@@ -448,10 +485,17 @@ enum mlc_rc writeback_event_parse(const char *body, struct wb_event *ev, struct 
     return MLC_OK;
 }
 
-/* The connector type a delivery kind comes from ("jira-poll" is Jira too). */
-static const char *kind_type(const char *kind)
+/* The connector type a delivery kind comes from: "TYPE" (its webhooks) or
+ * "TYPE-poll" (changes the agent polled). Into out (n bytes). */
+static const char *kind_type(const char *kind, char *out, size_t n)
 {
-    return strncmp(kind, "jira", 4) == 0 ? "jira" : kind;
+    size_t len = strlen(kind);
+
+    snprintf(out, n, "%s", kind);
+    if (len > 5 && len < n && strcmp(out + len - 5, "-poll") == 0) {
+        out[len - 5] = '\0';
+    }
+    return out;
 }
 
 static int flow_takes(const struct flow *f, const char *type)
@@ -590,6 +634,76 @@ static int wb_transient(enum mlc_rc rc)
     return mlc_rc_transient(rc) || rc == MLC_E_AUTH;
 }
 
+/* Text of a source value, without the blanks some systems pad with. */
+static void trimmed(const cJSON *v, char *out, size_t n)
+{
+    size_t len;
+    char *p = out;
+
+    if (v == NULL || cJSON_IsNull(v) || mlc_json_scalar_text(v, out, n) != 0) {
+        out[0] = '\0';
+        return;
+    }
+    while (*p == ' ') {
+        p++;
+    }
+    memmove(out, p, strlen(p) + 1);
+    len = strlen(out);
+    while (len > 0 && out[len - 1] == ' ') {
+        out[--len] = '\0';
+    }
+}
+
+/* An action whose outcome is unknown: read the record from the source and
+ * set *have when it already holds every "verify" value. MLC_OK with *have = 0:
+ * call it (again). Otherwise the reason is in detail: transient rcs may be
+ * retried, others cannot be settled without a person. */
+static enum mlc_rc read_back(struct flow *f, const struct wb_action *ac, const struct wb_vars *v,
+                             const char *key, int *have, char *detail, size_t n)
+{
+    cJSON *rec = NULL;
+    enum mlc_rc rc;
+
+    *have = 0;
+    if (ac->n_verify == 0 || f->src->ops->fetch == NULL) {
+        snprintf(detail, n,
+                 "orchestration %s for %s may or may not have run before the agent stopped, and "
+                 "the flow's writeback has no \"verify\" to read it back: not called again "
+                 "(check %s %s, then add writeback.verify, e.g. {\"SRST\": \"{code}\"})",
+                 ac->orchestration, key, f->src->name, key);
+        return MLC_E_INVAL;
+    }
+    mlc_err_reset(&f->src->err);
+    rc = f->src->ops->fetch(f->src, f->source, key, &rec);
+    if (rc != MLC_OK) {
+        snprintf(detail, n, "reading %s %s back to settle orchestration %s failed: %s",
+                 f->src->name, key, ac->orchestration,
+                 f->src->err.set ? mlc_err_msg(&f->src->err) : mlc_strerror(rc));
+        return rc;
+    }
+    if (rec == NULL) {
+        snprintf(detail, n, "%s %s no longer exists: orchestration %s not called again",
+                 f->src->name, key, ac->orchestration);
+        return MLC_E_NOTFOUND;
+    }
+    *have = 1;
+    for (int i = 0; i < ac->n_verify && *have; i++) {
+        char got[256], want_t[256];
+        char *want = tmpl_expand(ac->verify[i].tmpl, v);
+        snprintf(want_t, sizeof(want_t), "%s", want);
+        trimmed(cJSON_GetObjectItemCaseSensitive(rec, ac->verify[i].name), got, sizeof(got));
+        {
+            cJSON *w = cJSON_CreateString(want_t);
+            trimmed(w, want_t, sizeof(want_t));
+            cJSON_Delete(w);
+        }
+        *have = strcmp(got, want_t) == 0;
+        free(want);
+    }
+    cJSON_Delete(rec);
+    return MLC_OK;
+}
+
 struct wb_ctx {
     struct agent *a;
     struct wb_stats *ws;
@@ -606,7 +720,8 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
     struct ledger_row lr = { 0 };
     struct flow *f = NULL;
     const struct wb_action *ac = NULL;
-    const char *type = kind_type(r->kind), *code = NULL, *echo_value;
+    char typebuf[sizeof(r->kind)];
+    const char *type = kind_type(r->kind, typebuf, sizeof(typebuf)), *code = NULL, *echo_value;
     char key[128] = "", detail[1024];
     char *inputs_text = NULL;
     cJSON *inputs = NULL;
@@ -725,6 +840,60 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
     {
         struct wb_vars v = { key, code ? code : "", ev.status, ev.issue_key, lr.audit_id };
         struct wb_command cmd = { 0 };
+        int have = 0;
+
+        if (strcmp(r->state, "inflight") == 0) {
+            /* called before, outcome unknown (a crash or a lost answer):
+             * read the record back and call again only if it still differs */
+            rc = read_back(f, ac, &v, key, &have, detail, sizeof(detail));
+            if (rc == MLC_E_STOPPED) {
+                cx->stopped = 1;
+                rc = MLC_OK;
+                goto out;
+            }
+            if (rc != MLC_OK && wb_transient(rc) && r->attempts + 1 < f->max_attempts) {
+                f->wb->hold_off_ms = retry_at_ms(r->attempts + 1);
+                rc = state_inbox_retry_later(a->st, r->seq, f->wb->hold_off_ms, detail, err);
+                ws->retry++;
+                mlc_warn("flow %s: %s", f->name, detail);
+                goto out;
+            }
+            if (rc != MLC_OK) {
+                o.state = "dead";
+                o.action = "writeback_failed";
+                ws->failed++;
+                mlc_warn("flow %s: delivery %lld dead: %s", f->name, r->seq, detail);
+                goto done;
+            }
+            if (have) {
+                snprintf(detail, sizeof(detail),
+                         "orchestration %s for %s (Jira %s '%s') had already taken effect "
+                         "(read back after a restart): not called again, delivery %lld",
+                         ac->orchestration, key, ev.issue_key, ev.status, r->seq);
+                o.state = "applied";
+                o.action = "writeback_settled";
+                o.applied = f;
+                o.echo_value = echo_value;
+                o.at_ms = ev.at_ms;
+                ws->applied++;
+                ws->settled++;
+                mlc_info("flow %s: %s", f->name, detail);
+                goto done;
+            }
+        }
+        /* durable before the call: a crash from here on leaves the row in
+         * flight, and the next attempt reads the record back first */
+        rc = state_begin_durable(a->st, err);
+        if (rc == MLC_OK) {
+            rc = state_inbox_mark_inflight(a->st, r->seq, err);
+        }
+        if (rc == MLC_OK) {
+            rc = state_commit(a->st, err);
+        }
+        if (rc != MLC_OK) {
+            state_rollback(a->st);
+            goto out;
+        }
         inputs = mlc_json_xobj();
         for (int i = 0; i < ac->n_in; i++) {
             char *val = tmpl_expand(ac->in[i].tmpl, &v);
@@ -764,7 +933,10 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
         snprintf(detail, sizeof(detail), "attempt %d of %d: %s", r->attempts + 1, f->max_attempts,
                  mlc_err_msg(&f->src->err));
         f->wb->hold_off_ms = retry_at_ms(r->attempts + 1);
-        rc = state_inbox_retry_later(a->st, r->seq, f->wb->hold_off_ms, detail, err);
+        /* with "verify" the row stays in flight and is read back before the
+         * next call; without it the call is simply made again */
+        rc = state_inbox_retry(a->st, r->seq, f->wb->hold_off_ms, ac->n_verify ? NULL : "pending",
+                               detail, err);
         ws->retry++;
         mlc_warn("flow %s: write-back of %s for %s failed, retrying later: %s", f->name, key,
                  ev.issue_key, detail);

@@ -40,7 +40,8 @@ struct writeback *writeback_compile(const cJSON *conf, const char *path, struct 
 void writeback_free(struct writeback *wb);
 
 struct wb_stats {
-    long applied;   /* orchestration called and succeeded */
+    long applied;   /* orchestration called and succeeded (or found done: settled) */
+    long settled;   /* of applied: in flight after a crash, found already done, not called */
     long ignored;   /* no status change, unmapped status, unknown issue, other events */
     long echoes;    /* dropped as the agent's own write */
     long failed;    /* gave up (dead) after the flow's max_attempts */

@@ -73,12 +73,17 @@ struct tgt_item {
     const char *target_key;
     const cJSON *fields;
     const char *audit_id;
+    const char *hash;  /* content hash of fields; the target keeps it with the record
+                        * (so find() can tell whether it already holds this content) */
+    const cJSON *prev; /* list values the agent set last time ({"labels": [...]}), or
+                        * NULL when unknown: only those may be removed from the record */
 };
 
 struct batch {
     const cJSON *target; /* the flow's "target" object: project, issue type, ... */
     struct tgt_item *items;
     size_t n;
+    int dry_run;         /* 1: check and convert each item (read-only calls), write nothing */
 };
 
 /* Per-item outcome of apply(). */
@@ -87,6 +92,17 @@ struct result {
     char target_key[64]; /* e.g. "MFG-12" */
     char target_id[32];  /* e.g. "10012" */
     char err[512];       /* root cause when rc != MLC_OK */
+    char warn[256];      /* a value left out of the record, and why ("" = none) */
+    char *lists;         /* heap JSON: the list values set ({"labels": [...]}), or NULL */
+};
+
+/* What find() learned of one marker at the target. */
+struct tgt_found {
+    int found;
+    int absent; /* not found, and the target's answer was consistent: it is not there */
+    char target_key[64];
+    char target_id[32];
+    char hash[65]; /* the content hash stored with the agent's last write, "" = unknown */
 };
 
 /* A write-back command (relay delivery → source system): call the named
@@ -118,6 +134,11 @@ struct connector {
     enum mlc_rc (*ping)(struct conn *c);
     enum mlc_rc (*poll)(struct conn *c, const struct poll_req *rq, struct page *out);
     enum mlc_rc (*write_back)(struct conn *c, const struct wb_command *cmd);
+    /* Read one record by its source key, where the flow's "source" object
+     * says (read-before-write: an in-flight write-back is settled by reading
+     * the record back). *out: its columns as poll() gives them, or NULL when
+     * there is no such record (MLC_OK). Optional. */
+    enum mlc_rc (*fetch)(struct conn *c, const cJSON *source, const char *key, cJSON **out);
     /* Validate the flow's target options against the live system at start-up
      * (custom field IDs, project, priorities); message names the bad ID. */
     enum mlc_rc (*prepare)(struct conn *c, const cJSON *target);
@@ -126,11 +147,15 @@ struct connector {
      * outcome of every item as unknown (creates are looked up with find()).
      * The pipeline never mixes creates and updates in one batch. */
     enum mlc_rc (*apply)(struct conn *c, const struct batch *in, struct result *out);
-    /* Look up markers[0..n) at the target; keys_out[i] gets a heap string
-     * "KEY id" or NULL when absent. recent_ids: target ids the agent created
-     * lately (read-after-write hints), may be NULL. */
+    /* Look up markers[0..n) at the target; out[i] says whether and where each
+     * one is. The target's search may lag its writes, so a marker not found
+     * is no proof that no record carries it; out[i].absent says when it is.
+     * before: target keys of records the agent created before the markers'
+     * records were sent ("" alone: nothing was created before; NULL: no such
+     * bound, as before creating new records): a target that numbers its records
+     * may read every record after them consistently and so set absent. */
     enum mlc_rc (*find)(struct conn *c, const cJSON *target, const char *const *markers, size_t n,
-                        const char *const *recent_ids, size_t n_recent, char **keys_out);
+                        const char *const *before, size_t n_before, struct tgt_found *out);
 
     /* ---- change notifications (optional; NULL when unsupported) ---- */
     /* Make sure the target notifies req->url of changes to the flow's records

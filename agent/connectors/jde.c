@@ -884,6 +884,87 @@ static enum mlc_rc jde_write_back(struct conn *c, const struct wb_command *cmd)
     return rc;
 }
 
+/* One record by key: the flow's table query with KEY = key added. */
+static enum mlc_rc jde_fetch_one(struct conn *c, const cJSON *source, const char *key, cJSON **out)
+{
+    struct mlc_http_resp resp = { 0 };
+    struct page pg = { 0 };
+    struct jde_table t;
+    cJSON *src = NULL, *filters, *f, *vals;
+    char *url = NULL, *body = NULL, *next = NULL;
+    int more = 0;
+    enum mlc_rc rc;
+
+    *out = NULL;
+    if (table_from_source(source, &t, &c->err) != 0) {
+        return MLC_E_INVAL;
+    }
+    if ((rc = jde_resolve(c)) != MLC_OK) {
+        return rc;
+    }
+    src = cJSON_Duplicate(source, 1);
+    if (src == NULL) {
+        MLC_BUG("out of memory copying a jde source");
+    }
+    /* t's column names point into source, which outlives this call */
+    filters = cJSON_GetObjectItemCaseSensitive(src, "filter");
+    if (!cJSON_IsArray(filters)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(src, "filter");
+        filters = mlc_json_xarr();
+        mlc_json_xadd(src, "filter", filters);
+    }
+    f = mlc_json_xobj();
+    mlc_json_xadd_str(f, "column", t.key_col);
+    mlc_json_xadd_str(f, "op", "EQUAL");
+    vals = mlc_json_xarr();
+    cJSON_AddItemToArray(vals, cJSON_CreateString(key));
+    mlc_json_xadd(f, "values", vals);
+    cJSON_AddItemToArray(filters, f);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if ((rc = jde_ensure_token(c)) != MLC_OK) {
+            goto out;
+        }
+        free(body);
+        body = build_request(c->priv, &t, src, NULL, 0, &c->err);
+        if (body == NULL) {
+            rc = MLC_E_INVAL;
+            goto out;
+        }
+        free(url);
+        url = mlc_xasprintf("%s/v2/dataservice", ((struct jde *)c->priv)->cf.base_url);
+        mlc_http_resp_release(&resp);
+        memset(&resp, 0, sizeof(resp));
+        rc = jde_fetch(c, url, body, &resp);
+        if (rc == MLC_E_AUTH && attempt == 0 && ((struct jde *)c->priv)->cf.auth == JDE_AUTH_TOKEN) {
+            struct jde *j = c->priv;
+            free(j->token);
+            j->token = NULL;
+            mlc_err_reset(&c->err);
+            continue;
+        }
+        break;
+    }
+    if (rc != MLC_OK) {
+        goto out;
+    }
+    rc = jde_parse_page(mlc_buf_str(&resp.body), resp.body.len, &t, &pg, &more, &next, &c->err);
+    for (size_t i = 0; rc == MLC_OK && i < pg.n; i++) {
+        if (pg.recs[i].key != NULL && strcmp(pg.recs[i].key, key) == 0) {
+            *out = pg.recs[i].data;
+            pg.recs[i].data = NULL;
+            break;
+        }
+    }
+out:
+    page_release(&pg);
+    free(next);
+    free(url);
+    free(body);
+    cJSON_Delete(src);
+    mlc_http_resp_release(&resp);
+    return rc;
+}
+
 const struct connector connector_jde = {
     .name = "jde",
     .caps = CONN_SOURCE | CONN_WRITEBACK,
@@ -893,4 +974,5 @@ const struct connector connector_jde = {
     .ping = jde_ping,
     .poll = jde_poll,
     .write_back = jde_write_back,
+    .fetch = jde_fetch_one,
 };

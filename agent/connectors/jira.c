@@ -395,7 +395,7 @@ out:
 
 enum mlc_rc jira_parse_search_page(const char *body, size_t len,
                                    void (*on_label)(void *ctx, const char *label, const char *key,
-                                                    const char *id),
+                                                    const char *id, const char *hash),
                                    void *ctx, char **next_token, struct mlc_errbuf *err)
 {
     cJSON *root;
@@ -426,12 +426,22 @@ enum mlc_rc jira_parse_search_page(const char *body, size_t len,
     cJSON_ArrayForEach(it, issues)
     {
         char key[64], id[32];
-        const cJSON *fields, *labels, *lab;
+        const cJSON *fields, *labels, *lab, *props, *trace;
+        const char *hash = NULL;
 
         if (!cJSON_IsObject(it) || id_text(it, "key", key, sizeof(key)) != 0 ||
             id_text(it, "id", id, sizeof(id)) != 0) {
             mlc_errf(err, "jira search response: issue without a valid key and id");
             goto out;
+        }
+        props = cJSON_GetObjectItemCaseSensitive(it, "properties");
+        trace = cJSON_IsObject(props) ? cJSON_GetObjectItemCaseSensitive(props, JIRA_TRACE_PROP)
+                                      : NULL;
+        if (cJSON_IsObject(trace)) {
+            hash = mlc_json_str(trace, "hash");
+            if (hash != NULL && strlen(hash) != 64) {
+                hash = NULL; /* not a hash this agent wrote */
+            }
         }
         fields = cJSON_GetObjectItemCaseSensitive(it, "fields");
         if (fields == NULL) {
@@ -449,7 +459,7 @@ enum mlc_rc jira_parse_search_page(const char *body, size_t len,
                 goto out;
             }
             if (on_label != NULL) {
-                on_label(ctx, lab->valuestring, key, id);
+                on_label(ctx, lab->valuestring, key, id, hash);
             }
         }
     }
@@ -1474,6 +1484,76 @@ out:
     return rc;
 }
 
+/* Is id an accountId Jira knows? (GET /user/search?accountId=, cached like
+ * e-mail look-ups under "#id"). Only failures that stop the batch return. */
+static enum mlc_rc jira_account_known(struct conn *c, const char *id, int *known, char *msg,
+                                      size_t msgn)
+{
+    struct jira *j = c->priv;
+    struct mlc_http_resp resp = { 0 };
+    struct mlc_errbuf one = { 0 };
+    struct jira_user *u;
+    cJSON *root = NULL;
+    char *slot = mlc_xasprintf("#%s", id), *path = NULL;
+    enum mlc_rc rc;
+    size_t i;
+
+    *known = 0;
+    for (i = 0; i < j->n_users; i++) {
+        if (strcmp(j->users[i].email, slot) == 0 && j->users[i].expires > mono_now()) {
+            *known = j->users[i].account_id != NULL;
+            rc = MLC_OK;
+            goto out;
+        }
+    }
+    path = path_with("/rest/api/3/user/search?accountId=", id, "");
+    rc = jira_call(c, "GET", path, NULL, &resp, &one);
+    if (rc == MLC_E_NET || rc == MLC_E_THROTTLED || rc == MLC_E_AUTH || rc == MLC_E_STOPPED ||
+        rc == MLC_E_NOMEM || rc == MLC_E_IO) {
+        set_msg(msg, msgn, "jira user lookup failed: %s", mlc_err_msg(&one));
+        goto out;
+    }
+    if (rc == MLC_OK) {
+        const cJSON *it;
+        root = cJSON_ParseWithLength(body_str(&resp), resp.body.len);
+        cJSON_ArrayForEach(it, root)
+        {
+            const char *acc = mlc_json_str(it, "accountId");
+            *known |= acc != NULL && strcmp(acc, id) == 0;
+        }
+    }
+    u = user_slot(j, slot);
+    u->account_id = *known ? mlc_xstrdup(id) : NULL;
+    u->expires = mono_now() + (double)j->cf.user_cache_s;
+    rc = MLC_OK;
+out:
+    cJSON_Delete(root);
+    free(path);
+    free(slot);
+    mlc_http_resp_release(&resp);
+    return rc;
+}
+
+/* Could s be an Atlassian accountId? ("557058:f58131cb-...", "712020:...",
+ * or 24 hex digits.) A work-order number or a name cannot. */
+static int account_id_shape(const char *s)
+{
+    size_t n = strlen(s), hex = 0;
+    const char *colon = strchr(s, ':');
+
+    if (n < 10 || n > 128) {
+        return 0;
+    }
+    for (const char *p = s; *p; p++) {
+        if (!isalnum((unsigned char)*p) && *p != ':' && *p != '-') {
+            return 0;
+        }
+        hex += isxdigit((unsigned char)*p) != 0;
+    }
+    return colon != NULL ? colon != s && strchr(colon + 1, ':') == NULL && colon[1] != '\0'
+                         : hex == n && n == 24;
+}
+
 /* ------------------------------------------------------- field conversion */
 
 static void add_label(cJSON *labels, const char *raw)
@@ -1541,18 +1621,90 @@ static cJSON *custom_value(const struct jira_field *f, const char *v)
     return cJSON_CreateString(v);
 }
 
+/* The values of a list field as strings (a string is a list of one). */
+static void list_values(const cJSON *v, cJSON *into)
+{
+    const cJSON *it;
+
+    if (cJSON_IsString(v)) {
+        add_label(into, v->valuestring);
+        return;
+    }
+    cJSON_ArrayForEach(it, v)
+    {
+        if (cJSON_IsString(it)) {
+            add_label(into, it->valuestring);
+        }
+    }
+}
+
+static int list_has(const cJSON *list, const char *s)
+{
+    const cJSON *it;
+
+    cJSON_ArrayForEach(it, list)
+    {
+        if (cJSON_IsString(it) && strcmp(it->valuestring, s) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One list element as the field takes it: a label is a string, an option
+ * of a multi-select field is {"value": ...}. */
+static cJSON *list_elem(int option, const char *v)
+{
+    return option ? value_obj("value", v) : cJSON_CreateString(v);
+}
+
+/* A list field on an update: add what the mapping sets now, remove what the
+ * agent set last time and no longer sets (prev NULL: unknown, remove
+ * nothing). Values others added stay. keep: never removed (our marker). */
+static void list_ops(cJSON *update, const char *name, int option, const cJSON *now,
+                     const cJSON *prev, const char *keep)
+{
+    cJSON *ops = mlc_json_xarr();
+    const cJSON *it;
+
+    cJSON_ArrayForEach(it, now)
+    {
+        cJSON *op = mlc_json_xobj();
+        mlc_json_xadd(op, "add", list_elem(option, it->valuestring));
+        cJSON_AddItemToArray(ops, op);
+    }
+    cJSON_ArrayForEach(it, prev)
+    {
+        if (!cJSON_IsString(it) || list_has(now, it->valuestring) ||
+            (keep != NULL && strcmp(it->valuestring, keep) == 0)) {
+            continue;
+        }
+        cJSON *op = mlc_json_xobj();
+        mlc_json_xadd(op, "remove", list_elem(option, it->valuestring));
+        cJSON_AddItemToArray(ops, op);
+    }
+    if (cJSON_GetArraySize(ops) > 0) {
+        mlc_json_xadd(update, name, ops);
+    } else {
+        cJSON_Delete(ops);
+    }
+}
+
 /* Build {"fields":..., "update":..., "properties":...} for one item into *out.
  * MLC_OK, MLC_E_REJECTED (this record only, msg says why), or a whole-batch
- * rc from an assignee lookup (msg says why). */
+ * rc from an assignee lookup (msg says why). A value left out (an assignee
+ * Jira does not know) is named in r->warn; r->lists gets the list values
+ * set (for the next update's removals). */
 static enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt_item *item,
-                                  int create, cJSON **out, char *msg, size_t msgn)
+                                  int create, cJSON **out, struct result *r, char *msg,
+                                  size_t msgn)
 {
     struct jira *j = c->priv;
     cJSON *body = mlc_json_xobj();
     cJSON *fields = mlc_json_xobj();
-    cJSON *labels = mlc_json_xarr();
+    cJSON *update = mlc_json_xobj();
+    cJSON *lists = mlc_json_xobj(); /* field -> [values] the mapping sets */
     const cJSON *it;
-    int have_labels = 0;
     enum mlc_rc rc;
 
     *out = NULL;
@@ -1568,7 +1720,8 @@ static enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const str
         const char *sv = cJSON_IsString(it) ? it->valuestring : NULL;
         cJSON *val = NULL;
 
-        if (name == NULL || cJSON_GetObjectItemCaseSensitive(fields, name) != NULL) {
+        if (name == NULL || cJSON_GetObjectItemCaseSensitive(fields, name) != NULL ||
+            cJSON_GetObjectItemCaseSensitive(lists, name) != NULL) {
             continue;
         }
         if (strcmp(name, "summary") == 0) {
@@ -1588,23 +1741,43 @@ static enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const str
             val = sv != NULL ? value_obj("name", sv) : xdup(it);
         } else if (strcmp(name, "assignee") == 0) {
             const char *account = NULL;
+            int known = 0;
 
-            if (sv != NULL && sv[0] == '\0') {
+            if (cJSON_IsNull(it) || (sv != NULL && sv[0] == '\0')) {
                 continue;
             }
             if (sv == NULL) {
                 val = xdup(it);
-            } else if (strchr(sv, '@') == NULL) {
-                val = value_obj("accountId", sv);
-            } else {
+            } else if (strchr(sv, '@') != NULL) {
                 rc = jira_account_for(c, sv, &account, msg, msgn);
                 if (rc != MLC_OK) {
                     goto out;
                 }
                 if (account == NULL) {
-                    continue; /* stays unassigned; warned once per e-mail */
+                    snprintf(r->warn, sizeof(r->warn),
+                             "assignee '%.80s': no jira user has this e-mail (or it is hidden): "
+                             "left unassigned",
+                             sv);
+                    continue;
                 }
                 val = value_obj("accountId", account);
+            } else {
+                /* never send a source value as an account id unless jira knows it */
+                if (account_id_shape(sv)) {
+                    rc = jira_account_known(c, sv, &known, msg, msgn);
+                    if (rc != MLC_OK) {
+                        goto out;
+                    }
+                }
+                if (!known) {
+                    snprintf(r->warn, sizeof(r->warn),
+                             "assignee '%.80s' is neither mapped, nor an e-mail, nor a jira "
+                             "account id: left unassigned (map it in the mapping's assignee "
+                             "\"map\", or give a \"default\")",
+                             sv);
+                    continue;
+                }
+                val = value_obj("accountId", sv);
             }
         } else if (strcmp(name, "duedate") == 0) {
             if (sv != NULL && sv[0] == '\0') {
@@ -1612,21 +1785,14 @@ static enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const str
             }
             val = xdup(it);
         } else if (strcmp(name, "labels") == 0) {
-            const cJSON *lab, *arr = cJSON_IsArray(it) ? it : NULL;
+            cJSON *vals;
 
             if (cJSON_IsNull(it)) {
                 continue; /* nothing mapped: leave the issue's labels alone */
             }
-            have_labels = 1;
-            if (sv != NULL) {
-                add_label(labels, sv);
-            }
-            cJSON_ArrayForEach(lab, arr)
-            {
-                if (cJSON_IsString(lab)) {
-                    add_label(labels, lab->valuestring);
-                }
-            }
+            vals = mlc_json_xarr();
+            list_values(it, vals);
+            mlc_json_xadd(lists, name, vals);
             continue;
         } else if (strcmp(name, "project") == 0 || strcmp(name, "issuetype") == 0) {
             if (!create) {
@@ -1645,6 +1811,12 @@ static enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const str
             if (sv[0] == '\0' && f != NULL && f->kind != FIELD_TEXT && f->kind != FIELD_ADF) {
                 continue;
             }
+            if (f != NULL && f->kind == FIELD_OPTION_ARRAY) {
+                cJSON *vals = mlc_json_xarr();
+                list_values(it, vals);
+                mlc_json_xadd(lists, name, vals);
+                continue;
+            }
             val = custom_value(f, sv);
         } else {
             val = xdup(it);
@@ -1654,13 +1826,50 @@ static enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const str
         }
         mlc_json_xadd(fields, name, val);
     }
-    if (item->marker != NULL) {
-        add_label(labels, item->marker);
+    /* the list fields: whole lists on a create, add/remove on an update */
+    for (cJSON *l = lists->child; l != NULL; l = l->next) {
+        int option = strcmp(l->string, "labels") != 0;
+        const cJSON *prev = item->prev ? cJSON_GetObjectItemCaseSensitive(item->prev, l->string)
+                                       : NULL;
+        if (create) {
+            cJSON *arr = mlc_json_xarr();
+            const cJSON *v;
+            cJSON_ArrayForEach(v, l)
+            {
+                cJSON_AddItemToArray(arr, list_elem(option, v->valuestring));
+            }
+            if (!option && item->marker != NULL && !list_has(l, item->marker)) {
+                add_label(arr, item->marker);
+            }
+            mlc_json_xadd(fields, l->string, arr);
+        } else {
+            list_ops(update, l->string, option, l, prev, option ? NULL : item->marker);
+        }
+    }
+    if (item->marker != NULL && cJSON_GetObjectItemCaseSensitive(lists, "labels") == NULL) {
+        if (create) {
+            cJSON *arr = mlc_json_xarr();
+            add_label(arr, item->marker);
+            mlc_json_xadd(fields, "labels", arr);
+        } else {
+            cJSON *ops = mlc_json_xarr();
+            cJSON_AddItemToArray(ops, value_obj("add", item->marker));
+            mlc_json_xadd(update, "labels", ops);
+        }
+    } else if (item->marker != NULL && !create) {
+        /* our marker always stays: make sure it is among the adds */
+        cJSON *ops = cJSON_GetObjectItemCaseSensitive(update, "labels");
+        if (ops == NULL) {
+            ops = mlc_json_xarr();
+            mlc_json_xadd(update, "labels", ops);
+        }
+        if (!list_has(cJSON_GetObjectItemCaseSensitive(lists, "labels"), item->marker)) {
+            cJSON_AddItemToArray(ops, value_obj("add", item->marker));
+        }
     }
     if (create) {
         const char *project = mlc_json_str(target, "project");
         const char *issue_type = mlc_json_str(target, "issue_type");
-        cJSON *props = mlc_json_xarr(), *prop = mlc_json_xobj(), *trace = mlc_json_xobj();
 
         if (cJSON_GetObjectItemCaseSensitive(fields, "project") == NULL && project != NULL) {
             mlc_json_xadd(fields, "project", value_obj("key", project));
@@ -1668,9 +1877,17 @@ static enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const str
         if (cJSON_GetObjectItemCaseSensitive(fields, "issuetype") == NULL && issue_type != NULL) {
             mlc_json_xadd(fields, "issuetype", value_obj("name", issue_type));
         }
-        mlc_json_xadd(fields, "labels", labels);
-        labels = NULL;
-        /* the audit id travels with the issue, set atomically with the create */
+    }
+    if (cJSON_GetArraySize(update) > 0) {
+        mlc_json_xadd(body, "update", update);
+        update = NULL;
+    }
+    {
+        /* the trace travels with the issue, set atomically with each write:
+         * the audit id, our marker, and the content hash (so a lookup by
+         * marker can tell whether the issue already holds this content) */
+        cJSON *props = mlc_json_xarr(), *prop = mlc_json_xobj(), *trace = mlc_json_xobj();
+
         if (item->audit_id != NULL) {
             mlc_json_xadd_str(trace, "audit_id", item->audit_id);
         } else {
@@ -1679,27 +1896,23 @@ static enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const str
         if (item->marker != NULL) {
             mlc_json_xadd_str(trace, "marker", item->marker);
         }
-        mlc_json_xadd_str(prop, "key", "mlc.trace");
+        if (item->hash != NULL) {
+            mlc_json_xadd_str(trace, "hash", item->hash);
+        }
+        mlc_json_xadd_str(prop, "key", JIRA_TRACE_PROP);
         mlc_json_xadd(prop, "value", trace);
         cJSON_AddItemToArray(props, prop);
         mlc_json_xadd(body, "properties", props);
-    } else if (have_labels) {
-        /* the mapping owns the label set: replace it, keeping our marker */
-        mlc_json_xadd(fields, "labels", labels);
-        labels = NULL;
-    } else if (item->marker != NULL) {
-        /* keep labels people added in jira; only make sure the marker is there */
-        cJSON *update = mlc_json_xobj(), *ops = mlc_json_xarr();
-
-        mlc_json_xadd(update, "labels", ops);
-        cJSON_AddItemToArray(ops, value_obj("add", item->marker));
-        mlc_json_xadd(body, "update", update);
+    }
+    if (r != NULL && cJSON_GetArraySize(lists) > 0) {
+        r->lists = mlc_json_print(lists);
     }
     *out = body;
     body = NULL;
     rc = MLC_OK;
 out:
-    cJSON_Delete(labels);
+    cJSON_Delete(update);
+    cJSON_Delete(lists);
     cJSON_Delete(body);
     return rc;
 }
@@ -1738,11 +1951,13 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
     struct mlc_http_resp resp = { 0 };
     struct mlc_errbuf one = { 0 };
     struct result tmp[JIRA_BULK_MAX];
+    struct result side[JIRA_BULK_MAX]; /* warn and lists of each sent item */
     size_t idx[JIRA_BULK_MAX], nc = 0, i, k;
     cJSON *req = mlc_json_xobj(), *updates = mlc_json_xarr();
     char msg[512];
     enum mlc_rc rc = MLC_OK;
 
+    memset(side, 0, sizeof(side));
     mlc_json_xadd(req, "issueUpdates", updates);
     for (i = 0; i < in->n; i++) {
         cJSON *entry = NULL;
@@ -1751,13 +1966,18 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
             continue;
         }
         msg[0] = '\0';
-        rc = jira_item_body(c, in->target, &in->items[i], 1, &entry, msg, sizeof(msg));
+        memset(&side[nc], 0, sizeof(side[nc]));
+        rc = jira_item_body(c, in->target, &in->items[i], 1, &entry, &side[nc], msg, sizeof(msg));
         if (rc == MLC_E_REJECTED) {
+            free(side[nc].lists);
+            side[nc].lists = NULL;
             result_set(&out[i], rc, "%s", msg);
             done[i] = 1;
             continue;
         }
         if (rc != MLC_OK) {
+            free(side[nc].lists);
+            side[nc].lists = NULL;
             mlc_errf(&c->err, "%s", msg);
             goto out;
         }
@@ -1776,6 +1996,11 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
         if (prc == MLC_OK) {
             for (k = 0; k < nc; k++) {
                 out[idx[k]] = tmp[k];
+                if (tmp[k].rc == MLC_OK) {
+                    memcpy(out[idx[k]].warn, side[k].warn, sizeof(side[k].warn));
+                    out[idx[k]].lists = side[k].lists;
+                    side[k].lists = NULL;
+                }
                 done[idx[k]] = 1;
             }
             rc = MLC_OK;
@@ -1806,6 +2031,9 @@ out:
             done[idx[k]] = 1;
         }
     }
+    for (k = 0; k < nc; k++) {
+        free(side[k].lists);
+    }
     cJSON_Delete(req);
     mlc_http_resp_release(&resp);
     return rc;
@@ -1816,12 +2044,13 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
     const struct tgt_item *item = &in->items[i];
     struct mlc_http_resp resp = { 0 };
     struct mlc_errbuf one = { 0 };
+    struct result side = { 0 };
     cJSON *body = NULL;
     char *path = NULL, msg[400];
     enum mlc_rc rc;
 
     msg[0] = '\0';
-    rc = jira_item_body(c, in->target, item, 0, &body, msg, sizeof(msg));
+    rc = jira_item_body(c, in->target, item, 0, &body, &side, msg, sizeof(msg));
     if (rc == MLC_E_REJECTED) {
         result_set(r, rc, "%s", msg);
         rc = MLC_OK;
@@ -1836,6 +2065,9 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
     if (rc == MLC_OK) {
         memset(r, 0, sizeof(*r));
         snprintf(r->target_key, sizeof(r->target_key), "%s", item->target_key);
+        memcpy(r->warn, side.warn, sizeof(r->warn));
+        r->lists = side.lists;
+        side.lists = NULL;
         goto out;
     }
     jira_error_text(body_str(&resp), resp.body.len, msg, sizeof(msg));
@@ -1844,18 +2076,51 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
                    item->target_key);
         rc = MLC_OK;
     } else if (resp.status >= 400 && resp.status < 500 && resp.status != 401 &&
-               resp.status != 408 && resp.status != 429 && !((struct jira *)c->priv)->auth_failed) {
+               resp.status != 408 && resp.status != 409 && resp.status != 429 &&
+               !((struct jira *)c->priv)->auth_failed) {
         result_set(r, rc, "jira refused the update of %s (HTTP %ld): %s", item->target_key,
                    resp.status, msg);
+        rc = MLC_OK;
+    } else if (resp.status == 409) {
+        /* an edit that collided with another one: worth another try */
+        result_set(r, MLC_E_CONFLICT, "jira: the update of %s collided with another edit "
+                   "(HTTP 409): %s", item->target_key, msg);
         rc = MLC_OK;
     } else {
         call_failed(c, "update failed", &one);
     }
 out:
+    free(side.lists);
     cJSON_Delete(body);
     free(path);
     mlc_http_resp_release(&resp);
     return rc;
+}
+
+/* --dry-run: each item converted as it would be sent (read-only look-ups
+ * included), nothing written. Warnings and rejections come back per item. */
+static enum mlc_rc apply_dry(struct conn *c, const struct batch *in, struct result *out)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        struct result side = { 0 };
+        cJSON *body = NULL;
+        char msg[400] = "";
+        enum mlc_rc rc = jira_item_body(c, in->target, &in->items[i],
+                                        in->items[i].target_key == NULL, &body, &side, msg,
+                                        sizeof(msg));
+        cJSON_Delete(body);
+        free(side.lists);
+        if (rc == MLC_E_REJECTED) {
+            result_set(&out[i], rc, "%s", msg);
+            continue;
+        }
+        if (rc != MLC_OK) {
+            mlc_errf(&c->err, "%s", msg);
+            return rc;
+        }
+        memcpy(out[i].warn, side.warn, sizeof(out[i].warn));
+    }
+    return MLC_OK;
 }
 
 static enum mlc_rc jira_apply(struct conn *c, const struct batch *in, struct result *out)
@@ -1870,6 +2135,9 @@ static enum mlc_rc jira_apply(struct conn *c, const struct batch *in, struct res
         if (in->items[i].target_key == NULL) {
             creates++;
         }
+    }
+    if (in->dry_run) {
+        return apply_dry(c, in, out);
     }
     if (creates > JIRA_BULK_MAX) {
         MLC_BUG("jira apply: %zu creates in one batch (at most %d)", creates, JIRA_BULK_MAX);
@@ -1897,6 +2165,12 @@ static enum mlc_rc jira_apply(struct conn *c, const struct batch *in, struct res
         char msg[sizeof(out->err)];
 
         snprintf(msg, sizeof(msg), "%s", mlc_err_msg(&c->err));
+        for (i = 0; i < in->n; i++) {
+            if (!done[i]) {
+                free(out[i].lists);
+                out[i].lists = NULL;
+            }
+        }
         fail_rest(in, out, done, rc, msg);
     }
     free(done);
@@ -1909,31 +2183,36 @@ struct find_ctx {
     struct conn *c;
     const char *const *markers;
     size_t n;
-    char **keys;
+    struct tgt_found *out;
 };
 
-static void find_on_label(void *ctx, const char *label, const char *key, const char *id)
+static void find_on_label(void *ctx, const char *label, const char *key, const char *id,
+                          const char *hash)
 {
     struct find_ctx *f = ctx;
     size_t i;
 
     for (i = 0; i < f->n; i++) {
+        struct tgt_found *o = &f->out[i];
         if (f->markers[i] == NULL || strcmp(f->markers[i], label) != 0) {
             continue;
         }
-        if (f->keys[i] == NULL) {
-            f->keys[i] = mlc_xasprintf("%s %s", key, id);
-        } else if (strncmp(f->keys[i], key, strlen(key)) != 0 || f->keys[i][strlen(key)] != ' ') {
-            conn_log(f->c, MLC_LOG_WARN, "marker '%s' is on more than one issue (%s and %s %s)",
-                     label, f->keys[i], key, id);
+        if (!o->found) {
+            o->found = 1;
+            snprintf(o->target_key, sizeof(o->target_key), "%s", key);
+            snprintf(o->target_id, sizeof(o->target_id), "%s", id);
+            snprintf(o->hash, sizeof(o->hash), "%s", hash ? hash : "");
+        } else if (strcmp(o->target_key, key) != 0) {
+            conn_log(f->c, MLC_LOG_WARN, "marker '%s' is on more than one issue (%s and %s)",
+                     label, o->target_key, key);
         }
     }
 }
 
 static enum mlc_rc find_chunk(struct conn *c, const char *project, const char *const *markers,
-                              size_t n, const cJSON *reconcile, char **keys)
+                              size_t n, const cJSON *reconcile, struct tgt_found *out)
 {
-    struct find_ctx ctx = { c, markers, n, keys };
+    struct find_ctx ctx = { c, markers, n, out };
     struct mlc_buf jql = MLC_BUF_INIT;
     char *token = NULL;
     enum mlc_rc rc;
@@ -1960,6 +2239,9 @@ static enum mlc_rc find_chunk(struct conn *c, const char *project, const char *c
         mlc_json_xadd_str(req, "jql", mlc_buf_str(&jql));
         cJSON_AddItemToArray(flds, cJSON_CreateString("labels"));
         mlc_json_xadd(req, "fields", flds);
+        flds = mlc_json_xarr();
+        cJSON_AddItemToArray(flds, cJSON_CreateString(JIRA_TRACE_PROP));
+        mlc_json_xadd(req, "properties", flds);
         mlc_json_xadd_num(req, "maxResults", 100);
         if (cJSON_GetArraySize(reconcile) > 0) {
             mlc_json_xadd(req, "reconcileIssues", xdup(reconcile));
@@ -1989,50 +2271,134 @@ out:
     return rc;
 }
 
+/* The number of an issue key of project ("MFG-12" -> 12), -1 when it is not one. */
+static long long key_number(const char *key, const char *project)
+{
+    size_t pl = strlen(project);
+    char *end;
+    long long v;
+
+    if (strncmp(key, project, pl) != 0 || key[pl] != '-' || !isdigit((unsigned char)key[pl + 1])) {
+        return -1;
+    }
+    v = strtoll(key + pl + 1, &end, 10);
+    return *end == '\0' ? v : -1;
+}
+
+/* Read every issue of the project numbered after the highest of before[]
+ * with bulk fetch, which reads the issues themselves rather than the search
+ * index (no lag), 100 keys a call, until a call finds none. *complete = 1
+ * when that end was reached: a marker not seen then is on no issue created
+ * since. */
+static enum mlc_rc find_scan(struct conn *c, const char *project, const char *const *before,
+                             size_t n_before, struct find_ctx *ctx, int *complete)
+{
+    long long next = -1;
+    enum mlc_rc rc = MLC_OK;
+
+    *complete = 0;
+    for (size_t i = 0; i < n_before; i++) {
+        /* "": the agent had created nothing before: count from the first issue */
+        long long v = before[i] == NULL ? -1 : before[i][0] == '\0' ? 0 : key_number(before[i], project);
+        if (v > next) {
+            next = v;
+        }
+    }
+    if (next < 0) {
+        return MLC_OK; /* nothing to count from */
+    }
+    next++;
+    for (int call = 0; call < JIRA_SCAN_MAX_CALLS; call++) {
+        struct mlc_http_resp resp = { 0 };
+        struct mlc_errbuf one = { 0 };
+        cJSON *req = mlc_json_xobj(), *ids = mlc_json_xarr(), *flds = mlc_json_xarr(), *root;
+        char *tok = NULL;
+        int existing;
+
+        for (int k = 0; k < JIRA_SCAN_CHUNK; k++) {
+            char kb[96];
+            snprintf(kb, sizeof(kb), "%s-%lld", project, next + k);
+            cJSON_AddItemToArray(ids, cJSON_CreateString(kb));
+        }
+        mlc_json_xadd(req, "issueIdsOrKeys", ids);
+        cJSON_AddItemToArray(flds, cJSON_CreateString("labels"));
+        mlc_json_xadd(req, "fields", flds);
+        flds = mlc_json_xarr();
+        cJSON_AddItemToArray(flds, cJSON_CreateString(JIRA_TRACE_PROP));
+        mlc_json_xadd(req, "properties", flds);
+        rc = jira_call(c, "POST", "/rest/api/3/issue/bulkfetch", req, &resp, &one);
+        cJSON_Delete(req);
+        if (rc != MLC_OK && !mlc_rc_transient(rc) && rc != MLC_E_AUTH && rc != MLC_E_STOPPED) {
+            /* no bulk fetch here (or not for us): the search alone decides */
+            conn_log(c, MLC_LOG_WARN, "jira bulk fetch is not available (%s): unanswered creates "
+                                      "wait for the search index instead",
+                     mlc_err_msg(&one));
+            mlc_http_resp_release(&resp);
+            return MLC_OK;
+        }
+        if (rc != MLC_OK) {
+            call_failed(c, "bulk fetch failed", &one);
+            mlc_http_resp_release(&resp);
+            return rc;
+        }
+        rc = jira_parse_search_page(body_str(&resp), resp.body.len, find_on_label, ctx, &tok,
+                                    &c->err);
+        free(tok);
+        root = cJSON_ParseWithLength(body_str(&resp), resp.body.len);
+        existing = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "issues"));
+        cJSON_Delete(root);
+        mlc_http_resp_release(&resp);
+        if (rc != MLC_OK) {
+            return rc;
+        }
+        if (existing == 0) {
+            *complete = 1;
+            return MLC_OK;
+        }
+        next += JIRA_SCAN_CHUNK;
+    }
+    conn_log(c, MLC_LOG_INFO,
+             "%d00 issues were created in %s since; not reading further for in-flight creates",
+             JIRA_SCAN_MAX_CALLS, project);
+    return MLC_OK;
+}
+
 static enum mlc_rc jira_find(struct conn *c, const cJSON *target, const char *const *markers,
-                             size_t n, const char *const *recent_ids, size_t n_recent,
-                             char **keys_out)
+                             size_t n, const char *const *before, size_t n_before,
+                             struct tgt_found *out)
 {
     const char *project = mlc_json_str(target, "project");
     cJSON *reconcile = mlc_json_xarr();
-    size_t i, start;
+    size_t i, start, missing = 0;
+    int complete = 0;
     enum mlc_rc rc = MLC_OK;
 
     mlc_err_reset(&c->err);
-    for (i = 0; i < n; i++) {
-        keys_out[i] = NULL;
-    }
+    memset(out, 0, n * sizeof(*out));
     if (empty(project)) {
         mlc_errf(&c->err, "target.project: required");
         rc = MLC_E_INVAL;
         goto out;
     }
-    /* the newest ids matter most: the index has had the least time for them */
-    start = n_recent > JIRA_BULK_MAX ? n_recent - JIRA_BULK_MAX : 0;
-    for (i = start; recent_ids != NULL && i < n_recent; i++) {
-        const char *id = recent_ids[i];
-        char *end;
-        double v;
-
-        if (empty(id)) {
-            continue;
-        }
-        v = strtod(id, &end);
-        if (*end == '\0' && v >= 0) {
-            cJSON_AddItemToArray(reconcile, cJSON_CreateNumber(v));
-        }
-    }
     for (start = 0; start < n && rc == MLC_OK; start += JIRA_FIND_CHUNK) {
         size_t cnt = n - start < JIRA_FIND_CHUNK ? n - start : JIRA_FIND_CHUNK;
 
-        rc = find_chunk(c, project, markers + start, cnt, reconcile, keys_out + start);
+        rc = find_chunk(c, project, markers + start, cnt, reconcile, out + start);
+    }
+    for (i = 0; rc == MLC_OK && i < n; i++) {
+        missing += !out[i].found;
+    }
+    if (rc == MLC_OK && missing > 0 && n_before > 0) {
+        /* search may lag: read what was created since, consistently */
+        struct find_ctx ctx = { c, markers, n, out };
+        rc = find_scan(c, project, before, n_before, &ctx, &complete);
+        for (i = 0; rc == MLC_OK && complete && i < n; i++) {
+            out[i].absent = !out[i].found;
+        }
     }
 out:
     if (rc != MLC_OK) {
-        for (i = 0; i < n; i++) {
-            free(keys_out[i]);
-            keys_out[i] = NULL;
-        }
+        memset(out, 0, n * sizeof(*out));
     }
     cJSON_Delete(reconcile);
     return rc;
@@ -3025,6 +3391,9 @@ static enum mlc_rc jira_changes(struct conn *c, const cJSON *target, char **curs
         cJSON_AddItemToArray(flds, cJSON_CreateString("updated"));
         cJSON_AddItemToArray(flds, cJSON_CreateString("labels"));
         mlc_json_xadd(req, "fields", flds);
+        flds = mlc_json_xarr();
+        cJSON_AddItemToArray(flds, cJSON_CreateString(JIRA_TRACE_PROP));
+        mlc_json_xadd(req, "properties", flds);
         /* for issues not seen before, the changelog tells whether the status moved */
         mlc_json_xadd_str(req, "expand", "changelog");
         mlc_json_xadd_num(req, "maxResults", 100);

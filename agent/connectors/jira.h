@@ -18,6 +18,11 @@ extern const struct connector connector_jira;
 #define JIRA_BULK_MAX 50
 /* Markers per JQL query in find(). */
 #define JIRA_FIND_CHUNK 50
+/* in-flight creates: keys read per bulk fetch, and at most this many calls */
+#define JIRA_SCAN_CHUNK 100
+#define JIRA_SCAN_MAX_CALLS 20
+/* the issue property the agent keeps its trace in: audit id, marker, content hash */
+#define JIRA_TRACE_PROP "mlc.trace"
 /* Summary limit (Jira counts characters; bytes is the safe side). */
 #define JIRA_SUMMARY_MAX 255
 
@@ -35,9 +40,12 @@ extern const struct connector connector_jira;
 enum mlc_rc jira_parse_bulk_response(const char *body, size_t len, size_t n_items,
                                      struct result *out, struct mlc_errbuf *err);
 
-/* Parse one POST /rest/api/3/search/jql page requested with fields=labels:
- * {"issues":[{"id","key","fields":{"labels":[...]}}],"nextPageToken","isLast"}.
- * Calls on_label(ctx, label, key, id) once per label string of each issue
+/* Parse one POST /rest/api/3/search/jql page requested with fields=labels
+ * and properties=mlc.trace:
+ * {"issues":[{"id","key","fields":{"labels":[...]},"properties":{"mlc.trace":
+ * {"hash":...}}}],"nextPageToken","isLast"}.
+ * Calls on_label(ctx, label, key, id, hash) once per label string of each issue
+ * (hash: the mlc.trace property's content hash, NULL when absent or malformed)
  * (strings lent for the duration of the call). *next_token becomes a heap copy of
  * nextPageToken when another page follows, or NULL on the last page (isLast
  * true, or no token). MLC_E_PROTO (and *next_token NULL) on invalid JSON,
@@ -45,7 +53,7 @@ enum mlc_rc jira_parse_bulk_response(const char *body, size_t len, size_t n_item
  * labels already reported by then stay reported. */
 enum mlc_rc jira_parse_search_page(const char *body, size_t len,
                                    void (*on_label)(void *ctx, const char *label, const char *key,
-                                                    const char *id),
+                                                    const char *id, const char *hash),
                                    void *ctx, char **next_token, struct mlc_errbuf *err);
 
 /* Turn an ErrorCollection body into one line in out (n bytes, n > 0):

@@ -561,7 +561,8 @@
           f.enabled === false ? badge('unknown', 'Disabled', id + '-disabled') : null,
           f.running ? badge('run', 'Running', id + '-running') : queued ? badge('run', 'Queued', id + '-queued') : null),
         h('dl', { class: 'stats', 'aria-label': 'Last run counts' },
-          stat('created', 'Created'), stat('updated', 'Updated'), stat('unchanged', 'Unchanged'), stat('failed', 'Failed')),
+          stat('created', 'Created'), stat('updated', 'Updated'), stat('unchanged', 'Unchanged'),
+          stat('adopted', 'Adopted'), stat('failed', 'Failed'), stat('pending', 'Pending'), stat('warnings', 'Warnings')),
         h('dl', { class: 'kvs' },
           row('Last run', lr
             ? [badge(runLvl, RUN_TEXT[lr.status] || text(lr.status, '?'), id + '-status'), ' ', when(lr.started_ms),
@@ -575,6 +576,7 @@
           depth('outbox', 'Outbox', f.oldest_outbox_s),
           depth('inbox', 'Inbox', f.oldest_inbox_s),
           depth('dead', 'Dead letters', null),
+          isNum(f.unanswered) && f.unanswered > 0 ? depth('unanswered', 'Unanswered creates', null) : null,
           isNum(f.cursor_lag_s) ? row('Source lag', duration(f.cursor_lag_s)) : null,
           f.cursor ? row('Cursor', h('span', { class: 'mono break' }, text(f.cursor))) : null,
           wh ? row('Jira changes', [text({ dynamic: 'webhook (dynamic)', admin: 'webhook (admin)', poll: 'polling' }[wh.mode], text(wh.mode, '?')),

@@ -10,8 +10,10 @@
 #include "agent/connectors/jira.h"
 #include "agent/connectors/jira_adf.h"
 
-static void on_label(void *ctx, const char *label, const char *key, const char *id)
+static void on_label(void *ctx, const char *label, const char *key, const char *id,
+                     const char *hash)
 {
+    (void)hash;
     size_t *count = ctx;
 
     if (label == NULL || key == NULL || id == NULL || key[0] == '\0' || id[0] == '\0') {

@@ -115,10 +115,14 @@ def full_sync_then_changes_then_nothing():
         r = e.agent("sync", "jde_workorders")
         ok_run(r, "first sync")
         s = summary(r)
-        expect(s == {"created": n, "updated": 0, "unchanged": 0, "failed": 0}, f"first sync: {s}")
+        rows = e.jde.ctl("/_sim/rows?table=F4801")
+        # assignees the mapping does not know, or whose e-mail Jira hides, stay unassigned with a warning
+        unassigned = sum(1 for row in rows if harness.ASSIGNEES.get(str(row["ANP"]), "raj.iyer@example.com")
+                         == "raj.iyer@example.com")
+        expect(s == {"created": n, "updated": 0, "unchanged": 0, "adopted": 0, "failed": 0, "pending": 0,
+                     "seen": n, "warnings": unassigned}, f"first sync: {s} ({unassigned} unassigned expected)")
         issues = e.issues()
         expect(len(issues) == n, f"{len(issues)} issues, expected {n}")
-        rows = e.jde.ctl("/_sim/rows?table=F4801")
         markers_exactly_once(issues, rows)
         # mapped fields, checked against the source rows
         by_marker = {lab: it for it in issues for lab in it["labels"] if lab.startswith("jdewo-")}

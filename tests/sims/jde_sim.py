@@ -989,6 +989,24 @@ class JdeSim(simbase.Sim):
                     r["DL01"] = base[:30 - len(suffix)] + suffix
                     r["UPMJ"], r["TDAY"] = upmj, tday
             return Reply(200, {"keys": sorted(r["DOCO"] for r in picked), "UPMJ": upmj, "TDAY": tday})
+        if p == "/_sim/update" and method == "POST":
+            # set columns of one F4801 row, as a person editing it in JD Edwards would
+            # (UPMJ/TDAY move, so a poller sees the change)
+            b = control_json(h)
+            sets = b.get("set")
+            if not isinstance(sets, dict) or not sets:
+                return Reply(400, {"error": "set must be an object of column -> value"})
+            with self.lock:
+                rows = [r for r in self.tables["F4801"] if str(r["DOCO"]) == str(b.get("key"))]
+                if not rows:
+                    return Reply(404, {"error": "no F4801 row with DOCO %s" % b.get("key")})
+                bad = [c for c in sets if c not in rows[0]]
+                if bad:
+                    return Reply(400, {"error": "unknown columns %s" % bad})
+                upmj, tday = self.tick()
+                rows[0].update(sets)
+                rows[0]["UPMJ"], rows[0]["TDAY"] = upmj, tday
+                return Reply(200, dict(rows[0]))
         if p == "/_sim/seed" and method == "POST":
             b = control_json(h)
             try:

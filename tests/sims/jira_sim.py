@@ -716,6 +716,7 @@ class JiraSim(simbase.Sim):
         ("GET", r"/user/search", "user_search", "h_user_search", False),
         ("POST", r"/issue", "issue_create", "h_issue_create", True),
         ("POST", r"/issue/bulk", "issue_bulk", "h_issue_bulk", True),
+        ("POST", r"/issue/bulkfetch", "issue_bulkfetch", "h_issue_bulkfetch", False),
         ("GET", r"/issue/([^/]+)", "issue_get", "h_issue_get", False),
         ("PUT", r"/issue/([^/]+)", "issue_edit", "h_issue_edit", True),
         ("DELETE", r"/issue/([^/]+)", "issue_delete", "h_issue_delete", True),
@@ -1415,10 +1416,20 @@ class JiraSim(simbase.Sim):
         changes = self.validate_fields(fields, errs, False)
         label_ops, sets, comments = self.validate_update(body.get("update") or {}, fields, errs, False)
         changes.update(sets)
+        # IssueUpdateDetails.properties: "Details of issue properties to be add or update."
+        props = body.get("properties") or []
+        if not isinstance(props, list) or any(
+                not isinstance(p, dict) or not isinstance(p.get("key"), str) or not p["key"]
+                or len(p["key"]) > 255 or "value" not in p for p in props):
+            errs["properties"] = "properties must be a list of {key, value} objects (key 1..255 chars)"
+        elif any(len(json.dumps(p["value"])) > 32768 for p in props):
+            errs["properties"] = "The property value exceeds the maximum length of 32768 characters."
         if errs:
             return Reply(400, errcoll([], errs))
         with self.lock:
             iss = self.need_issue(id_or_key)
+            for p in props:
+                iss.properties[p["key"]] = copy.deepcopy(p["value"])
             new_labels = self.apply_label_ops(changes.pop("labels", iss.labels), label_ops)
             changed = new_labels != iss.labels or bool(comments) or any(
                 iss.fields.get(k) != v for k, v in changes.items())
@@ -1435,6 +1446,47 @@ class JiraSim(simbase.Sim):
                 return Reply(200, {"id": str(iss.id), "key": iss.key, "self": self.issue_self(ctx["base"], iss.id),
                                    "fields": self.render_fields(iss, None, ctx["base"])})
         return Reply(204)
+
+    def h_issue_bulkfetch(self, h, ctx):
+        """POST /issue/bulkfetch: up to 100 issues by id or key, read from the
+        issue store itself (not the search index: no lag), ascending id;
+        unknown ones are listed in issueErrors."""
+        if self.fault_flag("no_bulkfetch"):
+            return Reply(404, errcoll(["No such endpoint (simulated: bulk fetch unavailable)."]),
+                         note="fault=no_bulkfetch")
+        body = self.json_obj(h)
+        ids = body.get("issueIdsOrKeys")
+        if not isinstance(ids, list) or not ids or len(ids) > 100 or \
+                any(not isinstance(x, str) or not x for x in ids):
+            return Reply(400, errcoll(["issueIdsOrKeys must list 1 to 100 issue ids or keys."]))
+        fields = body.get("fields")
+        props = body.get("properties") or []
+        if not isinstance(props, list) or len(props) > 5:
+            return Reply(400, errcoll(["properties must be a list of at most 5 keys"]))
+        wanted = set(fields) if isinstance(fields, list) else set()
+        wanted -= {"id", "key"}
+        base = ctx["base"]
+        found, errors = [], []
+        with self.lock:
+            for x in ids:
+                iss = self.get_issue(x)
+                if iss is None:
+                    errors.append({"id": x, "errorMessage": "Issue does not exist or you do not have permission to see it."})
+                elif all(iss.id != f.id for f in found):
+                    found.append(iss)
+            found.sort(key=lambda i: i.id)
+            items = []
+            for iss in found:
+                it = {"id": str(iss.id), "key": iss.key, "self": self.issue_self(base, iss.id)}
+                if wanted:
+                    it["fields"] = self.render_fields(iss, wanted, base)
+                if props:
+                    it["properties"] = {k: copy.deepcopy(iss.properties[k]) for k in props if k in iss.properties}
+                items.append(it)
+        out = {"issues": items}
+        if errors:
+            out["issueErrors"] = errors
+        return Reply(200, out)
 
     def h_issue_delete(self, h, ctx, id_or_key):
         with self.lock:

@@ -413,6 +413,8 @@ class Sim:
             reply = self.reply_503()
         elif self.take("fail_5xx_ra"):
             reply = self.reply_503(retry_after=True)
+        elif route is not None and route.write and self.take("fail_writes_5xx"):
+            reply = self.reply_503()  # refused before anything was written
         elif route is None:
             reply = Reply(404, self.error_body(404, "No such endpoint: %s %s" % (method, h.path_only)))
         else:
@@ -422,6 +424,13 @@ class Sim:
                 reply = r
             if reply is None:
                 reply = Reply(204)
+            if route.write and 200 <= reply.status < 300 and self.take("lost_reply_502"):
+                # the write happened, but a proxy lost the answer: the client
+                # cannot tell it from a failure
+                with self.stats_lock:
+                    self.writes += 1
+                reply = Reply(502, self.error_body(502, "Bad Gateway (simulated: the write was applied)"),
+                              note="fault=lost_reply_502")
         with self.stats_lock:
             key = str(reply.status)
             self.status_counts[key] = self.status_counts.get(key, 0) + 1

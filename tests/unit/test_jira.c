@@ -216,8 +216,10 @@ struct seen {
     char buf[512];
 };
 
-static void on_label(void *ctx, const char *label, const char *key, const char *id)
+static void on_label(void *ctx, const char *label, const char *key, const char *id,
+                     const char *hash)
 {
+    (void)hash;
     struct seen *s = ctx;
     size_t n = strlen(s->buf);
 
