@@ -196,8 +196,10 @@ static void run_flow(struct agent *a, struct flow *f, cJSON *report)
     now = (long long)time(NULL);
 
     if (rc == MLC_OK) {
-        mlc_info("flow %s: created %ld, updated %ld, unchanged %ld, failed %ld", f->name, ss.created,
-                 ss.updated, ss.unchanged, ss.failed);
+        mlc_info("flow %s: created %ld, updated %ld, unchanged %ld, adopted %ld, failed %ld, "
+                 "pending %ld, seen %ld, warnings %ld",
+                 f->name, ss.created, ss.updated, ss.unchanged, ss.adopted, ss.failed, ss.pending,
+                 ss.seen, ss.warnings);
     } else if (rc != MLC_E_STOPPED) {
         mlc_error("%s", mlc_err_msg(&err));
     }
@@ -208,6 +210,10 @@ static void run_flow(struct agent *a, struct flow *f, cJSON *report)
         mlc_json_xadd_num(o, "updated", (double)ss.updated);
         mlc_json_xadd_num(o, "unchanged", (double)ss.unchanged);
         mlc_json_xadd_num(o, "failed", (double)ss.failed);
+        mlc_json_xadd_num(o, "adopted", (double)ss.adopted);
+        mlc_json_xadd_num(o, "pending", (double)ss.pending);
+        mlc_json_xadd_num(o, "seen", (double)ss.seen);
+        mlc_json_xadd_num(o, "warnings", (double)ss.warnings);
         if (rc != MLC_OK) {
             mlc_json_xadd_str(o, "error", mlc_err_msg(&err));
         }

@@ -51,9 +51,10 @@ def main():
     cfg["flows"]["jde_workorders"]["writeback"] = {
         "orchestration": "MLC_UpdateWOStatus",
         "inputs": {"WorkOrder": "{key}", "Status": "{code}"},
+        "verify": {"SRST": "{code}"},
         "status_map": {"To Do": "10", "In Progress": "40", "Done": "95"},
         "hold": {"statuses": ["Blocked"], "orchestration": "MLC_HoldWorkOrder",
-                 "inputs": {"WorkOrder": "{key}", "HoldCode": "H1"}}}
+                 "inputs": {"WorkOrder": "{key}", "HoldCode": "H1"}, "verify": {"WR10": "H1"}}}
     json.dump(cfg, open(config, "w"), indent=2)
     env = harness.agent_env()
     env["MLC_RELAY_KEY"] = tenant["agent_key"]

@@ -71,6 +71,7 @@ def suite(out, quick):
     parts = [
         ("integration agent", ["tests/integration/test_agent.py", "--agent", agent] + q),
         ("integration write-back", ["tests/integration/test_writeback.py", "--agent", agent]),
+        ("integration exactly once", ["tests/integration/test_exactly_once.py", "--agent", agent] + q),
         ("integration jira webhooks", ["tests/integration/test_jira_watch.py", "--driver",
                                        os.path.join(out, "tests", "jira_watch_driver")]),
         ("integration relay store on PostgreSQL", ["tests/integration/test_store_pg.py", "--bin",

@@ -219,11 +219,11 @@ struct seen {
 static void on_label(void *ctx, const char *label, const char *key, const char *id,
                      const char *hash)
 {
-    (void)hash;
     struct seen *s = ctx;
     size_t n = strlen(s->buf);
 
-    snprintf(s->buf + n, sizeof(s->buf) - n, "%s=%s/%s;", label, key, id);
+    snprintf(s->buf + n, sizeof(s->buf) - n, "%s=%s/%s%s%.8s;", label, key, id, hash ? "#" : "",
+             hash ? hash : "");
 }
 
 static enum mlc_rc search(const char *body, struct seen *s, char **tok)
@@ -249,6 +249,17 @@ static void search_pages(void)
     CHECK_STR(tok, "CAEaAggD");
     free(tok);
     tok = NULL;
+    /* the agent's trace property: its content hash (64 hex) is reported, anything else is not */
+    CHECK_INT(search("{\"issues\":[{\"id\":\"7\",\"key\":\"MFG-7\",\"fields\":{\"labels\":[\"m\"]},"
+                     "\"properties\":{\"mlc.trace\":{\"hash\":\"0123456789abcdef0123456789abcdef"
+                     "0123456789abcdef0123456789abcdef\"}}},{\"id\":\"8\",\"key\":\"MFG-8\","
+                     "\"fields\":{\"labels\":[\"n\"]},\"properties\":{\"mlc.trace\":{\"hash\":\"short\"}}},"
+                     "{\"id\":\"9\",\"key\":\"MFG-9\",\"fields\":{\"labels\":[\"o\"]},"
+                     "\"properties\":{\"mlc.trace\":7}}],\"isLast\":true}",
+                     &s, &tok),
+              MLC_OK);
+    CHECK_STR(s.buf, "m=MFG-7/7#01234567;n=MFG-8/8;o=MFG-9/9;");
+    CHECK(tok == NULL);
     CHECK_INT(search("{\"issues\":[],\"isLast\":true}", &s, &tok), MLC_OK);
     CHECK(tok == NULL);
     /* a token on the last page is ignored; no isLast: the token decides */

@@ -83,8 +83,14 @@ static void config_errors_name_the_path(void)
     CHECK_MSG("[]", "flows.wo.writeback: expected an object");
     CHECK_MSG(
         "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{},\"bogus\":1}",
-        "flows.wo.writeback.bogus: unknown setting (known: orchestration, inputs, status_map, "
-        "hold, echo_ttl, agent_account)");
+        "flows.wo.writeback.bogus: unknown setting (known: orchestration, inputs, verify, "
+        "status_map, hold, echo_ttl, agent_account)");
+    CHECK_MSG("{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"verify\":[],"
+              "\"status_map\":{\"Done\":\"95\"}}",
+              "flows.wo.writeback.verify: expected an object of source column -> value");
+    CHECK_MSG("{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"verify\":{\"SRST\":\"{cod}\"},"
+              "\"status_map\":{\"Done\":\"95\"}}",
+              "flows.wo.writeback.verify.SRST: unknown placeholder {cod}");
     CHECK_MSG("{\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"}}",
               "flows.wo.writeback.orchestration: required setting is missing");
     CHECK_MSG("{\"orchestration\":\"a/b\","
@@ -124,7 +130,7 @@ static void config_errors_name_the_path(void)
         "\"hold\":{\"statuses\":[\"Blocked\"],\"orchestration\":\"H\",\"inputs\":{\"WO\":\"{key}\"}"
         ","
         "\"x\":1}}",
-        "flows.wo.writeback.hold.x: unknown setting (known: statuses, orchestration, inputs)");
+        "flows.wo.writeback.hold.x: unknown setting (known: statuses, orchestration, inputs, verify)");
     CHECK_MSG(
         "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"},"
         "\"hold\":{\"statuses\":[],\"orchestration\":\"H\",\"inputs\":{\"WO\":\"{key}\"}}}",
@@ -653,7 +659,13 @@ static void v1_database_migrates(void)
         return;
     }
     CHECK_INT(q_int(st, "PRAGMA user_version"), STATE_SCHEMA_VERSION);
-    CHECK_INT(STATE_SCHEMA_VERSION, 2);
+    CHECK_INT(STATE_SCHEMA_VERSION, 3);
+    /* version 3's columns: in-flight times, managed lists, run counts */
+    CHECK_INT(q_int(st, "SELECT count(*) FROM pragma_table_info('state_outbox') WHERE name = 'sent_at'"), 1);
+    CHECK_INT(q_int(st, "SELECT count(*) FROM pragma_table_info('state_ledger') WHERE name = 'lists'"), 1);
+    CHECK_INT(q_int(st, "SELECT count(*) FROM pragma_table_info('state_inbox') WHERE name = 'sent_ms'"), 1);
+    CHECK_INT(q_int(st, "SELECT count(*) FROM pragma_table_info('state_run') WHERE name IN "
+                        "('adopted', 'pending', 'warnings')"), 3);
     CHECK_INT(state_ledger_by_target(st, "wo", "MFG-1", key, sizeof(key), &got, &e), MLC_OK);
     CHECK_STR(key, "100001");
     CHECK_STR(got.audit_id, "aid1");
