@@ -114,19 +114,21 @@ enum mlc_rc state_open(struct state **out, const char *path, struct mlc_errbuf *
     if (path[0] != '\0' && path[0] != ':') {
         /* The file holds the audit trail and the encrypted secrets: create it
          * 0600 whatever the umask. SQLite gives -wal and -shm the mode of the
-         * database file, so they follow. */
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+         * database file, so they follow. O_EXCL, and no fd on a file that
+         * exists: closing any fd of a database file drops the POSIX locks
+         * this process's other SQLite connections hold on it. */
         struct stat sb;
-        if (fd < 0) {
-            mlc_errf(err, "cannot open state database '%s': %s (check the directory exists and is writable)",
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            close(fd);
+        } else if (errno != EEXIST) {
+            mlc_errf(err, "cannot create state database '%s': %s (check the directory exists and is writable)",
                      path, strerror(errno));
             state_close(s);
             return MLC_E_IO;
+        } else if (stat(path, &sb) == 0 && (sb.st_mode & 077) != 0 && sb.st_uid == geteuid()) {
+            chmod(path, sb.st_mode & 0700); /* an older agent made it world-readable */
         }
-        if (fstat(fd, &sb) == 0 && (sb.st_mode & 077) != 0 && sb.st_uid == geteuid()) {
-            fchmod(fd, sb.st_mode & 0700); /* an older agent made it world-readable */
-        }
-        close(fd);
     }
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
