@@ -480,10 +480,8 @@ static int login_start(struct statusd *sd, struct lws *wsi, struct http_pss *pss
     pthread_mutex_unlock(&sd->login_mu);
     if (queued >= LOGIN_QUEUE_MAX) {
         sd->login_throttled++;
-        return respond(wsi, 503, "application/json",
-                       "{\"error\":\"too many logins being checked; try again in a second\"}",
-                       strlen("{\"error\":\"too many logins being checked; try again in a second\"}"),
-                       "Retry-After: 1");
+        static const char busy[] = "{\"error\":\"too many logins being checked; try again in a second\"}";
+        return respond(wsi, 503, "application/json", busy, sizeof(busy) - 1, "Retry-After: 1");
     }
     if (s != NULL) {
         s->busy = 1;
