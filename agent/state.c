@@ -5,10 +5,14 @@
  * with every committed transaction; only an OS crash or power loss may drop
  * the newest commits, which the ledger/marker recovery then repeats safely.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include "agent/state.h"
 #include "agent/state_sql.h"
 #include "shared/mlc_buf.h"
@@ -107,6 +111,25 @@ enum mlc_rc state_open(struct state **out, const char *path, struct mlc_errbuf *
     enum mlc_rc rc;
 
     s->path = mlc_xstrdup(path);
+    if (path[0] != '\0' && path[0] != ':') {
+        /* The file holds the audit trail and the encrypted secrets: create it
+         * 0600 whatever the umask. SQLite gives -wal and -shm the mode of the
+         * database file, so they follow. O_EXCL, and no fd on a file that
+         * exists: closing any fd of a database file drops the POSIX locks
+         * this process's other SQLite connections hold on it. */
+        struct stat sb;
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            close(fd);
+        } else if (errno != EEXIST) {
+            mlc_errf(err, "cannot create state database '%s': %s (check the directory exists and is writable)",
+                     path, strerror(errno));
+            state_close(s);
+            return MLC_E_IO;
+        } else if (stat(path, &sb) == 0 && (sb.st_mode & 077) != 0 && sb.st_uid == geteuid()) {
+            chmod(path, sb.st_mode & 0700); /* an older agent made it world-readable */
+        }
+    }
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
         mlc_errf(err, "cannot open state database '%s': %s (check the directory exists and is writable)",

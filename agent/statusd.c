@@ -14,7 +14,24 @@
  *
  * Every POST needs "X-Requested-With: mlc" (a header no other site can make
  * a browser send) and, when a password is configured, the session cookie.
+ *
+ * Listening: agent.status_listen is resolved to one numeric address and the
+ * socket is bound to exactly that (lws 4.1 binds an IPv4 literal given as
+ * .iface on an IPv6 socket as "::", i.e. every interface, so IPv4 addresses
+ * get an IPv4-only vhost). The address actually bound (getsockname) decides
+ * whether the page may go without a login.
+ *
+ * Logins: PBKDF2 takes a noticeable fraction of a second, so passwords are
+ * checked on a small thread of their own and the answer comes back through
+ * lws_cancel_service(); the event loop never waits for it. Failures are
+ * counted per client address: after LOGIN_FREE_FAILS each further failure
+ * doubles the time that address must wait (429 meanwhile), and one address
+ * has at most one password being checked at a time.
  */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +56,12 @@
 #define MAX_SESSIONS 64
 #define SESSION_MS (12LL * 3600 * 1000)
 #define PUSH_MS 2000
+#define LOGIN_QUEUE_MAX 32          /* passwords waiting for the hashing thread */
+#define LOGIN_SLOTS 256             /* client addresses remembered for throttling */
+#define LOGIN_FREE_FAILS 3          /* failures from one address before any delay */
+#define LOGIN_DELAY_MS 1000         /* first delay; doubles with every further failure */
+#define LOGIN_DELAY_MAX_MS (15LL * 60 * 1000)
+#define LOGIN_FORGET_MS (60LL * 60 * 1000) /* a quiet hour clears an address's count */
 
 struct session {
     char token[65];
@@ -51,6 +74,23 @@ struct answer {
     char *json;
 };
 
+/* one password to check, then its verdict (the hashing thread owns it meanwhile) */
+struct login_job {
+    struct login_job *next;
+    long long id;
+    char client[64];
+    char *password; /* wiped and freed by the hashing thread */
+    int ok;
+};
+
+/* failed logins of one client address */
+struct login_slot {
+    char client[64];
+    int fails;
+    int busy; /* a password from this address is being checked */
+    long long last_ms, until_ms;
+};
+
 struct http_pss {
     struct lws *wsi;
     struct http_pss *next_waiting; /* waiting for a worker answer */
@@ -61,6 +101,7 @@ struct http_pss {
     long long wait_id;             /* > 0: answer pending from the worker */
     int status;                    /* deferred answer */
     char *reply;
+    char reply_header[160];        /* its extra header, e.g. Set-Cookie */
 };
 
 struct ws_pss {
@@ -89,6 +130,18 @@ struct statusd {
     pthread_mutex_t mu;
     struct answer *answers;
     int push_now;
+    /* the listening socket, as bound (getsockname) */
+    struct sockaddr_storage bound;
+    /* logins: the hashing thread and its queues, under login_mu */
+    pthread_t login_thr;
+    int login_started;
+    pthread_mutex_t login_mu;
+    pthread_cond_t login_cv;
+    struct login_job *login_todo, *login_done;
+    int login_queued, login_stop;
+    /* loop thread only */
+    struct login_slot slots[LOGIN_SLOTS];
+    unsigned long long login_failures, login_throttled;
 };
 
 static long long now_ms(void)
@@ -215,6 +268,295 @@ static int respond_error(struct lws *wsi, unsigned status, const char *msg)
     return rv;
 }
 
+/* Refuse a WebSocket upgrade with a complete HTTP answer, then hang up
+ * (returning -1 from LWS_CALLBACK_HTTP_CONFIRM_UPGRADE): no 101 is ever sent. */
+static int refuse_upgrade(struct lws *wsi, unsigned status, const char *msg)
+{
+    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+    char body[256];
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", msg);
+    unsigned char *b;
+
+    mlc_info("status page: WebSocket upgrade refused (%u: %s)", status, msg);
+    if (lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)n, &p, end) ||
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"connection:", (const unsigned char *)"close",
+                                    5, &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end)) {
+        return -1;
+    }
+    b = mlc_xmalloc(LWS_PRE + (size_t)n + 1);
+    memcpy(b + LWS_PRE, body, (size_t)n);
+    lws_write(wsi, b + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_FINAL);
+    free(b);
+    return -1;
+}
+
+/* "mlc-status" among the comma-separated Sec-WebSocket-Protocol values */
+static int asks_for_status_protocol(struct lws *wsi)
+{
+    char buf[256], *save = NULL;
+
+    if (lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_PROTOCOL) <= 0) {
+        return 0;
+    }
+    for (char *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        if (strcmp(tok, "mlc-status") == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int confirm_upgrade(struct statusd *sd, struct lws *wsi, const char *upgrade)
+{
+    char uri[16];
+
+    if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0) {
+        return refuse_upgrade(wsi, 400, "only WebSocket upgrades, on /ws");
+    }
+    if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0) {
+        return refuse_upgrade(wsi, 404, "WebSocket is served on /ws only");
+    }
+    if (!asks_for_status_protocol(wsi)) {
+        return refuse_upgrade(wsi, 400, "ask for the mlc-status subprotocol");
+    }
+    if (!session_valid(sd, wsi)) {
+        return refuse_upgrade(wsi, 401, "log in first (POST /login)");
+    }
+    return 0;
+}
+
+/* ---- logins: the hashing thread, throttling per client address ---- */
+
+static void *login_main(void *arg)
+{
+    struct statusd *sd = arg;
+
+    pthread_mutex_lock(&sd->login_mu);
+    for (;;) {
+        struct login_job *j;
+        while (sd->login_todo == NULL && !sd->login_stop) {
+            pthread_cond_wait(&sd->login_cv, &sd->login_mu);
+        }
+        if (sd->login_stop) {
+            break;
+        }
+        j = sd->login_todo;
+        sd->login_todo = j->next;
+        pthread_mutex_unlock(&sd->login_mu);
+        j->ok = mlc_password_verify(sd->a->cf.status_password_hash, j->password);
+        memset(j->password, 0, strlen(j->password));
+        free(j->password);
+        j->password = NULL;
+        pthread_mutex_lock(&sd->login_mu);
+        j->next = sd->login_done;
+        sd->login_done = j;
+        pthread_mutex_unlock(&sd->login_mu);
+        lws_cancel_service(sd->ctx);
+        pthread_mutex_lock(&sd->login_mu);
+    }
+    pthread_mutex_unlock(&sd->login_mu);
+    return NULL;
+}
+
+static void free_jobs(struct login_job *j)
+{
+    while (j) {
+        struct login_job *n = j->next;
+        if (j->password) {
+            memset(j->password, 0, strlen(j->password));
+            free(j->password);
+        }
+        free(j);
+        j = n;
+    }
+}
+
+/* The slot of a client address (a new or the least recently used one if make). */
+static struct login_slot *login_slot(struct statusd *sd, const char *client, int make)
+{
+    struct login_slot *old = &sd->slots[0];
+    long long now = now_ms();
+
+    for (int i = 0; i < LOGIN_SLOTS; i++) {
+        struct login_slot *s = &sd->slots[i];
+        if (s->client[0] && strcmp(s->client, client) == 0) {
+            if (!s->busy && now - s->last_ms > LOGIN_FORGET_MS) {
+                s->fails = 0;
+                s->until_ms = 0;
+            }
+            return s;
+        }
+        if (!s->busy && s->last_ms < old->last_ms) {
+            old = s;
+        }
+    }
+    if (!make || old->busy) {
+        return NULL;
+    }
+    memset(old, 0, sizeof(*old));
+    snprintf(old->client, sizeof(old->client), "%s", client);
+    old->last_ms = now;
+    return old;
+}
+
+static void login_failed(struct statusd *sd, const char *client)
+{
+    struct login_slot *s = login_slot(sd, client, 1);
+    long long now = now_ms(), delay = 0;
+
+    sd->login_failures++;
+    if (s == NULL) {
+        mlc_warn("status page: failed login from %s", client);
+        return;
+    }
+    s->busy = 0;
+    s->fails++;
+    s->last_ms = now;
+    if (s->fails > LOGIN_FREE_FAILS) {
+        int shift = s->fails - LOGIN_FREE_FAILS - 1;
+        delay = LOGIN_DELAY_MS << (shift < 20 ? shift : 20);
+        if (delay > LOGIN_DELAY_MAX_MS) {
+            delay = LOGIN_DELAY_MAX_MS;
+        }
+        s->until_ms = now + delay;
+    }
+    if (delay > 0) {
+        mlc_warn("status page: failed login from %s (%d in a row); next attempt from there allowed in %lld s",
+                 client, s->fails, (delay + 999) / 1000);
+    } else {
+        mlc_warn("status page: failed login from %s (%d in a row)", client, s->fails);
+    }
+}
+
+static void login_succeeded(struct statusd *sd, const char *client)
+{
+    struct login_slot *s = login_slot(sd, client, 0);
+
+    if (s != NULL) {
+        memset(s, 0, sizeof(*s));
+    }
+    mlc_info("status page: login from %s", client);
+}
+
+static void client_of(struct lws *wsi, char *out, size_t n)
+{
+    if (lws_get_peer_simple(wsi, out, n) == NULL) {
+        snprintf(out, n, "unknown");
+    }
+}
+
+/* POST /login when a password is configured: 429 while the address waits,
+ * else the password goes to the hashing thread and the answer comes later. */
+static int login_start(struct statusd *sd, struct lws *wsi, struct http_pss *pss, const char *pw)
+{
+    struct login_slot *s;
+    struct login_job *j;
+    char client[64], retry[48];
+    long long now = now_ms();
+    int queued;
+
+    client_of(wsi, client, sizeof(client));
+    s = login_slot(sd, client, 1);
+    if (s != NULL && (s->busy || now < s->until_ms)) {
+        long long wait_s = s->busy ? 1 : (s->until_ms - now + 999) / 1000;
+        char msg[120];
+        sd->login_throttled++;
+        mlc_debug("status page: login from %s refused for %lld s (throttled)", client, wait_s);
+        snprintf(retry, sizeof(retry), "Retry-After: %lld", wait_s);
+        snprintf(msg, sizeof(msg), "too many failed logins from your address; try again in %lld s", wait_s);
+        {
+            cJSON *o = mlc_json_xobj();
+            int rv;
+            mlc_json_xadd_str(o, "error", msg);
+            mlc_json_xadd_num(o, "retry_after_s", (double)wait_s);
+            rv = respond_json(wsi, 429, o, retry);
+            cJSON_Delete(o);
+            return rv;
+        }
+    }
+    pthread_mutex_lock(&sd->login_mu);
+    queued = sd->login_queued;
+    pthread_mutex_unlock(&sd->login_mu);
+    if (queued >= LOGIN_QUEUE_MAX) {
+        sd->login_throttled++;
+        static const char busy[] = "{\"error\":\"too many logins being checked; try again in a second\"}";
+        return respond(wsi, 503, "application/json", busy, sizeof(busy) - 1, "Retry-After: 1");
+    }
+    if (s != NULL) {
+        s->busy = 1;
+        s->last_ms = now;
+    }
+    j = mlc_xcalloc(1, sizeof(*j));
+    j->id = ++sd->next_id;
+    snprintf(j->client, sizeof(j->client), "%s", client);
+    j->password = mlc_xstrdup(pw);
+    pss->wait_id = j->id;
+    pss->next_waiting = sd->waiting;
+    sd->waiting = pss;
+    pthread_mutex_lock(&sd->login_mu);
+    /* FIFO: append */
+    {
+        struct login_job **pp = &sd->login_todo;
+        while (*pp) {
+            pp = &(*pp)->next;
+        }
+        *pp = j;
+    }
+    sd->login_queued++;
+    pthread_cond_signal(&sd->login_cv);
+    pthread_mutex_unlock(&sd->login_mu);
+    return 0; /* answered when the hashing thread is done */
+}
+
+/* Verdicts from the hashing thread: settle throttling, answer who still waits. */
+static void take_logins(struct statusd *sd)
+{
+    struct login_job *done;
+
+    pthread_mutex_lock(&sd->login_mu);
+    done = sd->login_done;
+    sd->login_done = NULL;
+    for (struct login_job *j = done; j; j = j->next) {
+        sd->login_queued--;
+    }
+    pthread_mutex_unlock(&sd->login_mu);
+    for (struct login_job *j = done; j; j = j->next) {
+        struct http_pss *w;
+        if (j->ok) {
+            login_succeeded(sd, j->client);
+        } else {
+            login_failed(sd, j->client);
+        }
+        for (w = sd->waiting; w; w = w->next_waiting) {
+            if (w->wait_id == j->id) {
+                break;
+            }
+        }
+        if (w == NULL) {
+            continue; /* the client hung up meanwhile */
+        }
+        w->wait_id = 0;
+        if (j->ok) {
+            const char *tok = session_new(sd);
+            if (tok == NULL) {
+                w->status = 500;
+                w->reply = mlc_xstrdup("{\"error\":\"no randomness for a session token\"}");
+            } else {
+                w->status = 200;
+                w->reply = mlc_xstrdup("{\"ok\":true}");
+                snprintf(w->reply_header, sizeof(w->reply_header),
+                         "Set-Cookie: mlc_session=%s; HttpOnly; SameSite=Strict; Path=/", tok);
+            }
+        } else {
+            w->status = 401;
+            w->reply = mlc_xstrdup("{\"error\":\"wrong password\"}");
+        }
+        lws_callback_on_writable(w->wsi);
+    }
+    free_jobs(done);
+}
+
 /* ---- snapshot and push ---- */
 
 static void refresh_snapshot(struct statusd *sd)
@@ -336,6 +678,15 @@ static int route_get(struct statusd *sd, struct lws *wsi, const char *path)
     if (strcmp(path, "/metrics") == 0) {
         struct mlc_buf b = MLC_BUF_INIT;
         statusview_metrics(sd->a, sd->st, sd->t, &b);
+        mlc_buf_addf(&b,
+                     "# HELP mlc_agent_status_login_failures_total Wrong passwords given to the status page.\n"
+                     "# TYPE mlc_agent_status_login_failures_total counter\n"
+                     "mlc_agent_status_login_failures_total %llu\n"
+                     "# HELP mlc_agent_status_logins_throttled_total Status page logins refused without a "
+                     "password check (too many failures from the address, 429).\n"
+                     "# TYPE mlc_agent_status_logins_throttled_total counter\n"
+                     "mlc_agent_status_logins_throttled_total %llu\n",
+                     sd->login_failures, sd->login_throttled);
         rv = respond(wsi, 200, "text/plain; version=0.0.4", b.ptr ? b.ptr : "", b.len, NULL);
         mlc_buf_release(&b);
         return rv;
@@ -405,8 +756,6 @@ static int route_post(struct statusd *sd, struct lws *wsi, struct http_pss *pss,
     if (strcmp(path, "/login") == 0) {
         cJSON *in = cJSON_ParseWithLength(body ? body : "", blen);
         const char *pw = mlc_json_str(in, "password");
-        const char *tok;
-        char cookie[160];
         if (!sd->login_required) {
             cJSON_Delete(in);
             o = mlc_json_xobj();
@@ -415,21 +764,12 @@ static int route_post(struct statusd *sd, struct lws *wsi, struct http_pss *pss,
             cJSON_Delete(o);
             return rv;
         }
-        if (pw == NULL || !mlc_password_verify(sd->a->cf.status_password_hash, pw)) {
+        if (pw == NULL) {
             cJSON_Delete(in);
-            mlc_warn("status page: failed login");
-            return respond_error(wsi, 401, "wrong password");
+            return respond_error(wsi, 400, "expected {\"password\": \"...\"}");
         }
+        rv = login_start(sd, wsi, pss, pw);
         cJSON_Delete(in);
-        tok = session_new(sd);
-        if (tok == NULL) {
-            return respond_error(wsi, 500, "no randomness for a session token");
-        }
-        snprintf(cookie, sizeof(cookie), "Set-Cookie: mlc_session=%s; HttpOnly; SameSite=Strict; Path=/", tok);
-        o = mlc_json_xobj();
-        cJSON_AddBoolToObject(o, "ok", 1);
-        rv = respond_json(wsi, 200, o, cookie);
-        cJSON_Delete(o);
         return rv;
     }
     if (strcmp(path, "/logout") == 0) {
@@ -519,6 +859,7 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         /* a keep-alive connection reuses pss: drop the last request's leftovers */
+        unwait(sd, pss);
         mlc_buf_release(&pss->body);
         free(pss->reply);
         memset(pss, 0, sizeof(*pss));
@@ -549,6 +890,9 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         size_t blen = pss->body.len;
         char *body = mlc_buf_detach(&pss->body);
         int rv = route_post(sd, wsi, pss, body, blen);
+        if (body != NULL) {
+            memset(body, 0, blen); /* it may hold a password */
+        }
         free(body);
         return rv;
     }
@@ -557,11 +901,15 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
             /* respond() may end the transaction and free pss: take what it needs first */
             char *reply = pss->reply;
             unsigned st = (unsigned)pss->status;
+            char hdr[sizeof(pss->reply_header)];
             int rv;
             unwait(sd, pss);
+            snprintf(hdr, sizeof(hdr), "%s", pss->reply_header);
             pss->reply = NULL;
             pss->status = 0;
-            rv = respond(wsi, st, "application/json", reply, strlen(reply), NULL);
+            pss->reply_header[0] = '\0';
+            rv = respond(wsi, st, "application/json", reply, strlen(reply), hdr[0] ? hdr : NULL);
+            memset(hdr, 0, sizeof(hdr));
             free(reply);
             return rv;
         }
@@ -576,7 +924,12 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         take_answers(sd);
+        take_logins(sd);
         return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return confirm_upgrade(sd, wsi, in);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return 1; /* no WebSocket on the plain HTTP protocol (only mlc-status, on /ws) */
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     }
@@ -637,26 +990,202 @@ static void *statusd_main(void *arg)
     return NULL;
 }
 
+/* ---- the listening address ---- */
+
+struct listen_addr {
+    int family;                     /* AF_INET or AF_INET6 */
+    char numeric[INET6_ADDRSTRLEN]; /* what the socket is bound to */
+    int port;
+    int wildcard;                   /* 0.0.0.0 or :: (written so) */
+};
+
+/* "HOST:PORT", "[V6]:PORT": one numeric address (a host name resolves to
+ * its first address). "*" or an empty host are refused: every interface is
+ * written 0.0.0.0 or [::]. */
+static enum mlc_rc listen_parse(const char *listen, struct listen_addr *la, struct mlc_errbuf *err)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':'), *h = listen;
+    size_t n;
+    struct addrinfo hints, *res = NULL;
+    int g;
+
+    memset(la, 0, sizeof(*la));
+    if (colon == NULL) {
+        mlc_errf(err, "agent.status_listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:8089)", listen);
+        return MLC_E_INVAL;
+    }
+    n = (size_t)(colon - listen);
+    if (listen[0] == '[') {
+        if (n < 2 || listen[n - 1] != ']') {
+            mlc_errf(err, "agent.status_listen: '%s': write an IPv6 address as [ADDRESS]:PORT", listen);
+            return MLC_E_INVAL;
+        }
+        h = listen + 1;
+        n -= 2;
+    } else if (memchr(listen, ':', n) != NULL) {
+        mlc_errf(err, "agent.status_listen: '%s': write an IPv6 address in brackets, e.g. [::1]:8089", listen);
+        return MLC_E_INVAL;
+    }
+    if (n == 0 || n >= sizeof(host) || (n == 1 && h[0] == '*')) {
+        mlc_errf(err, "agent.status_listen: '%s' names no address; write 127.0.0.1:PORT, or 0.0.0.0:PORT / "
+                      "[::]:PORT to listen on every interface", listen);
+        return MLC_E_INVAL;
+    }
+    memcpy(host, h, n);
+    host[n] = '\0';
+    la->port = atoi(colon + 1);
+    if (la->port <= 0 || la->port > 65535) {
+        mlc_errf(err, "agent.status_listen: '%s': port must be 1 to 65535", listen);
+        return MLC_E_INVAL;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = listen[0] == '[' ? AF_INET6 : AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    g = getaddrinfo(host, NULL, &hints, &res);
+    if (g != 0 || res == NULL) {
+        mlc_errf(err, "agent.status_listen: cannot resolve '%s': %s", host, gai_strerror(g));
+        if (res) {
+            freeaddrinfo(res);
+        }
+        return MLC_E_INVAL;
+    }
+    la->family = res->ai_family;
+    if (la->family == AF_INET) {
+        const struct in_addr *a4 = &((const struct sockaddr_in *)res->ai_addr)->sin_addr;
+        inet_ntop(AF_INET, a4, la->numeric, sizeof(la->numeric));
+        la->wildcard = a4->s_addr == htonl(INADDR_ANY);
+    } else {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)res->ai_addr)->sin6_addr;
+        inet_ntop(AF_INET6, a6, la->numeric, sizeof(la->numeric));
+        la->wildcard = IN6_IS_ADDR_UNSPECIFIED(a6);
+    }
+    freeaddrinfo(res);
+    return MLC_OK;
+}
+
+/* "1.2.3.4:P" / "[::1]:P" of a socket address; loopback is set when it
+ * can only be reached from this machine. */
+static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t n, int *loopback)
+{
+    char a[INET6_ADDRSTRLEN] = "?";
+
+    *loopback = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
+        *loopback = (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+        snprintf(out, n, "%s:%u", a, ntohs(s4->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
+        *loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr) ||
+                    (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && s6->sin6_addr.s6_addr[12] == 127);
+        snprintf(out, n, "[%s]:%u", a, ntohs(s6->sin6_port));
+    } else {
+        snprintf(out, n, "(family %d)", ss->ss_family);
+    }
+}
+
+/* Is the socket bound where we asked? */
+static int bound_as_asked(const struct sockaddr_storage *ss, const struct listen_addr *la)
+{
+    if (ss->ss_family != la->family) {
+        return 0;
+    }
+    if (la->family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        struct in_addr want;
+        return inet_pton(AF_INET, la->numeric, &want) == 1 && want.s_addr == s4->sin_addr.s_addr &&
+               ntohs(s4->sin_port) == la->port;
+    } else {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        struct in6_addr want;
+        return inet_pton(AF_INET6, la->numeric, &want) == 1 &&
+               memcmp(&want, &s6->sin6_addr, sizeof(want)) == 0 && ntohs(s6->sin6_port) == la->port;
+    }
+}
+
+/* lws keeps its listening socket to itself: find the TCP sockets of this
+ * process that listen on port, and how the (one) of them is bound.
+ * Returns how many there are. */
+static int find_listeners(int port, struct sockaddr_storage *out)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int found = 0;
+
+    if (d == NULL) {
+        return -1;
+    }
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name), acc = 0, type = 0;
+        socklen_t l = sizeof(acc), tl = sizeof(type), sl;
+        struct sockaddr_storage ss;
+
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d)) {
+            continue;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l) != 0 || !acc ||
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM) {
+            continue;
+        }
+        sl = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+            continue;
+        }
+        if ((ss.ss_family == AF_INET && ntohs(((struct sockaddr_in *)&ss)->sin_port) == port) ||
+            (ss.ss_family == AF_INET6 && ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) == port)) {
+            if (found++ == 0) {
+                *out = ss;
+            }
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+static void statusd_free(struct statusd *sd)
+{
+    if (sd->ctx) {
+        lws_context_destroy(sd->ctx);
+    }
+    while (sd->answers) {
+        struct answer *n = sd->answers->next;
+        free(sd->answers->json);
+        free(sd->answers);
+        sd->answers = n;
+    }
+    free_jobs(sd->login_todo);
+    free_jobs(sd->login_done);
+    free(sd->snap);
+    state_close(sd->st);
+    pthread_cond_destroy(&sd->login_cv);
+    pthread_mutex_destroy(&sd->login_mu);
+    pthread_mutex_destroy(&sd->mu);
+    free(sd);
+}
+
 enum mlc_rc statusd_start(struct statusd **out, struct agent *a, struct mailbox *mb, struct tunnel_client *t,
                           struct mlc_errbuf *err)
 {
     struct statusd *sd;
     struct lws_context_creation_info info;
-    const char *listen = a->cf.status_listen, *colon;
-    char host[128];
+    const char *listen = a->cf.status_listen;
+    struct listen_addr la;
+    char bound[INET6_ADDRSTRLEN + 16];
+    int loopback, n_listen = 0;
     enum mlc_rc rc;
 
     *out = NULL;
     if (strcmp(listen, "off") == 0) {
         return MLC_OK;
     }
-    colon = strrchr(listen, ':');
-    if (colon == NULL || (size_t)(colon - listen) >= sizeof(host)) {
-        mlc_errf(err, "agent.status_listen: '%s' is not HOST:PORT", listen);
-        return MLC_E_INVAL;
+    rc = listen_parse(listen, &la, err);
+    if (rc != MLC_OK) {
+        return rc;
     }
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
     sd = mlc_xcalloc(1, sizeof(*sd));
     sd->a = a;
     sd->mb = mb;
@@ -664,28 +1193,59 @@ enum mlc_rc statusd_start(struct statusd **out, struct agent *a, struct mailbox 
     sd->login_required = a->cf.status_password_hash[0] != '\0';
     sd->started_ms = now_ms();
     pthread_mutex_init(&sd->mu, NULL);
+    pthread_mutex_init(&sd->login_mu, NULL);
+    pthread_cond_init(&sd->login_cv, NULL);
     rc = state_open(&sd->st, a->cf.state_db, err);
     if (rc != MLC_OK) {
-        pthread_mutex_destroy(&sd->mu);
-        free(sd);
+        statusd_free(sd);
         return rc;
     }
     lws_set_log_level(LLL_ERR, NULL); /* its notices are not ours to print */
     memset(&info, 0, sizeof(info));
-    info.port = atoi(colon + 1);
-    info.iface = host[0] && strcmp(host, "0.0.0.0") != 0 && strcmp(host, "*") != 0 ? host : NULL;
+    info.port = la.port;
+    info.iface = la.wildcard ? NULL : la.numeric;
+    if (la.family == AF_INET) {
+        /* lws would put an IPv4 address on an IPv6 socket as "::" (every
+         * interface): an IPv4 address gets an IPv4 socket */
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    }
     info.protocols = protocols;
     info.user = sd;
     info.fd_limit_per_thread = 256;
     info.vhost_name = "mlc-status";
     sd->ctx = lws_create_context(&info);
-    if (sd->ctx == NULL) {
-        mlc_errf(err, "status page: cannot listen on %s (port in use? change agent.status_listen or set it "
-                      "to \"off\")", listen);
-        state_close(sd->st);
-        pthread_mutex_destroy(&sd->mu);
-        free(sd);
+    if (sd->ctx == NULL || (n_listen = find_listeners(la.port, &sd->bound)) == 0) {
+        mlc_errf(err, "status page: cannot listen on %s (%s; port in use or address not on this machine? change "
+                      "agent.status_listen or set it to \"off\")", listen, la.numeric);
+        statusd_free(sd);
         return MLC_E_INVAL;
+    }
+    if (n_listen != 1) {
+        mlc_errf(err, "status page: cannot tell how %s is bound (%d listening sockets on port %d); refusing to "
+                      "serve", listen, n_listen, la.port);
+        statusd_free(sd);
+        return MLC_E_INVAL;
+    }
+    sockaddr_text(&sd->bound, bound, sizeof(bound), &loopback);
+    if (!bound_as_asked(&sd->bound, &la)) {
+        mlc_errf(err, "status page: asked to listen on %s (%s) but the socket is bound to %s; refusing to serve "
+                      "there", listen, la.numeric, bound);
+        statusd_free(sd);
+        return MLC_E_INVAL;
+    }
+    if (!loopback && !sd->login_required) {
+        mlc_errf(err, "status page: %s (%s) is reachable from the network, so the page needs a login: set "
+                      "agent.status_password_hash (from 'mlc-agent password-hash')", listen, bound);
+        statusd_free(sd);
+        return MLC_E_INVAL;
+    }
+    if (sd->login_required) {
+        if (pthread_create(&sd->login_thr, NULL, login_main, sd) != 0) {
+            mlc_errf(err, "status page: cannot start its login thread");
+            statusd_free(sd);
+            return MLC_E_NOMEM;
+        }
+        sd->login_started = 1;
     }
     if (pthread_create(&sd->thr, NULL, statusd_main, sd) != 0) {
         mlc_errf(err, "status page: cannot start its thread");
@@ -693,7 +1253,8 @@ enum mlc_rc statusd_start(struct statusd **out, struct agent *a, struct mailbox 
         return MLC_E_NOMEM;
     }
     sd->started = 1;
-    mlc_info("status page on http://%s/%s", listen, sd->login_required ? " (login required)" : "");
+    mlc_info("status page on http://%s/ (bound to %s%s)", listen, bound,
+             sd->login_required ? ", login required" : ", loopback only, no login");
     *out = sd;
     return MLC_OK;
 }
@@ -710,17 +1271,12 @@ void statusd_stop(struct statusd *sd)
     if (sd->started) {
         pthread_join(sd->thr, NULL);
     }
-    if (sd->ctx) {
-        lws_context_destroy(sd->ctx);
+    if (sd->login_started) {
+        pthread_mutex_lock(&sd->login_mu);
+        sd->login_stop = 1;
+        pthread_cond_signal(&sd->login_cv);
+        pthread_mutex_unlock(&sd->login_mu);
+        pthread_join(sd->login_thr, NULL);
     }
-    while (sd->answers) {
-        struct answer *n = sd->answers->next;
-        free(sd->answers->json);
-        free(sd->answers);
-        sd->answers = n;
-    }
-    free(sd->snap);
-    state_close(sd->st);
-    pthread_mutex_destroy(&sd->mu);
-    free(sd);
+    statusd_free(sd);
 }

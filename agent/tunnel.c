@@ -1,7 +1,22 @@
 /* SPDX-License-Identifier: Apache-2.0
  * tunnel: the agent's side of the relay tunnel (see tunnel.h).
+ *
+ * One connection attempt at a time, numbered (t->gen, also the wsi's opaque
+ * user data). Whatever ends an attempt or a link -- a connection error, a
+ * close, no answer within the attempt timeout (TCP connect, TLS, HTTP
+ * upgrade or HELLO), or heartbeat silence on an established link -- goes
+ * through link_down(), which forgets the wsi and schedules the next attempt
+ * with capped full-jitter backoff. A wsi we gave up on is told to close, but
+ * we never wait for lws to report it: on a blackholed path that report may
+ * never come. Callbacks of an attempt that is over are ignored.
+ *
+ * With heartbeat H: a link silent for 3 H is dead, an attempt gets 3 H (at
+ * most 30 s) to be answered, and the backoff cap is 3 H (at most 60 s), so
+ * after a path heals the tunnel is up within one attempt timeout plus one
+ * capped backoff step.
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +34,9 @@
 
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_MAX_MS 60000
+#define BACKOFF_MIN_MS 100       /* full jitter, but never a busy loop */
+#define ATTEMPT_MIN_MS 5000
+#define ATTEMPT_MAX_MS 30000
 
 struct pend_dlv {
     uint64_t seq;
@@ -48,8 +66,12 @@ struct tunnel_client {
     struct mlc_buf rx;
     struct mlc_wsq out;
     int attempt;
-    long long last_rx_ms, max_seq;
-    lws_sorted_usec_list_t sul_connect, sul_beat, sul_flush;
+    uintptr_t gen;          /* number of the current attempt (its wsi's opaque user data) */
+    uintptr_t over_gen;     /* attempts up to this number are over */
+    int up;                 /* HELLO answered on wsi */
+    int retry_pending;      /* sul_connect is scheduled */
+    long long last_rx_ms, max_seq, ping_sent_ms;
+    lws_sorted_usec_list_t sul_connect, sul_beat, sul_flush, sul_attempt;
     struct pend_dlv *pend;  /* DELIVERs received, not yet stored */
     size_t npend, cappend;
 
@@ -108,24 +130,92 @@ static void send_frame(struct tunnel_client *t, int type, uint64_t seq, const ch
 }
 
 static void connect_cb(lws_sorted_usec_list_t *sul);
+static void free_pending(struct tunnel_client *t);
+
+/* the backoff cap: three heartbeats, within [BACKOFF_BASE_MS, BACKOFF_MAX_MS] */
+static long long backoff_cap_ms(const struct tunnel_client *t)
+{
+    long long cap = 3 * t->o.heartbeat_s * 1000;
+
+    return cap < BACKOFF_BASE_MS ? BACKOFF_BASE_MS : cap > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : cap;
+}
+
+/* how long an attempt may take from connect() to the relay's HELLO */
+static long long attempt_timeout_ms(const struct tunnel_client *t)
+{
+    long long ms = 3 * t->o.heartbeat_s * 1000;
+
+    return ms < ATTEMPT_MIN_MS ? ATTEMPT_MIN_MS : ms > ATTEMPT_MAX_MS ? ATTEMPT_MAX_MS : ms;
+}
 
 static void schedule_reconnect(struct tunnel_client *t)
 {
-    long long cap = BACKOFF_BASE_MS << (t->attempt < 7 ? t->attempt : 7);
+    long long cap = (long long)BACKOFF_BASE_MS << (t->attempt < 10 ? t->attempt : 10);
     uint32_t r = 0;
     long long delay;
 
-    if (cap > BACKOFF_MAX_MS) {
-        cap = BACKOFF_MAX_MS;
+    if (t->stop) {
+        return;
+    }
+    if (cap > backoff_cap_ms(t)) {
+        cap = backoff_cap_ms(t);
     }
     mlc_random(&r, sizeof(r));
-    delay = 200 + (long long)(r % (uint32_t)cap); /* full jitter, never a busy loop */
+    delay = (long long)(r % (uint32_t)(cap + 1)); /* full jitter */
+    if (delay < BACKOFF_MIN_MS) {
+        delay = BACKOFF_MIN_MS;
+    }
     t->attempt++;
     pthread_mutex_lock(&t->mu);
     t->info.reconnects++;
     pthread_mutex_unlock(&t->mu);
     mlc_debug("tunnel: reconnecting in %lld ms (attempt %d)", delay, t->attempt);
+    t->retry_pending = 1;
     lws_sul_schedule(t->ctx, 0, &t->sul_connect, connect_cb, delay * LWS_US_PER_MS);
+}
+
+/* The current attempt or link is over (gen says which; a stale one is
+ * ignored): forget its wsi and what was queued for it, show the tunnel down,
+ * try again after a backoff. If kill, the wsi is still open in lws and is
+ * told to close; we do not wait for that. */
+static void link_down(struct tunnel_client *t, uintptr_t gen, const char *why, int kill)
+{
+    struct lws *w = t->wsi;
+
+    if (gen != t->gen || gen <= t->over_gen) {
+        return;
+    }
+    t->over_gen = gen;
+    t->wsi = NULL;
+    t->up = 0;
+    if (kill && w != NULL) {
+        lws_set_timeout(w, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    }
+    free_pending(t); /* never acked: the relay re-sends them */
+    mlc_wsq_clear(&t->out);
+    mlc_buf_release(&t->rx);
+    t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
+    pthread_mutex_lock(&t->mu);
+    t->info.rtt_ms = -1; /* no round trip while there is no link */
+    pthread_mutex_unlock(&t->mu);
+    set_state(t, 0, why);
+    schedule_reconnect(t);
+}
+
+static void attempt_cb(lws_sorted_usec_list_t *sul)
+{
+    struct tunnel_client *t = lws_container_of(sul, struct tunnel_client, sul_attempt);
+    char msg[160];
+
+    if (t->wsi == NULL || t->up || t->gen <= t->over_gen) {
+        return;
+    }
+    snprintf(msg, sizeof(msg), "no answer from the relay at %s within %lld s (connect, TLS, upgrade or HELLO)",
+             t->o.url, attempt_timeout_ms(t) / 1000);
+    if (t->attempt <= 1 || t->attempt % 10 == 0) {
+        mlc_warn("tunnel: %s; retrying with backoff", msg);
+    }
+    link_down(t, t->gen, msg, 1);
 }
 
 static void connect_cb(lws_sorted_usec_list_t *sul)
@@ -133,9 +223,13 @@ static void connect_cb(lws_sorted_usec_list_t *sul)
     struct tunnel_client *t = lws_container_of(sul, struct tunnel_client, sul_connect);
     struct lws_client_connect_info ci;
 
+    t->retry_pending = 0;
     if (t->stop) {
         return;
     }
+    t->gen++;
+    t->up = 0;
+    t->wsi = NULL;
     memset(&ci, 0, sizeof(ci));
     ci.context = t->ctx;
     ci.address = t->host;
@@ -144,7 +238,7 @@ static void connect_cb(lws_sorted_usec_list_t *sul)
     ci.host = t->host;
     ci.origin = t->host;
     ci.protocol = "mlc-tunnel";
-    ci.pwsi = &t->wsi;
+    ci.opaque_user_data = (void *)t->gen;
     if (t->tls) {
         ci.ssl_connection = LCCSCF_USE_SSL;
         if (t->o.tls_insecure) {
@@ -152,11 +246,26 @@ static void connect_cb(lws_sorted_usec_list_t *sul)
                                  LCCSCF_ALLOW_INSECURE;
         }
     }
-    if (lws_client_connect_via_info(&ci) == NULL) {
-        t->wsi = NULL;
-        set_state(t, 0, "cannot start a connection to the relay");
-        schedule_reconnect(t);
+    lws_sul_schedule(t->ctx, 0, &t->sul_attempt, attempt_cb, attempt_timeout_ms(t) * LWS_US_PER_MS);
+    {
+        uintptr_t gen = t->gen;
+        struct lws *w = lws_client_connect_via_info(&ci);
+        if (gen <= t->over_gen) {
+            return; /* it failed while we were in there (CONNECTION_ERROR) */
+        }
+        if (w == NULL) {
+            link_down(t, gen, "cannot start a connection to the relay", 0);
+            return;
+        }
+        t->wsi = w;
     }
+}
+
+static void send_ping(struct tunnel_client *t)
+{
+    /* the sequence number carries the send time: the PONG echoes it */
+    t->ping_sent_ms = now_ms();
+    send_frame(t, MLC_FRAME_PING, (uint64_t)t->ping_sent_ms, NULL, 0);
 }
 
 static void beat_cb(lws_sorted_usec_list_t *sul)
@@ -164,14 +273,19 @@ static void beat_cb(lws_sorted_usec_list_t *sul)
     struct tunnel_client *t = lws_container_of(sul, struct tunnel_client, sul_beat);
     long long hb = t->o.heartbeat_s * 1000;
 
-    if (t->wsi != NULL && t->info.connected) {
+    if (t->wsi != NULL && t->up) {
         if (now_ms() - t->last_rx_ms > 3 * hb) {
-            mlc_warn("tunnel: relay silent for %llds; reconnecting", (now_ms() - t->last_rx_ms) / 1000);
-            set_state(t, 0, "heartbeat lost");
-            lws_set_timeout(t->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            char msg[120];
+            snprintf(msg, sizeof(msg), "heartbeat lost: relay silent for %llds", (now_ms() - t->last_rx_ms) / 1000);
+            mlc_warn("tunnel: %s; reconnecting", msg);
+            link_down(t, t->gen, msg, 1);
         } else {
-            send_frame(t, MLC_FRAME_PING, (uint64_t)now_ms(), NULL, 0);
+            send_ping(t);
         }
+    } else if (t->wsi == NULL && !t->retry_pending && !t->stop) {
+        /* nothing in flight and nothing scheduled: never stop trying */
+        mlc_warn("tunnel: no connection attempt pending; trying again");
+        schedule_reconnect(t);
     }
     lws_sul_schedule(t->ctx, 0, &t->sul_beat, beat_cb, hb * LWS_US_PER_MS);
 }
@@ -298,7 +412,9 @@ static void on_frame(struct tunnel_client *t, const uint8_t *p, size_t n)
     switch (f.type) {
     case MLC_FRAME_HELLO:
         t->attempt = 0;
+        t->up = 1;
         set_state(t, 1, "");
+        send_ping(t); /* a round trip for the page now, not a heartbeat later */
         mlc_info("tunnel: connected to %s as tenant %s", t->o.url, t->o.tenant);
         break;
     case MLC_FRAME_DELIVER:
@@ -327,29 +443,48 @@ static void on_frame(struct tunnel_client *t, const uint8_t *p, size_t n)
 static int cb_client(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
     struct tunnel_client *t = of_ctx(lws_get_context(wsi));
+    uintptr_t gen = (uintptr_t)lws_get_opaque_user_data(wsi);
+    int stale = gen != t->gen || gen <= t->over_gen;
 
     (void)user;
     switch (reason) {
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (wsi == t->wsi) {
+            /* lws is done with it. lws 4.1 destroys a client connection whose
+             * handshake timed out (e.g. on a blackholed path) with this
+             * callback alone, no CONNECTION_ERROR or CLOSED: without this
+             * case the attempts stopped there for good. */
+            t->wsi = NULL;
+            if (!stale) {
+                link_down(t, gen, "connection closed", 0);
+            }
+        }
+        return 0;
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        if (stale) {
+            return -1;
+        }
+        t->wsi = wsi;
         t->last_rx_ms = now_ms();
         send_hello(t);
         return 0;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
         char msg[160];
+        if (stale) {
+            return 0;
+        }
         snprintf(msg, sizeof(msg), "cannot reach the relay at %s: %.100s", t->o.url,
                  in ? (const char *)in : "connection failed");
-        if (t->attempt == 0 || t->attempt % 10 == 0) {
+        if (t->attempt <= 1 || t->attempt % 10 == 0) {
             mlc_warn("tunnel: %s (retrying with backoff)", msg);
         }
-        t->wsi = NULL;
-        mlc_wsq_clear(&t->out);
-        set_state(t, 0, msg);
-        if (!t->stop) {
-            schedule_reconnect(t);
-        }
+        link_down(t, gen, msg, 0);
         return 0;
     }
     case LWS_CALLBACK_CLIENT_RECEIVE:
+        if (stale) {
+            return -1; /* an attempt we gave up on */
+        }
         if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi)) {
             on_frame(t, in, len);
             return 0;
@@ -365,9 +500,12 @@ static int cb_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         return 0;
     case LWS_CALLBACK_CLIENT_WRITEABLE:
+        if (stale) {
+            return -1;
+        }
         return mlc_wsq_write(&t->out, wsi);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        if (len >= 2) {
+        if (!stale && len >= 2) {
             const unsigned char *b = in;
             unsigned code = (unsigned)b[0] << 8 | b[1];
             char msg[200];
@@ -382,17 +520,18 @@ static int cb_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         return 0;
     case LWS_CALLBACK_CLIENT_CLOSED:
-        free_pending(t); /* never acked: the relay re-sends them */
-        t->wsi = NULL;
-        mlc_wsq_clear(&t->out);
-        mlc_buf_release(&t->rx);
-        t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
-        if (t->info.connected && !t->stop) {
+        if (stale) {
+            return 0;
+        }
+        if (t->up && !t->stop) {
             mlc_warn("tunnel: connection to the relay closed; reconnecting");
         }
-        set_state(t, 0, NULL);
-        if (!t->stop) {
-            schedule_reconnect(t);
+        {
+            char msg[200];
+            pthread_mutex_lock(&t->mu);
+            snprintf(msg, sizeof(msg), "%s", t->info.last_error[0] ? t->info.last_error : "connection closed");
+            pthread_mutex_unlock(&t->mu);
+            link_down(t, gen, msg, 0);
         }
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
@@ -449,6 +588,7 @@ static void *tunnel_main(void *arg)
 {
     struct tunnel_client *t = arg;
 
+    t->retry_pending = 1;
     lws_sul_schedule(t->ctx, 0, &t->sul_connect, connect_cb, 1);
     lws_sul_schedule(t->ctx, 0, &t->sul_beat, beat_cb, t->o.heartbeat_s * 1000 * LWS_US_PER_MS);
     while (!t->stop) {

@@ -80,6 +80,8 @@ def suite(out, quick):
                                         "--relay", relay] + q),
         ("status page in Chromium", ["tests/integration/test_status_page.py", "--agent", agent,
                                      "--out", os.path.join(out, "browser-shots")]),
+        ("agent on a hostile network", ["tests/integration/test_net_agent.py", "--agent", agent,
+                                        "--relay", relay] + q),
     ]
     for name, cmd in parts:
         results.append(run_part(f"{name} [{out}]", [sys.executable] + cmd))
