@@ -9,7 +9,7 @@ O          ?= build
 # Debian packages the build and the tests need (installed by `make deps`).
 DEB_BUILD  := build-essential pkg-config libcurl4-openssl-dev libcjson-dev libmbedtls-dev \
               libwebsockets-dev libsqlite3-dev libzstd-dev libpq-dev
-DEB_TEST   := python3 ca-certificates postgresql openssl chromium nodejs
+DEB_TEST   := python3 ca-certificates postgresql openssl chromium nodejs iproute2
 
 PKGS       := libcurl libcjson sqlite3 libzstd libwebsockets libpq
 HAVE_PKGS  := $(shell $(PKG_CONFIG) --exists $(PKGS) 2>/dev/null && echo ok)
