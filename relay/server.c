@@ -1062,6 +1062,7 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
     struct mlc_errbuf err = { 0 };
     static struct relay r;
     struct listen_addr want, got;
+    struct store_key key;
     int tls = cfg->tls_cert && cfg->tls_cert[0];
     int rc = 0, found;
     struct rlimit rl;
@@ -1084,10 +1085,13 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (store_open(&r.store, cfg->store, cfg->node, &err) != MLC_OK) {
+    if (store_key_load(&key, cfg->key_file, &err) != MLC_OK ||
+        store_open(&r.store, cfg->store, cfg->node, &key, &err) != MLC_OK) {
+        store_key_wipe(&key);
         mlc_error("relay: %s", mlc_err_msg(&err));
         return 1;
     }
+    store_key_wipe(&key);
     lws_set_log_level(LLL_ERR | LLL_WARN | (mlc_log_level >= MLC_LOG_DEBUG ? LLL_NOTICE : 0),
                       lws_to_mlc_log);
     memset(&info, 0, sizeof(info));
