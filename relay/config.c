@@ -35,7 +35,7 @@ static const struct conf_key relay_keys[] = {
     { "body_timeout", CONF_DURATION, offsetof(struct relay_cfg, body_timeout_s), "20s",
       "a webhook body must arrive in full within this after its headers (else 408 and close)",
       1, 600, NULL },
-    { "key_file", CONF_STR, offsetof(struct relay_cfg, key_file), "/var/lib/ml-connector/relay.key",
+    { "key_file", CONF_STR, offsetof(struct relay_cfg, key_file), "/var/lib/ml-connector/relay-secret.key",
       "32-byte key (0600, created on first use) sealing tenant secrets in the store; "
       "$CREDENTIALS_DIRECTORY/relay-key wins when present", 0, 0, NULL },
     { 0 },

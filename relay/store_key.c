@@ -65,7 +65,7 @@ enum mlc_rc store_key_load(struct store_key *k, const char *key_file, struct mlc
     }
     if (key_file == NULL || key_file[0] == '\0') {
         mlc_errf(err, "relay.key_file is empty: set it to a path such as "
-                      "/var/lib/ml-connector/relay.key (or give systemd credential '"
+                      "/var/lib/ml-connector/relay-secret.key (or give systemd credential '"
                       CREDENTIAL_NAME "')");
         return MLC_E_INVAL;
     }

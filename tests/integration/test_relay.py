@@ -232,7 +232,7 @@ def tenant_secrets_sealed_at_rest_and_files_private():
         hc = rh.HookClient(r.port)
         st, _ = hc.jira(w.tenant, rh.jira_status_event("MFG-1", "Done"), secret=s["jira_webhook_secret"])
         expect(st == 200, f"signed webhook: {st}")
-        for name in ("relay.db", "relay.db-wal", "relay.db-shm", "relay.key"):
+        for name in ("relay.db", "relay.db-wal", "relay.db-shm", "relay-secret.key"):
             p = os.path.join(w.dir, name)
             expect(os.path.exists(p), f"{p} missing")
             mode = os.stat(p).st_mode & 0o777
@@ -263,10 +263,10 @@ def tenant_secrets_sealed_at_rest_and_files_private():
         out = p.stdout + p.stderr
         expect(p.returncode != 0 and "does not exist" in out and "restore it" in out,
                f"relay on a copy without its key file: exit {p.returncode}: {out[-600:]}")
-        expect(not os.path.exists(os.path.join(copy, "relay.key")), "a new key file was made for the copy")
-        with open(os.path.join(copy, "relay.key"), "wb") as f:
+        expect(not os.path.exists(os.path.join(copy, "relay-secret.key")), "a new key file was made for the copy")
+        with open(os.path.join(copy, "relay-secret.key"), "wb") as f:
             f.write(os.urandom(32))
-        os.chmod(os.path.join(copy, "relay.key"), 0o600)
+        os.chmod(os.path.join(copy, "relay-secret.key"), 0o600)
         p = subprocess.run([ARGS.relay, "-c", c.cfg, "run"], capture_output=True, text=True, timeout=30)
         out = p.stdout + p.stderr
         expect(p.returncode != 0 and "not the key" in out,
