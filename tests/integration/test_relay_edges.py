@@ -82,6 +82,14 @@ def sockets_of(pid, state):
     return out
 
 
+def stop_checked(r):
+    """Stop a relay; it must exit 0 with no sanitizer report (the ASan build)."""
+    rc = r.stop()
+    log = r.log()
+    expect(rc == 0 and "Sanitizer" not in log and "runtime error" not in log,
+           f"mlc-relay (listen {r.port}) exited with {rc} or reported a sanitizer error; log:\n{log}")
+
+
 def start_relay(extra, workdir=None):
     """A relay on extra['listen'] (or the harness's 127.0.0.1 port); waits for
     its 'listening on' line rather than /healthz (it may not be on loopback)."""
@@ -115,7 +123,7 @@ def listen_binds_exactly_the_configured_address():
                    f"listen {host}:{port}: the relay's listening sockets are {got}, expected exactly "
                    f"[({fam!r}, {addr!r}, {port})] (relay/listen.c, relay_run in relay/server.c)")
         finally:
-            r.stop()
+            stop_checked(r)
     # every address only when written so, and then never without TLS
     for spec in ("0.0.0.0:%d", "[::]:%d", "*:%d", ":%d"):
         r = rh.Relay(ARGS.relay, extra={"listen": spec % rh.free_port()})
@@ -264,7 +272,7 @@ class Edge:
         return sockets_of(self.relay.proc.pid, "01")
 
     def close(self):
-        self.relay.stop()
+        stop_checked(self.relay)
 
 
 def read_all(s, limit=10.0):
