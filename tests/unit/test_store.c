@@ -1245,6 +1245,38 @@ static void tenant_secrets_sealed_at_rest(void)
     unlink(keyfile);
 }
 
+/* issue 10: a systemd credential (LoadCredential=relay-key:...) wins over key_file */
+static void key_from_systemd_credential(void)
+{
+    char dir[] = "/tmp/mlc-test-cred-XXXXXX", path[64];
+    struct store_key k;
+    struct mlc_errbuf e = { 0 };
+    uint8_t want[MLC_AES_KEY_LEN];
+    FILE *f;
+
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof(path), "%s/relay-key", dir);
+    memset(want, 0x42, sizeof(want));
+    f = fopen(path, "wb");
+    CHECK(f != NULL && fwrite(want, 1, sizeof(want), f) == sizeof(want));
+    fclose(f);
+    setenv("CREDENTIALS_DIRECTORY", dir, 1);
+    CHECK_INT(store_key_load(&k, "/nonexistent-mlc-dir/relay-secret.key", &e), MLC_OK);
+    CHECK(k.credential && !k.unsaved && memcmp(k.key, want, sizeof(want)) == 0);
+    CHECK_STR(k.source, path);
+    f = fopen(path, "wb"); /* a damaged credential is an error, not a reason to make a key */
+    CHECK(f != NULL && fwrite(want, 1, 31, f) == 31);
+    fclose(f);
+    CHECK_INT(store_key_load(&k, "/nonexistent-mlc-dir/relay-secret.key", &e), MLC_E_INVAL);
+    CHECK(strstr(mlc_err_msg(&e), "damaged") != NULL);
+    unlink(path);
+    mlc_err_reset(&e);
+    CHECK_INT(store_key_load(&k, "/nonexistent-mlc-dir/relay-secret.key", &e), MLC_OK);
+    CHECK(!k.credential && k.unsaved); /* no credential: key_file (missing: a fresh key) */
+    unsetenv("CREDENTIALS_DIRECTORY");
+    rmdir(dir);
+}
+
 /* issue 10: relay.db, -wal and -shm are 0600 whatever the umask */
 static void sqlite_files_are_private(void)
 {
@@ -1338,6 +1370,7 @@ int main(void)
         return 1;
     }
     RUN(bad_specs_are_explained);
+    RUN(key_from_systemd_credential);
     on_pg = 0;
     contract();
     sqlite_last = nfresh;
