@@ -47,7 +47,7 @@ FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN   := $(patsubst tests/fuzz/fuzz_%.c,$(O)/fuzz/replay_%,$(FUZZ_SRC))
 
 .PHONY: all help deps need-deps check check-one check-unit check-fuzz check-integration \
-        demo bench fuzz style clean
+        demo bench fuzz fuzz-long style clean
 
 # need-deps may install packages; the build then runs in a fresh make that sees them
 all: need-deps
@@ -61,6 +61,8 @@ help:
 	@echo "make bench     agent: 50,000 work orders (CPU, API calls, RSS); relay: webhooks/s,"
 	@echo "               webhook->agent latency, memory per idle tunnel (ONLY=agent|relay)"
 	@echo "make fuzz      libFuzzer builds of the fuzz targets (clang)"
+	@echo "make fuzz-long each fuzz target for FUZZ_SECONDS (default 600) in turn; prints executions"
+	@echo "               per target (FUZZ_TARGETS=\"hooks sig\" for some only)"
 	@echo "make clean"
 
 need-deps:
@@ -139,6 +141,14 @@ fuzz: $(O)/gen/web_assets.c
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -std=c11 $$f \
 	    $(SHARED_SRC) $(AGENT_LIB) $(RELAY_LIB) $(O)/gen/web_assets.c -o $(O)/libfuzzer/$$n $(LDLIBS) || exit 1; done
 	@echo "run e.g.: $(O)/libfuzzer/fuzz_jde tests/fuzz/corpus/jde -max_total_time=60"
+
+# Long runs, one target at a time (the seeds in tests/fuzz/corpus/<name> stay
+# as they are; the grown corpora, logs and crashes go to $(O)/fuzz-work).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?=
+fuzz-long: fuzz
+	@$(PYTHON) tests/fuzz/fuzz_long.py --bin $(O)/libfuzzer --work $(O)/fuzz-work \
+	    --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 style:
 	@git clang-format --diff 2>/dev/null || echo "style: advisory only"

@@ -12,7 +12,8 @@
 
 static const struct conf_key relay_keys[] = {
     { "listen", CONF_STR, offsetof(struct relay_cfg, listen), "127.0.0.1:8443",
-      "HOST:PORT to listen on; plain HTTP only on loopback", 0, 0, NULL },
+      "ADDRESS:PORT to listen on, exactly: 127.0.0.1:8443, [::1]:8443, relay.example:443; "
+      "every address only as 0.0.0.0:P or [::]:P; plain HTTP only on loopback", 0, 0, NULL },
     { "store", CONF_STR, offsetof(struct relay_cfg, store), "sqlite:/var/lib/ml-connector/relay.db",
       "sqlite:PATH, or a PostgreSQL conninfo for several nodes", 0, 0, NULL },
     { "node", CONF_STR, offsetof(struct relay_cfg, node), "",
@@ -31,6 +32,12 @@ static const struct conf_key relay_keys[] = {
       "deliveries in flight per tunnel", 1, 65536, NULL },
     { "max_conns", CONF_INT, offsetof(struct relay_cfg, max_conns), "65536",
       "connections (file descriptors) the server may use", 64, 1L << 20, NULL },
+    { "body_timeout", CONF_DURATION, offsetof(struct relay_cfg, body_timeout_s), "20s",
+      "a webhook body must arrive in full within this after its headers (else 408 and close)",
+      1, 600, NULL },
+    { "key_file", CONF_STR, offsetof(struct relay_cfg, key_file), "/var/lib/ml-connector/relay-secret.key",
+      "32-byte key (0600, created on first use) sealing tenant secrets in the store; "
+      "$CREDENTIALS_DIRECTORY/relay-key wins when present", 0, 0, NULL },
     { 0 },
 };
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * hooks: authenticity and shape of one incoming webhook (see hooks.h).
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <cjson/cJSON.h>
@@ -9,6 +10,10 @@
 #include "shared/mlc_sig.h"
 
 #define JWT_LEEWAY_S 300
+/* Atlassian signs each delivery with a JWT that lives a few minutes (iat to
+ * exp: 180 s in practice). A longer-lived token is a replayable credential:
+ * refuse anything over 10 minutes, and tokens without iat or exp. */
+#define JWT_MAX_LIFETIME_S 600
 
 int hook_route(const char *path, enum hook_kind *kind, char *tenant, size_t n)
 {
@@ -53,9 +58,36 @@ static int id_ok(const char *s)
     return n > 0;
 }
 
+/* NULL when the verified claims carry a short, current lifetime; else why not.
+ * Comparisons are written so that NaN or infinity (cJSON reads 1e999 as inf)
+ * fail them. */
+static const char *jwt_lifetime_bad(const cJSON *claims, long long now_s)
+{
+    const cJSON *iat = cJSON_GetObjectItemCaseSensitive(claims, "iat");
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(claims, "exp");
+    double life;
+
+    if (!cJSON_IsNumber(iat) || !cJSON_IsNumber(exp)) {
+        return "it must carry numeric iat and exp claims";
+    }
+    if (!isfinite(iat->valuedouble) || !isfinite(exp->valuedouble)) {
+        return "iat or exp is not a finite number";
+    }
+    if (!(iat->valuedouble <= (double)now_s + JWT_LEEWAY_S)) {
+        return "issued in the future (iat after now plus 300 s of clock leeway)";
+    }
+    life = exp->valuedouble - iat->valuedouble;
+    if (!(life >= 0 && life <= JWT_MAX_LIFETIME_S)) {
+        return "lifetime exp - iat is negative or over the 600 s the relay accepts";
+    }
+    return NULL;
+}
+
 static void check_jira(const struct tenant_rec *t, const struct hook_req *r, struct hook_verdict *v)
 {
     struct mlc_errbuf err = { 0 };
+    cJSON *claims = NULL;
+    const char *bad;
 
     if (r->hub_signature != NULL) {
         if (mlc_sig_hub_verify(t->hook_secret, strlen(t->hook_secret), r->body, r->len,
@@ -77,9 +109,16 @@ static void check_jira(const struct tenant_rec *t, const struct hook_req *r, str
             return;
         }
         if (mlc_sig_jwt_hs256_verify(tok, t->jira_client_secret, strlen(t->jira_client_secret),
-                                     r->now_s, JWT_LEEWAY_S, NULL, &err) != MLC_OK) {
+                                     r->now_s, JWT_LEEWAY_S, &claims, &err) != MLC_OK) {
             v->status = 401;
             snprintf(v->why, sizeof(v->why), "Authorization JWT rejected: %.100s", mlc_err_msg(&err));
+            return;
+        }
+        bad = jwt_lifetime_bad(claims, r->now_s);
+        cJSON_Delete(claims);
+        if (bad != NULL) {
+            v->status = 401;
+            snprintf(v->why, sizeof(v->why), "Authorization JWT rejected: %s", bad);
             return;
         }
     } else {

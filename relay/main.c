@@ -311,6 +311,7 @@ int main(int argc, char **argv)
     struct relay_cfg cfg;
     struct mlc_errbuf err = { 0 };
     struct store *s = NULL;
+    struct store_key key;
     int c, rc, lvl;
 
     while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
@@ -385,7 +386,10 @@ int main(int argc, char **argv)
         relay_cfg_release(&cfg);
         return 2;
     }
-    if (store_open(&s, cfg.store, cfg.node, &err) != MLC_OK) {
+    rc = store_key_load(&key, cfg.key_file, &err) == MLC_OK &&
+         store_open(&s, cfg.store, cfg.node, &key, &err) == MLC_OK;
+    store_key_wipe(&key);
+    if (!rc) {
         fprintf(stderr, "mlc-relay: %s\n", mlc_err_msg(&err));
         relay_cfg_release(&cfg);
         return 1;

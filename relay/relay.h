@@ -20,6 +20,8 @@ struct relay_cfg {
     long heartbeat_s;  /* PING interval; a tunnel silent for 3x is closed */
     long window;       /* deliveries in flight per tunnel */
     long max_conns;    /* file descriptors the server may use */
+    long body_timeout_s; /* a webhook body must arrive in full within this (else 408) */
+    char *key_file;    /* 32-byte key sealing tenant secrets; created 0600 on first use */
 };
 
 /* Load from a JSON file (NULL path = defaults only); then apply overrides. */

@@ -22,6 +22,7 @@
 #include <libwebsockets.h>
 #include <cjson/cJSON.h>
 #include "relay/hooks.h"
+#include "relay/listen.h"
 #include "relay/relay.h"
 #include "relay/store.h"
 #include "shared/mlc_buf.h"
@@ -35,6 +36,7 @@
 #define TUNNEL_BUCKETS 4096
 #define CLAIM_MAX 64
 #define HARD_BODY_CAP (64L << 20) /* beyond this the connection is dropped */
+#define HELLO_TIMEOUT_S 10        /* an upgraded tunnel must say HELLO within this */
 
 struct tunnel {
     struct lws *wsi;
@@ -52,7 +54,9 @@ struct http_pss {
     struct mlc_buf body;
     int kind; /* enum hook_kind; -1: not a hook */
     char tenant[TENANT_NAME_MAX + 1];
-    int too_big;
+    int answered;    /* already answered (413) and closing: the rest of the body is dropped */
+    int body_done;   /* the whole body arrived: the body deadline no longer applies */
+    size_t received; /* body bytes so far, kept or dropped */
     int pend;        /* index in the commit queue, -1 when not queued */
     int status;      /* deferred answer, 0 = none yet */
     char answer[200];
@@ -75,12 +79,13 @@ struct ackq {
 };
 
 struct metrics {
-    unsigned long long hooks[2][6]; /* kind x {stored, duplicate, 400, 401, 404, 413} */
+    unsigned long long hooks[2][7]; /* kind x {stored, duplicate, 400, 401, 404, 413, 408} */
     unsigned long long store_errors, commits, committed, sent, acked, resent_after_lease;
     unsigned long long tunnels_opened, tunnels_rejected, commands_sent, commands_answered;
+    unsigned long long upgrades_refused, bad_requests;
     double commit_seconds;
 };
-enum { M_STORED, M_DUP, M_400, M_401, M_404, M_413 };
+enum { M_STORED, M_DUP, M_400, M_401, M_404, M_413, M_408 };
 
 struct relay {
     const struct relay_cfg *cfg;
@@ -265,6 +270,7 @@ static int on_hello(struct tunnel *t, const struct mlc_frame *f)
         lws_set_timeout(old->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
     }
     snprintf(t->tenant, sizeof(t->tenant), "%s", tenant);
+    lws_set_timeout(t->wsi, NO_PENDING_TIMEOUT, 0);
     t->authed = 1;
     t->inflight = 0;
     t->hnext = R->buckets[hash_name(tenant)];
@@ -429,6 +435,8 @@ static int cb_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *us
         t->wsi = wsi;
         t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
         t->last_rx_ms = now_ms();
+        /* HELLO within HELLO_TIMEOUT_S, or the socket goes (on_hello lifts this) */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, HELLO_TIMEOUT_S);
         return 0;
     case LWS_CALLBACK_RECEIVE:
         if (!lws_frame_is_binary(wsi)) {
@@ -489,11 +497,42 @@ static int respond_json(struct lws *wsi, unsigned status, const char *msg)
     return rv;
 }
 
+/* Answer and end the connection: "Connection: close", and no keep-alive
+ * transaction. The caller returns -1 (lws flushes what is queued, then
+ * closes) or, while a body still arrives, drops the rest and closes later. */
+static int respond_close(struct lws *wsi, unsigned status, const char *msg)
+{
+    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+    struct mlc_buf b = MLC_BUF_INIT;
+    unsigned char *w;
+    int n;
+
+    mlc_buf_addf(&b, "{\"status\":%u,\"message\":", status);
+    mlc_buf_add_json_str(&b, msg);
+    mlc_buf_adds(&b, "}\n");
+    if (lws_add_http_header_status(wsi, status, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                     (const unsigned char *)"application/json", 16, &p, end) ||
+        lws_add_http_header_content_length(wsi, (lws_filepos_t)b.len, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
+                                     &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end)) {
+        mlc_buf_release(&b);
+        return -1;
+    }
+    w = mlc_xmalloc(LWS_PRE + b.len);
+    memcpy(w + LWS_PRE, b.ptr, b.len);
+    n = lws_write(wsi, w + LWS_PRE, b.len, LWS_WRITE_HTTP_FINAL);
+    free(w);
+    mlc_buf_release(&b);
+    return n < 0 ? -1 : 0;
+}
+
 static void metrics_text(struct mlc_buf *b)
 {
     static const char *const kinds[2] = { "jira", "zoho" };
-    static const char *const results[6] = { "stored", "duplicate", "bad_request", "unauthorized",
-                                            "unknown_tenant", "too_large" };
+    static const char *const results[7] = { "stored", "duplicate", "bad_request", "unauthorized",
+                                            "unknown_tenant", "too_large", "timeout" };
     struct store_stats ss = { 0 };
     struct mlc_errbuf err = { 0 };
     int ok = R->store->ops->stats(R->store, &ss, &err) == MLC_OK;
@@ -501,7 +540,7 @@ static void metrics_text(struct mlc_buf *b)
     mlc_buf_adds(b, "# HELP mlc_relay_webhooks_total Webhooks received, by source and outcome.\n"
                     "# TYPE mlc_relay_webhooks_total counter\n");
     for (int k = 0; k < 2; k++) {
-        for (int r = 0; r < 6; r++) {
+        for (int r = 0; r < 7; r++) {
             mlc_buf_addf(b, "mlc_relay_webhooks_total{source=\"%s\",result=\"%s\"} %llu\n", kinds[k],
                          results[r], R->m.hooks[k][r]);
         }
@@ -521,11 +560,18 @@ static void metrics_text(struct mlc_buf *b)
                  "# TYPE mlc_relay_tunnels gauge\nmlc_relay_tunnels %ld\n"
                  "# HELP mlc_relay_tunnels_rejected_total Tunnels closed for a bad HELLO or key.\n"
                  "# TYPE mlc_relay_tunnels_rejected_total counter\nmlc_relay_tunnels_rejected_total %llu\n"
+                 "# HELP mlc_relay_refused_total Connections refused before any handler: malformed "
+                 "requests (bad_request) and WebSocket upgrades without /tunnel and mlc-tunnel "
+                 "(upgrade).\n"
+                 "# TYPE mlc_relay_refused_total counter\n"
+                 "mlc_relay_refused_total{reason=\"bad_request\"} %llu\n"
+                 "mlc_relay_refused_total{reason=\"upgrade\"} %llu\n"
                  "# HELP mlc_relay_commands_total Operator commands sent and answered.\n"
                  "# TYPE mlc_relay_commands_total counter\n"
                  "mlc_relay_commands_total{state=\"sent\"} %llu\nmlc_relay_commands_total{state=\"answered\"} %llu\n",
                  R->m.store_errors, R->m.commits, R->m.commit_seconds, R->m.sent, R->m.acked,
-                 R->tunnels, R->m.tunnels_rejected, R->m.commands_sent, R->m.commands_answered);
+                 R->tunnels, R->m.tunnels_rejected, R->m.bad_requests, R->m.upgrades_refused,
+                 R->m.commands_sent, R->m.commands_answered);
     if (ok) {
         mlc_buf_addf(b,
                      "# HELP mlc_relay_deliveries_pending Stored deliveries not yet acked by an agent.\n"
@@ -651,10 +697,6 @@ static int hook_complete(struct lws *wsi, struct http_pss *pss)
     char sig[128], auth[4096], did[128];
     enum mlc_rc rc;
 
-    if (pss->too_big) {
-        R->m.hooks[pss->kind][M_413]++;
-        return respond_json(wsi, 413, "body over the relay's size limit");
-    }
     rc = R->store->ops->tenant_get(R->store, pss->tenant, &tr, &err);
     if (rc == MLC_E_NOTFOUND) {
         R->m.hooks[pss->kind][M_404]++;
@@ -693,17 +735,100 @@ static int hook_complete(struct lws *wsi, struct http_pss *pss)
     return 0;
 }
 
+/* Content-Length as lws saw it: -1 when absent, -2 when malformed or when
+ * several Content-Length headers disagree (a request smuggling classic). */
+static long long content_length(struct lws *wsi)
+{
+    char v[32], first[32] = "";
+    long long cl = -1;
+
+    for (int i = 0; i < 16; i++) {
+        int n = lws_hdr_copy_fragment(wsi, v, sizeof(v), WSI_TOKEN_HTTP_CONTENT_LENGTH, i);
+        char *e;
+        if (n < 0) {
+            break;
+        }
+        /* lws may also hand a repeated header over as one "7,70" value */
+        if (n == 0 || strspn(v, "0123456789") != (size_t)n || n > 18) {
+            return -2;
+        }
+        if (i > 0 && strcmp(v, first) != 0) {
+            return -2;
+        }
+        snprintf(first, sizeof(first), "%s", v);
+        cl = strtoll(v, &e, 10);
+    }
+    if (cl == -1 && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+        /* one header whose value is not a plain number (e.g. "7, 70") */
+        if (lws_hdr_copy(wsi, v, sizeof(v), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 ||
+            strspn(v, "0123456789") != strlen(v)) {
+            return -2;
+        }
+        cl = atoll(v);
+    }
+    return cl;
+}
+
+/* A WebSocket upgrade is for agents only: GET /tunnel with exactly the
+ * subprotocol mlc-tunnel. Anything else (no subprotocol: lws would bind the
+ * first protocol, "http", and hold the socket open for good) is refused
+ * before the 101. */
+static int upgrade_ok(struct lws *wsi)
+{
+    char uri[32], proto[64];
+    char *b, *e;
+
+    if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/tunnel") != 0) {
+        return 0;
+    }
+    if (lws_hdr_copy(wsi, proto, sizeof(proto), WSI_TOKEN_PROTOCOL) <= 0) {
+        return 0;
+    }
+    for (b = proto; *b == ' ' || *b == '\t'; b++) {
+    }
+    for (e = b + strlen(b); e > b && (e[-1] == ' ' || e[-1] == '\t'); e--) {
+    }
+    *e = '\0';
+    return strcmp(b, "mlc-tunnel") == 0;
+}
+
+/* Answer a body that will not be stored before it ends. What still arrives
+ * is read and dropped, so a client that is still sending reads our answer
+ * rather than a reset; the connection closes when the body ends, after
+ * HARD_BODY_CAP bytes, or a second after the answer, whichever is first. */
+static int body_refuse(struct lws *wsi, struct http_pss *pss, unsigned status, const char *msg)
+{
+    mlc_buf_release(&pss->body);
+    pss->answered = 1;
+    /* lws may stop reading once the answer is out: close a second later,
+     * when the client has had time to read it */
+    lws_set_timer_usecs(wsi, LWS_US_PER_SEC);
+    return respond_close(wsi, status, msg);
+}
+
 static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                    size_t len)
 {
     struct http_pss *pss = user;
 
     switch (reason) {
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        if (!upgrade_ok(wsi)) {
+            char peer[64] = "";
+            lws_get_peer_simple(wsi, peer, sizeof(peer));
+            R->m.upgrades_refused++;
+            mlc_debug("relay: WebSocket upgrade from %s refused (only GET /tunnel with subprotocol "
+                      "mlc-tunnel)", peer);
+            respond_close(wsi, 400, "WebSocket upgrades are for agents: GET /tunnel with "
+                                    "Sec-WebSocket-Protocol: mlc-tunnel");
+            return -1;
+        }
+        return 0;
     case LWS_CALLBACK_HTTP: {
         const char *path = in;
         int is_post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
         enum hook_kind kind;
-        char clen[32];
+        long long cl;
 
         /* a keep-alive connection reuses pss: drop the last request's leftovers */
         mlc_buf_release(&pss->body);
@@ -711,22 +836,29 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         pss->wsi = wsi;
         pss->pend = -1;
         pss->kind = -1;
+        cl = content_length(wsi);
+        if (cl == -2 || (cl >= 0 && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)) {
+            R->m.bad_requests++;
+            respond_close(wsi, 400, "conflicting or malformed Content-Length (or Content-Length "
+                                    "with Transfer-Encoding)");
+            return -1;
+        }
         if (hook_route(path, &kind, pss->tenant, sizeof(pss->tenant)) == 0) {
             if (!is_post) {
                 return respond_json(wsi, 405, "webhooks are POSTed");
             }
             pss->kind = (int)kind;
             pss->body.max = (size_t)R->cfg->max_body;
-            if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
-                long long cl = atoll(clen);
-                if (cl > HARD_BODY_CAP) {
-                    R->m.hooks[kind][M_413]++;
-                    lws_return_http_status(wsi, 413, "body over the relay's size limit");
-                    return -1;
-                }
-                if (cl > R->cfg->max_body) {
-                    pss->too_big = 1;
-                }
+            if (cl > HARD_BODY_CAP) {
+                R->m.hooks[kind][M_413]++;
+                respond_close(wsi, 413, "body over the relay's size limit");
+                return -1;
+            }
+            /* the whole body within body_timeout, or 408 */
+            lws_set_timer_usecs(wsi, (lws_usec_t)R->cfg->body_timeout_s * LWS_US_PER_SEC);
+            if (cl > R->cfg->max_body) {
+                R->m.hooks[kind][M_413]++;
+                return body_refuse(wsi, pss, 413, "body over the relay's size limit");
             }
             return 0; /* the body follows */
         }
@@ -760,16 +892,41 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         if (pss->kind < 0) {
             return 0;
         }
-        if (!pss->too_big && mlc_buf_add(&pss->body, in, len) != MLC_OK) {
-            pss->too_big = 1;
-            mlc_buf_release(&pss->body);
+        pss->received += len;
+        if (pss->answered) {
+            return pss->received > (size_t)HARD_BODY_CAP ? -1 : 0;
+        }
+        if (mlc_buf_add(&pss->body, in, len) != MLC_OK) {
+            /* a chunked (or lying) body passed max_body: answer now, not at its end */
+            R->m.hooks[pss->kind][M_413]++;
+            return body_refuse(wsi, pss, 413, "body over the relay's size limit");
         }
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         if (pss->kind < 0) {
             return respond_json(wsi, 404, "not found");
         }
+        /* lws 4.1's lws_set_timer_usecs() has no cancel (-1 fires at once): flag it */
+        pss->body_done = 1;
+        if (pss->answered) {
+            return -1; /* answered already, with Connection: close */
+        }
         return hook_complete(wsi, pss);
+    case LWS_CALLBACK_TIMER:
+        /* the body deadline passed, or the grace after an early 413 */
+        if (pss == NULL || pss->kind < 0 || pss->body_done) {
+            return 0;
+        }
+        if (!pss->answered) {
+            char peer[64] = "";
+            lws_get_peer_simple(wsi, peer, sizeof(peer));
+            R->m.hooks[pss->kind][M_408]++;
+            mlc_warn("relay: %s webhook for tenant %s from %s: body incomplete after %lds "
+                     "(%zu bytes); answering 408 and closing", pss->kind ? "zoho" : "jira",
+                     pss->tenant, peer, R->cfg->body_timeout_s, pss->received);
+            respond_close(wsi, 408, "request body not received in time");
+        }
+        return -1;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (pss->status != 0) {
             unsigned st = (unsigned)pss->status;
@@ -882,12 +1039,6 @@ static const struct lws_protocols protocols[] = {
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
-static int is_loopback(const char *host)
-{
-    return strcmp(host, "127.0.0.1") == 0 || strcmp(host, "localhost") == 0 ||
-           strcmp(host, "::1") == 0 || strncmp(host, "127.", 4) == 0;
-}
-
 static void lws_to_mlc_log(int level, const char *line)
 {
     char buf[512];
@@ -910,27 +1061,23 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
     struct lws_context_creation_info info;
     struct mlc_errbuf err = { 0 };
     static struct relay r;
-    char host[128];
-    const char *colon;
-    int port, rc = 0;
+    struct listen_addr want, got;
+    struct store_key key;
+    int tls = cfg->tls_cert && cfg->tls_cert[0];
+    int rc = 0, found;
     struct rlimit rl;
 
     memset(&r, 0, sizeof(r));
     r.cfg = cfg;
     r.stop = stop;
     R = &r;
-    colon = strrchr(cfg->listen, ':');
-    if (colon == NULL || (size_t)(colon - cfg->listen) >= sizeof(host) || atoi(colon + 1) < 0 ||
-        atoi(colon + 1) > 65535) {
-        mlc_error("relay: listen '%s' is not HOST:PORT (e.g. 127.0.0.1:8443)", cfg->listen);
+    if (listen_resolve(cfg->listen, &want, &err) != MLC_OK) {
+        mlc_error("relay: %s", mlc_err_msg(&err));
         return 2;
     }
-    memcpy(host, cfg->listen, (size_t)(colon - cfg->listen));
-    host[colon - cfg->listen] = '\0';
-    port = atoi(colon + 1);
-    if ((cfg->tls_cert == NULL || cfg->tls_cert[0] == '\0') && !is_loopback(host)) {
-        mlc_error("relay: listening on %s without TLS is refused; set tls_cert and tls_key "
-                  "(plain HTTP is for loopback only)", cfg->listen);
+    if (!tls && !want.loopback) {
+        mlc_error("relay: listening on %s (%s) without TLS is refused; set tls_cert and tls_key "
+                  "(plain HTTP is for loopback only)", cfg->listen, want.host);
         return 2;
     }
     /* many idle tunnels need many descriptors */
@@ -938,22 +1085,26 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (store_open(&r.store, cfg->store, cfg->node, &err) != MLC_OK) {
+    if (store_key_load(&key, cfg->key_file, &err) != MLC_OK ||
+        store_open(&r.store, cfg->store, cfg->node, &key, &err) != MLC_OK) {
+        store_key_wipe(&key);
         mlc_error("relay: %s", mlc_err_msg(&err));
         return 1;
     }
+    store_key_wipe(&key);
     lws_set_log_level(LLL_ERR | LLL_WARN | (mlc_log_level >= MLC_LOG_DEBUG ? LLL_NOTICE : 0),
                       lws_to_mlc_log);
     memset(&info, 0, sizeof(info));
-    info.port = port;
-    info.iface = host[0] && strcmp(host, "0.0.0.0") != 0 && strcmp(host, "*") != 0 ? host : NULL;
+    info.port = want.port;
+    /* the numeric address, and the family by option (see relay/listen.h) */
+    info.iface = want.wildcard ? NULL : want.host;
     info.protocols = protocols;
     info.vhost_name = "mlc-relay";
     info.alpn = "http/1.1";
     info.fd_limit_per_thread = (unsigned)cfg->max_conns;
     info.timeout_secs = 20;
-    info.options = 0;
-    if (cfg->tls_cert && cfg->tls_cert[0]) {
+    info.options = want.family == AF_INET ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0;
+    if (tls) {
         info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = cfg->tls_cert;
         info.ssl_private_key_filepath = cfg->tls_key;
@@ -961,6 +1112,20 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
     r.ctx = lws_create_context(&info);
     if (r.ctx == NULL) {
         mlc_error("relay: cannot listen on %s (port in use? bad TLS certificate or key?)", cfg->listen);
+        r.store->ops->close(r.store);
+        return 1;
+    }
+    /* serve nothing before the socket is known to be exactly where configured */
+    found = listen_bound(want.port, &got) == MLC_OK;
+    if (!found || !listen_same(&want, &got) || (!tls && !got.loopback)) {
+        if (!found) {
+            mlc_error("relay: listen %s: no socket is listening on %s port %d (is %s an address of "
+                      "this machine?); stopping", cfg->listen, want.host, want.port, want.host);
+        } else {
+            mlc_error("relay: listen %s: the socket is bound to %s port %d, not %s; stopping "
+                      "rather than serve elsewhere", cfg->listen, got.host, got.port, want.host);
+        }
+        lws_context_destroy(r.ctx);
         r.store->ops->close(r.store);
         return 1;
     }
@@ -977,9 +1142,9 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
     r.started_ms = now_ms();
     r.multi_node = strcmp(r.store->ops->name, "sqlite") != 0;
     lws_sul_schedule(r.ctx, 0, &r.tick_sul, tick_cb, 250 * LWS_US_PER_MS);
-    mlc_info("relay: node %s listening on %s%s, store %s", cfg->node, cfg->listen,
-             cfg->tls_cert && cfg->tls_cert[0] ? " (TLS)" : " (plain HTTP, loopback)",
-             r.store->ops->name);
+    mlc_info("relay: node %s listening on %s (bound %s%s%s:%d)%s, store %s", cfg->node, cfg->listen,
+             got.family == AF_INET6 ? "[" : "", got.host, got.family == AF_INET6 ? "]" : "", got.port,
+             tls ? " (TLS)" : " (plain HTTP, loopback)", r.store->ops->name);
     while (!*stop) {
         if (lws_service(r.ctx, 0) < 0) {
             rc = 1;

@@ -2,9 +2,16 @@
  * store: picks the back end from the spec string and frees what the back
  * ends hand out. The back ends are store_sqlite.c and store_pg.c.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "relay/store.h"
+#include "shared/mlc_buf.h"
+#include "shared/mlc_log.h"
+
+#define SEAL_PREFIX "enc1:"
+#define KEY_CHECK_NAME "key_check"
+#define KEY_CHECK_MSG "mlc-relay tenant secrets key check v1"
 
 static int has_prefix(const char *s, const char *prefix)
 {
@@ -18,8 +25,8 @@ static int has_suffix(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-enum mlc_rc store_open(struct store **out, const char *spec, const char *node,
-                       struct mlc_errbuf *err)
+static enum mlc_rc open_backend(struct store **out, const char *spec, const char *node,
+                                struct mlc_errbuf *err)
 {
     *out = NULL;
     if (spec == NULL || spec[0] == '\0') {
@@ -121,4 +128,176 @@ void command_rec_release(struct command_rec *c)
     free(c->answer);
     c->body = NULL;
     c->answer = NULL;
+}
+
+static void seal_aad(char *aad, size_t n, const char *tenant, const char *field)
+{
+    snprintf(aad, n, "relay_tenant:%s:%s", tenant, field);
+}
+
+char *store_seal(const struct store *s, const char *tenant, const char *field, const char *clear)
+{
+    char aad[128], *b64, *out;
+    uint8_t *box = NULL;
+    size_t len = 0;
+
+    if (clear[0] == '\0') {
+        return mlc_xstrdup("");
+    }
+    seal_aad(aad, sizeof(aad), tenant, field);
+    if (mlc_seal(s->key.key, aad, strlen(aad), clear, strlen(clear), &box, &len) != MLC_OK) {
+        MLC_BUG("cannot seal a tenant secret (AES-GCM failed)");
+    }
+    b64 = mlc_base64_encode(box, len);
+    free(box);
+    if (b64 == NULL) {
+        MLC_BUG("out of memory sealing a tenant secret");
+    }
+    out = mlc_xasprintf(SEAL_PREFIX "%s", b64);
+    free(b64);
+    return out;
+}
+
+enum mlc_rc store_unseal(struct store *s, const char *tenant, const char *field, const char *stored,
+                         char *dst, size_t n, struct mlc_errbuf *err)
+{
+    char aad[128];
+    uint8_t *box, *plain = NULL;
+    size_t blen = 0, plen = 0;
+    enum mlc_rc rc;
+
+    dst[0] = '\0';
+    if (stored == NULL || stored[0] == '\0') {
+        return MLC_OK;
+    }
+    if (strncmp(stored, SEAL_PREFIX, strlen(SEAL_PREFIX)) != 0) {
+        s->clear_read++;
+        snprintf(dst, n, "%s", stored);
+        return MLC_OK;
+    }
+    box = mlc_base64_decode(stored + strlen(SEAL_PREFIX), &blen);
+    seal_aad(aad, sizeof(aad), tenant, field);
+    rc = box ? mlc_open(s->key.key, aad, strlen(aad), box, blen, &plain, &plen) : MLC_E_PROTO;
+    free(box);
+    if (rc != MLC_OK || plen >= n) {
+        if (plain != NULL) {
+            memset(plain, 0, plen);
+            free(plain);
+        }
+        mlc_errf(err, "tenant '%s': its %s does not decrypt with the relay key from '%s' (the "
+                 "store was sealed with another key: restore the key file that belongs to it)",
+                 tenant, field, s->key.source);
+        return MLC_E_AUTH;
+    }
+    memcpy(dst, plain, plen + 1);
+    memset(plain, 0, plen);
+    free(plain);
+    return MLC_OK;
+}
+
+static void key_check_value(const struct store_key *k, char out[2 * MLC_SHA256_LEN + 1])
+{
+    uint8_t mac[MLC_SHA256_LEN];
+
+    mlc_hmac_sha256(k->key, sizeof(k->key), KEY_CHECK_MSG, strlen(KEY_CHECK_MSG), mac);
+    mlc_hex(mac, sizeof(mac), out);
+}
+
+/* The store's key check value against key: record it on first use (saving a
+ * fresh key file first), refuse a mismatch or a missing key file. */
+static enum mlc_rc key_check(struct store *s, struct mlc_errbuf *err)
+{
+    char want[2 * MLC_SHA256_LEN + 1], have[128];
+    enum mlc_rc rc = s->ops->meta_get(s, KEY_CHECK_NAME, have, sizeof(have), err);
+
+    if (rc == MLC_E_NOTFOUND) {
+        mlc_err_reset(err);
+        if ((rc = store_key_save(&s->key, err)) != MLC_OK) {
+            return rc;
+        }
+        key_check_value(&s->key, want);
+        if ((rc = s->ops->meta_put_new(s, KEY_CHECK_NAME, want, err)) != MLC_OK ||
+            (rc = s->ops->meta_get(s, KEY_CHECK_NAME, have, sizeof(have), err)) != MLC_OK) {
+            return rc;
+        }
+    } else if (rc != MLC_OK) {
+        return rc;
+    } else if (s->key.unsaved) {
+        mlc_errf(err, "the relay store's tenant secrets are sealed with a key, but the key file "
+                 "'%s' does not exist: restore it from backup (or from another relay node)",
+                 s->key.source);
+        return MLC_E_AUTH;
+    }
+    key_check_value(&s->key, want);
+    if (strlen(have) != strlen(want) || !mlc_ct_equal(have, want, strlen(want))) {
+        mlc_errf(err, "the relay key from '%s' is not the key this store's tenant secrets are "
+                 "sealed with (a store copied without its key file, or another node's key?): "
+                 "restore the key file that belongs to this store", s->key.source);
+        return MLC_E_AUTH;
+    }
+    return MLC_OK;
+}
+
+/* An older relay kept the secrets in clear: seal them now. */
+static enum mlc_rc seal_clear_rows(struct store *s, struct mlc_errbuf *err)
+{
+    struct tenant_rec *ts = NULL;
+    size_t n = 0, sealed = 0;
+    enum mlc_rc rc;
+
+    s->clear_read = 0;
+    rc = s->ops->tenant_list(s, &ts, &n, err);
+    if (rc != MLC_OK || s->clear_read == 0) {
+        goto out;
+    }
+    /* every row again, one at a time: the list tells which had clear values
+     * only in total, and rewriting a sealed row changes nothing it holds */
+    for (size_t i = 0; i < n; i++) {
+        struct tenant_rec t;
+        s->clear_read = 0;
+        rc = s->ops->tenant_get(s, ts[i].name, &t, err);
+        if (rc == MLC_OK && s->clear_read > 0) {
+            rc = s->ops->tenant_update(s, &t, err);
+            sealed++;
+        }
+        memset(&t, 0, sizeof(t));
+        if (rc != MLC_OK && rc != MLC_E_NOTFOUND) {
+            goto out;
+        }
+        rc = MLC_OK;
+    }
+    if (s->ops->scrub != NULL) {
+        s->ops->scrub(s);
+    }
+    mlc_info("relay store: sealed the secrets of %zu tenant(s) that an older relay kept in clear "
+             "(key from '%s')", sealed, s->key.source);
+out:
+    if (ts != NULL) {
+        memset(ts, 0, n * sizeof(*ts));
+        free(ts);
+    }
+    s->clear_read = 0;
+    return rc;
+}
+
+enum mlc_rc store_open(struct store **out, const char *spec, const char *node,
+                       struct store_key *key, struct mlc_errbuf *err)
+{
+    enum mlc_rc rc;
+
+    if (key == NULL) {
+        MLC_BUG("store_open without a key");
+    }
+    rc = open_backend(out, spec, node, err);
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    (*out)->key = *key;
+    if ((rc = key_check(*out, err)) != MLC_OK || (rc = seal_clear_rows(*out, err)) != MLC_OK) {
+        (*out)->ops->close(*out);
+        *out = NULL;
+        return rc;
+    }
+    *key = (*out)->key; /* saved (or replaced by another process's) key */
+    return MLC_OK;
 }

@@ -18,10 +18,36 @@
 #define MLC_RELAY_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include "shared/mlc_crypto.h"
 #include "shared/mlc_err.h"
 
 #define TENANT_NAME_MAX 64 /* [A-Za-z0-9_-]{1,64} */
 
+/* The key that seals tenant secrets (hook_secret, jira_client_secret,
+ * zoho_token) at rest with AES-256-GCM. It lives outside the database: a
+ * systemd credential ($CREDENTIALS_DIRECTORY/relay-key) or a 0600 key file.
+ * The store records only a check value (an HMAC under the key), so it can
+ * tell the wrong key or a missing key file from damage. */
+struct store_key {
+    uint8_t key[MLC_AES_KEY_LEN];
+    char source[512]; /* the file it came from (or will be saved to), for messages */
+    int unsaved;      /* the key file did not exist: a fresh key, saved on first use */
+    int credential;   /* came from systemd's $CREDENTIALS_DIRECTORY: never written */
+};
+
+/* Load the key: $CREDENTIALS_DIRECTORY/relay-key when that exists, else
+ * key_file. A missing key_file gives a fresh random key (unsaved = 1) that
+ * store_open() writes 0600 only when the store has no secrets sealed with
+ * another key. MLC_E_INVAL for a damaged key (not 32 bytes). */
+enum mlc_rc store_key_load(struct store_key *k, const char *key_file, struct mlc_errbuf *err);
+/* Write an unsaved key (temp file, fsync, link: a key file another process
+ * created meanwhile wins and is loaded instead). */
+enum mlc_rc store_key_save(struct store_key *k, struct mlc_errbuf *err);
+void store_key_wipe(struct store_key *k);
+
+/* In memory the secrets are clear (the verifier needs them); in the store
+ * they are sealed (see struct store_key). */
 struct tenant_rec {
     char name[TENANT_NAME_MAX + 1];
     char key_hash[65];          /* hex SHA-256 of the agent key; the key itself is never stored */
@@ -129,12 +155,34 @@ struct store_ops {
                        void *arg);
 
     enum mlc_rc (*stats)(struct store *s, struct store_stats *out, struct mlc_errbuf *err);
+
+    /* small settings of the store itself (relay_meta): get copies the value
+     * (MLC_E_NOTFOUND when absent); put_new inserts it unless the name
+     * exists (the first writer wins). */
+    enum mlc_rc (*meta_get)(struct store *s, const char *name, char *out, size_t n,
+                            struct mlc_errbuf *err);
+    enum mlc_rc (*meta_put_new)(struct store *s, const char *name, const char *value,
+                                struct mlc_errbuf *err);
+    /* optional: make rewritten rows' old versions unreadable from the files
+     * (SQLite: checkpoint and truncate the WAL) */
+    void (*scrub)(struct store *s);
 };
 
 struct store {
     const struct store_ops *ops;
-    char node[64]; /* this relay node's id, recorded on leases */
+    char node[64];        /* this relay node's id, recorded on leases */
+    struct store_key key; /* seals tenant secrets */
+    unsigned long clear_read; /* secrets read back unsealed (rows of an older relay) */
 };
+
+/* For the back ends: a secret as stored ("" stays "", else "enc1:" and the
+ * base64 of the AES-GCM box, bound to tenant and field); heap. */
+char *store_seal(const struct store *s, const char *tenant, const char *field, const char *clear);
+/* ... and back into dst (n bytes). A value without the prefix is an older
+ * relay's clear text: copied, and counted in s->clear_read (store_open
+ * seals those rows). MLC_E_AUTH when it does not open with s->key. */
+enum mlc_rc store_unseal(struct store *s, const char *tenant, const char *field, const char *stored,
+                         char *dst, size_t n, struct mlc_errbuf *err);
 
 /* Tenant names: [A-Za-z0-9_-]{1,64}; reads no more than the field holds. */
 int tenant_name_ok(const char *name);
@@ -146,9 +194,13 @@ enum mlc_rc store_check_batch(struct delivery_in *items, size_t n, struct mlc_er
 
 /* Open by URL-ish spec: "sqlite:/path/relay.db" or a PostgreSQL conninfo
  * ("postgres://..." / "postgresql://..." / "host=... dbname=..."). Creates
- * the schema when missing. */
+ * the schema when missing. Checks key against the store's check value (the
+ * wrong key, or a missing key file for a store that has sealed secrets, is
+ * MLC_E_AUTH with a message saying what to restore), saves an unsaved key
+ * when the store needs one, and seals the clear secrets an older relay left. */
 enum mlc_rc store_open(struct store **out, const char *spec, const char *node,
-                       struct mlc_errbuf *err);
+                       struct store_key *key, struct mlc_errbuf *err);
+/* The back ends alone (no key check, no sealing of old rows). */
 enum mlc_rc store_sqlite_open(struct store **out, const char *path, const char *node,
                               struct mlc_errbuf *err);
 enum mlc_rc store_pg_open(struct store **out, const char *conninfo, const char *node,

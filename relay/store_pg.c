@@ -54,6 +54,8 @@ static const char *const pg_migrations[] = {
     "  tenant TEXT NOT NULL REFERENCES relay_tenant(name), body TEXT NOT NULL,"
     "  created_ms BIGINT NOT NULL, sent_ms BIGINT, answered_ms BIGINT, answer TEXT);"
     "CREATE INDEX relay_command_unsent ON relay_command(tenant, id) WHERE sent_ms IS NULL;",
+    /* 2: settings of the store itself (the tenant secrets' key check) */
+    "CREATE TABLE relay_meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
 #define PG_SCHEMA_VERSION ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))
 
@@ -74,6 +76,8 @@ enum pg_stmt {
     PG_COMMAND_GET,
     PG_COMMAND_TENANTS,
     PG_STATS,
+    PG_META_GET,
+    PG_META_PUT_NEW,
     PG__COUNT
 };
 
@@ -128,6 +132,8 @@ static const char *const pg_sql[PG__COUNT] = {
                  " (SELECT count(*) FROM relay_delivery WHERE acked_ms IS NULL),"
                  " (SELECT count(*) FROM relay_delivery)," /* acked = all - pending */
                  " (SELECT count(*) FROM relay_command WHERE answered_ms IS NULL)",
+    [PG_META_GET] = "SELECT value FROM relay_meta WHERE name = $1",
+    [PG_META_PUT_NEW] = "INSERT INTO relay_meta(name, value) VALUES($1, $2) ON CONFLICT (name) DO NOTHING",
 };
 
 struct pg {
@@ -497,6 +503,7 @@ static void pg_close(struct store *s)
     }
     PQfinish(p->conn);
     PQfinish(p->listen);
+    store_key_wipe(&p->base.key);
     free(p);
 }
 
@@ -543,41 +550,52 @@ fail:
     return rc;
 }
 
-static void tenant_params(const struct tenant_rec *t, char nums[2][24], const char *vals[7],
-                          char fields[5][260])
+/* Parameters of t with its secrets sealed (sealed[] to free afterwards). */
+static void tenant_params(struct pg *p, const struct tenant_rec *t, char nums[2][24],
+                          const char *vals[7], char fields[2][TENANT_NAME_MAX + 2], char *sealed[3])
 {
-    snprintf(fields[0], sizeof(fields[0]), "%.*s", (int)sizeof(t->name), t->name);
-    snprintf(fields[1], sizeof(fields[1]), "%.*s", (int)sizeof(t->key_hash), t->key_hash);
-    snprintf(fields[2], sizeof(fields[2]), "%.*s", (int)sizeof(t->hook_secret), t->hook_secret);
-    snprintf(fields[3], sizeof(fields[3]), "%.*s", (int)sizeof(t->jira_client_secret),
-             t->jira_client_secret);
-    snprintf(fields[4], sizeof(fields[4]), "%.*s", (int)sizeof(t->zoho_token), t->zoho_token);
+    snprintf(fields[0], sizeof(fields[0]), "%.*s", TENANT_NAME_MAX, t->name);
+    snprintf(fields[1], sizeof(fields[1]), "%.*s", (int)sizeof(t->key_hash) - 1, t->key_hash);
+    sealed[0] = store_seal(&p->base, fields[0], "hook_secret", t->hook_secret);
+    sealed[1] = store_seal(&p->base, fields[0], "jira_client_secret", t->jira_client_secret);
+    sealed[2] = store_seal(&p->base, fields[0], "zoho_token", t->zoho_token);
     snprintf(nums[0], sizeof(nums[0]), "%lld", t->created_ms);
     snprintf(nums[1], sizeof(nums[1]), "%lld", t->rotated_ms);
-    for (int i = 0; i < 5; i++) {
-        vals[i] = fields[i];
-    }
+    vals[0] = fields[0];
+    vals[1] = fields[1];
+    vals[2] = sealed[0];
+    vals[3] = sealed[1];
+    vals[4] = sealed[2];
     vals[5] = nums[0];
     vals[6] = nums[1];
 }
 
-static void read_tenant(const PGresult *r, int row, struct tenant_rec *t)
+static enum mlc_rc read_tenant(struct pg *p, const PGresult *r, int row, struct tenant_rec *t,
+                               struct mlc_errbuf *err)
 {
+    enum mlc_rc rc;
+
     memset(t, 0, sizeof(*t));
     col_copy(r, row, 0, t->name, sizeof(t->name));
     col_copy(r, row, 1, t->key_hash, sizeof(t->key_hash));
-    col_copy(r, row, 2, t->hook_secret, sizeof(t->hook_secret));
-    col_copy(r, row, 3, t->jira_client_secret, sizeof(t->jira_client_secret));
-    col_copy(r, row, 4, t->zoho_token, sizeof(t->zoho_token));
     t->created_ms = col_int(r, row, 5);
     t->rotated_ms = col_int(r, row, 6);
+    if ((rc = store_unseal(&p->base, t->name, "hook_secret", PQgetvalue(r, row, 2), t->hook_secret,
+                           sizeof(t->hook_secret), err)) != MLC_OK ||
+        (rc = store_unseal(&p->base, t->name, "jira_client_secret", PQgetvalue(r, row, 3),
+                           t->jira_client_secret, sizeof(t->jira_client_secret), err)) != MLC_OK ||
+        (rc = store_unseal(&p->base, t->name, "zoho_token", PQgetvalue(r, row, 4), t->zoho_token,
+                           sizeof(t->zoho_token), err)) != MLC_OK) {
+        memset(t, 0, sizeof(*t));
+    }
+    return rc;
 }
 
 static enum mlc_rc pg_tenant_write(struct store *s, const struct tenant_rec *t, int add,
                                    struct mlc_errbuf *err)
 {
     struct pg *p = pg_of(s);
-    char nums[2][24], fields[5][260];
+    char nums[2][24], fields[2][TENANT_NAME_MAX + 2], *sealed[3];
     const char *vals[7];
     PGresult *r;
     enum mlc_rc rc;
@@ -591,8 +609,11 @@ static enum mlc_rc pg_tenant_write(struct store *s, const struct tenant_rec *t, 
     if (rc != MLC_OK) {
         return rc;
     }
-    tenant_params(t, nums, vals, fields);
+    tenant_params(p, t, nums, vals, fields, sealed);
     r = pg_run(p, add ? PG_TENANT_ADD : PG_TENANT_UPDATE, 7, vals, NULL, NULL);
+    for (int i = 0; i < 3; i++) {
+        free(sealed[i]);
+    }
     if (add && result_sqlstate(r, "23505")) {
         PQclear(r);
         mlc_errf(err,
@@ -646,9 +667,9 @@ static enum mlc_rc pg_tenant_get(struct store *s, const char *name, struct tenan
         mlc_errf(err, "no tenant '%s' in the relay store on PostgreSQL server %s", name, p->where);
         return MLC_E_NOTFOUND;
     }
-    read_tenant(r, 0, out);
+    rc = read_tenant(p, r, 0, out, err);
     PQclear(r);
-    return MLC_OK;
+    return rc;
 }
 
 static enum mlc_rc pg_tenant_list(struct store *s, struct tenant_rec **out, size_t *n,
@@ -672,7 +693,13 @@ static enum mlc_rc pg_tenant_list(struct store *s, struct tenant_rec **out, size
     if (rows > 0) {
         *out = mlc_xcalloc((size_t)rows, sizeof(**out));
         for (int i = 0; i < rows; i++) {
-            read_tenant(r, i, &(*out)[i]);
+            if ((rc = read_tenant(p, r, i, &(*out)[i], err)) != MLC_OK) {
+                PQclear(r);
+                memset(*out, 0, (size_t)rows * sizeof(**out));
+                free(*out);
+                *out = NULL;
+                return rc;
+            }
         }
     }
     *n = (size_t)rows;
@@ -1249,6 +1276,64 @@ static enum mlc_rc pg_stats(struct store *s, struct store_stats *out, struct mlc
     return MLC_OK;
 }
 
+static enum mlc_rc pg_meta_get(struct store *s, const char *name, char *out, size_t n,
+                               struct mlc_errbuf *err)
+{
+    struct pg *p = pg_of(s);
+    const char *vals[1] = { name };
+    PGresult *r;
+    enum mlc_rc rc = pg_ready(p, err);
+
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    r = pg_run(p, PG_META_GET, 1, vals, NULL, NULL);
+    if (!result_ok(r)) {
+        return pg_fail(p, r, "read a store setting", err);
+    }
+    rc = PQntuples(r) == 0 ? MLC_E_NOTFOUND : MLC_OK;
+    if (rc == MLC_OK) {
+        col_copy(r, 0, 0, out, n);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static enum mlc_rc pg_meta_put_new(struct store *s, const char *name, const char *value,
+                                   struct mlc_errbuf *err)
+{
+    struct pg *p = pg_of(s);
+    const char *vals[2] = { name, value };
+    PGresult *r;
+    enum mlc_rc rc = pg_ready(p, err);
+
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    r = pg_run(p, PG_META_PUT_NEW, 2, vals, NULL, NULL);
+    if (!result_ok(r)) {
+        return pg_fail(p, r, "record a store setting", err);
+    }
+    PQclear(r);
+    return MLC_OK;
+}
+
+/* The clear rows an older relay wrote stay in the table's pages as dead
+ * tuples until the table is rewritten; it is small (one row per tenant). */
+static void pg_scrub(struct store *s)
+{
+    struct pg *p = pg_of(s);
+    PGresult *r = PQexec(p->conn, "VACUUM FULL relay_tenant");
+
+    if (!result_ok(r)) {
+        char line[512];
+        mlc_warn("PostgreSQL server %s: cannot VACUUM FULL relay_tenant (%s): old clear copies of "
+                 "tenant secrets stay in its files until the next VACUUM FULL", p->where,
+                 one_line(PQresultErrorMessage(r), line, sizeof(line)));
+    }
+    PQclear(r);
+}
+
 static const struct store_ops pg_ops = {
     .name = "postgres",
     .close = pg_close,
@@ -1268,4 +1353,7 @@ static const struct store_ops pg_ops = {
     .wake_fd = pg_wake_fd,
     .wake_drain = pg_wake_drain,
     .stats = pg_stats,
+    .meta_get = pg_meta_get,
+    .meta_put_new = pg_meta_put_new,
+    .scrub = pg_scrub,
 };

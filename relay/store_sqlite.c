@@ -10,9 +10,14 @@
  * Leases: claims are single UPDATE statements, and SQLite runs one writer at
  * a time, so two handles (nodes) never lease the same row at once.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sqlite3.h>
 #include "relay/store.h"
 #include "shared/mlc_buf.h"
@@ -39,6 +44,8 @@ static const char *const sq_migrations[] = {
     "  tenant TEXT NOT NULL REFERENCES relay_tenant(name), body TEXT NOT NULL,"
     "  created_ms INTEGER NOT NULL, sent_ms INTEGER, answered_ms INTEGER, answer TEXT);"
     "CREATE INDEX relay_command_unsent ON relay_command(tenant, id) WHERE sent_ms IS NULL;",
+    /* 2: settings of the store itself (the tenant secrets' key check) */
+    "CREATE TABLE relay_meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 };
 #define SQ_SCHEMA_VERSION ((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))
 
@@ -58,6 +65,8 @@ enum sq_stmt {
     SQ_COMMAND_GET,
     SQ_COMMAND_TENANTS,
     SQ_STATS,
+    SQ_META_GET,
+    SQ_META_PUT_NEW,
     SQ__COUNT
 };
 
@@ -106,6 +115,9 @@ static const char *const sq_sql[SQ__COUNT] = {
                  " (SELECT count(*) FROM relay_delivery WHERE acked_ms IS NULL),"
                  " (SELECT count(*) FROM relay_delivery)," /* acked = all - pending */
                  " (SELECT count(*) FROM relay_command WHERE answered_ms IS NULL)",
+    [SQ_META_GET] = "SELECT value FROM relay_meta WHERE name = :name",
+    [SQ_META_PUT_NEW] = "INSERT INTO relay_meta(name, value) VALUES(:name, :value)"
+                        " ON CONFLICT(name) DO NOTHING",
 };
 
 struct sq {
@@ -241,6 +253,50 @@ static char *col_dup(sqlite3_stmt *st, int col, size_t *len, int keep_null)
     return p;
 }
 
+/* The database holds tenants and webhook bodies: 0600 whatever the umask.
+ * SQLite gives its -wal and -shm files the database file's mode, so creating
+ * the database file ourselves is enough for new stores; an older relay's
+ * files (0644 under umask 022) are tightened. */
+static enum mlc_rc private_files(const char *path, struct mlc_errbuf *err)
+{
+    static const char *const suffix[] = { "", "-wal", "-shm", "-journal" };
+    struct stat sb;
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+    if (fd >= 0) {
+        char dir[4096];
+        struct stat ds;
+        snprintf(dir, sizeof(dir), "%s", path);
+        /* a CLI run as root creates it for the service user that owns the directory */
+        if (fchmod(fd, 0600) != 0 ||
+            (geteuid() == 0 && stat(dirname(dir), &ds) == 0 && ds.st_uid != 0 &&
+             fchown(fd, ds.st_uid, ds.st_gid) != 0)) {
+            mlc_warn("relay store '%s': cannot set its owner or mode: %s", path, strerror(errno));
+        }
+        close(fd);
+        return MLC_OK;
+    }
+    if (errno != EEXIST) {
+        mlc_errf(err, "cannot create relay store '%s': %s (check that the directory exists and is "
+                 "writable by the relay)", path, strerror(errno));
+        return MLC_E_IO;
+    }
+    for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+        char p[4096];
+        snprintf(p, sizeof(p), "%s%s", path, suffix[i]);
+        if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077) != 0) {
+            if (chmod(p, sb.st_mode & 0700) == 0) {
+                mlc_info("relay store: '%s' was readable by others; now mode %03o", p,
+                         (unsigned)(sb.st_mode & 0700));
+            } else {
+                mlc_warn("relay store: '%s' is readable by others and chmod failed: %s; run chmod "
+                         "600 '%s'", p, strerror(errno), p);
+            }
+        }
+    }
+    return MLC_OK;
+}
+
 enum mlc_rc store_sqlite_open(struct store **out, const char *path, const char *node,
                               struct mlc_errbuf *err)
 {
@@ -263,6 +319,9 @@ enum mlc_rc store_sqlite_open(struct store **out, const char *path, const char *
     q->base.ops = &sq_ops;
     snprintf(q->base.node, sizeof(q->base.node), "%s", node);
     q->path = mlc_xstrdup(path);
+    if ((rc = private_files(path, err)) != MLC_OK) {
+        goto fail;
+    }
     if (sqlite3_open_v2(path, &q->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
@@ -274,8 +333,9 @@ enum mlc_rc store_sqlite_open(struct store **out, const char *path, const char *
         goto fail;
     }
     sqlite3_busy_timeout(q->db, BUSY_MS);
-    rc = sq_exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-                 "set WAL mode", err);
+    /* secure_delete: a rewritten row's old bytes (a secret before sealing) are zeroed */
+    rc = sq_exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                    " PRAGMA secure_delete=ON;", "set WAL mode", err);
     if (rc != MLC_OK) {
         goto fail;
     }
@@ -336,31 +396,56 @@ static void sq_close(struct store *s)
         sqlite3_finalize(q->st[i]);
     }
     sqlite3_close(q->db);
+    store_key_wipe(&q->base.key);
     free(q->path);
     free(q);
 }
 
-static void bind_tenant(sqlite3_stmt *st, const struct tenant_rec *t)
+/* Binds t with its secrets sealed; returns the sealed copies to free. */
+static void bind_tenant(struct sq *q, sqlite3_stmt *st, const struct tenant_rec *t, char *sealed[3])
 {
+    char name[TENANT_NAME_MAX + 1];
+
+    snprintf(name, sizeof(name), "%.*s", TENANT_NAME_MAX, t->name);
+    sealed[0] = store_seal(&q->base, name, "hook_secret", t->hook_secret);
+    sealed[1] = store_seal(&q->base, name, "jira_client_secret", t->jira_client_secret);
+    sealed[2] = store_seal(&q->base, name, "zoho_token", t->zoho_token);
     bind_field(st, ":name", t->name, sizeof(t->name));
     bind_field(st, ":key_hash", t->key_hash, sizeof(t->key_hash));
-    bind_field(st, ":hook_secret", t->hook_secret, sizeof(t->hook_secret));
-    bind_field(st, ":jira_client_secret", t->jira_client_secret, sizeof(t->jira_client_secret));
-    bind_field(st, ":zoho_token", t->zoho_token, sizeof(t->zoho_token));
+    bind_text(st, ":hook_secret", sealed[0]);
+    bind_text(st, ":jira_client_secret", sealed[1]);
+    bind_text(st, ":zoho_token", sealed[2]);
     bind_int(st, ":created_ms", t->created_ms);
     bind_int(st, ":rotated_ms", t->rotated_ms);
 }
 
-static void read_tenant(sqlite3_stmt *st, struct tenant_rec *t)
+static void free_sealed(char *sealed[3])
 {
+    for (int i = 0; i < 3; i++) {
+        free(sealed[i]);
+    }
+}
+
+static enum mlc_rc read_tenant(struct sq *q, sqlite3_stmt *st, struct tenant_rec *t,
+                               struct mlc_errbuf *err)
+{
+    enum mlc_rc rc;
+
     memset(t, 0, sizeof(*t));
     col_copy(st, 0, t->name, sizeof(t->name));
     col_copy(st, 1, t->key_hash, sizeof(t->key_hash));
-    col_copy(st, 2, t->hook_secret, sizeof(t->hook_secret));
-    col_copy(st, 3, t->jira_client_secret, sizeof(t->jira_client_secret));
-    col_copy(st, 4, t->zoho_token, sizeof(t->zoho_token));
     t->created_ms = sqlite3_column_int64(st, 5);
     t->rotated_ms = sqlite3_column_int64(st, 6);
+    if ((rc = store_unseal(&q->base, t->name, "hook_secret", (const char *)sqlite3_column_text(st, 2),
+                           t->hook_secret, sizeof(t->hook_secret), err)) != MLC_OK ||
+        (rc = store_unseal(&q->base, t->name, "jira_client_secret",
+                           (const char *)sqlite3_column_text(st, 3), t->jira_client_secret,
+                           sizeof(t->jira_client_secret), err)) != MLC_OK ||
+        (rc = store_unseal(&q->base, t->name, "zoho_token", (const char *)sqlite3_column_text(st, 4),
+                           t->zoho_token, sizeof(t->zoho_token), err)) != MLC_OK) {
+        memset(t, 0, sizeof(*t));
+    }
+    return rc;
 }
 
 static enum mlc_rc sq_tenant_add(struct store *s, const struct tenant_rec *t,
@@ -368,6 +453,7 @@ static enum mlc_rc sq_tenant_add(struct store *s, const struct tenant_rec *t,
 {
     struct sq *q = sq_of(s);
     sqlite3_stmt *st;
+    char *sealed[3];
     int rc;
 
     if (!tenant_name_ok(t->name)) {
@@ -376,9 +462,11 @@ static enum mlc_rc sq_tenant_add(struct store *s, const struct tenant_rec *t,
         return MLC_E_INVAL;
     }
     st = sq_stmt(q, SQ_TENANT_ADD);
-    bind_tenant(st, t);
+    bind_tenant(q, st, t, sealed);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    free_sealed(sealed);
     if (rc == SQLITE_DONE) {
         return MLC_OK;
     }
@@ -397,11 +485,14 @@ static enum mlc_rc sq_tenant_update(struct store *s, const struct tenant_rec *t,
 {
     struct sq *q = sq_of(s);
     sqlite3_stmt *st = sq_stmt(q, SQ_TENANT_UPDATE);
+    char *sealed[3];
     int rc;
 
-    bind_tenant(st, t);
+    bind_tenant(q, st, t, sealed);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    free_sealed(sealed);
     if (rc != SQLITE_DONE) {
         return sq_fail(q, "update a tenant", err);
     }
@@ -422,9 +513,9 @@ static enum mlc_rc sq_tenant_get(struct store *s, const char *name, struct tenan
     bind_text(st, ":name", name);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        read_tenant(st, out);
+        enum mlc_rc r2 = read_tenant(q, st, out, err);
         sqlite3_reset(st);
-        return MLC_OK;
+        return r2;
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
@@ -450,7 +541,12 @@ static enum mlc_rc sq_tenant_list(struct store *s, struct tenant_rec **out, size
             cap = cap ? cap * 2 : 16;
             v = mlc_xrealloc(v, cap * sizeof(*v));
         }
-        read_tenant(st, &v[len++]);
+        if (read_tenant(q, st, &v[len++], err) != MLC_OK) {
+            sqlite3_reset(st);
+            memset(v, 0, len * sizeof(*v));
+            free(v);
+            return MLC_E_AUTH;
+        }
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
@@ -834,6 +930,56 @@ static enum mlc_rc sq_stats(struct store *s, struct store_stats *out, struct mlc
     return MLC_OK;
 }
 
+static enum mlc_rc sq_meta_get(struct store *s, const char *name, char *out, size_t n,
+                               struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_META_GET);
+    int rc;
+
+    bind_text(st, ":name", name);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        col_copy(st, 0, out, n);
+        sqlite3_reset(st);
+        return MLC_OK;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        return sq_fail(q, "read a store setting", err);
+    }
+    return MLC_E_NOTFOUND;
+}
+
+static enum mlc_rc sq_meta_put_new(struct store *s, const char *name, const char *value,
+                                   struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    sqlite3_stmt *st = sq_stmt(q, SQ_META_PUT_NEW);
+    int rc;
+
+    bind_text(st, ":name", name);
+    bind_text(st, ":value", value);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? MLC_OK : sq_fail(q, "record a store setting", err);
+}
+
+/* Rows rewritten with secure_delete leave no old copy in the database's
+ * pages; the WAL still holds the old frames until a checkpoint, and keeps
+ * their bytes after it unless truncated. */
+static void sq_scrub(struct store *s)
+{
+    struct sq *q = sq_of(s);
+    int log = 0, ckpt = 0;
+
+    if (sqlite3_wal_checkpoint_v2(q->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log, &ckpt) != SQLITE_OK) {
+        mlc_warn("relay store '%s': cannot checkpoint the WAL (%s); old clear copies of tenant "
+                 "secrets stay in '%s-wal' until the next checkpoint", q->path, sqlite3_errmsg(q->db),
+                 q->path);
+    }
+}
+
 static const struct store_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -853,4 +999,7 @@ static const struct store_ops sq_ops = {
     .wake_fd = sq_wake_fd,
     .wake_drain = sq_wake_drain,
     .stats = sq_stats,
+    .meta_get = sq_meta_get,
+    .meta_put_new = sq_meta_put_new,
+    .scrub = sq_scrub,
 };

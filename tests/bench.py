@@ -163,7 +163,8 @@ def relay_bench(build):
     sw = None
     try:
         base = rss_kb(r.proc.pid)
-        sw = subprocess.Popen([swarm, "--store", r.store, "--port", str(r.port), "--count", "5000"],
+        sw = subprocess.Popen([swarm, "--store", r.store, "--key-file", os.path.join(r.dir, "relay-secret.key"),
+                               "--port", str(r.port), "--count", "5000"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = sw.stdout.readline().split()
         if len(line) < 4 or line[0] != "ready" or int(line[3]) != 0:

@@ -170,22 +170,31 @@ def jira_status_event(issue, to_status, from_status=None, account=JIRA_USER_ACCO
     return body
 
 
+class Skip(Exception):
+    """Raised by a test that cannot run here (e.g. needs root): reported as
+    skipped, counted neither as passed nor as failed."""
+
+
 def run_tests(tests, only=None):
     """Run each test function (those whose name contains only, if given);
-    print "ok N name" / "not ok N name" with the failure, then
-    "N passed, N failed". Returns the exit status."""
+    print "ok N name" / "not ok N name" with the failure ("ok N name # skip
+    why" for a Skip), then "N passed, N failed[, N skipped]". Returns the
+    exit status."""
     import traceback
-    passed = failed = 0
+    passed = failed = skipped = 0
     for i, fn in enumerate([t for t in tests if not only or only in t.__name__], 1):
         t0 = time.monotonic()
         try:
             fn()
             passed += 1
             print(f"ok {i} {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
+        except Skip as why:
+            skipped += 1
+            print(f"ok {i} {fn.__name__} # skip: {why}", flush=True)
         except Exception as ex:  # noqa: BLE001 - report every failure and go on
             failed += 1
             print(f"not ok {i} {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
             for line in (str(ex) if isinstance(ex, AssertionError) else traceback.format_exc()).splitlines()[:40]:
                 print(f"#   {line}", flush=True)
-    print(f"{passed} passed, {failed} failed")
+    print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
     return 0 if failed == 0 else 1

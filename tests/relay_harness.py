@@ -86,8 +86,9 @@ class Relay:
         self.port = free_port()
         self.node = node or "relay-%d" % self.port
         self.cfg = os.path.join(self.dir, "relay-%d.json" % self.port)
+        # relays sharing a workdir share the key that seals tenant secrets
         conf = {"listen": "127.0.0.1:%d" % self.port, "store": self.store, "node": self.node,
-                "heartbeat": "2s", "lease": "5s"}
+                "heartbeat": "2s", "lease": "5s", "key_file": os.path.join(self.dir, "relay-secret.key")}
         conf.update(extra or {})
         with open(self.cfg, "w") as f:
             json.dump(conf, f)

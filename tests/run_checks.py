@@ -78,6 +78,8 @@ def suite(out, quick):
                                                    os.path.join(out, "tests", "test_store")]),
         ("integration relay + tunnel", ["tests/integration/test_relay.py", "--agent", agent,
                                         "--relay", relay] + q),
+        ("integration relay edges (listen, hostile HTTP)", ["tests/integration/test_relay_edges.py",
+                                                           "--relay", relay]),
         ("status page in Chromium", ["tests/integration/test_status_page.py", "--agent", agent,
                                      "--out", os.path.join(out, "browser-shots")]),
         ("agent on a hostile network", ["tests/integration/test_net_agent.py", "--agent", agent,

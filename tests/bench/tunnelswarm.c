@@ -124,9 +124,11 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "store", required_argument, NULL, 's' }, { "port", required_argument, NULL, 'p' },
-        { "count", required_argument, NULL, 'n' }, { NULL, 0, NULL, 0 },
+        { "count", required_argument, NULL, 'n' }, { "key-file", required_argument, NULL, 'k' },
+        { NULL, 0, NULL, 0 },
     };
-    const char *spec = NULL;
+    const char *spec = NULL, *key_file = NULL;
+    struct store_key skey;
     struct lws_context_creation_info info;
     struct mlc_errbuf err = { 0 };
     struct store *st;
@@ -138,14 +140,16 @@ int main(int argc, char **argv)
         case 's': spec = optarg; break;
         case 'p': port = atoi(optarg); break;
         case 'n': count = atoi(optarg); break;
-        default: fprintf(stderr, "usage: tunnelswarm --store SPEC --port P --count N\n"); return 2;
+        case 'k': key_file = optarg; break;
+        default: fprintf(stderr, "usage: tunnelswarm --store SPEC --key-file F --port P --count N\n"); return 2;
         }
     }
-    if (spec == NULL || port <= 0 || count <= 0) {
-        fprintf(stderr, "usage: tunnelswarm --store SPEC --port P --count N\n");
+    if (spec == NULL || key_file == NULL || port <= 0 || count <= 0) {
+        fprintf(stderr, "usage: tunnelswarm --store SPEC --key-file F --port P --count N\n");
         return 2;
     }
-    if (store_open(&st, spec, "swarm", &err) != MLC_OK) {
+    if (store_key_load(&skey, key_file, &err) != MLC_OK ||
+        store_open(&st, spec, "swarm", &skey, &err) != MLC_OK) {
         fprintf(stderr, "tunnelswarm: %s\n", mlc_err_msg(&err));
         return 1;
     }

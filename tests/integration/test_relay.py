@@ -11,6 +11,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -206,6 +207,87 @@ def tenants_keys_are_shown_once_and_stored_hashed():
         rot = json.loads(w.relay.cli("tenant", "rotate", "acme", "--json").stdout)
         expect(rot["agent_key"] != s["agent_key"], "rotate must issue a new key")
     finally:
+        w.close()
+
+
+def _store_files(d):
+    raw = b""
+    for name in ("relay.db", "relay.db-wal", "relay.db-shm"):
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            raw += open(p, "rb").read()
+    return raw
+
+
+@test
+def tenant_secrets_sealed_at_rest_and_files_private():
+    """issue 10: relay.db/-wal/-shm 0600 under umask 022; webhook secrets, OAuth client
+    secrets and Zoho tokens never in the files; a copy without the key verifies nothing."""
+    old_umask = os.umask(0o022)
+    w = World(start_relay=False)
+    try:
+        r, s = w.relay, w.secrets
+        r.cli("tenant", "set-secret", w.tenant, stdin="oauth-CLIENT-secret-42\n")
+        r.start()
+        hc = rh.HookClient(r.port)
+        st, _ = hc.jira(w.tenant, rh.jira_status_event("MFG-1", "Done"), secret=s["jira_webhook_secret"])
+        expect(st == 200, f"signed webhook: {st}")
+        for name in ("relay.db", "relay.db-wal", "relay.db-shm", "relay-secret.key"):
+            p = os.path.join(w.dir, name)
+            expect(os.path.exists(p), f"{p} missing")
+            mode = os.stat(p).st_mode & 0o777
+            expect(mode == 0o600, f"{p} has mode {mode:o} under umask 022, expected 600 "
+                                  "(private_files in relay/store_sqlite.c, store_key_save)")
+        raw = _store_files(w.dir)
+        for what in ("jira_webhook_secret", "zoho_token", "agent_key"):
+            expect(s[what].encode() not in raw, f"the {what} is in the store's files in clear")
+        expect(b"oauth-CLIENT-secret-42" not in raw, "the OAuth client secret is in the store's files in clear")
+        rot = json.loads(r.cli("tenant", "rotate", w.tenant, "--all", "--json").stdout)
+        expect(rot["jira_webhook_secret"] != s["jira_webhook_secret"], "rotate --all kept the webhook secret")
+        st, _ = hc.jira(w.tenant, rh.jira_status_event("MFG-2", "Done"), secret=rot["jira_webhook_secret"])
+        expect(st == 200, f"webhook signed with the rotated secret: {st}")
+        st, _ = hc.jira(w.tenant, rh.jira_status_event("MFG-3", "Done"), secret=s["jira_webhook_secret"])
+        expect(st == 401, f"webhook signed with the old secret after rotation: {st}")
+        raw = _store_files(w.dir)
+        expect(rot["jira_webhook_secret"].encode() not in raw and rot["zoho_token"].encode() not in raw,
+               "rotated secrets are in the store's files in clear")
+        hc.close()
+        r.stop()
+        # a copy of the database without the key: the relay refuses to start, saying why
+        copy = tempfile.mkdtemp(prefix="mlc-relay-copy-")
+        for name in ("relay.db", "relay.db-wal", "relay.db-shm"):
+            if os.path.exists(os.path.join(w.dir, name)):
+                shutil.copy(os.path.join(w.dir, name), copy)
+        c = rh.Relay(ARGS.relay, store="sqlite:" + os.path.join(copy, "relay.db"), workdir=copy)
+        p = subprocess.run([ARGS.relay, "-c", c.cfg, "run"], capture_output=True, text=True, timeout=30)
+        out = p.stdout + p.stderr
+        expect(p.returncode != 0 and "does not exist" in out and "restore it" in out,
+               f"relay on a copy without its key file: exit {p.returncode}: {out[-600:]}")
+        expect(not os.path.exists(os.path.join(copy, "relay-secret.key")), "a new key file was made for the copy")
+        with open(os.path.join(copy, "relay-secret.key"), "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(os.path.join(copy, "relay-secret.key"), 0o600)
+        p = subprocess.run([ARGS.relay, "-c", c.cfg, "run"], capture_output=True, text=True, timeout=30)
+        out = p.stdout + p.stderr
+        expect(p.returncode != 0 and "not the key" in out,
+               f"relay on a copy with another key: exit {p.returncode}: {out[-600:]}")
+        shutil.rmtree(copy, ignore_errors=True)
+        # an older relay's clear rows are sealed on start, and still verify
+        db = sqlite3.connect(os.path.join(w.dir, "relay.db"))
+        db.execute("UPDATE relay_tenant SET hook_secret = 'old-clear-hook-secret-77' WHERE name = ?",
+                   (w.tenant,))
+        db.commit()
+        db.close()
+        expect(b"old-clear-hook-secret-77" in _store_files(w.dir), "the test could not plant a clear row")
+        r.start()
+        st, _ = rh.HookClient(r.port).jira(w.tenant, rh.jira_status_event("MFG-4", "Done"),
+                                           secret="old-clear-hook-secret-77")
+        expect(st == 200, f"webhook signed with a secret migrated from clear: {st}")
+        expect(b"old-clear-hook-secret-77" not in _store_files(w.dir),
+               "a clear secret an older relay left is still in the store's files after start")
+        expect("old-clear-hook-secret-77" not in r.log(), "a secret reached the relay log")
+    finally:
+        os.umask(old_umask)
         w.close()
 
 

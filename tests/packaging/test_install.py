@@ -219,6 +219,8 @@ def main(argv=None, rep=None):
                     expect(ch, f"apt-get -y -q install {rdeb}"))
             rep.run("/etc/ml-connector/relay.json is 0640 root:ml-connector",
                     mode_owner(ch, "/etc/ml-connector/relay.json", 0o640, "root", "ml-connector"))
+            rep.run("relay-secret.key is 0600 ml-connector:ml-connector",
+                    mode_owner(ch, "/var/lib/ml-connector/relay-secret.key", 0o600, "ml-connector", "ml-connector"))
             rep.run("the service user opens the relay store (mlc-relay tenant list)",
                     expect(ch, "mlc-relay -c /etc/ml-connector/relay.json tenant list", user="ml-connector"))
             if shutil.which("systemd-analyze"):

@@ -116,7 +116,7 @@ static void jira_jwt(void)
     r.body = body;
     r.len = strlen(body);
     r.now_s = 1700000000;
-    tok = jwt("client-secret", "{\"iss\":\"app\",\"exp\":1700000100}");
+    tok = jwt("client-secret", "{\"iss\":\"app\",\"iat\":1699999920,\"exp\":1700000100}");
     snprintf(auth, sizeof(auth), "Bearer %s", tok);
     r.authorization = auth;
     hook_check(&t, &r, &v);
@@ -129,11 +129,56 @@ static void jira_jwt(void)
     CHECK_INT(v.status, 401);
     free(tok);
     r.now_s = 1700000000;
-    tok = jwt("not-the-secret", "{\"iss\":\"app\",\"exp\":1700000100}");
+    tok = jwt("not-the-secret", "{\"iss\":\"app\",\"iat\":1699999920,\"exp\":1700000100}");
     snprintf(auth, sizeof(auth), "JWT %s", tok);
     hook_check(&t, &r, &v);
     CHECK_INT(v.status, 401);
     free(tok);
+}
+
+/* status of a delivery whose JWT carries these claims (correctly signed) at now */
+static int jwt_status(const char *claims, long long now)
+{
+    struct tenant_rec t = tenant();
+    struct hook_req r = { 0 };
+    struct hook_verdict v;
+    char auth[1024], *tok = jwt("client-secret", claims);
+    const char *body = "{\"matchedWebhookIds\":[1000]}";
+
+    strcpy(t.jira_client_secret, "client-secret");
+    snprintf(auth, sizeof(auth), "Bearer %s", tok);
+    r.kind = HOOK_JIRA;
+    r.body = body;
+    r.len = strlen(body);
+    r.now_s = now;
+    r.authorization = auth;
+    hook_check(&t, &r, &v);
+    free(tok);
+    if (v.status == 401) {
+        CHECK(strstr(v.why, "client-secret") == NULL);
+    }
+    return v.status;
+}
+
+/* issue 10: a JWT must say when it was issued and expire within 10 minutes */
+static void jira_jwt_lifetime(void)
+{
+    const long long now = 1700000000;
+
+    /* as Atlassian (and tests/sims/jira_sim.py) sign them: iat now, exp now + 180 */
+    CHECK_INT(jwt_status("{\"iat\":1700000000,\"exp\":1700000180}", now), 0);
+    CHECK_INT(jwt_status("{\"iat\":1699999700,\"exp\":1700000300}", now), 0); /* exactly 600 s */
+    CHECK_INT(jwt_status("{\"iat\":1700000200,\"exp\":1700000380}", now), 0); /* clock skew */
+    CHECK_INT(jwt_status("{\"iss\":\"app\"}", now), 401);                      /* neither */
+    CHECK_INT(jwt_status("{\"iat\":1700000000}", now), 401);                    /* no exp */
+    CHECK_INT(jwt_status("{\"exp\":1700000180}", now), 401);                    /* no iat */
+    CHECK_INT(jwt_status("{\"iat\":1700000000,\"exp\":1e30}", now), 401);       /* far future */
+    CHECK_INT(jwt_status("{\"iat\":1e30,\"exp\":1e30}", now), 401);            /* issued later */
+    CHECK_INT(jwt_status("{\"iat\":1699999699,\"exp\":1700000300}", now), 401); /* 601 s */
+    CHECK_INT(jwt_status("{\"iat\":1700000100,\"exp\":1700000000}", now), 401); /* exp < iat */
+    CHECK_INT(jwt_status("{\"iat\":1700000000,\"exp\":1e999}", now), 401);      /* inf */
+    CHECK_INT(jwt_status("{\"iat\":\"1700000000\",\"exp\":1700000180}", now), 401);
+    CHECK_INT(jwt_status("{\"iat\":1700000600,\"exp\":1700000700}", now), 401); /* > leeway */
 }
 
 static void zoho_token(void)
@@ -172,6 +217,7 @@ int main(void)
     RUN(jira_hmac_official_vector);
     RUN(jira_signed_json_and_ids);
     RUN(jira_jwt);
+    RUN(jira_jwt_lifetime);
     RUN(zoho_token);
     return TT_DONE();
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +29,18 @@ static int on_pg;
 static char spec[1200];
 static char sqlite_path[256];
 static int nfresh;
+static char cur_schema[64]; /* PostgreSQL: the current test's schema */
+
+/* The tests' sealing key (a fresh copy per call: store_open writes back) */
+static struct store_key *test_key(void)
+{
+    static _Thread_local struct store_key k;
+
+    memset(&k, 0, sizeof(k));
+    memset(k.key, 0x5a, sizeof(k.key));
+    snprintf(k.source, sizeof(k.source), "the test key");
+    return &k;
+}
 
 /* A new, empty store location for the next test. */
 static void fresh(void)
@@ -43,6 +56,7 @@ static void fresh(void)
         return;
     }
     snprintf(schema, sizeof(schema), "mlc_test_%d_%d", (int)getpid(), nfresh);
+    snprintf(cur_schema, sizeof(cur_schema), "%s", schema);
     snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", schema);
     r = PQexec(pg_admin, sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
@@ -61,7 +75,7 @@ static struct store *open_node(const char *node)
 {
     struct store *s = NULL;
     struct mlc_errbuf e = { 0 };
-    enum mlc_rc rc = store_open(&s, spec, node, &e);
+    enum mlc_rc rc = store_open(&s, spec, node, test_key(), &e);
 
     if (rc != MLC_OK) {
         fprintf(stderr, "  cannot open the store: %s\n", mlc_err_msg(&e));
@@ -384,7 +398,7 @@ static void *claimer_main(void *arg)
     struct delivery_out out[7];
     struct timespec sending = { 0, 1000 * 1000 };
 
-    if (store_open(&s, spec, c->node, &e) != MLC_OK) {
+    if (store_open(&s, spec, c->node, test_key(), &e) != MLC_OK) {
         fprintf(stderr, "  %s: %s\n", c->node, mlc_err_msg(&e));
         c->failed = 1;
         pthread_barrier_wait(c->go);
@@ -656,7 +670,7 @@ static void writer_child(int fd)
     struct delivery_in d[KILL_BATCH];
     char ids[KILL_BATCH][24];
 
-    if (store_open(&s, spec, "doomed", &e) != MLC_OK) {
+    if (store_open(&s, spec, "doomed", test_key(), &e) != MLC_OK) {
         fprintf(stderr, "  child: %s\n", mlc_err_msg(&e));
         _exit(2);
     }
@@ -948,26 +962,26 @@ static void bad_specs_are_explained(void)
     struct store *s = NULL;
     struct mlc_errbuf e = { 0 };
 
-    CHECK_INT(store_open(&s, "mysql://x", "n1", &e), MLC_E_INVAL);
+    CHECK_INT(store_open(&s, "mysql://x", "n1", test_key(), &e), MLC_E_INVAL);
     CHECK(strstr(mlc_err_msg(&e), "sqlite:") != NULL);
     CHECK(s == NULL);
     mlc_err_reset(&e);
-    CHECK_INT(store_open(&s, "", "n1", &e), MLC_E_INVAL);
+    CHECK_INT(store_open(&s, "", "n1", test_key(), &e), MLC_E_INVAL);
     mlc_err_reset(&e);
-    CHECK_INT(store_open(&s, "sqlite:/nonexistent-mlc-dir/relay.db", "n1", &e), MLC_E_IO);
+    CHECK_INT(store_open(&s, "sqlite:/nonexistent-mlc-dir/relay.db", "n1", test_key(), &e), MLC_E_IO);
     CHECK(strstr(mlc_err_msg(&e), "'/nonexistent-mlc-dir/relay.db'") != NULL);
     mlc_err_reset(&e);
-    CHECK_INT(store_open(&s, "/nonexistent-mlc-dir/relay.db", "n1", &e), MLC_E_IO);
+    CHECK_INT(store_open(&s, "/nonexistent-mlc-dir/relay.db", "n1", test_key(), &e), MLC_E_IO);
     mlc_err_reset(&e);
-    CHECK_INT(store_open(&s, "sqlite:/tmp/x.db", "", &e), MLC_E_INVAL);
+    CHECK_INT(store_open(&s, "sqlite:/tmp/x.db", "", test_key(), &e), MLC_E_INVAL);
     mlc_err_reset(&e);
     /* nothing listens on port 1 */
-    CHECK_INT(store_open(&s, "host=127.0.0.1 port=1 dbname=relay connect_timeout=3", "n1", &e),
+    CHECK_INT(store_open(&s, "host=127.0.0.1 port=1 dbname=relay connect_timeout=3", "n1", test_key(), &e),
               MLC_E_NET);
     CHECK(strstr(mlc_err_msg(&e), "'127.0.0.1:1/relay'") != NULL);
     CHECK(s == NULL);
     mlc_err_reset(&e);
-    CHECK_INT(store_open(&s, "postgresql://127.0.0.1:1/relay?connect_timeout=3", "n1", &e),
+    CHECK_INT(store_open(&s, "postgresql://127.0.0.1:1/relay?connect_timeout=3", "n1", test_key(), &e),
               MLC_E_NET);
     CHECK(s == NULL);
 }
@@ -1066,9 +1080,242 @@ static void bulk_put_and_drain(void)
         fflush(stdout);                                                                       \
     } while (0)
 
+/* One column of one tenant as it sits in the store (sealed or not); heap. */
+static char *raw_column(const char *tenant, const char *col)
+{
+    char sql[256], *out = NULL;
+
+    if (!on_pg) {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        snprintf(sql, sizeof(sql), "SELECT %s FROM relay_tenant WHERE name = ?", col);
+        if (sqlite3_open(sqlite_path, &db) == SQLITE_OK &&
+            sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, tenant, -1, SQLITE_TRANSIENT);
+            if (sqlite3_step(st) == SQLITE_ROW) {
+                out = strdup((const char *)sqlite3_column_text(st, 0));
+            }
+        }
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    } else {
+        const char *vals[1] = { tenant };
+        PGresult *r;
+        snprintf(sql, sizeof(sql), "SELECT %s FROM %s.relay_tenant WHERE name = $1", col, cur_schema);
+        r = PQexecParams(pg_admin, sql, 1, NULL, vals, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            out = strdup(PQgetvalue(r, 0, 0));
+        }
+        PQclear(r);
+    }
+    return out ? out : strdup("(no row)");
+}
+
+/* Write a column as an older relay did (in clear), bypassing the store. */
+static void raw_set(const char *tenant, const char *col, const char *value)
+{
+    char sql[256];
+
+    if (!on_pg) {
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        snprintf(sql, sizeof(sql), "UPDATE relay_tenant SET %s = ? WHERE name = ?", col);
+        CHECK(sqlite3_open(sqlite_path, &db) == SQLITE_OK &&
+              sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK);
+        sqlite3_bind_text(st, 1, value, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, tenant, -1, SQLITE_TRANSIENT);
+        CHECK_INT(sqlite3_step(st), SQLITE_DONE);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    } else {
+        const char *vals[2] = { value, tenant };
+        PGresult *r;
+        snprintf(sql, sizeof(sql), "UPDATE %s.relay_tenant SET %s = $1 WHERE name = $2", cur_schema, col);
+        r = PQexecParams(pg_admin, sql, 2, NULL, vals, NULL, NULL, 0);
+        CHECK_INT(PQresultStatus(r), PGRES_COMMAND_OK);
+        PQclear(r);
+    }
+}
+
+/* issue 10: tenant secrets are sealed at rest, with a key kept outside the store */
+static void tenant_secrets_sealed_at_rest(void)
+{
+    struct store *s;
+    struct tenant_rec t = { 0 }, got;
+    struct mlc_errbuf e = { 0 };
+    struct store_key other;
+    char keyfile[300], *raw;
+    struct stat sb;
+
+    fresh();
+    s = open_node("n1");
+    if (s == NULL) {
+        return;
+    }
+    snprintf(t.name, sizeof(t.name), "acme");
+    memset(t.key_hash, 'b', 64);
+    snprintf(t.hook_secret, sizeof(t.hook_secret), "hook-SECRET-1");
+    snprintf(t.jira_client_secret, sizeof(t.jira_client_secret), "%s", "");
+    snprintf(t.zoho_token, sizeof(t.zoho_token), "zoho-TOKEN-1");
+    CHECK_INT(s->ops->tenant_add(s, &t, &e), MLC_OK);
+    /* the longest client secret still fits once sealed */
+    memset(t.jira_client_secret, 'c', sizeof(t.jira_client_secret) - 1);
+    CHECK_INT(s->ops->tenant_update(s, &t, &e), MLC_OK);
+    raw = raw_column("acme", "hook_secret");
+    CHECK(strncmp(raw, "enc1:", 5) == 0 && strstr(raw, "SECRET") == NULL);
+    free(raw);
+    raw = raw_column("acme", "zoho_token");
+    CHECK(strncmp(raw, "enc1:", 5) == 0 && strstr(raw, "TOKEN") == NULL);
+    free(raw);
+    raw = raw_column("acme", "jira_client_secret");
+    CHECK(strncmp(raw, "enc1:", 5) == 0 && strstr(raw, "cccccccc") == NULL);
+    free(raw);
+    CHECK_INT(s->ops->tenant_get(s, "acme", &got, &e), MLC_OK);
+    CHECK_STR(got.hook_secret, "hook-SECRET-1");
+    CHECK_STR(got.zoho_token, "zoho-TOKEN-1");
+    CHECK_STR(got.jira_client_secret, t.jira_client_secret);
+    /* a sealed value moved to another tenant does not open (bound to its row) */
+    add_tenant(s, "beta");
+    raw = raw_column("acme", "hook_secret");
+    raw_set("beta", "hook_secret", raw);
+    free(raw);
+    mlc_err_reset(&e);
+    CHECK_INT(s->ops->tenant_get(s, "beta", &got, &e), MLC_E_AUTH);
+    CHECK(strstr(mlc_err_msg(&e), "does not decrypt") != NULL);
+    raw_set("beta", "hook_secret", "");
+    close_store(s);
+
+    /* another key: refused at open, with what to do */
+    memset(&other, 0, sizeof(other));
+    memset(other.key, 0x33, sizeof(other.key));
+    snprintf(other.source, sizeof(other.source), "/etc/other.key");
+    mlc_err_reset(&e);
+    s = NULL;
+    CHECK_INT(store_open(&s, spec, "n1", &other, &e), MLC_E_AUTH);
+    CHECK(s == NULL && strstr(mlc_err_msg(&e), "/etc/other.key") != NULL &&
+          strstr(mlc_err_msg(&e), "restore the key file") != NULL);
+    /* no key file: refused, and no new key file is made */
+    /* not in tmpdir: the SQLite cases remove it before the PostgreSQL ones */
+    snprintf(keyfile, sizeof(keyfile), "/tmp/mlc-test-store-%d-%d.key", (int)getpid(), nfresh);
+    mlc_err_reset(&e);
+    CHECK_INT(store_key_load(&other, keyfile, &e), MLC_OK);
+    CHECK_INT(other.unsaved, 1);
+    CHECK_INT(store_open(&s, spec, "n1", &other, &e), MLC_E_AUTH);
+    CHECK(strstr(mlc_err_msg(&e), "does not exist") != NULL);
+    CHECK(access(keyfile, F_OK) != 0);
+
+    /* rows an older relay wrote in clear are sealed at the next open */
+    raw_set("acme", "hook_secret", "old-clear-secret");
+    raw_set("acme", "zoho_token", "old-clear-token");
+    s = open_node("n1");
+    if (s == NULL) {
+        return;
+    }
+    raw = raw_column("acme", "hook_secret");
+    CHECK(strncmp(raw, "enc1:", 5) == 0);
+    free(raw);
+    raw = raw_column("acme", "zoho_token");
+    CHECK(strncmp(raw, "enc1:", 5) == 0);
+    free(raw);
+    CHECK_INT(s->ops->tenant_get(s, "acme", &got, &e), MLC_OK);
+    CHECK_STR(got.hook_secret, "old-clear-secret");
+    CHECK_STR(got.zoho_token, "old-clear-token");
+    close_store(s);
+
+    /* a new store with no key file yet: the key is created 0600 on first use */
+    fresh();
+    mlc_err_reset(&e);
+    CHECK_INT(store_key_load(&other, keyfile, &e), MLC_OK);
+    s = NULL;
+    {
+        mode_t old = umask(022);
+        CHECK_INT(store_open(&s, spec, "n1", &other, &e), MLC_OK);
+        umask(old);
+        if (s == NULL) {
+            fprintf(stderr, "  store_open: %s\n", mlc_err_msg(&e));
+        }
+    }
+    CHECK_INT(other.unsaved, 0);
+    CHECK(stat(keyfile, &sb) == 0 && (sb.st_mode & 0777) == 0600 && sb.st_size == MLC_AES_KEY_LEN);
+    close_store(s);
+    CHECK_INT(store_key_load(&other, keyfile, &e), MLC_OK);
+    CHECK_INT(other.unsaved, 0);
+    CHECK_INT(store_open(&s, spec, "n1", &other, &e), MLC_OK);
+    close_store(s);
+    unlink(keyfile);
+}
+
+/* issue 10: a systemd credential (LoadCredential=relay-key:...) wins over key_file */
+static void key_from_systemd_credential(void)
+{
+    char dir[] = "/tmp/mlc-test-cred-XXXXXX", path[64];
+    struct store_key k;
+    struct mlc_errbuf e = { 0 };
+    uint8_t want[MLC_AES_KEY_LEN];
+    FILE *f;
+
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof(path), "%s/relay-key", dir);
+    memset(want, 0x42, sizeof(want));
+    f = fopen(path, "wb");
+    CHECK(f != NULL && fwrite(want, 1, sizeof(want), f) == sizeof(want));
+    fclose(f);
+    setenv("CREDENTIALS_DIRECTORY", dir, 1);
+    CHECK_INT(store_key_load(&k, "/nonexistent-mlc-dir/relay-secret.key", &e), MLC_OK);
+    CHECK(k.credential && !k.unsaved && memcmp(k.key, want, sizeof(want)) == 0);
+    CHECK_STR(k.source, path);
+    f = fopen(path, "wb"); /* a damaged credential is an error, not a reason to make a key */
+    CHECK(f != NULL && fwrite(want, 1, 31, f) == 31);
+    fclose(f);
+    CHECK_INT(store_key_load(&k, "/nonexistent-mlc-dir/relay-secret.key", &e), MLC_E_INVAL);
+    CHECK(strstr(mlc_err_msg(&e), "damaged") != NULL);
+    unlink(path);
+    mlc_err_reset(&e);
+    CHECK_INT(store_key_load(&k, "/nonexistent-mlc-dir/relay-secret.key", &e), MLC_OK);
+    CHECK(!k.credential && k.unsaved); /* no credential: key_file (missing: a fresh key) */
+    unsetenv("CREDENTIALS_DIRECTORY");
+    rmdir(dir);
+}
+
+/* issue 10: relay.db, -wal and -shm are 0600 whatever the umask */
+static void sqlite_files_are_private(void)
+{
+    static const char *const ext[] = { "", "-wal", "-shm" };
+    struct store *s;
+    mode_t old = umask(022);
+    char p[300];
+    struct stat sb;
+
+    fresh();
+    s = open_node("n1");
+    umask(old);
+    if (s == NULL) {
+        return;
+    }
+    add_tenant(s, "acme");
+    for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+        snprintf(p, sizeof(p), "%s%s", sqlite_path, ext[i]);
+        CHECK(stat(p, &sb) == 0);
+        if ((sb.st_mode & 0777) != 0600) {
+            fprintf(stderr, "  %s has mode %03o, expected 0600\n", p, (unsigned)(sb.st_mode & 0777));
+        }
+        CHECK_INT(sb.st_mode & 0777, 0600);
+    }
+    close_store(s);
+    /* an older relay's 0644 files are tightened at open */
+    chmod(sqlite_path, 0644);
+    s = open_node("n1");
+    CHECK(stat(sqlite_path, &sb) == 0 && (sb.st_mode & 0777) == 0600);
+    close_store(s);
+}
+
 static void contract(void)
 {
     RUN_ON(tenants);
+    RUN_ON(tenant_secrets_sealed_at_rest);
+    if (!on_pg) {
+        RUN_ON(sqlite_files_are_private);
+    }
     RUN_ON(put_assigns_seqs_and_stores_duplicates_once);
     RUN_ON(claims_lease_oldest_first);
     RUN_ON(ack_ignores_foreign_and_unknown_seqs);
@@ -1123,6 +1370,7 @@ int main(void)
         return 1;
     }
     RUN(bad_specs_are_explained);
+    RUN(key_from_systemd_credential);
     on_pg = 0;
     contract();
     sqlite_last = nfresh;
