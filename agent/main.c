@@ -353,6 +353,7 @@ static int inbox_apply(struct agent *a)
         sum.echoes += ws.echoes;
         sum.failed += ws.failed;
         sum.retry += ws.retry;
+        sum.waiting += ws.waiting;
         /* stop when nothing moved, or a system failed (its rows wait for their retry) */
         if (rc != MLC_OK || ws.retry > 0 || ws.applied + ws.ignored + ws.echoes + ws.failed == 0) {
             break;
@@ -360,6 +361,9 @@ static int inbox_apply(struct agent *a)
     }
     printf("inbox: applied %ld, ignored %ld, echoes %ld, failed %ld, retry later %ld, pending %lld\n",
            sum.applied, sum.ignored, sum.echoes, sum.failed, sum.retry, state_inbox_pending(a->st));
+    if (sum.waiting > 0) {
+        printf("inbox: %ld unanswered calls are read back after writeback.settle_after\n", sum.waiting);
+    }
     if (rc != MLC_OK) {
         fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));
         return 1;

@@ -55,6 +55,7 @@ struct writeback {
     char **hold_statuses;
     int n_hold;
     long echo_ttl_s;
+    long settle_after_s;
     char *agent_account; /* "" = unknown */
     /* run-time: after a transient failure of the source system, rows wait
      * until this time (agent clock, ms) instead of each trying it again */
@@ -70,6 +71,7 @@ struct wb_conf {
     const cJSON *status_map;
     const cJSON *hold;
     long echo_ttl_s;
+    long settle_after_s;
     char *agent_account;
 };
 
@@ -94,6 +96,9 @@ static const struct conf_key wb_keys[] = {
       "statuses that put the record on hold, with their orchestration and inputs", 0, 0, NULL },
     { "echo_ttl", CONF_DURATION, offsetof(struct wb_conf, echo_ttl_s), "10m",
       "how long a value the agent wrote counts as its own", 0, 7 * 86400, NULL },
+    { "settle_after", CONF_DURATION, offsetof(struct wb_conf, settle_after_s), "2m",
+      "how long after an unanswered call the record is read back (a request may still be "
+      "running at the source until then)", 0, 86400, NULL },
     { "agent_account", CONF_STR, offsetof(struct wb_conf, agent_account), "",
       "the target account the agent writes as (Jira accountId): its changes are echoes", 0, 0,
       NULL },
@@ -416,6 +421,7 @@ struct writeback *writeback_compile(const cJSON *conf, const char *path, struct 
         goto out;
     }
     wb->echo_ttl_s = wc.echo_ttl_s;
+    wb->settle_after_s = wc.settle_after_s;
     wb->agent_account = mlc_xstrdup(wc.agent_account ? wc.agent_account : "");
     ok = 1;
 out:
@@ -842,6 +848,19 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
         struct wb_command cmd = { 0 };
         int have = 0;
 
+        if (strcmp(r->state, "inflight") == 0 && ac->n_verify > 0 &&
+            state_now_ms() < r->sent_ms + (long long)f->wb->settle_after_s * 1000) {
+            /* the call that died with the agent may still be running at the
+             * source: reading back now could miss it and call a second time */
+            snprintf(detail, sizeof(detail),
+                     "orchestration %s for %s is unanswered: read back after settle_after (%lds)",
+                     ac->orchestration, key, f->wb->settle_after_s);
+            rc = state_inbox_retry_later(a->st, r->seq,
+                                         r->sent_ms + (long long)f->wb->settle_after_s * 1000,
+                                         detail, err);
+            ws->waiting++;
+            goto out;
+        }
         if (strcmp(r->state, "inflight") == 0) {
             /* called before, outcome unknown (a crash or a lost answer):
              * read the record back and call again only if it still differs */

@@ -46,6 +46,7 @@ struct wb_stats {
     long echoes;    /* dropped as the agent's own write */
     long failed;    /* gave up (dead) after the flow's max_attempts */
     long retry;     /* failed for now, retried later */
+    long waiting;   /* in flight, read back once settle_after has passed */
 };
 
 /* What one Jira webhook body says (strings lent from root; the caller

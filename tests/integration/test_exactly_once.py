@@ -40,6 +40,7 @@ WRITEBACK = {
     "hold": {"statuses": ["Blocked"], "orchestration": "MLC_HoldWorkOrder",
              "inputs": {"WorkOrder": "{key}", "HoldCode": "H1"}, "verify": {"WR10": "H1"}},
     "echo_ttl": "10m",
+    "settle_after": "2s",
     "agent_account": harness.JIRA_SYNC_ACCOUNT,
 }
 
@@ -195,6 +196,7 @@ def kill_9_during_write_back_calls_each_orchestration_once():
                 killed += 1
             p.wait()
         e.jde.faults(slow_ms=0)
+        time.sleep(2.5)  # settle_after: calls that died with the agent have ended at JD Edwards
         r = e.agent("inbox", "apply")
         expect(r.returncode == 0, f"final apply: exit {r.returncode}: {r.stdout} {r.stderr[-2000:]}")
         expect(killed >= kills // 2, f"only {killed} of {kills} applies were still running when killed")

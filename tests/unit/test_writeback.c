@@ -84,7 +84,7 @@ static void config_errors_name_the_path(void)
     CHECK_MSG(
         "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{},\"bogus\":1}",
         "flows.wo.writeback.bogus: unknown setting (known: orchestration, inputs, verify, "
-        "status_map, hold, echo_ttl, agent_account)");
+        "status_map, hold, echo_ttl, settle_after, agent_account)");
     CHECK_MSG("{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"verify\":[],"
               "\"status_map\":{\"Done\":\"95\"}}",
               "flows.wo.writeback.verify: expected an object of source column -> value");
