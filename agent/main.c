@@ -257,11 +257,7 @@ static int inbox_kind_ok(const char *kind)
     if (n == 0 || n >= sizeof(type)) {
         return 0;
     }
-    memcpy(type, kind, n + 1);
-    if (n > 5 && strcmp(type + n - 5, "-poll") == 0) {
-        type[n - 5] = '\0';
-    }
-    return connector_find(type) != NULL;
+    return connector_find(conn_kind_type(kind, type, sizeof(type))) != NULL;
 }
 
 /* inbox add: webhook bodies from files, as local deliveries (negative seqs);

@@ -35,27 +35,6 @@ struct mapping {
     const char **names;
 };
 
-static void rstrip(char *s)
-{
-    size_t n = strlen(s);
-
-    while (n > 0 && isspace((unsigned char)s[n - 1])) {
-        s[--n] = '\0';
-    }
-}
-
-static void lstrip(char *s)
-{
-    size_t i = 0;
-
-    while (s[i] && isspace((unsigned char)s[i])) {
-        i++;
-    }
-    if (i > 0) {
-        memmove(s, s + i, strlen(s + i) + 1);
-    }
-}
-
 /* Validate a template's {COLUMN} references. */
 static int template_check(const char *t, const char *path, struct mlc_errbuf *err)
 {
@@ -85,8 +64,7 @@ static void column_text(const cJSON *row, const char *col, char *out, size_t n)
     if (mlc_json_scalar_text(it, out, n) != 0) {
         out[0] = '\0';
     }
-    lstrip(out);
-    rstrip(out);
+    mlc_strip(out);
 }
 
 static void expand(const char *t, const cJSON *row, struct mlc_buf *b)
@@ -353,8 +331,7 @@ cJSON *mapping_apply(const struct mapping *m, const cJSON *row, struct mlc_errbu
                 expand(r->items[k], row, &b);
                 snprintf(v, sizeof(v), "%s", mlc_buf_str(&b));
                 mlc_buf_release(&b);
-                lstrip(v);
-                rstrip(v);
+                mlc_strip(v);
                 if (convert(r, v, sizeof(v), err) != 0) {
                     cJSON_Delete(arr);
                     goto fail;
@@ -375,7 +352,7 @@ cJSON *mapping_apply(const struct mapping *m, const cJSON *row, struct mlc_errbu
             expand(r->text, row, &b);
             snprintf(v, sizeof(v), "%s", mlc_buf_str(&b));
             mlc_buf_release(&b);
-            rstrip(v);
+            mlc_rstrip(v);
         }
         if (convert(r, v, sizeof(v), err) != 0) {
             goto fail;

@@ -554,13 +554,12 @@ struct dry_set {
     int n;
 };
 
-static void dry_flush(struct agent *a, struct flow *f, struct dry_set *d, struct sync_stats *ss)
+static void dry_flush(struct flow *f, struct dry_set *d, struct sync_stats *ss)
 {
     struct result res[MAX_BATCH];
     struct batch b = { 0 };
     enum mlc_rc rc;
 
-    (void)a;
     if (d->n == 0) {
         return;
     }
@@ -590,7 +589,7 @@ static void dry_flush(struct agent *a, struct flow *f, struct dry_set *d, struct
     d->n = 0;
 }
 
-static void dry_add(struct agent *a, struct flow *f, struct dry_set *d, const char *key,
+static void dry_add(struct flow *f, struct dry_set *d, const char *key,
                     const char *target_key, const char *payload, struct sync_stats *ss)
 {
     int i = d->n;
@@ -611,7 +610,7 @@ static void dry_add(struct agent *a, struct flow *f, struct dry_set *d, const ch
     d->items[i].fields = d->fields[i];
     d->n++;
     if (d->n == f->batch) {
-        dry_flush(a, f, d, ss);
+        dry_flush(f, d, ss);
     }
 }
 
@@ -684,7 +683,7 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
             } else {
                 ss->created++;
             }
-            dry_add(a, f, dry, r->key, in_ledger ? lr.target_key : NULL, payload, ss);
+            dry_add(f, dry, r->key, in_ledger ? lr.target_key : NULL, payload, ss);
             free(payload);
             continue;
         }
@@ -695,7 +694,7 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
         free(payload);
     }
     if (dry_run) {
-        dry_flush(a, f, dry, ss);
+        dry_flush(f, dry, ss);
         free(dry);
         return MLC_OK;
     }

@@ -491,19 +491,6 @@ enum mlc_rc writeback_event_parse(const char *body, struct wb_event *ev, struct 
     return MLC_OK;
 }
 
-/* The connector type a delivery kind comes from: "TYPE" (its webhooks) or
- * "TYPE-poll" (changes the agent polled). Into out (n bytes). */
-static const char *kind_type(const char *kind, char *out, size_t n)
-{
-    size_t len = strlen(kind);
-
-    snprintf(out, n, "%s", kind);
-    if (len > 5 && len < n && strcmp(out + len - 5, "-poll") == 0) {
-        out[len - 5] = '\0';
-    }
-    return out;
-}
-
 static int flow_takes(const struct flow *f, const char *type)
 {
     return f->wb != NULL && f->dst != NULL && strcmp(f->dst->ops->name, type) == 0 &&
@@ -643,21 +630,11 @@ static int wb_transient(enum mlc_rc rc)
 /* Text of a source value, without the blanks some systems pad with. */
 static void trimmed(const cJSON *v, char *out, size_t n)
 {
-    size_t len;
-    char *p = out;
-
     if (v == NULL || cJSON_IsNull(v) || mlc_json_scalar_text(v, out, n) != 0) {
         out[0] = '\0';
         return;
     }
-    while (*p == ' ') {
-        p++;
-    }
-    memmove(out, p, strlen(p) + 1);
-    len = strlen(out);
-    while (len > 0 && out[len - 1] == ' ') {
-        out[--len] = '\0';
-    }
+    mlc_strip(out);
 }
 
 /* An action whose outcome is unknown: read the record from the source and
@@ -697,12 +674,8 @@ static enum mlc_rc read_back(struct flow *f, const struct wb_action *ac, const s
         char got[256], want_t[256];
         char *want = tmpl_expand(ac->verify[i].tmpl, v);
         snprintf(want_t, sizeof(want_t), "%s", want);
+        mlc_strip(want_t);
         trimmed(cJSON_GetObjectItemCaseSensitive(rec, ac->verify[i].name), got, sizeof(got));
-        {
-            cJSON *w = cJSON_CreateString(want_t);
-            trimmed(w, want_t, sizeof(want_t));
-            cJSON_Delete(w);
-        }
         *have = strcmp(got, want_t) == 0;
         free(want);
     }
@@ -727,7 +700,8 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
     struct flow *f = NULL;
     const struct wb_action *ac = NULL;
     char typebuf[sizeof(r->kind)];
-    const char *type = kind_type(r->kind, typebuf, sizeof(typebuf)), *code = NULL, *echo_value;
+    const char *type = conn_kind_type(r->kind, typebuf, sizeof(typebuf)), *code = NULL;
+    const char *echo_value;
     char key[128] = "", detail[1024];
     char *inputs_text = NULL;
     cJSON *inputs = NULL;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * mlc_buf: growable, optionally capped byte buffer.
  */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,28 @@ void *mlc_xrealloc(void *p, size_t n)
         abort();
     }
     return q;
+}
+
+void mlc_rstrip(char *s)
+{
+    size_t n = strlen(s);
+
+    while (n > 0 && isspace((unsigned char)s[n - 1])) {
+        s[--n] = '\0';
+    }
+}
+
+void mlc_strip(char *s)
+{
+    size_t i = 0;
+
+    mlc_rstrip(s);
+    while (s[i] && isspace((unsigned char)s[i])) {
+        i++;
+    }
+    if (i > 0) {
+        memmove(s, s + i, strlen(s + i) + 1);
+    }
 }
 
 char *mlc_xstrdup(const char *s)

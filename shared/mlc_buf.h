@@ -33,6 +33,9 @@ void *mlc_xmalloc(size_t n);
 void *mlc_xcalloc(size_t n, size_t sz);
 void *mlc_xrealloc(void *p, size_t n);
 char *mlc_xstrdup(const char *s);
+/* Remove trailing (mlc_rstrip) or leading and trailing (mlc_strip) white space, in place. */
+void mlc_rstrip(char *s);
+void mlc_strip(char *s);
 char *mlc_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

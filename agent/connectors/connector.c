@@ -53,3 +53,14 @@ void conn_log_write(const struct conn *c, int lvl, const char *fmt, ...)
     mlc_log_write(lvl, c->ops ? c->ops->name : "conn", 0, "[%s:%s] %s", c->ops ? c->ops->name : "?",
                   c->name ? c->name : "?", msg);
 }
+
+const char *conn_kind_type(const char *kind, char *out, size_t n)
+{
+    size_t len = strlen(kind);
+
+    snprintf(out, n, "%s", kind);
+    if (len > 5 && len < n && strcmp(out + len - 5, "-poll") == 0) {
+        out[len - 5] = '\0';
+    }
+    return out;
+}

@@ -188,6 +188,10 @@ const struct connector *const *connector_all(size_t *n);
 
 /* Helpers for connectors (connector.c). */
 enum mlc_rc conn_secret(struct conn *c, const char *ref, char **out); /* resolve a CONF_SECRET */
+/* The connector type a change delivery comes from: its kind is "TYPE" (the
+ * system's own notifications) or "TYPE-poll" (changes the agent polled).
+ * Written into out (n bytes) and returned. */
+const char *conn_kind_type(const char *kind, char *out, size_t n);
 void conn_log_write(const struct conn *c, int lvl, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define conn_log(c, lvl, ...)                       \

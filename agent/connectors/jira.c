@@ -2210,7 +2210,7 @@ static void find_on_label(void *ctx, const char *label, const char *key, const c
 }
 
 static enum mlc_rc find_chunk(struct conn *c, const char *project, const char *const *markers,
-                              size_t n, const cJSON *reconcile, struct tgt_found *out)
+                              size_t n, struct tgt_found *out)
 {
     struct find_ctx ctx = { c, markers, n, out };
     struct mlc_buf jql = MLC_BUF_INIT;
@@ -2243,9 +2243,6 @@ static enum mlc_rc find_chunk(struct conn *c, const char *project, const char *c
         cJSON_AddItemToArray(flds, cJSON_CreateString(JIRA_TRACE_PROP));
         mlc_json_xadd(req, "properties", flds);
         mlc_json_xadd_num(req, "maxResults", 100);
-        if (cJSON_GetArraySize(reconcile) > 0) {
-            mlc_json_xadd(req, "reconcileIssues", xdup(reconcile));
-        }
         if (token != NULL) {
             mlc_json_xadd_str(req, "nextPageToken", token);
         }
@@ -2368,7 +2365,6 @@ static enum mlc_rc jira_find(struct conn *c, const cJSON *target, const char *co
                              struct tgt_found *out)
 {
     const char *project = mlc_json_str(target, "project");
-    cJSON *reconcile = mlc_json_xarr();
     size_t i, start, missing = 0;
     int complete = 0;
     enum mlc_rc rc = MLC_OK;
@@ -2383,7 +2379,7 @@ static enum mlc_rc jira_find(struct conn *c, const cJSON *target, const char *co
     for (start = 0; start < n && rc == MLC_OK; start += JIRA_FIND_CHUNK) {
         size_t cnt = n - start < JIRA_FIND_CHUNK ? n - start : JIRA_FIND_CHUNK;
 
-        rc = find_chunk(c, project, markers + start, cnt, reconcile, out + start);
+        rc = find_chunk(c, project, markers + start, cnt, out + start);
     }
     for (i = 0; rc == MLC_OK && i < n; i++) {
         missing += !out[i].found;
@@ -2400,7 +2396,6 @@ out:
     if (rc != MLC_OK) {
         memset(out, 0, n * sizeof(*out));
     }
-    cJSON_Delete(reconcile);
     return rc;
 }
 
