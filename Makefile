@@ -36,7 +36,7 @@ LDFLAGS    += -fsanitize=$(SANITIZE)
 endif
 
 SHARED_SRC := $(wildcard shared/*.c)
-AGENT_LIB  := $(filter-out agent/main.c,$(wildcard agent/*.c agent/connectors/*.c))
+AGENT_LIB  := $(filter-out agent/main.c,$(wildcard agent/*.c agent/connectors/*.c agent/connectors/*/*.c))
 WEB_SRC    := agent/web/index.html agent/web/app.js agent/web/style.css
 AGENT_OBJ  := $(patsubst %.c,$(O)/%.o,$(SHARED_SRC) $(AGENT_LIB)) $(O)/gen/web_assets.o
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)

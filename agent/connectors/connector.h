@@ -18,16 +18,28 @@ enum {
     CONN_SOURCE = 1u << 0,    /* poll() */
     CONN_WRITEBACK = 1u << 1, /* write_back() */
     CONN_TARGET = 1u << 2,    /* prepare(), apply(), find() */
+    CONN_UPSERT = 1u << 3,    /* apply() is idempotent by marker: a repeated create
+                               * cannot double a record, so no in-flight/find() path */
 };
 
-struct secret_store; /* agent/secrets.h */
+/* Secrets, as the agent hands them to connectors (no connector includes
+ * agent code). resolve: a config reference ("secret:NAME", "${VAR}", or a
+ * literal); get/put: a named secret (put is durable when it returns MLC_OK,
+ * e.g. a rotated refresh token stored before it is used). *out is a heap copy
+ * the caller wipes and frees; every value is registered with the log redactor. */
+struct vault {
+    void *ctx;
+    enum mlc_rc (*resolve)(void *ctx, const char *ref, char **out, struct mlc_errbuf *err);
+    enum mlc_rc (*get)(void *ctx, const char *name, char **out, struct mlc_errbuf *err);
+    enum mlc_rc (*put)(void *ctx, const char *name, const char *value, struct mlc_errbuf *err);
+};
 
 /* One configured system instance ("systems.<name>" in the config). */
 struct conn {
     const struct connector *ops;
     char *name;                   /* config name, e.g. "jde" */
     const cJSON *conf;            /* its config object (lent by the agent) */
-    struct secret_store *secrets; /* resolve "secret:NAME", persist rotated tokens */
+    const struct vault *vault;    /* resolve "secret:NAME", persist rotated tokens (may be NULL) */
     struct mlc_http *http;        /* owned by the agent; one per conn */
     const volatile int *stop;     /* nonzero when a shutdown was requested */
     struct mlc_errbuf err;        /* details of the last failure */
@@ -105,47 +117,134 @@ struct tgt_found {
     char hash[65]; /* the content hash stored with the agent's last write, "" = unknown */
 };
 
-/* A write-back command (relay delivery → source system): call the named
- * operation (JD Edwards: an orchestration) with string inputs. */
-struct wb_command {
-    const char *action;     /* "orchestrate" */
-    const char *source_key; /* e.g. work order number, for messages */
-    const char *name;       /* orchestration name, e.g. "MLC_UpdateWOStatus" */
-    const cJSON *inputs;    /* object: input name -> string value */
+/* ---- change notifications and write-back (the way back) ---- */
+
+/* One field of a change: the values as the system's API shows them on the
+ * record (a status or priority name, an ISO date "2026-12-10"), "" = empty. */
+struct change_item {
+    const char *field; /* the system's field name, e.g. "status", "duedate", "priority" */
+    const char *from;
+    const char *to;
+};
+
+#define CHANGE_MAX_ITEMS 16
+
+/* A change of one record, from a system's notification or a polled change,
+ * in generic terms. Strings are lent from root (freed by change_release). */
+struct change {
+    cJSON *root;
+    const char *event;    /* the system's event name, for messages ("jira:issue_updated") */
+    const char *event_id; /* the system's delivery or event id, "" = none */
+    const char *record;   /* the record's key at that system, e.g. "MFG-12"; NULL = not a record event */
+    const char *author;   /* account that made it, "" = unknown */
+    long long at_ms;      /* when it was made (ms since the epoch), 0 = unknown */
+    const cJSON *markers; /* array of strings the record carries (labels), or NULL */
+    struct change_item items[CHANGE_MAX_ITEMS]; /* the last change per field */
+    size_t n_items;
+};
+void change_release(struct change *ch);
+/* Polled changes travel as this generic JSON (the inbox kind "TYPE-poll"):
+ * {"event":"poll","record":"MFG-12","author":"","at_ms":0,"markers":[..],
+ *  "items":[{"field":"status","from":"To Do","to":"Done"}]} */
+cJSON *change_to_json(const char *record, const char *author, long long at_ms,
+                      const cJSON *markers, const struct change_item *items, size_t n);
+enum mlc_rc change_from_json(const char *body, size_t len, struct change *out,
+                             struct mlc_errbuf *err);
+const struct change_item *change_item_find(const struct change *ch, const char *field);
+/* For event_parse(): set the item of a field (the last one set wins); the
+ * strings must live as long as ch->root. */
+void change_set(struct change *ch, const char *field, const char *from, const char *to);
+
+/* Placeholder values for a write-back's templates: {key}, {value}, {code},
+ * {status}, {issue}, {audit_id}, and the source field names being set. */
+struct wb_var {
+    const char *name;
+    const char *value;
+};
+
+/* A write-back: set fields of one source record. plan is what the
+ * connector's wb_plan() compiled from the flow's writeback config for this
+ * action (JD Edwards: the orchestration and its inputs). */
+struct wb_write {
+    const void *plan;
+    const char *source_key;   /* e.g. a work order number */
+    const struct wb_var *set; /* source field -> new value, in the source's own format */
+    size_t n_set;
+    const struct wb_var *vars; /* template values (see struct wb_var) */
+    size_t n_vars;
     const char *audit_id;
 };
 
 /* Target -> agent change notifications (the write-back direction). */
 struct watch_req {
-    const char *url;         /* the tenant's relay webhook URL, e.g. https://relay/hooks/jira/t1 */
+    const char *url;         /* the tenant's relay webhook URL, e.g. https://relay/hooks/<type>/t1 */
     const char *hook_secret; /* admin-webhook HMAC secret the agent may register, or NULL */
     long long now_ms;        /* the agent's clock (the connector may prefer the server's) */
 };
 
+/* What prepare() is told of the flow's mapping: "fields" is an object of
+ * every mapped target field -> array of the values the mapping can produce
+ * (a value map's values), or null when the value is free. */
+struct prep_info {
+    const cJSON *fields;
+};
+
+/* Totals of one run of a flow, for end_run(). */
+struct run_totals {
+    long created, updated, unchanged, failed, pending;
+};
+
 struct connector {
     const char *name;            /* the `type` value in config, e.g. "jde" */
-    unsigned caps;               /* CONN_SOURCE | CONN_WRITEBACK | CONN_TARGET */
+    unsigned caps;               /* CONN_SOURCE | CONN_WRITEBACK | CONN_TARGET | CONN_UPSERT */
     const struct conf_key *keys; /* settings it accepts; unknown keys are an error */
     const char *const *allow;    /* extra members it reads itself (may be NULL) */
+    /* Target: most items apply() takes at once (e.g. 50 for a bulk create API).
+     * The flow's batch_size may be smaller, never larger. */
+    unsigned max_batch;
 
     enum mlc_rc (*open)(struct conn *c); /* read c->conf, build c->priv; no network */
     void (*close)(struct conn *c);       /* must accept a half-open conn */
     /* Reach the system and authenticate; one-line reason in c->err. */
     enum mlc_rc (*ping)(struct conn *c);
+
+    /* ---- source ---- */
     enum mlc_rc (*poll)(struct conn *c, const struct poll_req *rq, struct page *out);
-    enum mlc_rc (*write_back)(struct conn *c, const struct wb_command *cmd);
     /* Read one record by its source key, where the flow's "source" object
-     * says (read-before-write: an in-flight write-back is settled by reading
-     * the record back). *out: its columns as poll() gives them, or NULL when
-     * there is no such record (MLC_OK). Optional. */
-    enum mlc_rc (*fetch)(struct conn *c, const cJSON *source, const char *key, cJSON **out);
+     * says: id-only notifications, and read-before-write for exactly-once
+     * write-back. out->data = NULL when there is no such record (MLC_OK);
+     * out->cursor, when set, is the record's watermark (its change time, see
+     * cursor_time). Optional. */
+    enum mlc_rc (*fetch)(struct conn *c, const cJSON *source, const char *key, struct record *out);
+    /* The time a cursor stands for, ms since the epoch, or -1 when it has
+     * none (for lag on the status page, and newest_wins). Optional. */
+    long long (*cursor_time)(const char *cursor);
+
+    /* ---- write-back (source side) ---- */
+    /* Config members an action of the flow's "writeback" object may carry for
+     * this connector (JD Edwards: "orchestration", "inputs"). */
+    const char *const *wb_keys;
+    /* Compile one action (an object holding wb_keys) at config path; vars
+     * lists the placeholders its templates may use. NULL with err set. */
+    void *(*wb_plan)(const cJSON *action, const char *path, const char *const *vars,
+                     struct mlc_errbuf *err);
+    void (*wb_plan_free)(void *plan);
+    /* One line naming what a plan calls, for messages ("orchestration X"). */
+    void (*wb_describe)(const void *plan, char *out, size_t n);
+    /* Make the change. MLC_OK: done. After a transient failure (or a crash)
+     * the outcome is unknown: the core settles it with fetch() first. */
+    enum mlc_rc (*write_back)(struct conn *c, const struct wb_write *w);
+
+    /* ---- target ---- */
     /* Validate the flow's target options against the live system at start-up
-     * (custom field IDs, project, priorities); message names the bad ID. */
-    enum mlc_rc (*prepare)(struct conn *c, const cJSON *target);
+     * (custom field IDs, project, the values a mapping can produce); the
+     * message names the bad ID. */
+    enum mlc_rc (*prepare)(struct conn *c, const cJSON *target, const struct prep_info *pi);
     /* Sets out[i] for every item; returns MLC_OK when each item has its own
      * verdict, or a whole-batch error, after which the caller treats the
-     * outcome of every item as unknown (creates are looked up with find()).
-     * The pipeline never mixes creates and updates in one batch. */
+     * outcome of every item as unknown (creates are looked up with find(),
+     * unless the target has CONN_UPSERT). in->n <= max_batch. The pipeline
+     * never mixes creates and updates in one batch. */
     enum mlc_rc (*apply)(struct conn *c, const struct batch *in, struct result *out);
     /* Look up markers[0..n) at the target; out[i] says whether and where each
      * one is. The target's search may lag its writes, so a marker not found
@@ -153,11 +252,20 @@ struct connector {
      * before: target keys of records the agent created before the markers'
      * records were sent ("" alone: nothing was created before; NULL: no such
      * bound, as before creating new records): a target that numbers its records
-     * may read every record after them consistently and so set absent. */
+     * may read every record after them consistently and so set absent.
+     * Not called for a CONN_UPSERT target. */
     enum mlc_rc (*find)(struct conn *c, const cJSON *target, const char *const *markers, size_t n,
                         const char *const *before, size_t n_before, struct tgt_found *out);
+    /* After a run of a flow into this target wrote something (e.g. refresh
+     * a BI tool's cache after a load). Optional. */
+    enum mlc_rc (*end_run)(struct conn *c, const cJSON *target, const struct run_totals *t);
 
-    /* ---- change notifications (optional; NULL when unsupported) ---- */
+    /* ---- change notifications from the target (optional) ---- */
+    /* Parse one notification body (network input) into a change. MLC_E_PROTO
+     * with a message when it is not one; ch->record = NULL for an event that
+     * concerns no record. Must not need a conn (fuzzed alone). */
+    enum mlc_rc (*event_parse)(const char *body, size_t len, struct change *ch,
+                               struct mlc_errbuf *err);
     /* Make sure the target notifies req->url of changes to the flow's records
      * (Jira: register, refresh before expiry, or re-register a vanished dynamic
      * webhook; or find/register an admin webhook). state is a JSON object the
@@ -167,12 +275,11 @@ struct connector {
      * again (agent clock). */
     enum mlc_rc (*watch)(struct conn *c, const cJSON *target, const struct watch_req *req,
                          cJSON *state, long long *next_ms);
-    /* Fallback without webhooks: records changed since *cursor (NULL = start
-     * now: set the cursor, return nothing), appended to events as bodies shaped
-     * like the target's webhook deliveries (Jira: {"webhookEvent":
-     * "jira:issue_updated","issue":{...},"changelog":{"items":[...]}}, with a
-     * status item only when the status differs from state's last known one).
-     * *cursor is replaced (heap) when it advances. */
+    /* Fallback without notifications: records changed since *cursor (NULL =
+     * start now: set the cursor, return nothing), appended to events as
+     * change_to_json() objects, with an item only for a field whose value
+     * differs from the last one state knows. *cursor is replaced (heap) when
+     * it advances. */
     enum mlc_rc (*changes)(struct conn *c, const cJSON *target, char **cursor, cJSON *state,
                            cJSON *events);
 };
@@ -185,9 +292,23 @@ extern const char *const conn_common_allow[];
 /* registry.c */
 const struct connector *connector_find(const char *name);
 const struct connector *const *connector_all(size_t *n);
+/* Add a connector the registry does not list (tests: a system the core has
+ * never heard of). At most 8; not thread-safe (call before agent_load). */
+void connector_register(const struct connector *c);
 
 /* Helpers for connectors (connector.c). */
 enum mlc_rc conn_secret(struct conn *c, const char *ref, char **out); /* resolve a CONF_SECRET */
+/* A named secret from the vault (MLC_E_NOTFOUND when absent, or no vault),
+ * and storing one durably (rotated tokens: before they are used). */
+enum mlc_rc conn_secret_get(struct conn *c, const char *name, char **out);
+enum mlc_rc conn_secret_put(struct conn *c, const char *name, const char *value);
+
+/* Templates with {placeholders} ("{{" is a literal '{'), for write-back
+ * inputs: check that every placeholder is in names (message for path in
+ * err), and expand one with vars (unknown names expand to ""; heap string). */
+int conn_tmpl_check(const char *tmpl, const char *const *names, const char *path,
+                    struct mlc_errbuf *err);
+char *conn_tmpl_expand(const char *tmpl, const struct wb_var *vars, size_t n);
 /* The connector type a change delivery comes from: its kind is "TYPE" (the
  * system's own notifications) or "TYPE-poll" (changes the agent polled).
  * Written into out (n bytes) and returned. */

@@ -12,11 +12,27 @@ static const struct connector *const registry[] = {
     &connector_jira,
 };
 
+#define N_BUILTIN (sizeof(registry) / sizeof(registry[0]))
+#define MAX_EXTRA 8
+
+static const struct connector *all[N_BUILTIN + MAX_EXTRA];
+static size_t n_extra;
+
+void connector_register(const struct connector *c)
+{
+    if (n_extra < MAX_EXTRA && connector_find(c->name) == NULL) {
+        all[N_BUILTIN + n_extra++] = c;
+    }
+}
+
 const struct connector *connector_find(const char *name)
 {
-    for (size_t i = 0; i < sizeof(registry) / sizeof(registry[0]); i++) {
-        if (strcmp(registry[i]->name, name) == 0) {
-            return registry[i];
+    size_t n;
+    const struct connector *const *list = connector_all(&n);
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i]->name, name) == 0) {
+            return list[i];
         }
     }
     return NULL;
@@ -24,6 +40,9 @@ const struct connector *connector_find(const char *name)
 
 const struct connector *const *connector_all(size_t *n)
 {
-    *n = sizeof(registry) / sizeof(registry[0]);
-    return registry;
+    for (size_t i = 0; i < N_BUILTIN; i++) {
+        all[i] = registry[i];
+    }
+    *n = N_BUILTIN + n_extra;
+    return all;
 }
