@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "agent/agent.h"
+#include "agent/pipeline.h"
 #include "agent/writeback.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_conf.h"
@@ -52,7 +53,7 @@ static const struct conf_key relay_keys[] = {
     { "hook_url", CONF_STR, offsetof(struct relay_conf, hook_url), "",
       "public webhook base URL (default: derived from url)", 0, 0, NULL },
     { "hook_secret", CONF_SECRET, offsetof(struct relay_conf, hook_secret), "",
-      "Jira admin-webhook secret printed by 'mlc-relay tenant add'", 0, 0, NULL },
+      "admin-webhook signing secret printed by 'mlc-relay tenant add'", 0, 0, NULL },
     { "ca_file", CONF_STR, offsetof(struct relay_conf, ca_file), "",
       "extra CA bundle for wss://", 0, 0, NULL },
     { "heartbeat", CONF_DURATION, offsetof(struct relay_conf, heartbeat_s), "20s",
@@ -60,7 +61,7 @@ static const struct conf_key relay_keys[] = {
     { "watch_every", CONF_DURATION, offsetof(struct relay_conf, watch_every_s), "6h",
       "how often webhook registrations are checked and refreshed", 1, 86400 * 5, NULL },
     { "poll_every", CONF_DURATION, offsetof(struct relay_conf, poll_every_s), "1m",
-      "Jira poll interval when no webhook can be used", 1, 86400, NULL },
+      "how often a target is polled for changes when no webhook can be used", 1, 86400, NULL },
     { "tls_insecure", CONF_BOOL, offsetof(struct relay_conf, tls_insecure), "false",
       "skip certificate checks (testing only)", 0, 0, NULL },
     { 0 },
@@ -165,16 +166,19 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
         return MLC_E_INVAL;
     }
     {
+        /* what prepare() is told: each mapped field and the values it can take */
         int n;
         const char *const *names = mapping_fields(f->map, &n);
-        cJSON *arr = mlc_json_xarr();
+        f->mapped = mlc_json_xobj();
         for (int i = 0; i < n; i++) {
-            cJSON_AddItemToArray(arr, cJSON_CreateString(names[i]));
+            cJSON *vals = mapping_values(f->map, names[i]);
+            if (cJSON_GetArraySize(vals) == 0) {
+                cJSON_Delete(vals);
+                vals = cJSON_CreateNull();
+            }
+            cJSON_DeleteItemFromObjectCaseSensitive(f->mapped, names[i]);
+            mlc_json_xadd(f->mapped, names[i], vals);
         }
-        cJSON_DeleteItemFromObject(f->target, "fields");
-        cJSON_AddItemToObject(f->target, "fields", arr);
-        cJSON_DeleteItemFromObject(f->target, "priorities");
-        cJSON_AddItemToObject(f->target, "priorities", mapping_values(f->map, "priority"));
     }
     sched = mlc_json_str(fc, "schedule");
     if (cJSON_GetObjectItem(fc, "schedule") && sched == NULL) {
@@ -198,10 +202,17 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
         return MLC_E_INVAL;
     }
     f->max_attempts = (int)v;
-    v = mlc_json_num(fc, "batch_size", 50);
-    if (v < 1 || v > 50) {
-        mlc_errf(err, "%s.batch_size: must be between 1 and 50 (Jira bulk create takes 50)", path);
-        return MLC_E_INVAL;
+    {
+        long most = f->dst->ops->max_batch > 0 ? (long)f->dst->ops->max_batch : 1;
+        if (most > PIPELINE_MAX_BATCH) {
+            most = PIPELINE_MAX_BATCH;
+        }
+        v = mlc_json_num(fc, "batch_size", (double)most);
+        if (v < 1 || v > most) {
+            mlc_errf(err, "%s.batch_size: must be between 1 and %ld (what %s '%s' takes at once)",
+                     path, most, f->dst->ops->name, f->dst->name);
+            return MLC_E_INVAL;
+        }
     }
     f->batch = (int)v;
     it = cJSON_GetObjectItemCaseSensitive(fc, "recreate_after");
@@ -234,7 +245,7 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
                      f->src->name, f->src->ops->name);
             return MLC_E_INVAL;
         }
-        f->wb = writeback_compile(it, sub, err);
+        f->wb = writeback_compile(it, sub, f->src->ops, f->map, err);
         if (f->wb == NULL) {
             return MLC_E_INVAL;
         }
@@ -325,13 +336,21 @@ enum mlc_rc agent_load(struct agent *a, const char *path, struct mlc_errbuf *err
         c->name = mlc_xstrdup(it->string);
         c->conf = it;
         c->stop = (const volatile int *)&a->stop;
-        if (type == NULL) {
-            mlc_errf(err, "systems.%s.type: required (one of jde, jira)", c->name);
-            return MLC_E_INVAL;
-        }
-        c->ops = connector_find(type);
+        c->ops = type != NULL ? connector_find(type) : NULL;
         if (c->ops == NULL) {
-            mlc_errf(err, "systems.%s.type: unknown system type '%s' (known: jde, jira)", c->name, type);
+            size_t nk;
+            const struct connector *const *all = connector_all(&nk);
+            struct mlc_buf known = MLC_BUF_INIT;
+            for (size_t k = 0; k < nk; k++) {
+                mlc_buf_addf(&known, "%s%s", k ? ", " : "", all[k]->name);
+            }
+            if (type == NULL) {
+                mlc_errf(err, "systems.%s.type: required (one of %s)", c->name, mlc_buf_str(&known));
+            } else {
+                mlc_errf(err, "systems.%s.type: unknown system type '%s' (known: %s)", c->name, type,
+                         mlc_buf_str(&known));
+            }
+            mlc_buf_release(&known);
             return MLC_E_INVAL;
         }
         rc = c->ops->open(c);
@@ -385,12 +404,13 @@ enum mlc_rc agent_open(struct agent *a, struct mlc_errbuf *err)
     if (rc != MLC_OK) {
         return rc;
     }
+    secrets_vault(a->secrets, &a->vault);
     for (int i = 0; i < a->n_conns; i++) {
         struct conn *c = &a->conns[i];
         struct mlc_http_opts ho = { 0 };
         ho.timeout_ms = (long)(mlc_json_num(c->conf, "timeout_s", 60) * 1000);
         ho.tls_insecure = mlc_json_bool(c->conf, "tls_insecure", 0);
-        c->secrets = a->secrets;
+        c->vault = &a->vault;
         c->http = mlc_http_new(&ho);
         if (c->http == NULL) {
             mlc_errf(err, "cannot create an HTTP handle for system '%s'", c->name);
@@ -409,6 +429,7 @@ void agent_release(struct agent *a)
         free(a->flows[i].name);
         free(a->flows[i].marker_prefix);
         cJSON_Delete(a->flows[i].target);
+        cJSON_Delete(a->flows[i].mapped);
         mapping_free(a->flows[i].map);
         writeback_free(a->flows[i].wb);
     }

@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include "agent/connectors/connector.h"
 #include "agent/mapping.h"
+#include "agent/sched.h"
 #include "agent/secrets.h"
 #include "agent/state.h"
 
@@ -31,23 +32,23 @@ struct relay_conf {
     char *tenant;
     char *key;         /* agent key (a "secret:NAME" reference or ${ENV}) */
     char *hook_url;    /* public webhook base, default derived from url: https://host/hooks */
-    char *hook_secret; /* Jira admin-webhook secret, optional (secret:NAME) */
+    char *hook_secret; /* admin-webhook signing secret, optional (secret:NAME) */
     char *ca_file;     /* extra CA bundle for wss, optional */
     long heartbeat_s;
     long watch_every_s;    /* how often webhook registrations are checked */
-    long poll_every_s;     /* Jira JQL poll interval when no webhook can be used */
+    long poll_every_s;     /* target change poll interval when no webhook can be used */
     int tls_insecure;
 };
 
 struct writeback; /* agent/writeback.h */
 
-enum sched_kind { SCHED_MANUAL = 0, SCHED_EVERY, SCHED_DAILY };
 
 struct flow {
     char *name;
     const cJSON *conf;
     const cJSON *source;   /* lent from the config */
-    cJSON *target;         /* copy, with "fields" and "priorities" added for prepare() */
+    cJSON *target;         /* the flow's "target" object (a copy) */
+    cJSON *mapped;         /* target field -> the values the mapping can produce (prep_info) */
     struct conn *src, *dst;
     struct mapping *map;
     enum sched_kind sched;
@@ -71,6 +72,7 @@ struct agent {
     int has_relay;
     struct state *st;
     struct secret_store *secrets;
+    struct vault vault;   /* the secret store as connectors see it */
     struct conn *conns;
     int n_conns;
     struct flow *flows;
@@ -86,31 +88,5 @@ enum mlc_rc agent_load(struct agent *a, const char *path, struct mlc_errbuf *err
 enum mlc_rc agent_open(struct agent *a, struct mlc_errbuf *err);
 void agent_release(struct agent *a);
 struct flow *agent_flow(struct agent *a, const char *name);
-
-/* pipeline.c */
-/* A run's summary adds up: created + updated + unchanged + adopted + failed +
- * pending = seen, where seen = records read + undelivered records carried
- * over from earlier runs (each counted once). */
-struct sync_stats {
-    long read, created, updated, unchanged, failed, queued;
-    long adopted;  /* found at the target by marker, the ledger did not know them */
-    long pending;  /* still undelivered at the end (in the outbox, retried next run) */
-    long seen;
-    long warnings; /* values left out of a record (e.g. an unknown assignee) */
-    long carried;  /* outbox rows at the start of the run */
-    long overlap;  /* records read that this run counts already (queued, or written in this run) */
-    long long start_ms;
-};
-/* One full cycle of a flow: recover, poll every page, deliver. */
-enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, int dry_run, struct sync_stats *ss,
-                          struct mlc_errbuf *err);
-/* Validate the target against the live system (custom fields, project, priorities). */
-enum mlc_rc pipeline_prepare(struct agent *a, struct flow *f, struct mlc_errbuf *err);
-/* Marker label for a source key ("mlc-wo-100001"). */
-void pipeline_marker(const struct flow *f, const char *key, char *out, size_t n);
-
-/* sched.c */
-int sched_parse(const char *s, enum sched_kind *kind, long *every_s, int *daily_min);
-long long sched_next(enum sched_kind kind, long every_s, int daily_min, long long now);
 
 #endif

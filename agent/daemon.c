@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #include "agent/agent.h"
+#include "agent/pipeline.h"
 #include "agent/daemon.h"
 #include "agent/mailbox.h"
 #include "agent/statusd.h"
@@ -34,7 +35,7 @@ static long long now_ms(void)
     return state_now_ms();
 }
 
-/* https://relay/hooks/jira/t1 from wss://relay/tunnel, unless relay.hook_url says otherwise. */
+/* https://relay/hooks/<type>/t1 from wss://relay/tunnel, unless relay.hook_url says otherwise. */
 static char *hook_url(const struct agent *a, const char *kind)
 {
     const char *u = a->relay.url, *rest, *slash;
@@ -99,7 +100,7 @@ static void do_watch(struct agent *a, struct watcher *w, const char *hook_secret
     struct conn *c = w->f->dst;
     struct watch_req req = { 0 };
     long long next = 0;
-    char *url = hook_url(a, "jira");
+    char *url = hook_url(a, c->ops->name);
     const char *before = mode_of(w);
     char was[16];
     enum mlc_rc rc;
@@ -129,7 +130,8 @@ static void do_watch(struct agent *a, struct watcher *w, const char *hook_secret
     free(url);
 }
 
-/* Jira poll fallback: changes become local inbox deliveries (negative seqs). */
+/* Polling fallback: a target's changes become local inbox deliveries
+ * (negative seqs) of kind "<type>-poll". */
 static void do_poll(struct agent *a, struct watcher *w)
 {
     struct conn *c = w->f->dst;
@@ -145,12 +147,23 @@ static void do_poll(struct agent *a, struct watcher *w)
     }
     cJSON_ArrayForEach(ev, events)
     {
-        char *body = cJSON_PrintUnformatted(ev), id[160];
-        const cJSON *issue = cJSON_GetObjectItemCaseSensitive(ev, "issue");
+        char *body = cJSON_PrintUnformatted(ev), id[200], kind[16];
+        const cJSON *item;
+        size_t len;
         int fresh = 0;
-        snprintf(id, sizeof(id), "poll:%s:%.0f", mlc_json_str(issue, "key") ? mlc_json_str(issue, "key") : "?",
-                 mlc_json_num(ev, "timestamp", 0));
-        if (state_inbox_put(a->st, state_inbox_local_seq(a->st), "jira-poll", id, body, now_ms(), &fresh,
+        /* the same change seen twice is stored once: record, time and fields */
+        len = (size_t)snprintf(id, sizeof(id), "poll:%s:%.0f:",
+                               mlc_json_str(ev, "record") ? mlc_json_str(ev, "record") : "?",
+                               mlc_json_num(ev, "at_ms", 0));
+        cJSON_ArrayForEach(item, mlc_json_arr(ev, "items"))
+        {
+            if (len < sizeof(id)) {
+                len += (size_t)snprintf(id + len, sizeof(id) - len, "%s,",
+                                        mlc_json_str(item, "field") ? mlc_json_str(item, "field") : "");
+            }
+        }
+        snprintf(kind, sizeof(kind), "%.10s-poll", c->ops->name);
+        if (state_inbox_put(a->st, state_inbox_local_seq(a->st), kind, id, body, now_ms(), &fresh,
                             &err) != MLC_OK) {
             mlc_error("flow %s: storing a polled change failed: %s", w->f->name, mlc_err_msg(&err));
         }
@@ -159,7 +172,7 @@ static void do_poll(struct agent *a, struct watcher *w)
     }
     cJSON_Delete(events);
     if (stored) {
-        mlc_info("flow %s: %d status change(s) found by polling %s", w->f->name, stored, c->name);
+        mlc_info("flow %s: %d change(s) found by polling %s", w->f->name, stored, c->name);
     }
     watcher_save(a, w);
     w->next_poll_ms = now_ms() + a->relay.poll_every_s * 1000;

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "agent/agent.h"
+#include "agent/pipeline.h"
 #include "agent/daemon.h"
 #include "agent/statusview.h"
 #include "shared/mlc_crypto.h"
@@ -41,7 +42,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: mlc-agent [-c CONFIG] [-q] [-v] COMMAND [ARGS]\n"
             "\n"
-            "Keeps JD Edwards (and other ERPs) in agreement with Jira, Zoho CRM and Looker.\n"
+            "Keeps ERP records in agreement with the systems teams work in (see check-config\n"
+            "for the system types this build knows).\n"
             "\n"
             "commands:\n"
             "  run                    daemon: run every flow on its schedule until SIGTERM/SIGINT\n"
@@ -53,7 +55,8 @@ static void usage(FILE *f)
             "  status                 state database summary per flow\n"
             "  replay [FLOW]          move dead letters back to the outbox (next sync resends)\n"
             "  inbox add [--kind K] FILE...\n"
-            "                         store webhook bodies (one per file, default kind jira) as\n"
+            "                         store webhook bodies (one per file; default kind: the type\n"
+            "                         of the first write-back flow's target) as\n"
             "                         local deliveries; the same content is stored once\n"
             "  inbox apply            write pending deliveries back now (retries included), print counts\n"
             "  inbox list             pending and dead deliveries\n"
@@ -247,8 +250,8 @@ static int cmd_secret(struct agent *a, int argc, char **argv)
     return 0;
 }
 
-/* A delivery kind: a connector type that sends changes ("jira": its
- * webhooks) or "TYPE-poll" (changes the agent polled itself). */
+/* A delivery kind: a connector type that sends changes (its webhooks) or
+ * "TYPE-poll" (changes the agent polled itself). */
 static int inbox_kind_ok(const char *kind)
 {
     char type[sizeof(((struct inbox_row *)0)->kind)];
@@ -264,8 +267,15 @@ static int inbox_kind_ok(const char *kind)
  * the content's hash is the delivery id, so the same file is stored once. */
 static int inbox_add(struct agent *a, int argc, char **argv)
 {
-    const char *kind = "jira";
+    const char *kind = NULL;
     int failed = 0, files = 0;
+
+    /* default: the target of the first flow that writes back */
+    for (int i = 0; i < a->n_flows && kind == NULL; i++) {
+        if (a->flows[i].wb != NULL) {
+            kind = a->flows[i].dst->ops->name;
+        }
+    }
 
     for (int i = 0; i < argc; i++) {
         struct mlc_errbuf err = { 0 };
@@ -281,15 +291,26 @@ static int inbox_add(struct agent *a, int argc, char **argv)
         if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) {
             kind = argv[++i];
             if (!inbox_kind_ok(kind)) {
+                size_t nk;
+                const struct connector *const *all = connector_all(&nk);
                 fprintf(stderr,
                         "mlc-agent inbox add: --kind '%s' is not a delivery kind: use a system type "
-                        "(a webhook) or TYPE-poll (a polled change), e.g. jira, jira-poll, zoho\n",
+                        "(a webhook) or TYPE-poll (a polled change); types:",
                         kind);
+                for (size_t k = 0; k < nk; k++) {
+                    fprintf(stderr, " %s", all[k]->name);
+                }
+                fprintf(stderr, "\n");
                 return 2;
             }
             continue;
         }
         files++;
+        if (kind == NULL) {
+            fprintf(stderr, "mlc-agent inbox add: no flow writes back: say which system the "
+                            "bodies come from with --kind TYPE\n");
+            return 2;
+        }
         body = mlc_read_file(argv[i], 4u << 20, &len, &err);
         if (body == NULL) {
             fprintf(stderr, "mlc-agent: %s\n", mlc_err_msg(&err));

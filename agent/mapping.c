@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "agent/mapping.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_date.h"
@@ -400,4 +401,76 @@ cJSON *mapping_values(const struct mapping *m, const char *field)
         }
     }
     return arr;
+}
+
+static const struct rule *rule_of(const struct mapping *m, const char *field)
+{
+    for (int i = 0; i < m->n; i++) {
+        if (strcmp(m->rules[i].field, field) == 0) {
+            return &m->rules[i];
+        }
+    }
+    return NULL;
+}
+
+const char *mapping_source_column(const struct mapping *m, const char *field)
+{
+    const struct rule *r = rule_of(m, field);
+
+    if (r == NULL || r->kind != R_FROM || r->cas != C_NONE || r->max > 0) {
+        return NULL;
+    }
+    return r->text;
+}
+
+int mapping_reverse(const struct mapping *m, const char *field, const char *value, char *out,
+                    size_t n, struct mlc_errbuf *err)
+{
+    const struct rule *r = rule_of(m, field);
+    struct mlc_ymd d;
+
+    if (mapping_source_column(m, field) == NULL) {
+        mlc_errf(err, "field '%s' is not read from one source column", field);
+        return -1;
+    }
+    snprintf(out, n, "%s", value);
+    if (r->date != D_NONE) {
+        if (value[0] == '\0') {
+            return 0; /* the date was cleared */
+        }
+        if (strlen(value) != 10 || value[4] != '-' || value[7] != '-' ||
+            mlc_yyyymmdd_parse((char[]){ value[0], value[1], value[2], value[3], value[5],
+                                         value[6], value[8], value[9], '\0' },
+                               &d) != 0) {
+            mlc_errf(err, "'%s' is not a date (YYYY-MM-DD)", value);
+            return -1;
+        }
+        if (r->date == D_JULIAN) {
+            snprintf(out, n, "%ld", mlc_ymd_to_julian(&d));
+        } else {
+            snprintf(out, n, "%04d%02d%02d", d.y, d.m, d.d);
+        }
+        return 0;
+    }
+    if (r->map != NULL) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, r->map)
+        {
+            if (cJSON_IsString(e) && strcmp(e->valuestring, value) == 0) {
+                snprintf(out, n, "%s", e->string);
+                return 0;
+            }
+        }
+        cJSON_ArrayForEach(e, r->map)
+        {
+            if (cJSON_IsString(e) && strcasecmp(e->valuestring, value) == 0) {
+                snprintf(out, n, "%s", e->string);
+                return 0;
+            }
+        }
+        mlc_errf(err, "no source value of '%s' maps to '%s' (the mapping's map lists the values)",
+                 r->text, value);
+        return -1;
+    }
+    return 0;
 }

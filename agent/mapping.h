@@ -13,6 +13,7 @@
 #ifndef MLC_MAPPING_H
 #define MLC_MAPPING_H
 
+#include <stddef.h>
 #include <cjson/cJSON.h>
 #include "shared/mlc_err.h"
 
@@ -31,5 +32,15 @@ const char *const *mapping_fields(const struct mapping *m, int *n);
 /* Every literal value a field can produce through its value map and default
  * (heap cJSON array), e.g. for validating priority names at start-up. */
 cJSON *mapping_values(const struct mapping *m, const char *field);
+
+/* The source column a target field is read from when the mapping can be
+ * reversed for it ({"from": COLUMN} with an optional value map, default or
+ * date; no template, case or max), else NULL. */
+const char *mapping_source_column(const struct mapping *m, const char *field);
+/* A target value of field turned back into the source's format (a value
+ * map read backwards, an ISO date into yyyyMMdd or CYYDDD), into out.
+ * 0, or -1 with a reason in err (no source value maps to it). */
+int mapping_reverse(const struct mapping *m, const char *field, const char *value, char *out,
+                    size_t n, struct mlc_errbuf *err);
 
 #endif

@@ -13,12 +13,16 @@
 #include <string.h>
 #include <unistd.h>
 #include "agent/agent.h"
+#include "agent/pipeline.h"
 #include "shared/mlc_buf.h"
+#include "shared/mlc_http.h"
 #include "shared/mlc_crypto.h"
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
 
-#define MAX_BATCH 50
+/* The largest batch any connector's max_batch may ask for (agent.c checks
+ * it): the pipeline's per-batch arrays live on the stack. */
+#define MAX_BATCH PIPELINE_MAX_BATCH
 
 void pipeline_marker(const struct flow *f, const char *key, char *out, size_t n)
 {
@@ -49,6 +53,14 @@ static void hash_of(const char *payload, char out[65])
     mlc_hex(h, sizeof(h), out);
 }
 
+void pipeline_hash(const cJSON *mapped, char out[65])
+{
+    char *payload = mlc_json_print(mapped);
+
+    hash_of(payload, out);
+    free(payload);
+}
+
 static void progress(struct agent *a, const struct flow *f, const struct sync_stats *ss, int final)
 {
     if (!a->progress) {
@@ -72,7 +84,10 @@ enum mlc_rc pipeline_prepare(struct agent *a, struct flow *f, struct mlc_errbuf 
         return MLC_OK;
     }
     mlc_err_reset(&f->dst->err);
-    rc = f->dst->ops->prepare(f->dst, f->target);
+    {
+        struct prep_info pi = { f->mapped };
+        rc = f->dst->ops->prepare(f->dst, f->target, &pi);
+    }
     if (rc != MLC_OK) {
         mlc_errf(err, "flow %s: %s", f->name, mlc_err_msg(&f->dst->err));
         return rc;
@@ -81,15 +96,11 @@ enum mlc_rc pipeline_prepare(struct agent *a, struct flow *f, struct mlc_errbuf 
     return MLC_OK;
 }
 
-/* Next try for a record that failed transiently: 5 s, 10 s, 20 s ... 1 h. */
+/* Next try for a record that failed transiently: the one backoff policy
+ * (full jitter) over 5 s, 10 s, 20 s ... 1 h, in seconds. */
 static long long retry_at(int attempts)
 {
-    long long d = 5;
-
-    for (int i = 1; i < attempts && d < 3600; i++) {
-        d *= 2;
-    }
-    return state_now() + (d > 3600 ? 3600 : d);
+    return state_now() + (mlc_backoff_ms(attempts > 0 ? attempts - 1 : 0, 5000, 3600000) + 999) / 1000;
 }
 
 /* Target keys of records created before the earliest unanswered create of
@@ -163,6 +174,24 @@ static enum mlc_rc recover(struct agent *a, struct flow *f, struct sync_stats *s
     long long after = 0;
     enum mlc_rc rc = MLC_OK;
 
+    if (f->dst->ops->caps & CONN_UPSERT) {
+        /* the target keys records by marker: sending one again cannot double it */
+        for (;;) {
+            int n = state_outbox_next_after(a->st, f->name, "inflight", NULL, after, rows,
+                                            MAX_BATCH, 1LL << 62);
+            for (int i = 0; i < n; i++) {
+                if (rc == MLC_OK) {
+                    rc = state_outbox_retry_later(a->st, rows[i].id, 0,
+                                                  "unanswered: sent again (the target upserts)", err);
+                }
+                after = rows[i].id;
+                outbox_row_release(&rows[i]);
+            }
+            if (n == 0 || rc != MLC_OK) {
+                return rc;
+            }
+        }
+    }
     for (;;) {
         const char *markers[MAX_BATCH];
         char mk[MAX_BATCH][128], *hints[MAX_BATCH];
@@ -373,7 +402,11 @@ static enum mlc_rc deliver_batch(struct agent *a, struct flow *f, struct sync_st
         if (!creates) {
             break;
         }
-        /* nothing is created before the target was asked whether it has it */
+        /* nothing is created before the target was asked whether it has it
+         * (a target that upserts by marker needs no asking) */
+        if (f->dst->ops->caps & CONN_UPSERT) {
+            break;
+        }
         rc = adopt_known(a, f, rows, &n, ss, err);
         if (rc != MLC_OK) {
             for (int i = 0; i < n; i++) {
@@ -807,6 +840,20 @@ done:
         rs.warnings = ss->warnings;
         state_run_finish(a->st, run_id, &rs, rc == MLC_OK ? "ok" : "error",
                          rc == MLC_OK ? NULL : mlc_err_msg(err));
+    }
+    if (!dry_run && f->dst->ops->end_run != NULL && ss->created + ss->updated + ss->adopted > 0) {
+        struct run_totals t = { ss->created, ss->updated, ss->unchanged, ss->failed, ss->pending };
+        enum mlc_rc erc;
+
+        mlc_err_reset(&f->dst->err);
+        erc = f->dst->ops->end_run(f->dst, f->target, &t);
+        if (erc != MLC_OK) {
+            /* the records are delivered; only the follow-up failed */
+            mlc_warn("flow %s: after the run, %s's end-of-run step failed: %s", f->name,
+                     f->dst->name, mlc_err_msg(&f->dst->err));
+            state_audit(a->st, f->name, NULL, NULL, "end_run_failed", NULL,
+                        mlc_err_msg(&f->dst->err));
+        }
     }
     return rc;
 }

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include "agent/agent.h"
+#include "agent/sched.h"
 #include "shared/mlc_conf.h"
 
 int sched_parse(const char *s, enum sched_kind *kind, long *every_s, int *daily_min)

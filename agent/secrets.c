@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "agent/secrets.h"
+#include "agent/connectors/connector.h"
 #include "agent/state.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_conf.h"
@@ -189,4 +190,27 @@ enum mlc_rc secrets_resolve(struct secret_store *s, const char *ref, char **out,
     }
     mlc_log_add_secret(*out);
     return MLC_OK;
+}
+
+static enum mlc_rc v_resolve(void *ctx, const char *ref, char **out, struct mlc_errbuf *err)
+{
+    return secrets_resolve(ctx, ref, out, err);
+}
+
+static enum mlc_rc v_get(void *ctx, const char *name, char **out, struct mlc_errbuf *err)
+{
+    return secrets_get(ctx, name, out, err);
+}
+
+static enum mlc_rc v_put(void *ctx, const char *name, const char *value, struct mlc_errbuf *err)
+{
+    return secrets_put(ctx, name, value, err);
+}
+
+void secrets_vault(struct secret_store *s, struct vault *out)
+{
+    out->ctx = s;
+    out->resolve = v_resolve;
+    out->get = v_get;
+    out->put = v_put;
 }

@@ -27,4 +27,8 @@ enum mlc_rc secrets_put(struct secret_store *s, const char *name, const char *va
 enum mlc_rc secrets_resolve(struct secret_store *s, const char *ref, char **out,
                             struct mlc_errbuf *err);
 
+/* The store as connectors see it (agent/connectors/connector.h). */
+struct vault;
+void secrets_vault(struct secret_store *s, struct vault *out);
+
 #endif

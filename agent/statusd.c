@@ -40,6 +40,7 @@
 #include <libwebsockets.h>
 #include <cjson/cJSON.h>
 #include "agent/agent.h"
+#include "agent/pipeline.h"
 #include "agent/mailbox.h"
 #include "agent/statusd.h"
 #include "agent/statusview.h"

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <sqlite3.h>
 #include "agent/agent.h"
+#include "agent/pipeline.h"
 #include "agent/statusview.h"
 #include "agent/tunnel.h"
 #include "shared/mlc_json.h"

@@ -22,7 +22,6 @@
 #include "shared/mlc_http.h"
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
-#include "agent/secrets.h"
 #include "agent/connectors/connector.h"
 #include "agent/connectors/jira.h"
 #include "agent/connectors/jira_adf.h"
@@ -610,12 +609,12 @@ static enum mlc_rc jira_save_refresh(struct conn *c, struct mlc_errbuf *err)
     struct jira *j = c->priv;
     enum mlc_rc rc;
 
-    if (c->secrets == NULL) {
+    if (c->vault == NULL) {
         mlc_errf(err, "jira '%s': cannot keep the rotated oauth refresh token: no secret store",
                  c->name);
         return MLC_E_INVAL;
     }
-    rc = secrets_put(c->secrets, j->refresh_name, j->refresh_token, err);
+    rc = c->vault->put(c->vault->ctx, j->refresh_name, j->refresh_token, err);
     if (rc != MLC_OK) {
         mlc_errf(err, "jira '%s': cannot store the rotated oauth refresh token '%s'", c->name,
                  j->refresh_name);
@@ -635,8 +634,8 @@ static enum mlc_rc jira_current_refresh(struct conn *c, struct mlc_errbuf *err)
     if (j->refresh_token != NULL) {
         return MLC_OK;
     }
-    if (c->secrets != NULL) {
-        rc = secrets_get(c->secrets, j->refresh_name, &j->refresh_token, &one);
+    if (c->vault != NULL) {
+        rc = c->vault->get(c->vault->ctx, j->refresh_name, &j->refresh_token, &one);
         if (rc == MLC_OK) {
             return MLC_OK;
         }
@@ -956,11 +955,11 @@ static enum mlc_rc jira_open(struct conn *c)
     j->token_url = empty(cf->token_url) ? mlc_xasprintf("%s/oauth/token", cf->base_url)
                                         : mlc_xstrdup(cf->token_url);
     j->refresh_name = mlc_xasprintf("%s.oauth.refresh_token", c->name);
-    if (cf->auth == JIRA_AUTH_OAUTH && empty(cf->refresh_token) && c->secrets != NULL) {
+    if (cf->auth == JIRA_AUTH_OAUTH && empty(cf->refresh_token) && c->vault != NULL) {
         struct mlc_errbuf one = { 0 };
         char *tok = NULL;
 
-        rc = secrets_get(c->secrets, j->refresh_name, &tok, &one);
+        rc = c->vault->get(c->vault->ctx, j->refresh_name, &tok, &one);
         wipe_free(tok);
         if (rc == MLC_E_NOTFOUND) {
             mlc_errf(&c->err,
@@ -1261,7 +1260,7 @@ static enum mlc_rc check_priorities(struct conn *c, const cJSON *wanted)
                 }
             }
             mlc_errf(&c->err,
-                     "target.priorities: jira priority '%s' does not exist in jira at "
+                     "mapping.priority: jira priority '%s' does not exist in jira at "
                      "%s; valid priorities: %s",
                      it->valuestring, j->cf.base_url, valid.len > 0 ? mlc_buf_str(&valid) : "none");
             mlc_buf_release(&valid);
@@ -1310,20 +1309,27 @@ static enum mlc_rc check_issue_type(struct conn *c, const cJSON *project_json, c
     return MLC_E_INVAL;
 }
 
-static enum mlc_rc jira_prepare(struct conn *c, const cJSON *target)
+static enum mlc_rc jira_prepare(struct conn *c, const cJSON *target, const struct prep_info *pi)
 {
     struct mlc_http_resp resp = { 0 };
     struct mlc_errbuf one = { 0 };
     const char *project = mlc_json_str(target, "project");
     const char *issue_type = mlc_json_str(target, "issue_type");
     const char *marker = mlc_json_str(target, "marker");
-    const cJSON *fields = cJSON_GetObjectItemCaseSensitive(target, "fields");
-    const cJSON *prios = cJSON_GetObjectItemCaseSensitive(target, "priorities");
-    cJSON *root = NULL;
+    const cJSON *mapped = pi != NULL ? pi->fields : NULL;
+    const cJSON *prios = cJSON_GetObjectItemCaseSensitive(mapped, "priority"), *it;
+    cJSON *root = NULL, *fields = mlc_json_xarr();
     char *path = NULL;
     enum mlc_rc rc;
 
     mlc_err_reset(&c->err);
+    cJSON_ArrayForEach(it, mapped)
+    {
+        cJSON_AddItemToArray(fields, cJSON_CreateString(it->string));
+    }
+    if (cJSON_IsNull(prios)) {
+        prios = NULL; /* a free value: nothing to check ahead */
+    }
     if (empty(project)) {
         mlc_errf(&c->err, "target.project: required (a jira project key such as \"MFG\")");
         return MLC_E_INVAL;
@@ -1336,9 +1342,9 @@ static enum mlc_rc jira_prepare(struct conn *c, const cJSON *target)
         mlc_errf(&c->err, "target.marker: '%s' is not supported by jira (use \"label\")", marker);
         return MLC_E_INVAL;
     }
-    if ((fields != NULL && !cJSON_IsArray(fields)) || (prios != NULL && !cJSON_IsArray(prios))) {
-        mlc_errf(&c->err, "target.%s: expected an array of names",
-                 fields != NULL && !cJSON_IsArray(fields) ? "fields" : "priorities");
+    if (prios != NULL && !cJSON_IsArray(prios)) {
+        mlc_errf(&c->err, "mapping.priority: expected the priority names the mapping produces");
+        cJSON_Delete(fields);
         return MLC_E_INVAL;
     }
     path = path_with("/rest/api/3/project/", project, "");
@@ -1364,6 +1370,7 @@ static enum mlc_rc jira_prepare(struct conn *c, const cJSON *target)
     }
     rc = check_priorities(c, prios);
 out:
+    cJSON_Delete(fields);
     cJSON_Delete(root);
     free(path);
     mlc_http_resp_release(&resp);
@@ -2647,17 +2654,30 @@ static void scan_changelog(const cJSON *issue, long long window_ms, struct statu
     }
 }
 
+/* Text of entry[i] of a seen entry, or NULL. */
+static const char *seen_text(const cJSON *entry, int i)
+{
+    const cJSON *v = cJSON_GetArrayItem(entry, i);
+
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
 cJSON *jira_change_event(const cJSON *issue, cJSON *seen, long long window_ms, int emit)
 {
     const char *key = mlc_json_str(issue, "key");
     const cJSON *fields = mlc_json_obj(issue, "fields");
     const cJSON *status = mlc_json_obj(fields, "status");
-    const cJSON *prev, *labels;
+    const cJSON *prev;
     const char *sname = mlc_json_str(status, "name");
-    char sid[32], from_id[64] = "", from_name[256] = "", id[32];
-    int have_from = 0, changed = 0;
+    const char *due = mlc_json_str(fields, "duedate");
+    const char *prio = mlc_json_str(mlc_json_obj(fields, "priority"), "name");
+    char sid[32], from_id[64] = "", from_name[256] = "";
+    int changed = 0;
     struct status_scan sc;
-    cJSON *ev = NULL, *entry, *user, *iss, *f, *cl, *items, *item;
+    struct change_item items[3];
+    size_t n = 0;
+    cJSON *ev = NULL, *entry;
+    const char *author = "";
     long long when = 0;
 
     if (empty(key) || status == NULL || id_text(status, "id", sid, sizeof(sid)) != 0 ||
@@ -2666,11 +2686,9 @@ cJSON *jira_change_event(const cJSON *issue, cJSON *seen, long long window_ms, i
     }
     scan_changelog(issue, window_ms, &sc);
     prev = cJSON_GetObjectItemCaseSensitive(seen, key);
-    if (cJSON_IsArray(prev) && cJSON_IsString(cJSON_GetArrayItem(prev, 0)) &&
-        cJSON_IsString(cJSON_GetArrayItem(prev, 1))) {
-        snprintf(from_id, sizeof(from_id), "%s", cJSON_GetArrayItem(prev, 0)->valuestring);
-        snprintf(from_name, sizeof(from_name), "%s", cJSON_GetArrayItem(prev, 1)->valuestring);
-        have_from = 1;
+    if (cJSON_IsArray(prev) && seen_text(prev, 0) != NULL && seen_text(prev, 1) != NULL) {
+        snprintf(from_id, sizeof(from_id), "%s", seen_text(prev, 0));
+        snprintf(from_name, sizeof(from_name), "%s", seen_text(prev, 1));
         changed = strcmp(from_id, sid) != 0;
     } else if (sc.first != NULL) {
         /* not seen before: its changelog says whether the status moved lately */
@@ -2679,68 +2697,104 @@ cJSON *jira_change_event(const cJSON *issue, cJSON *seen, long long window_ms, i
 
         snprintf(from_id, sizeof(from_id), "%s", fi != NULL ? fi : "");
         snprintf(from_name, sizeof(from_name), "%s", fs != NULL ? fs : "");
-        have_from = fi != NULL || fs != NULL;
         changed = fi != NULL ? strcmp(fi, sid) != 0 : (fs == NULL || strcmp(fs, sname) != 0);
     }
-    if (emit && changed) {
-        ev = mlc_json_xobj();
-        mlc_json_xadd_str(ev, "webhookEvent", JIRA_HOOK_EVENT);
-        mlc_json_xadd_str(ev, "issue_event_type_name", "issue_generic");
+    if (changed) {
+        items[n++] = (struct change_item){ "status", from_name, sname };
+    }
+    /* due date and priority: only against a value seen before (entries of
+     * older agents have none: nothing is reported until one is known) */
+    if (cJSON_IsArray(prev) && cJSON_GetArraySize(prev) >= 4) {
+        const char *pd = seen_text(prev, 2), *pp = seen_text(prev, 3);
+        if (pd != NULL && strcmp(pd, due ? due : "") != 0) {
+            items[n++] = (struct change_item){ "duedate", pd, due ? due : "" };
+        }
+        if (pp != NULL && strcmp(pp, prio ? prio : "") != 0) {
+            items[n++] = (struct change_item){ "priority", pp, prio ? prio : "" };
+        }
+    }
+    if (emit && n > 0) {
         /* the change's own time when the changelog has it: the same change
-         * gets the same timestamp however often it is seen */
-        if (sc.last != NULL) {
+         * gets the same time however often it is seen */
+        if (sc.last != NULL && (n == 1 && changed)) {
             when = sc.last_ms;
         } else if (jira_time_parse(mlc_json_str(fields, "updated"), &when) != 0) {
-            when = 0;
+            when = sc.last != NULL ? sc.last_ms : 0;
         }
-        mlc_json_xadd_num(ev, "timestamp", (double)when);
-        user = mlc_json_xobj();
         if (sc.last_history != NULL) {
-            const cJSON *author = mlc_json_obj(sc.last_history, "author");
-
-            if (mlc_json_str(author, "accountId") != NULL) {
-                mlc_json_xadd_str(user, "accountId", mlc_json_str(author, "accountId"));
-            }
-            if (mlc_json_str(author, "displayName") != NULL) {
-                mlc_json_xadd_str(user, "displayName", mlc_json_str(author, "displayName"));
-            }
+            const char *acc = mlc_json_str(mlc_json_obj(sc.last_history, "author"), "accountId");
+            author = acc != NULL ? acc : "";
         }
-        mlc_json_xadd(ev, "user", user);
-        iss = mlc_json_xobj();
-        if (id_text(issue, "id", id, sizeof(id)) == 0) {
-            mlc_json_xadd_str(iss, "id", id);
-        }
-        mlc_json_xadd_str(iss, "key", key);
-        if (mlc_json_str(issue, "self") != NULL) {
-            mlc_json_xadd_str(iss, "self", mlc_json_str(issue, "self"));
-        }
-        f = mlc_json_xobj();
-        mlc_json_xadd(f, "status", xdup(status));
-        labels = mlc_json_arr(fields, "labels");
-        mlc_json_xadd(f, "labels", labels != NULL ? xdup(labels) : mlc_json_xarr());
-        mlc_json_xadd(iss, "fields", f);
-        mlc_json_xadd(ev, "issue", iss);
-        cl = mlc_json_xobj();
-        items = mlc_json_xarr();
-        item = mlc_json_xobj();
-        mlc_json_xadd_str(item, "field", "status");
-        mlc_json_xadd_str(item, "fieldtype", "jira");
-        mlc_json_xadd_str(item, "fieldId", "status");
-        mlc_json_xadd(item, "from", xstr(have_from && from_id[0] ? from_id : NULL));
-        mlc_json_xadd(item, "fromString", xstr(have_from && from_name[0] ? from_name : NULL));
-        mlc_json_xadd_str(item, "to", sid);
-        mlc_json_xadd_str(item, "toString", sname);
-        cJSON_AddItemToArray(items, item);
-        mlc_json_xadd(cl, "items", items);
-        mlc_json_xadd(ev, "changelog", cl);
+        ev = change_to_json(key, author, when, mlc_json_arr(fields, "labels"), items, n);
     }
-    /* remember the status; the entry moves to the end (most recently seen) */
-    cJSON_DeleteItemFromObjectCaseSensitive(seen, key);
+    /* remember the values; the entry moves to the end (most recently seen) */
     entry = mlc_json_xarr();
     cJSON_AddItemToArray(entry, xstr(sid));
     cJSON_AddItemToArray(entry, xstr(sname));
+    cJSON_AddItemToArray(entry, xstr(due ? due : ""));
+    cJSON_AddItemToArray(entry, xstr(prio ? prio : ""));
+    cJSON_DeleteItemFromObjectCaseSensitive(seen, key);
     mlc_json_xadd(seen, key, entry);
     return ev;
+}
+
+/* ---- event_parse(): one webhook delivery as a generic change ---- */
+
+/* Changelog fields whose raw "to"/"from" is the value as the API writes it
+ * (an ISO date); the others are compared by their display strings. */
+static const char *const raw_valued[] = { "duedate", NULL };
+
+enum mlc_rc jira_event_parse(const char *body, size_t len, struct change *ch,
+                             struct mlc_errbuf *err)
+{
+    const cJSON *issue, *it, *ts;
+
+    memset(ch, 0, sizeof(*ch));
+    ch->root = mlc_json_parse(body, len, "jira webhook body", err);
+    if (ch->root == NULL) {
+        return MLC_E_PROTO;
+    }
+    if (!cJSON_IsObject(ch->root)) {
+        mlc_errf(err, "jira webhook body: not a JSON object");
+        return MLC_E_PROTO;
+    }
+    ch->event = mlc_json_str(ch->root, "webhookEvent");
+    ch->event_id = "";
+    issue = mlc_json_obj(ch->root, "issue");
+    ch->record = mlc_json_str(issue, "key");
+    if (ch->record != NULL && ch->record[0] == '\0') {
+        ch->record = NULL;
+    }
+    ch->markers = mlc_json_arr(mlc_json_obj(issue, "fields"), "labels");
+    ch->author = mlc_json_str(mlc_json_obj(ch->root, "user"), "accountId");
+    if (ch->author == NULL) {
+        ch->author = "";
+    }
+    ts = cJSON_GetObjectItemCaseSensitive(ch->root, "timestamp");
+    if (cJSON_IsNumber(ts) && ts->valuedouble > 0 && ts->valuedouble < 1e15) {
+        ch->at_ms = (long long)ts->valuedouble;
+    }
+    cJSON_ArrayForEach(it, mlc_json_arr(mlc_json_obj(ch->root, "changelog"), "items"))
+    {
+        const char *field = mlc_json_str(it, "fieldId");
+        int raw = 0;
+
+        if (field == NULL) {
+            field = mlc_json_str(it, "field");
+        }
+        if (field == NULL || field[0] == '\0') {
+            continue;
+        }
+        for (const char *const *r = raw_valued; *r && !raw; r++) {
+            raw = strcmp(*r, field) == 0;
+        }
+        if (raw) {
+            change_set(ch, field, mlc_json_str(it, "from"), mlc_json_str(it, "to"));
+        } else {
+            change_set(ch, field, mlc_json_str(it, "fromString"), mlc_json_str(it, "toString"));
+        }
+    }
+    return MLC_OK;
 }
 
 void jira_seen_trim(cJSON *seen, size_t max)
@@ -3385,6 +3439,8 @@ static enum mlc_rc jira_changes(struct conn *c, const cJSON *target, char **curs
         cJSON_AddItemToArray(flds, cJSON_CreateString("status"));
         cJSON_AddItemToArray(flds, cJSON_CreateString("updated"));
         cJSON_AddItemToArray(flds, cJSON_CreateString("labels"));
+        cJSON_AddItemToArray(flds, cJSON_CreateString("duedate"));
+        cJSON_AddItemToArray(flds, cJSON_CreateString("priority"));
         mlc_json_xadd(req, "fields", flds);
         flds = mlc_json_xarr();
         cJSON_AddItemToArray(flds, cJSON_CreateString(JIRA_TRACE_PROP));
@@ -3459,6 +3515,7 @@ out:
 const struct connector connector_jira = {
     .name = "jira",
     .caps = CONN_TARGET,
+    .max_batch = JIRA_BULK_MAX,
     .keys = jira_keys,
     .allow = NULL,
     .open = jira_open,
@@ -3471,4 +3528,5 @@ const struct connector connector_jira = {
     .find = jira_find,
     .watch = jira_watch,
     .changes = jira_changes,
+    .event_parse = jira_event_parse,
 };

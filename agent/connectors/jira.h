@@ -114,16 +114,21 @@ enum mlc_rc jira_jql_project(struct mlc_buf *b, const char *project);
 enum mlc_rc jira_jql_changes(struct mlc_buf *b, const char *project, long long since_ms,
                              long long server_now_ms);
 
-/* One issue of a changes() search page (fields status, labels, updated;
- * expand=changelog) checked against seen, the object of last known statuses
- * {"MFG-12":["3","In Progress"],...}, which is updated (the entry moves to the
- * end; trim it with jira_seen_trim). Returns a body shaped like a
- * jira:issue_updated webhook delivery (caller frees) when emit is nonzero and
- * the status differs from the last known one, or, for an issue not in seen,
- * when its changelog has a status change at or after window_ms whose start
- * differs from the current status. NULL otherwise (also for an issue without
- * key or status). */
+/* One issue of a changes() search page (fields status, labels, updated,
+ * duedate, priority; expand=changelog) checked against seen, the object of
+ * last known values {"MFG-12":["3","In Progress","2026-12-10","High"],...},
+ * which is updated (the entry moves to the end; trim it with jira_seen_trim).
+ * Returns a change_to_json() object (caller frees) when emit is nonzero and
+ * a value differs from the last known one: the status, or, for an issue not
+ * in seen, a status change in its changelog at or after window_ms whose start
+ * differs from the current status; the due date and priority only against a
+ * known value. NULL otherwise (also for an issue without key or status). */
 cJSON *jira_change_event(const cJSON *issue, cJSON *seen, long long window_ms, int emit);
+
+/* One webhook delivery (network input) as a generic change: the changelog's
+ * items by fieldId (display strings, but the ISO date for duedate). */
+enum mlc_rc jira_event_parse(const char *body, size_t len, struct change *ch,
+                             struct mlc_errbuf *err);
 
 /* Drop the oldest entries of seen until at most max remain. */
 void jira_seen_trim(cJSON *seen, size_t max);

@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "agent/connectors/jde.h"
+#include "agent/connectors/jde/jde.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "agent/connectors/jde.h"
+#include "agent/connectors/jde/jde.h"
 #include "agent/mapping.h"
 #include "agent/secrets.h"
 #include "agent/state.h"

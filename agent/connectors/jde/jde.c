@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "agent/connectors/jde.h"
+#include "agent/connectors/jde/jde.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_date.h"
 #include "shared/mlc_json.h"
@@ -36,7 +36,6 @@ struct jde_conf {
     char *date_format;
     long timeout_s;
     int tls_insecure;
-    char *status_orchestration;
 };
 
 static const struct conf_key jde_keys[] = {
@@ -63,8 +62,6 @@ static const struct conf_key jde_keys[] = {
       NULL },
     { "tls_insecure", CONF_BOOL, offsetof(struct jde_conf, tls_insecure), "false",
       "skip TLS verification (labs only)", 0, 0, NULL },
-    { "status_orchestration", CONF_STR, offsetof(struct jde_conf, status_orchestration),
-      "MLC_UpdateWOStatus", "orchestration for status write-back", 0, 0, NULL },
     { 0 },
 };
 
@@ -825,20 +822,117 @@ out:
     return rc;
 }
 
-static enum mlc_rc jde_write_back(struct conn *c, const struct wb_command *cmd)
+/* ---------- write-back: one orchestration per action ---------- */
+
+/* What a writeback action compiles to: the orchestration and its inputs
+ * (name -> template). */
+struct jde_plan {
+    char *orchestration;
+    char **names;
+    char **tmpls;
+    int n;
+};
+
+static const char *const jde_wb_keys[] = { "orchestration", "inputs", NULL };
+
+static void jde_plan_free(void *p)
+{
+    struct jde_plan *pl = p;
+
+    if (pl == NULL) {
+        return;
+    }
+    for (int i = 0; i < pl->n; i++) {
+        free(pl->names[i]);
+        free(pl->tmpls[i]);
+    }
+    free(pl->names);
+    free(pl->tmpls);
+    free(pl->orchestration);
+    free(pl);
+}
+
+/* Orchestration names go into a URL path: letters, digits, _ - . only. */
+static int orch_name_ok(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 128) {
+        return 0;
+    }
+    for (const char *p = s; *p; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void *jde_plan_new(const cJSON *action, const char *path, const char *const *vars,
+                          struct mlc_errbuf *err)
+{
+    const char *orch = mlc_json_str(action, "orchestration");
+    const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(action, "inputs"), *it;
+    struct jde_plan *pl;
+    char sub[400];
+
+    if (orch == NULL) {
+        mlc_errf(err, "%s.orchestration: required: the orchestration to call, e.g. \"MLC_UpdateWOStatus\"",
+                 path);
+        return NULL;
+    }
+    if (!orch_name_ok(orch)) {
+        mlc_errf(err, "%s.orchestration: '%s' is not an orchestration name (letters, digits, _ - .)",
+                 path, orch);
+        return NULL;
+    }
+    if (!cJSON_IsObject(inputs) || cJSON_GetArraySize(inputs) == 0) {
+        mlc_errf(err,
+                 "%s.inputs: required object of orchestration input name -> value template, "
+                 "e.g. {\"WorkOrder\": \"{key}\"}",
+                 path);
+        return NULL;
+    }
+    pl = mlc_xcalloc(1, sizeof(*pl));
+    pl->orchestration = mlc_xstrdup(orch);
+    pl->names = mlc_xcalloc((size_t)cJSON_GetArraySize(inputs), sizeof(char *));
+    pl->tmpls = mlc_xcalloc((size_t)cJSON_GetArraySize(inputs), sizeof(char *));
+    cJSON_ArrayForEach(it, inputs)
+    {
+        snprintf(sub, sizeof(sub), "%s.inputs.%s", path, it->string);
+        if (!cJSON_IsString(it)) {
+            mlc_errf(err, "%s: expected a string (a value or a template such as \"{key}\")", sub);
+            jde_plan_free(pl);
+            return NULL;
+        }
+        if (conn_tmpl_check(it->valuestring, vars, sub, err) != 0) {
+            jde_plan_free(pl);
+            return NULL;
+        }
+        pl->names[pl->n] = mlc_xstrdup(it->string);
+        pl->tmpls[pl->n] = mlc_xstrdup(it->valuestring);
+        pl->n++;
+    }
+    return pl;
+}
+
+static void jde_plan_describe(const void *p, char *out, size_t n)
+{
+    const struct jde_plan *pl = p;
+
+    snprintf(out, n, "orchestration %s", pl ? pl->orchestration : "?");
+}
+
+static enum mlc_rc jde_write_back(struct conn *c, const struct wb_write *w)
 {
     struct jde *j = c->priv;
+    const struct jde_plan *pl = w->plan;
     struct mlc_http_resp resp = { 0 };
-    const char *name = cmd->name ? cmd->name : j->cf.status_orchestration;
     char *url = NULL, *body = NULL;
     enum mlc_rc rc;
-    const cJSON *v;
     cJSON *o, *inputs, *in;
 
-    if (cmd->action == NULL || strcmp(cmd->action, "orchestrate") != 0 || name == NULL ||
-        !cJSON_IsObject(cmd->inputs)) {
-        mlc_errf(&c->err, "jde write-back: unsupported action '%s' (expected orchestrate with inputs)",
-                 cmd->action ? cmd->action : "");
+    if (pl == NULL) {
+        mlc_errf(&c->err, "jde write-back of %s: no orchestration configured for this change",
+                 w->source_key ? w->source_key : "?");
         return MLC_E_INVAL;
     }
     if ((rc = jde_resolve(c)) != MLC_OK || (rc = jde_ensure_token(c)) != MLC_OK) {
@@ -847,17 +941,18 @@ static enum mlc_rc jde_write_back(struct conn *c, const struct wb_command *cmd)
     /* JDE standard input format: {"inputs":[{"name":..,"value":..}]} */
     o = mlc_json_xobj();
     inputs = mlc_json_xarr();
-    cJSON_ArrayForEach(v, cmd->inputs)
-    {
+    for (int i = 0; i < pl->n; i++) {
+        char *val = conn_tmpl_expand(pl->tmpls[i], w->vars, w->n_vars);
         in = mlc_json_xobj();
-        mlc_json_xadd_str(in, "name", v->string);
-        mlc_json_xadd_str(in, "value", cJSON_IsString(v) ? v->valuestring : "");
+        mlc_json_xadd_str(in, "name", pl->names[i]);
+        mlc_json_xadd_str(in, "value", val);
         cJSON_AddItemToArray(inputs, in);
+        free(val);
     }
     mlc_json_xadd(o, "inputs", inputs);
     body = mlc_json_print(o);
     cJSON_Delete(o);
-    url = mlc_xasprintf("%s/v2/orchestrator/%s", j->cf.base_url, name);
+    url = mlc_xasprintf("%s/v2/orchestrator/%s", j->cf.base_url, pl->orchestration);
     for (int attempt = 0; attempt < 2; attempt++) {
         rc = jde_post(c, url, body, j->cf.auth == JDE_AUTH_TOKEN, &resp);
         if (rc == MLC_E_AUTH && attempt == 0 && j->cf.auth == JDE_AUTH_TOKEN) {
@@ -875,8 +970,8 @@ static enum mlc_rc jde_write_back(struct conn *c, const struct wb_command *cmd)
         char msg[300];
         jde_error_text(mlc_buf_str(&resp.body), resp.body.len, msg, sizeof(msg));
         mlc_err_reset(&c->err);
-        mlc_errf(&c->err, "jde orchestration %s for %s failed (HTTP %ld: %s)", name,
-                 cmd->source_key ? cmd->source_key : "?", resp.status, msg);
+        mlc_errf(&c->err, "jde orchestration %s for %s failed (HTTP %ld: %s)", pl->orchestration,
+                 w->source_key ? w->source_key : "?", resp.status, msg);
     }
     mlc_http_resp_release(&resp);
     free(url);
@@ -884,8 +979,31 @@ static enum mlc_rc jde_write_back(struct conn *c, const struct wb_command *cmd)
     return rc;
 }
 
+/* A cursor "yyyyMMdd|HHMMSS|key" is the row's last change (UPMJ/TDAY), in
+ * the JD Edwards server's local time, taken here as the agent's (they sit
+ * side by side). */
+static long long jde_cursor_time(const char *cursor)
+{
+    struct jde_cursor cu;
+    struct mlc_ymd d;
+    struct tm tm = { 0 };
+
+    if (jde_cursor_parse(cursor, &cu) != 0 || mlc_yyyymmdd_parse(cu.date, &d) != 0) {
+        return -1;
+    }
+    tm.tm_year = d.y - 1900;
+    tm.tm_mon = d.m - 1;
+    tm.tm_mday = d.d;
+    tm.tm_hour = (int)(cu.time / 10000);
+    tm.tm_min = (int)(cu.time / 100 % 100);
+    tm.tm_sec = (int)(cu.time % 100);
+    tm.tm_isdst = -1;
+    return (long long)mktime(&tm) * 1000;
+}
+
 /* One record by key: the flow's table query with KEY = key added. */
-static enum mlc_rc jde_fetch_one(struct conn *c, const cJSON *source, const char *key, cJSON **out)
+static enum mlc_rc jde_fetch_one(struct conn *c, const cJSON *source, const char *key,
+                                 struct record *out)
 {
     struct mlc_http_resp resp = { 0 };
     struct page pg = { 0 };
@@ -895,7 +1013,7 @@ static enum mlc_rc jde_fetch_one(struct conn *c, const cJSON *source, const char
     int more = 0;
     enum mlc_rc rc;
 
-    *out = NULL;
+    memset(out, 0, sizeof(*out));
     if (table_from_source(source, &t, &c->err) != 0) {
         return MLC_E_INVAL;
     }
@@ -950,8 +1068,8 @@ static enum mlc_rc jde_fetch_one(struct conn *c, const cJSON *source, const char
     rc = jde_parse_page(mlc_buf_str(&resp.body), resp.body.len, &t, &pg, &more, &next, &c->err);
     for (size_t i = 0; rc == MLC_OK && i < pg.n; i++) {
         if (pg.recs[i].key != NULL && strcmp(pg.recs[i].key, key) == 0) {
-            *out = pg.recs[i].data;
-            pg.recs[i].data = NULL;
+            *out = pg.recs[i]; /* the page gives its strings up */
+            memset(&pg.recs[i], 0, sizeof(pg.recs[i]));
             break;
         }
     }
@@ -973,6 +1091,11 @@ const struct connector connector_jde = {
     .close = jde_close,
     .ping = jde_ping,
     .poll = jde_poll,
-    .write_back = jde_write_back,
     .fetch = jde_fetch_one,
+    .cursor_time = jde_cursor_time,
+    .wb_keys = jde_wb_keys,
+    .wb_plan = jde_plan_new,
+    .wb_plan_free = jde_plan_free,
+    .wb_describe = jde_plan_describe,
+    .write_back = jde_write_back,
 };
