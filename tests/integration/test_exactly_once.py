@@ -512,7 +512,11 @@ def inbox_kinds_are_stored_whole():
         e.configure(flow={"writeback": WRITEBACK})
         e.sync(what="first sync")
         issue = next(it for it in e.issues() if any(l.startswith("jdewo-") for l in it["labels"]))
-        path = e.body_file(harness.jira_status_event(issue, "Done"))
+        # a polled change travels as the agent's own generic change JSON
+        path = e.body_file({"event": "poll", "record": issue["key"], "author": "", "at_ms": 0,
+                            "markers": issue["labels"],
+                            "items": [{"field": "status", "from": issue.get("status") or "",
+                                       "to": "Done"}]})
         r = e.agent("inbox", "add", "--kind", "jira-poll", path)
         expect(r.returncode == 0, f"--kind jira-poll refused: {r.stderr}")
         kinds = [k for (k,) in e.db("SELECT kind FROM state_inbox")]

@@ -330,13 +330,10 @@ def changes_reports_a_status_transition_exactly_once():
         ev = r["events"]
         expect(len(ev) == 1, f"events {ev}")
         ev = ev[0]
-        item = ev["changelog"]["items"][0]
-        expect(ev["webhookEvent"] == "jira:issue_updated" and ev["issue"]["key"] == k1
-               and ev["issue"]["fields"]["labels"] == ["jdewo-100001"]
-               and ev["issue"]["fields"]["status"]["name"] == "Done"
-               and item == {"field": "status", "fieldtype": "jira", "fieldId": "status", "from": "10000",
-                            "fromString": "To Do", "to": "10001", "toString": "Done"}
-               and ev["user"]["accountId"].startswith("712020:aaaa0001") and ev["timestamp"] > 0, f"{ev}")
+        # a polled change is the agent's generic change JSON, not a fake webhook
+        expect(ev["event"] == "poll" and ev["record"] == k1 and ev["markers"] == ["jdewo-100001"]
+               and ev["items"] == [{"field": "status", "from": "To Do", "to": "Done"}]
+               and ev["author"].startswith("712020:aaaa0001") and ev["at_ms"] > 0, f"{ev}")
         r = e.changes()
         expect(r["events"] == [], f"repeated: {r['events']}")
         # an issue first seen after the start: its changelog tells; the agent's own edit is no change
@@ -345,21 +342,26 @@ def changes_reports_a_status_transition_exactly_once():
         e.transition(k2, "In Progress")
         e.api("PUT", "/issue/" + k3, {"fields": {"summary": "edited by the agent"}})
         r = e.changes()
-        got = [(x["issue"]["key"], x["changelog"]["items"][0]["fromString"],
-                x["changelog"]["items"][0]["toString"]) for x in r["events"]]
+        got = [(x["record"], x["items"][0]["from"], x["items"][0]["to"]) for x in r["events"]]
         expect(got == [(k2, "To Do", "In Progress")], f"{got}")
         expect(e.changes()["events"] == [], "repeated")
         # the window follows the server's clock: three days later (agent clock unchanged)
         e.advance(3)
         e.transition(k1, "In Progress")
         r = e.changes()
-        got = [(x["issue"]["key"], x["changelog"]["items"][0]["toString"]) for x in r["events"]]
+        got = [(x["record"], x["items"][0]["to"]) for x in r["events"]]
         expect(got == [(k1, "In Progress")], f"after 3 days: {got}")
         with open(e.state) as f:
             saved = json.load(f)
         expect(saved["cursor"] == r["cursor"] and set(saved["state"]["seen"]) == {k1, k2, k3}
                and abs(saved["state"]["skew_ms"] - 3 * DAY_MS) < 10000, f"saved {saved}")
         expect(e.changes()["events"] == [], "repeated")
+        # due date and priority are reported against the values seen last
+        e.api("PUT", "/issue/" + k1, {"fields": {"duedate": "2026-12-24", "priority": {"name": "High"}}})
+        r = e.changes()
+        got = {(x["record"], i["field"], i["to"]) for x in r["events"] for i in x["items"]}
+        expect(got == {(k1, "duedate", "2026-12-24"), (k1, "priority", "High")}, f"fields: {r['events']}")
+        expect(e.changes()["events"] == [], "repeated after the field change")
     finally:
         e.close()
 

@@ -253,7 +253,7 @@ def an_unknown_issue_is_ignored_with_an_audit_entry():
         expect(e.calls() == [], f"calls {e.calls()}")
         rows = e.db("SELECT flow, source_key, target_key, detail FROM state_audit WHERE action = 'writeback_ignored'")
         expect(len(rows) == 1 and rows[0][1] is None and rows[0][2] == "MFG-999"
-               and rows[0][3].startswith("unknown issue MFG-999"), f"audit {rows}")
+               and rows[0][3].startswith("unknown record MFG-999"), f"audit {rows}")
         # an issue the ledger does not know (moved, say) is still found by its marker label
         wo = e.pick(1, not_srst="95")[0]
         moved = dict(e.issues[wo], key="OPS-7", id="29999")
