@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include "agent/connectors/jde/jde.h"
+#include "agent/connectors/auth/auth.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_date.h"
 #include "shared/mlc_json.h"
@@ -78,6 +79,7 @@ struct jde {
     char hdr_device[160];
     char hdr_env[160];
     char hdr_role[160];
+    struct auth *auth;   /* the session (or Basic credentials) on data and orchestration calls */
 };
 
 /* ---------- pure helpers ---------- */
@@ -419,6 +421,86 @@ static enum mlc_rc jde_ensure_token(struct conn *c)
     return jde_login(c, 0);
 }
 
+/* ---------- the session as an auth provider ---------- */
+
+/* renew: a session token (a refused one is dropped and a new one requested);
+ * Basic credentials cannot be renewed: a refusal is final. */
+static enum mlc_rc jde_auth_renew(struct auth *au, struct conn *c, int force)
+{
+    struct jde *j = au->priv;
+
+    if (j->cf.auth == JDE_AUTH_BASIC) {
+        if (force) {
+            mlc_errf(&c->err,
+                     "jde at %s: Basic credentials of user '%s' refused: check username, password, "
+                     "environment and role",
+                     j->cf.base_url, j->cf.username);
+            return MLC_E_AUTH;
+        }
+        return MLC_OK;
+    }
+    if (force) {
+        conn_log(c, MLC_LOG_INFO, "AIS session rejected; requesting a new token");
+        free(j->token);
+        j->token = NULL;
+    }
+    return jde_ensure_token(c);
+}
+
+static void jde_auth_apply(struct auth *au, struct mlc_http_req *rq)
+{
+    struct jde *j = au->priv;
+
+    if (j->cf.auth == JDE_AUTH_BASIC) {
+        rq->basic_user = j->cf.username;
+        rq->basic_pass = j->password;
+        au->header[0] = '\0';
+    } else {
+        snprintf(au->header, sizeof(au->header), "jde-AIS-Auth: %s", j->token ? j->token : "");
+    }
+}
+
+static const struct auth_ops jde_auth_ops = {
+    .name = "jde-session",
+    .renew = jde_auth_renew,
+    .apply = jde_auth_apply,
+};
+
+/* A data or orchestration call in the session, through the shared
+ * renew-once wrapper. */
+static enum mlc_rc jde_send(struct conn *c, const char *url, const char *body,
+                            struct mlc_http_resp *resp)
+{
+    struct jde *j = c->priv;
+    struct mlc_http_req rq = { 0 };
+    const char *h[8];
+    int n = 0;
+
+    h[n++] = ctype_json;
+    h[n++] = "Accept: application/json";
+    snprintf(j->hdr_device, sizeof(j->hdr_device), "jde-AIS-Auth-Device: %s", j->cf.device);
+    h[n++] = j->hdr_device;
+    if (j->cf.auth == JDE_AUTH_BASIC) {
+        snprintf(j->hdr_env, sizeof(j->hdr_env), "jde-AIS-Auth-Environment: %s", j->cf.environment);
+        snprintf(j->hdr_role, sizeof(j->hdr_role), "jde-AIS-Auth-Role: %s", j->cf.role);
+        h[n++] = j->hdr_env;
+        h[n++] = j->hdr_role;
+    }
+    h[n] = NULL;
+    rq.method = "POST";
+    rq.url = url;
+    rq.headers = h;
+    rq.body = body ? body : "{}";
+    rq.body_len = strlen(rq.body);
+    /* renew at 90% of the configured lifetime, before the server expires it */
+    if (j->cf.auth == JDE_AUTH_TOKEN &&
+        (j->token == NULL || (long long)time(NULL) - j->token_at >= j->cf.token_lifetime * 9 / 10)) {
+        j->auth->have = 0;
+    }
+    c->api_calls++;
+    return auth_send(j->auth, c, &rq, resp);
+}
+
 /* ---------- query building ---------- */
 
 static cJSON *cond(const char *table, const char *col, const char *op, const char *const *vals,
@@ -638,6 +720,7 @@ static enum mlc_rc jde_open(struct conn *c)
         return MLC_E_INVAL;
     }
     snprintf(j->date_fmt, sizeof(j->date_fmt), "%s", j->cf.date_format);
+    j->auth = auth_custom_new(&jde_auth_ops, j);
     return MLC_OK;
 }
 
@@ -657,6 +740,7 @@ static void jde_close(struct conn *c)
     free(j->password);
     free(j->token);
     free(j->next_href);
+    auth_free(j->auth);
     mlc_conf_release(jde_keys, &j->cf);
     free(j);
     c->priv = NULL;
@@ -693,8 +777,7 @@ static enum mlc_rc jde_fetch(struct conn *c, const char *url, const char *body,
                              struct mlc_http_resp *resp)
 {
     struct jde *j = c->priv;
-    int use_token = j->cf.auth == JDE_AUTH_TOKEN;
-    enum mlc_rc rc = jde_post(c, url, body, use_token, resp);
+    enum mlc_rc rc = jde_send(c, url, body, resp);
 
     if (rc != MLC_OK) {
         char msg[300];
@@ -935,7 +1018,7 @@ static enum mlc_rc jde_write_back(struct conn *c, const struct wb_write *w)
                  w->source_key ? w->source_key : "?");
         return MLC_E_INVAL;
     }
-    if ((rc = jde_resolve(c)) != MLC_OK || (rc = jde_ensure_token(c)) != MLC_OK) {
+    if ((rc = jde_resolve(c)) != MLC_OK) {
         return rc;
     }
     /* JDE standard input format: {"inputs":[{"name":..,"value":..}]} */
@@ -953,19 +1036,7 @@ static enum mlc_rc jde_write_back(struct conn *c, const struct wb_write *w)
     body = mlc_json_print(o);
     cJSON_Delete(o);
     url = mlc_xasprintf("%s/v2/orchestrator/%s", j->cf.base_url, pl->orchestration);
-    for (int attempt = 0; attempt < 2; attempt++) {
-        rc = jde_post(c, url, body, j->cf.auth == JDE_AUTH_TOKEN, &resp);
-        if (rc == MLC_E_AUTH && attempt == 0 && j->cf.auth == JDE_AUTH_TOKEN) {
-            free(j->token);
-            j->token = NULL;
-            mlc_err_reset(&c->err);
-            if ((rc = jde_login(c, 0)) != MLC_OK) {
-                break;
-            }
-            continue;
-        }
-        break;
-    }
+    rc = jde_send(c, url, body, &resp);
     if (rc != MLC_OK) {
         char msg[300];
         jde_error_text(mlc_buf_str(&resp.body), resp.body.len, msg, sizeof(msg));
@@ -1038,30 +1109,13 @@ static enum mlc_rc jde_fetch_one(struct conn *c, const cJSON *source, const char
     cJSON_AddItemToArray(vals, cJSON_CreateString(key));
     mlc_json_xadd(f, "values", vals);
     cJSON_AddItemToArray(filters, f);
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if ((rc = jde_ensure_token(c)) != MLC_OK) {
-            goto out;
-        }
-        free(body);
-        body = build_request(c->priv, &t, src, NULL, 0, &c->err);
-        if (body == NULL) {
-            rc = MLC_E_INVAL;
-            goto out;
-        }
-        free(url);
-        url = mlc_xasprintf("%s/v2/dataservice", ((struct jde *)c->priv)->cf.base_url);
-        mlc_http_resp_release(&resp);
-        memset(&resp, 0, sizeof(resp));
-        rc = jde_fetch(c, url, body, &resp);
-        if (rc == MLC_E_AUTH && attempt == 0 && ((struct jde *)c->priv)->cf.auth == JDE_AUTH_TOKEN) {
-            struct jde *j = c->priv;
-            free(j->token);
-            j->token = NULL;
-            mlc_err_reset(&c->err);
-            continue;
-        }
-        break;
+    body = build_request(c->priv, &t, src, NULL, 0, &c->err);
+    if (body == NULL) {
+        rc = MLC_E_INVAL;
+        goto out;
     }
+    url = mlc_xasprintf("%s/v2/dataservice", ((struct jde *)c->priv)->cf.base_url);
+    rc = jde_fetch(c, url, body, &resp);
     if (rc != MLC_OK) {
         goto out;
     }
