@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "agent/connectors/auth/auth.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_json.h"
@@ -29,6 +30,36 @@ void auth_free(struct auth *au)
     }
     memset(au->header, 0, sizeof(au->header));
     free(au);
+}
+
+long long auth_now_ms(const struct auth *au)
+{
+    struct timespec ts;
+
+    if (au->now_ms != NULL) {
+        return au->now_ms();
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void auth_set_lifetime(struct auth *au, double seconds)
+{
+    long long life, margin;
+
+    if (!(seconds > 0)) {
+        au->renew_at_ms = 0;
+        return;
+    }
+    if (seconds > 366.0 * 86400) {
+        seconds = 366.0 * 86400; /* a year is "long"; keeps the sum below in range */
+    }
+    life = (long long)(seconds * 1000);
+    margin = life > 2 * AUTH_RENEW_BEFORE_MS ? AUTH_RENEW_BEFORE_MS : life / 2;
+    au->renew_at_ms = auth_now_ms(au) + life - margin;
+    if (au->renew_at_ms == 0) {
+        au->renew_at_ms = 1; /* 0 means "never" */
+    }
 }
 
 /* One send with the credential on: the request's own headers plus the
@@ -57,17 +88,35 @@ static enum mlc_rc send_once(struct auth *au, struct conn *c, struct mlc_http_re
     return rc;
 }
 
-enum mlc_rc auth_send(struct auth *au, struct conn *c, struct mlc_http_req *rq,
-                      struct mlc_http_resp *resp)
+/* renew() with renew_at_ms cleared first: a provider that does not set a
+ * lifetime has a credential that does not run out. */
+static enum mlc_rc renew(struct auth *au, struct conn *c, int force)
 {
     enum mlc_rc rc;
 
+    au->renew_at_ms = 0;
+    rc = au->ops->renew(au, c, force);
+    if (rc == MLC_OK) {
+        au->have = 1;
+    }
+    return rc;
+}
+
+enum mlc_rc auth_send(struct auth *au, struct conn *c, struct mlc_http_req *rq,
+                      struct mlc_http_resp *resp)
+{
+    int err_was_set = c->err.set;
+    enum mlc_rc rc;
+
+    if (au->have && au->renew_at_ms != 0 && auth_now_ms(au) >= au->renew_at_ms) {
+        /* about to run out: a new one now costs less than a refused call */
+        au->have = 0;
+    }
     if (!au->have) {
-        rc = au->ops->renew(au, c, 0);
+        rc = renew(au, c, 0);
         if (rc != MLC_OK) {
             return rc;
         }
-        au->have = 1;
     }
     rc = send_once(au, c, rq, resp);
     if (rc != MLC_E_AUTH) {
@@ -77,11 +126,15 @@ enum mlc_rc auth_send(struct auth *au, struct conn *c, struct mlc_http_req *rq,
     au->have = 0;
     mlc_http_resp_release(resp);
     memset(resp, 0, sizeof(*resp));
-    rc = au->ops->renew(au, c, 1);
+    if (!err_was_set) {
+        /* the refusal is handled here; what fails from now on is the root
+         * cause (and a retry that succeeds leaves no stale message behind) */
+        mlc_err_reset(&c->err);
+    }
+    rc = renew(au, c, 1);
     if (rc != MLC_OK) {
         return rc;
     }
-    au->have = 1;
     return send_once(au, c, rq, resp);
 }
 
