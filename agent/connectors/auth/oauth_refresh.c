@@ -40,7 +40,7 @@ static enum mlc_rc vault_get(struct conn *c, const char *name, char **out, char 
 
     mlc_err_reset(&c->err);
     rc = conn_secret_get(c, name, out);
-    snprintf(why, n, "%s", c->err.set ? c->err.msg : mlc_strerror(rc));
+    snprintf(why, n, "%.*s", (int)(n > 0 ? n - 1 : 0), c->err.set ? c->err.msg : mlc_strerror(rc));
     c->err = keep;
     return rc;
 }
@@ -53,7 +53,7 @@ static enum mlc_rc vault_put(struct conn *c, const char *name, const char *value
 
     mlc_err_reset(&c->err);
     rc = conn_secret_put(c, name, value);
-    snprintf(why, n, "%s", c->err.set ? c->err.msg : mlc_strerror(rc));
+    snprintf(why, n, "%.*s", (int)(n > 0 ? n - 1 : 0), c->err.set ? c->err.msg : mlc_strerror(rc));
     c->err = keep;
     return rc;
 }
