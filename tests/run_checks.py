@@ -71,6 +71,8 @@ def suite(out, quick):
     parts = [
         ("integration agent", ["tests/integration/test_agent.py", "--agent", agent] + q),
         ("integration write-back", ["tests/integration/test_writeback.py", "--agent", agent]),
+        ("integration write-back of fields", ["tests/integration/test_writeback_fields.py", "--agent", agent,
+                                              "--relay", relay] + q),
         ("integration exactly once", ["tests/integration/test_exactly_once.py", "--agent", agent] + q),
         ("integration jira webhooks", ["tests/integration/test_jira_watch.py", "--driver",
                                        os.path.join(out, "tests", "jira_watch_driver")]),

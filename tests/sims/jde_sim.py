@@ -2,9 +2,9 @@
 """JD Edwards EnterpriseOne AIS server simulator (v2 REST, /jderest).
 
 Token sessions, data-service BROWSE/COUNT/AGGREGATION over in-memory F4801
-and F0101, next-page cursors, the MLC_UpdateWOStatus and MLC_HoldWorkOrder
-orchestrations (every call logged for /_sim/orchestrations) and fault
-injection.  Behaviour follows docs/api/jde-ais.md; see tests/sims/README.md.
+and F0101, next-page cursors, the MLC_UpdateWOStatus, MLC_HoldWorkOrder,
+MLC_UpdateWODates and MLC_UpdateWOPriority orchestrations (every call logged
+for /_sim/orchestrations) and fault injection.  Behaviour follows docs/api/jde-ais.md; see tests/sims/README.md.
 Standard library only.
 """
 
@@ -65,6 +65,7 @@ for _t in TABLES.values():
     _t["order"] = [a for a, _l, _ty in _t["columns"]]
 
 VALID_SRST = {"10", "20", "30", "40", "45", "50", "60", "70", "80", "90", "91", "95", "97", "98", "99"}
+VALID_PRTS = {"1", "2", "3", "4", "5"}  # the sim's UDC 00/PR (the priorities it generates)
 
 PEOPLE = [
     (6001, "Lopez, Maria"), (6002, "Chen, James"), (6003, "Patel, Aisha"), (6004, "Nowak, Tomasz"),
@@ -854,6 +855,8 @@ class JdeSim(simbase.Sim):
         # name -> (required inputs, handler name)
         "MLC_UpdateWOStatus": (("WorkOrder", "Status"), "orch_update_status"),
         "MLC_HoldWorkOrder": (("WorkOrder", "HoldCode"), "orch_hold"),
+        "MLC_UpdateWODates": (("WorkOrder", "RequestedDate"), "orch_update_dates"),
+        "MLC_UpdateWOPriority": (("WorkOrder", "Priority"), "orch_update_priority"),
     }
 
     def h_orchestrator(self, h, name):
@@ -947,6 +950,37 @@ class JdeSim(simbase.Sim):
         msg = ("Work order %s released from hold %s" % (wo, old or "(none)") if not code else
                "Work order %s put on hold %s" % (wo, code))
         return {"WorkOrder": wo, "HoldCode": code, "jde__simpleMessage": msg}
+
+    def orch_update_dates(self, name, wo, row, inputs):
+        """MLC_UpdateWODates: DRQJ = RequestedDate, given as YYYYMMDD (8 digits, a
+        real date; the form F4801 rows show dates in). Caller holds the lock."""
+        val = str(inputs["RequestedDate"]).strip()
+        ok = re.fullmatch(r"\d{8}", val) is not None
+        if ok:
+            try:
+                dt.datetime.strptime(val, "%Y%m%d")
+            except ValueError:
+                ok = False
+        if not ok:
+            return self.svc_error(500, "Orchestration %s failed" % name,
+                                  userDefinedErrorText="Requested date '%s' is not a valid date "
+                                                       "(expected YYYYMMDD)" % val, jde__status="ERROR")
+        old = row["DRQJ"]
+        row["DRQJ"] = val
+        return {"WorkOrder": wo, "RequestedDate": val,
+                "jde__simpleMessage": "Work order %s requested date changed from %s to %s" % (wo, old, val)}
+
+    def orch_update_priority(self, name, wo, row, inputs):
+        """MLC_UpdateWOPriority: PRTS = Priority (UDC 00/PR, 1-5). Caller holds the lock."""
+        val = str(inputs["Priority"]).strip()
+        if val not in VALID_PRTS:
+            return self.svc_error(500, "Orchestration %s failed" % name,
+                                  userDefinedErrorText="Priority '%s' is not a valid work order priority "
+                                                       "(UDC 00/PR: 1-5)" % val, jde__status="ERROR")
+        old = row["PRTS"]
+        row["PRTS"] = val
+        return {"WorkOrder": wo, "Priority": val,
+                "jde__simpleMessage": "Work order %s priority changed from %s to %s" % (wo, old, val)}
 
     # ------------------------------------------------------------------
     # control endpoints

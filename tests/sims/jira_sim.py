@@ -2028,7 +2028,12 @@ class JiraSim(simbase.Sim):
             return None, adf_text(val)[:255]
         if name in CUSTOM and CUSTOM[name][1] == "select":
             return val, next((v for i, v in SELECT_OPTIONS[name] if i == val), val)
-        return (val if name == "duedate" else None), str(val)
+        if name == "duedate":
+            # from/to carry the date itself; the display strings are Java timestamps
+            # ("2025-08-22 00:00:00.0"), as third-party captures of Jira Cloud show
+            # (docs/api/jira-cloud.md is silent on changelog items other than status)
+            return val, "%s 00:00:00.0" % val
+        return None, str(val)
 
     def diff_items(self, old, iss):
         """Changelog items for the difference between old (field_state) and iss."""
@@ -2688,6 +2693,33 @@ class JiraSim(simbase.Sim):
                 iss.status = status
                 iss.updated = self.now()
                 self.record_change(iss, old, actor, [])
+                return Reply(200, self.sim_issue(iss))
+        if p == "/_sim/edit" and method == "POST":
+            # a person edits fields in the Jira UI: same validation as PUT /issue, but
+            # the change (changelog, webhooks) is theirs and write_count does not move
+            b = control_json(h)
+            fields = b.get("fields")
+            if not isinstance(fields, dict) or not fields:
+                return Reply(400, {"error": "fields must be a non-empty object of field -> value"})
+            actor = SYNC_ACCOUNT if b.get("as_agent") else b.get("actor", HUMAN_ACCOUNT)
+            if actor not in self.users:
+                return Reply(400, {"error": "actor must be a known accountId"})
+            errs = {}
+            changes = self.validate_fields(fields, errs, False)
+            if errs:
+                return Reply(400, errcoll([], errs))
+            with self.lock:
+                iss = self.get_issue(b.get("key", ""))
+                if iss is None:
+                    return Reply(404, {"error": "no issue %s" % b.get("key")})
+                new_labels = changes.pop("labels", iss.labels)
+                if new_labels != iss.labels or any(iss.fields.get(k) != v for k, v in changes.items()):
+                    old = self.field_state(iss)
+                    self.before_change(iss)
+                    iss.fields.update(changes)
+                    self.set_labels(iss, new_labels)
+                    iss.updated = self.now()
+                    self.record_change(iss, old, actor, [])
                 return Reply(200, self.sim_issue(iss))
         if p == "/_sim/oauth" and method == "POST":
             b = control_json(h)

@@ -392,6 +392,7 @@ def jde_writes():
                                               ("tokenrequest", "validate", "logout", "dataservice", "next",
                                                "orchestrator")) and st["writes"] >= 2, st)
     jde_orchestration_log()
+    jde_field_orchestrations()
 
 
 def jde_orchestration_log():
@@ -445,6 +446,62 @@ def jde_orchestration_log():
              {"jde-AIS-Auth": "nope", "jde-AIS-Auth-Device": "selftest"})
     log = call(J, "GET", "/_sim/orchestrations").json
     check("jde calls refused before auth are not logged", r.status == 444 and len(log) == 6, (r, len(log)))
+
+
+def jde_field_orchestrations():
+    """MLC_UpdateWODates (DRQJ) and MLC_UpdateWOPriority (PRTS)."""
+    J = Jde.base
+    h = Jde.hdr(Jde.token())
+    call(J, "POST", "/_sim/orchestrations/clear", {})
+    before = max((x["UPMJ"], x["TDAY"]) for x in Jde.rows())
+    row0 = call(J, "GET", "/_sim/rows?table=F4801&key=100005").json
+    new_date = "20261210" if row0["DRQJ"] != "20261210" else "20261211"
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWODates",
+             {"inputs": [{"name": "WorkOrder", "value": "100005"}, {"name": "RequestedDate", "value": new_date}]}, h)
+    row = call(J, "GET", "/_sim/rows?table=F4801&key=100005").json
+    check("jde MLC_UpdateWODates sets DRQJ, leaves the rest, stamps UPMJ/TDAY past every row",
+          r.status == 200 and r.json.get("jde__status") == "SUCCESS" and r.json.get("RequestedDate") == new_date
+          and row["DRQJ"] == new_date and row["PRTS"] == row0["PRTS"] and row["SRST"] == row0["SRST"]
+          and (row["UPMJ"], row["TDAY"]) > before and row["USER"].strip() == "SYNCUSR" and row["PID"] == "P48013",
+          (r, row))
+    stamp = (row["UPMJ"], row["TDAY"])
+    bad = {}
+    for val in ("2026-12-10", "12/10/2026", "2026121", "202612100", "20260230", "20261301", "2026121x", ""):
+        r = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWODates", {"WorkOrder": "100005", "RequestedDate": val}, h)
+        if not (r.status == 500 and r.json.get("jde__status") == "ERROR"
+                and "not a valid date" in r.json.get("userDefinedErrorText", "")):
+            bad[val] = r
+    row = call(J, "GET", "/_sim/rows?table=F4801&key=100005").json
+    check("jde MLC_UpdateWODates refuses what is not YYYYMMDD and a real date (500 ERROR), row untouched",
+          not bad and row["DRQJ"] == new_date and (row["UPMJ"], row["TDAY"]) == stamp, (bad, row))
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWODates", {"WorkOrder": "100005"}, h)
+    r2 = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWODates", {"WorkOrder": "999999", "RequestedDate": "20261210"}, h)
+    check("jde MLC_UpdateWODates without RequestedDate -> 400; unknown WO -> 500",
+          r.status == 400 and "RequestedDate" in r.json.get("userDefinedErrorText", "")
+          and r2.status == 500 and "999999" in r2.json.get("userDefinedErrorText", ""), (r, r2))
+    prio = "1" if row0["PRTS"] != "1" else "5"
+    r = call(J, "POST", "/jderest/v3/orchestrator/MLC_UpdateWOPriority", {"WorkOrder": "100005", "Priority": prio}, h)
+    row = call(J, "GET", "/_sim/rows?table=F4801&key=100005").json
+    check("jde MLC_UpdateWOPriority sets PRTS and stamps UPMJ/TDAY later than the previous write",
+          r.status == 200 and r.json.get("jde__status") == "SUCCESS" and r.json.get("Priority") == prio
+          and row["PRTS"] == prio and row["DRQJ"] == new_date and (row["UPMJ"], row["TDAY"]) > stamp, (r, row))
+    bad = {}
+    for val in ("0", "6", "High", "", "12"):
+        r = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWOPriority", {"WorkOrder": "100005", "Priority": val}, h)
+        if not (r.status == 500 and r.json.get("jde__status") == "ERROR"
+                and "not a valid work order priority" in r.json.get("userDefinedErrorText", "")):
+            bad[val] = r
+    r = call(J, "POST", "/jderest/v2/orchestrator/MLC_UpdateWOPriority", {"WorkOrder": "100005"}, h)
+    row2 = call(J, "GET", "/_sim/rows?table=F4801&key=100005").json
+    check("jde MLC_UpdateWOPriority refuses codes outside 1-5 (500 ERROR) and a missing Priority (400)",
+          not bad and r.status == 400 and row2["PRTS"] == prio, (bad, r, row2))
+    log = call(J, "GET", "/_sim/orchestrations").json
+    names = [(e["name"], e["outcome"]) for e in log]
+    check("jde /_sim/orchestrations logs the field orchestrations with their inputs",
+          names[0] == ("MLC_UpdateWODates", "ok") and log[0]["inputs"] == {"WorkOrder": "100005", "RequestedDate": new_date}
+          and names.count(("MLC_UpdateWODates", "error")) == 10 and names.count(("MLC_UpdateWOPriority", "ok")) == 1
+          and names.count(("MLC_UpdateWOPriority", "error")) == 6
+          and [e["seq"] for e in log] == list(range(1, len(log) + 1)), names)
 
 
 def jde_perf():
@@ -1122,6 +1179,90 @@ def jira_webhooks():
             log.close()
 
 
+def jira_field_changes():
+    """Changelog items of due-date and priority edits (REST edit and /_sim/edit),
+    in webhook deliveries and in expand=changelog."""
+    tmp = tempfile.mkdtemp(prefix="mlc-fields-")
+    proc = start("jira_sim.py", [], tmp, "jira_fields")
+    rx = Receiver()
+    try:
+        J = "http://127.0.0.1:%d" % wait_port(proc[1], proc[0])
+        basic = Jira.auth
+
+        def api(method, path, body=None):
+            return call(J, method, "/rest/api/3" + path, body, basic)
+
+        def events():
+            call(J, "POST", "/_sim/deliveries/wait", {"timeout_s": 15})
+            return [json.loads(g[2]) for g in rx.take("/f")]
+
+        r = call(J, "POST", "/rest/webhooks/1.0/webhook",
+                 {"name": "fields", "url": rx.url + "/f", "events": ["jira:issue_updated"]}, basic)
+        assert r.status == 201, r
+        r = api("POST", "/issue", issue("dates", duedate="2026-03-01", priority={"id": "3"}))
+        key = r.json["key"]
+        api("PUT", "/issue/" + key, {"fields": {"duedate": "2026-03-15", "priority": {"name": "High"}}})
+        ev = events()
+        items = ev[0]["changelog"]["items"] if len(ev) == 1 else []
+        check("jira REST edit of duedate and priority: changelog items (duedate: dates in from/to, "
+              "Java timestamps in the strings; priority: ids and names)",
+              sorted(items, key=lambda i: i["field"]) == [
+                  {"field": "duedate", "fieldtype": "jira", "fieldId": "duedate", "from": "2026-03-01",
+                   "fromString": "2026-03-01 00:00:00.0", "to": "2026-03-15", "toString": "2026-03-15 00:00:00.0"},
+                  {"field": "priority", "fieldtype": "jira", "fieldId": "priority", "from": "3",
+                   "fromString": "Medium", "to": "2", "toString": "High"}]
+              and ev[0]["issue_event_type_name"] == "issue_updated"
+              and ev[0]["user"]["accountId"].startswith("712020:aaaa0000")
+              and ev[0]["issue"]["fields"]["duedate"] == "2026-03-15"
+              and ev[0]["issue"]["fields"]["priority"]["name"] == "High", ev)
+        before = call(J, "GET", "/_sim/issues?key=" + key).json
+        r = call(J, "POST", "/_sim/edit", {"key": key, "fields": {"duedate": None}})
+        ev = events()
+        items = ev[0]["changelog"]["items"] if len(ev) == 1 else []
+        check("jira /_sim/edit: a person clears the due date (from set, to null), write_count unchanged",
+              r.status == 200 and r.json["fields"].get("duedate") is None and r.json["write_count"] == before["write_count"]
+              and items == [{"field": "duedate", "fieldtype": "jira", "fieldId": "duedate", "from": "2026-03-15",
+                             "fromString": "2026-03-15 00:00:00.0", "to": None, "toString": None}]
+              and ev[0]["user"]["accountId"].startswith("712020:aaaa0001"), (r, ev))
+        t0 = call(J, "GET", "/_sim/clock").json["now_ms"]
+        r = call(J, "POST", "/_sim/edit", {"key": key, "fields": {"duedate": "2026-04-02", "priority": {"id": "5"}},
+                                           "actor": "712020:aaaa0003-5c2e-4b7a-9d3f-000000000003"})
+        ev = events()
+        e0 = ev[0] if len(ev) == 1 else {}
+        items = sorted(e0.get("changelog", {}).get("items", []), key=lambda i: i["field"])
+        check("jira /_sim/edit by a chosen actor: duedate and priority items, payload timestamp on the sim clock",
+              r.status == 200 and [(i["from"], i["to"], i["toString"]) for i in items]
+              == [(None, "2026-04-02", "2026-04-02 00:00:00.0"), ("2", "5", "Lowest")]
+              and e0["user"]["accountId"] == "712020:aaaa0003-5c2e-4b7a-9d3f-000000000003"
+              and e0["timestamp"] >= t0, (r, ev))
+        r = call(J, "POST", "/_sim/edit", {"key": key, "fields": {"priority": {"id": "5"}}})
+        r2 = call(J, "POST", "/_sim/edit", {"key": key, "fields": {"duedate": "2026-02-30"}})
+        r3 = call(J, "POST", "/_sim/edit", {"key": key, "fields": {"project": {"key": "MFG"}}})
+        r4 = call(J, "POST", "/_sim/edit", {"key": "MFG-999", "fields": {"duedate": "2026-04-03"}})
+        r5 = call(J, "POST", "/_sim/edit", {"key": key, "fields": {}})
+        ev = events()
+        check("jira /_sim/edit: no change fires nothing; bad values -> 400 ErrorCollection; unknown issue -> 404",
+              r.status == 200 and ev == [] and r2.status == 400 and "duedate" in r2.json["errors"]
+              and r3.status == 400 and "project" in r3.json["errors"] and r4.status == 404 and r5.status == 400,
+              (r, r2, r3, r4, r5, ev))
+        call(J, "POST", "/_sim/edit", {"key": key, "fields": {"duedate": "2026-05-01"}, "as_agent": True})
+        ev = events()
+        r = api("GET", "/issue/%s?expand=changelog" % key)
+        hist = r.json.get("changelog", {}).get("histories", [])
+        check("jira /_sim/edit as_agent is the sync user's change; expand=changelog keeps the field items",
+              len(ev) == 1 and ev[0]["user"]["accountId"].startswith("712020:aaaa0000")
+              and hist[0]["items"][0]["to"] == "2026-05-01" and hist[0]["author"]["accountId"].startswith("712020:aaaa0000")
+              and any(i["field"] == "priority" and i["to"] == "2" for h in hist for i in h["items"]), (ev, hist))
+    finally:
+        rx.close()
+        proc[0].terminate()
+        try:
+            proc[0].wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc[0].kill()
+        proc[2].close()
+
+
 def main():
     perf = "--perf" in sys.argv[1:]
     t0 = time.time()
@@ -1138,7 +1279,8 @@ def main():
         for fn in (jde_auth, jde_paging, jde_query, jde_faults, jde_basic, jde_writes,
                    lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf,
                    jira_auth, jira_create, jira_bulk, jira_edit, jira_search, jira_lag, jira_oauth,
-                   jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000), jira_webhooks):
+                   jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000), jira_webhooks,
+                   jira_field_changes):
             group(fn)
         for tag, p, pf, log in procs:
             p.terminate()
