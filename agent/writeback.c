@@ -41,7 +41,7 @@ struct wb_pair {
 struct wb_action {
     const struct connector *ops; /* the source connector (owns plan) */
     void *plan;
-    char what[160];              /* wb_describe(): "orchestration X" */
+    char what[160];              /* wb_describe(): the plan in a few words */
     struct wb_pair *verify;      /* source column -> expected value */
     int n_verify;
 };
@@ -857,7 +857,7 @@ static enum mlc_rc run_job(struct wb_ctx *cx, struct wb_row *w, struct wb_job *j
 
             if (j->fld->conflict == WB_CONFLICT_NEWEST && rec.cursor != NULL &&
                 f->src->ops->cursor_time != NULL) {
-                src_ms = f->src->ops->cursor_time(rec.cursor);
+                src_ms = f->src->ops->cursor_time(f->src, rec.cursor);
             }
             if (j->fld->conflict == WB_CONFLICT_NEWEST) {
                 /* unknown times: the source keeps its value */

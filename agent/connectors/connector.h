@@ -216,9 +216,10 @@ struct connector {
      * out->cursor, when set, is the record's watermark (its change time, see
      * cursor_time). Optional. */
     enum mlc_rc (*fetch)(struct conn *c, const cJSON *source, const char *key, struct record *out);
-    /* The time a cursor stands for, ms since the epoch, or -1 when it has
-     * none (for lag on the status page, and newest_wins). Optional. */
-    long long (*cursor_time)(const char *cursor);
+    /* The time a cursor stands for, ms since the epoch (UTC), or -1 when it
+     * has none (for lag on the status page, and newest_wins). c gives the
+     * system's own clock facts (a server's time zone). Optional. */
+    long long (*cursor_time)(struct conn *c, const char *cursor);
 
     /* ---- write-back (source side) ---- */
     /* Config members an action of the flow's "writeback" object may carry for

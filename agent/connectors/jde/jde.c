@@ -80,6 +80,8 @@ struct jde {
     char hdr_env[160];
     char hdr_role[160];
     struct auth *auth;   /* the session (or Basic credentials) on data and orchestration calls */
+    int have_tz;         /* the server's offset is known (from the token answer) */
+    long tz_offset_s;    /* server-local time = UTC + this */
 };
 
 /* ---------- pure helpers ---------- */
@@ -392,6 +394,17 @@ static enum mlc_rc jde_login(struct conn *c, int basic_headers)
     __atomic_add_fetch(&c->token_refreshes, 1, __ATOMIC_RELAXED);
     mlc_log_add_secret(j->token);
     j->token_at = (long long)time(NULL);
+    {
+        /* stamps (UPMJ/TDAY) are server-local: "UTC-05:00" says how */
+        const char *tz = mlc_json_str(mlc_json_obj(root, "userInfo"), "timeZoneOffset");
+        int hh = 0, mm = 0;
+        char sign = 0;
+        if (tz != NULL && sscanf(tz, "UTC%c%d:%d", &sign, &hh, &mm) == 3 &&
+            (sign == '+' || sign == '-') && hh >= 0 && hh <= 14 && mm >= 0 && mm < 60) {
+            j->tz_offset_s = (sign == '-' ? -1L : 1L) * (hh * 3600L + mm * 60L);
+            j->have_tz = 1;
+        }
+    }
     fmt = mlc_json_str(mlc_json_obj(root, "userInfo"), "simpleDateFormat");
     if (fmt && strstr(fmt, "yyyy") && strstr(fmt, "MM") && strstr(fmt, "dd")) {
         snprintf(j->date_fmt, sizeof(j->date_fmt), "%s", fmt);
@@ -1051,10 +1064,12 @@ static enum mlc_rc jde_write_back(struct conn *c, const struct wb_write *w)
 }
 
 /* A cursor "yyyyMMdd|HHMMSS|key" is the row's last change (UPMJ/TDAY), in
- * the JD Edwards server's local time, taken here as the agent's (they sit
- * side by side). */
-static long long jde_cursor_time(const char *cursor)
+ * the JD Edwards server's local time: its token answer's timeZoneOffset
+ * says which; before a login (or in Basic mode) the agent's own zone is
+ * taken (they usually sit side by side). */
+static long long jde_cursor_time(struct conn *c, const char *cursor)
 {
+    const struct jde *j = c != NULL ? c->priv : NULL;
     struct jde_cursor cu;
     struct mlc_ymd d;
     struct tm tm = { 0 };
@@ -1068,6 +1083,9 @@ static long long jde_cursor_time(const char *cursor)
     tm.tm_hour = (int)(cu.time / 10000);
     tm.tm_min = (int)(cu.time / 100 % 100);
     tm.tm_sec = (int)(cu.time % 100);
+    if (j != NULL && j->have_tz) {
+        return ((long long)timegm(&tm) - j->tz_offset_s) * 1000;
+    }
     tm.tm_isdst = -1;
     return (long long)mktime(&tm) * 1000;
 }
