@@ -90,6 +90,7 @@ int main(int argc, char **argv)
     struct conn c;
     struct state *st = NULL;
     struct secret_store *ss = NULL;
+    struct vault vault = { 0 };
     struct mlc_errbuf err = { 0 };
     cJSON *conf = NULL, *file = NULL, *state, *out = mlc_json_xobj(), *events = NULL;
     const cJSON *cur;
@@ -142,7 +143,8 @@ int main(int argc, char **argv)
     c.ops = &connector_jira;
     c.name = (char *)"jira";
     c.conf = cJSON_GetObjectItemCaseSensitive(conf, "system");
-    c.secrets = ss;
+    secrets_vault(ss, &vault);
+    c.vault = &vault;
     rc = c.ops->open(&c);
     if (rc != MLC_OK) {
         fprintf(stderr, "jira_watch_driver: open: %s\n", mlc_err_msg(&c.err));
