@@ -313,6 +313,9 @@ enum mlc_rc mlc_conf_load(const cJSON *obj, const char *path, const struct conf_
         for (const struct conf_key *k = keys; k->name; k++) {
             mlc_buf_addf(&names, "%s%s", names.len ? ", " : "", k->name);
         }
+        for (const char *const *a = allow; a != NULL && *a != NULL; a++) {
+            mlc_buf_addf(&names, "%s%s", names.len ? ", " : "", *a);
+        }
         mlc_errf(err, "%s.%s: unknown setting (known: %s)", path, unknown, mlc_buf_str(&names));
         mlc_buf_release(&names);
         return MLC_E_INVAL;

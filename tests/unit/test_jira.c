@@ -514,6 +514,12 @@ static const char *change(const char *issue_json, cJSON *seen, long long window,
     return out;
 }
 
+#define ISSUE_DP(key, due, prio)                                                          \
+    "{\"id\":\"10001\",\"key\":\"" key "\",\"fields\":{\"status\":{\"id\":\"3\","           \
+    "\"name\":\"In Progress\"},\"labels\":[\"jdewo-100001\"],\"duedate\":" due ","          \
+    "\"priority\":" prio ",\"updated\":\"2023-11-14T22:13:00.000+0000\"},"                  \
+    "\"changelog\":{\"histories\":[]}}"
+
 static void change_events(void)
 {
     long long window = 1700000000000LL; /* 2023-11-14T22:13:20Z */
@@ -524,25 +530,38 @@ static void change_events(void)
     /* first sight, no status change in the window: recorded, nothing emitted */
     CHECK_STR(change(ISSUE("MFG-1", "10000", "To Do", ""), seen, window, 1), "-");
     s = cJSON_PrintUnformatted(seen);
-    CHECK_STR(s, "{\"MFG-1\":[\"10000\",\"To Do\"]}");
+    CHECK_STR(s, "{\"MFG-1\":[\"10000\",\"To Do\",\"\",\"\"]}");
     free(s);
-    /* a change since: emitted once, with the last known status as from */
-    ev = change(ISSUE("MFG-1", "3", "In Progress", ""), seen, window, 1);
-    CHECK(strstr(ev, "\"webhookEvent\":\"jira:issue_updated\"") != NULL);
-    CHECK(strstr(ev, "\"changelog\":{\"items\":[{\"field\":\"status\",\"fieldtype\":\"jira\","
-                     "\"fieldId\":\"status\",\"from\":\"10000\",\"fromString\":\"To Do\","
-                     "\"to\":\"3\",\"toString\":\"In Progress\"}]}") != NULL);
-    CHECK(strstr(ev, "\"issue\":{\"id\":\"10001\",\"key\":\"MFG-1\",\"fields\":{\"status\":"
-                     "{\"id\":\"3\",\"name\":\"In Progress\"},"
-                     "\"labels\":[\"jdewo-100001\"]}}") != NULL);
-    CHECK(strstr(ev, "\"timestamp\":1699999980000") != NULL); /* fields.updated */
+    /* a change since: emitted once as a generic change, the last known
+     * status name as from, fields.updated as its time, labels as markers */
+    CHECK_STR(change(ISSUE("MFG-1", "3", "In Progress", ""), seen, window, 1),
+              "{\"event\":\"poll\",\"record\":\"MFG-1\",\"author\":\"\",\"at_ms\":1699999980000,"
+              "\"markers\":[\"jdewo-100001\"],"
+              "\"items\":[{\"field\":\"status\",\"from\":\"To Do\",\"to\":\"In Progress\"}]}");
     CHECK_STR(change(ISSUE("MFG-1", "3", "In Progress", ""), seen, window, 1), "-");
-    /* first sight with a status change in the changelog: from its start */
-    ev = change(ISSUE("MFG-2", "10001", "Done", H_DONE "," H_STARTED "," H_OLD), seen, window, 1);
-    CHECK(strstr(ev, "\"from\":\"10000\",\"fromString\":\"To Do\",\"to\":\"10001\","
-                     "\"toString\":\"Done\"") != NULL);
-    CHECK(strstr(ev, "\"user\":{\"accountId\":\"u1\",\"displayName\":\"Maria\"}") != NULL);
-    CHECK(strstr(ev, "\"timestamp\":1700000100000") != NULL); /* the newest status change */
+    /* first sight with a status change in the changelog: from its start, by
+     * the newest change's author and at its time */
+    CHECK_STR(change(ISSUE("MFG-2", "10001", "Done", H_DONE "," H_STARTED "," H_OLD), seen,
+                     window, 1),
+              "{\"event\":\"poll\",\"record\":\"MFG-2\",\"author\":\"u1\",\"at_ms\":1700000100000,"
+              "\"markers\":[\"jdewo-100001\"],"
+              "\"items\":[{\"field\":\"status\",\"from\":\"To Do\",\"to\":\"Done\"}]}");
+    /* the generic JSON reads back as the change it describes */
+    {
+        struct change ch;
+        struct mlc_errbuf e = { 0 };
+        ev = change(ISSUE("MFG-4", "10001", "Done", H_DONE "," H_STARTED), seen, window, 1);
+        CHECK_INT(change_from_json(ev, strlen(ev), &ch, &e), MLC_OK);
+        CHECK_STR(ch.record, "MFG-4");
+        CHECK_STR(ch.author, "u1");
+        CHECK_INT(ch.at_ms, 1700000100000LL);
+        CHECK_INT(ch.n_items, 1);
+        CHECK(change_item_find(&ch, "status") != NULL &&
+              strcmp(change_item_find(&ch, "status")->to, "Done") == 0);
+        CHECK_INT(cJSON_GetArraySize(ch.markers), 1);
+        change_release(&ch);
+        cJSON_DeleteItemFromObjectCaseSensitive(seen, "MFG-4");
+    }
     /* first sight, changed and changed back inside the window: no net change */
     CHECK_STR(change(ISSUE("MFG-3", "10000", "To Do", H_BACK "," H_STARTED), seen, window, 1), "-");
     /* emit 0 (the first call) only records */
@@ -556,11 +575,78 @@ static void change_events(void)
     /* MFG-1 was seen last: trimming keeps it */
     jira_seen_trim(seen, 1);
     s = cJSON_PrintUnformatted(seen);
-    CHECK_STR(s, "{\"MFG-1\":[\"10001\",\"Done\"]}");
+    CHECK_STR(s, "{\"MFG-1\":[\"10001\",\"Done\",\"\",\"\"]}");
     free(s);
     jira_seen_trim(seen, 0);
     CHECK_INT(cJSON_GetArraySize(seen), 0);
+
+    /* due date and priority: reported only against a value seen before */
+    CHECK_STR(change(ISSUE_DP("MFG-5", "\"2026-12-01\"", "{\"name\":\"High\"}"), seen, window, 1),
+              "-");
+    s = cJSON_PrintUnformatted(seen);
+    CHECK_STR(s, "{\"MFG-5\":[\"3\",\"In Progress\",\"2026-12-01\",\"High\"]}");
+    free(s);
+    CHECK_STR(change(ISSUE_DP("MFG-5", "\"2026-12-10\"", "{\"name\":\"High\"}"), seen, window, 1),
+              "{\"event\":\"poll\",\"record\":\"MFG-5\",\"author\":\"\",\"at_ms\":1699999980000,"
+              "\"markers\":[\"jdewo-100001\"],"
+              "\"items\":[{\"field\":\"duedate\",\"from\":\"2026-12-01\",\"to\":\"2026-12-10\"}]}");
+    /* both at once; a cleared due date is "" */
+    CHECK_STR(change(ISSUE_DP("MFG-5", "null", "{\"name\":\"Low\"}"), seen, window, 1),
+              "{\"event\":\"poll\",\"record\":\"MFG-5\",\"author\":\"\",\"at_ms\":1699999980000,"
+              "\"markers\":[\"jdewo-100001\"],"
+              "\"items\":[{\"field\":\"duedate\",\"from\":\"2026-12-10\",\"to\":\"\"},"
+              "{\"field\":\"priority\",\"from\":\"High\",\"to\":\"Low\"}]}");
+    CHECK_STR(change(ISSUE_DP("MFG-5", "null", "{\"name\":\"Low\"}"), seen, window, 1), "-");
+    /* an entry of an older agent (two values) reports no due date change */
+    cJSON_DeleteItemFromObjectCaseSensitive(seen, "MFG-5");
+    cJSON_AddItemToObject(seen, "MFG-5", cJSON_Parse("[\"3\",\"In Progress\"]"));
+    CHECK_STR(change(ISSUE_DP("MFG-5", "\"2027-01-01\"", "{\"name\":\"Low\"}"), seen, window, 1),
+              "-");
     cJSON_Delete(seen);
+}
+
+/* A webhook body as event_parse() reads it: status by its names, the due
+ * date by its raw ISO value, author, time, labels; the last item per field. */
+static void webhook_event_parse(void)
+{
+    struct change ch;
+    struct mlc_errbuf e = { 0 };
+    const char *body =
+        "{\"timestamp\":1700000000123,\"webhookEvent\":\"jira:issue_updated\","
+        "\"user\":{\"accountId\":\"acct-maria\"},"
+        "\"issue\":{\"id\":\"1\",\"key\":\"MFG-1\",\"fields\":{\"labels\":[\"jdewo-100001\"]}},"
+        "\"changelog\":{\"items\":[{\"field\":\"status\",\"fromString\":\"To Do\","
+        "\"toString\":\"Open\"},"
+        "{\"field\":\"duedate\",\"from\":\"2026-12-01\",\"fromString\":\"1/Dec/26\","
+        "\"to\":\"2026-12-10\",\"toString\":\"10/Dec/26\"},"
+        "{\"field\":\"Status\",\"fieldId\":\"status\",\"fromString\":\"Open\","
+        "\"toString\":\"Done\"}]}}";
+
+    CHECK_INT(jira_event_parse(body, strlen(body), &ch, &e), MLC_OK);
+    CHECK_STR(ch.event, "jira:issue_updated");
+    CHECK_STR(ch.record, "MFG-1");
+    CHECK_STR(ch.author, "acct-maria");
+    CHECK_INT(ch.at_ms, 1700000000123LL);
+    CHECK_INT(cJSON_GetArraySize(ch.markers), 1);
+    CHECK_INT(ch.n_items, 2);
+    CHECK(change_item_find(&ch, "status") != NULL);
+    if (change_item_find(&ch, "status") != NULL) {
+        CHECK_STR(change_item_find(&ch, "status")->from, "Open");
+        CHECK_STR(change_item_find(&ch, "status")->to, "Done");
+    }
+    CHECK(change_item_find(&ch, "duedate") != NULL);
+    if (change_item_find(&ch, "duedate") != NULL) {
+        CHECK_STR(change_item_find(&ch, "duedate")->to, "2026-12-10");
+    }
+    change_release(&ch);
+    /* no issue: not a record event; not an object or not JSON: a protocol error */
+    CHECK_INT(jira_event_parse("{\"webhookEvent\":\"x\"}", 20, &ch, &e), MLC_OK);
+    CHECK(ch.record == NULL);
+    change_release(&ch);
+    CHECK_INT(jira_event_parse("[1]", 3, &ch, &e), MLC_E_PROTO);
+    change_release(&ch);
+    CHECK_INT(jira_event_parse("{\"webhookEvent\":", 16, &ch, &e), MLC_E_PROTO);
+    change_release(&ch);
 }
 
 /* open() with conf text; returns rc, message in *msg (static). */
@@ -655,6 +741,7 @@ int main(void)
     RUN(expiration_both_forms);
     RUN(jql_project_and_changes);
     RUN(change_events);
+    RUN(webhook_event_parse);
     RUN(connector_shape);
     RUN(open_validates_config);
     return TT_DONE();

@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0
- * Unit tests: write-back config errors, and writeback_drain() against a
- * fake source connector (no network): placeholders, hold, echoes, unmapped
- * and unknown issues, stale events, retries and dead rows, audit rows; the
- * inbox/echo/kv state, a v1 database migrating, and an inbox put from a
- * second thread while the first holds the write lock.
+ * Unit tests: write-back and the pipeline through a connector the core has
+ * never heard of (memconn.h, registered at run time): a real agent loaded
+ * from a config file, synced with pipeline_sync() and written back with
+ * writeback_drain(). Config errors; status, hold and field write-back; echoes
+ * (agent account, echo table, the source holding the value); conflicts under
+ * each rule; stale, unknown and unmapped changes; retries, dead rows and
+ * settling a lost answer; polled changes; batching, lost creates found by
+ * find(), and an upsert target. Then the inbox/echo/kv state, a v1 database
+ * migrating, and an inbox put from a second thread while the first holds
+ * the write lock.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -12,279 +17,17 @@
 #include <time.h>
 #include <unistd.h>
 #include "agent/agent.h"
+#include "agent/pipeline.h"
 #include "agent/state.h"
 #include "agent/state_sql.h"
 #include "agent/writeback.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
+#include "memconn.h"
 #include "tinytest.h"
 
-static char dbpath[64];
-
-/* ---------------------------------------------------------------- config */
-
-static const char *good_conf =
-    "{\"orchestration\":\"MLC_UpdateWOStatus\","
-    " \"inputs\":{\"WorkOrder\":\"{key}\",\"Status\":\"{code}\","
-    "            \"Note\":\"{issue} is '{status}' ({audit_id}) {{literal}\"},"
-    " \"status_map\":{\"To Do\":\"10\",\"In Progress\":\"40\",\"Done\":\"95\"},"
-    " \"hold\":{\"statuses\":[\"Blocked\"],\"orchestration\":\"MLC_HoldWorkOrder\","
-    "          \"inputs\":{\"WorkOrder\":\"{key}\",\"HoldCode\":\"H1\"}},"
-    " \"echo_ttl\":\"10m\",\"agent_account\":\"acct-agent\"}";
-
-/* Compile text; returns the error message ("" when it compiled). */
-static const char *compile_msg(const char *text)
-{
-    static struct mlc_errbuf e;
-    cJSON *c = cJSON_Parse(text);
-    struct writeback *wb;
-
-    mlc_err_reset(&e);
-    if (c == NULL) {
-        return "(bad test JSON)";
-    }
-    wb = writeback_compile(c, "flows.wo.writeback", &e);
-    cJSON_Delete(c);
-    if (wb != NULL) {
-        writeback_free(wb);
-        return "";
-    }
-    return e.set ? e.msg : "(no message)";
-}
-
-#define CHECK_MSG(text, want)                                                                   \
-    do {                                                                                        \
-        const char *tt_m = compile_msg(text);                                                   \
-        if (strstr(tt_m, (want)) == NULL) {                                                     \
-            fprintf(stderr, "  %s:%d: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, tt_m, \
-                    (want));                                                                    \
-            CHECK(0);                                                                           \
-        }                                                                                       \
-    } while (0)
-
-static void config_compiles(void)
-{
-    CHECK_STR(compile_msg(good_conf), "");
-    /* the smallest config: no hold, no echo_ttl, no agent_account */
-    CHECK_STR(compile_msg("{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},"
-                          "\"status_map\":{\"Done\":\"95\"}}"),
-              "");
-    /* a hold alone is enough */
-    CHECK_STR(
-        compile_msg("{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{},"
-                    "\"hold\":{\"statuses\":[\"Blocked\"],\"orchestration\":\"H\","
-                    "\"inputs\":{\"WO\":\"{key}\"}}}"),
-        "");
-}
-
-static void config_errors_name_the_path(void)
-{
-    CHECK_MSG("[]", "flows.wo.writeback: expected an object");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{},\"bogus\":1}",
-        "flows.wo.writeback.bogus: unknown setting (known: orchestration, inputs, verify, "
-        "status_map, hold, echo_ttl, settle_after, agent_account)");
-    CHECK_MSG("{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"verify\":[],"
-              "\"status_map\":{\"Done\":\"95\"}}",
-              "flows.wo.writeback.verify: expected an object of source column -> value");
-    CHECK_MSG("{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"verify\":{\"SRST\":\"{cod}\"},"
-              "\"status_map\":{\"Done\":\"95\"}}",
-              "flows.wo.writeback.verify.SRST: unknown placeholder {cod}");
-    CHECK_MSG("{\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"}}",
-              "flows.wo.writeback.orchestration: required setting is missing");
-    CHECK_MSG("{\"orchestration\":\"a/b\","
-              "\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"}}",
-              "flows.wo.writeback.orchestration: 'a/b' is not an orchestration name");
-    CHECK_MSG("{\"orchestration\":\"X\",\"status_map\":{\"Done\":\"95\"}}",
-              "flows.wo.writeback.inputs: required object of input name -> value");
-    CHECK_MSG("{\"orchestration\":\"X\",\"inputs\":{\"WO\":7},\"status_map\":{\"Done\":\"95\"}}",
-              "flows.wo.writeback.inputs.WO: expected a string");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{wo}\"},\"status_map\":{\"Done\":\"95\"}}",
-        "flows.wo.writeback.inputs.WO: unknown placeholder {wo} (known: {key}, {code}");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key\"},\"status_map\":{\"Done\":\"95\"}}",
-        "flows.wo.writeback.inputs.WO: '{' without '}'");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"}}",
-        "flows.wo.writeback.status_map: required object of target status -> source status code");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":95}}",
-        "flows.wo.writeback.status_map.Done: expected a non-empty status code string");
-    CHECK_MSG("{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},"
-              "\"status_map\":{\"Done\":\"95\",\"DONE\":\"90\"}}",
-              "flows.wo.writeback.status_map.DONE: listed twice");
-    CHECK_MSG("{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{}}",
-              "flows.wo.writeback.status_map: empty and no \"hold\"");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"},"
-        "\"echo_ttl\":\"soon\"}",
-        "flows.wo.writeback.echo_ttl: 'soon' is not a duration");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"},"
-        "\"agent_account\":5}",
-        "flows.wo.writeback.agent_account: expected a");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"},"
-        "\"hold\":{\"statuses\":[\"Blocked\"],\"orchestration\":\"H\",\"inputs\":{\"WO\":\"{key}\"}"
-        ","
-        "\"x\":1}}",
-        "flows.wo.writeback.hold.x: unknown setting (known: statuses, orchestration, inputs, verify)");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"},"
-        "\"hold\":{\"statuses\":[],\"orchestration\":\"H\",\"inputs\":{\"WO\":\"{key}\"}}}",
-        "flows.wo.writeback.hold.statuses: required list of target status names");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"},"
-        "\"hold\":{\"statuses\":[\"Blocked\",3],\"orchestration\":\"H\",\"inputs\":{\"WO\":\"{key}"
-        "\"}}}",
-        "flows.wo.writeback.hold.statuses[1]: expected a status name string");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"},"
-        "\"hold\":{\"statuses\":[\"done\"],\"orchestration\":\"H\",\"inputs\":{\"WO\":\"{key}\"}}}",
-        "flows.wo.writeback.hold.statuses[0]: 'done' is also in status_map");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"},"
-        "\"hold\":{\"statuses\":[\"Blocked\"],\"inputs\":{\"WO\":\"{key}\"}}}",
-        "flows.wo.writeback.hold.orchestration: required setting is missing");
-    CHECK_MSG(
-        "{\"orchestration\":\"X\",\"inputs\":{\"WO\":\"{key}\"},\"status_map\":{\"Done\":\"95\"},"
-        "\"hold\":{\"statuses\":[\"Blocked\"],\"orchestration\":\"H\",\"inputs\":{\"C\":\"{code}\"}"
-        "}}",
-        "flows.wo.writeback.hold.inputs.C: {code} has no value for a hold");
-}
-
-/* ----------------------------------------------------- a fake JDE source */
-
-static struct {
-    enum mlc_rc rc[8]; /* answers, in order; MLC_OK after the list */
-    int n_rc;
-    int calls;
-    char name[64];
-    char inputs[512];
-    char audit_id[40];
-} fake;
-
-static enum mlc_rc fake_write_back(struct conn *c, const struct wb_command *cmd)
-{
-    enum mlc_rc rc = fake.calls < fake.n_rc ? fake.rc[fake.calls] : MLC_OK;
-    char *js = mlc_json_print(cmd->inputs);
-
-    fake.calls++;
-    snprintf(fake.name, sizeof(fake.name), "%s", cmd->name);
-    snprintf(fake.inputs, sizeof(fake.inputs), "%s", js);
-    snprintf(fake.audit_id, sizeof(fake.audit_id), "%s", cmd->audit_id ? cmd->audit_id : "");
-    free(js);
-    if (rc != MLC_OK) {
-        mlc_errf(&c->err, "fake orchestration %s failed (%s)", cmd->name, mlc_strerror(rc));
-    }
-    return rc;
-}
-
-static const struct connector fake_jde = {
-    .name = "jde",
-    .caps = CONN_SOURCE | CONN_WRITEBACK,
-    .write_back = fake_write_back,
-};
-
-static const struct connector fake_jira = {
-    .name = "jira",
-    .caps = CONN_TARGET,
-};
-
-struct rig {
-    struct agent a;
-    struct conn conns[2];
-    struct flow flow;
-    struct state *st;
-    long long ext;
-};
-
-static int rig_open(struct rig *r)
-{
-    struct mlc_errbuf e = { 0 };
-    struct ledger_row lr = { 0 };
-    cJSON *c = cJSON_Parse(good_conf);
-
-    memset(r, 0, sizeof(*r));
-    memset(&fake, 0, sizeof(fake));
-    unlink(dbpath);
-    if (state_open(&r->st, dbpath, &e) != MLC_OK) {
-        fprintf(stderr, "  %s\n", mlc_err_msg(&e));
-        cJSON_Delete(c);
-        return -1;
-    }
-    r->conns[0].ops = &fake_jde;
-    r->conns[0].name = "jde";
-    r->conns[1].ops = &fake_jira;
-    r->conns[1].name = "jira";
-    r->flow.name = "wo";
-    r->flow.src = &r->conns[0];
-    r->flow.dst = &r->conns[1];
-    r->flow.marker_prefix = "jdewo-";
-    r->flow.max_attempts = 3;
-    r->flow.enabled = 1;
-    r->flow.wb = writeback_compile(c, "flows.wo.writeback", &e);
-    cJSON_Delete(c);
-    r->a.st = r->st;
-    r->a.flows = &r->flow;
-    r->a.n_flows = 1;
-    r->a.conns = r->conns;
-    r->a.n_conns = 2;
-    snprintf(lr.hash, sizeof(lr.hash), "h1");
-    snprintf(lr.target_key, sizeof(lr.target_key), "MFG-1");
-    snprintf(lr.target_id, sizeof(lr.target_id), "10001");
-    snprintf(lr.audit_id, sizeof(lr.audit_id), "aid-100001");
-    state_ledger_put(r->st, "wo", "100001", &lr, &e);
-    snprintf(lr.target_key, sizeof(lr.target_key), "MFG-2");
-    snprintf(lr.audit_id, sizeof(lr.audit_id), "aid-100002");
-    state_ledger_put(r->st, "wo", "100002", &lr, &e);
-    return r->flow.wb ? 0 : -1;
-}
-
-static void rig_close(struct rig *r)
-{
-    writeback_free(r->flow.wb);
-    state_close(r->st);
-    unlink(dbpath);
-}
-
-/* A Jira webhook body: issue key, status change from -> to, author, labels, timestamp. */
-static char *event(const char *issue, const char *from, const char *to, const char *author,
-                   const char *label, long long ts)
-{
-    return mlc_xasprintf(
-        "{\"timestamp\":%lld,\"webhookEvent\":\"jira:issue_updated\","
-        "\"issue_event_type_name\":\"issue_generic\",\"user\":{\"accountId\":\"%s\"},"
-        "\"issue\":{\"id\":\"1\",\"key\":\"%s\",\"fields\":{\"labels\":[\"jde\"%s%s%s]}},"
-        "\"changelog\":{\"id\":\"9\",\"items\":[{\"field\":\"assignee\",\"toString\":\"x\"},"
-        "{\"field\":\"status\",\"fieldtype\":\"jira\",\"fromString\":\"%s\",\"toString\":\"%s\"}]}"
-        "}",
-        ts, author, issue, label ? ",\"" : "", label ? label : "", label ? "\"" : "", from, to);
-}
-
-static void put(struct rig *r, char *body)
-{
-    struct mlc_errbuf e = { 0 };
-    char ext[32];
-    int fresh = 0;
-
-    snprintf(ext, sizeof(ext), "d%lld", ++r->ext);
-    CHECK_INT(state_inbox_put(r->st, 1000 + r->ext, "jira", ext, body, state_now_ms(), &fresh, &e),
-              MLC_OK);
-    CHECK_INT(fresh, 1);
-    free(body);
-}
-
-static struct wb_stats drain(struct rig *r)
-{
-    struct mlc_errbuf e = { 0 };
-    struct wb_stats ws;
-
-    CHECK_INT(writeback_drain(&r->a, 50, &ws, &e), MLC_OK);
-    return ws;
-}
+static char dbpath[64], keypath[64], confpath[64];
 
 static long long q_int(struct state *st, const char *sql)
 {
@@ -314,185 +57,785 @@ static const char *q_text(struct state *st, const char *sql)
     return out;
 }
 
-static void drain_applies_a_mapped_status(void)
+/* ---------------------------------------------------------------- config */
+
+#define MAPPING                                                                       \
+    "{\"summary\":\"{NAME}\",\"duedate\":{\"from\":\"DUE\",\"date\":\"yyyymmdd\"},"   \
+    "\"priority\":{\"from\":\"PRI\",\"map\":{\"1\":\"High\",\"2\":\"Low\",\"3\":\"Medium\"}}}"
+
+/* status with verify (read back after a lost answer), a hold, two fields */
+#define WB_DEFAULT                                                                          \
+    "{\"action\":\"status {key}={code} note {issue} is '{status}' ({audit_id}) {{literal}\","  \
+    " \"verify\":{\"ST\":\"{code}\"},"                                                      \
+    " \"status_map\":{\"To Do\":\"10\",\"In Progress\":\"40\",\"Done\":\"95\"},"            \
+    " \"hold\":{\"statuses\":[\"Blocked\"],\"action\":\"hold {key}\",\"verify\":{\"HOLD\":\"H1\"}}," \
+    " \"fields\":{\"duedate\":{\"action\":\"due {key}={value}\",\"conflict\":\"target_wins\"}," \
+    "            \"priority\":{\"action\":\"prio {key}={value} ({issue})\"}},"              \
+    " \"settle_after\":\"0s\",\"agent_account\":\"acct-agent\"}"
+
+/* Compile a writeback object for memtest and the flow's mapping; the error
+ * message ("" when it compiled). */
+static const char *compile_msg(const char *text)
+{
+    static struct mlc_errbuf e;
+    cJSON *c = cJSON_Parse(text), *m = cJSON_Parse(MAPPING);
+    struct mapping *map = mapping_compile(m, "flows.wo.mapping", &e);
+    struct writeback *wb;
+
+    mlc_err_reset(&e);
+    if (c == NULL || map == NULL) {
+        cJSON_Delete(c);
+        cJSON_Delete(m);
+        mapping_free(map);
+        return "(bad test JSON)";
+    }
+    wb = writeback_compile(c, "flows.wo.writeback", &memconn, map, &e);
+    cJSON_Delete(c);
+    cJSON_Delete(m);
+    mapping_free(map);
+    if (wb != NULL) {
+        writeback_free(wb);
+        return "";
+    }
+    return e.set ? e.msg : "(no message)";
+}
+
+#define CHECK_MSG(text, want)                                                                   \
+    do {                                                                                        \
+        const char *tt_m = compile_msg(text);                                                   \
+        if (strstr(tt_m, (want)) == NULL) {                                                     \
+            fprintf(stderr, "  %s:%d: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, tt_m, \
+                    (want));                                                                    \
+            CHECK(0);                                                                           \
+        }                                                                                       \
+    } while (0)
+
+#define ST "\"status_map\":{\"Done\":\"95\"}"
+#define ACT "\"action\":\"s {key}\""
+#define HOLD(extra) ",\"hold\":{\"statuses\":[\"Blocked\"],\"action\":\"h {key}\"" extra "}"
+
+static void config_compiles(void)
+{
+    CHECK_STR(compile_msg(WB_DEFAULT), "");
+    /* the smallest: a status map alone; a hold alone; a field alone */
+    CHECK_STR(compile_msg("{" ACT "," ST "}"), "");
+    CHECK_STR(compile_msg("{" ACT ",\"status_map\":{}" HOLD("") "}"), "");
+    CHECK_STR(compile_msg("{\"fields\":{\"duedate\":{" ACT ",\"conflict\":\"newest_wins\"}}}"), "");
+}
+
+static void config_errors_name_the_path(void)
+{
+    CHECK_MSG("[]", "flows.wo.writeback: expected an object");
+    CHECK_MSG("{" ACT "," ST ",\"bogus\":1}",
+              "flows.wo.writeback.bogus: unknown setting (known: verify, status_map, hold, fields, "
+              "echo_ttl, settle_after, agent_account, action)");
+    CHECK_MSG("{" ACT ",\"verify\":[]," ST "}",
+              "flows.wo.writeback.verify: expected an object of source column -> value");
+    CHECK_MSG("{" ACT ",\"verify\":{\"ST\":\"{cod}\"}," ST "}",
+              "flows.wo.writeback.verify.ST: unknown placeholder {cod}");
+    /* the connector's own members, checked by its wb_plan */
+    CHECK_MSG("{" ST "}", "flows.wo.writeback.action: required");
+    CHECK_MSG("{\"action\":\"s {wo}\"," ST "}",
+              "flows.wo.writeback.action: unknown placeholder {wo} (known here: {key}, {code}");
+    CHECK_MSG("{\"action\":\"s {key\"," ST "}", "flows.wo.writeback.action: '{' without '}'");
+    CHECK_MSG("{" ACT "}", "flows.wo.writeback: no status_map, hold or fields");
+    CHECK_MSG("{" ACT ",\"status_map\":{\"Done\":95}}",
+              "flows.wo.writeback.status_map.Done: expected a non-empty status code string");
+    CHECK_MSG("{" ACT ",\"status_map\":{\"Done\":\"95\",\"DONE\":\"90\"}}",
+              "flows.wo.writeback.status_map.DONE: listed twice");
+    CHECK_MSG("{" ACT "," ST ",\"echo_ttl\":\"soon\"}",
+              "flows.wo.writeback.echo_ttl: 'soon' is not a duration");
+    CHECK_MSG("{" ACT "," ST ",\"agent_account\":5}", "flows.wo.writeback.agent_account: expected a");
+    CHECK_MSG("{" ACT "," ST HOLD(",\"x\":1") "}",
+              "flows.wo.writeback.hold.x: unknown setting (known: statuses, verify, action)");
+    CHECK_MSG("{" ACT "," ST ",\"hold\":{\"statuses\":[],\"action\":\"h\"}}",
+              "flows.wo.writeback.hold.statuses: required list of target status names");
+    CHECK_MSG("{" ACT "," ST ",\"hold\":{\"statuses\":[\"Blocked\",3],\"action\":\"h\"}}",
+              "flows.wo.writeback.hold.statuses[1]: expected a status name string");
+    CHECK_MSG("{" ACT "," ST ",\"hold\":{\"statuses\":[\"done\"],\"action\":\"h\"}}",
+              "flows.wo.writeback.hold.statuses[0]: 'done' is also in status_map");
+    CHECK_MSG("{" ACT "," ST ",\"hold\":{\"statuses\":[\"Blocked\"]}}",
+              "flows.wo.writeback.hold.action: required");
+    CHECK_MSG("{" ACT "," ST ",\"hold\":{\"statuses\":[\"Blocked\"],\"action\":\"h {code}\"}}",
+              "flows.wo.writeback.hold.action: unknown placeholder {code}");
+    /* fields */
+    CHECK_MSG("{\"fields\":[]}", "flows.wo.writeback.fields: expected an object");
+    CHECK_MSG("{\"fields\":{\"status\":{" ACT "}}}",
+              "flows.wo.writeback.fields.status: the status is written back with status_map");
+    CHECK_MSG("{\"fields\":{\"summary\":{" ACT "}}}",
+              "flows.wo.writeback.fields.summary: the flow's mapping has no rule for 'summary' "
+              "that can be reversed");
+    CHECK_MSG("{\"fields\":{\"duedate\":{" ACT ",\"conflict\":\"mine\"}}}",
+              "flows.wo.writeback.fields.duedate.conflict: 'mine' is not a rule (source_wins, "
+              "target_wins, newest_wins)");
+    CHECK_MSG("{\"fields\":{\"duedate\":{\"action\":\"d {code}\"}}}",
+              "flows.wo.writeback.fields.duedate.action: unknown placeholder {code}");
+    CHECK_MSG("{\"fields\":{\"duedate\":{" ACT ",\"y\":2}}}",
+              "flows.wo.writeback.fields.duedate.y: unknown setting");
+}
+
+/* ------------------------------------------------------------------- rig */
+
+struct rig {
+    struct agent a;
+    long long seq;
+    char wb[2048];
+    char dst_type[16];
+};
+
+static int rig_load(struct rig *r)
+{
+    struct mlc_errbuf e = { 0 };
+
+    memset(&r->a, 0, sizeof(r->a));
+    if (agent_load(&r->a, confpath, &e) != MLC_OK || agent_open(&r->a, &e) != MLC_OK) {
+        fprintf(stderr, "  rig: %s\n", mlc_err_msg(&e));
+        return -1;
+    }
+    return 0;
+}
+
+/* A config of one flow "wo" from src to dst (both memtest, or dst_type),
+ * with wb as its writeback (NULL: the default; "" none). Source records
+ * 100001..100003 are there; the ledger is empty until a sync. */
+static int rig_open(struct rig *r, const char *wb, const char *dst_type)
+{
+    FILE *fp;
+
+    memset(r, 0, sizeof(*r));
+    mem_reset();
+    unlink(dbpath);
+    unlink(keypath);
+    r->seq = 1000;
+    snprintf(r->wb, sizeof(r->wb), "%s", wb ? wb : WB_DEFAULT);
+    snprintf(r->dst_type, sizeof(r->dst_type), "%s", dst_type ? dst_type : "memtest");
+    fp = fopen(confpath, "w");
+    if (fp == NULL) {
+        return -1;
+    }
+    fprintf(fp,
+            "{\"agent\":{\"state_db\":\"%s\",\"key_file\":\"%s\",\"status_listen\":\"off\","
+            "\"log_level\":\"error\"},"
+            " \"systems\":{\"src\":{\"type\":\"memtest\"},\"dst\":{\"type\":\"%s\"}},"
+            " \"flows\":{\"wo\":{\"source\":{\"system\":\"src\",\"table\":\"WO\"},"
+            "  \"target\":{\"system\":\"dst\",\"marker_prefix\":\"memwo-\"},"
+            "  \"schedule\":\"manual\",\"max_attempts\":3,"
+            "  \"mapping\":" MAPPING "%s%s}}}",
+            dbpath, keypath, r->dst_type, r->wb[0] ? ",\"writeback\":" : "", r->wb);
+    fclose(fp);
+    mem_src_put("100001", "{\"NAME\":\"Pump\",\"DUE\":\"20261201\",\"PRI\":\"1\",\"ST\":\"10\"}", 1000);
+    mem_src_put("100002", "{\"NAME\":\"Valve\",\"DUE\":\"20261202\",\"PRI\":\"2\",\"ST\":\"10\"}", 1000);
+    mem_src_put("100003", "{\"NAME\":\"Gear\",\"DUE\":\"\",\"PRI\":\"1\",\"ST\":\"10\"}", 1000);
+    return rig_load(r);
+}
+
+/* A fresh process on the same state (as `inbox apply` or a restart is). */
+static int rig_reopen(struct rig *r)
+{
+    agent_release(&r->a);
+    return rig_load(r);
+}
+
+static void rig_close(struct rig *r)
+{
+    agent_release(&r->a);
+    unlink(dbpath);
+    unlink(keypath);
+    unlink(confpath);
+    mem_reset();
+}
+
+static struct sync_stats sync_flow(struct rig *r, enum mlc_rc want)
+{
+    struct mlc_errbuf e = { 0 };
+    struct sync_stats ss;
+    enum mlc_rc rc = pipeline_sync(&r->a, &r->a.flows[0], 0, &ss, &e);
+
+    if (rc != want) {
+        fprintf(stderr, "  sync: %s (%s)\n", mlc_strerror(rc), mlc_err_msg(&e));
+    }
+    CHECK_INT(rc, want);
+    return ss;
+}
+
+/* A memtest change event: one field of record rec changed from -> to. */
+static char *ev(const char *rec, const char *author, long long at, const char *label,
+                const char *field, const char *from, const char *to)
+{
+    return mlc_xasprintf("{\"rec\":\"%s\",\"author\":\"%s\",\"at\":%lld,\"labels\":[\"x\"%s%s%s],"
+                         "\"changes\":[{\"f\":\"summary\",\"from\":\"a\",\"to\":\"b\"},"
+                         "{\"f\":\"%s\",\"from\":\"%s\",\"to\":\"%s\"}]}",
+                         rec, author, at, label ? ",\"" : "", label ? label : "",
+                         label ? "\"" : "", field, from, to);
+}
+
+/* Store a delivery of kind (body is freed); returns its seq. */
+static long long put_kind(struct rig *r, const char *kind, char *body)
+{
+    struct mlc_errbuf e = { 0 };
+    char ext[32];
+    int fresh = 0;
+
+    r->seq++;
+    snprintf(ext, sizeof(ext), "d%lld", r->seq);
+    CHECK_INT(state_inbox_put(r->a.st, r->seq, kind, ext, body, state_now_ms(), &fresh, &e), MLC_OK);
+    CHECK_INT(fresh, 1);
+    free(body);
+    return r->seq;
+}
+
+static long long put(struct rig *r, char *body)
+{
+    return put_kind(r, "memtest", body);
+}
+
+static struct wb_stats drain(struct rig *r)
+{
+    struct mlc_errbuf e = { 0 };
+    struct wb_stats ws;
+
+    CHECK_INT(writeback_drain(&r->a, 50, &ws, &e), MLC_OK);
+    return ws;
+}
+
+static const char *row_state(struct rig *r, long long seq)
+{
+    static char out[64];
+    char sql[96];
+
+    snprintf(sql, sizeof(sql), "SELECT state FROM state_inbox WHERE seq = %lld", seq);
+    snprintf(out, sizeof(out), "%s", q_text(r->a.st, sql));
+    return out;
+}
+
+static const char *row_detail(struct rig *r, long long seq)
+{
+    char sql[96];
+
+    snprintf(sql, sizeof(sql), "SELECT detail FROM state_inbox WHERE seq = %lld", seq);
+    return q_text(r->a.st, sql);
+}
+
+/* Audit rows of action whose detail is LIKE pattern (quotes are escaped). */
+static long long audits(struct rig *r, const char *action, const char *like)
+{
+    struct mlc_buf b = MLC_BUF_INIT;
+    long long n;
+
+    mlc_buf_addf(&b, "SELECT count(*) FROM state_audit WHERE action = '%s' AND detail LIKE '",
+                 action);
+    for (const char *p = like; *p; p++) {
+        mlc_buf_addf(&b, "%s%c", *p == '\'' ? "'" : "", *p);
+    }
+    mlc_buf_addf(&b, "'");
+    n = q_int(r->a.st, mlc_buf_str(&b));
+    mlc_buf_release(&b);
+    return n;
+}
+
+/* Open a rig and sync it: 100001 -> T-1, 100002 -> T-2, 100003 -> T-3. */
+static int rig_synced(struct rig *r, const char *wb, const char *dst_type)
+{
+    struct sync_stats ss;
+
+    if (rig_open(r, wb, dst_type) != 0) {
+        return -1;
+    }
+    ss = sync_flow(r, MLC_OK);
+    CHECK_INT(ss.created, 3);
+    CHECK_STR(mem_tgt_field("T-1", "duedate"), "2026-12-01");
+    CHECK_STR(mem_tgt_field("T-1", "priority"), "High");
+    return ss.created == 3 ? 0 : -1;
+}
+
+/* ----------------------------------------------------------- write-back */
+
+static void status_and_hold(void)
 {
     struct rig r;
     struct wb_stats ws;
+    long long s;
+    char aid[40];
 
-    if (rig_open(&r) != 0) {
+    if (rig_synced(&r, NULL, NULL) != 0) {
         CHECK(0);
+        rig_close(&r);
         return;
     }
-    put(&r, event("MFG-1", "To Do", "In Progress", "acct-maria", NULL, 1000));
+    snprintf(aid, sizeof(aid), "%s",
+             q_text(r.a.st, "SELECT audit_id FROM state_ledger WHERE source_key = '100001'"));
+    s = put(&r, ev("T-1", "acct-maria", 1000, NULL, "status", "To Do", "In Progress"));
     ws = drain(&r);
     CHECK_INT(ws.applied, 1);
-    CHECK_INT(fake.calls, 1);
-    CHECK_STR(fake.name, "MLC_UpdateWOStatus");
-    CHECK_STR(fake.inputs, "{\"WorkOrder\":\"100001\",\"Status\":\"40\","
-                           "\"Note\":\"MFG-1 is 'In Progress' (aid-100001) {literal}\"}");
-    CHECK_STR(fake.audit_id, "aid-100001");
-    CHECK_INT(state_inbox_pending(r.st), 0);
-    CHECK_STR(q_text(r.st, "SELECT state FROM state_inbox WHERE seq = 1001"), "applied");
-    CHECK_INT(
-        q_int(r.st,
-              "SELECT count(*) FROM state_audit WHERE action = 'writeback' AND flow = 'wo'"
-              " AND source_key = '100001' AND audit_id = 'aid-100001' AND target_key = 'MFG-1'"
-              " AND detail LIKE 'orchestration MLC_UpdateWOStatus, code 40 %'"),
-        1);
-    CHECK_INT(state_echo_has(r.st, "jde", "100001", "status", "40", state_now_ms()), 1);
-    CHECK_INT(q_int(r.st, "SELECT wb_at FROM state_ledger WHERE source_key = '100001'"), 1000);
+    CHECK_INT(mem.wb_calls, 1);
+    {
+        char want[256];
+        snprintf(want, sizeof(want), "status 100001=40 note T-1 is 'In Progress' (%s) {literal}",
+                 aid);
+        CHECK_STR(mem.wb[0].action, want);
+    }
+    CHECK_STR(mem.wb[0].key, "100001");
+    CHECK_STR(mem.wb[0].set, "{\"ST\":\"40\"}"); /* the verify column, set */
+    CHECK_STR(mem.wb[0].audit_id, aid);
+    CHECK_STR(mem_src_col("100001", "ST"), "40");
+    CHECK_STR(row_state(&r, s), "applied");
+    CHECK_INT(state_inbox_pending(r.a.st), 0);
+    CHECK_INT(audits(&r, "writeback", "memtest action status {key}={code}%code 40 %"), 1);
+    CHECK_INT(state_echo_has(r.a.st, "src", "100001", "status", "40", state_now_ms()), 1);
+    CHECK_INT(q_int(r.a.st, "SELECT wb_at FROM state_ledger WHERE source_key = '100001'"), 1000);
     /* nothing left: a second drain calls nothing */
     ws = drain(&r);
     CHECK_INT(ws.applied + ws.ignored + ws.echoes + ws.failed + ws.retry, 0);
-    CHECK_INT(fake.calls, 1);
+    CHECK_INT(mem.wb_calls, 1);
     /* the same change delivered again under another id: the echo table drops it */
-    put(&r, event("MFG-1", "To Do", "in progress", "acct-maria", NULL, 1000));
+    s = put(&r, ev("T-1", "acct-maria", 1000, NULL, "status", "To Do", "in progress"));
     ws = drain(&r);
     CHECK_INT(ws.echoes, 1);
-    CHECK_INT(fake.calls, 1);
-    CHECK_STR(q_text(r.st, "SELECT state FROM state_inbox WHERE seq = 1002"), "echo");
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK_STR(row_state(&r, s), "echo");
     /* a newer, different status is applied and replaces the echo entry */
-    put(&r, event("MFG-1", "In Progress", "Done", "acct-maria", NULL, 2000));
+    put(&r, ev("T-1", "acct-maria", 2000, NULL, "status", "In Progress", "Done"));
     ws = drain(&r);
     CHECK_INT(ws.applied, 1);
-    CHECK(strstr(fake.inputs, "\"Status\":\"95\"") != NULL);
-    CHECK_INT(state_echo_has(r.st, "jde", "100001", "status", "40", state_now_ms()), 0);
-    /* ... so moving back to In Progress is a real change again */
-    put(&r, event("MFG-1", "Done", "In Progress", "acct-maria", NULL, 3000));
+    CHECK_STR(mem.wb[1].set, "{\"ST\":\"95\"}");
+    CHECK_INT(state_echo_has(r.a.st, "src", "100001", "status", "40", state_now_ms()), 0);
+    /* a hold: its own action and verify value; the status code stays */
+    s = put(&r, ev("T-2", "acct-maria", 2000, NULL, "status", "To Do", "Blocked"));
     ws = drain(&r);
     CHECK_INT(ws.applied, 1);
-    CHECK_INT(fake.calls, 3);
-    /* an older event arriving late cannot undo the newer one */
-    put(&r, event("MFG-1", "To Do", "Done", "acct-maria", NULL, 1500));
+    CHECK_STR(mem.wb[2].action, "hold 100002");
+    CHECK_STR(mem.wb[2].set, "{\"HOLD\":\"H1\"}");
+    CHECK_STR(mem_src_col("100002", "ST"), "10");
+    CHECK_INT(audits(&r, "writeback", "memtest action hold {key}, hold %"), 1);
+    /* an older change than the one written back last: stale */
+    s = put(&r, ev("T-1", "acct-maria", 1500, NULL, "status", "To Do", "To Do"));
     ws = drain(&r);
     CHECK_INT(ws.ignored, 1);
-    CHECK_INT(fake.calls, 3);
-    CHECK(strstr(q_text(r.st, "SELECT detail FROM state_inbox WHERE seq = 1005"), "stale") != NULL);
+    CHECK_INT(mem.wb_calls, 3);
+    CHECK(strstr(row_detail(&r, s), "stale") != NULL);
+    /* a polled change (generic JSON, kind memtest-poll) */
+    {
+        struct change_item it = { "status", "Blocked", "Done" };
+        cJSON *o = change_to_json("T-2", "acct-maria", 3000, NULL, &it, 1);
+        s = put_kind(&r, "memtest-poll", mlc_json_print(o));
+        cJSON_Delete(o);
+    }
+    ws = drain(&r);
+    CHECK_INT(ws.applied, 1);
+    CHECK_INT(mem.wb_calls, 4);
+    CHECK_STR(mem.wb[3].set, "{\"ST\":\"95\"}");
+    CHECK_STR(row_state(&r, s), "applied");
     rig_close(&r);
 }
 
-static void drain_holds_echoes_and_ignores(void)
+static void echoes_and_ignores(void)
 {
     struct rig r;
     struct wb_stats ws;
+    long long s[8];
 
-    if (rig_open(&r) != 0) {
+    if (rig_synced(&r, NULL, NULL) != 0) {
         CHECK(0);
+        rig_close(&r);
         return;
     }
-    /* hold */
-    put(&r, event("MFG-2", "In Progress", "Blocked", "acct-maria", NULL, 1000));
-    ws = drain(&r);
-    CHECK_INT(ws.applied, 1);
-    CHECK_STR(fake.name, "MLC_HoldWorkOrder");
-    CHECK_STR(fake.inputs, "{\"WorkOrder\":\"100002\",\"HoldCode\":\"H1\"}");
-    CHECK_INT(q_int(r.st, "SELECT count(*) FROM state_audit WHERE action = 'writeback'"
-                          " AND audit_id = 'aid-100002' AND detail LIKE 'orchestration "
-                          "MLC_HoldWorkOrder, hold %'"),
-              1);
-    /* the agent's own account */
-    put(&r, event("MFG-1", "To Do", "Done", "acct-agent", NULL, 1000));
+    mem_src_put("100077", "{\"NAME\":\"Belt\",\"DUE\":\"\",\"PRI\":\"1\",\"ST\":\"10\"}", 1000);
+    /* by the agent's own account */
+    s[0] = put(&r, ev("T-1", "acct-agent", 1000, NULL, "status", "To Do", "Done"));
     /* unmapped status */
-    put(&r, event("MFG-1", "To Do", "In Review", "acct-maria", NULL, 1000));
-    /* unknown issue, no marker */
-    put(&r, event("MFG-99", "To Do", "Done", "acct-maria", "other-label", 1000));
-    /* unknown to the ledger, but its marker label names the work order */
-    put(&r, event("MFG-77", "To Do", "Done", "acct-maria", "jdewo-100077", 1000));
-    /* no status change at all, and something that is not JSON */
-    put(&r, mlc_xstrdup("{\"webhookEvent\":\"jira:issue_updated\",\"issue\":{\"key\":\"MFG-1\"},"
-                        "\"changelog\":{\"items\":[{\"field\":\"summary\",\"toString\":\"x\"}]}}"));
-    put(&r, mlc_xstrdup("{\"webhookEvent\":"));
+    s[1] = put(&r, ev("T-1", "acct-maria", 1000, NULL, "status", "To Do", "In Review"));
+    /* unknown record, no marker */
+    s[2] = put(&r, ev("T-99", "acct-maria", 1000, "other-label", "status", "To Do", "Done"));
+    /* unknown to the ledger, but its marker names the source record */
+    s[3] = put(&r, ev("T-77", "acct-maria", 1000, "memwo-100077", "status", "To Do", "Done"));
+    /* no written-back field changed; not JSON; not a record event */
+    s[4] = put(&r, mlc_xstrdup("{\"rec\":\"T-1\",\"changes\":[{\"f\":\"summary\",\"to\":\"x\"}]}"));
+    s[5] = put(&r, mlc_xstrdup("{\"rec\":"));
+    s[6] = put(&r, mlc_xstrdup("{\"changes\":[]}"));
     ws = drain(&r);
     CHECK_INT(ws.echoes, 1);
-    CHECK_INT(ws.ignored, 3);
+    CHECK_INT(ws.ignored, 4);
     CHECK_INT(ws.applied, 1);
     CHECK_INT(ws.failed, 1);
-    CHECK_INT(fake.calls, 2);
-    CHECK_STR(
-        fake.inputs,
-        "{\"WorkOrder\":\"100077\",\"Status\":\"95\",\"Note\":\"MFG-77 is 'Done' () {literal}\"}");
-    CHECK_STR(q_text(r.st, "SELECT state FROM state_inbox WHERE seq = 1002"), "echo");
-    CHECK_INT(q_int(r.st, "SELECT count(*) FROM state_audit WHERE action = 'writeback_echo'"
-                          " AND target_key = 'MFG-1' AND detail LIKE '%own account%'"),
-              1);
-    CHECK_STR(q_text(r.st, "SELECT state FROM state_inbox WHERE seq = 1003"), "ignored");
-    CHECK_INT(q_int(r.st, "SELECT count(*) FROM state_audit WHERE action = 'writeback_ignored'"
-                          " AND source_key = '100001' AND detail LIKE '%''In Review'' is not in%'"),
-              1);
-    CHECK_INT(q_int(r.st, "SELECT count(*) FROM state_audit WHERE action = 'writeback_ignored'"
-                          " AND target_key = 'MFG-99' AND detail LIKE 'unknown issue MFG-99%'"),
-              1);
-    CHECK_STR(q_text(r.st, "SELECT state FROM state_inbox WHERE seq = 1005"), "applied");
-    CHECK(strstr(q_text(r.st, "SELECT detail FROM state_inbox WHERE seq = 1006"),
-                 "no status change") != NULL);
-    CHECK_STR(q_text(r.st, "SELECT state FROM state_inbox WHERE seq = 1007"), "dead");
-    CHECK(strstr(q_text(r.st, "SELECT detail FROM state_inbox WHERE seq = 1007"), "invalid JSON") !=
-          NULL);
-    CHECK_INT(state_inbox_count(r.st, "dead"), 1);
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK_STR(mem.wb[0].key, "100077");
+    CHECK_STR(mem.wb[0].action, "status 100077=95 note T-77 is 'Done' () {literal}");
+    CHECK_STR(row_state(&r, s[0]), "echo");
+    CHECK_INT(audits(&r, "writeback_echo", "%own account%"), 1);
+    CHECK_STR(row_state(&r, s[1]), "ignored");
+    CHECK_INT(audits(&r, "writeback_ignored", "%'In Review' is not in%"), 1);
+    CHECK_STR(row_state(&r, s[2]), "ignored");
+    CHECK_INT(audits(&r, "writeback_ignored", "unknown record T-99%"), 1);
+    CHECK_STR(row_state(&r, s[3]), "applied");
+    CHECK(strstr(row_detail(&r, s[4]), "no written-back field changed") != NULL);
+    CHECK_STR(row_state(&r, s[5]), "dead");
+    CHECK(strstr(row_detail(&r, s[5]), "memtest event") != NULL);
+    CHECK(strstr(row_detail(&r, s[6]), "not a record event") != NULL);
+    CHECK_INT(state_inbox_count(r.a.st, "dead"), 1);
+    /* a disabled flow writes nothing back */
+    r.a.flows[0].enabled = 0;
+    s[7] = put(&r, ev("T-2", "acct-maria", 1000, NULL, "status", "To Do", "Done"));
+    ws = drain(&r);
+    CHECK_INT(ws.ignored, 1);
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK(strstr(row_detail(&r, s[7]), "flow wo is disabled") != NULL);
     rig_close(&r);
 }
 
-static void drain_retries_then_gives_up(void)
+static void retries_then_gives_up(void)
 {
     struct rig r;
     struct wb_stats ws;
-    long long now = state_now_ms();
+    long long now = state_now_ms(), s1, s2, s, next;
 
-    if (rig_open(&r) != 0) {
+    if (rig_synced(&r, NULL, NULL) != 0) {
         CHECK(0);
+        rig_close(&r);
         return;
     }
     /* a network failure: retried later, and the other row of that system waits with it */
-    fake.rc[0] = MLC_E_NET;
-    fake.n_rc = 1;
-    put(&r, event("MFG-1", "To Do", "Done", "acct-maria", NULL, 1000));
-    put(&r, event("MFG-2", "To Do", "Done", "acct-maria", NULL, 1000));
+    mem.wb_fault[0] = (struct mem_fault){ 1, MLC_E_NET, 0 };
+    s1 = put(&r, ev("T-1", "acct-maria", 1000, NULL, "status", "To Do", "Done"));
+    s2 = put(&r, ev("T-2", "acct-maria", 1000, NULL, "status", "To Do", "Done"));
     ws = drain(&r);
     CHECK_INT(ws.retry, 1);
-    CHECK_INT(fake.calls, 1);
-    CHECK_INT(state_inbox_pending(r.st), 2);
-    CHECK_INT(q_int(r.st, "SELECT attempts FROM state_inbox WHERE seq = 1001"), 1);
-    CHECK(q_int(r.st, "SELECT next_ms FROM state_inbox WHERE seq = 1001") >= now + 2500);
-    CHECK(strstr(q_text(r.st, "SELECT detail FROM state_inbox WHERE seq = 1001"),
-                 "attempt 1 of 3") != NULL);
-    ws = drain(&r);
-    CHECK_INT(fake.calls, 1); /* the system is left alone until the retry is due */
-    writeback_free(r.flow.wb);
-    {
-        /* a fresh process (as `inbox apply` is) retries at once */
-        struct mlc_errbuf e = { 0 };
-        cJSON *c = cJSON_Parse(good_conf);
-        r.flow.wb = writeback_compile(c, "flows.wo.writeback", &e);
-        cJSON_Delete(c);
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK_INT(state_inbox_pending(r.a.st), 2);
+    CHECK_INT(q_int(r.a.st, "SELECT attempts FROM state_inbox WHERE seq = 1001"), 1);
+    /* full jitter: due within the first backoff step (5 s) */
+    next = q_int(r.a.st, "SELECT next_ms FROM state_inbox WHERE seq = 1001");
+    CHECK(next >= now && next <= state_now_ms() + 5000);
+    CHECK(strstr(row_detail(&r, s1), "attempt 1 of 3") != NULL);
+    if (next > state_now_ms() + 200) { /* (a jitter near 0 makes it due at once) */
+        ws = drain(&r);
+        CHECK_INT(mem.wb_calls, 1); /* the system is left alone until the retry is due */
     }
-    CHECK_INT(state_inbox_retry_now(r.st), 1);
+    /* a fresh process retries at once; the unanswered row is read back first
+     * (it did not take effect) and called again */
+    CHECK_INT(rig_reopen(&r), 0);
+    CHECK_INT(state_inbox_retry_now(r.a.st), 1);
     ws = drain(&r);
     CHECK_INT(ws.applied, 2);
-    CHECK_INT(fake.calls, 3);
-    CHECK_INT(state_inbox_pending(r.st), 0);
+    CHECK_INT(ws.settled, 0);
+    CHECK_INT(mem.wb_calls, 3);
+    CHECK_STR(row_state(&r, s1), "applied");
+    CHECK_STR(row_state(&r, s2), "applied");
+    CHECK_INT(state_inbox_pending(r.a.st), 0);
     /* a rejection is final at once; a transient failure on the last attempt too */
-    memset(&fake, 0, sizeof(fake));
-    fake.rc[0] = MLC_E_REJECTED;
-    fake.n_rc = 1;
-    put(&r, event("MFG-1", "Done", "To Do", "acct-maria", NULL, 5000));
+    mem.wb_fault[1] = (struct mem_fault){ 4, MLC_E_REJECTED, 0 };
+    s = put(&r, ev("T-1", "acct-maria", 5000, NULL, "status", "Done", "To Do"));
     ws = drain(&r);
     CHECK_INT(ws.failed, 1);
-    CHECK_STR(q_text(r.st, "SELECT state FROM state_inbox WHERE seq = 1003"), "dead");
-    CHECK(strstr(q_text(r.st, "SELECT detail FROM state_inbox WHERE seq = 1003"),
-                 "fake orchestration MLC_UpdateWOStatus failed") != NULL);
-    CHECK_INT(q_int(r.st, "SELECT count(*) FROM state_audit WHERE action = 'writeback_failed'"
-                          " AND source_key = '100001' AND audit_id = 'aid-100001'"),
+    CHECK_STR(row_state(&r, s), "dead");
+    CHECK(strstr(row_detail(&r, s), "memtest write of 100001 failed") != NULL);
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_audit WHERE action = 'writeback_failed'"
+                            " AND source_key = '100001'"),
               1);
-    r.flow.max_attempts = 1;
-    memset(&fake, 0, sizeof(fake));
-    fake.rc[0] = MLC_E_AUTH;
-    fake.n_rc = 1;
-    put(&r, event("MFG-2", "Done", "To Do", "acct-maria", NULL, 5000));
+    r.a.flows[0].max_attempts = 1;
+    mem.wb_fault[2] = (struct mem_fault){ 5, MLC_E_AUTH, 0 };
+    s = put(&r, ev("T-2", "acct-maria", 5000, NULL, "status", "Done", "To Do"));
     ws = drain(&r);
     CHECK_INT(ws.failed, 1);
-    CHECK(strstr(q_text(r.st, "SELECT detail FROM state_inbox WHERE seq = 1004"),
-                 "failed on every attempt") != NULL);
-    CHECK_INT(state_inbox_count(r.st, "dead"), 2);
+    CHECK(strstr(row_detail(&r, s), "failed on every attempt") != NULL);
+    CHECK_INT(state_inbox_count(r.a.st, "dead"), 2);
+    rig_close(&r);
+}
+
+/* The write took effect but its answer was lost: the row stays in flight,
+ * and the next attempt reads the record back and does not call again. */
+static void lost_answer_settles(void)
+{
+    struct rig r;
+    struct wb_stats ws;
+    long long s1, s2;
+
+    if (rig_synced(&r, NULL, NULL) != 0) {
+        CHECK(0);
+        rig_close(&r);
+        return;
+    }
+    mem.wb_fault[0] = (struct mem_fault){ 1, MLC_E_NET, 1 };
+    mem.wb_fault[1] = (struct mem_fault){ 2, MLC_E_NET, 1 };
+    s1 = put(&r, ev("T-1", "acct-maria", 1000, NULL, "status", "To Do", "Done"));
+    ws = drain(&r);
+    CHECK_INT(ws.retry, 1);
+    CHECK_STR(mem_src_col("100001", "ST"), "95"); /* it happened */
+    CHECK_STR(row_state(&r, s1), "inflight");
+    CHECK_INT(rig_reopen(&r), 0);
+    CHECK_INT(state_inbox_retry_now(r.a.st), 1);
+    ws = drain(&r);
+    CHECK_INT(ws.applied, 1);
+    CHECK_INT(ws.settled, 1);
+    CHECK_INT(mem.wb_calls, 1); /* not called twice */
+    CHECK_STR(row_state(&r, s1), "applied");
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_audit WHERE action = 'writeback_settled'"),
+              1);
+    /* a field the same way: the value read back is the one written */
+    s2 = put(&r, ev("T-2", "acct-maria", 1000, NULL, "duedate", "2026-12-02", "2026-12-24"));
+    ws = drain(&r);
+    CHECK_INT(ws.retry, 1);
+    CHECK_INT(mem.wb_calls, 2);
+    CHECK_STR(mem_src_col("100002", "DUE"), "20261224");
+    CHECK_INT(rig_reopen(&r), 0);
+    CHECK_INT(state_inbox_retry_now(r.a.st), 1);
+    ws = drain(&r);
+    CHECK_INT(ws.settled, 1);
+    CHECK_INT(mem.wb_calls, 2);
+    CHECK_STR(row_state(&r, s2), "applied");
+    rig_close(&r);
+}
+
+/* A due date changed at the target is written once into the source, in the
+ * source's format, and does not come back as an update. */
+static void field_written_once(void)
+{
+    struct rig r;
+    struct wb_stats ws;
+    struct sync_stats ss;
+    long long s;
+    char before[65];
+
+    if (rig_synced(&r, NULL, NULL) != 0) {
+        CHECK(0);
+        rig_close(&r);
+        return;
+    }
+    snprintf(before, sizeof(before), "%s",
+             q_text(r.a.st, "SELECT hash FROM state_ledger WHERE source_key = '100001'"));
+    /* someone moves T-1's due date at the target */
+    cJSON_ReplaceItemInObjectCaseSensitive(mem_tgt_find("T-1")->fields, "duedate",
+                                           cJSON_CreateString("2026-12-10"));
+    s = put(&r, ev("T-1", "acct-maria", 7000, NULL, "duedate", "2026-12-01", "2026-12-10"));
+    ws = drain(&r);
+    CHECK_INT(ws.applied, 1);
+    CHECK_INT(ws.conflicts, 0);
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK_STR(mem.wb[0].action, "due 100001=20261210");
+    CHECK_STR(mem.wb[0].set, "{\"DUE\":\"20261210\"}");
+    CHECK_STR(mem_src_col("100001", "DUE"), "20261210");
+    CHECK_STR(row_state(&r, s), "applied");
+    CHECK_INT(mem.fetches, 1); /* read before the write */
+    /* the ledger holds the content the source has now */
+    CHECK(strcmp(before, q_text(r.a.st, "SELECT hash FROM state_ledger WHERE source_key = "
+                                        "'100001'")) != 0);
+    {
+        struct timespec ts = { 0, 5 * 1000000L }; /* the sync starts after the ledger write */
+        nanosleep(&ts, NULL);
+    }
+    ss = sync_flow(&r, MLC_OK);
+    CHECK_INT(ss.read, 1); /* the record changed at the source (the write) */
+    CHECK_INT(ss.updated, 0);
+    CHECK_INT(ss.queued, 0);
+    CHECK_INT(ss.unchanged, 1);
+    CHECK_INT(mem.applies, 1); /* the first sync's creates, then nothing */
+    /* the same change again: the echo table; no read, no call */
+    s = put(&r, ev("T-1", "acct-maria", 7000, NULL, "duedate", "2026-12-01", "2026-12-10"));
+    ws = drain(&r);
+    CHECK_INT(ws.echoes, 1);
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK_INT(mem.fetches, 1);
+    CHECK_STR(row_state(&r, s), "echo");
+    /* the agent's own value coming back from the target (the next sync
+     * carried a source change there): the source holds it, an echo */
+    mem_src_set("100001", "DUE", "20261215", 8000);
+    ss = sync_flow(&r, MLC_OK);
+    CHECK_INT(ss.updated, 1);
+    CHECK_STR(mem_tgt_field("T-1", "duedate"), "2026-12-15");
+    s = put(&r, ev("T-1", "", 9000, NULL, "duedate", "2026-12-10", "2026-12-15"));
+    ws = drain(&r);
+    CHECK_INT(ws.echoes, 1);
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK_STR(row_state(&r, s), "echo");
+    CHECK(strstr(row_detail(&r, s), "already has duedate '2026-12-15'") != NULL);
+    /* a priority through the value map read backwards; a cleared due date */
+    put(&r, ev("T-1", "acct-maria", 9500, NULL, "priority", "High", "Low"));
+    put(&r, ev("T-2", "acct-maria", 9500, NULL, "duedate", "2026-12-02", ""));
+    ws = drain(&r);
+    CHECK_INT(ws.applied, 2);
+    CHECK_STR(mem.wb[1].action, "prio 100001=2 (T-1)");
+    CHECK_STR(mem_src_col("100001", "PRI"), "2");
+    CHECK_STR(mem_src_col("100002", "DUE"), "");
+    /* a value no source value maps to is not written back */
+    s = put(&r, ev("T-1", "acct-maria", 9600, NULL, "priority", "Low", "Blocker"));
+    ws = drain(&r);
+    CHECK_INT(ws.ignored, 1);
+    CHECK_INT(mem.wb_calls, 3);
+    CHECK(strstr(row_detail(&r, s), "priority 'Blocker' cannot be written back") != NULL);
+    rig_close(&r);
+}
+
+/* Both sides changed a field since the last sync: the field's rule. */
+static void conflicts_follow_the_rule(void)
+{
+    struct rig r;
+    struct wb_stats ws;
+    long long s;
+
+    if (rig_synced(&r, NULL, NULL) != 0) {
+        CHECK(0);
+        rig_close(&r);
+        return;
+    }
+    /* source_wins (priority): not written; the next sync carries the source's value */
+    mem_src_set("100001", "PRI", "3", 5000);
+    s = put(&r, ev("T-1", "acct-maria", 6000, NULL, "priority", "High", "Low"));
+    ws = drain(&r);
+    CHECK_INT(ws.conflicts, 1);
+    CHECK_INT(ws.applied, 0);
+    CHECK_INT(mem.wb_calls, 0);
+    CHECK_STR(row_state(&r, s), "ignored");
+    CHECK_INT(audits(&r, "writeback_conflict",
+                     "priority of src 100001 changed on both sides%'Medium'%'High' -> 'Low'%"
+                     "rule source_wins: not written back%"),
+              1);
+    CHECK_STR(mem_src_col("100001", "PRI"), "3");
+    /* target_wins (duedate): written */
+    mem_src_set("100002", "DUE", "20261220", 5000);
+    s = put(&r, ev("T-2", "acct-maria", 6000, NULL, "duedate", "2026-12-02", "2026-12-18"));
+    ws = drain(&r);
+    CHECK_INT(ws.conflicts, 1);
+    CHECK_INT(ws.applied, 1);
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK_STR(mem_src_col("100002", "DUE"), "20261218");
+    CHECK_STR(row_state(&r, s), "applied");
+    CHECK_INT(audits(&r, "writeback_conflict", "duedate of src 100002%rule target_wins: written back"),
+              1);
+    rig_close(&r);
+
+    /* newest_wins: the change times decide, both orders */
+    if (rig_synced(&r,
+                   "{\"fields\":{\"duedate\":{\"action\":\"due {key}={value}\","
+                   "\"conflict\":\"newest_wins\"}}}",
+                   NULL) != 0) {
+        CHECK(0);
+        rig_close(&r);
+        return;
+    }
+    mem_src_set("100001", "DUE", "20261220", 5000);
+    s = put(&r, ev("T-1", "acct-maria", 4000, NULL, "duedate", "2026-12-01", "2026-12-18"));
+    ws = drain(&r);
+    CHECK_INT(ws.conflicts, 1);
+    CHECK_INT(mem.wb_calls, 0);
+    CHECK_STR(row_state(&r, s), "ignored");
+    CHECK_INT(audits(&r, "writeback_conflict", "%(the source's change is newer)%"), 1);
+    mem_src_set("100002", "DUE", "20261220", 5000);
+    s = put(&r, ev("T-2", "acct-maria", 9000, NULL, "duedate", "2026-12-02", "2026-12-18"));
+    ws = drain(&r);
+    CHECK_INT(ws.conflicts, 1);
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK_STR(mem_src_col("100002", "DUE"), "20261218");
+    CHECK_STR(row_state(&r, s), "applied");
+    CHECK_INT(audits(&r, "writeback_conflict", "%(the target's change is newer)%"), 1);
+    /* a change without a time: the source keeps its value */
+    mem_src_set("100003", "DUE", "20261220", 5000);
+    s = put(&r, ev("T-3", "acct-maria", 0, NULL, "duedate", "", "2026-12-18"));
+    ws = drain(&r);
+    CHECK_INT(ws.conflicts, 1);
+    CHECK_INT(mem.wb_calls, 1);
+    CHECK_STR(mem_src_col("100003", "DUE"), "20261220");
+    rig_close(&r);
+}
+
+/* --------------------------------------------------------------- pipeline */
+
+static void pipeline_batches(void)
+{
+    struct rig r;
+    struct sync_stats ss;
+    char key[16], row[128];
+
+    if (rig_open(&r, "", NULL) != 0) {
+        CHECK(0);
+        rig_close(&r);
+        return;
+    }
+    CHECK_INT(r.a.flows[0].batch, 3); /* memtest's max_batch */
+    mem.page_size = 10;
+    for (int i = 4; i <= 7; i++) {
+        snprintf(key, sizeof(key), "10000%d", i);
+        snprintf(row, sizeof(row), "{\"NAME\":\"N%d\",\"DUE\":\"\",\"PRI\":\"1\"}", i);
+        mem_src_put(key, row, 1000);
+    }
+    ss = sync_flow(&r, MLC_OK);
+    CHECK_INT(ss.read, 7);
+    CHECK_INT(ss.created, 7);
+    CHECK_INT(mem.applies, 3);
+    CHECK_INT(mem.apply_sizes[0], 3);
+    CHECK_INT(mem.apply_sizes[1], 3);
+    CHECK_INT(mem.apply_sizes[2], 1);
+    CHECK_INT(mem.n_tgt, 7);
+    CHECK_STR(mem_tgt_field("T-7", "summary"), "N7");
+    /* paging: two pages of 4 and 3 read the same */
+    ss = sync_flow(&r, MLC_OK);
+    CHECK_INT(ss.read, 0);
+    rig_close(&r);
+}
+
+/* Seven records; the answer to the first apply() is lost after it created
+ * three. */
+static int lost_create_rig(struct rig *r, const char *dst_type)
+{
+    struct sync_stats ss;
+    char key[16], row[128];
+
+    if (rig_open(r, "", dst_type) != 0) {
+        return -1;
+    }
+    mem.page_size = 10;
+    for (int i = 4; i <= 7; i++) {
+        snprintf(key, sizeof(key), "10000%d", i);
+        snprintf(row, sizeof(row), "{\"NAME\":\"N%d\",\"DUE\":\"\",\"PRI\":\"1\"}", i);
+        mem_src_put(key, row, 1000);
+    }
+    mem.apply_fault[0] = (struct mem_fault){ 1, MLC_E_NET, 1 };
+    ss = sync_flow(r, MLC_E_NET);
+    CHECK_INT(ss.created, 0);
+    CHECK_INT(ss.pending, 7);
+    CHECK_INT(mem.n_tgt, 3);
+    return 0;
+}
+
+static void pipeline_lost_create_is_found(void)
+{
+    struct rig r;
+    struct sync_stats ss;
+    int finds;
+
+    if (lost_create_rig(&r, NULL) != 0) {
+        CHECK(0);
+        rig_close(&r);
+        return;
+    }
+    finds = mem.finds;
+    ss = sync_flow(&r, MLC_OK);
+    CHECK(mem.finds > finds); /* the in-flight creates were looked up */
+    CHECK_INT(ss.created, 7);
+    CHECK_INT(ss.pending, 0);
+    CHECK_INT(mem.n_tgt, 7); /* adopted, not doubled */
+    CHECK_INT(mem.applies, 1 + 2);
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_audit WHERE action = 'recovered'"), 3);
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_ledger"), 7);
+    rig_close(&r);
+}
+
+static void pipeline_upsert_resends(void)
+{
+    struct rig r;
+    struct sync_stats ss;
+
+    connector_register(&memupsert);
+    if (lost_create_rig(&r, "memupsert") != 0) {
+        CHECK(0);
+        rig_close(&r);
+        return;
+    }
+    ss = sync_flow(&r, MLC_OK);
+    CHECK_INT(ss.created, 7);
+    CHECK_INT(ss.pending, 0);
+    CHECK_INT(mem.finds, 0);       /* never asked */
+    CHECK_INT(mem.applies, 1 + 3); /* the three sent again with the rest */
+    CHECK_INT(mem.n_tgt, 7);       /* the target keys them by marker */
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_ledger"), 7);
     rig_close(&r);
 }
 
@@ -740,11 +1083,20 @@ int main(void)
 {
     mlc_log_level = MLC_LOG_ERROR;
     snprintf(dbpath, sizeof(dbpath), "/tmp/mlc-test-wb-%d.db", (int)getpid());
+    snprintf(keypath, sizeof(keypath), "/tmp/mlc-test-wb-%d.key", (int)getpid());
+    snprintf(confpath, sizeof(confpath), "/tmp/mlc-test-wb-%d.json", (int)getpid());
+    connector_register(&memconn);
     RUN(config_compiles);
     RUN(config_errors_name_the_path);
-    RUN(drain_applies_a_mapped_status);
-    RUN(drain_holds_echoes_and_ignores);
-    RUN(drain_retries_then_gives_up);
+    RUN(status_and_hold);
+    RUN(echoes_and_ignores);
+    RUN(retries_then_gives_up);
+    RUN(lost_answer_settles);
+    RUN(field_written_once);
+    RUN(conflicts_follow_the_rule);
+    RUN(pipeline_batches);
+    RUN(pipeline_lost_create_is_found);
+    RUN(pipeline_upsert_resends);
     RUN(inbox_echo_kv_state);
     RUN(ledger_reverse_lookup);
     RUN(v1_database_migrates);
