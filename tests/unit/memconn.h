@@ -191,8 +191,9 @@ static long long mem_cursor_ver(const char *cursor)
     return cursor ? strtoll(cursor, NULL, 10) : 0;
 }
 
-static long long mem_cursor_time(const char *cursor)
+static long long mem_cursor_time(struct conn *c, const char *cursor)
 {
+    (void)c;
     const char *at = cursor ? strchr(cursor, '@') : NULL;
     long long ms = at ? strtoll(at + 1, NULL, 10) : 0;
 
