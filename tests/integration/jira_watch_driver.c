@@ -23,7 +23,7 @@
 #include <time.h>
 #include <cjson/cJSON.h>
 #include "agent/connectors/connector.h"
-#include "agent/connectors/jira.h"
+#include "agent/connectors/jira/jira.h"
 #include "agent/secrets.h"
 #include "agent/state.h"
 #include "shared/mlc_buf.h"
@@ -88,6 +88,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
     struct conn c;
+    struct vault vault;
     struct state *st = NULL;
     struct secret_store *ss = NULL;
     struct mlc_errbuf err = { 0 };
@@ -142,7 +143,8 @@ int main(int argc, char **argv)
     c.ops = &connector_jira;
     c.name = (char *)"jira";
     c.conf = cJSON_GetObjectItemCaseSensitive(conf, "system");
-    c.secrets = ss;
+    secrets_vault(ss, &vault);
+    c.vault = &vault;
     rc = c.ops->open(&c);
     if (rc != MLC_OK) {
         fprintf(stderr, "jira_watch_driver: open: %s\n", mlc_err_msg(&c.err));
