@@ -150,16 +150,175 @@ static void list_ops(cJSON *update, const char *name, int option, const cJSON *n
     }
 }
 
+/* How a mapped value is encoded into the issue's "fields". */
+enum body_enc {
+    ENC_AS_IS = 0, /* the mapped JSON value unchanged (also every unknown field) */
+    ENC_SUMMARY,   /* text, cleaned and cut by jira_summary_clean */
+    ENC_ADF,       /* text as an ADF document */
+    ENC_NAME,      /* {"name": text} */
+    ENC_ACCOUNT,   /* {"accountId": ...} from an e-mail or an account id Jira knows */
+    ENC_LABELS,    /* a list of cleaned labels (whole on create, add/remove on update) */
+    ENC_CUSTOM,    /* by the custom field's schema kind (jira_field_kind) */
+};
+
+/* When a mapped value is left out, and which values the encoding applies to. */
+#define BF_SKIP_NULL   0x01 /* null: left out */
+#define BF_SKIP_EMPTY  0x02 /* "": left out */
+#define BF_CREATE_ONLY 0x04 /* only on a create (moving an issue is not an edit) */
+#define BF_STRING_ONLY 0x08 /* a value that is not a string goes as is */
+#define BF_PREFIX      0x10 /* name is a prefix (customfield_10050) */
+
+/* One row per field name the connector knows; the rest go as is. */
+static const struct body_field {
+    const char *name;
+    enum body_enc enc;
+    unsigned flags;
+} body_fields[] = {
+    { "summary", ENC_SUMMARY, BF_SKIP_NULL },
+    { "description", ENC_ADF, BF_STRING_ONLY },
+    { "priority", ENC_NAME, BF_SKIP_EMPTY | BF_STRING_ONLY },
+    { "assignee", ENC_ACCOUNT, BF_SKIP_NULL | BF_SKIP_EMPTY | BF_STRING_ONLY },
+    { "duedate", ENC_AS_IS, BF_SKIP_EMPTY }, /* a date "2026-12-10" */
+    { "labels", ENC_LABELS, BF_SKIP_NULL }, /* null: leave the issue's labels alone */
+    { "project", ENC_AS_IS, BF_CREATE_ONLY },
+    { "issuetype", ENC_AS_IS, BF_CREATE_ONLY },
+    { "customfield_", ENC_CUSTOM, BF_PREFIX | BF_STRING_ONLY },
+};
+
+static const struct body_field body_field_other = { NULL, ENC_AS_IS, 0 };
+
+static const struct body_field *body_field_for(const char *name)
+{
+    for (size_t i = 0; i < sizeof(body_fields) / sizeof(body_fields[0]); i++) {
+        const struct body_field *bf = &body_fields[i];
+
+        if (bf->flags & BF_PREFIX ? strncmp(name, bf->name, strlen(bf->name)) == 0
+                                  : strcmp(name, bf->name) == 0) {
+            return bf;
+        }
+    }
+    return &body_field_other;
+}
+
+/* The assignee for the string sv: an e-mail looked up, or an account id
+ * Jira knows. *val NULL (and r->warn says why) when there is none. */
+static enum mlc_rc assignee_value(struct conn *c, const char *sv, struct result *r, cJSON **val,
+                                  char *msg, size_t msgn)
+{
+    const char *account = NULL;
+    int known = 0;
+    enum mlc_rc rc;
+
+    if (strchr(sv, '@') != NULL) {
+        rc = jira_account_for(c, sv, &account, msg, msgn);
+        if (rc != MLC_OK) {
+            return rc;
+        }
+        if (account == NULL) {
+            snprintf(r->warn, sizeof(r->warn),
+                     "assignee '%.80s': no jira user has this e-mail (or it is hidden): "
+                     "left unassigned",
+                     sv);
+            return MLC_OK;
+        }
+        *val = value_obj("accountId", account);
+        return MLC_OK;
+    }
+    /* never send a source value as an account id unless jira knows it */
+    if (jira_account_id_shape(sv)) {
+        rc = jira_account_known(c, sv, &known, msg, msgn);
+        if (rc != MLC_OK) {
+            return rc;
+        }
+    }
+    if (!known) {
+        snprintf(r->warn, sizeof(r->warn),
+                 "assignee '%.80s' is neither mapped, nor an e-mail, nor a jira "
+                 "account id: left unassigned (map it in the mapping's assignee "
+                 "\"map\", or give a \"default\")",
+                 sv);
+        return MLC_OK;
+    }
+    *val = value_obj("accountId", sv);
+    return MLC_OK;
+}
+
+/* One mapped value it (field bf) as *val for "fields", or as *list (the
+ * values of a list field); both NULL: left out. MLC_OK, or a whole-batch rc
+ * from a lookup (msg says why). */
+static enum mlc_rc field_value(struct conn *c, const struct body_field *bf, const cJSON *it,
+                               int create, struct result *r, cJSON **val, cJSON **list, char *msg,
+                               size_t msgn)
+{
+    const char *sv = cJSON_IsString(it) ? it->valuestring : NULL;
+    enum body_enc enc = bf->enc;
+    const struct jira_field *f;
+    char text[512], sum[JIRA_SUMMARY_MAX + 1];
+    enum mlc_rc rc;
+
+    if (((bf->flags & BF_SKIP_NULL) && cJSON_IsNull(it)) ||
+        ((bf->flags & BF_SKIP_EMPTY) && sv != NULL && sv[0] == '\0') ||
+        ((bf->flags & BF_CREATE_ONLY) && !create)) {
+        return MLC_OK;
+    }
+    if ((bf->flags & BF_STRING_ONLY) && sv == NULL) {
+        enc = ENC_AS_IS;
+    }
+    switch (enc) {
+    case ENC_SUMMARY:
+        if (mlc_json_scalar_text(it, text, sizeof(text)) != 0) {
+            return MLC_OK;
+        }
+        jira_summary_clean(sv != NULL ? sv : text, sum, sizeof(sum));
+        *val = cJSON_CreateString(sum);
+        break;
+    case ENC_ADF:
+        *val = jira_adf_from_text(sv);
+        break;
+    case ENC_NAME:
+        *val = value_obj("name", sv);
+        break;
+    case ENC_ACCOUNT:
+        return assignee_value(c, sv, r, val, msg, msgn);
+    case ENC_LABELS:
+        *list = mlc_json_xarr();
+        list_values(it, *list);
+        return MLC_OK;
+    case ENC_CUSTOM:
+        rc = jira_load_fields(c);
+        if (rc != MLC_OK) {
+            set_msg(msg, msgn, "%s", mlc_err_msg(&c->err));
+            return rc;
+        }
+        f = jira_field_find(c->priv, it->string);
+        if (sv[0] == '\0' && f != NULL && f->kind != FIELD_TEXT && f->kind != FIELD_ADF) {
+            return MLC_OK;
+        }
+        if (f != NULL && f->kind == FIELD_OPTION_ARRAY) {
+            *list = mlc_json_xarr();
+            list_values(it, *list);
+            return MLC_OK;
+        }
+        *val = custom_value(f, sv);
+        break;
+    case ENC_AS_IS:
+        *val = xdup(it);
+        break;
+    }
+    if (*val == NULL) {
+        MLC_BUG("out of memory building jira field '%s'", it->string);
+    }
+    return MLC_OK;
+}
+
 /* Build {"fields":..., "update":..., "properties":...} for one item into *out.
  * MLC_OK, MLC_E_REJECTED (this record only, msg says why), or a whole-batch
  * rc from an assignee lookup (msg says why). A value left out (an assignee
  * Jira does not know) is named in r->warn; r->lists gets the list values
  * set (for the next update's removals). */
 enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt_item *item,
-                                  int create, cJSON **out, struct result *r, char *msg,
-                                  size_t msgn)
+                           int create, cJSON **out, struct result *r, char *msg, size_t msgn)
 {
-    struct jira *j = c->priv;
     cJSON *body = mlc_json_xobj();
     cJSON *fields = mlc_json_xobj();
     cJSON *update = mlc_json_xobj();
@@ -177,114 +336,21 @@ enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt
     cJSON_ArrayForEach(it, item->fields)
     {
         const char *name = it->string;
-        const char *sv = cJSON_IsString(it) ? it->valuestring : NULL;
-        cJSON *val = NULL;
+        cJSON *val = NULL, *list = NULL;
 
         if (name == NULL || cJSON_GetObjectItemCaseSensitive(fields, name) != NULL ||
             cJSON_GetObjectItemCaseSensitive(lists, name) != NULL) {
             continue;
         }
-        if (strcmp(name, "summary") == 0) {
-            char text[512], sum[JIRA_SUMMARY_MAX + 1];
-
-            if (cJSON_IsNull(it) || mlc_json_scalar_text(it, text, sizeof(text)) != 0) {
-                continue;
-            }
-            jira_summary_clean(sv != NULL ? sv : text, sum, sizeof(sum));
-            val = cJSON_CreateString(sum);
-        } else if (strcmp(name, "description") == 0) {
-            val = sv != NULL ? jira_adf_from_text(sv) : xdup(it);
-        } else if (strcmp(name, "priority") == 0) {
-            if (sv != NULL && sv[0] == '\0') {
-                continue;
-            }
-            val = sv != NULL ? value_obj("name", sv) : xdup(it);
-        } else if (strcmp(name, "assignee") == 0) {
-            const char *account = NULL;
-            int known = 0;
-
-            if (cJSON_IsNull(it) || (sv != NULL && sv[0] == '\0')) {
-                continue;
-            }
-            if (sv == NULL) {
-                val = xdup(it);
-            } else if (strchr(sv, '@') != NULL) {
-                rc = jira_account_for(c, sv, &account, msg, msgn);
-                if (rc != MLC_OK) {
-                    goto out;
-                }
-                if (account == NULL) {
-                    snprintf(r->warn, sizeof(r->warn),
-                             "assignee '%.80s': no jira user has this e-mail (or it is hidden): "
-                             "left unassigned",
-                             sv);
-                    continue;
-                }
-                val = value_obj("accountId", account);
-            } else {
-                /* never send a source value as an account id unless jira knows it */
-                if (jira_account_id_shape(sv)) {
-                    rc = jira_account_known(c, sv, &known, msg, msgn);
-                    if (rc != MLC_OK) {
-                        goto out;
-                    }
-                }
-                if (!known) {
-                    snprintf(r->warn, sizeof(r->warn),
-                             "assignee '%.80s' is neither mapped, nor an e-mail, nor a jira "
-                             "account id: left unassigned (map it in the mapping's assignee "
-                             "\"map\", or give a \"default\")",
-                             sv);
-                    continue;
-                }
-                val = value_obj("accountId", sv);
-            }
-        } else if (strcmp(name, "duedate") == 0) {
-            if (sv != NULL && sv[0] == '\0') {
-                continue;
-            }
-            val = xdup(it);
-        } else if (strcmp(name, "labels") == 0) {
-            cJSON *vals;
-
-            if (cJSON_IsNull(it)) {
-                continue; /* nothing mapped: leave the issue's labels alone */
-            }
-            vals = mlc_json_xarr();
-            list_values(it, vals);
-            mlc_json_xadd(lists, name, vals);
-            continue;
-        } else if (strcmp(name, "project") == 0 || strcmp(name, "issuetype") == 0) {
-            if (!create) {
-                continue; /* moving an issue is not an edit */
-            }
-            val = xdup(it);
-        } else if (strncmp(name, "customfield_", 12) == 0 && sv != NULL) {
-            const struct jira_field *f;
-
-            rc = jira_load_fields(c);
-            if (rc != MLC_OK) {
-                set_msg(msg, msgn, "%s", mlc_err_msg(&c->err));
-                goto out;
-            }
-            f = jira_field_find(j, name);
-            if (sv[0] == '\0' && f != NULL && f->kind != FIELD_TEXT && f->kind != FIELD_ADF) {
-                continue;
-            }
-            if (f != NULL && f->kind == FIELD_OPTION_ARRAY) {
-                cJSON *vals = mlc_json_xarr();
-                list_values(it, vals);
-                mlc_json_xadd(lists, name, vals);
-                continue;
-            }
-            val = custom_value(f, sv);
-        } else {
-            val = xdup(it);
+        rc = field_value(c, body_field_for(name), it, create, r, &val, &list, msg, msgn);
+        if (rc != MLC_OK) {
+            goto out;
         }
-        if (val == NULL) {
-            MLC_BUG("out of memory building jira field '%s'", name);
+        if (list != NULL) {
+            mlc_json_xadd(lists, name, list);
+        } else if (val != NULL) {
+            mlc_json_xadd(fields, name, val);
         }
-        mlc_json_xadd(fields, name, val);
     }
     /* the list fields: whole lists on a create, add/remove on an update */
     for (cJSON *l = lists->child; l != NULL; l = l->next) {
