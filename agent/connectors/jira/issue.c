@@ -192,8 +192,8 @@ static const struct body_field *body_field_for(const char *name)
     for (size_t i = 0; i < sizeof(body_fields) / sizeof(body_fields[0]); i++) {
         const struct body_field *bf = &body_fields[i];
 
-        if (bf->flags & BF_PREFIX ? strncmp(name, bf->name, strlen(bf->name)) == 0
-                                  : strcmp(name, bf->name) == 0) {
+        if ((bf->flags & BF_PREFIX) != 0 ? strncmp(name, bf->name, strlen(bf->name)) == 0
+                                         : strcmp(name, bf->name) == 0) {
             return bf;
         }
     }
