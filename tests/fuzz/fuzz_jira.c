@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "agent/connectors/jira.h"
-#include "agent/connectors/jira_adf.h"
+#include "agent/connectors/jira/jira.h"
+#include "agent/connectors/jira/jira_adf.h"
 
 static void on_label(void *ctx, const char *label, const char *key, const char *id,
                      const char *hash)

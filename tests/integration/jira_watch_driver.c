@@ -23,7 +23,7 @@
 #include <time.h>
 #include <cjson/cJSON.h>
 #include "agent/connectors/connector.h"
-#include "agent/connectors/jira.h"
+#include "agent/connectors/jira/jira.h"
 #include "agent/secrets.h"
 #include "agent/state.h"
 #include "shared/mlc_buf.h"
@@ -88,6 +88,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
     struct conn c;
+    struct vault vault;
     struct state *st = NULL;
     struct secret_store *ss = NULL;
     struct vault vault = { 0 };

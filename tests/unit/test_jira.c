@@ -8,8 +8,8 @@
 #include <string.h>
 #include <cjson/cJSON.h>
 #include "agent/connectors/connector.h"
-#include "agent/connectors/jira.h"
-#include "agent/connectors/jira_adf.h"
+#include "agent/connectors/jira/jira.h"
+#include "agent/connectors/jira/jira_adf.h"
 #include "shared/mlc_buf.h"
 #include "shared/mlc_log.h"
 #include "tinytest.h"

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/connectors/jira_adf.h"
+#include "agent/connectors/jira/jira_adf.h"
 
 /* Length of the well-formed UTF-8 sequence at p (1..4), or 0 when p starts an
  * invalid one (overlong forms, surrogates, > U+10FFFF, bad continuation). The
