@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "agent/connectors/connector.h"
-#include "agent/connectors/jira.h"
+#include "agent/connectors/jira/jira.h"
 
 static void touch(const struct change *ch)
 {

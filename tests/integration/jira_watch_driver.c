@@ -91,7 +91,6 @@ int main(int argc, char **argv)
     struct vault vault;
     struct state *st = NULL;
     struct secret_store *ss = NULL;
-    struct vault vault = { 0 };
     struct mlc_errbuf err = { 0 };
     cJSON *conf = NULL, *file = NULL, *state, *out = mlc_json_xobj(), *events = NULL;
     const cJSON *cur;
