@@ -96,11 +96,15 @@ enum mlc_rc pipeline_prepare(struct agent *a, struct flow *f, struct mlc_errbuf 
     return MLC_OK;
 }
 
-/* Next try for a record that failed transiently: the one backoff policy
- * (full jitter) over 5 s, 10 s, 20 s ... 1 h, in seconds. */
+long long pipeline_retry_delay_ms(int attempts)
+{
+    return mlc_backoff_ms(attempts > 0 ? attempts - 1 : 0, 5000, 3600000);
+}
+
+/* Next try for a record that failed transiently, in seconds. */
 static long long retry_at(int attempts)
 {
-    return state_now() + (mlc_backoff_ms(attempts > 0 ? attempts - 1 : 0, 5000, 3600000) + 999) / 1000;
+    return state_now() + (pipeline_retry_delay_ms(attempts) + 999) / 1000;
 }
 
 /* Target keys of records created before the earliest unanswered create of

@@ -39,5 +39,8 @@ void pipeline_marker(const struct flow *f, const char *key, char *out, size_t n)
 /* The content hash of a mapped record, as the ledger and the target keep it
  * (hex SHA-256 of its compact JSON text). */
 void pipeline_hash(const cJSON *mapped, char out[65]);
+/* The one retry policy after a transient failure (a record, a write-back):
+ * full jitter over 5 s, 10 s, 20 s ... 1 h for attempt 1, 2, 3 ... */
+long long pipeline_retry_delay_ms(int attempts);
 
 #endif

@@ -452,9 +452,8 @@ enum mlc_rc writeback_change_parse(const char *kind, const char *body, struct ch
     char typebuf[32];
     const char *type = conn_kind_type(kind, typebuf, sizeof(typebuf));
     const struct connector *ops;
-    size_t len = strlen(kind);
 
-    if (len > 5 && strcmp(kind + len - 5, "-poll") == 0) {
+    if (strcmp(type, kind) != 0) { /* "TYPE-poll": the agent's own change JSON */
         return change_from_json(body, strlen(body), ch, err);
     }
     ops = connector_find(type);
@@ -603,11 +602,10 @@ static void row_note(struct wb_row *w, const char *state, const char *detail)
     snprintf(w->detail + len, sizeof(w->detail) - len, "%s%s", len ? "; " : "", detail);
 }
 
-/* Next try after a transient failure: the one backoff policy (full jitter)
- * over 5 s, 10 s, 20 s ... 1 h. */
+/* Next try after a transient failure (the pipeline's retry policy). */
 static long long retry_at_ms(int attempts)
 {
-    return state_now_ms() + mlc_backoff_ms(attempts - 1, 5000, 3600000);
+    return state_now_ms() + pipeline_retry_delay_ms(attempts);
 }
 
 /* One finished job: an optional audit row and, when applied, the echo
@@ -622,6 +620,36 @@ struct wb_commit {
     const char *new_hash; /* fields: the ledger's content hash after the write, or NULL */
 };
 
+/* An audit row about the row's record (no key or audit id until the record
+ * is known); a failure names the state database in err. */
+static enum mlc_rc row_audit(struct agent *a, const struct wb_row *w, const char *flow,
+                             const char *action, const char *detail, struct mlc_errbuf *err)
+{
+    const char *aid = w->lr.audit_id[0] ? w->lr.audit_id : NULL;
+    enum mlc_rc rc = state_audit(a->st, flow, w->key[0] ? w->key : NULL, aid, action,
+                                 w->ch.record, detail);
+
+    if (rc != MLC_OK) {
+        mlc_errf(err, "state database '%s': cannot write the %s audit row of delivery %lld: %s",
+                 a->st->path, action, w->r->seq, sqlite3_errmsg(a->st->db));
+    }
+    return rc;
+}
+
+/* The job took effect (written now, or found done after a restart): what
+ * its commit records, and the counts. */
+static void took_effect(struct wb_commit *o, struct wb_row *w, const struct wb_job *j,
+                        struct wb_stats *ws, const char *action, const char *detail)
+{
+    o->action = action;
+    o->echo_field = j->echo_field;
+    o->echo_value = j->echo_value;
+    o->at_ms = w->ch.at_ms;
+    ws->applied++;
+    ws->settled += strcmp(action, "writeback_settled") == 0;
+    row_note(w, "applied", detail);
+}
+
 static enum mlc_rc commit_job(struct agent *a, struct wb_row *w, const struct wb_commit *o,
                               struct mlc_errbuf *err)
 {
@@ -631,12 +659,8 @@ static enum mlc_rc commit_job(struct agent *a, struct wb_row *w, const struct wb
     if (rc != MLC_OK) {
         return rc;
     }
-    if (o->action != NULL &&
-        state_audit(a->st, f->name, w->key, w->lr.audit_id[0] ? w->lr.audit_id : NULL, o->action,
-                    w->ch.record, o->detail) != MLC_OK) {
-        mlc_errf(err, "state database '%s': cannot write the audit row of delivery %lld: %s",
-                 a->st->path, w->r->seq, sqlite3_errmsg(a->st->db));
-        rc = MLC_E_IO;
+    if (o->action != NULL) {
+        rc = row_audit(a, w, f->name, o->action, o->detail, err);
     }
     if (rc == MLC_OK && o->echo_field != NULL) {
         rc = state_echo_put(a->st, f->src->name, w->key, o->echo_field, o->echo_value,
@@ -674,15 +698,6 @@ static enum mlc_rc read_record(struct flow *f, const char *key, struct record *r
                  f->src->err.set ? mlc_err_msg(&f->src->err) : mlc_strerror(rc));
     }
     return rc;
-}
-
-static void record_release(struct record *rec)
-{
-    free(rec->key);
-    free(rec->cursor);
-    free(rec->error);
-    cJSON_Delete(rec->data);
-    memset(rec, 0, sizeof(*rec));
 }
 
 /* Whether rec holds every verify value of ac. */
@@ -837,13 +852,7 @@ static enum mlc_rc run_job(struct wb_ctx *cx, struct wb_row *w, struct wb_job *j
                      f->src->name, key, j->fld->field, j->to,
                      inflight ? " (read back after a restart): not written again" : ": echo");
             if (inflight) {
-                o.action = "writeback_settled";
-                o.echo_field = j->echo_field;
-                o.echo_value = j->echo_value;
-                o.at_ms = w->ch.at_ms;
-                ws->applied++;
-                ws->settled++;
-                row_note(w, "applied", detail);
+                took_effect(&o, w, j, ws, "writeback_settled", detail);
             } else {
                 o.action = "writeback_echo";
                 ws->echoes++;
@@ -876,20 +885,18 @@ static enum mlc_rc run_job(struct wb_ctx *cx, struct wb_row *w, struct wb_job *j
                                 : " (a change time is unknown: the source's value stays)")
                          : "",
                      rule_names[j->fld->conflict], verdict);
-            rc = state_audit(a->st, f->name, key, w->lr.audit_id[0] ? w->lr.audit_id : NULL,
-                             "writeback_conflict", w->ch.record, detail);
+            rc = row_audit(a, w, f->name, "writeback_conflict", detail, err);
             if (rc != MLC_OK) {
-                mlc_errf(err, "state database '%s': cannot write the audit row of delivery %lld",
-                         a->st->path, r->seq);
                 goto out;
             }
             ws->conflicts++;
             mlc_info("flow %s: %s", f->name, detail);
             if (!write) {
+                /* the conflict row is the job's whole outcome: nothing to commit */
                 row_note(w, "ignored", detail);
                 ws->ignored++;
-                o.action = NULL;
-                goto commit;
+                *done = 1;
+                goto out;
             }
             hash_after[0] = '\0'; /* the source changed more than this field: sync it fully */
         } else if (strcmp(hash_now, w->lr.hash) != 0) {
@@ -910,13 +917,7 @@ static enum mlc_rc run_job(struct wb_ctx *cx, struct wb_row *w, struct wb_job *j
                      "%s for %s (%s %s '%s') had already taken effect (read back after a "
                      "restart): not called again, delivery %lld",
                      j->ac->what, key, tname, w->ch.record, j->to, r->seq);
-            o.action = "writeback_settled";
-            o.echo_field = j->echo_field;
-            o.echo_value = j->echo_value;
-            o.at_ms = w->ch.at_ms;
-            ws->applied++;
-            ws->settled++;
-            row_note(w, "applied", detail);
+            took_effect(&o, w, j, ws, "writeback_settled", detail);
             mlc_info("flow %s: %s", f->name, detail);
             goto commit;
         }
@@ -961,13 +962,8 @@ static enum mlc_rc run_job(struct wb_ctx *cx, struct wb_row *w, struct wb_job *j
                  j->fld ? " " : "", j->fld ? j->value : j->code ? j->code : "", tname,
                  w->ch.record, j->to, mlc_buf_str(&b), r->seq);
         mlc_buf_release(&b);
-        o.action = "writeback";
-        o.echo_field = j->echo_field;
-        o.echo_value = j->echo_value;
-        o.at_ms = w->ch.at_ms;
+        took_effect(&o, w, j, ws, "writeback", detail);
         o.new_hash = hash_after[0] ? hash_after : NULL;
-        ws->applied++;
-        row_note(w, "applied", detail);
         mlc_info("flow %s: %s %s (audit %s): %s", f->name, f->src->name, key,
                  w->lr.audit_id[0] ? w->lr.audit_id : "-", detail);
         goto commit;
@@ -1071,7 +1067,7 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
         w.state = "dead";
         ws->failed++;
         mlc_warn("write-back: %s", w.detail);
-        rc = state_audit(a->st, flow_name, NULL, NULL, "writeback_failed", NULL, w.detail);
+        rc = row_audit(a, &w, flow_name, "writeback_failed", w.detail, err);
         goto done;
     }
     if (strcmp(flow_name, "-") == 0) {
@@ -1095,8 +1091,7 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
                  w.ch.record);
         w.state = "ignored";
         ws->ignored++;
-        rc = state_audit(a->st, flow_name, NULL, NULL, "writeback_ignored", w.ch.record,
-                         w.detail);
+        rc = row_audit(a, &w, flow_name, "writeback_ignored", w.detail, err);
         goto done;
     }
     if (rc != MLC_OK) {
@@ -1132,8 +1127,7 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
                      w.ch.record, j->to, f->name);
             row_note(&w, "ignored", msg);
             ws->ignored++;
-            rc = state_audit(a->st, f->name, w.key, w.lr.audit_id[0] ? w.lr.audit_id : NULL,
-                             "writeback_ignored", w.ch.record, msg);
+            rc = row_audit(a, &w, f->name, "writeback_ignored", msg, err);
             if (rc != MLC_OK) {
                 goto out;
             }
@@ -1160,8 +1154,7 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
                      wf->field, it->to, mlc_err_msg(&merr));
             row_note(&w, "ignored", msg);
             ws->ignored++;
-            rc = state_audit(a->st, f->name, w.key, w.lr.audit_id[0] ? w.lr.audit_id : NULL,
-                             "writeback_ignored", w.ch.record, msg);
+            rc = row_audit(a, &w, f->name, "writeback_ignored", msg, err);
             if (rc != MLC_OK) {
                 goto out;
             }
@@ -1184,8 +1177,7 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
                  w.ch.record, f->name);
         w.state = "ignored";
         ws->ignored++;
-        rc = state_audit(a->st, f->name, w.key, w.lr.audit_id[0] ? w.lr.audit_id : NULL,
-                         "writeback_ignored", w.ch.record, w.detail);
+        rc = row_audit(a, &w, f->name, "writeback_ignored", w.detail, err);
         goto done;
     }
     if (f->wb->agent_account[0] != '\0' && strcmp(w.ch.author, f->wb->agent_account) == 0) {
@@ -1193,8 +1185,7 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
                  w.ch.record);
         w.state = "echo";
         ws->echoes++;
-        rc = state_audit(a->st, f->name, w.key, w.lr.audit_id[0] ? w.lr.audit_id : NULL,
-                         "writeback_echo", w.ch.record, w.detail);
+        rc = row_audit(a, &w, f->name, "writeback_echo", w.detail, err);
         goto done;
     }
     if (w.ch.at_ms > 0 && w.ch.at_ms < w.lr.wb_at) {
@@ -1203,8 +1194,7 @@ static enum mlc_rc handle(struct wb_ctx *cx, const struct inbox_row *r, struct m
                  w.ch.record, w.ch.at_ms, w.lr.wb_at);
         w.state = "ignored";
         ws->ignored++;
-        rc = state_audit(a->st, f->name, w.key, w.lr.audit_id[0] ? w.lr.audit_id : NULL,
-                         "writeback_ignored", w.ch.record, w.detail);
+        rc = row_audit(a, &w, f->name, "writeback_ignored", w.detail, err);
         goto done;
     }
     for (int i = 0; i < n_jobs && rc == MLC_OK; i++) {

@@ -10,16 +10,22 @@
 #include "shared/mlc_buf.h"
 #include "shared/mlc_log.h"
 
+void record_release(struct record *r)
+{
+    free(r->key);
+    free(r->cursor);
+    free(r->error);
+    cJSON_Delete(r->data);
+    memset(r, 0, sizeof(*r));
+}
+
 void page_release(struct page *p)
 {
     if (p == NULL) {
         return;
     }
     for (size_t i = 0; i < p->n; i++) {
-        free(p->recs[i].key);
-        free(p->recs[i].cursor);
-        free(p->recs[i].error);
-        cJSON_Delete(p->recs[i].data);
+        record_release(&p->recs[i]);
     }
     free(p->recs);
     memset(p, 0, sizeof(*p));
@@ -133,34 +139,56 @@ void change_set(struct change *ch, const char *field, const char *from, const ch
     change_put(ch, field, from, to);
 }
 
-enum mlc_rc change_from_json(const char *body, size_t len, struct change *ch,
-                             struct mlc_errbuf *err)
+enum mlc_rc change_begin(struct change *ch, const char *body, size_t len, const char *what,
+                         struct mlc_errbuf *err)
 {
-    const cJSON *it, *ts;
-
     memset(ch, 0, sizeof(*ch));
-    ch->root = mlc_json_parse(body, len, "polled change", err);
+    ch->root = mlc_json_parse(body, len, what, err);
     if (ch->root == NULL) {
         return MLC_E_PROTO;
     }
     if (!cJSON_IsObject(ch->root)) {
-        mlc_errf(err, "polled change: not a JSON object");
+        mlc_errf(err, "%s: not a JSON object", what);
         return MLC_E_PROTO;
     }
-    ch->event = mlc_json_str(ch->root, "event");
-    ch->event_id = "";
-    ch->record = mlc_json_str(ch->root, "record");
+    return MLC_OK;
+}
+
+void change_finish(struct change *ch)
+{
     if (ch->record != NULL && ch->record[0] == '\0') {
         ch->record = NULL;
     }
-    ch->author = mlc_json_str(ch->root, "author");
     if (ch->author == NULL) {
         ch->author = "";
     }
-    ts = cJSON_GetObjectItemCaseSensitive(ch->root, "at_ms");
-    if (cJSON_IsNumber(ts) && ts->valuedouble > 0 && ts->valuedouble < 1e15) {
-        ch->at_ms = (long long)ts->valuedouble;
+    if (ch->event_id == NULL) {
+        ch->event_id = "";
     }
+}
+
+long long change_ms(const cJSON *obj, const char *member)
+{
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(obj, member);
+
+    return cJSON_IsNumber(ts) && ts->valuedouble > 0 && ts->valuedouble < 1e15
+               ? (long long)ts->valuedouble
+               : 0;
+}
+
+enum mlc_rc change_from_json(const char *body, size_t len, struct change *ch,
+                             struct mlc_errbuf *err)
+{
+    const cJSON *it;
+    enum mlc_rc rc = change_begin(ch, body, len, "polled change", err);
+
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    ch->event = mlc_json_str(ch->root, "event");
+    ch->record = mlc_json_str(ch->root, "record");
+    ch->author = mlc_json_str(ch->root, "author");
+    ch->at_ms = change_ms(ch->root, "at_ms");
     ch->markers = mlc_json_arr(ch->root, "markers");
     cJSON_ArrayForEach(it, mlc_json_arr(ch->root, "items"))
     {
@@ -169,6 +197,7 @@ enum mlc_rc change_from_json(const char *body, size_t len, struct change *ch,
             change_put(ch, field, mlc_json_str(it, "from"), mlc_json_str(it, "to"));
         }
     }
+    change_finish(ch);
     return MLC_OK;
 }
 

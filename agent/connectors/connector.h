@@ -72,6 +72,7 @@ struct poll_req {
     int first;           /* 1: start a new query from cursor; 0: continue paging */
 };
 
+void record_release(struct record *r); /* frees its members; r itself may be on the stack */
 void page_release(struct page *p);
 struct record *page_push(struct page *p); /* zeroed slot, aborts on OOM */
 
@@ -150,6 +151,15 @@ cJSON *change_to_json(const char *record, const char *author, long long at_ms,
                       const cJSON *markers, const struct change_item *items, size_t n);
 enum mlc_rc change_from_json(const char *body, size_t len, struct change *out,
                              struct mlc_errbuf *err);
+/* For event_parse(): parse body into ch->root (what names it in messages)
+ * and require a JSON object (MLC_E_PROTO otherwise); the caller then reads
+ * its members and calls change_finish(), which sets the empty defaults
+ * (author and event_id "", an empty record NULL). */
+enum mlc_rc change_begin(struct change *ch, const char *body, size_t len, const char *what,
+                         struct mlc_errbuf *err);
+void change_finish(struct change *ch);
+/* A time member in ms since the epoch (a positive number below 1e15), else 0. */
+long long change_ms(const cJSON *obj, const char *member);
 const struct change_item *change_item_find(const struct change *ch, const char *field);
 /* For event_parse(): set the item of a field (the last one set wins); the
  * strings must live as long as ch->root. */

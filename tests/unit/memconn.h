@@ -455,26 +455,16 @@ static enum mlc_rc mem_find(struct conn *c, const cJSON *target, const char *con
 static enum mlc_rc mem_event_parse(const char *body, size_t len, struct change *ch,
                                    struct mlc_errbuf *err)
 {
-    const cJSON *it, *at;
+    const cJSON *it;
+    enum mlc_rc rc = change_begin(ch, body, len, "memtest event", err);
 
-    memset(ch, 0, sizeof(*ch));
-    ch->root = mlc_json_parse(body, len, "memtest event", err);
-    if (ch->root == NULL) {
-        return MLC_E_PROTO;
-    }
-    if (!cJSON_IsObject(ch->root)) {
-        mlc_errf(err, "memtest event: not an object");
-        return MLC_E_PROTO;
+    if (rc != MLC_OK) {
+        return rc;
     }
     ch->event = "memtest:change";
-    ch->event_id = "";
     ch->record = mlc_json_str(ch->root, "rec");
     ch->author = mlc_json_str(ch->root, "author");
-    if (ch->author == NULL) {
-        ch->author = "";
-    }
-    at = cJSON_GetObjectItemCaseSensitive(ch->root, "at");
-    ch->at_ms = cJSON_IsNumber(at) && at->valuedouble > 0 ? (long long)at->valuedouble : 0;
+    ch->at_ms = change_ms(ch->root, "at");
     ch->markers = mlc_json_arr(ch->root, "labels");
     cJSON_ArrayForEach(it, mlc_json_arr(ch->root, "changes"))
     {
@@ -483,6 +473,7 @@ static enum mlc_rc mem_event_parse(const char *body, size_t len, struct change *
             change_set(ch, f, mlc_json_str(it, "from"), mlc_json_str(it, "to"));
         }
     }
+    change_finish(ch);
     return MLC_OK;
 }
 

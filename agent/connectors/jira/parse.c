@@ -585,33 +585,18 @@ static const char *const raw_valued[] = { "duedate", NULL };
 enum mlc_rc jira_event_parse(const char *body, size_t len, struct change *ch,
                              struct mlc_errbuf *err)
 {
-    const cJSON *issue, *it, *ts;
+    const cJSON *issue, *it;
+    enum mlc_rc rc = change_begin(ch, body, len, "jira webhook body", err);
 
-    memset(ch, 0, sizeof(*ch));
-    ch->root = mlc_json_parse(body, len, "jira webhook body", err);
-    if (ch->root == NULL) {
-        return MLC_E_PROTO;
-    }
-    if (!cJSON_IsObject(ch->root)) {
-        mlc_errf(err, "jira webhook body: not a JSON object");
-        return MLC_E_PROTO;
+    if (rc != MLC_OK) {
+        return rc;
     }
     ch->event = mlc_json_str(ch->root, "webhookEvent");
-    ch->event_id = "";
     issue = mlc_json_obj(ch->root, "issue");
     ch->record = mlc_json_str(issue, "key");
-    if (ch->record != NULL && ch->record[0] == '\0') {
-        ch->record = NULL;
-    }
     ch->markers = mlc_json_arr(mlc_json_obj(issue, "fields"), "labels");
     ch->author = mlc_json_str(mlc_json_obj(ch->root, "user"), "accountId");
-    if (ch->author == NULL) {
-        ch->author = "";
-    }
-    ts = cJSON_GetObjectItemCaseSensitive(ch->root, "timestamp");
-    if (cJSON_IsNumber(ts) && ts->valuedouble > 0 && ts->valuedouble < 1e15) {
-        ch->at_ms = (long long)ts->valuedouble;
-    }
+    ch->at_ms = change_ms(ch->root, "timestamp");
     cJSON_ArrayForEach(it, mlc_json_arr(mlc_json_obj(ch->root, "changelog"), "items"))
     {
         const char *field = mlc_json_str(it, "fieldId");
@@ -632,5 +617,6 @@ enum mlc_rc jira_event_parse(const char *body, size_t len, struct change *ch,
             change_set(ch, field, mlc_json_str(it, "fromString"), mlc_json_str(it, "toString"));
         }
     }
+    change_finish(ch);
     return MLC_OK;
 }
