@@ -262,19 +262,22 @@ out:
 
 static const char *ctype_json = "Content-Type: application/json";
 
-static void jde_headers(struct jde *j, const char **h, int with_token)
+/* The AIS headers of a request: the session token when token is set, and
+ * the environment and role when env_role is set (Basic mode, and the token
+ * request itself). */
+static void jde_headers(struct jde *j, const char **h, const char *token, int env_role)
 {
     int n = 0;
 
     h[n++] = ctype_json;
     h[n++] = "Accept: application/json";
-    if (with_token && j->token) {
-        snprintf(j->hdr_token, sizeof(j->hdr_token), "jde-AIS-Auth: %s", j->token);
+    if (token != NULL) {
+        snprintf(j->hdr_token, sizeof(j->hdr_token), "jde-AIS-Auth: %s", token);
         h[n++] = j->hdr_token;
     }
     snprintf(j->hdr_device, sizeof(j->hdr_device), "jde-AIS-Auth-Device: %s", j->cf.device);
     h[n++] = j->hdr_device;
-    if (j->cf.auth == JDE_AUTH_BASIC || !with_token) {
+    if (env_role) {
         snprintf(j->hdr_env, sizeof(j->hdr_env), "jde-AIS-Auth-Environment: %s", j->cf.environment);
         snprintf(j->hdr_role, sizeof(j->hdr_role), "jde-AIS-Auth-Role: %s", j->cf.role);
         h[n++] = j->hdr_env;
@@ -290,7 +293,7 @@ static enum mlc_rc jde_post(struct conn *c, const char *url, const char *body, i
     struct mlc_http_req rq = { 0 };
     const char *h[8];
 
-    jde_headers(j, h, use_token);
+    jde_headers(j, h, use_token ? j->token : NULL, j->cf.auth == JDE_AUTH_BASIC || !use_token);
     rq.method = "POST";
     rq.url = url;
     rq.headers = h;
@@ -323,7 +326,7 @@ static void jde_logout(struct conn *c)
     body = mlc_json_print(o);
     cJSON_Delete(o);
     url = mlc_xasprintf("%s/v2/tokenrequest/logout", j->cf.base_url);
-    jde_headers(j, h, 1);
+    jde_headers(j, h, j->token, j->cf.auth == JDE_AUTH_BASIC);
     rq.method = "POST";
     rq.url = url;
     rq.headers = h;
@@ -487,19 +490,9 @@ static enum mlc_rc jde_send(struct conn *c, const char *url, const char *body,
     struct jde *j = c->priv;
     struct mlc_http_req rq = { 0 };
     const char *h[8];
-    int n = 0;
 
-    h[n++] = ctype_json;
-    h[n++] = "Accept: application/json";
-    snprintf(j->hdr_device, sizeof(j->hdr_device), "jde-AIS-Auth-Device: %s", j->cf.device);
-    h[n++] = j->hdr_device;
-    if (j->cf.auth == JDE_AUTH_BASIC) {
-        snprintf(j->hdr_env, sizeof(j->hdr_env), "jde-AIS-Auth-Environment: %s", j->cf.environment);
-        snprintf(j->hdr_role, sizeof(j->hdr_role), "jde-AIS-Auth-Role: %s", j->cf.role);
-        h[n++] = j->hdr_env;
-        h[n++] = j->hdr_role;
-    }
-    h[n] = NULL;
+    /* the token header itself comes from the auth provider (jde_auth_apply) */
+    jde_headers(j, h, NULL, j->cf.auth == JDE_AUTH_BASIC);
     rq.method = "POST";
     rq.url = url;
     rq.headers = h;
