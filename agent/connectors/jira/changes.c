@@ -169,6 +169,10 @@ void jira_seen_trim(cJSON *seen, size_t max)
 
 /* ---- changes(): the polling fallback ---- */
 
+/* what changes() reads of each issue */
+static const char *const change_fields[] = { "status", "updated", "labels", "duedate",
+                                             "priority", NULL };
+
 enum mlc_rc jira_changes(struct conn *c, const cJSON *target, char **cursor, cJSON *state,
                                 cJSON *events)
 {
@@ -211,7 +215,7 @@ enum mlc_rc jira_changes(struct conn *c, const cJSON *target, char **cursor, cJS
     for (page = 0;; page++) {
         struct mlc_http_resp resp = { 0 };
         struct mlc_errbuf one = { 0 };
-        cJSON *req, *flds, *root;
+        cJSON *root;
         const cJSON *it, *tok;
 
         if (page == JIRA_SEARCH_MAX_PAGES) {
@@ -219,26 +223,8 @@ enum mlc_rc jira_changes(struct conn *c, const cJSON *target, char **cursor, cJS
             rc = MLC_E_PROTO;
             break;
         }
-        req = mlc_json_xobj();
-        flds = mlc_json_xarr();
-        mlc_json_xadd_str(req, "jql", mlc_buf_str(&jql));
-        cJSON_AddItemToArray(flds, cJSON_CreateString("status"));
-        cJSON_AddItemToArray(flds, cJSON_CreateString("updated"));
-        cJSON_AddItemToArray(flds, cJSON_CreateString("labels"));
-        cJSON_AddItemToArray(flds, cJSON_CreateString("duedate"));
-        cJSON_AddItemToArray(flds, cJSON_CreateString("priority"));
-        mlc_json_xadd(req, "fields", flds);
-        flds = mlc_json_xarr();
-        cJSON_AddItemToArray(flds, cJSON_CreateString(JIRA_TRACE_PROP));
-        mlc_json_xadd(req, "properties", flds);
         /* for issues not seen before, the changelog tells whether the status moved */
-        mlc_json_xadd_str(req, "expand", "changelog");
-        mlc_json_xadd_num(req, "maxResults", 100);
-        if (token != NULL) {
-            mlc_json_xadd_str(req, "nextPageToken", token);
-        }
-        rc = jira_call(c, "POST", "/rest/api/3/search/jql", req, &resp, &one);
-        cJSON_Delete(req);
+        rc = jira_search_page(c, mlc_buf_str(&jql), change_fields, "changelog", token, &resp, &one);
         if (rc != MLC_OK) {
             jira_call_failed(c, "search for changes failed", &one);
             mlc_http_resp_release(&resp);

@@ -735,6 +735,9 @@ static void find_on_label(void *ctx, const char *label, const char *key, const c
     }
 }
 
+/* what find_chunk() reads of each issue (and the trace property) */
+static const char *const label_fields[] = { "labels", NULL };
+
 static enum mlc_rc find_chunk(struct conn *c, const char *project, const char *const *markers,
                               size_t n, struct tgt_found *out)
 {
@@ -752,7 +755,6 @@ static enum mlc_rc find_chunk(struct conn *c, const char *project, const char *c
     for (page = 0;; page++) {
         struct mlc_http_resp resp = { 0 };
         struct mlc_errbuf one = { 0 };
-        cJSON *req, *flds;
         char *next = NULL;
 
         if (page == JIRA_SEARCH_MAX_PAGES) {
@@ -760,20 +762,7 @@ static enum mlc_rc find_chunk(struct conn *c, const char *project, const char *c
             rc = MLC_E_PROTO;
             break;
         }
-        req = mlc_json_xobj();
-        flds = mlc_json_xarr();
-        mlc_json_xadd_str(req, "jql", mlc_buf_str(&jql));
-        cJSON_AddItemToArray(flds, cJSON_CreateString("labels"));
-        mlc_json_xadd(req, "fields", flds);
-        flds = mlc_json_xarr();
-        cJSON_AddItemToArray(flds, cJSON_CreateString(JIRA_TRACE_PROP));
-        mlc_json_xadd(req, "properties", flds);
-        mlc_json_xadd_num(req, "maxResults", 100);
-        if (token != NULL) {
-            mlc_json_xadd_str(req, "nextPageToken", token);
-        }
-        rc = jira_call(c, "POST", "/rest/api/3/search/jql", req, &resp, &one);
-        cJSON_Delete(req);
+        rc = jira_search_page(c, mlc_buf_str(&jql), label_fields, NULL, token, &resp, &one);
         if (rc != MLC_OK) {
             jira_call_failed(c, "search failed", &one);
             mlc_http_resp_release(&resp);

@@ -355,6 +355,33 @@ enum mlc_rc jira_call(struct conn *c, const char *method, const char *path,
     return jira_call_r(c, method, path, body, NULL, resp, err);
 }
 
+enum mlc_rc jira_search_page(struct conn *c, const char *jql, const char *const *fields,
+                             const char *expand, const char *token, struct mlc_http_resp *resp,
+                             struct mlc_errbuf *err)
+{
+    cJSON *req = mlc_json_xobj(), *arr = mlc_json_xarr();
+    enum mlc_rc rc;
+
+    mlc_json_xadd_str(req, "jql", jql);
+    for (const char *const *f = fields; *f != NULL; f++) {
+        cJSON_AddItemToArray(arr, cJSON_CreateString(*f));
+    }
+    mlc_json_xadd(req, "fields", arr);
+    arr = mlc_json_xarr();
+    cJSON_AddItemToArray(arr, cJSON_CreateString(JIRA_TRACE_PROP));
+    mlc_json_xadd(req, "properties", arr);
+    if (expand != NULL) {
+        mlc_json_xadd_str(req, "expand", expand);
+    }
+    mlc_json_xadd_num(req, "maxResults", 100);
+    if (token != NULL) {
+        mlc_json_xadd_str(req, "nextPageToken", token);
+    }
+    rc = jira_call(c, "POST", "/rest/api/3/search/jql", req, resp, err);
+    cJSON_Delete(req);
+    return rc;
+}
+
 /* Whole-call failure message into c->err: "jira at <url>: <what>: <reason>". */
 void jira_call_failed(struct conn *c, const char *what, const struct mlc_errbuf *one)
 {

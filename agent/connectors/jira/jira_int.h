@@ -203,6 +203,12 @@ static inline void state_set(cJSON *state, const char *key, cJSON *val)
 /* jira.c: one logical API call (auth, one re-authentication on a 401) */
 enum mlc_rc jira_call(struct conn *c, const char *method, const char *path, const cJSON *body,
                       struct mlc_http_resp *resp, struct mlc_errbuf *err);
+/* jira.c: one page of POST /rest/api/3/search/jql: the issues matching jql
+ * with fields (NULL-terminated), the agent's trace property and expand
+ * (NULL = none), 100 a page, from token (NULL = the first page). */
+enum mlc_rc jira_search_page(struct conn *c, const char *jql, const char *const *fields,
+                             const char *expand, const char *token, struct mlc_http_resp *resp,
+                             struct mlc_errbuf *err);
 /* Whole-call failure message into c->err: "jira at <url>: <what>: <reason>". */
 void jira_call_failed(struct conn *c, const char *what, const struct mlc_errbuf *one);
 
