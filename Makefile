@@ -6,10 +6,16 @@ PKG_CONFIG ?= pkg-config
 PYTHON     ?= python3
 O          ?= build
 
-# Debian packages the build and the tests need (installed by `make deps`).
+# Debian packages. Install policy: `make` (and every build target) installs
+# nothing and, when something is missing, says what and to run `make deps`;
+# `make demo` installs DEB_DEMO (what building and running tests/demo.py
+# needs); `make deps` and `make check` install everything (DEB_BUILD,
+# DEB_TEST, DEB_PKG, and the browser tests' npm package).
 DEB_BUILD  := build-essential pkg-config libcurl4-openssl-dev libcjson-dev libmbedtls-dev \
               libwebsockets-dev libsqlite3-dev libzstd-dev libpq-dev
 DEB_TEST   := python3 ca-certificates postgresql openssl chromium nodejs iproute2
+# the demo runs the simulators (python3 alone) and a plain-HTTP relay on loopback
+DEB_DEMO   := $(DEB_BUILD) python3
 
 PKGS       := libcurl libcjson sqlite3 libzstd libwebsockets libpq
 HAVE_PKGS  := $(shell $(PKG_CONFIG) --exists $(PKGS) 2>/dev/null && echo ok)
@@ -35,10 +41,15 @@ CFLAGS     += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-p
 LDFLAGS    += -fsanitize=$(SANITIZE)
 endif
 
+# Three libraries: libshared.a (shared/, what both programs use), libagent.a
+# (the agent's own objects) and librelay.a. mlc-relay links only librelay.a
+# and libshared.a; tests, benches and fuzz replays may link all three.
 SHARED_SRC := $(wildcard shared/*.c)
+SHARED_OBJ := $(patsubst %.c,$(O)/%.o,$(SHARED_SRC))
 AGENT_LIB  := $(filter-out agent/main.c,$(wildcard agent/*.c agent/connectors/*.c agent/connectors/*/*.c))
 WEB_SRC    := agent/web/index.html agent/web/app.js agent/web/style.css
-AGENT_OBJ  := $(patsubst %.c,$(O)/%.o,$(SHARED_SRC) $(AGENT_LIB)) $(O)/gen/web_assets.o
+AGENT_OBJ  := $(patsubst %.c,$(O)/%.o,$(AGENT_LIB)) $(O)/gen/web_assets.o
+ALL_LIBS   := $(O)/librelay.a $(O)/libagent.a $(O)/libshared.a
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(O)/tests/%,$(UNIT_SRC))
 RELAY_LIB  := $(filter-out relay/main.c,$(wildcard relay/*.c))
@@ -46,18 +57,19 @@ RELAY_OBJ  := $(patsubst %.c,$(O)/%.o,$(RELAY_LIB))
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN   := $(patsubst tests/fuzz/fuzz_%.c,$(O)/fuzz/replay_%,$(FUZZ_SRC))
 
-.PHONY: all help deps need-deps check check-one check-unit check-fuzz check-integration \
-        demo bench fuzz fuzz-long style clean
+.PHONY: all help deps demo-deps have-deps check check-build demo bench fuzz fuzz-long style clean
 
-# need-deps may install packages; the build then runs in a fresh make that sees them
-all: need-deps
-	@$(MAKE) --no-print-directory $(O)/mlc-agent $(O)/mlc-relay
+all: $(O)/mlc-agent $(O)/mlc-relay
 
 help:
-	@echo "make deps      install missing Debian packages (apt-get; needs root)"
-	@echo "make           build $(O)/mlc-agent"
-	@echo "make check     unit, fuzz-replay, simulator and integration tests, plain and under ASan+UBSan"
-	@echo "make demo      simulators + agent, one sync, status; ONCE=1 runs one cycle and exits"
+	@echo "make           build $(O)/mlc-agent and $(O)/mlc-relay; installs nothing: when build"
+	@echo "               libraries are missing it names them and stops (run make deps)"
+	@echo "make deps      install every missing Debian package (build, tests, packaging) and the"
+	@echo "               browser tests' npm package (apt-get, npm ci; needs root or sudo)"
+	@echo "make check     make deps, then unit, fuzz-replay, simulator, integration and browser"
+	@echo "               tests, plain and under ASan+UBSan, and the packages"
+	@echo "make demo      installs only what the demo needs (build packages, python3), then"
+	@echo "               simulators + relay + agent, one sync, status; ONCE=1 runs one cycle and exits"
 	@echo "make bench     agent: 50,000 work orders (CPU, API calls, RSS); relay: webhooks/s,"
 	@echo "               webhook->agent latency, memory per idle tunnel (ONLY=agent|relay)"
 	@echo "make fuzz      libFuzzer builds of the fuzz targets (clang)"
@@ -65,24 +77,47 @@ help:
 	@echo "               per target (FUZZ_TARGETS=\"hooks sig\" for some only)"
 	@echo "make clean"
 
-need-deps:
-ifneq ($(HAVE_PKGS),ok)
-	@echo "pkg-config cannot find some of: $(PKGS); installing the -dev packages with 'make deps'" >&2
-	@$(MAKE) --no-print-directory deps
-endif
+# Installs (apt-get, as root or through sudo) those of the Debian packages $(1)
+# that are missing; $(2) names the target in its messages.
+define apt_install
+missing=""; for p in $(1); do \
+    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+done; \
+if [ -z "$$missing" ]; then echo "$(2): all Debian packages present"; else \
+echo "$(2): installing$$missing"; \
+SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing || exit 1; fi
+endef
 
 deps:
-	@missing=""; for p in $(DEB_BUILD) $(DEB_TEST) $(DEB_PKG); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; else \
-	echo "deps: installing$$missing"; \
-	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing || exit 1; fi
+	@$(call apt_install,$(DEB_BUILD) $(DEB_TEST) $(DEB_PKG),deps)
 	@# the browser tests' one npm package (playwright-core), exactly as locked
 	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
 
-$(O)/%.o: %.c
+demo-deps:
+	@$(call apt_install,$(DEB_DEMO),demo)
+
+# Every compile waits for this check (an order-only prerequisite), so a
+# machine without the build libraries gets one message, not a page of
+# compiler errors. It never installs anything.
+have-deps:
+	@missing=""; debs=""; \
+	command -v $(firstword $(CC)) >/dev/null 2>&1 || { missing="$$missing $(firstword $(CC))"; debs="$$debs build-essential"; }; \
+	command -v $(PKG_CONFIG) >/dev/null 2>&1 || { missing="$$missing $(PKG_CONFIG)"; debs="$$debs pkg-config"; }; \
+	for m in $(PKGS); do \
+	    $(PKG_CONFIG) --exists $$m 2>/dev/null && continue; \
+	    case $$m in libcurl) d=libcurl4-openssl-dev;; sqlite3) d=libsqlite3-dev;; *) d=$$m-dev;; esac; \
+	    missing="$$missing $$m"; debs="$$debs $$d"; \
+	done; \
+	echo '#include <mbedtls/gcm.h>' | $(CC) $(CPPFLAGS) -E -x c - >/dev/null 2>&1 || \
+	    { missing="$$missing mbedtls"; debs="$$debs libmbedtls-dev"; }; \
+	if [ -n "$$missing" ]; then \
+	    echo "make: cannot build, missing:$$missing (Debian packages:$$debs)" >&2; \
+	    echo "make: run 'make deps' as root (or 'sudo make deps') to install them; make itself installs nothing" >&2; \
+	    exit 1; \
+	fi
+
+$(O)/%.o: %.c | have-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -94,47 +129,51 @@ $(O)/gen/web_assets.c: tools/embed_web.py $(WEB_SRC)
 $(O)/gen/web_assets.o: $(O)/gen/web_assets.c agent/web_assets.h
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(O)/libmlc.a: $(AGENT_OBJ)
+$(O)/libshared.a: $(SHARED_OBJ)
 	$(AR) rcs $@ $^
 
-$(O)/mlc-agent: $(O)/agent/main.o $(O)/libmlc.a
+$(O)/libagent.a: $(AGENT_OBJ)
+	$(AR) rcs $@ $^
+
+$(O)/mlc-agent: $(O)/agent/main.o $(O)/libagent.a $(O)/libshared.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/librelay.a: $(RELAY_OBJ)
 	$(AR) rcs $@ $^
 
-$(O)/mlc-relay: $(O)/relay/main.o $(O)/librelay.a $(O)/libmlc.a
+$(O)/mlc-relay: $(O)/relay/main.o $(O)/librelay.a $(O)/libshared.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/tests/%: $(O)/tests/unit/%.o $(O)/librelay.a $(O)/libmlc.a
+$(O)/tests/%: $(O)/tests/unit/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/bench/%: $(O)/tests/bench/%.o $(O)/librelay.a $(O)/libmlc.a
+$(O)/bench/%: $(O)/tests/bench/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/fuzz/replay_%: $(O)/tests/fuzz/fuzz_%.o $(O)/tests/fuzz/replay.o $(O)/librelay.a $(O)/libmlc.a
+$(O)/fuzz/replay_%: $(O)/tests/fuzz/fuzz_%.o $(O)/tests/fuzz/replay.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The whole suite: a developer build, then the same under ASan+UBSan.
-check: need-deps
+check: deps
 	@$(PYTHON) tests/run_checks.py --make "$(MAKE)"
 
 # One configuration (used by run_checks.py): build everything into $(O).
-check-build: need-deps $(O)/mlc-agent $(O)/mlc-relay $(UNIT_BIN) $(FUZZ_BIN)
+check-build: $(O)/mlc-agent $(O)/mlc-relay $(UNIT_BIN) $(FUZZ_BIN)
 
-demo: need-deps
+# the build runs in a fresh make, which sees what demo-deps installed
+demo: demo-deps
 	@$(MAKE) --no-print-directory $(O)/mlc-agent $(O)/mlc-relay
 	@$(PYTHON) tests/demo.py --agent $(O)/mlc-agent --relay $(O)/mlc-relay $(if $(ONCE),--once)
 
-bench: need-deps
+bench:
 	@$(MAKE) --no-print-directory O=build/bench build/bench/mlc-agent build/bench/mlc-relay \
 	    build/bench/bench/hookload build/bench/bench/tunnelswarm
 	@$(PYTHON) tests/bench.py --build build/bench $(if $(RECORDS),--records $(RECORDS)) $(if $(ONLY),--only $(ONLY))
 
-fuzz: $(O)/gen/web_assets.c
+fuzz: $(O)/gen/web_assets.c | have-deps
 	@mkdir -p $(O)/libfuzzer
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang -fsanitize=fuzzer,address,undefined $$f -> $(O)/libfuzzer/$$n"; \
@@ -160,7 +199,7 @@ clean:
 # changes() through this small program (it needs no agent run loop); make
 # check builds it with the rest.
 JIRA_WATCH_DRIVER := $(O)/tests/jira_watch_driver
-$(JIRA_WATCH_DRIVER): $(O)/tests/integration/jira_watch_driver.o $(O)/libmlc.a
+$(JIRA_WATCH_DRIVER): $(O)/tests/integration/jira_watch_driver.o $(O)/libagent.a $(O)/libshared.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 check-build: $(JIRA_WATCH_DRIVER)

@@ -100,7 +100,7 @@ static void do_watch(struct agent *a, struct watcher *w, const char *hook_secret
     struct conn *c = w->f->dst;
     struct watch_req req = { 0 };
     long long next = 0;
-    char *url = hook_url(a, c->ops->name);
+    char *url = hook_url(a, conn_type(c));
     const char *before = mode_of(w);
     char was[16];
     enum mlc_rc rc;
@@ -162,7 +162,7 @@ static void do_poll(struct agent *a, struct watcher *w)
                                         mlc_json_str(item, "field") ? mlc_json_str(item, "field") : "");
             }
         }
-        snprintf(kind, sizeof(kind), "%.10s-poll", c->ops->name);
+        snprintf(kind, sizeof(kind), "%.10s-poll", conn_type(c));
         if (state_inbox_put(a->st, state_inbox_local_seq(a->st), kind, id, body, now_ms(), &fresh,
                             &err) != MLC_OK) {
             mlc_error("flow %s: storing a polled change failed: %s", w->f->name, mlc_err_msg(&err));
@@ -256,9 +256,9 @@ static cJSON *ping_all(struct agent *a)
         enum mlc_rc rc;
         char key[160], *js;
         mlc_err_reset(&c->err);
-        rc = c->ops->ping ? c->ops->ping(c) : MLC_OK;
+        rc = conn_ping(c);
         mlc_json_xadd_str(o, "name", c->name);
-        mlc_json_xadd_str(o, "type", c->ops->name);
+        mlc_json_xadd_str(o, "type", conn_type(c));
         cJSON_AddBoolToObject(o, "ok", rc == MLC_OK);
         cJSON_AddBoolToObject(o, "reachable", rc == MLC_OK || rc == MLC_E_AUTH || rc == MLC_E_REJECTED);
         mlc_json_xadd_str(o, "auth", rc == MLC_OK ? "ok" : rc == MLC_E_AUTH ? "failed" : "unknown");

@@ -151,11 +151,11 @@ static int cmd_ping(struct agent *a)
         struct conn *c = &a->conns[i];
         enum mlc_rc rc;
         mlc_err_reset(&c->err);
-        rc = c->ops->ping ? c->ops->ping(c) : MLC_OK;
+        rc = conn_ping(c);
         if (rc == MLC_OK) {
-            printf("%-16s %-6s ok\n", c->name, c->ops->name);
+            printf("%-16s %-6s ok\n", c->name, conn_type(c));
         } else {
-            printf("%-16s %-6s FAILED: %s\n", c->name, c->ops->name,
+            printf("%-16s %-6s FAILED: %s\n", c->name, conn_type(c),
                    c->err.set ? c->err.msg : mlc_strerror(rc));
             failed = 1;
         }
@@ -273,7 +273,7 @@ static int inbox_add(struct agent *a, int argc, char **argv)
     /* default: the target of the first flow that writes back */
     for (int i = 0; i < a->n_flows && kind == NULL; i++) {
         if (a->flows[i].wb != NULL) {
-            kind = a->flows[i].dst->ops->name;
+            kind = conn_type(a->flows[i].dst);
         }
     }
 

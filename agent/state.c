@@ -947,3 +947,213 @@ enum mlc_rc state_kv_set(struct state *s, const char *key, const char *value,
     bind_int(q, ":now", state_now());
     return step_done(s, q, err);
 }
+
+/* ---- read-only views (the status page, /metrics, `mlc-agent status`) ---- */
+
+/* The first column of a one-row statement bound to :flow (flow NULL: no
+ * parameter), or fallback when there is no row or the value is NULL. */
+static long long int_or(struct state *s, enum state_stmt which, const char *flow,
+                        long long fallback)
+{
+    sqlite3_stmt *q = stmt(s, which);
+    long long v = fallback;
+
+    if (flow != NULL) {
+        bind_text(q, ":flow", flow);
+    }
+    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL) {
+        v = sqlite3_column_int64(q, 0);
+    }
+    sqlite3_reset(q);
+    return v;
+}
+
+static const char *col_text(sqlite3_stmt *q, int col)
+{
+    const unsigned char *t = sqlite3_column_text(q, col);
+
+    return t ? (const char *)t : "";
+}
+
+void run_row_release(struct run_row *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    free(r->error);
+    r->error = NULL;
+}
+
+enum mlc_rc state_run_latest(struct state *s, const char *flow, struct run_row *out,
+                             struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_RUN_LATEST);
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    bind_text(q, ":flow", flow);
+    rc = sqlite3_step(q);
+    if (rc != SQLITE_ROW) {
+        if (rc != SQLITE_DONE) {
+            mlc_errf(err, "state database '%s': %s", s->path, sqlite3_errmsg(s->db));
+        }
+        sqlite3_reset(q);
+        return rc == SQLITE_DONE ? MLC_E_NOTFOUND : MLC_E_IO;
+    }
+    out->started_at = sqlite3_column_int64(q, 0);
+    out->finished_at = sqlite3_column_type(q, 1) == SQLITE_NULL ? -1 : sqlite3_column_int64(q, 1);
+    copy_col(q, 2, out->status, sizeof(out->status));
+    out->created = sqlite3_column_int64(q, 3);
+    out->updated = sqlite3_column_int64(q, 4);
+    out->unchanged = sqlite3_column_int64(q, 5);
+    out->failed = sqlite3_column_int64(q, 6);
+    if (sqlite3_column_type(q, 7) != SQLITE_NULL && col_text(q, 7)[0] != '\0') {
+        out->error = mlc_xstrdup(col_text(q, 7));
+    }
+    out->adopted = sqlite3_column_int64(q, 8);
+    out->pending = sqlite3_column_int64(q, 9);
+    out->warnings = sqlite3_column_int64(q, 10);
+    sqlite3_reset(q);
+    return MLC_OK;
+}
+
+long long state_run_last_ok_at(struct state *s, const char *flow)
+{
+    return int_or(s, SQ_RUN_LAST_OK, flow, -1);
+}
+
+void state_run_totals(struct state *s, const char *flow, struct run_sums *out)
+{
+    sqlite3_stmt *q = stmt(s, SQ_RUN_TOTALS);
+
+    memset(out, 0, sizeof(*out));
+    bind_text(q, ":flow", flow);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        out->created = sqlite3_column_int64(q, 0);
+        out->updated = sqlite3_column_int64(q, 1);
+        out->unchanged = sqlite3_column_int64(q, 2);
+        out->failed = sqlite3_column_int64(q, 3);
+        out->adopted = sqlite3_column_int64(q, 4);
+        out->warnings = sqlite3_column_int64(q, 5);
+    }
+    sqlite3_reset(q);
+}
+
+void state_run_records_hourly(struct state *s, long long since, int hours, long long *records)
+{
+    sqlite3_stmt *q = stmt(s, SQ_RUN_HOURLY);
+
+    memset(records, 0, (size_t)hours * sizeof(*records));
+    bind_int(q, ":since", since);
+    bind_int(q, ":until", since + (long long)hours * 3600);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        long long i = (sqlite3_column_int64(q, 0) - since) / 3600;
+        if (i >= 0 && i < hours) {
+            records[i] += sqlite3_column_int64(q, 1);
+        }
+    }
+    sqlite3_reset(q);
+}
+
+long long state_ledger_count(struct state *s, const char *flow)
+{
+    return int_or(s, SQ_LEDGER_COUNT, flow, 0);
+}
+
+long long state_outbox_unanswered(struct state *s, const char *flow)
+{
+    return int_or(s, SQ_OUTBOX_UNANSWERED, flow, 0);
+}
+
+long long state_outbox_oldest_at(struct state *s, const char *flow)
+{
+    return int_or(s, SQ_OUTBOX_OLDEST, flow, -1);
+}
+
+long long state_inbox_oldest_pending_ms(struct state *s)
+{
+    return int_or(s, SQ_INBOX_OLDEST, NULL, -1);
+}
+
+int state_audit_recent(struct state *s, const char *q_text, int limit,
+                       void (*fn)(void *ctx, const struct audit_entry *e), void *ctx)
+{
+    int find = q_text != NULL && q_text[0] != '\0';
+    sqlite3_stmt *q = stmt(s, find ? SQ_AUDIT_FIND : SQ_AUDIT_RECENT);
+    int n = 0;
+
+    if (limit <= 0 || limit > 500) {
+        limit = 50;
+    }
+    if (find) {
+        /* a prefix search: LIKE's wildcards in the query are literal */
+        char like[300];
+        size_t o = 0;
+        for (const char *p = q_text; *p && o < sizeof(like) - 3; p++) {
+            if (*p == '%' || *p == '_' || *p == '\\') {
+                like[o++] = '\\';
+            }
+            like[o++] = *p;
+        }
+        like[o++] = '%';
+        like[o] = '\0';
+        bind_text(q, ":q", q_text);
+        bind_text(q, ":like", like);
+    }
+    bind_int(q, ":max", limit);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        struct audit_entry e = {
+            .id = sqlite3_column_int64(q, 0),
+            .at = sqlite3_column_int64(q, 1),
+            .flow = col_text(q, 2),
+            .source_key = col_text(q, 3),
+            .target_key = col_text(q, 4),
+            .audit_id = col_text(q, 5),
+            .action = col_text(q, 6),
+            .detail = col_text(q, 7),
+        };
+        fn(ctx, &e);
+        n++;
+    }
+    sqlite3_reset(q);
+    return n;
+}
+
+int state_dead_list(struct state *s, const char *flow, int limit,
+                    void (*fn)(void *ctx, const struct dead_entry *e), void *ctx)
+{
+    sqlite3_stmt *q = stmt(s, SQ_DEAD_LIST);
+    int n = 0;
+
+    bind_text(q, ":flow", flow);
+    bind_int(q, ":max", limit > 0 ? limit : 50);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        struct dead_entry e = {
+            .id = sqlite3_column_int64(q, 0),
+            .flow = col_text(q, 1),
+            .source_key = col_text(q, 2),
+            .error = col_text(q, 3),
+            .attempts = sqlite3_column_int(q, 4),
+            .at = sqlite3_column_int64(q, 5),
+            .audit_id = col_text(q, 6),
+        };
+        fn(ctx, &e);
+        n++;
+    }
+    sqlite3_reset(q);
+    return n;
+}
+
+enum mlc_rc state_dead_flow(struct state *s, long long id, char *flow, size_t n)
+{
+    sqlite3_stmt *q = stmt(s, SQ_DEAD_FLOW);
+    enum mlc_rc rc = MLC_E_NOTFOUND;
+
+    bind_int(q, ":id", id);
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        copy_col(q, 0, flow, n);
+        rc = MLC_OK;
+    }
+    sqlite3_reset(q);
+    return rc;
+}

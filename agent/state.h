@@ -16,7 +16,7 @@ struct state {
     sqlite3 *db;
     char *path;
     /* prepared statements, created on first use */
-    sqlite3_stmt *st[48];
+    sqlite3_stmt *st[64];
     int durable; /* the open transaction commits with synchronous=FULL */
 };
 
@@ -200,6 +200,66 @@ enum mlc_rc state_secret_get(struct state *s, const char *name, void **blob, int
                              struct mlc_errbuf *err);
 enum mlc_rc state_secret_put(struct state *s, const char *name, const void *blob, int len,
                              struct mlc_errbuf *err);
+
+/* ---- read-only views (the status page, /metrics, `mlc-agent status`) ---- */
+
+/* The newest run of a flow. */
+struct run_row {
+    long long started_at;  /* unix seconds */
+    long long finished_at; /* unix seconds, -1 while it runs */
+    char status[16];       /* "running", "ok", "error", ... */
+    long long created, updated, unchanged, failed, adopted, pending, warnings;
+    char *error;           /* heap, NULL when the run has no error */
+};
+/* MLC_E_NOTFOUND when the flow never ran; release the row with run_row_release. */
+enum mlc_rc state_run_latest(struct state *s, const char *flow, struct run_row *out,
+                             struct mlc_errbuf *err);
+void run_row_release(struct run_row *r);
+/* When the flow's newest successful run ended (unix seconds), -1 when none did. */
+long long state_run_last_ok_at(struct state *s, const char *flow);
+/* Every run of a flow added up (all zero when it never ran). */
+struct run_sums {
+    long long created, updated, unchanged, failed, adopted, warnings;
+};
+void state_run_totals(struct state *s, const char *flow, struct run_sums *out);
+/* Records created or updated per hour, by every flow: records[i] for the hour
+ * starting at since + i * 3600 (since a multiple of 3600), i < hours. A run
+ * counts in the hour it ended, or started while it still runs. */
+void state_run_records_hourly(struct state *s, long long since, int hours, long long *records);
+/* Records of a flow in the ledger (delivered at least once). */
+long long state_ledger_count(struct state *s, const char *flow);
+/* Creates of a flow sent without an answer and not found at the target yet. */
+long long state_outbox_unanswered(struct state *s, const char *flow);
+/* When the oldest undelivered record of a flow was queued (unix seconds), -1 when none. */
+long long state_outbox_oldest_at(struct state *s, const char *flow);
+/* When the oldest pending inbox row was stored (ms), -1 when none. */
+long long state_inbox_oldest_pending_ms(struct state *s);
+
+/* Audit entries and dead letters, lent to a callback one at a time (the
+ * strings live until it returns; a NULL column reads as ""). */
+struct audit_entry {
+    long long id;
+    long long at; /* unix seconds */
+    const char *flow, *source_key, *target_key, *audit_id, *action, *detail;
+};
+/* The newest limit entries (1 to 500, else 50), all of them when q is NULL or
+ * "", else those whose source key, target key or audit ID is q or whose key
+ * starts with q. Returns how many were passed to fn. */
+int state_audit_recent(struct state *s, const char *q, int limit,
+                       void (*fn)(void *ctx, const struct audit_entry *e), void *ctx);
+struct dead_entry {
+    long long id;
+    long long at; /* unix seconds */
+    int attempts;
+    const char *flow, *source_key, *error, *audit_id;
+};
+/* Dead letters of a flow (NULL = every flow), oldest first, at most limit
+ * (<= 0: 50). Returns how many were passed to fn. */
+int state_dead_list(struct state *s, const char *flow, int limit,
+                    void (*fn)(void *ctx, const struct dead_entry *e), void *ctx);
+/* The flow of dead letter id into flow (n bytes); MLC_E_NOTFOUND when there
+ * is no such dead letter. */
+enum mlc_rc state_dead_flow(struct state *s, long long id, char *flow, size_t n);
 
 long long state_now(void); /* unix seconds */
 long long state_now_ms(void);

@@ -102,6 +102,19 @@ enum state_stmt {
     SQ_KV_SET,
     SQ_INBOX_INFLIGHT,
     SQ_OUTBOX_DUE_NOW,
+    /* read-only views for the status page and `mlc-agent status` */
+    SQ_RUN_LATEST,
+    SQ_RUN_LAST_OK,
+    SQ_RUN_TOTALS,
+    SQ_RUN_HOURLY,
+    SQ_LEDGER_COUNT,
+    SQ_OUTBOX_UNANSWERED,
+    SQ_OUTBOX_OLDEST,
+    SQ_INBOX_OLDEST,
+    SQ_AUDIT_RECENT,
+    SQ_AUDIT_FIND,
+    SQ_DEAD_LIST,
+    SQ_DEAD_FLOW,
     SQ__COUNT
 };
 
@@ -192,6 +205,34 @@ static const char *const state_sql[SQ__COUNT] = {
                           " WHERE seq = :seq AND state IN ('pending', 'inflight')",
     /* a new run tries every queued retry again (within a run, backoff holds) */
     [SQ_OUTBOX_DUE_NOW] = "UPDATE state_outbox SET next_at = 0 WHERE flow = :flow AND next_at > 0",
+    [SQ_RUN_LATEST] = "SELECT started_at, finished_at, COALESCE(status, 'running'), created, updated,"
+                      " unchanged, failed, error, COALESCE(adopted, 0), COALESCE(pending, 0),"
+                      " COALESCE(warnings, 0) FROM state_run WHERE flow = :flow ORDER BY id DESC LIMIT 1",
+    [SQ_RUN_LAST_OK] = "SELECT max(finished_at) FROM state_run WHERE flow = :flow AND status = 'ok'",
+    [SQ_RUN_TOTALS] = "SELECT COALESCE(sum(created), 0), COALESCE(sum(updated), 0),"
+                      " COALESCE(sum(unchanged), 0), COALESCE(sum(failed), 0), COALESCE(sum(adopted), 0),"
+                      " COALESCE(sum(warnings), 0) FROM state_run WHERE flow = :flow",
+    /* a run counts in the hour it ended, or started while it still runs */
+    [SQ_RUN_HOURLY] = "SELECT (COALESCE(finished_at, started_at) / 3600) * 3600,"
+                      " sum(COALESCE(created, 0) + COALESCE(updated, 0)) FROM state_run"
+                      " WHERE COALESCE(finished_at, started_at) >= :since"
+                      " AND COALESCE(finished_at, started_at) < :until GROUP BY 1",
+    [SQ_LEDGER_COUNT] = "SELECT count(*) FROM state_ledger WHERE flow = :flow",
+    /* creates sent whose answer was lost and that the target has not shown yet */
+    [SQ_OUTBOX_UNANSWERED] = "SELECT count(*) FROM state_outbox WHERE flow = :flow AND state = 'inflight'"
+                             " AND op = 'create'",
+    [SQ_OUTBOX_OLDEST] = "SELECT min(created_at) FROM state_outbox WHERE flow = :flow",
+    [SQ_INBOX_OLDEST] = "SELECT min(stored_ms) FROM state_inbox WHERE state = 'pending'",
+    [SQ_AUDIT_RECENT] = "SELECT id, at, flow, source_key, target_key, audit_id, action, detail FROM state_audit"
+                        " ORDER BY id DESC LIMIT :max",
+    /* an exact key or audit ID, or a key prefix (:like is the escaped prefix and '%') */
+    [SQ_AUDIT_FIND] = "SELECT id, at, flow, source_key, target_key, audit_id, action, detail FROM state_audit"
+                      " WHERE source_key = :q OR target_key = :q OR audit_id = :q"
+                      " OR source_key LIKE :like ESCAPE '\\' OR target_key LIKE :like ESCAPE '\\'"
+                      " ORDER BY id DESC LIMIT :max",
+    [SQ_DEAD_LIST] = "SELECT id, flow, source_key, error, attempts, at, audit_id FROM state_dead"
+                     " WHERE :flow IS NULL OR flow = :flow ORDER BY id LIMIT :max",
+    [SQ_DEAD_FLOW] = "SELECT flow FROM state_dead WHERE id = :id",
 };
 
 #endif

@@ -816,18 +816,10 @@ static int route_post(struct statusd *sd, struct lws *wsi, struct http_pss *pss,
     if (strncmp(path, "/api/dead/", 10) == 0) {
         char *end = NULL, flow[128] = "";
         long long id = strtoll(path + 10, &end, 10), n;
-        sqlite3_stmt *q = NULL;
         if (end == path + 10 || strcmp(end, "/replay") != 0 || id <= 0) {
             return respond_error(wsi, 400, "expected /api/dead/{numeric id}/replay");
         }
-        if (sqlite3_prepare_v2(sd->st->db, "SELECT flow FROM state_dead WHERE id = ?1", -1, &q, NULL) == SQLITE_OK) {
-            sqlite3_bind_int64(q, 1, id);
-            if (sqlite3_step(q) == SQLITE_ROW) {
-                snprintf(flow, sizeof(flow), "%s", (const char *)sqlite3_column_text(q, 0));
-            }
-        }
-        sqlite3_finalize(q);
-        if (flow[0] == '\0') {
+        if (state_dead_flow(sd->st, id, flow, sizeof(flow)) != MLC_OK || flow[0] == '\0') {
             return respond_error(wsi, 404, "no such dead letter");
         }
         n = state_dead_replay_id(sd->st, id, &err);

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sqlite3.h>
 #include "agent/agent.h"
 #include "agent/pipeline.h"
 #include "agent/statusview.h"
@@ -18,27 +17,6 @@
 static long long now_ms(void)
 {
     return state_now_ms();
-}
-
-/* One integer from a query with up to two text parameters; fallback when no row or NULL. */
-static long long q_int(struct state *st, const char *sql, const char *p1, const char *p2, long long fallback)
-{
-    sqlite3_stmt *q = NULL;
-    long long v = fallback;
-
-    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) == SQLITE_OK) {
-        if (p1) {
-            sqlite3_bind_text(q, 1, p1, -1, SQLITE_STATIC);
-        }
-        if (p2) {
-            sqlite3_bind_text(q, 2, p2, -1, SQLITE_STATIC);
-        }
-        if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL) {
-            v = sqlite3_column_int64(q, 0);
-        }
-    }
-    sqlite3_finalize(q);
-    return v;
 }
 
 static cJSON *kv_json(struct state *st, const char *key)
@@ -72,35 +50,14 @@ static void add_num_or_null(cJSON *o, const char *k, int have, double v)
     }
 }
 
-/* JD Edwards cursors are "YYYYMMDD|HHMMSS|key" in the ERP's local time. */
-static long long cursor_time_ms(const char *cursor)
-{
-    struct tm tm;
-    int ymd, hms;
-
-    if (cursor == NULL || sscanf(cursor, "%8d|%6d", &ymd, &hms) != 2 || ymd < 19000101) {
-        return -1;
-    }
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = ymd / 10000 - 1900;
-    tm.tm_mon = ymd / 100 % 100 - 1;
-    tm.tm_mday = ymd % 100;
-    tm.tm_hour = hms / 10000;
-    tm.tm_min = hms / 100 % 100;
-    tm.tm_sec = hms % 100;
-    tm.tm_isdst = -1;
-    return (long long)mktime(&tm) * 1000;
-}
-
 /* Up to when the flow has certainly read its source: the end of its last
  * successful run (a run reads to the end, so a quiet ERP does not "lag"),
  * else the cursor's own time. */
-static long long read_up_to_ms(struct state *st, const char *flow, const char *cursor)
+static long long read_up_to_ms(struct state *st, const struct flow *f, const char *cursor)
 {
-    long long ok = q_int(st, "SELECT max(finished_at) FROM state_run WHERE flow = ?1 AND status = 'ok'", flow,
-                         NULL, -1);
+    long long ok = state_run_last_ok_at(st, f->name);
 
-    return ok > 0 ? ok * 1000 : cursor_time_ms(cursor);
+    return ok > 0 ? ok * 1000 : conn_cursor_time(f->src, cursor);
 }
 
 static long long parse_date_ms(const char *ymd)
@@ -156,9 +113,9 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
 {
     cJSON *o = mlc_json_xobj(), *lr, *wh;
     struct mlc_errbuf err = { 0 };
-    char *cursor = NULL, key[160], what[200], val[64], *next;
+    struct run_row run;
+    char *cursor = NULL, key[160], what[200], val[64], advice[512], *next;
     long long now = now_ms(), oldest_out, oldest_in = -1, ct, dead, unanswered;
-    sqlite3_stmt *q = NULL;
     const char *sched = mlc_json_str(f->conf, "schedule");
 
     mlc_json_xadd_str(o, "name", f->name);
@@ -167,53 +124,39 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     cJSON_AddBoolToObject(o, "enabled", f->enabled);
     mlc_json_xadd_str(o, "schedule", sched ? sched : "every 15m");
     cJSON_AddBoolToObject(o, "running", running && strcmp(running, f->name) == 0);
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT started_at, finished_at, COALESCE(status,'running'), created, updated, "
-                           "unchanged, failed, error, COALESCE(adopted,0), COALESCE(pending,0), "
-                           "COALESCE(warnings,0) FROM state_run WHERE flow = ?1 ORDER BY id DESC LIMIT 1",
-                           -1, &q, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(q, 1, f->name, -1, SQLITE_STATIC);
-        if (sqlite3_step(q) == SQLITE_ROW) {
-            lr = mlc_json_xobj();
-            mlc_json_xadd_num(lr, "started_ms", (double)sqlite3_column_int64(q, 0) * 1000);
-            add_num_or_null(lr, "finished_ms", sqlite3_column_type(q, 1) != SQLITE_NULL,
-                            (double)sqlite3_column_int64(q, 1) * 1000);
-            {
-                const char *stt = (const char *)sqlite3_column_text(q, 2);
-                mlc_json_xadd_str(lr, "status", strcmp(stt, "error") == 0 ? "failed" : stt);
-            }
-            for (int i = 0; i < 4; i++) {
-                static const char *const k[] = { "created", "updated", "unchanged", "failed" };
-                mlc_json_xadd_num(lr, k[i], (double)sqlite3_column_int64(q, 3 + i));
-            }
-            for (int i = 0; i < 3; i++) {
-                static const char *const k[] = { "adopted", "pending", "warnings" };
-                mlc_json_xadd_num(lr, k[i], (double)sqlite3_column_int64(q, 8 + i));
-            }
-            if (sqlite3_column_type(q, 7) != SQLITE_NULL && sqlite3_column_text(q, 7)[0]) {
-                mlc_json_xadd_str(lr, "error", (const char *)sqlite3_column_text(q, 7));
-            } else {
-                cJSON_AddNullToObject(lr, "error");
-            }
-            mlc_json_xadd(o, "last_run", lr);
+    if (state_run_latest(st, f->name, &run, &err) == MLC_OK) {
+        lr = mlc_json_xobj();
+        mlc_json_xadd_num(lr, "started_ms", (double)run.started_at * 1000);
+        add_num_or_null(lr, "finished_ms", run.finished_at != -1, (double)run.finished_at * 1000);
+        mlc_json_xadd_str(lr, "status", strcmp(run.status, "error") == 0 ? "failed" : run.status);
+        mlc_json_xadd_num(lr, "created", (double)run.created);
+        mlc_json_xadd_num(lr, "updated", (double)run.updated);
+        mlc_json_xadd_num(lr, "unchanged", (double)run.unchanged);
+        mlc_json_xadd_num(lr, "failed", (double)run.failed);
+        mlc_json_xadd_num(lr, "adopted", (double)run.adopted);
+        mlc_json_xadd_num(lr, "pending", (double)run.pending);
+        mlc_json_xadd_num(lr, "warnings", (double)run.warnings);
+        if (run.error != NULL) {
+            mlc_json_xadd_str(lr, "error", run.error);
         } else {
-            cJSON_AddNullToObject(o, "last_run");
+            cJSON_AddNullToObject(lr, "error");
         }
+        mlc_json_xadd(o, "last_run", lr);
+        run_row_release(&run);
+    } else {
+        cJSON_AddNullToObject(o, "last_run");
     }
-    sqlite3_finalize(q);
     snprintf(key, sizeof(key), "next.%s", f->name);
     next = kv_text(st, key);
     add_num_or_null(o, "next_run_ms", next && atoll(next) > 0, next ? (double)atoll(next) : 0);
     free(next);
-    mlc_json_xadd_num(o, "synced", (double)q_int(st, "SELECT count(*) FROM state_ledger WHERE flow = ?1",
-                                                   f->name, NULL, 0));
+    mlc_json_xadd_num(o, "synced", (double)state_ledger_count(st, f->name));
     mlc_json_xadd_num(o, "outbox", (double)state_outbox_count(st, f->name));
     dead = state_dead_count(st, f->name);
     mlc_json_xadd_num(o, "dead", (double)dead);
     /* creates sent without an answer, not found at the target yet: never sent
      * twice while the target's search could still be stale */
-    unanswered = q_int(st, "SELECT count(*) FROM state_outbox WHERE flow = ?1 AND state = 'inflight'"
-                           " AND op = 'create'", f->name, NULL, 0);
+    unanswered = state_outbox_unanswered(st, f->name);
     mlc_json_xadd_num(o, "unanswered", (double)unanswered);
     mlc_json_xadd_num(o, "inbox", f->wb ? (double)state_inbox_count(st, "pending") : 0);
     state_cursor_get(st, f->name, &cursor, &err);
@@ -222,12 +165,12 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     } else {
         cJSON_AddNullToObject(o, "cursor");
     }
-    ct = read_up_to_ms(st, f->name, cursor);
+    ct = read_up_to_ms(st, f, cursor);
     add_num_or_null(o, "cursor_lag_s", ct > 0, ct > 0 ? (double)(now - ct) / 1000 : 0);
-    oldest_out = q_int(st, "SELECT min(created_at) FROM state_outbox WHERE flow = ?1", f->name, NULL, -1);
+    oldest_out = state_outbox_oldest_at(st, f->name);
     add_num_or_null(o, "oldest_outbox_s", oldest_out > 0, (double)(now / 1000 - oldest_out));
     if (f->wb) {
-        oldest_in = q_int(st, "SELECT min(stored_ms) FROM state_inbox WHERE state = 'pending'", NULL, NULL, -1);
+        oldest_in = state_inbox_oldest_pending_ms(st);
     }
     add_num_or_null(o, "oldest_inbox_s", oldest_in > 0, (double)(now - oldest_in) / 1000);
     snprintf(key, sizeof(key), "watch.%s", f->name);
@@ -240,11 +183,15 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
         mlc_json_xadd(o, "webhook", w);
         if (exp > 0) {
             double days = (exp - (double)now) / 86400000.0;
-            snprintf(what, sizeof(what), "flow %s: Jira webhook expiry", f->name);
+            snprintf(what, sizeof(what), "flow %s: %s webhook expiry", f->name, f->dst->name);
             snprintf(val, sizeof(val), "%.1f days left", days);
-            health_add(health, what, level_expiry(days, (double)a->cf.expiry_warn_d, (double)a->cf.expiry_crit_d),
-                       val, "The agent refreshes it every 25 days: check that it runs and that Jira accepts "
-                            "its credentials (mlc-agent ping).");
+            snprintf(advice, sizeof(advice),
+                     "The agent renews it before it expires: check that it runs and that %s "
+                     "accepts its credentials (mlc-agent ping).",
+                     f->dst->name);
+            health_add(health, what,
+                       level_expiry(days, (double)a->cf.expiry_warn_d, (double)a->cf.expiry_crit_d),
+                       val, advice);
         }
     } else {
         cJSON_AddNullToObject(o, "webhook");
@@ -272,9 +219,12 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
         double age = (double)(now - oldest_in) / 1000;
         snprintf(what, sizeof(what), "flow %s: oldest unapplied write-back", f->name);
         fmt_age(val, sizeof(val), age);
-        health_add(health, what, level_of(age, (double)a->cf.age_warn_s, (double)a->cf.age_crit_s), val,
-                   "Jira changes are waiting to be written to the ERP: check the ERP (Ping) and "
-                   "`mlc-agent inbox list`.");
+        snprintf(advice, sizeof(advice),
+                 "Changes from %s are waiting to be written to %s: check %s (Ping) and "
+                 "`mlc-agent inbox list`.",
+                 f->dst->name, f->src->name, f->src->name);
+        health_add(health, what, level_of(age, (double)a->cf.age_warn_s, (double)a->cf.age_crit_s),
+                   val, advice);
     }
     if (unanswered > 0) {
         snprintf(what, sizeof(what), "flow %s: unanswered creates", f->name);
@@ -303,13 +253,13 @@ static cJSON *systems_json(struct agent *a, struct state *st, cJSON *health)
         struct conn *c = &a->conns[i];
         cJSON *o = mlc_json_xobj(), *p;
         char key[160], what[200], val[64];
-        const char *exp = mlc_json_str(c->conf, "credential_expires");
+        const char *exp = conn_setting(c, "credential_expires");
         long long exp_ms = parse_date_ms(exp);
 
         snprintf(key, sizeof(key), "ping.%s", c->name);
         p = kv_json(st, key);
         mlc_json_xadd_str(o, "name", c->name);
-        mlc_json_xadd_str(o, "type", c->ops->name);
+        mlc_json_xadd_str(o, "type", conn_type(c));
         if (cJSON_IsObject(p)) {
             cJSON_AddItemToObject(o, "reachable", cJSON_Duplicate(cJSON_GetObjectItem(p, "reachable"), 1));
             mlc_json_xadd_str(o, "auth", mlc_json_str(p, "auth") ? mlc_json_str(p, "auth") : "unknown");
@@ -340,11 +290,30 @@ static cJSON *systems_json(struct agent *a, struct state *st, cJSON *health)
     return arr;
 }
 
+/* The configured names of the flows' targets, "a, b" (each once), for
+ * messages about changes that come from them. */
+static void target_names(const struct agent *a, char *out, size_t n)
+{
+    size_t used = 0;
+
+    snprintf(out, n, "the target systems");
+    for (int i = 0; i < a->n_flows; i++) {
+        const char *name = a->flows[i].dst->name;
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) {
+            seen = strcmp(a->flows[j].dst->name, name) == 0;
+        }
+        if (!seen && used < n) {
+            used += (size_t)snprintf(out + used, n - used, "%s%s", used ? ", " : "", name);
+        }
+    }
+}
+
 static cJSON *tunnel_json(struct agent *a, struct state *st, struct tunnel_client *t, cJSON *health)
 {
     cJSON *o = mlc_json_xobj();
     struct tunnel_info ti;
-    char val[96];
+    char val[96], targets[256], advice[512];
 
     cJSON_AddBoolToObject(o, "configured", a->has_relay);
     if (!a->has_relay) {
@@ -373,11 +342,16 @@ static cJSON *tunnel_json(struct agent *a, struct state *st, struct tunnel_clien
         } else {
             snprintf(val, sizeof(val), "last message %.0f s ago", silent);
         }
+        target_names(a, targets, sizeof(targets));
+        snprintf(advice, sizeof(advice),
+                 "Changes from %s cannot reach this agent: check outbound HTTPS to the relay, "
+                 "the relay's health, and relay.tenant / relay_key (the last error says which).",
+                 targets);
         health_add(health, "relay tunnel heartbeat",
-                   ti.connected ? level_of(silent, (double)a->cf.tunnel_warn_s, (double)a->cf.tunnel_crit_s)
-                                : "crit",
-                   val, "Jira changes cannot reach this agent: check outbound HTTPS to the relay, the relay's "
-                        "health, and relay.tenant / relay_key (the last error says which).");
+                   ti.connected
+                       ? level_of(silent, (double)a->cf.tunnel_warn_s, (double)a->cf.tunnel_crit_s)
+                       : "crit",
+                   val, advice);
     } else {
         /* another process (mlc-agent status): what the daemon last recorded */
         cJSON *k = kv_json(st, "tunnel");
@@ -395,23 +369,9 @@ static cJSON *throughput_json(struct state *st)
 {
     cJSON *o = mlc_json_xobj(), *pts = mlc_json_xarr();
     long long now = now_ms() / 1000, start = (now / 3600 - 23) * 3600;
-    long long buckets[24] = { 0 };
-    sqlite3_stmt *q = NULL;
+    long long buckets[24];
 
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT (COALESCE(finished_at, started_at) / 3600) * 3600, "
-                           "sum(COALESCE(created,0) + COALESCE(updated,0)) FROM state_run "
-                           "WHERE COALESCE(finished_at, started_at) >= ?1 GROUP BY 1",
-                           -1, &q, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(q, 1, start);
-        while (sqlite3_step(q) == SQLITE_ROW) {
-            long long i = (sqlite3_column_int64(q, 0) - start) / 3600;
-            if (i >= 0 && i < 24) {
-                buckets[i] += sqlite3_column_int64(q, 1);
-            }
-        }
-    }
-    sqlite3_finalize(q);
+    state_run_records_hourly(st, start, 24, buckets);
     for (int i = 0; i < 24; i++) {
         cJSON *p = mlc_json_xobj();
         mlc_json_xadd_num(p, "t", (double)(start + i * 3600));
@@ -423,87 +383,48 @@ static cJSON *throughput_json(struct state *st)
     return o;
 }
 
-static void col_str(cJSON *o, const char *k, sqlite3_stmt *q, int i)
+static void add_audit(void *ctx, const struct audit_entry *e)
 {
-    const unsigned char *t = sqlite3_column_text(q, i);
-    mlc_json_xadd_str(o, k, t ? (const char *)t : "");
+    cJSON *o = mlc_json_xobj();
+
+    mlc_json_xadd_num(o, "id", (double)e->id);
+    mlc_json_xadd_num(o, "at_ms", (double)e->at * 1000);
+    mlc_json_xadd_str(o, "flow", e->flow);
+    mlc_json_xadd_str(o, "source_key", e->source_key);
+    mlc_json_xadd_str(o, "target_key", e->target_key);
+    mlc_json_xadd_str(o, "audit_id", e->audit_id);
+    mlc_json_xadd_str(o, "action", e->action);
+    mlc_json_xadd_str(o, "detail", e->detail);
+    cJSON_AddItemToArray(ctx, o);
 }
 
 cJSON *statusview_audit(struct state *st, const char *q_text, int limit)
 {
     cJSON *arr = mlc_json_xarr();
-    sqlite3_stmt *q = NULL;
-    int have_q = q_text && q_text[0];
-    const char *sql = have_q ? "SELECT id, at, flow, source_key, target_key, audit_id, action, detail FROM state_audit "
-                               "WHERE source_key = ?1 OR target_key = ?1 OR audit_id = ?1 "
-                               "OR source_key LIKE ?2 ESCAPE '\\' OR target_key LIKE ?2 ESCAPE '\\' "
-                               "ORDER BY id DESC LIMIT ?3"
-                             : "SELECT id, at, flow, source_key, target_key, audit_id, action, detail FROM state_audit "
-                               "ORDER BY id DESC LIMIT ?3";
 
-    if (limit <= 0 || limit > 500) {
-        limit = 50;
-    }
-    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) == SQLITE_OK) {
-        char like[300];
-        size_t o = 0;
-        if (have_q) {
-            /* a prefix search; LIKE wildcards in the query are literal */
-            for (const char *p = q_text; *p && o < sizeof(like) - 3; p++) {
-                if (*p == '%' || *p == '_' || *p == '\\') {
-                    like[o++] = '\\';
-                }
-                like[o++] = *p;
-            }
-            like[o++] = '%';
-            like[o] = '\0';
-            sqlite3_bind_text(q, 1, q_text, -1, SQLITE_STATIC);
-            sqlite3_bind_text(q, 2, like, -1, SQLITE_TRANSIENT);
-        }
-        sqlite3_bind_int(q, 3, limit);
-        while (sqlite3_step(q) == SQLITE_ROW) {
-            cJSON *e = mlc_json_xobj();
-            mlc_json_xadd_num(e, "id", (double)sqlite3_column_int64(q, 0));
-            mlc_json_xadd_num(e, "at_ms", (double)sqlite3_column_int64(q, 1) * 1000);
-            col_str(e, "flow", q, 2);
-            col_str(e, "source_key", q, 3);
-            col_str(e, "target_key", q, 4);
-            col_str(e, "audit_id", q, 5);
-            col_str(e, "action", q, 6);
-            col_str(e, "detail", q, 7);
-            cJSON_AddItemToArray(arr, e);
-        }
-    }
-    sqlite3_finalize(q);
+    state_audit_recent(st, q_text, limit, add_audit, arr);
     return arr;
+}
+
+static void add_dead(void *ctx, const struct dead_entry *e)
+{
+    cJSON *o = mlc_json_xobj();
+
+    mlc_json_xadd_num(o, "id", (double)e->id);
+    mlc_json_xadd_str(o, "flow", e->flow);
+    mlc_json_xadd_str(o, "source_key", e->source_key);
+    mlc_json_xadd_str(o, "error", e->error);
+    mlc_json_xadd_num(o, "attempts", (double)e->attempts);
+    mlc_json_xadd_num(o, "at_ms", (double)e->at * 1000);
+    mlc_json_xadd_str(o, "audit_id", e->audit_id);
+    cJSON_AddItemToArray(ctx, o);
 }
 
 cJSON *statusview_dead(struct state *st, const char *flow, int limit)
 {
     cJSON *arr = mlc_json_xarr();
-    sqlite3_stmt *q = NULL;
 
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT id, flow, source_key, error, attempts, at, audit_id FROM state_dead "
-                           "WHERE ?1 IS NULL OR flow = ?1 ORDER BY id LIMIT ?2",
-                           -1, &q, NULL) == SQLITE_OK) {
-        if (flow) {
-            sqlite3_bind_text(q, 1, flow, -1, SQLITE_STATIC);
-        }
-        sqlite3_bind_int(q, 2, limit > 0 ? limit : 50);
-        while (sqlite3_step(q) == SQLITE_ROW) {
-            cJSON *e = mlc_json_xobj();
-            mlc_json_xadd_num(e, "id", (double)sqlite3_column_int64(q, 0));
-            col_str(e, "flow", q, 1);
-            col_str(e, "source_key", q, 2);
-            col_str(e, "error", q, 3);
-            mlc_json_xadd_num(e, "attempts", (double)sqlite3_column_int64(q, 4));
-            mlc_json_xadd_num(e, "at_ms", (double)sqlite3_column_int64(q, 5) * 1000);
-            col_str(e, "audit_id", q, 6);
-            cJSON_AddItemToArray(arr, e);
-        }
-    }
-    sqlite3_finalize(q);
+    state_dead_list(st, flow, limit, add_dead, arr);
     return arr;
 }
 
@@ -565,14 +486,19 @@ void statusview_metrics(struct agent *a, struct state *st, struct tunnel_client 
     static const char *const classes[] = { "error", "1xx", "2xx", "3xx", "4xx", "5xx" };
     long long now = now_ms();
 
+    struct run_sums *tot = mlc_xcalloc(a->n_flows > 0 ? (size_t)a->n_flows : 1, sizeof(*tot));
+
+    for (int i = 0; i < a->n_flows; i++) {
+        state_run_totals(st, a->flows[i].name, &tot[i]);
+    }
     family(b, "mlc_agent_records_total", "counter", "Records handled by sync runs, by flow and outcome.");
     for (int i = 0; i < a->n_flows; i++) {
+        const long long by_outcome[] = { tot[i].created, tot[i].updated, tot[i].unchanged,
+                                         tot[i].failed, tot[i].adopted };
         for (int k = 0; k < 5; k++) {
-            char sql[160];
-            snprintf(sql, sizeof(sql), "SELECT COALESCE(sum(%s),0) FROM state_run WHERE flow = ?1", outcomes[k]);
             mlc_buf_adds(b, "mlc_agent_records_total{flow=\"");
             esc_label(b, a->flows[i].name);
-            mlc_buf_addf(b, "\",outcome=\"%s\"} %lld\n", outcomes[k], q_int(st, sql, a->flows[i].name, NULL, 0));
+            mlc_buf_addf(b, "\",outcome=\"%s\"} %lld\n", outcomes[k], by_outcome[k]);
         }
     }
     family(b, "mlc_agent_warnings_total", "counter",
@@ -580,18 +506,15 @@ void statusview_metrics(struct agent *a, struct state *st, struct tunnel_client 
     for (int i = 0; i < a->n_flows; i++) {
         mlc_buf_adds(b, "mlc_agent_warnings_total{flow=\"");
         esc_label(b, a->flows[i].name);
-        mlc_buf_addf(b, "\"} %lld\n",
-                     q_int(st, "SELECT COALESCE(sum(warnings),0) FROM state_run WHERE flow = ?1",
-                           a->flows[i].name, NULL, 0));
+        mlc_buf_addf(b, "\"} %lld\n", tot[i].warnings);
     }
+    free(tot);
     family(b, "mlc_agent_unanswered_creates", "gauge",
            "Creates sent without an answer and not yet found at the target, by flow.");
     for (int i = 0; i < a->n_flows; i++) {
         mlc_buf_adds(b, "mlc_agent_unanswered_creates{flow=\"");
         esc_label(b, a->flows[i].name);
-        mlc_buf_addf(b, "\"} %lld\n",
-                     q_int(st, "SELECT count(*) FROM state_outbox WHERE flow = ?1 AND state = 'inflight'"
-                               " AND op = 'create'", a->flows[i].name, NULL, 0));
+        mlc_buf_addf(b, "\"} %lld\n", state_outbox_unanswered(st, a->flows[i].name));
     }
     family(b, "mlc_agent_api_calls_total", "counter",
            "HTTP requests to each system since start, by status class (error = no answer).");
@@ -630,7 +553,7 @@ void statusview_metrics(struct agent *a, struct state *st, struct tunnel_client 
         struct mlc_errbuf err = { 0 };
         long long ct;
         state_cursor_get(st, a->flows[i].name, &cur, &err);
-        ct = read_up_to_ms(st, a->flows[i].name, cur);
+        ct = read_up_to_ms(st, &a->flows[i], cur);
         free(cur);
         if (ct > 0) {
             mlc_buf_adds(b, "mlc_agent_cursor_lag_seconds{flow=\"");
@@ -640,14 +563,15 @@ void statusview_metrics(struct agent *a, struct state *st, struct tunnel_client 
     }
     family(b, "mlc_agent_oldest_item_age_seconds", "gauge", "Age of the oldest undelivered outbox item per flow.");
     for (int i = 0; i < a->n_flows; i++) {
-        long long o = q_int(st, "SELECT min(created_at) FROM state_outbox WHERE flow = ?1", a->flows[i].name, NULL, -1);
+        long long o = state_outbox_oldest_at(st, a->flows[i].name);
         mlc_buf_adds(b, "mlc_agent_oldest_item_age_seconds{flow=\"");
         esc_label(b, a->flows[i].name);
         mlc_buf_addf(b, "\"} %lld\n", o > 0 ? now / 1000 - o : 0);
     }
-    family(b, "mlc_agent_expiry_days", "gauge", "Days before a credential or Jira webhook expires.");
+    family(b, "mlc_agent_expiry_days", "gauge",
+           "Days before a credential or a target's webhook expires.");
     for (int i = 0; i < a->n_conns; i++) {
-        long long e = parse_date_ms(mlc_json_str(a->conns[i].conf, "credential_expires"));
+        long long e = parse_date_ms(conn_setting(&a->conns[i], "credential_expires"));
         if (e > 0) {
             mlc_buf_adds(b, "mlc_agent_expiry_days{what=\"credential\",name=\"");
             esc_label(b, a->conns[i].name);

@@ -5,8 +5,10 @@
 Builds a developer build (-Werror) and an ASan+UBSan build, and runs in each:
 the C unit tests, the fuzz-corpus replays and the integration tests (real
 mlc-agent and mlc-relay against the simulators, SQLite and a PostgreSQL
-server the tests start on 127.0.0.1). The simulator self-test runs once. Every
-part ends with an "N passed, N failed" line; the totals close the run.
+server the tests start on 127.0.0.1). The simulator self-test and the check
+that the agent's core files name no system (tools/check_core_names.sh) run
+once. Every part ends with an "N passed, N failed" line; the totals close the
+run.
 """
 import argparse
 import os
@@ -103,6 +105,7 @@ def main():
         print("0 passed, 1 failed")
         return 1
     results.append(run_part("simulator self-test", [sys.executable, "tests/sims/selftest.py"]))
+    results.append(run_part("core names no system", ["sh", "tools/check_core_names.sh"]))
     results += suite("build/dev", quick=False)
     if not args.no_asan:
         if build(args.make, "build/asan", "address,undefined"):

@@ -301,3 +301,28 @@ const char *conn_kind_type(const char *kind, char *out, size_t n)
     }
     return out;
 }
+
+const char *conn_type(const struct conn *c)
+{
+    return c->ops->name;
+}
+
+const char *conn_setting(const struct conn *c, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->conf, key);
+
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+enum mlc_rc conn_ping(struct conn *c)
+{
+    return c->ops->ping ? c->ops->ping(c) : MLC_OK;
+}
+
+long long conn_cursor_time(struct conn *c, const char *cursor)
+{
+    if (cursor == NULL || c->ops->cursor_time == NULL) {
+        return -1;
+    }
+    return c->ops->cursor_time(c, cursor);
+}

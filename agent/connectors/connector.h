@@ -333,4 +333,18 @@ void conn_log_write(const struct conn *c, int lvl, const char *fmt, ...)
         }                                           \
     } while (0)
 
+/* Read-only views of a system for the core (status page, commands), so it
+ * need not reach into struct conn or its ops (connector.c). */
+/* The connector type name, the `type` value in config (e.g. "ifs"). Lent. */
+const char *conn_type(const struct conn *c);
+/* The string member key of the system's config object, or NULL when it is
+ * absent or not a string. Lent for as long as the config. */
+const char *conn_setting(const struct conn *c, const char *key);
+/* Reach the system and authenticate (ops->ping); MLC_OK when the connector
+ * has no ping. The one-line reason of a failure is in c->err. */
+enum mlc_rc conn_ping(struct conn *c);
+/* The time a cursor of this system stands for (ops->cursor_time), ms since
+ * the epoch, or -1 when it has none or the connector cannot tell. */
+long long conn_cursor_time(struct conn *c, const char *cursor);
+
 #endif

@@ -451,6 +451,48 @@ def audit_api_search(env):
 
 
 @test
+def health_names_systems_as_configured(env):
+    """Health items speak of the systems by their configured names, never by a
+    product name the core would have to know (`mlc-agent status`, same text
+    as the page)."""
+    import sqlite3
+    d = tempfile.mkdtemp(prefix="mlc-names-")
+    try:
+        cfg_path = harness.make_config(d, "http://127.0.0.1:9", "http://127.0.0.1:9", flow={
+            "schedule": "manual",
+            "writeback": {"orchestration": "MLC_UpdateWOStatus", "inputs": {"WorkOrder": "{key}"},
+                          "status_map": {"Done": "95"}}})
+        cfg = json.load(open(cfg_path))
+        cfg["systems"] = {"erp_east": cfg["systems"]["jde"], "tracker": cfg["systems"]["jira"]}
+        fl = cfg["flows"].pop(FLOW)
+        fl["source"]["system"], fl["target"]["system"] = "erp_east", "tracker"
+        cfg["flows"]["orders"] = fl
+        json.dump(cfg, open(cfg_path, "w"))
+        r = harness.run_agent(ARGS.agent, cfg_path, "status", timeout=60)
+        expect(r.returncode == 0, f"status on a new state database: exit {r.returncode}: {r.stderr}")
+        now_ms = int(time.time() * 1000)
+        con = sqlite3.connect(os.path.join(d, "state.db"), timeout=10)
+        con.execute("INSERT INTO state_kv(key, value, updated_at) VALUES('watch.orders', ?, 0)",
+                    (json.dumps({"mode": "dynamic", "expires_ms": now_ms + 86400000}),))
+        con.execute("INSERT INTO state_inbox(seq, kind, ext_id, body, received_ms, stored_ms)"
+                    " VALUES(1, 'jira', 'e1', '{}', ?, ?)", (now_ms - 3600000, now_ms - 3600000))
+        con.commit()
+        con.close()
+        r = harness.run_agent(ARGS.agent, cfg_path, "status", timeout=60)
+        health = [line for line in r.stdout.splitlines() if line.startswith("health ")]
+        expect(r.returncode == 0 and health, f"status: exit {r.returncode}: {r.stdout} {r.stderr}")
+        text = "\n".join(health)
+        for want in ("flow orders: tracker webhook expiry: 1.0 days left",
+                     "check that it runs and that tracker accepts its credentials",
+                     "Changes from tracker are waiting to be written to erp_east: check erp_east (Ping)"):
+            expect(want in text, f"no {want!r} in:\n{text}")
+        bad = re.findall(r"(?i)jira|jd edwards|\bjde\b|orchestrat", text)
+        expect(not bad, f"health names a product ({bad}):\n{text}")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@test
 def embedded_page_matches_sources(env):
     a = env["main"]
     for path, fname, ctype in (("/", "index.html", "text/html"), ("/app.js", "app.js", "javascript"),
