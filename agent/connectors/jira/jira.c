@@ -5,7 +5,8 @@
  * 3LO with rotating refresh tokens kept in the secret store.
  * Protocol notes: docs/api/jira-cloud.md.
  * This file: the connector vtable, open/close/ping, the configuration keys
- * and the HTTP calls (auth, OAuth refresh, jira_call). The other jobs live
+ * and the HTTP calls (auth, jira_call); the OAuth refresh itself is the
+ * shared provider in auth/oauth_refresh.c. The other jobs live
  * beside it: parse.c, schema.c, issue.c, webhook.c, changes.c.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -26,12 +27,10 @@
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
 #include "agent/connectors/connector.h"
+#include "agent/connectors/auth/auth.h"
 #include "agent/connectors/jira/jira.h"
 #include "agent/connectors/jira/jira_adf.h"
 #include "agent/connectors/jira/jira_int.h"
-
-/* Refresh the access token this long before Jira says it expires. */
-#define JIRA_TOKEN_MARGIN_S 60
 
 static const struct conf_key jira_keys[] = {
     { "type", CONF_STR, offsetof(struct jira_conf, type), NULL, "connector type: jira", 0, 0,
@@ -87,13 +86,6 @@ static const char *http_reason(const char *msg)
 
 /* ------------------------------------------------------------ HTTP + auth */
 
-static struct mlc_http *jira_http(struct conn *c)
-{
-    struct jira *j = c->priv;
-
-    return j->own_http != NULL ? j->own_http : c->http;
-}
-
 static enum mlc_rc jira_resolve(struct conn *c, const char *key, const char *ref, char **out,
                                 struct mlc_errbuf *err)
 {
@@ -112,170 +104,49 @@ static enum mlc_rc jira_resolve(struct conn *c, const char *key, const char *ref
     return rc;
 }
 
-static enum mlc_rc jira_save_refresh(struct conn *c, struct mlc_errbuf *err)
+/* The OAuth 2.0 refresh-token provider (auth/oauth_refresh.c), made on the
+ * first call: the vault is handed over only after open(). The stored refresh
+ * token wins; the configured one is resolved only when the store has none. */
+static enum mlc_rc jira_oauth(struct conn *c, struct mlc_errbuf *err)
 {
     struct jira *j = c->priv;
+    struct auth_oauth_conf oc = { 0 };
+    char *stored = NULL, *configured = NULL;
     enum mlc_rc rc;
 
-    if (c->vault == NULL) {
-        mlc_errf(err, "jira '%s': cannot keep the rotated oauth refresh token: no secret store",
-                 c->name);
-        return MLC_E_INVAL;
-    }
-    rc = c->vault->put(c->vault->ctx, j->refresh_name, j->refresh_token, err);
-    if (rc != MLC_OK) {
-        mlc_errf(err, "jira '%s': cannot store the rotated oauth refresh token '%s'", c->name,
-                 j->refresh_name);
-        return rc;
-    }
-    j->refresh_unsaved = 0;
-    return MLC_OK;
-}
-
-/* The refresh token to use next: memory, then the store, then the config. */
-static enum mlc_rc jira_current_refresh(struct conn *c, struct mlc_errbuf *err)
-{
-    struct jira *j = c->priv;
-    struct mlc_errbuf one = { 0 };
-    enum mlc_rc rc;
-
-    if (j->refresh_token != NULL) {
+    if (j->oauth != NULL) {
         return MLC_OK;
-    }
-    if (c->vault != NULL) {
-        rc = c->vault->get(c->vault->ctx, j->refresh_name, &j->refresh_token, &one);
-        if (rc == MLC_OK) {
-            return MLC_OK;
-        }
-        j->refresh_token = NULL;
-        if (rc != MLC_E_NOTFOUND) {
-            mlc_errf(err, "jira '%s': cannot read secret '%s': %s", c->name, j->refresh_name,
-                     mlc_err_msg(&one));
-            return rc;
-        }
-    }
-    if (j->cf.refresh_token == NULL || j->cf.refresh_token[0] == '\0') {
-        mlc_errf(err,
-                 "%s.refresh_token: no oauth refresh token: authorise the app, then run "
-                 "`mlc-agent secret set %s`",
-                 j->path, j->refresh_name);
-        return MLC_E_AUTH;
-    }
-    return jira_resolve(c, "refresh_token", j->cf.refresh_token, &j->refresh_token, err);
-}
-
-static enum mlc_rc jira_refresh(struct conn *c, struct mlc_errbuf *err)
-{
-    static const char *const hdrs[] = { "Accept: application/json",
-                                        "Content-Type: application/json", NULL };
-    struct jira *j = c->priv;
-    struct mlc_http_resp resp = { 0 };
-    struct mlc_http_req rq = { 0 };
-    struct mlc_errbuf one = { 0 };
-    cJSON *body = NULL, *root = NULL;
-    char *json = NULL, text[300];
-    const char *access, *refresh, *e;
-    double expires_in;
-    enum mlc_rc rc;
-
-    rc = jira_current_refresh(c, err);
-    if (rc != MLC_OK) {
-        goto out;
     }
     rc = jira_resolve(c, "client_secret", j->cf.client_secret, &j->client_secret, err);
     if (rc != MLC_OK) {
-        goto out;
+        return rc;
     }
-    body = mlc_json_xobj();
-    mlc_json_xadd_str(body, "grant_type", "refresh_token");
-    mlc_json_xadd_str(body, "client_id", j->cf.client_id);
-    mlc_json_xadd_str(body, "client_secret", j->client_secret);
-    mlc_json_xadd_str(body, "refresh_token", j->refresh_token);
-    json = mlc_json_print(body);
-    rq.method = "POST";
-    rq.url = j->token_url;
-    rq.headers = hdrs;
-    rq.body = json;
-    rq.body_len = strlen(json);
-    c->api_calls++;
-    rc = mlc_http_send(jira_http(c), &rq, &resp, NULL, c->stop, &one);
-    if (rc != MLC_OK) {
-        jira_error_text(body_str(&resp), resp.body.len, text, sizeof(text));
-        root = cJSON_ParseWithLength(body_str(&resp), resp.body.len);
-        e = mlc_json_str(root, "error");
-        if (resp.status >= 400 && resp.status < 500 && e != NULL &&
-            strcmp(e, "invalid_grant") == 0) {
-            /* the token family is dead (expired, reused, or consent revoked) */
-            mlc_errf(err,
-                     "jira '%s': the oauth refresh token was refused (HTTP %ld invalid_grant: "
-                     "%s): re-authorise the app in a browser (re-consent), then set the new "
-                     "refresh token with `mlc-agent secret set %s`",
-                     c->name, resp.status, text, j->refresh_name);
-            rc = MLC_E_AUTH;
-            /* forget it: the next attempt re-reads the store, where the
-             * operator puts the new token, without an agent restart */
-            if (!j->refresh_unsaved) {
-                wipe_free(j->refresh_token);
-                j->refresh_token = NULL;
-            }
-        } else if (resp.status == 401 || resp.status == 403) {
-            mlc_errf(err,
-                     "jira '%s': oauth token endpoint %s refused the refresh (HTTP %ld: %s): "
-                     "check client_id and client_secret",
-                     c->name, j->token_url, resp.status, text);
-            rc = MLC_E_AUTH;
-        } else {
-            mlc_errf(err, "jira '%s': oauth token refresh failed: %s", c->name, mlc_err_msg(&one));
-        }
-        goto out;
-    }
-    root = mlc_json_parse(body_str(&resp), resp.body.len, "jira oauth token response", err);
-    access = mlc_json_str(root, "access_token");
-    refresh = mlc_json_str(root, "refresh_token");
-    if (access == NULL || access[0] == '\0') {
-        mlc_errf(err, "jira '%s': oauth token response has no access_token", c->name);
-        rc = MLC_E_PROTO;
-        goto out;
-    }
-    expires_in = mlc_json_num(root, "expires_in", 3600);
-    if (expires_in < 1 || expires_in > 86400 * 30) {
-        expires_in = 3600;
-    }
-    mlc_log_add_secret(access);
-    wipe_free(j->access_token);
-    j->access_token = NULL;
-    if (refresh != NULL && refresh[0] != '\0' && strcmp(refresh, j->refresh_token) != 0) {
-        /* rotation disabled the token we just used: the new one must be durable
-         * before anything relies on this grant */
-        mlc_log_add_secret(refresh);
-        wipe_free(j->refresh_token);
-        j->refresh_token = mlc_xstrdup(refresh);
-        j->refresh_unsaved = 1;
-        rc = jira_save_refresh(c, err);
+    if (conn_secret_get(c, j->refresh_name, &stored) != MLC_OK && !empty(j->cf.refresh_token)) {
+        rc = jira_resolve(c, "refresh_token", j->cf.refresh_token, &configured, err);
         if (rc != MLC_OK) {
-            goto out;
+            return rc;
         }
     }
-    j->access_token = mlc_xstrdup(access);
-    __atomic_add_fetch(&c->token_refreshes, 1, __ATOMIC_RELAXED);
-    /* renew a minute early; short-lived test tokens at half their life */
-    j->refresh_at = mono_now() + expires_in -
-                    (expires_in > 2 * JIRA_TOKEN_MARGIN_S ? JIRA_TOKEN_MARGIN_S : expires_in / 2);
-    conn_log(c, MLC_LOG_DEBUG, "oauth access token refreshed (expires in %.0f s)", expires_in);
-    rc = MLC_OK;
-out:
-    cJSON_Delete(root);
-    cJSON_Delete(body);
-    wipe_free(json);
-    mlc_http_resp_release(&resp);
-    return rc;
+    mlc_err_reset(&c->err); /* a store without the token is no failure */
+    wipe_free(stored);
+    oc.token_url = j->token_url;
+    oc.client_id = j->cf.client_id;
+    oc.client_secret = j->client_secret;
+    oc.refresh_token = configured;
+    oc.vault_name = j->refresh_name;
+    oc.form = 0; /* Atlassian takes a JSON body */
+    j->oauth = auth_oauth_refresh_new(&oc);
+    wipe_free(configured);
+    return MLC_OK;
 }
 
-/* Put credentials on rq; force = the access token was just refused. */
+/* Put credentials on rq; force = the access token was just refused. The
+ * provider's message (in c->err) moves to err, c->err is left as it was. */
 static enum mlc_rc jira_auth(struct conn *c, struct mlc_http_req *rq, int force,
                              struct mlc_errbuf *err)
 {
     struct jira *j = c->priv;
+    struct mlc_errbuf keep;
     enum mlc_rc rc;
 
     if (j->cf.auth == JIRA_AUTH_BASIC) {
@@ -284,19 +155,29 @@ static enum mlc_rc jira_auth(struct conn *c, struct mlc_http_req *rq, int force,
         rq->basic_pass = j->basic_pass;
         return rc;
     }
-    if (j->refresh_unsaved) {
-        rc = jira_save_refresh(c, err);
+    rc = jira_oauth(c, err);
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    if (force || !j->oauth->have ||
+        (j->oauth->renew_at_ms > 0 && auth_now_ms(j->oauth) >= j->oauth->renew_at_ms)) {
+        keep = c->err;
+        mlc_err_reset(&c->err);
+        j->oauth->have = 0;
+        j->oauth->renew_at_ms = 0;
+        rc = j->oauth->ops->renew(j->oauth, c, force);
+        if (rc != MLC_OK) {
+            mlc_errf(err, "%s", c->err.set ? mlc_err_msg(&c->err) : mlc_strerror(rc));
+        } else {
+            j->oauth->have = 1;
+            conn_log(c, MLC_LOG_DEBUG, "oauth access token refreshed");
+        }
+        c->err = keep;
         if (rc != MLC_OK) {
             return rc;
         }
     }
-    if (force || j->access_token == NULL || mono_now() >= j->refresh_at) {
-        rc = jira_refresh(c, err);
-        if (rc != MLC_OK) {
-            return rc;
-        }
-    }
-    rq->bearer = j->access_token;
+    j->oauth->ops->apply(j->oauth, rq);
     return MLC_OK;
 }
 
@@ -333,7 +214,7 @@ static enum mlc_rc jira_call_r(struct conn *c, const char *method, const char *p
             j->auth_failed = 1;
             break;
         }
-        rc = mlc_http_send(jira_http(c), &rq, resp, retry, c->stop, &one);
+        rc = mlc_http_send(c->http, &rq, resp, retry, c->stop, &one);
         if (rc == MLC_E_AUTH && resp->status == 401 && j->cf.auth == JIRA_AUTH_OAUTH &&
             attempt == 0) {
             conn_log(c, MLC_LOG_INFO, "access token refused (HTTP 401): refreshing once");
@@ -411,11 +292,13 @@ static void jira_close(struct conn *c)
     free(j->api_base);
     free(j->token_url);
     free(j->refresh_name);
+    if (c->http == j->own_http) {
+        c->http = NULL;
+    }
     mlc_http_free(j->own_http);
     wipe_free(j->basic_pass);
     wipe_free(j->client_secret);
-    wipe_free(j->refresh_token);
-    wipe_free(j->access_token);
+    auth_free(j->oauth);
     for (i = 0; i < j->n_fields; i++) {
         free(j->fields[i].id);
         free(j->fields[i].name);
@@ -517,6 +400,7 @@ static enum mlc_rc jira_open(struct conn *c)
             mlc_errf(&c->err, "%s: cannot create an HTTP handle", j->path);
             return MLC_E_NOMEM;
         }
+        c->http = j->own_http; /* lent to the conn until close() */
     }
     return MLC_OK;
 }

@@ -61,6 +61,8 @@ struct jira_user {
     int warned;
 };
 
+struct auth;
+
 struct jira {
     struct jira_conf cf;
     int conf_loaded;
@@ -72,10 +74,7 @@ struct jira {
 
     char *basic_pass;
     char *client_secret;
-    char *refresh_token; /* newest known refresh token */
-    int refresh_unsaved; /* refresh_token is not yet durable in the store */
-    char *access_token;
-    double refresh_at; /* monotonic time to renew the access token */
+    struct auth *oauth; /* OAuth 2.0 refresh-token provider, made on first use */
     int auth_failed;   /* the last jira_call() failed while getting a token */
 
     struct jira_field *fields;
