@@ -98,7 +98,17 @@ enum mlc_rc pipeline_prepare(struct agent *a, struct flow *f, struct mlc_errbuf 
 
 long long pipeline_retry_delay_ms(int attempts)
 {
-    return mlc_backoff_ms(attempts > 0 ? attempts - 1 : 0, 5000, 3600000);
+    const long long cap = 3600000;
+    long long ceil = 5000;
+
+    for (int i = 1; i < attempts && ceil < cap; i++) {
+        ceil *= 2;
+    }
+    if (ceil > cap) {
+        ceil = cap;
+    }
+    /* mlc_backoff_ms at attempt 0 draws uniformly from [0, base] */
+    return ceil - ceil / 2 + mlc_backoff_ms(0, (long)(ceil / 2), (long)(ceil / 2));
 }
 
 /* Next try for a record that failed transiently, in seconds. */

@@ -40,7 +40,9 @@ void pipeline_marker(const struct flow *f, const char *key, char *out, size_t n)
  * (hex SHA-256 of its compact JSON text). */
 void pipeline_hash(const cJSON *mapped, char out[65]);
 /* The one retry policy after a transient failure (a record, a write-back):
- * full jitter over 5 s, 10 s, 20 s ... 1 h for attempt 1, 2, 3 ... */
+ * a ceiling of 5 s, 10 s, 20 s ... 1 h for attempt 1, 2, 3 ..., and a wait
+ * drawn between half the ceiling and the ceiling ("equal jitter"). A durable
+ * retry is never due at once: that would be the same failing call again. */
 long long pipeline_retry_delay_ms(int attempts);
 
 #endif

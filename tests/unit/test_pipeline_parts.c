@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "agent/connectors/jde/jde.h"
 #include "agent/mapping.h"
+#include "agent/pipeline.h"
 #include "agent/secrets.h"
 #include "agent/state.h"
 #include "shared/mlc_json.h"
@@ -266,6 +267,27 @@ static void secrets_round_trip(void)
     }
 }
 
+/* A durable retry is never due at once, grows with the attempt and stops
+ * growing at an hour. */
+static void retry_delay_is_bounded_and_grows(void)
+{
+    long long lo[4] = { 1LL << 62, 1LL << 62, 1LL << 62, 1LL << 62 }, hi[4] = { 0 };
+    const int att[4] = { 1, 2, 3, 40 };
+
+    for (int k = 0; k < 4; k++) {
+        for (int i = 0; i < 2000; i++) {
+            long long d = pipeline_retry_delay_ms(att[k]);
+            lo[k] = d < lo[k] ? d : lo[k];
+            hi[k] = d > hi[k] ? d : hi[k];
+        }
+    }
+    CHECK(lo[0] >= 2500 && hi[0] <= 5000 && hi[0] > lo[0]);
+    CHECK(lo[1] >= 5000 && hi[1] <= 10000);
+    CHECK(lo[2] >= 10000 && hi[2] <= 20000);
+    CHECK(lo[3] >= 1800000 && hi[3] <= 3600000);
+    CHECK(pipeline_retry_delay_ms(0) >= 2500 && pipeline_retry_delay_ms(0) <= 5000);
+}
+
 int main(void)
 {
     RUN(jde_page_parses_rows_and_link);
@@ -275,5 +297,6 @@ int main(void)
     RUN(mapping_errors_name_the_path);
     RUN(state_tables_work);
     RUN(secrets_round_trip);
+    RUN(retry_delay_is_bounded_and_grows);
     return TT_DONE();
 }
