@@ -47,9 +47,11 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  run                    daemon: run every flow on its schedule until SIGTERM/SIGINT\n"
-            "  sync FLOW|--all [--dry-run]\n"
+            "  sync FLOW|--all [--dry-run] [--full]\n"
             "                         one full cycle now; --dry-run prints what would be created\n"
-            "                         or updated and changes nothing\n"
+            "                         or updated and changes nothing; --full reads the source\n"
+            "                         from its start, not from the last run's cursor (records\n"
+            "                         the target already has cost no call)\n"
             "  ping                   try every system's address and credentials, one line each\n"
             "  check-config           validate the configuration and print what it accepts\n"
             "  status                 state database summary per flow\n"
@@ -85,11 +87,13 @@ static void print_summary(const char *flow, const struct sync_stats *ss)
 static int cmd_sync(struct agent *a, int argc, char **argv)
 {
     const char *name = NULL;
-    int dry = 0, all = 0, failed = 0, matched = 0;
+    int dry = 0, full = 0, all = 0, failed = 0, matched = 0;
 
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--dry-run") == 0) {
             dry = 1;
+        } else if (strcmp(argv[i], "--full") == 0) {
+            full = 1;
         } else if (strcmp(argv[i], "--all") == 0) {
             all = 1;
         } else if (name == NULL && argv[i][0] != '-') {
@@ -126,7 +130,7 @@ static int cmd_sync(struct agent *a, int argc, char **argv)
             printf("%s: disabled, skipped\n", f->name);
             continue;
         }
-        rc = pipeline_sync(a, f, dry, &ss, &err);
+        rc = pipeline_sync(a, f, (dry ? PIPELINE_DRY_RUN : 0u) | (full ? PIPELINE_FULL : 0u), &ss, &err);
         if (dry) {
             printf("dry run, nothing changed: ");
         }

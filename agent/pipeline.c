@@ -185,9 +185,10 @@ static enum mlc_rc recover(struct agent *a, struct flow *f, struct sync_stats *s
                            struct mlc_errbuf *err)
 {
     struct outbox_row rows[MAX_BATCH];
-    long long after = 0;
+    long long after = 0, mark_id, mark_at;
     enum mlc_rc rc = MLC_OK;
 
+    state_sent_get(a->st, f->name, &mark_id, &mark_at);
     if (f->dst->ops->caps & CONN_UPSERT) {
         /* the target keys records by marker: sending one again cannot double it */
         for (;;) {
@@ -219,6 +220,13 @@ static enum mlc_rc recover(struct agent *a, struct flow *f, struct sync_stats *s
             return MLC_OK;
         }
         after = rows[n - 1].id;
+        for (int i = 0; i < n; i++) {
+            /* queued in flight at first sight: covered by the sent mark, it
+             * may have left then; above the mark, it never left */
+            if (rows[i].sent_at == 0 && rows[i].id <= mark_id) {
+                rows[i].sent_at = mark_at;
+            }
+        }
         memset(fd, 0, sizeof(fd));
         for (int i = 0; i < n; i++) {
             pipeline_marker(f, rows[i].source_key, mk[i], sizeof(mk[i]));
@@ -388,21 +396,129 @@ static void note_warning(struct agent *a, struct flow *f, const char *key, const
     mlc_warn("flow %s: record %s: %s", f->name, key, warn);
 }
 
-/* Deliver one batch of due outbox rows; *done = 1 when nothing was due. */
+/* Send rows[0..n) (all creates or all updates) with fields[i] as their
+ * content; the target's verdicts land in res[]. Returns the call's own
+ * result: not MLC_OK when the whole batch failed without verdicts (the
+ * target's message is in f->dst->err). */
+static enum mlc_rc send_rows(struct agent *a, struct flow *f, const struct outbox_row *rows,
+                             cJSON *const *fields, int n, int creates, struct result *res)
+{
+    struct tgt_item items[MAX_BATCH];
+    cJSON *prev[MAX_BATCH] = { 0 };
+    char mk[MAX_BATCH][128];
+    struct batch b = { 0 };
+    enum mlc_rc rc;
+
+    for (int i = 0; i < n; i++) {
+        struct mlc_errbuf ignore = { 0 };
+        pipeline_marker(f, rows[i].source_key, mk[i], sizeof(mk[i]));
+        items[i].marker = mk[i];
+        items[i].target_key = creates ? NULL : rows[i].target_key;
+        items[i].fields = fields[i];
+        items[i].audit_id = rows[i].audit_id;
+        items[i].hash = rows[i].hash;
+        items[i].prev = NULL;
+        if (!creates) {
+            char *lists = NULL;
+            if (state_ledger_lists(a->st, f->name, rows[i].source_key, &lists, &ignore) == MLC_OK &&
+                lists != NULL) {
+                prev[i] = cJSON_Parse(lists);
+                items[i].prev = prev[i];
+            }
+            free(lists);
+        }
+        memset(&res[i], 0, sizeof(res[i]));
+    }
+    b.target = f->target;
+    b.items = items;
+    b.n = (size_t)n;
+    mlc_err_reset(&f->dst->err);
+    rc = f->dst->ops->apply(f->dst, &b, res);
+    for (int i = 0; i < n; i++) {
+        cJSON_Delete(prev[i]);
+    }
+    return rc;
+}
+
+/* Write what became of a sent batch, inside the caller's transaction: the
+ * ledger and an audit row for each record written, a later try or a dead
+ * letter for the others. arc is send_rows()' result: when the whole batch
+ * failed, nothing was created (auth, config) or the rows are updates
+ * (idempotent) and they wait for a later try; creates after a network
+ * failure stay in flight, and the next run asks the target which of them
+ * exist before sending any again. */
+static enum mlc_rc settle(struct agent *a, struct flow *f, struct outbox_row *rows,
+                          const struct result *res, int n, int creates, enum mlc_rc arc,
+                          const char *why, struct sync_stats *ss, struct mlc_errbuf *err)
+{
+    enum mlc_rc rc = MLC_OK;
+
+    if (arc != MLC_OK) {
+        if (!creates || arc == MLC_E_AUTH || arc == MLC_E_INVAL) {
+            for (int i = 0; i < n && rc == MLC_OK; i++) {
+                rc = state_outbox_retry_later(a->st, rows[i].id, creates ? 0 : retry_at(rows[i].attempts),
+                                              why, err);
+            }
+        } else {
+            /* in flight they stay; a row queued in flight at first sight
+             * learns its send time here rather than from the sent mark */
+            for (int i = 0; i < n && rc == MLC_OK; i++) {
+                rc = state_outbox_stamp_sent(a->st, rows[i].id, err);
+            }
+        }
+        return rc;
+    }
+    for (int i = 0; i < n && rc == MLC_OK; i++) {
+        struct outbox_row *r = &rows[i];
+        if (res[i].rc == MLC_OK) {
+            struct ledger_row lr = { 0 };
+            snprintf(lr.hash, sizeof(lr.hash), "%s", r->hash);
+            snprintf(lr.target_key, sizeof(lr.target_key), "%s",
+                     res[i].target_key[0] ? res[i].target_key : r->target_key);
+            snprintf(lr.target_id, sizeof(lr.target_id), "%s", res[i].target_id);
+            snprintf(lr.audit_id, sizeof(lr.audit_id), "%s", r->audit_id);
+            lr.lists = res[i].lists;
+            rc = state_ledger_put(a->st, f->name, r->source_key, &lr, err);
+            if (rc == MLC_OK) {
+                rc = state_outbox_delete(a->st, r->id, err);
+            }
+            state_audit(a->st, f->name, r->source_key, r->audit_id, creates ? "created" : "updated",
+                        lr.target_key, NULL);
+            if (res[i].warn[0] != '\0') {
+                note_warning(a, f, r->source_key, r->audit_id, lr.target_key, res[i].warn, ss);
+            }
+            if (creates) {
+                ss->created++;
+            } else {
+                ss->updated++;
+            }
+        } else if (res[i].rc == MLC_E_NOTFOUND && !creates) {
+            char detail[700];
+            snprintf(detail, sizeof(detail), "target %s no longer exists (deleted?): %s", r->target_key,
+                     res[i].err);
+            dead_letter(a, f, r, detail, ss);
+        } else if (mlc_rc_transient(res[i].rc) && r->attempts < f->max_attempts) {
+            rc = state_outbox_retry_later(a->st, r->id, retry_at(r->attempts), res[i].err, err);
+        } else {
+            dead_letter(a, f, r, res[i].err[0] ? res[i].err : mlc_strerror(res[i].rc), ss);
+        }
+    }
+    return rc;
+}
+
+/* Deliver one batch of due outbox rows (waiting retries, rows recovery sent
+ * back, versions queued behind an earlier one); *done = 1 when nothing was
+ * due. Records first seen in this run take deliver_fresh() instead. */
 static enum mlc_rc deliver_batch(struct agent *a, struct flow *f, struct sync_stats *ss, int *done,
                                  struct mlc_errbuf *err)
 {
     struct outbox_row rows[MAX_BATCH];
-    struct tgt_item items[MAX_BATCH];
-    struct result res[MAX_BATCH];
-    cJSON *fields[MAX_BATCH] = { 0 }, *prev[MAX_BATCH] = { 0 };
-    char mk[MAX_BATCH][128];
-    struct batch b = { 0 };
+    struct result *res = NULL;
+    cJSON *fields[MAX_BATCH] = { 0 };
     long long now = state_now();
     int n, creates;
-    enum mlc_rc rc;
+    enum mlc_rc rc, arc;
 
-    memset(res, 0, sizeof(res));
     for (;;) {
         n = state_outbox_next(a->st, f->name, "pending", "create", rows, f->batch, now);
         creates = n > 0;
@@ -451,100 +567,38 @@ static enum mlc_rc deliver_batch(struct agent *a, struct flow *f, struct sync_st
     for (int i = 0; i < n; i++) {
         struct mlc_errbuf perr = { 0 };
         fields[i] = mlc_json_parse(rows[i].payload, strlen(rows[i].payload), "outbox payload", &perr);
-        pipeline_marker(f, rows[i].source_key, mk[i], sizeof(mk[i]));
-        items[i].marker = mk[i];
-        items[i].target_key = creates ? NULL : rows[i].target_key;
         if (fields[i] == NULL) {
             fields[i] = mlc_json_xobj(); /* the target rejects it; the row dead-letters */
         }
-        items[i].fields = fields[i];
-        items[i].audit_id = rows[i].audit_id;
-        items[i].hash = rows[i].hash;
-        items[i].prev = NULL;
-        if (!creates) {
-            char *lists = NULL;
-            if (state_ledger_lists(a->st, f->name, rows[i].source_key, &lists, err) == MLC_OK &&
-                lists != NULL) {
-                prev[i] = cJSON_Parse(lists);
-                items[i].prev = prev[i];
-            }
-            free(lists);
-        }
     }
-    b.target = f->target;
-    b.items = items;
-    b.n = (size_t)n;
-    mlc_err_reset(&f->dst->err);
-    rc = f->dst->ops->apply(f->dst, &b, res);
-    if (rc != MLC_OK) {
-        /* the whole batch failed without per-record verdicts */
-        struct mlc_errbuf ignore = { 0 };
+    res = mlc_xcalloc((size_t)n, sizeof(*res));
+    arc = send_rows(a, f, rows, fields, n, creates, res);
+    if (arc != MLC_OK) {
         mlc_errf(err, "flow %s: delivering %d records to %s failed: %s", f->name, n, f->dst->name,
                  mlc_err_msg(&f->dst->err));
-        if (!creates || rc == MLC_E_AUTH || rc == MLC_E_INVAL) {
-            /* nothing was created (auth/config), or updates (idempotent): retry later */
-            state_begin(a->st, &ignore);
-            for (int i = 0; i < n; i++) {
-                state_outbox_retry_later(a->st, rows[i].id, creates ? 0 : retry_at(rows[i].attempts),
-                                         mlc_err_msg(&f->dst->err), &ignore);
-            }
-            state_commit(a->st, &ignore);
+    }
+    /* (a first error stays the message: the call's, when it failed) */
+    if ((rc = state_begin(a->st, err)) == MLC_OK) {
+        rc = settle(a, f, rows, res, n, creates, arc, mlc_err_msg(&f->dst->err), ss, err);
+        if (rc == MLC_OK) {
+            rc = state_commit(a->st, err);
         }
-        /* creates after a network failure stay in flight: the next run asks
-         * the target which of them exist before sending any again */
-        goto out;
-    }
-    if ((rc = state_begin(a->st, err)) != MLC_OK) {
-        goto out;
-    }
-    for (int i = 0; i < n && rc == MLC_OK; i++) {
-        struct outbox_row *r = &rows[i];
-        if (res[i].rc == MLC_OK) {
-            struct ledger_row lr = { 0 };
-            snprintf(lr.hash, sizeof(lr.hash), "%s", r->hash);
-            snprintf(lr.target_key, sizeof(lr.target_key), "%s",
-                     res[i].target_key[0] ? res[i].target_key : r->target_key);
-            snprintf(lr.target_id, sizeof(lr.target_id), "%s", res[i].target_id);
-            snprintf(lr.audit_id, sizeof(lr.audit_id), "%s", r->audit_id);
-            lr.lists = res[i].lists;
-            rc = state_ledger_put(a->st, f->name, r->source_key, &lr, err);
-            if (rc == MLC_OK) {
-                rc = state_outbox_delete(a->st, r->id, err);
-            }
-            state_audit(a->st, f->name, r->source_key, r->audit_id, creates ? "created" : "updated",
-                        lr.target_key, NULL);
-            if (res[i].warn[0] != '\0') {
-                note_warning(a, f, r->source_key, r->audit_id, lr.target_key, res[i].warn, ss);
-            }
-            if (creates) {
-                ss->created++;
-            } else {
-                ss->updated++;
-            }
-        } else if (res[i].rc == MLC_E_NOTFOUND && !creates) {
-            char why[700];
-            snprintf(why, sizeof(why), "target %s no longer exists (deleted?): %s", r->target_key,
-                     res[i].err);
-            dead_letter(a, f, r, why, ss);
-        } else if (mlc_rc_transient(res[i].rc) && r->attempts < f->max_attempts) {
-            rc = state_outbox_retry_later(a->st, r->id, retry_at(r->attempts), res[i].err, err);
-        } else {
-            dead_letter(a, f, r, res[i].err[0] ? res[i].err : mlc_strerror(res[i].rc), ss);
+        if (rc != MLC_OK) {
+            state_rollback(a->st);
         }
     }
     if (rc == MLC_OK) {
-        rc = state_commit(a->st, err);
-    }
-    if (rc != MLC_OK) {
-        state_rollback(a->st);
+        rc = arc;
     }
 out:
     for (int i = 0; i < n; i++) {
-        free(res[i].lists);
+        if (res != NULL) {
+            free(res[i].lists);
+        }
         cJSON_Delete(fields[i]);
-        cJSON_Delete(prev[i]);
         outbox_row_release(&rows[i]);
     }
+    free(res);
     return rc;
 }
 
@@ -561,6 +615,206 @@ static enum mlc_rc deliver(struct agent *a, struct flow *f, struct sync_stats *s
         rc = deliver_batch(a, f, ss, &done, err);
         progress(a, f, ss, 0);
     }
+    return rc;
+}
+
+/* Records first seen in this run (no outbox row before): store_page queues
+ * them in flight at once and keeps their mapped content, and
+ * deliver_fresh() sends them in batches straight from memory. Before each
+ * batch leaves, one small durable write (the flow's sent mark) covers it,
+ * instead of marking every row; the outcomes of the page's batches are
+ * written in one transaction at the end. A crash in between leaves rows in
+ * flight, which recover() settles by reading the target, as for any other
+ * unanswered write. */
+struct fresh {
+    long long id;
+    const char *key; /* the page's record key */
+    char op[8];
+    char target_key[64];
+    char hash[65];
+    char audit_id[33];
+    char *payload;
+    cJSON *fields;
+    int done; /* sent, or adopted before sending */
+};
+
+struct fresh_set {
+    struct fresh *v;
+    size_t n, cap;
+};
+
+static void fresh_release(struct fresh_set *fs)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        free(fs->v[i].payload);
+        cJSON_Delete(fs->v[i].fields);
+    }
+    free(fs->v);
+    memset(fs, 0, sizeof(*fs));
+}
+
+/* One sent batch, kept until the page's outcomes are written. */
+struct sent {
+    struct outbox_row *rows;
+    struct result *res;
+    int n, creates;
+    enum mlc_rc arc;
+    char why[768];
+};
+
+static void sent_release(struct sent *b)
+{
+    for (int i = 0; i < b->n; i++) {
+        free(b->res[i].lists);
+        outbox_row_release(&b->rows[i]);
+    }
+    free(b->rows);
+    free(b->res);
+    free(b);
+}
+
+/* Up to f->batch fresh records of one op, not yet taken, as outbox rows
+ * (adopt_known and settle work on those); idx[] says which. */
+static int fresh_take(struct flow *f, struct fresh_set *fs, size_t *from, int creates,
+                      struct outbox_row *rows, cJSON **fields, size_t *idx)
+{
+    int n = 0;
+
+    for (; *from < fs->n && n < f->batch; (*from)++) {
+        struct fresh *e = &fs->v[*from];
+        struct outbox_row *r = &rows[n];
+        if (e->done || (strcmp(e->op, "create") == 0) != creates) {
+            continue;
+        }
+        memset(r, 0, sizeof(*r));
+        r->id = e->id;
+        r->source_key = mlc_xstrdup(e->key);
+        r->payload = mlc_xstrdup(e->payload);
+        memcpy(r->hash, e->hash, sizeof(r->hash));
+        memcpy(r->sent_hash, e->hash, sizeof(r->sent_hash));
+        memcpy(r->audit_id, e->audit_id, sizeof(r->audit_id));
+        memcpy(r->op, e->op, sizeof(r->op));
+        memcpy(r->target_key, e->target_key, sizeof(r->target_key));
+        snprintf(r->state, sizeof(r->state), "inflight");
+        r->attempts = 1;
+        fields[n] = e->fields;
+        idx[n++] = *from;
+    }
+    return n;
+}
+
+static enum mlc_rc deliver_fresh(struct agent *a, struct flow *f, struct fresh_set *fs,
+                                 struct sync_stats *ss, struct mlc_errbuf *err)
+{
+    struct sent **sent = NULL;
+    size_t nsent = 0;
+    enum mlc_rc rc = MLC_OK;
+
+    for (int creates = 1; creates >= 0 && rc == MLC_OK; creates--) {
+        size_t from = 0;
+        for (;;) {
+            struct sent *b = mlc_xcalloc(1, sizeof(*b));
+            cJSON *fields[MAX_BATCH];
+            b->rows = mlc_xcalloc((size_t)f->batch, sizeof(*b->rows));
+            b->res = mlc_xcalloc((size_t)f->batch, sizeof(*b->res));
+            size_t idx[MAX_BATCH];
+            long long top = 0;
+            int n = fresh_take(f, fs, &from, creates, b->rows, fields, idx);
+
+            if (n > 0 && creates && !(f->dst->ops->caps & CONN_UPSERT)) {
+                /* asked first, as for every create: adopted rows leave rows[] */
+                int before = n, k = 0;
+                long long ids[MAX_BATCH];
+                for (int i = 0; i < n; i++) {
+                    ids[i] = b->rows[i].id;
+                }
+                rc = adopt_known(a, f, b->rows, &n, ss, err);
+                if (rc != MLC_OK) {
+                    b->n = n;
+                    sent_release(b);
+                    break;
+                }
+                /* rows[] kept its order: line fields[] and idx[] up with it */
+                for (int i = 0; i < before; i++) {
+                    if (k < n && b->rows[k].id == ids[i]) {
+                        fields[k] = fields[i];
+                        idx[k++] = idx[i];
+                    } else {
+                        fs->v[idx[i]].done = 1; /* adopted: settled already */
+                    }
+                }
+            }
+            b->n = n;
+            if (n == 0) {
+                sent_release(b);
+                if (from >= fs->n) {
+                    break;
+                }
+                continue;
+            }
+            for (int i = 0; i < n; i++) {
+                top = b->rows[i].id > top ? b->rows[i].id : top;
+            }
+            /* durable before the call: rows up to top may have left */
+            if ((rc = state_begin_durable(a->st, err)) == MLC_OK &&
+                (rc = state_sent_mark(a->st, f->name, top, err)) == MLC_OK) {
+                rc = state_commit(a->st, err);
+            }
+            if (rc != MLC_OK) {
+                state_rollback(a->st);
+                sent_release(b);
+                break;
+            }
+            for (int i = 0; i < n; i++) {
+                fs->v[idx[i]].done = 1;
+            }
+            b->creates = creates;
+            b->arc = send_rows(a, f, b->rows, fields, n, creates, b->res);
+            sent = mlc_xrealloc(sent, (nsent + 1) * sizeof(*sent));
+            sent[nsent++] = b;
+            if (b->arc != MLC_OK) {
+                snprintf(b->why, sizeof(b->why), "%s", mlc_err_msg(&f->dst->err));
+                mlc_errf(err, "flow %s: delivering %d records to %s failed: %s", f->name, n,
+                         f->dst->name, b->why);
+                rc = b->arc;
+                break;
+            }
+            progress(a, f, ss, 0);
+            if (a->stop) {
+                rc = MLC_E_STOPPED;
+                break;
+            }
+        }
+    }
+    /* the page's outcomes in one transaction; records never sent (a batch
+     * failed first) wait in the outbox for a later try */
+    {
+        struct mlc_errbuf serr = { 0 };
+        enum mlc_rc wrc = state_begin(a->st, &serr);
+        for (size_t i = 0; i < nsent && wrc == MLC_OK; i++) {
+            wrc = settle(a, f, sent[i]->rows, sent[i]->res, sent[i]->n, sent[i]->creates,
+                         sent[i]->arc, sent[i]->why, ss, &serr);
+        }
+        for (size_t i = 0; i < fs->n && wrc == MLC_OK; i++) {
+            if (!fs->v[i].done) {
+                wrc = state_outbox_retry_later(a->st, fs->v[i].id, 0,
+                                               "not sent yet: an earlier batch of the run failed",
+                                               &serr);
+            }
+        }
+        if (wrc == MLC_OK) {
+            wrc = state_commit(a->st, &serr);
+        }
+        if (wrc != MLC_OK) {
+            state_rollback(a->st);
+            mlc_errf(err, "flow %s: %s", f->name, mlc_err_msg(&serr));
+            rc = rc == MLC_OK ? wrc : rc;
+        }
+    }
+    for (size_t i = 0; i < nsent; i++) {
+        sent_release(sent[i]);
+    }
+    free(sent);
     return rc;
 }
 
@@ -663,7 +917,7 @@ static void dry_add(struct flow *f, struct dry_set *d, const char *key,
 
 /* Store one page: outbox rows for changed records, cursor, in one transaction. */
 static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, int dry_run,
-                              struct sync_stats *ss, struct mlc_errbuf *err)
+                              struct fresh_set *fs, struct sync_stats *ss, struct mlc_errbuf *err)
 {
     const char *cursor = NULL;
     struct dry_set *dry = dry_run ? mlc_xcalloc(1, sizeof(*dry)) : NULL;
@@ -697,7 +951,6 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
             continue;
         }
         payload = mlc_json_print(mapped);
-        cJSON_Delete(mapped);
         hash_of(payload, hash);
         in_ledger = state_ledger_get(a->st, f->name, r->key, &lr, err) == MLC_OK;
         queued = state_outbox_hash(a->st, f->name, r->key, qhash) == 0;
@@ -707,6 +960,7 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
             ss->overlap++;
             if (strcmp(qhash, hash) == 0 || dry_run) {
                 free(payload);
+                cJSON_Delete(mapped);
                 continue;
             }
         } else if (in_ledger && strcmp(lr.hash, hash) == 0) {
@@ -716,10 +970,12 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
                 ss->unchanged++;
             }
             free(payload);
+            cJSON_Delete(mapped);
             continue;
         } else if (state_dead_has(a->st, f->name, r->key, hash) == 0) {
             ss->failed++; /* a dead letter with this content: undelivered until replayed */
             free(payload);
+            cJSON_Delete(mapped);
             continue;
         }
         if (dry_run) {
@@ -732,13 +988,46 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
             }
             dry_add(f, dry, r->key, in_ledger ? lr.target_key : NULL, payload, ss);
             free(payload);
+            cJSON_Delete(mapped);
             continue;
         }
         new_audit_id(aid);
-        rc = state_outbox_put(a->st, f->name, r->key, in_ledger ? "update" : "create",
-                              in_ledger ? lr.target_key : NULL, payload, hash, aid, err);
         ss->queued++;
-        free(payload);
+        if (queued) {
+            /* a newer version behind one that waits: it replaces that one's content */
+            rc = state_outbox_put(a->st, f->name, r->key, in_ledger ? "update" : "create",
+                                  in_ledger ? lr.target_key : NULL, payload, hash, aid, err);
+            free(payload);
+            cJSON_Delete(mapped);
+            continue;
+        }
+        {
+            struct fresh *e;
+            long long id = 0;
+            const char *op = in_ledger ? "update" : "create";
+
+            rc = state_outbox_put_fresh(a->st, f->name, r->key, op, in_ledger ? lr.target_key : NULL,
+                                        payload, hash, aid, &id, err);
+            if (rc != MLC_OK) {
+                free(payload);
+                cJSON_Delete(mapped);
+                continue;
+            }
+            if (fs->n == fs->cap) {
+                fs->cap = fs->cap ? fs->cap * 2 : 64;
+                fs->v = mlc_xrealloc(fs->v, fs->cap * sizeof(*fs->v));
+            }
+            e = &fs->v[fs->n++];
+            memset(e, 0, sizeof(*e));
+            e->id = id;
+            e->key = r->key;
+            snprintf(e->op, sizeof(e->op), "%s", op);
+            snprintf(e->target_key, sizeof(e->target_key), "%s", in_ledger ? lr.target_key : "");
+            memcpy(e->hash, hash, sizeof(e->hash));
+            memcpy(e->audit_id, aid, sizeof(e->audit_id));
+            e->payload = payload;
+            e->fields = mapped;
+        }
     }
     if (dry_run) {
         dry_flush(f, dry, ss);
@@ -757,9 +1046,10 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
     return rc;
 }
 
-enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, int dry_run, struct sync_stats *ss,
+enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, unsigned how, struct sync_stats *ss,
                           struct mlc_errbuf *err)
 {
+    int dry_run = (how & PIPELINE_DRY_RUN) != 0;
     struct run_stats rs = { 0 };
     long long run_id = -1;
     char *cursor = NULL;
@@ -787,6 +1077,7 @@ enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, int dry_run, struct s
     }
     for (;;) {
         struct page pg = { 0 };
+        struct fresh_set fs = { 0 };
         struct poll_req rq;
 
         if (a->stop) {
@@ -795,7 +1086,9 @@ enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, int dry_run, struct s
         }
         free(cursor);
         cursor = NULL;
-        if ((rc = state_cursor_get(a->st, f->name, &cursor, err)) != MLC_OK) {
+        if (first && (how & PIPELINE_FULL)) {
+            /* from the start; the stored cursor follows the pages read */
+        } else if ((rc = state_cursor_get(a->st, f->name, &cursor, err)) != MLC_OK) {
             break;
         }
         rq.source = f->source;
@@ -814,8 +1107,12 @@ enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, int dry_run, struct s
             break;
         }
         pages++;
-        rc = store_page(a, f, &pg, dry_run, ss, err);
+        rc = store_page(a, f, &pg, dry_run, &fs, ss, err);
         first = 0;
+        if (rc == MLC_OK && fs.n > 0) {
+            rc = deliver_fresh(a, f, &fs, ss, err);
+        }
+        fresh_release(&fs);
         if (rc == MLC_OK && !dry_run) {
             rc = deliver(a, f, ss, err);
         }

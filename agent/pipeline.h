@@ -29,8 +29,13 @@ struct sync_stats {
     long overlap;  /* records read that this run counts already (queued, or written in this run) */
     long long start_ms;
 };
+/* How a sync runs: PIPELINE_DRY_RUN changes nothing and prints what it
+ * would do; PIPELINE_FULL reads the source from its start instead of from
+ * the stored cursor (records the target has already cost no call). */
+#define PIPELINE_DRY_RUN 1u
+#define PIPELINE_FULL 2u
 /* One full cycle of a flow: recover, poll every page, deliver. */
-enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, int dry_run, struct sync_stats *ss,
+enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, unsigned how, struct sync_stats *ss,
                           struct mlc_errbuf *err);
 /* Validate the target against the live system (custom fields, project, priorities). */
 enum mlc_rc pipeline_prepare(struct agent *a, struct flow *f, struct mlc_errbuf *err);

@@ -183,22 +183,38 @@ void state_close(struct state *s)
     free(s);
 }
 
+/* BEGIN, COMMIT and the synchronous switch run once per transaction: they
+ * are prepared once like every other statement instead of parsed each time. */
+static enum mlc_rc run(struct state *s, enum state_stmt which, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, which);
+    int rc = sqlite3_step(q);
+
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        mlc_errf(err, "state database '%s': %s failed: %s", s->path, state_sql[which],
+                 sqlite3_errmsg(s->db));
+        return MLC_E_IO;
+    }
+    return MLC_OK;
+}
+
 enum mlc_rc state_begin(struct state *s, struct mlc_errbuf *err)
 {
-    return exec(s, "BEGIN IMMEDIATE", err);
+    return run(s, SQ_BEGIN, err);
 }
 
 enum mlc_rc state_begin_durable(struct state *s, struct mlc_errbuf *err)
 {
-    enum mlc_rc rc = exec(s, "PRAGMA synchronous=FULL", err);
+    enum mlc_rc rc = run(s, SQ_SYNC_FULL, err);
 
     if (rc != MLC_OK) {
         return rc;
     }
     s->durable = 1;
-    rc = exec(s, "BEGIN IMMEDIATE", err);
+    rc = run(s, SQ_BEGIN, err);
     if (rc != MLC_OK) {
-        exec(s, "PRAGMA synchronous=NORMAL", NULL);
+        run(s, SQ_SYNC_NORMAL, NULL);
         s->durable = 0;
     }
     return rc;
@@ -208,13 +224,13 @@ static void end_durable(struct state *s)
 {
     if (s->durable) {
         s->durable = 0;
-        exec(s, "PRAGMA synchronous=NORMAL", NULL);
+        run(s, SQ_SYNC_NORMAL, NULL);
     }
 }
 
 enum mlc_rc state_commit(struct state *s, struct mlc_errbuf *err)
 {
-    enum mlc_rc rc = exec(s, "COMMIT", err);
+    enum mlc_rc rc = run(s, SQ_COMMIT, err);
 
     if (rc == MLC_OK) {
         end_durable(s);
@@ -225,7 +241,7 @@ enum mlc_rc state_commit(struct state *s, struct mlc_errbuf *err)
 void state_rollback(struct state *s)
 {
     if (!sqlite3_get_autocommit(s->db)) {
-        exec(s, "ROLLBACK", NULL);
+        run(s, SQ_ROLLBACK, NULL);
     }
     end_durable(s);
 }
@@ -370,6 +386,65 @@ enum mlc_rc state_outbox_put(struct state *s, const char *flow, const char *key,
     bind_text(q, ":aid", audit_id);
     bind_int(q, ":now", state_now());
     return step_done(s, q, err);
+}
+
+enum mlc_rc state_outbox_put_fresh(struct state *s, const char *flow, const char *key,
+                                   const char *op, const char *target_key, const char *payload,
+                                   const char *hash, const char *audit_id, long long *id,
+                                   struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_OUTBOX_PUT_FRESH);
+    enum mlc_rc rc;
+
+    bind_text(q, ":flow", flow);
+    bind_text(q, ":key", key);
+    bind_text(q, ":op", op);
+    bind_text(q, ":tkey", target_key ? target_key : "");
+    bind_text(q, ":payload", payload);
+    bind_text(q, ":hash", hash);
+    bind_text(q, ":aid", audit_id);
+    bind_int(q, ":now", state_now());
+    rc = step_done(s, q, err);
+    *id = rc == MLC_OK ? sqlite3_last_insert_rowid(s->db) : 0;
+    return rc;
+}
+
+enum mlc_rc state_outbox_stamp_sent(struct state *s, long long id, struct mlc_errbuf *err)
+{
+    sqlite3_stmt *q = stmt(s, SQ_OUTBOX_SENT_AT);
+
+    bind_int(q, ":id", id);
+    bind_int(q, ":now", state_now());
+    return step_done(s, q, err);
+}
+
+/* The sent mark lives in state_kv as "<id> <unix seconds>". */
+static void sent_mark_key(const char *flow, char *out, size_t n)
+{
+    snprintf(out, n, "outbox.sent.%s", flow);
+}
+
+enum mlc_rc state_sent_mark(struct state *s, const char *flow, long long id, struct mlc_errbuf *err)
+{
+    char key[160], value[48];
+
+    sent_mark_key(flow, key, sizeof(key));
+    snprintf(value, sizeof(value), "%lld %lld", id, state_now());
+    return state_kv_set(s, key, value, err);
+}
+
+void state_sent_get(struct state *s, const char *flow, long long *id, long long *at)
+{
+    char key[160], *v = NULL;
+    struct mlc_errbuf ignore = { 0 };
+
+    *id = *at = 0;
+    sent_mark_key(flow, key, sizeof(key));
+    if (state_kv_get(s, key, &v, &ignore) == MLC_OK && v != NULL &&
+        sscanf(v, "%lld %lld", id, at) != 2) {
+        *id = *at = 0;
+    }
+    free(v);
 }
 
 int state_outbox_next(struct state *s, const char *flow, const char *st, const char *op,

@@ -10,7 +10,7 @@
 #include <sqlite3.h>
 #include "shared/mlc_err.h"
 
-#define STATE_SCHEMA_VERSION 3
+#define STATE_SCHEMA_VERSION 4
 
 struct state {
     sqlite3 *db;
@@ -87,6 +87,21 @@ void outbox_row_release(struct outbox_row *r);
 enum mlc_rc state_outbox_put(struct state *s, const char *flow, const char *key, const char *op,
                              const char *target_key, const char *payload, const char *hash,
                              const char *audit_id, struct mlc_errbuf *err);
+/* Queue a record first seen in this run straight in flight (attempts 1,
+ * sent_at 0): the run sends it in its own batches. *id is the new row's id.
+ * Before a batch of such rows leaves, state_sent_mark(flow, highest id) is
+ * made durable: after a crash, an in-flight row with sent_at 0 and an id at
+ * or below the mark may have reached the target (sent at the mark's time);
+ * one above it never left. */
+enum mlc_rc state_outbox_put_fresh(struct state *s, const char *flow, const char *key,
+                                   const char *op, const char *target_key, const char *payload,
+                                   const char *hash, const char *audit_id, long long *id,
+                                   struct mlc_errbuf *err);
+/* Give an in-flight row that has no send time yet the current time. */
+enum mlc_rc state_outbox_stamp_sent(struct state *s, long long id, struct mlc_errbuf *err);
+enum mlc_rc state_sent_mark(struct state *s, const char *flow, long long id, struct mlc_errbuf *err);
+/* The flow's sent mark: highest id and unix seconds; both 0 when none. */
+void state_sent_get(struct state *s, const char *flow, long long *id, long long *at);
 /* Up to max rows due now, of state st ("pending"/"inflight"), op (NULL = any).
  * Returns the count; rows must be released. */
 int state_outbox_next(struct state *s, const char *flow, const char *st, const char *op,

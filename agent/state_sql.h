@@ -60,6 +60,22 @@ static const char *const state_migrations[] = {
     "ALTER TABLE state_inbox ADD COLUMN sent_ms INTEGER NOT NULL DEFAULT 0;"
     "DROP INDEX state_inbox_state;"
     "CREATE INDEX state_inbox_state ON state_inbox(state, next_ms);",
+    /* 4: outbox ids never come back (AUTOINCREMENT). A flow's sent mark is
+     * the highest outbox id that may have left; a row queued later must
+     * sort above it even when the outbox was empty in between. */
+    "CREATE TABLE state_outbox_new(id INTEGER PRIMARY KEY AUTOINCREMENT, flow TEXT NOT NULL,"
+    "  source_key TEXT NOT NULL, op TEXT NOT NULL, target_key TEXT NOT NULL DEFAULT '',"
+    "  payload TEXT NOT NULL, hash TEXT NOT NULL, audit_id TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'pending', sent_hash TEXT NOT NULL DEFAULT '',"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL DEFAULT 0, last_error TEXT,"
+    "  created_at INTEGER NOT NULL, sent_at INTEGER NOT NULL DEFAULT 0, UNIQUE(flow, source_key));"
+    "INSERT INTO state_outbox_new(id, flow, source_key, op, target_key, payload, hash, audit_id, state,"
+    "  sent_hash, attempts, next_at, last_error, created_at, sent_at)"
+    "  SELECT id, flow, source_key, op, target_key, payload, hash, audit_id, state, sent_hash, attempts,"
+    "  next_at, last_error, created_at, sent_at FROM state_outbox;"
+    "DROP TABLE state_outbox;"
+    "ALTER TABLE state_outbox_new RENAME TO state_outbox;"
+    "CREATE INDEX state_outbox_due ON state_outbox(flow, next_at);",
 };
 
 enum state_stmt {
@@ -102,6 +118,13 @@ enum state_stmt {
     SQ_KV_SET,
     SQ_INBOX_INFLIGHT,
     SQ_OUTBOX_DUE_NOW,
+    SQ_OUTBOX_PUT_FRESH,
+    SQ_OUTBOX_SENT_AT,
+    SQ_BEGIN,
+    SQ_COMMIT,
+    SQ_ROLLBACK,
+    SQ_SYNC_FULL,
+    SQ_SYNC_NORMAL,
     /* read-only views for the status page and `mlc-agent status` */
     SQ_RUN_LATEST,
     SQ_RUN_LAST_OK,
@@ -153,6 +176,18 @@ static const char *const state_sql[SQ__COUNT] = {
                           " next_at = 0 WHERE id = :id",
     [SQ_OUTBOX_RETRY] = "UPDATE state_outbox SET state = 'pending', next_at = :next, last_error = :err"
                         " WHERE id = :id",
+    /* a record seen for the first time in this run, queued in flight at once:
+     * it goes out in this run's batches; sent_at stays 0 and the flow's sent
+     * mark (state_sent_mark) says whether it may have left */
+    [SQ_OUTBOX_PUT_FRESH] = "INSERT INTO state_outbox(flow, source_key, op, target_key, payload, hash, audit_id,"
+                            " state, sent_hash, attempts, created_at)"
+                            " VALUES(:flow, :key, :op, :tkey, :payload, :hash, :aid, 'inflight', :hash, 1, :now)",
+    [SQ_OUTBOX_SENT_AT] = "UPDATE state_outbox SET sent_at = :now WHERE id = :id AND sent_at = 0",
+    [SQ_BEGIN] = "BEGIN IMMEDIATE",
+    [SQ_COMMIT] = "COMMIT",
+    [SQ_ROLLBACK] = "ROLLBACK",
+    [SQ_SYNC_FULL] = "PRAGMA synchronous=FULL",
+    [SQ_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
     [SQ_OUTBOX_DELETE] = "DELETE FROM state_outbox WHERE id = :id",
     [SQ_OUTBOX_COUNT] = "SELECT count(*) FROM state_outbox WHERE (:flow IS NULL OR flow = :flow)",
     [SQ_OUTBOX_HASH] = "SELECT hash FROM state_outbox WHERE flow = :flow AND source_key = :key",

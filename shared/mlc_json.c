@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * mlc_json: lookup and construction helpers over cJSON.
  */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,14 +124,153 @@ int mlc_json_scalar_text(const cJSON *item, char *out, size_t n)
     return -1;
 }
 
+/* The compact text, byte for byte as cJSON_PrintUnformatted (1.7) writes it:
+ * content hashes are taken over this text, so it must not change between
+ * versions. cJSON writes a number with "%1.15g", or "%1.17g" when that does
+ * not read back; a whole number below 10^15 comes out of "%1.15g" as its
+ * plain digits, so those (ids, quantities, dates: the common case) are
+ * written here without printf. */
+static void put_str(struct mlc_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *run;
+
+    mlc_buf_add(b, "\"", 1);
+    if (s == NULL) {
+        mlc_buf_add(b, "\"", 1);
+        return;
+    }
+    for (run = s; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[6];
+        size_t n = 2;
+
+        if (c >= 32 && c != '"' && c != '\\') {
+            continue;
+        }
+        mlc_buf_add(b, run, (size_t)(s - run));
+        run = s + 1;
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+        }
+        mlc_buf_add(b, esc, n);
+    }
+    mlc_buf_add(b, run, (size_t)(s - run));
+    mlc_buf_add(b, "\"", 1);
+}
+
+static void put_num(struct mlc_buf *b, const cJSON *item)
+{
+    double d = item->valuedouble;
+    char text[32];
+    int n;
+
+    if (isnan(d) || isinf(d)) {
+        mlc_buf_add(b, "null", 4);
+        return;
+    }
+    if (d == floor(d) && fabs(d) < 1e15 && !(d == 0 && signbit(d))) {
+        /* "%1.15g" writes such a number as its plain digits */
+        long long v = (long long)d;
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        char *p = text + sizeof(text);
+
+        do {
+            *--p = (char)('0' + u % 10);
+            u /= 10;
+        } while (u != 0);
+        if (v < 0) {
+            *--p = '-';
+        }
+        mlc_buf_add(b, p, (size_t)(text + sizeof(text) - p));
+        return;
+    }
+    n = snprintf(text, sizeof(text), "%1.15g", d);
+    {
+        double back = 0;
+        if (sscanf(text, "%lg", &back) != 1 ||
+            fabs(back - d) > (fabs(back) > fabs(d) ? fabs(back) : fabs(d)) * DBL_EPSILON) {
+            n = snprintf(text, sizeof(text), "%1.17g", d);
+        }
+    }
+    mlc_buf_add(b, text, (size_t)n);
+}
+
+void mlc_json_write(struct mlc_buf *b, const cJSON *item)
+{
+    const cJSON *c;
+
+    switch (item->type & 0xff) {
+    case cJSON_NULL:
+        mlc_buf_add(b, "null", 4);
+        break;
+    case cJSON_False:
+        mlc_buf_add(b, "false", 5);
+        break;
+    case cJSON_True:
+        mlc_buf_add(b, "true", 4);
+        break;
+    case cJSON_Number:
+        put_num(b, item);
+        break;
+    case cJSON_Raw:
+        if (item->valuestring != NULL) {
+            mlc_buf_adds(b, item->valuestring);
+        }
+        break;
+    case cJSON_String:
+        put_str(b, item->valuestring);
+        break;
+    case cJSON_Array:
+        mlc_buf_add(b, "[", 1);
+        for (c = item->child; c != NULL; c = c->next) {
+            mlc_json_write(b, c);
+            if (c->next != NULL) {
+                mlc_buf_add(b, ",", 1);
+            }
+        }
+        mlc_buf_add(b, "]", 1);
+        break;
+    case cJSON_Object:
+        mlc_buf_add(b, "{", 1);
+        for (c = item->child; c != NULL; c = c->next) {
+            put_str(b, c->string);
+            mlc_buf_add(b, ":", 1);
+            mlc_json_write(b, c);
+            if (c->next != NULL) {
+                mlc_buf_add(b, ",", 1);
+            }
+        }
+        mlc_buf_add(b, "}", 1);
+        break;
+    default:
+        MLC_BUG("cannot write a cJSON item of type %d", item->type);
+    }
+}
+
 char *mlc_json_print(const cJSON *item)
 {
-    char *s = cJSON_PrintUnformatted(item);
+    struct mlc_buf b = MLC_BUF_INIT;
 
-    if (s == NULL) {
-        MLC_BUG("cJSON_PrintUnformatted failed (out of memory?)");
+    mlc_json_write(&b, item);
+    if (b.ptr == NULL) {
+        return mlc_xstrdup("");
     }
-    return s;
+    return mlc_buf_detach(&b);
 }
 
 cJSON *mlc_json_xobj(void)

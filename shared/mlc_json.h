@@ -29,6 +29,9 @@ int mlc_json_scalar_text(const cJSON *item, char *out, size_t n);
 
 /* Compact serialisation (caller frees). Aborts on OOM. */
 char *mlc_json_print(const cJSON *item);
+/* Append the compact text of item to b (the same text mlc_json_print gives). */
+struct mlc_buf;
+void mlc_json_write(struct mlc_buf *b, const cJSON *item);
 
 /* Abort-on-OOM constructors used where failure cannot be handled usefully. */
 cJSON *mlc_json_xobj(void);

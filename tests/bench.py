@@ -3,8 +3,9 @@
 """make bench: sync N work orders (default 50,000) from the JD Edwards
 simulator into the Jira simulator with the real agent and print
   BENCH <metric> <value> <unit>
-agent CPU (user+sys of the agent process only) per record, API calls per
-1,000 new records on each side, and the agent's peak RSS; then the same for a
+agent CPU (user+sys of the agent process only) per record, the same for a
+full re-read of those records with nothing changed (`sync --full`), API calls
+per 1,000 new records on each side, and the agent's peak RSS; then the same for a
 run at a tenth of the size, to show whether memory grows with the data.
 
 The relay part: signed 2 KB webhooks stored per second (load from a second
@@ -65,7 +66,17 @@ def one(agent, n, page):
         created = len(jira.ctl("/_sim/issues"))
         js = jira.stats()["requests"]
         ds = jde.stats()["requests"]
+        # the same records read again, nothing changed: `sync --full`
+        p = subprocess.Popen([agent, "-q", "-c", config, "sync", "jde_workorders", "--full"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=harness.agent_env())
+        _, st2, ru2 = os.wait4(p.pid, 0)
+        out2, err2 = p.stdout.read(), p.stderr.read()
+        if st2 != 0 or f"unchanged {created}," not in out2:
+            sys.stderr.write(out2 + err2)
+            raise SystemExit(f"bench: the full re-read did not find {created} unchanged records")
         return {
+            "resync_cpu_us": (ru2.ru_utime + ru2.ru_stime) * 1e6 / max(created, 1),
             "created": created,
             "cpu_us": (ru.ru_utime + ru.ru_stime) * 1e6 / max(created, 1),
             "jira_calls": sum(js.values()) * 1000.0 / max(created, 1),
@@ -199,6 +210,7 @@ def main():
     big = one(agent, args.records, args.page_size)
     print(f"bench: {big['created']} issues in {big['wall']:.1f}s wall", flush=True)
     print(f"BENCH agent_cpu_us_per_record {big['cpu_us']:.1f} us")
+    print(f"BENCH agent_resync_cpu_us_per_record {big['resync_cpu_us']:.1f} us")
     print(f"BENCH jira_calls_per_1000_records {big['jira_calls']:.2f} calls")
     print(f"BENCH jde_calls_per_1000_records {big['jde_calls']:.2f} calls")
     print(f"BENCH agent_peak_rss_mb {big['rss_mb']:.1f} MB")

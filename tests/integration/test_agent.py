@@ -298,9 +298,11 @@ def crash_with_unanswered_create_while_search_index_lags():
                 pass  # the agent has not created its tables yet
             time.sleep(0.02)
         # the first batch is in; make the next bulk create slow and the index lag
+        bulks = e.jira.stats()["requests"].get("issue_bulk", 0)
         e.jira.faults(slow_ms=1500, index_lag_ms=120000)
+        # killed once Jira has the next bulk create (it answers 1.5 s later)
         while time.monotonic() < deadline:
-            if e.db("SELECT count(*) FROM state_outbox WHERE state = 'inflight'")[0][0] > 0:
+            if e.jira.stats()["requests"].get("issue_bulk", 0) > bulks:
                 break
             time.sleep(0.02)
         time.sleep(0.3)
@@ -316,6 +318,39 @@ def crash_with_unanswered_create_while_search_index_lags():
         markers_exactly_once(e.issues(), e.jde.ctl("/_sim/rows?table=F4801"))
         rec = e.db("SELECT count(*) FROM state_audit WHERE action = 'recovered'")[0][0]
         expect(rec == 50, f"{rec} creates confirmed by lookup, expected 50")
+    finally:
+        e.close()
+
+
+@test
+def full_sync_finds_a_change_the_cursor_missed():
+    """A row changed without its update stamp (a fix-up straight in the
+    table) is invisible to the watermark; `sync --full` reads everything
+    again, writes only that record, and leaves the cursor at the end."""
+    e = Env(30)
+    try:
+        e.configure()
+        ok_run(e.agent("sync", "jde_workorders"), "first sync")
+        key = e.jde.ctl("/_sim/rows?table=F4801")[7]["DOCO"]
+        e.jde.ctl("/_sim/update", {"key": key, "set": {"DL01": "Fixed up quietly"}, "keep_stamp": True})
+        r = e.agent("sync", "jde_workorders")
+        ok_run(r, "sync by the cursor")
+        s = summary(r)
+        expect(s["seen"] <= 1 and s["updated"] == 0, f"the cursor should not see the quiet change: {s}")
+        e.jira.ctl("/_sim/reset_stats", {})
+        r = e.agent("sync", "jde_workorders", "--full")
+        ok_run(r, "full sync")
+        s = summary(r)
+        expect(s["seen"] == 30 and s["updated"] == 1 and s["unchanged"] == 29 and s["created"] == 0,
+               f"full sync: {s}")
+        st = e.jira.stats()["requests"]
+        expect(st.get("issue_edit", 0) == 1 and st.get("issue_bulk", 0) == 0, f"Jira writes: {st}")
+        it = [i for i in e.issues() if f"jdewo-{key}" in i["labels"]][0]
+        expect(it["fields"]["summary"].find("Fixed up quietly") >= 0, f"summary {it['fields']['summary']!r}")
+        r = e.agent("sync", "jde_workorders")
+        ok_run(r, "sync after the full one")
+        s = summary(r)
+        expect(s["seen"] <= 1 and s["updated"] == 0, f"the cursor is back at the end: {s}")
     finally:
         e.close()
 

@@ -307,9 +307,10 @@ def lost_create_behind_foreign_issues(e, extra_faults=None):
         e.foreign_issues(60)  # while the agent reads its next page
         faults = {"slow_ms": 1500, "index_lag_ms": 120000}
         faults.update(extra_faults or {})
+        bulks = e.jira.stats()["requests"].get("issue_bulk", 0)
         e.jira.faults(**faults)
-        wait_for(lambda: e.db("SELECT count(*) FROM state_outbox WHERE state = 'inflight'")[0][0] > 0,
-                 60, "the second bulk create")
+        wait_for(lambda: e.jira.stats()["requests"].get("issue_bulk", 0) > bulks, 60,
+                 "the second bulk create")
         time.sleep(0.4)
     finally:
         p.send_signal(signal.SIGKILL)
@@ -384,6 +385,45 @@ def unanswered_create_that_never_landed_is_sent_after_the_horizon():
         no_duplicates(e.issues(), 20)
         resent = e.db("SELECT count(*) FROM state_audit WHERE action = 'resend'")[0][0]
         expect(resent == 20, f"{resent} resend audit rows")
+    finally:
+        e.close()
+
+
+@test
+def queued_in_flight_but_never_sent_is_sent_at_once_after_a_crash():
+    """New records are queued in flight when their page is stored, and the
+    flow's sent mark is made durable just before a batch leaves. Killed while
+    the agent still asks Jira whether it has the records (before the mark),
+    the restarted agent knows they never left: it creates them at once, even
+    while Jira's search lags and the unanswered-create horizon is long."""
+    e = Env(100)
+    try:
+        e.configure(jde={"page_size": 50}, flow={"batch_size": 50})
+        e.jde.faults(slow_ms=1500)
+        p = subprocess.Popen([ARGS.agent, "-q", "-c", e.config, "sync", FLOW],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=harness.agent_env())
+        try:
+            # the first page goes out (its batch set the sent mark); the
+            # second is stored while Jira answers slowly, then the agent dies
+            wait_for(lambda: e.db("SELECT count(*) FROM state_ledger")[0][0] >= 50, 60, "the first batch")
+            e.jira.faults(slow_ms=1500)
+            wait_for(lambda: e.db("SELECT count(*) FROM state_outbox")[0][0] == 50, 60,
+                     "the second page stored in the outbox")
+            time.sleep(0.2)
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        expect(e.jira.stats()["requests"].get("issue_bulk", 0) == 1,
+               "the second bulk create was sent before the kill")
+        inflight = e.db("SELECT count(*) FROM state_outbox WHERE state = 'inflight'")[0][0]
+        expect(inflight == 50, f"{inflight} rows in flight after the kill, expected 50")
+        e.jira.faults(slow_ms=0, no_bulkfetch=True, index_lag_ms=120000)
+        e.jde.faults(slow_ms=0)
+        r, s = e.sync(what="sync after the crash")
+        adds_up(s)
+        expect(s["created"] == 50 and s["pending"] == 0, f"after the crash: {s}")
+        no_duplicates(e.issues(), 100)
+        expect(e.jira.stats()["requests"].get("issue_bulk", 0) == 2, "two bulk creates in all")
     finally:
         e.close()
 

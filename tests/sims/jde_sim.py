@@ -1037,9 +1037,12 @@ class JdeSim(simbase.Sim):
                 bad = [c for c in sets if c not in rows[0]]
                 if bad:
                     return Reply(400, {"error": "unknown columns %s" % bad})
-                upmj, tday = self.tick()
                 rows[0].update(sets)
-                rows[0]["UPMJ"], rows[0]["TDAY"] = upmj, tday
+                if not b.get("keep_stamp"):
+                    upmj, tday = self.tick()
+                    rows[0]["UPMJ"], rows[0]["TDAY"] = upmj, tday
+                # keep_stamp: a fix-up written straight to the table, which
+                # leaves the audit columns alone (no poller sees it)
                 return Reply(200, dict(rows[0]))
         if p == "/_sim/seed" and method == "POST":
             b = control_json(h)

@@ -3,6 +3,7 @@
  * schedules, the connector registry.
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include "shared/mlc_conf.h"
 #include "shared/mlc_http.h"
 #include "shared/mlc_log.h"
+#include "shared/mlc_json.h"
 #include "tinytest.h"
 
 static void every_code_has_a_string(void)
@@ -229,6 +231,76 @@ static void registry_is_consistent(void)
     CHECK(connector_find("nope") == NULL);
 }
 
+/* mlc_json_print must write exactly what cJSON_PrintUnformatted writes
+ * (ledger hashes are taken over that text): random trees of every kind,
+ * numbers at the edges of int and of double precision, every control byte. */
+static cJSON *random_item(unsigned *seed, int depth)
+{
+    static const double nums[] = { 0, -0.0, 1, -1, 2147483647.0, -2147483648.0, 2147483648.0,
+                                   -2147483649.0, 0.1, 1e300, -1e-300, 3.141592653589793,
+                                   123456789012345678.0, 1.0 / 3.0, 1e15, 1e17, 0.5, 100001 };
+    unsigned r = (unsigned)rand_r(seed);
+    char text[24];
+
+    switch (depth > 3 ? r % 5 : r % 7) {
+    case 0:
+        return cJSON_CreateNull();
+    case 1:
+        return cJSON_CreateBool((int)(r & 8));
+    case 2:
+        if (r & 16) {
+            return cJSON_CreateNumber(nums[(r >> 5) % (sizeof(nums) / sizeof(nums[0]))]);
+        }
+        return cJSON_CreateNumber(((double)rand_r(seed) - RAND_MAX / 2) / ((r >> 6) % 1000 + 1));
+    case 3:
+    case 4:
+        for (size_t i = 0; i + 1 < sizeof(text); i++) {
+            unsigned c = (unsigned)rand_r(seed) % 140;
+            text[i] = (char)(c < 128 ? c : 0xc3 + (c & 1)); /* control bytes, ASCII, UTF-8 lead */
+            if (text[i] == '\0') {
+                break;
+            }
+        }
+        text[sizeof(text) - 1] = '\0';
+        return cJSON_CreateString(text);
+    case 5: {
+        cJSON *a = cJSON_CreateArray();
+        for (int i = (int)(r >> 8) % 4; i > 0; i--) {
+            cJSON_AddItemToArray(a, random_item(seed, depth + 1));
+        }
+        return a;
+    }
+    default: {
+        cJSON *o = cJSON_CreateObject();
+        for (int i = (int)(r >> 8) % 4; i > 0; i--) {
+            snprintf(text, sizeof(text), "k%d\t\"%u", i, (unsigned)rand_r(seed) % 100);
+            cJSON_AddItemToObject(o, text, random_item(seed, depth + 1));
+        }
+        return o;
+    }
+    }
+}
+
+static void json_print_matches_cjson(void)
+{
+    unsigned seed = 12345;
+    int same = 0;
+
+    for (int i = 0; i < 3000; i++) {
+        cJSON *t = random_item(&seed, 0);
+        char *ours = mlc_json_print(t), *theirs = cJSON_PrintUnformatted(t);
+        if (strcmp(ours, theirs) == 0) {
+            same++;
+        } else {
+            CHECK_STR(ours, theirs);
+        }
+        free(ours);
+        cJSON_free(theirs);
+        cJSON_Delete(t);
+    }
+    CHECK_INT(same, 3000);
+}
+
 int main(void)
 {
     RUN(every_code_has_a_string);
@@ -242,5 +314,6 @@ int main(void)
     RUN(conf_expands_env);
     RUN(schedules_parse);
     RUN(registry_is_consistent);
+    RUN(json_print_matches_cjson);
     return TT_DONE();
 }

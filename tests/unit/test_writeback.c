@@ -994,6 +994,8 @@ static void v1_database_migrates(void)
               db,
               "INSERT INTO state_ledger(flow, source_key, hash, target_key, target_id, audit_id,"
               " created_at, updated_at) VALUES('wo', '100001', 'h', 'MFG-1', '1', 'aid1', 1, 1);"
+              "INSERT INTO state_outbox(id, flow, source_key, op, payload, hash, audit_id, created_at)"
+              " VALUES(7, 'wo', '100002', 'create', '{}', 'h2', 'aid2', 1);"
               "PRAGMA user_version = 1;",
               NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
@@ -1002,7 +1004,13 @@ static void v1_database_migrates(void)
         return;
     }
     CHECK_INT(q_int(st, "PRAGMA user_version"), STATE_SCHEMA_VERSION);
-    CHECK_INT(STATE_SCHEMA_VERSION, 3);
+    CHECK_INT(STATE_SCHEMA_VERSION, 4);
+    /* version 4: the outbox kept its row, and ids are never handed out twice */
+    CHECK_INT(q_int(st, "SELECT count(*) FROM state_outbox WHERE id = 7 AND source_key = '100002'"), 1);
+    CHECK(sqlite3_exec(st->db, "DELETE FROM state_outbox; INSERT INTO state_outbox(flow, source_key,"
+                       " op, payload, hash, audit_id, created_at) VALUES('wo', 'x', 'create', '{}', 'h',"
+                       " 'a', 1)", NULL, NULL, NULL) == SQLITE_OK);
+    CHECK_INT(q_int(st, "SELECT id FROM state_outbox WHERE source_key = 'x'"), 8);
     /* version 3's columns: in-flight times, managed lists, run counts */
     CHECK_INT(q_int(st, "SELECT count(*) FROM pragma_table_info('state_outbox') WHERE name = 'sent_at'"), 1);
     CHECK_INT(q_int(st, "SELECT count(*) FROM pragma_table_info('state_ledger') WHERE name = 'lists'"), 1);

@@ -144,14 +144,11 @@ void jde_error_text(const char *body, size_t len, char *out, size_t n)
     cJSON_Delete(root);
 }
 
-static int row_text(const cJSON *row, const char *table, const char *col, char *out, size_t n,
-                    const cJSON **item_out)
+/* A cell of a row whose names lost their table prefix, as text. */
+static int row_text(const cJSON *row, const char *col, char *out, size_t n, const cJSON **item_out)
 {
-    char name[48];
-    const cJSON *it;
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(row, col);
 
-    snprintf(name, sizeof(name), "%s_%s", table, col);
-    it = cJSON_GetObjectItemCaseSensitive(row, name);
     if (item_out) {
         *item_out = it;
     }
@@ -165,10 +162,10 @@ enum mlc_rc jde_parse_page(const char *body, size_t len, const struct jde_table 
                            struct page *out, int *more, char **next_href, struct mlc_errbuf *err)
 {
     char fsname[48], prefix[24];
-    const cJSON *fs, *grid, *rowset, *summary, *links, *row, *exc;
+    const cJSON *fs, *grid, *summary, *links, *exc;
     enum mlc_rc rc = MLC_OK;
+    cJSON *root, *rowset, *row, *next;
     size_t plen;
-    cJSON *root;
 
     *more = 0;
     *next_href = NULL;
@@ -187,7 +184,7 @@ enum mlc_rc jde_parse_page(const char *body, size_t len, const struct jde_table 
     snprintf(fsname, sizeof(fsname), "fs_DATABROWSE_%s", t->table);
     fs = mlc_json_obj(root, fsname);
     grid = fs ? mlc_json_path(fs, "data.gridData") : NULL;
-    rowset = grid ? mlc_json_arr(grid, "rowset") : NULL;
+    rowset = grid ? (cJSON *)mlc_json_arr(grid, "rowset") : NULL; /* root is ours */
     if (rowset == NULL) {
         mlc_errf(err, "jde data service answer has no %s.data.gridData.rowset", fsname);
         rc = MLC_E_PROTO;
@@ -196,52 +193,50 @@ enum mlc_rc jde_parse_page(const char *body, size_t len, const struct jde_table 
     summary = mlc_json_obj(grid, "summary");
     *more = summary ? mlc_json_bool(summary, "moreRecords", 0) : 0;
     links = mlc_json_arr(root, "links");
-    cJSON_ArrayForEach(row, links)
-    {
-        const char *rel = mlc_json_str(row, "rel"), *href = mlc_json_str(row, "href");
+    for (const cJSON *ln = links ? links->child : NULL; ln != NULL; ln = ln->next) {
+        const char *rel = mlc_json_str(ln, "rel"), *href = mlc_json_str(ln, "href");
         if (rel && href && strcmp(rel, "next") == 0 && *next_href == NULL) {
             *next_href = mlc_xstrdup(href);
         }
     }
     snprintf(prefix, sizeof(prefix), "%s_", t->table);
     plen = strlen(prefix);
-    cJSON_ArrayForEach(row, rowset)
-    {
+    for (row = rowset->child; row != NULL; row = next) {
         struct record *r = page_push(out);
         char key[64], date[32], tbuf[32];
-        const cJSON *kit = NULL, *cell;
+        const cJSON *kit = NULL;
         struct mlc_ymd ymd;
         long tm = -1;
         char *tend;
 
-        r->data = mlc_json_xobj();
+        next = row->next;
         if (!cJSON_IsObject(row)) {
+            r->data = mlc_json_xobj();
             r->error = mlc_xstrdup("row is not a JSON object");
             continue;
         }
-        cJSON_ArrayForEach(cell, row)
-        {
-            const char *name = cell->string;
-            if (name == NULL) {
-                continue;
+        /* the row becomes the record as it is: taken out of the answer, its
+         * cells renamed in place ("F4801_DOCO" -> "DOCO"), nothing copied */
+        cJSON_DetachItemViaPointer(rowset, row);
+        for (cJSON *cell = row->child; cell != NULL; cell = cell->next) {
+            if (cell->string != NULL && !(cell->type & cJSON_StringIsConst) &&
+                strncmp(cell->string, prefix, plen) == 0) {
+                memmove(cell->string, cell->string + plen, strlen(cell->string + plen) + 1);
             }
-            if (strncmp(name, prefix, plen) == 0) {
-                name += plen;
-            }
-            mlc_json_xadd(r->data, name, cJSON_Duplicate(cell, 1));
         }
-        if (row_text(row, t->table, t->key_col, key, sizeof(key), &kit) != 0 || key[0] == '\0' ||
+        r->data = row;
+        if (row_text(row, t->key_col, key, sizeof(key), &kit) != 0 || key[0] == '\0' ||
             (t->key_numeric && !cJSON_IsNumber(kit))) {
             r->error = mlc_xasprintf("row has no usable %s.%s (key column)", t->table, t->key_col);
             continue;
         }
         r->key = mlc_xstrdup(key);
-        if (row_text(row, t->table, t->date_col, date, sizeof(date), NULL) != 0 ||
+        if (row_text(row, t->date_col, date, sizeof(date), NULL) != 0 ||
             mlc_yyyymmdd_parse(date, &ymd) != 0) {
             r->error = mlc_xasprintf("row %s has an invalid %s.%s date", key, t->table, t->date_col);
             continue;
         }
-        if (row_text(row, t->table, t->time_col, tbuf, sizeof(tbuf), NULL) == 0) {
+        if (row_text(row, t->time_col, tbuf, sizeof(tbuf), NULL) == 0) {
             tm = strtol(tbuf, &tend, 10);
             if (tend == tbuf || *tend != '\0' || tm < 0 || tm > 235959) {
                 tm = -1;
