@@ -72,7 +72,12 @@ static void expand(const char *t, const cJSON *row, struct mlc_buf *b)
 {
     for (const char *p = t; *p; p++) {
         const char *e;
-        if (*p == '{' && (e = strchr(p, '}')) != NULL) {
+        if (*p != '{') {
+            /* the literal text up to the next brace, in one piece */
+            size_t n = strcspn(p, "{");
+            mlc_buf_add(b, p, n);
+            p += n - 1;
+        } else if ((e = strchr(p, '}')) != NULL) {
             char col[64], val[1024];
             size_t n = (size_t)(e - p - 1);
             if (n >= sizeof(col)) {

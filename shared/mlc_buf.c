@@ -122,8 +122,16 @@ static enum mlc_rc buf_grow(struct mlc_buf *b, size_t extra)
 
 enum mlc_rc mlc_buf_add(struct mlc_buf *b, const void *p, size_t n)
 {
-    enum mlc_rc rc = buf_grow(b, n);
+    enum mlc_rc rc;
 
+    /* room already, and under the cap: no call (the common case) */
+    if (n < b->cap - b->len && (b->max == 0 || b->len + n <= b->max)) {
+        memcpy(b->ptr + b->len, p, n);
+        b->len += n;
+        b->ptr[b->len] = '\0';
+        return MLC_OK;
+    }
+    rc = buf_grow(b, n);
     if (rc != MLC_OK) {
         return rc;
     }

@@ -16,9 +16,14 @@
 #include <mbedtls/sha256.h>
 
 #include "shared/mlc_crypto.h"
+#include "shared/mlc_sha256.h"
 
 void mlc_sha256(const void *data, size_t len, uint8_t out[MLC_SHA256_LEN])
 {
+    if (mlc_sha256_hw_available()) {
+        mlc_sha256_hw(data, len, out);
+        return;
+    }
     /* is224 = 0; the only failure is a hardware-accelerator error */
     if (mbedtls_sha256_ret(data, len, out, 0) != 0) {
         MLC_BUG("sha-256 failed");

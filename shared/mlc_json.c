@@ -104,18 +104,35 @@ int mlc_json_scalar_text(const cJSON *item, char *out, size_t n)
     if (item == NULL || cJSON_IsNull(item)) {
         return 0;
     }
-    if (cJSON_IsString(item)) {
-        snprintf(out, n, "%s", item->valuestring);
-        return 0;
-    }
-    if (cJSON_IsBool(item)) {
-        snprintf(out, n, "%s", cJSON_IsTrue(item) ? "true" : "false");
+    if (cJSON_IsString(item) || cJSON_IsBool(item)) {
+        const char *s = cJSON_IsString(item) ? item->valuestring
+                                             : cJSON_IsTrue(item) ? "true" : "false";
+        size_t len = strlen(s);
+
+        len = len < n - 1 ? len : n - 1; /* cut to fit, as snprintf would */
+        memcpy(out, s, len);
+        out[len] = '\0';
         return 0;
     }
     if (cJSON_IsNumber(item)) {
         double v = item->valuedouble;
         if (isfinite(v) && v == floor(v) && fabs(v) < 9.0e15) {
-            snprintf(out, n, "%.0f", v);
+            /* "%.0f" of a whole number: its digits (and "-0" for minus zero) */
+            char digits[24], *p = digits + sizeof(digits);
+            unsigned long long u = (unsigned long long)fabs(v);
+            size_t len;
+
+            do {
+                *--p = (char)('0' + u % 10);
+                u /= 10;
+            } while (u != 0);
+            if (signbit(v)) {
+                *--p = '-';
+            }
+            len = (size_t)(digits + sizeof(digits) - p);
+            len = len < n - 1 ? len : n - 1;
+            memcpy(out, p, len);
+            out[len] = '\0';
         } else {
             snprintf(out, n, "%.15g", v);
         }
