@@ -74,6 +74,22 @@ static void bind_text(sqlite3_stmt *q, const char *name, const char *v)
     }
 }
 
+/* The same without a copy, for the hot path: v must stay valid until the
+ * statement is reset, which every caller of it does before it returns. */
+static void bind_text_lent(sqlite3_stmt *q, const char *name, const char *v)
+{
+    int i = sqlite3_bind_parameter_index(q, name);
+
+    if (i == 0) {
+        MLC_BUG("statement has no parameter %s", name);
+    }
+    if (v == NULL) {
+        sqlite3_bind_null(q, i);
+    } else {
+        sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
+    }
+}
+
 static void bind_int(sqlite3_stmt *q, const char *name, long long v)
 {
     int i = sqlite3_bind_parameter_index(q, name);
@@ -288,8 +304,8 @@ enum mlc_rc state_ledger_get(struct state *s, const char *flow, const char *key,
     sqlite3_stmt *q = stmt(s, SQ_LEDGER_GET);
     int rc;
 
-    bind_text(q, ":flow", flow);
-    bind_text(q, ":key", key);
+    bind_text_lent(q, ":flow", flow);
+    bind_text_lent(q, ":key", key);
     rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
         copy_col(q, 0, out->hash, sizeof(out->hash));
@@ -314,13 +330,13 @@ enum mlc_rc state_ledger_put(struct state *s, const char *flow, const char *key,
 {
     sqlite3_stmt *q = stmt(s, SQ_LEDGER_PUT);
 
-    bind_text(q, ":flow", flow);
-    bind_text(q, ":key", key);
-    bind_text(q, ":hash", row->hash);
-    bind_text(q, ":tkey", row->target_key);
-    bind_text(q, ":tid", row->target_id);
-    bind_text(q, ":aid", row->audit_id);
-    bind_text(q, ":lists", row->lists);
+    bind_text_lent(q, ":flow", flow);
+    bind_text_lent(q, ":key", key);
+    bind_text_lent(q, ":hash", row->hash);
+    bind_text_lent(q, ":tkey", row->target_key);
+    bind_text_lent(q, ":tid", row->target_id);
+    bind_text_lent(q, ":aid", row->audit_id);
+    bind_text_lent(q, ":lists", row->lists);
     bind_int(q, ":now", state_now_ms());
     return step_done(s, q, err);
 }
@@ -396,13 +412,13 @@ enum mlc_rc state_outbox_put_fresh(struct state *s, const char *flow, const char
     sqlite3_stmt *q = stmt(s, SQ_OUTBOX_PUT_FRESH);
     enum mlc_rc rc;
 
-    bind_text(q, ":flow", flow);
-    bind_text(q, ":key", key);
-    bind_text(q, ":op", op);
-    bind_text(q, ":tkey", target_key ? target_key : "");
-    bind_text(q, ":payload", payload);
-    bind_text(q, ":hash", hash);
-    bind_text(q, ":aid", audit_id);
+    bind_text_lent(q, ":flow", flow);
+    bind_text_lent(q, ":key", key);
+    bind_text_lent(q, ":op", op);
+    bind_text_lent(q, ":tkey", target_key ? target_key : "");
+    bind_text_lent(q, ":payload", payload);
+    bind_text_lent(q, ":hash", hash);
+    bind_text_lent(q, ":aid", audit_id);
     bind_int(q, ":now", state_now());
     rc = step_done(s, q, err);
     *id = rc == MLC_OK ? sqlite3_last_insert_rowid(s->db) : 0;
@@ -561,8 +577,8 @@ int state_outbox_hash(struct state *s, const char *flow, const char *key, char *
     sqlite3_stmt *q = stmt(s, SQ_OUTBOX_HASH);
     int found = -1;
 
-    bind_text(q, ":flow", flow);
-    bind_text(q, ":key", key);
+    bind_text_lent(q, ":flow", flow);
+    bind_text_lent(q, ":key", key);
     if (sqlite3_step(q) == SQLITE_ROW) {
         copy_col(q, 0, hash, 65);
         found = 0;
@@ -673,12 +689,12 @@ enum mlc_rc state_audit(struct state *s, const char *flow, const char *key, cons
     sqlite3_stmt *q = stmt(s, SQ_AUDIT);
 
     bind_int(q, ":now", state_now());
-    bind_text(q, ":flow", flow);
-    bind_text(q, ":key", key);
-    bind_text(q, ":aid", audit_id);
-    bind_text(q, ":action", action);
-    bind_text(q, ":tkey", target_key);
-    bind_text(q, ":detail", detail);
+    bind_text_lent(q, ":flow", flow);
+    bind_text_lent(q, ":key", key);
+    bind_text_lent(q, ":aid", audit_id);
+    bind_text_lent(q, ":action", action);
+    bind_text_lent(q, ":tkey", target_key);
+    bind_text_lent(q, ":detail", detail);
     return step_done(s, q, NULL);
 }
 

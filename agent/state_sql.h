@@ -145,7 +145,7 @@ static const char *const state_sql[SQ__COUNT] = {
     [SQ_CURSOR_GET] = "SELECT value FROM state_cursor WHERE flow = :flow",
     [SQ_CURSOR_SET] = "INSERT INTO state_cursor(flow, value, updated_at) VALUES(:flow, :value, :now)"
                       " ON CONFLICT(flow) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-    [SQ_LEDGER_GET] = "SELECT hash, target_key, target_id, audit_id, wb_at, lists, updated_at FROM state_ledger"
+    [SQ_LEDGER_GET] = "SELECT hash, target_key, target_id, audit_id, wb_at, NULL, updated_at FROM state_ledger"
                       " WHERE flow = :flow AND source_key = :key",
     [SQ_LEDGER_PUT] = "INSERT INTO state_ledger(flow, source_key, hash, target_key, target_id, audit_id,"
                       " created_at, updated_at, lists) VALUES(:flow, :key, :hash, :tkey, :tid, :aid, :now, :now, :lists)"
