@@ -66,6 +66,11 @@ char *jira_text_clean(const char *text)
     while (*p != '\0') {
         size_t n;
 
+        if (*p >= 0x20 && *p < 0x80) {
+            /* printable ASCII, the common case: copied as it is */
+            *o++ = (char)*p++;
+            continue;
+        }
         if (*p == '\r') {
             *o++ = '\n';
             p += p[1] == '\n' ? 2 : 1;
