@@ -283,10 +283,11 @@ char *mlc_json_print(const cJSON *item)
 {
     struct mlc_buf b = MLC_BUF_INIT;
 
+    /* most records print to under a kilobyte: one allocation, no regrowth */
+    b.ptr = mlc_xmalloc(1024);
+    b.cap = 1024;
+    b.ptr[0] = '\0';
     mlc_json_write(&b, item);
-    if (b.ptr == NULL) {
-        return mlc_xstrdup("");
-    }
     return mlc_buf_detach(&b);
 }
 
