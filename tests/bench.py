@@ -208,8 +208,10 @@ def agent_idle(build, settle=30):
     r.start()
     agent = None
     try:
+        # the status page on too, on a port of its own (8089 may be taken)
         path = harness.make_config(work, jde.url, jira.url, flow={"schedule": "manual"},
-                                   agent={"log_level": "warn"})
+                                   agent={"log_level": "warn",
+                                          "status_listen": "127.0.0.1:%d" % rh.free_port()})
         cfg = json.load(open(path))
         cfg["relay"] = {"url": r.tunnel_url, "tenant": "idle", "key": ten["agent_key"]}
         json.dump(cfg, open(path, "w"))
