@@ -475,7 +475,7 @@ int agent_daemon(struct agent *a)
             trim = 1;
         } else if (trim && !a->stop) {
             long kb = mlc_mem_trim();
-            mlc_debug("idle: gave back %ld KB of clean library pages and the free heap", kb);
+            mlc_debug("idle: free heap returned, %ld KB of clean library pages unmapped", kb);
             trim = 0;
         }
     }
