@@ -5,6 +5,7 @@
  * relay commands. The tunnel lives on its own thread (tunnel.c) and talks to
  * this loop through the inbox table and the mailbox (mailbox.h).
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,9 @@
 #include "shared/mlc_buf.h"
 #include "shared/mlc_json.h"
 #include "shared/mlc_log.h"
+
+/* quiet this long before freed heap is given back (malloc_trim) */
+#define IDLE_TRIM_MS 5000
 
 struct watcher {
     struct flow *f;
@@ -399,6 +403,8 @@ int agent_daemon(struct agent *a)
     mlc_info("mlc-agent %s running %d flows (state %s)%s", MLC_VERSION, a->n_flows, a->cf.state_db,
              t ? ", relay tunnel on" : "");
     long long next_ping_ms = 0; /* systems' reachability for the status page: at start, then every 10 min */
+    long long busy_ms = now_ms(); /* when the worker last did something */
+    int trim = 1;                 /* work since memory was last given back (start-up counts) */
     while (!a->stop) {
         long long soonest_ms = now_ms() + 1000;
         struct mb_msg *cmd;
@@ -423,6 +429,7 @@ int agent_daemon(struct agent *a)
         if ((cmd = mailbox_wait(&mb, wait > 0 ? (wait > 500 ? 500 : wait) : 0)) != NULL) {
             handle_command(a, cmd);
             mailbox_msg_free(cmd);
+            busy_ms = now_ms();
         }
         if (a->stop) {
             break;
@@ -435,27 +442,43 @@ int agent_daemon(struct agent *a)
             } else if (st.applied || st.failed || st.echoes) {
                 mlc_info("write-back: applied %ld, ignored %ld, echoes %ld, failed %ld, retrying %ld",
                          st.applied, st.ignored, st.echoes, st.failed, st.retry);
+                busy_ms = now_ms();
             }
         }
         if (now_ms() >= next_ping_ms && !a->stop) {
             cJSON_Delete(ping_all(a));
             next_ping_ms = now_ms() + 10 * 60 * 1000;
+            busy_ms = now_ms();
         }
         now = (long long)time(NULL);
         for (int i = 0; i < a->n_flows && !a->stop; i++) {
             struct flow *f = &a->flows[i];
             if (f->next_due >= 0 && f->next_due <= now) {
                 run_flow(a, f, NULL);
+                busy_ms = now_ms();
             }
         }
         for (int i = 0; i < nw && !a->stop; i++) {
             if (ws[i].next_watch_ms <= now_ms()) {
                 do_watch(a, &ws[i], hook_secret);
+                busy_ms = now_ms();
             }
             if (strcmp(mode_of(&ws[i]), "poll") == 0 && ws[i].f->dst->ops->changes != NULL &&
                 ws[i].next_poll_ms <= now_ms()) {
                 do_poll(a, &ws[i]);
+                busy_ms = now_ms();
             }
+        }
+        /* Quiet for a while after start-up or work: give the heap it freed
+         * back to the kernel. (Most of an idle agent's resident set is the
+         * pages of the ~40 libraries libcurl brings in: shared, clean and
+         * reclaimable, so they are left alone.) */
+        if (busy_ms > now_ms() - IDLE_TRIM_MS) {
+            trim = 1;
+        } else if (trim && !a->stop) {
+            malloc_trim(0);
+            mlc_debug("idle: free heap returned to the kernel");
+            trim = 0;
         }
     }
     mlc_info("mlc-agent stopping");

@@ -1032,9 +1032,16 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
 
 /* ---- the loop ---- */
 
+/* An idle tunnel keeps lws's receive buffer (rx_buffer_size) for as long as
+ * it is open, so it is small: an agent sends ACKs, PONGs and answers, and
+ * a longer frame arrives in pieces that cb_tunnel joins. Sends stay at up
+ * to 4 KB per write (tx_packet_size). */
+#define TUNNEL_RX_BUF 1024
+#define TUNNEL_TX_PACKET 4096
+
 static const struct lws_protocols protocols[] = {
     { "http", cb_http, sizeof(struct http_pss), 0, 0, NULL, 0 },
-    { "mlc-tunnel", cb_tunnel, sizeof(struct tunnel), 4096, 0, NULL, 0 },
+    { "mlc-tunnel", cb_tunnel, sizeof(struct tunnel), TUNNEL_RX_BUF, 0, NULL, TUNNEL_TX_PACKET },
     { "mlc-wake", cb_wake, 0, 0, 0, NULL, 0 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };

@@ -6,13 +6,15 @@ simulator into the Jira simulator with the real agent and print
 agent CPU (user+sys of the agent process only) per record, the same for a
 full re-read of those records with nothing changed (`sync --full`), API calls
 per 1,000 new records on each side, and the agent's peak RSS; then the same for a
-run at a tenth of the size, to show whether memory grows with the data.
+run at a tenth of the size, to show whether memory grows with the data, and
+the agent's memory when idle (`run` with a tunnel up, 30 s later): resident
+set, and its own (anonymous) part.
 
 The relay part: signed 2 KB webhooks stored per second (load from a second
 process, tests/bench/hookload.c, on loopback), webhook -> agent inbox latency
 at 1,000 webhooks/s (relay's receive time to the agent's durable store time,
 both stamped by the real processes), and relay memory per idle tunnel with
-5,000 connected agents (tests/bench/tunnelswarm.c)."""
+5,000 connected agents (tests/bench/tunnelswarm.c), over ws and over wss."""
 import argparse
 import os
 import resource
@@ -168,14 +170,25 @@ def relay_bench(build):
         jde.stop()
         jira.stop()
 
-    # 3. memory per idle tunnel: 5,000 agents (one process) connected and quiet
-    r = rh.Relay(relay_bin, extra={"log_level": "warn"})
+    # 3. memory per idle tunnel: 5,000 agents (one process) connected and quiet,
+    # over plain ws and over wss (TLS, a self-signed certificate for localhost)
+    idle_tunnels(relay_bin, swarm, tls=False)
+    idle_tunnels(relay_bin, swarm, tls=True)
+
+
+def idle_tunnels(relay_bin, swarm, tls, count=5000):
+    extra = {"log_level": "warn"}
+    work = tempfile.mkdtemp(prefix="mlc-bench-swarm-")
+    if tls:
+        crt, key = rh.self_signed_cert(work)
+        extra.update(tls_cert=crt, tls_key=key)
+    r = rh.Relay(relay_bin, workdir=work, extra=extra)
     r.start()
     sw = None
     try:
         base = rss_kb(r.proc.pid)
         sw = subprocess.Popen([swarm, "--store", r.store, "--key-file", os.path.join(r.dir, "relay-secret.key"),
-                               "--port", str(r.port), "--count", "5000"],
+                               "--port", str(r.port), "--count", str(count)] + (["--tls", crt] if tls else []),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = sw.stdout.readline().split()
         if len(line) < 4 or line[0] != "ready" or int(line[3]) != 0:
@@ -183,13 +196,59 @@ def relay_bench(build):
         time.sleep(3)
         tunnels = r.metrics()["mlc_relay_tunnels"]
         after = rss_kb(r.proc.pid)
-        print(f"BENCH relay_kb_per_idle_tunnel {(after - base) / max(tunnels, 1):.1f} KB "
-              f"({int(tunnels)} tunnels, RSS {base} -> {after} KB)")
+        name = "relay_kb_per_idle_tls_tunnel" if tls else "relay_kb_per_idle_tunnel"
+        print(f"BENCH {name} {(after - base) / max(tunnels, 1):.1f} KB "
+              f"({int(tunnels)} {'wss' if tls else 'ws'} tunnels, RSS {base} -> {after} KB)", flush=True)
     finally:
         if sw:
             sw.stdin.close()
             sw.wait()
         r.stop()
+
+
+def agent_idle(build, settle=30):
+    """The agent's resident memory at rest: `mlc-agent run` with the bench's
+    relay configuration (simulators, manual schedule, a tunnel to a local
+    relay), VmRSS read 30 s after its tunnel is up (the relay counts it)."""
+    relay_bin = os.path.abspath(os.path.join(build, "mlc-relay"))
+    agent_bin = os.path.abspath(os.path.join(build, "mlc-agent"))
+    work = tempfile.mkdtemp(prefix="mlc-bench-idle-")
+    jde = harness.Sim("jde_sim.py", ["--seed", "10"])
+    jira = harness.Sim("jira_sim.py", [])
+    r = rh.Relay(relay_bin, workdir=work, extra={"log_level": "warn"})
+    ten = r.tenant_add("idle")
+    r.start()
+    agent = None
+    try:
+        # the status page on too, on a port of its own (8089 may be taken)
+        path = harness.make_config(work, jde.url, jira.url, flow={"schedule": "manual"},
+                                   agent={"log_level": "warn",
+                                          "status_listen": "127.0.0.1:%d" % rh.free_port()})
+        cfg = json.load(open(path))
+        cfg["relay"] = {"url": r.tunnel_url, "tenant": "idle", "key": ten["agent_key"]}
+        json.dump(cfg, open(path, "w"))
+        agent = subprocess.Popen([agent_bin, "-q", "-c", path, "run"], env=harness.agent_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while r.metrics().get("mlc_relay_tunnels", 0) < 1:
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("bench: the idle agent's tunnel did not come up")
+            time.sleep(0.1)
+        time.sleep(settle)
+        if agent.poll() is not None:
+            raise SystemExit(f"bench: the idle agent exited with {agent.returncode}")
+        rss = rss_kb(agent.pid)
+        with open(f"/proc/{agent.pid}/status") as f:
+            anon = next((int(x.split()[1]) for x in f if x.startswith("RssAnon:")), 0)
+        print(f"BENCH agent_idle_rss_mb {rss / 1024.0:.1f} MB "
+              f"(anonymous {anon / 1024.0:.1f} MB, {settle} s after the tunnel came up)", flush=True)
+    finally:
+        if agent:
+            agent.terminate()
+            agent.wait()
+        r.stop()
+        jde.stop()
+        jira.stop()
 
 
 def main():
@@ -204,6 +263,7 @@ def main():
         relay_bench(args.build)
     if args.only == "relay":
         return 0
+    agent_idle(args.build)
     small = max(1000, args.records // 10)
     print(f"bench: syncing {args.records} work orders (page size {args.page_size}); this takes a few minutes",
           flush=True)

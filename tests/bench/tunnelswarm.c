@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0
  * tunnelswarm: many idle agent tunnels from one process, for `make bench`.
  *
- *   tunnelswarm --store SPEC --port P --count N
+ *   tunnelswarm --store SPEC --key-file F --port P --count N [--tls CA_FILE]
  *
  * Creates tenants swarm-0..N-1 in the relay's store (known keys), opens N
- * WebSocket tunnels to the relay on 127.0.0.1:P, says HELLO on each, prints
+ * WebSocket tunnels to the relay on 127.0.0.1:P (wss:// with --tls, the
+ * relay's certificate checked against CA_FILE for the name localhost), says HELLO on each, prints
  * "ready N" once every tunnel got the relay's HELLO, answers PINGs, and
  * stays until SIGTERM/SIGINT or its stdin closes.
  */
@@ -28,7 +29,7 @@ struct swarm_conn {
     struct mlc_buf out; /* one pending frame (HELLO or PONG) */
 };
 
-static int count, port, ready, failed, connecting;
+static int count, port, ready, failed, connecting, tls;
 static volatile sig_atomic_t stopping;
 static struct lws_context *ctx;
 
@@ -109,8 +110,9 @@ static void dial(int i)
     ci.address = "127.0.0.1";
     ci.port = port;
     ci.path = "/tunnel";
-    ci.host = "127.0.0.1";
-    ci.origin = "127.0.0.1";
+    ci.host = tls ? "localhost" : "127.0.0.1";
+    ci.origin = ci.host;
+    ci.ssl_connection = tls ? LCCSCF_USE_SSL : 0;
     ci.protocol = "mlc-tunnel";
     ci.opaque_user_data = (void *)(intptr_t)i;
     connecting++;
@@ -125,15 +127,16 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         { "store", required_argument, NULL, 's' }, { "port", required_argument, NULL, 'p' },
         { "count", required_argument, NULL, 'n' }, { "key-file", required_argument, NULL, 'k' },
-        { NULL, 0, NULL, 0 },
+        { "tls", required_argument, NULL, 't' }, { NULL, 0, NULL, 0 },
     };
-    const char *spec = NULL, *key_file = NULL;
+    const char *spec = NULL, *key_file = NULL, *ca_file = NULL;
     struct store_key skey;
     struct lws_context_creation_info info;
     struct mlc_errbuf err = { 0 };
     struct store *st;
     struct rlimit rl;
     int o, next = 0, announced = 0;
+    static const char usage[] = "usage: tunnelswarm --store SPEC --key-file F --port P --count N [--tls CA_FILE]\n";
 
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -141,11 +144,12 @@ int main(int argc, char **argv)
         case 'p': port = atoi(optarg); break;
         case 'n': count = atoi(optarg); break;
         case 'k': key_file = optarg; break;
-        default: fprintf(stderr, "usage: tunnelswarm --store SPEC --key-file F --port P --count N\n"); return 2;
+        case 't': ca_file = optarg; break;
+        default: fprintf(stderr, "%s", usage); return 2;
         }
     }
     if (spec == NULL || key_file == NULL || port <= 0 || count <= 0) {
-        fprintf(stderr, "usage: tunnelswarm --store SPEC --key-file F --port P --count N\n");
+        fprintf(stderr, "%s", usage);
         return 2;
     }
     if (store_key_load(&skey, key_file, &err) != MLC_OK ||
@@ -185,6 +189,11 @@ int main(int argc, char **argv)
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = protos;
     info.fd_limit_per_thread = (unsigned)count + 64;
+    if (ca_file) {
+        tls = 1;
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.client_ssl_ca_filepath = ca_file;
+    }
     ctx = lws_create_context(&info);
     if (ctx == NULL) {
         fprintf(stderr, "tunnelswarm: cannot create the client context\n");

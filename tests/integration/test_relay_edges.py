@@ -13,7 +13,9 @@ hostile requests, spoken over raw sockets.
     before 101, closed, none left open; a tunnel that never says HELLO is
     closed;
   * request bodies: a trickled body gets 408 within the body deadline, a
-    50 MiB chunked body gets 413 within about a second of passing max_body.
+    50 MiB chunked body gets 413 within about a second of passing max_body;
+  * a tunnel frame longer than the relay's WebSocket receive buffer (a 6 KB
+    HELLO) is read in pieces and handled as one frame.
 
 Prints "ok N name" / "not ok N name" and closes with "N passed, N failed".
 """
@@ -475,6 +477,45 @@ def oversized_bodies_get_413_promptly():
         expect(closed, "the connection stayed open after the 413")
         expect(e.pending() == 0, "an oversized body was stored")
         expect(e.relay.get("/healthz")[0] == 200, "the relay is unwell after the big bodies")
+    finally:
+        e.close()
+
+
+def ws_binary(payload):
+    """One masked, final, binary WebSocket frame (the client side of RFC 6455)."""
+    n = len(payload)
+    head = bytes([0x82]) + (bytes([0x80 | n]) if n < 126 else
+                            bytes([0x80 | 126]) + n.to_bytes(2, "big") if n < 65536 else
+                            bytes([0x80 | 127]) + n.to_bytes(8, "big"))
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@test
+def a_tunnel_frame_longer_than_the_receive_buffer_arrives_whole():
+    e = Edge()
+    try:
+        # a HELLO of 6 KB, uncompressed, in one WebSocket message: the relay
+        # reads it in pieces and must see one frame
+        js = json.dumps({"tenant": "acme", "key": e.secrets["agent_key"], "agent_id": "edge",
+                         "version": "v" * 6000, "last_acked": 0}).encode()
+        frame = bytes([1, 1, 0, 0]) + (0).to_bytes(8, "big") + len(js).to_bytes(4, "big") + js
+        s = e.conn()
+        s.sendall(UPGRADE.format(path="/tunnel", extra="Sec-WebSocket-Protocol: mlc-tunnel\r\n").encode())
+        s.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+        expect(status_of(data) == 101, f"tunnel upgrade: {data[:80]!r}")
+        rest = data.split(b"\r\n\r\n", 1)[1]
+        s.sendall(ws_binary(frame))
+        wait_up = time.monotonic() + 10
+        while len(rest) < 4 and time.monotonic() < wait_up:
+            rest += s.recv(4096)
+        expect(len(rest) >= 4 and rest[0] == 0x82 and rest[2] == 1 and rest[3] == 1,
+               f"after a 6 KB HELLO the relay sent {rest[:20]!r}; expected its HELLO (binary frame, type 1)")
+        expect(e.relay.metrics().get("mlc_relay_tunnels") == 1, "the tunnel is not counted as up")
+        s.close()
     finally:
         e.close()
 
