@@ -922,10 +922,15 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
     const char *cursor = NULL;
     struct dry_set *dry = dry_run ? mlc_xcalloc(1, sizeof(*dry)) : NULL;
     enum mlc_rc rc = MLC_OK;
+    int outbox_empty;
 
     if (!dry_run && (rc = state_begin(a->st, err)) != MLC_OK) {
         return rc;
     }
+    /* inside the transaction: while the flow's outbox is empty and this page
+     * has queued nothing yet, no record can be waiting there (the common
+     * case of a re-read), so the per-record outbox lookup is skipped */
+    outbox_empty = state_outbox_count(a->st, f->name) == 0;
     for (size_t i = 0; i < pg->n && rc == MLC_OK; i++) {
         struct record *r = &pg->recs[i];
         struct mlc_errbuf merr = { 0 };
@@ -953,7 +958,7 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
         payload = mlc_json_print(mapped);
         hash_of(payload, hash);
         in_ledger = state_ledger_get(a->st, f->name, r->key, &lr, err) == MLC_OK;
-        queued = state_outbox_hash(a->st, f->name, r->key, qhash) == 0;
+        queued = !(outbox_empty && fs->n == 0) && state_outbox_hash(a->st, f->name, r->key, qhash) == 0;
         if (queued) {
             /* it waits in the outbox already: one record, one outcome (counted
              * when it is delivered or left pending), never "unchanged" */
