@@ -120,6 +120,7 @@ enum state_stmt {
     SQ_OUTBOX_DUE_NOW,
     SQ_OUTBOX_PUT_FRESH,
     SQ_OUTBOX_SENT_AT,
+    SQ_LEDGER_LISTS,
     SQ_BEGIN,
     SQ_COMMIT,
     SQ_ROLLBACK,
@@ -183,6 +184,7 @@ static const char *const state_sql[SQ__COUNT] = {
                             " state, sent_hash, attempts, created_at)"
                             " VALUES(:flow, :key, :op, :tkey, :payload, :hash, :aid, 'inflight', :hash, 1, :now)",
     [SQ_OUTBOX_SENT_AT] = "UPDATE state_outbox SET sent_at = :now WHERE id = :id AND sent_at = 0",
+    [SQ_LEDGER_LISTS] = "SELECT lists FROM state_ledger WHERE flow = :flow AND source_key = :key",
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
     [SQ_COMMIT] = "COMMIT",
     [SQ_ROLLBACK] = "ROLLBACK",

@@ -284,6 +284,39 @@ static void dead_letters_list_and_flow(void)
     gone(st);
 }
 
+/* The ledger keeps what a target connector reported of the list values it
+ * set (lists), through later puts that bring none, and the sent mark and
+ * fresh rows work as the pipeline relies on them. */
+static void ledger_lists_and_sent_mark(void)
+{
+    struct state *st = fresh();
+    struct mlc_errbuf e = { 0 };
+    struct ledger_row lr = { "h1", "MFG-1", "10001", "aid", 0, "{\"labels\":[\"WO\"]}", 0 };
+    char *lists = NULL;
+    long long id1 = 0, id2 = 0, mid = 0, mat = 0;
+
+    CHECK_INT(state_ledger_put(st, "f", "k1", &lr, &e), MLC_OK);
+    lr.lists = NULL;
+    snprintf(lr.hash, sizeof(lr.hash), "h2");
+    CHECK_INT(state_ledger_put(st, "f", "k1", &lr, &e), MLC_OK);
+    CHECK_INT(state_ledger_lists(st, "f", "k1", &lists, &e), MLC_OK);
+    CHECK_STR(lists ? lists : "(null)", "{\"labels\":[\"WO\"]}");
+    free(lists);
+    CHECK_INT(state_ledger_get(st, "f", "k1", &lr, &e), MLC_OK);
+    CHECK_STR(lr.hash, "h2");
+    state_sent_get(st, "f", &mid, &mat);
+    CHECK(mid == 0 && mat == 0);
+    CHECK_INT(state_outbox_put_fresh(st, "f", "k2", "create", NULL, "{}", "h", "a", &id1, &e), MLC_OK);
+    CHECK_INT(state_sent_mark(st, "f", id1, &e), MLC_OK);
+    state_sent_get(st, "f", &mid, &mat);
+    CHECK(mid == id1 && mat > 0);
+    /* the outbox emptied, a later row still sorts above the mark */
+    CHECK_INT(state_outbox_delete(st, id1, &e), MLC_OK);
+    CHECK_INT(state_outbox_put_fresh(st, "f", "k3", "create", NULL, "{}", "h", "a", &id2, &e), MLC_OK);
+    CHECK(id2 > id1);
+    gone(st);
+}
+
 int main(void)
 {
     RUN(views_of_an_empty_database);
@@ -291,5 +324,6 @@ int main(void)
     RUN(counts_and_oldest_items);
     RUN(audit_search_is_literal_prefix);
     RUN(dead_letters_list_and_flow);
+    RUN(ledger_lists_and_sent_mark);
     return TT_DONE();
 }
