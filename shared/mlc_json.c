@@ -3,6 +3,7 @@
  */
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,26 +148,51 @@ int mlc_json_scalar_text(const cJSON *item, char *out, size_t n)
  * not read back; a whole number below 10^15 comes out of "%1.15g" as its
  * plain digits, so those (ids, quantities, dates: the common case) are
  * written here without printf. */
+/* Nonzero when one of the 8 bytes of x is below 0x20, a quote or a
+ * backslash: the bytes a JSON string cannot hold as they are. */
+static inline uint64_t needs_escape8(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+
+    return ((x - ones * 0x20) | (q - ones) | (bs - ones)) & ~x & high;
+}
+
 static void put_str(struct mlc_buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
-    const char *run;
+    size_t len, i = 0, run = 0;
 
     mlc_buf_add(b, "\"", 1);
     if (s == NULL) {
         mlc_buf_add(b, "\"", 1);
         return;
     }
-    for (run = s; *s; s++) {
-        unsigned char c = (unsigned char)*s;
+    len = strlen(s);
+    while (i < len) {
+        unsigned char c;
         char esc[6];
         size_t n = 2;
 
+        /* eight plain bytes at a time (most text has nothing to escape) */
+        while (i + 8 <= len) {
+            uint64_t x;
+            memcpy(&x, s + i, 8);
+            if (needs_escape8(x)) {
+                break;
+            }
+            i += 8;
+        }
+        if (i >= len) {
+            break;
+        }
+        c = (unsigned char)s[i];
         if (c >= 32 && c != '"' && c != '\\') {
+            i++;
             continue;
         }
-        mlc_buf_add(b, run, (size_t)(s - run));
-        run = s + 1;
+        mlc_buf_add(b, s + run, i - run);
+        run = ++i;
         esc[0] = '\\';
         switch (c) {
         case '"': esc[1] = '"'; break;
@@ -186,7 +212,7 @@ static void put_str(struct mlc_buf *b, const char *s)
         }
         mlc_buf_add(b, esc, n);
     }
-    mlc_buf_add(b, run, (size_t)(s - run));
+    mlc_buf_add(b, s + run, len - run);
     mlc_buf_add(b, "\"", 1);
 }
 

@@ -246,7 +246,20 @@ enum mlc_rc jde_parse_page(const char *body, size_t len, const struct jde_table 
             r->error = mlc_xasprintf("row %s has an invalid %s.%s time", key, t->table, t->time_col);
             continue;
         }
-        r->cursor = mlc_xasprintf("%s|%06ld|%s", date, tm, key);
+        {
+            /* "date|HHMMSS|key", as jde_cursor_format writes it, without printf */
+            size_t dl = strlen(date), kl = strlen(key);
+            char *c = mlc_xmalloc(dl + kl + 9);
+
+            memcpy(c, date, dl);
+            c[dl] = '|';
+            for (int d = 5; d >= 0; d--, tm /= 10) {
+                c[dl + 1 + d] = (char)('0' + tm % 10);
+            }
+            c[dl + 7] = '|';
+            memcpy(c + dl + 8, key, kl + 1);
+            r->cursor = c;
+        }
     }
 out:
     cJSON_Delete(root);
