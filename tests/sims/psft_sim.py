@@ -12,6 +12,7 @@ tests/sims/README.md.  Standard library only.
 """
 
 import base64
+import bisect
 import datetime as dt
 import hashlib
 import hmac
@@ -389,6 +390,8 @@ class PsftSim(simbase.Sim):
                           "LAST_DTTM_UPDATE": fmt_stamp(upd), "comments": comments(upd)})
 
         with self.lock:
+            self.gen = getattr(self, "gen", 0) + 1
+            self.order_cache = {}
             self.data = {"po": pos, "req": reqs, "voucher": vchrs, "vendor": vendors}
             self.index = {k: {self.key_of(k, r): r for r in rows} for k, rows in self.data.items()}
             self.touch_rng = random.Random(rng_seed + 1)
@@ -406,6 +409,7 @@ class PsftSim(simbase.Sim):
         if self.clock_last is not None and now <= self.clock_last:
             now = self.clock_last + dt.timedelta(seconds=1)
         self.clock_last = now
+        self.gen += 1  # a stamp is about to move: the (stamp, key) order is stale
         return fmt_stamp(now)
 
     def vendor_name(self, setid, vid):
@@ -613,26 +617,37 @@ class PsftSim(simbase.Sim):
     # ------------------------------------------------------------------
     # windows
 
-    def window_rows(self, kind, frm, to, after, flt):
+    def ordered(self, kind):
+        """(sort keys, rows) of kind in (stamp, key) order, rebuilt after any
+        stamp moved.  Caller holds the lock."""
+        c = self.order_cache.get(kind)
+        if c is None or c[0] != self.gen:
+            sc = KINDS[kind]["stamp"]
+            rows = sorted(self.data[kind], key=lambda r: (r[sc],) + self.key_of(kind, r))
+            c = (self.gen, [(r[sc],) + self.key_of(kind, r) for r in rows], rows)
+            self.order_cache[kind] = c
+        return c[1], c[2]
+
+    def window_rows(self, kind, frm, to, after, flt, limit=None):
         """Rows of kind with frm <= stamp < to (either bound may be None),
         minus the rows at stamp == frm whose key is <= after; ordered by
-        (stamp, key).  Caller holds the lock."""
-        k = KINDS[kind]
-        sc = k["stamp"]
-        fcol = k["filter"][1]
+        (stamp, key); at most limit rows.  Caller holds the lock."""
+        fcol = KINDS[kind]["filter"][1]
+        keys, rows = self.ordered(kind)
+        if frm is None:
+            i = 0
+        elif after is None:
+            i = bisect.bisect_left(keys, (frm,))
+        else:
+            i = bisect.bisect_right(keys, (frm,) + tuple(after))
         out = []
-        for r in self.data[kind]:
-            s = r[sc]
-            if frm is not None and s < frm:
-                continue
-            if to is not None and s >= to:
-                continue
-            if flt is not None and r[fcol] != flt:
-                continue
-            if after is not None and s == frm and self.key_of(kind, r) <= after:
-                continue
-            out.append(r)
-        out.sort(key=lambda r: (r[sc],) + self.key_of(kind, r))
+        while i < len(rows) and (limit is None or len(out) < limit):
+            if to is not None and keys[i][0] >= to:
+                break
+            r = rows[i]
+            i += 1
+            if flt is None or r[fcol] == flt:
+                out.append(r)
         return out
 
     # ------------------------------------------------------------------
@@ -689,7 +704,7 @@ class PsftSim(simbase.Sim):
             if frm is None:
                 return self.svc_error(400, "MLC-0002", "Parameter afterKey needs fromDttm")
         with self.lock:
-            rows = self.window_rows(kind, frm, to, after, h.qparam(fname))
+            rows = self.window_rows(kind, frm, to, after, h.qparam(fname), cap + 1 if cap > 0 else None)
             trunc = cap > 0 and len(rows) > cap
             if trunc:
                 rows = rows[:cap]
@@ -829,7 +844,8 @@ class PsftSim(simbase.Sim):
         json_out = unquote_plus(raw.get("json_resp", "")).lower() == "true"
         xlat_long = self.fault_flag("qas_xlat_long")
         with self.lock:
-            parents = self.window_rows(kind, win["FROM_DTTM"], win["TO_DTTM"], after, None)
+            parents = self.window_rows(kind, win["FROM_DTTM"], win["TO_DTTM"], after, None,
+                                       (maxrows or None) if q["child"] is None else None)
             rows = []
             for r in parents:
                 if q["child"] is None:
@@ -966,6 +982,7 @@ class PsftSim(simbase.Sim):
                 if bad:
                     return Reply(400, {"error": "unknown or key columns %s" % bad})
                 r.update(sets)
+                self.gen += 1  # the stamp may be among the columns set
                 if not b.get("keep_stamp"):
                     r[KINDS[kind]["stamp"]] = self.tick()
                 return Reply(200, self.custom_row(kind, r))
