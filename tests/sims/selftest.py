@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Self-test for tests/sims: starts jde_sim.py (twice: with and without
---allow-basic) and jira_sim.py as subprocesses on OS-chosen ports, drives
-them with urllib and prints TAP-like lines:
+--allow-basic), jira_sim.py and psft_sim.py (three times: --auth both with
+2,000 POs, --auth oauth, --auth none) as subprocesses on OS-chosen ports,
+drives them with urllib and prints TAP-like lines:
 
     ok 1 name
     not ok 2 name  # detail
