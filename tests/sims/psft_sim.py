@@ -32,7 +32,6 @@ from simbase import Reply, Route, control_json
 PREFIX = "/PSIGW/RESTListeningConnector/"
 IDP_TOKEN_PATH = "/oauth2/v1/token"
 XML_CT = "text/xml; charset=UTF-8"
-EPOCH_FLOOR = "1900-01-01T00:00:00.000000"
 
 # ---------------------------------------------------------------------------
 # record kinds
