@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Self-test for tests/sims: starts jde_sim.py (twice: with and without
---allow-basic) and jira_sim.py as subprocesses on OS-chosen ports, drives
-them with urllib and prints TAP-like lines:
+--allow-basic), jira_sim.py and psft_sim.py (three times: --auth both with
+2,000 POs, --auth oauth, --auth none) as subprocesses on OS-chosen ports,
+drives them with urllib and prints TAP-like lines:
 
     ok 1 name
     not ok 2 name  # detail
@@ -1263,6 +1264,377 @@ def jira_field_changes():
         proc[2].close()
 
 
+# ---------------------------------------------------------------------------
+# PeopleSoft
+
+class Psft:
+    base = None      # --auth both, 2000 POs (400 sharing one stamp), 300 reqs, 500 vouchers
+    base_o = None    # --auth oauth, two nodes, "queryname=", permission failures answered 401
+    base_n = None    # --auth none (ANONYMOUS default user)
+    ib = "/PSIGW/RESTListeningConnector/PSFT_EP/"
+    auth = {"Authorization": "Basic " + base64.b64encode(b"MLC_SYNC:demo-pass").decode()}
+
+    @classmethod
+    def get(cls, path, headers=None, base=None):
+        return call(base or cls.base, "GET", cls.ib + path, headers=cls.auth if headers is None else headers)
+
+    @classmethod
+    def faults(cls, **kw):
+        r = call(cls.base, "POST", "/_sim/faults", kw)
+        assert r.status == 200, r
+
+
+def qs(**kw):
+    return "&".join("%s=%s" % (k, v) for k, v in kw.items())
+
+
+def ib_doc(r, msgid=None):
+    """The IBResponse XML fields of an answer, or None when it is not one."""
+    ct = r.headers.get("Content-Type") or ""
+    text = r.body.decode("utf-8", "replace")
+    if not ct.startswith("text/xml") or '<IBResponse type="error">' not in text:
+        return None
+    out = {}
+    for tag in ("DefaultTitle", "StatusCode", "MessageSet", "MessageID", "DefaultMessage"):
+        a, b = text.find("<%s>" % tag), text.find("</%s>" % tag)
+        if a < 0 or b < 0:
+            return None
+        out[tag] = text[a + len(tag) + 2:b]
+    if msgid is not None and out["MessageID"] != str(msgid):
+        return None
+    return out
+
+
+def psft_seek(kind_list, op, path, cap, extra=""):
+    """Read a whole custom-service list by date window + afterKey seek;
+    (keys in order, calls, max rows in one answer)."""
+    keys, calls, biggest = [], 0, 0
+    frm = after = None
+    keycols = {"purchaseOrders": ("BUSINESS_UNIT", "PO_ID"), "vouchers": ("BUSINESS_UNIT", "VOUCHER_ID"),
+               "requisitions": ("BUSINESS_UNIT", "REQ_ID"), "vendors": ("SETID", "VENDOR_ID")}[kind_list]
+    stamp = "LASTUPDDTTM" if kind_list == "vendors" else "LAST_DTTM_UPDATE"
+    while calls < 1000:
+        q = "maxRows=%d%s" % (cap, extra)
+        if frm:
+            q += "&fromDttm=" + frm
+        if after:
+            q += "&afterKey=" + ",".join(after)
+        r = Psft.get("%s.v1/%s?%s" % (op, path, q))
+        calls += 1
+        assert r.status == 200 and r.json["status"] == "success", r
+        rows = r.json[kind_list]
+        assert r.json["count"] == len(rows), r.json["count"]
+        biggest = max(biggest, len(rows))
+        keys += [tuple(x[c] for c in keycols) for x in rows]
+        if not r.json["truncated"]:
+            break
+        frm, after = rows[-1][stamp], tuple(rows[-1][c] for c in keycols)
+    return keys, calls, biggest
+
+
+def psft_qas_url(query, maxrows, names, values, extra="&json_resp=true"):
+    return "ExecuteQuery.v1/PUBLIC/%s/JSON/NONFILE?isconnectedquery=n&maxrows=%d&prompt_uniquepromptname=%s" \
+           "&prompt_fieldvalue=%s%s" % (query, maxrows, names, values, extra)
+
+
+def psft_routing():
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1")
+    check("psft route /PSIGW/RESTListeningConnector/PSFT_EP/MLC_PO_LIST.v1/purchaseorders",
+          r.status == 200 and r.json["status"] == "success", r)
+    r = call(Psft.base, "GET", "/PSIGW/RESTListeningConnector/PSFT_HR/MLC_PO_LIST.v1/purchaseorders", headers=Psft.auth)
+    d = ib_doc(r, 10201)
+    check("psft unknown node -> 500 IBResponse XML naming the node",
+          r.status == 500 and d and d["StatusCode"] == "20" and d["MessageSet"] == "158"
+          and "PSFT_HR" in d["DefaultMessage"] and d["DefaultTitle"] == "Integration Broker Response", r)
+    r = Psft.get("MLC_POX_LIST.v1/purchaseorders")
+    d = ib_doc(r, 10202)
+    check("psft unknown operation -> 500 IBResponse", r.status == 500 and d and "MLC_POX_LIST" in d["DefaultMessage"], r)
+    r = Psft.get("MLC_PO_LIST.v2/purchaseorders")
+    d = ib_doc(r, 10203)
+    check("psft wrong version suffix -> 500 IBResponse", r.status == 500 and d and "v2" in d["DefaultMessage"], r)
+    r = Psft.get("MLC_PO_LIST/purchaseorders")
+    check("psft operation without .vN -> 500 IBResponse", r.status == 500 and ib_doc(r, 10202), r)
+    r = Psft.get("MLC_PO_LIST.v1/orders")
+    check("psft URI template mismatch -> 500 IBResponse", r.status == 500 and ib_doc(r, 10204), r)
+    r = Psft.get("MLC_PO_STATUS.v1/purchaseorders/US001/0000010000/status")
+    check("psft GET on a POST-only operation -> 500 IBResponse", r.status == 500 and ib_doc(r, 10202), r)
+    r = call(Psft.base_o, "GET", "/PSIGW/RESTListeningConnector/PSFT_HR/MLC_PO_LIST.v1/purchaseorders")
+    check("psft --node A,B: the second node routes too (then auth: 401)", r.status == 401, r)
+    r = call(Psft.base, "GET", "/elsewhere")
+    check("psft path outside /PSIGW -> 404 JSON", r.status == 404 and r.json_ok, r)
+
+
+def psft_auth():
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers={})
+    check("psft no credentials -> 401 IBResponse with WWW-Authenticate Basic",
+          r.status == 401 and ib_doc(r, 10301) and r.headers.get("WWW-Authenticate", "").startswith("Basic"), r)
+    bad = {"Authorization": "Basic " + base64.b64encode(b"MLC_SYNC:wrong").decode()}
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers=bad)
+    d = ib_doc(r, 10301)
+    check("psft wrong password -> 401 IBResponse (no secret in it)",
+          r.status == 401 and d and "wrong" not in r.body.decode(), r)
+    low = {"Authorization": "Basic " + base64.b64encode(b"mlc_sync:demo-pass").decode()}
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers=low)
+    check("psft OPRID is case-sensitive -> 401", r.status == 401, r)
+    np = {"Authorization": "Basic " + base64.b64encode(b"PSVIEWER:demo-pass").decode()}
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers=np)
+    d = ib_doc(r, 10302)
+    check("psft user without permission -> 403 IBResponse naming user and operation",
+          r.status == 403 and d and "PSVIEWER" in d["DefaultMessage"] and "MLC_PO_LIST" in d["DefaultMessage"], r)
+    r = call(Psft.base_o, "GET", Psft.ib + "MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers=Psft.auth)
+    check("psft --auth oauth: good Basic credentials -> 401 IBResponse (operation wants OAuth2)",
+          r.status == 401 and ib_doc(r, 10301) and "OAuth2" in ib_doc(r)["DefaultMessage"], r)
+    t = call(Psft.base_o, "POST", "/_sim/token", {"sub": "PSVIEWER"}).json["access_token"]
+    r = call(Psft.base_o, "GET", Psft.ib + "MLC_PO_LIST.v1/purchaseorders?maxRows=1",
+             headers={"Authorization": "Bearer " + t})
+    check("psft --perm-status 401: bearer of a user without permission -> 401 IBResponse 10302",
+          r.status == 401 and ib_doc(r, 10302), r)
+    form = "grant_type=client_credentials&client_id=mlc-client&client_secret=mlc-secret".encode()
+    r = call(Psft.base, "POST", "/oauth2/v1/token", raw=form, ctype="application/x-www-form-urlencoded")
+    check("psft test IdP: client_credentials -> Bearer token with expires_in",
+          r.status == 200 and r.json["token_type"] == "Bearer" and r.json["expires_in"] == 3600
+          and r.json["access_token"].count(".") == 2, r)
+    tok = r.json["access_token"]
+    cb = "Basic " + base64.b64encode(b"mlc-client:mlc-secret").decode()
+    r2 = call(Psft.base, "POST", "/oauth2/v1/token", raw=b"grant_type=client_credentials",
+              ctype="application/x-www-form-urlencoded", headers={"Authorization": cb})
+    r3 = call(Psft.base, "POST", "/oauth2/v1/token", raw=form.replace(b"mlc-secret", b"nope"),
+              ctype="application/x-www-form-urlencoded")
+    check("psft test IdP: client Basic accepted, bad secret -> 401 invalid_client",
+          r2.status == 200 and r3.status == 401 and r3.json["error"] == "invalid_client", (r2, r3))
+    bh = {"Authorization": "Bearer " + tok}
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers=bh)
+    ro = call(Psft.base_o, "GET", Psft.ib + "MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers=bh)
+    check("psft bearer accepted (--auth both); a token of another sim's IdP -> 401", r.status == 200 and ro.status == 401, (r, ro))
+    forged = tok[:-4] + ("AAAA" if not tok.endswith("AAAA") else "BBBB")
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers={"Authorization": "Bearer " + forged})
+    check("psft bearer with a bad signature -> 401 WWW-Authenticate Bearer",
+          r.status == 401 and 'error="invalid_token"' in r.headers.get("WWW-Authenticate", ""), r)
+    r = call(Psft.base, "POST", "/_sim/expire_tokens", {})
+    r2 = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers=bh)
+    d = ib_doc(r2, 10301)
+    check("psft /_sim/expire_tokens -> bearer 401 'expired'",
+          r.json["expired"] >= 1 and r2.status == 401 and d and "expired" in d["DefaultMessage"], (r, r2))
+    r = call(Psft.base, "POST", "/_sim/token", {"ttl": 0})
+    r2 = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1", headers={"Authorization": "Bearer " + r.json["access_token"]})
+    check("psft token with ttl 0 -> 401", r2.status == 401, r2)
+    r = call(Psft.base_o, "POST", "/_sim/token", {})
+    r2 = call(Psft.base_o, "GET", Psft.ib + "MLC_PO_LIST.v1/purchaseorders?maxRows=1",
+              headers={"Authorization": "Bearer " + r.json["access_token"]})
+    r3 = call(Psft.base_o, "GET", Psft.ib + "MLC_PO_LIST.v1/purchaseorders?maxRows=1")
+    check("psft --auth oauth: bearer 200, nothing -> 401 WWW-Authenticate Bearer",
+          r2.status == 200 and r3.status == 401 and r3.headers.get("WWW-Authenticate", "").startswith("Bearer"), (r2, r3))
+    r = call(Psft.base_n, "GET", Psft.ib + "MLC_PO_LIST.v1/purchaseorders?maxRows=1")
+    check("psft --auth none: runs without credentials", r.status == 200, r)
+
+
+def psft_custom():
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=5")
+    j = r.json
+    po = j["purchaseOrders"][0]
+    want = {"BUSINESS_UNIT", "PO_ID", "PO_STATUS", "PO_TYPE", "PO_DT", "VENDOR_SETID", "VENDOR_ID", "BUYER_ID",
+            "CURRENCY_CD", "LAST_DTTM_UPDATE", "lines", "comments", "PO_AMT", "APPROVAL_DT"}
+    check("psft PO list: section 9 envelope and fields",
+          j["status"] == "success" and j["count"] == 5 and j["truncated"] is True and set(po) == want
+          and set(po["lines"][0]) == {"LINE_NBR", "DESCR254_MIXED", "QTY_PO", "PRICE_PO", "MERCHANDISE_AMT"}, j)
+    check("psft PO_ID keeps leading zeros (char 10), LAST_DTTM_UPDATE has microseconds, PO_DT is date-only",
+          len(po["PO_ID"]) == 10 and po["PO_ID"].startswith("0000") and len(po["LAST_DTTM_UPDATE"]) == 26
+          and po["LAST_DTTM_UPDATE"][10] == "T" and len(po["PO_DT"]) == 10, po)
+    counts = call(Psft.base, "GET", "/_sim/counts").json
+    check("psft seeds from flags: 2000 POs, 300 reqs, 500 vouchers, 400 POs share one stamp",
+          counts["po"] == 2000 and counts["req"] == 300 and counts["voucher"] == 500
+          and counts["po_top_stamp"]["rows"] == 400 and counts["voucher_templates"] > 0, counts)
+    tie = counts["po_top_stamp"]["LAST_DTTM_UPDATE"]
+    keys, calls, biggest = psft_seek("purchaseOrders", "MLC_PO_LIST", "purchaseorders", 100)
+    check("psft maxRows 100 + fromDttm/afterKey seek reads all 2000 POs once, across the 400-row tie",
+          len(keys) == 2000 and len(set(keys)) == 2000 and biggest == 100 and calls >= 20, (len(keys), calls))
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?fromDttm=%s&toDttm=%s" % (tie, tie))
+    r2 = Psft.get("MLC_PO_LIST.v1/purchaseorders?fromDttm=%s&toDttm=%s.000001" % (tie, tie[:19]))
+    check("psft window is [fromDttm, toDttm): empty when equal, the 400 tie rows one microsecond wider",
+          r.json["count"] == 0 and r2.json["count"] == 400 and r2.json["truncated"] is False, (r, r2.json["count"]))
+    Psft.faults(max_rows=100)
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?fromDttm=%s&toDttm=%s.000001" % (tie, tie[:19]))
+    Psft.faults(max_rows=None)
+    check("psft service cap (max_rows) -> 100 rows, truncated true, ordered by key within a stamp",
+          r.json["count"] == 100 and r.json["truncated"] is True
+          and [x["PO_ID"] for x in r.json["purchaseOrders"]] == sorted(x["PO_ID"] for x in r.json["purchaseOrders"]), r.json["count"])
+    keys, _c, _b = psft_seek("vouchers", "MLC_VCHR_LIST", "vouchers", 100)
+    vr = call(Psft.base, "GET", "/_sim/rows?kind=voucher").json
+    tm = [v for v in vr if v["VOUCHER_STYLE"] == "TMPL"]
+    check("psft vouchers: 500 including TMPL templates (readers exclude them), VOUCHER_ID char 8",
+          len(set(keys)) == 500 and tm and all(len(k[1]) == 8 for k in keys)
+          and set(vr[0]) >= {"INVOICE_ID", "INVOICE_DT", "GROSS_AMT", "DUE_DT", "APPR_STATUS", "POST_STATUS_AP",
+                             "ENTRY_STATUS", "TXN_CURRENCY_CD"}, len(keys))
+    keys, _c, _b = psft_seek("requisitions", "MLC_REQ_LIST", "requisitions", 100, "&bu=US001")
+    allreq = call(Psft.base, "GET", "/_sim/rows?kind=req").json
+    check("psft requisitions with bu= filter", sorted(keys) == sorted((x["BUSINESS_UNIT"], x["REQ_ID"]) for x in allreq
+                                                          if x["BUSINESS_UNIT"] == "US001"), len(keys))
+    r = Psft.get("MLC_VNDR_LIST.v1/vendors?setid=SHARE")
+    v = r.json["vendors"][0]
+    check("psft vendors: SETID/VENDOR_ID/NAME1/PYMNT_TERMS_CD/LASTUPDDTTM",
+          r.json["count"] == 40 and set(v) >= {"SETID", "VENDOR_ID", "NAME1", "VENDOR_STATUS", "PYMNT_TERMS_CD",
+                                              "LASTUPDDTTM", "ENTERED_DT"}, v)
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?fromdttm=2024-01-01")
+    check("psft unknown parameter -> 400 JSON MLC-0002 naming it",
+          r.status == 400 and r.json["status"] == "error" and r.json["code"] == "MLC-0002" and "fromdttm" in r.json["message"], r)
+    r = Psft.get("MLC_PO_LIST.v1/purchaseorders?fromDttm=yesterday")
+    r2 = Psft.get("MLC_PO_LIST.v1/purchaseorders?afterKey=US001")
+    check("psft bad date-time / afterKey -> 400 MLC-0002", r.status == 400 and r2.status == 400, (r, r2))
+
+
+def psft_qas():
+    r = Psft.get(psft_qas_url("MLC_PO_QRY", 3, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31"))
+    q = r.json["data"]["query"]
+    row = q["rows"][0]
+    check("psft QAS JSON envelope: status, numrows, queryname, rows with attr:rownumber",
+          r.json["status"] == "success" and q["numrows"] == 3 and q["queryname"] == "MLC_PO_QRY"
+          and [x["attr:rownumber"] for x in q["rows"]] == [1, 2, 3], r)
+    check("psft QAS alias-prefixed keys (A.PO_ID, B.NAME1), stamps to the second",
+          len(row["A.PO_ID"]) == 10 and row["B.NAME1"] and len(row["A.LAST_DTTM_UPDATE"]) == 19
+          and "truncated" not in q, row)
+    seen, frm, after, calls = [], "1900-01-01T00:00:00", None, 0
+    while calls < 100:
+        names, vals = "FROM_DTTM,TO_DTTM", "%s,9999-12-31T00:00:00" % frm
+        if after:
+            names += ",AFTER_BUSINESS_UNIT,AFTER_PO_ID"
+            vals += ",%s,%s" % after
+        rows = Psft.get(psft_qas_url("MLC_PO_QRY", 100, names, vals)).json["data"]["query"]["rows"]
+        calls += 1
+        seen += [(x["A.BUSINESS_UNIT"], x["A.PO_ID"]) for x in rows]
+        if len(rows) < 100:
+            break
+        frm, after = rows[-1]["A.LAST_DTTM_UPDATE"], (rows[-1]["A.BUSINESS_UNIT"], rows[-1]["A.PO_ID"])
+    check("psft QAS maxrows 100 caps strictly; window + AFTER_* prompts read all 2000 POs once",
+          len(seen) == 2000 and len(set(seen)) == 2000, (len(seen), calls))
+    r = Psft.get(psft_qas_url("MLC_PO_QRY", 3, "FROM_DTTM,TO_DTTM", "1900-01-01%2C9999-12-31"))
+    check("psft QAS encoded comma stays inside one value -> 400 status fail",
+          r.status == 400 and r.json["status"] == "fail" and "prompt" in r.json["message"], r)
+    r = Psft.get("ExecuteQuery.v1/PUBLIC/MLC_PO_QRY/JSON/NONFILE?prompt_uniquepromptname=FROM_DTTM,TO_DTTM"
+                 "&prompt_fieldvalue=1900-01-01,9999-12-31&json_resp=true")
+    check("psft QAS without maxrows -> 400 status fail", r.status == 400 and r.json["status"] == "fail", r)
+    r = Psft.get(psft_qas_url("NO_SUCH_QRY", 3, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31"))
+    r2 = Psft.get(psft_qas_url("MLC_PO_QRY", 3, "FROM_DT,TO_DTTM", "1900-01-01,9999-12-31"))
+    check("psft QAS unknown query -> 404, unknown prompt -> 400 naming the prompts",
+          r.status == 404 and r.json["status"] == "fail" and r2.status == 400 and "FROM_DTTM" in r2.json["message"], (r, r2))
+    r = Psft.get(psft_qas_url("MLC_PO_QRY", 2, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31", extra=""))
+    check("psft QAS without json_resp=true answers XML", r.status == 200 and r.body.startswith(b"<?xml")
+          and b'<row rownumber="1">' in r.body, r)
+    r = call(Psft.base_o, "POST", "/_sim/token", {})
+    bh = {"Authorization": "Bearer " + r.json["access_token"]}
+    r = Psft.get(psft_qas_url("MLC_VCHR_QRY", 2, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31"), bh, Psft.base_o)
+    check('psft QAS --qas-queryname-eq -> "queryname=" key',
+          r.status == 200 and r.json["data"]["query"].get("queryname=") == "MLC_VCHR_QRY"
+          and "queryname" not in r.json["data"]["query"], r)
+    r = Psft.get(psft_qas_url("MLC_PO_LINE_QRY", 5, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31"))
+    r2 = Psft.get(psft_qas_url("MLC_PO_CMNT_QRY", 5, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31"))
+    check("psft QAS line and comment queries (A.<keys> + B.<child columns>)",
+          "B.LINE_NBR" in r.json["data"]["query"]["rows"][0] and "A.PO_ID" in r.json["data"]["query"]["rows"][0]
+          and "B.COMMENTS" in r2.json["data"]["query"]["rows"][0], (r, r2))
+    Psft.faults(qas_xlat_long=True)
+    r = Psft.get(psft_qas_url("MLC_PO_QRY", 50, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31"))
+    Psft.faults(qas_xlat_long=None)
+    sts = {x["A.PO_STATUS"] for x in r.json["data"]["query"]["rows"]}
+    check("psft QAS qas_xlat_long: translate long names", "Dispatched" in sts or "Approved" in sts, sts)
+
+
+def psft_changes():
+    B = Psft.base
+    before = call(B, "GET", "/_sim/clock").json["last_stamp"]
+    r = call(B, "POST", "/_sim/touch", {"kind": "po", "count": 100})
+    touched = set(r.json["keys"])
+    keys, _c, _b = psft_seek("purchaseOrders", "MLC_PO_LIST", "purchaseorders", 100,
+                             "&toDttm=9999-12-31T00:00:00&fromDttm=" + before[:19] + ".000001")
+    check("psft touch 100 POs -> exactly those 100 in the window after the old last stamp",
+          len(touched) == 100 and {"/".join(k) for k in keys} == touched, (len(keys), len(touched)))
+    k = sorted(touched)[0]
+    bu, po = k.split("/")
+    call(B, "POST", "/_sim/status", {"kind": "po", "key": k, "status": "D", "force": True})
+    r = call(B, "POST", "/_sim/status", {"kind": "po", "key": k, "status": "C"})
+    r2 = call(B, "POST", "/_sim/status", {"kind": "po", "key": k, "status": "A"})
+    check("psft status D -> C allowed, C -> A rejected 409 (transition rules)",
+          r.status == 200 and r.json["PO_STATUS"] == "C" and r2.status == 409 and "C" in r2.json["error"], (r, r2))
+    call(B, "POST", "/_sim/status", {"kind": "po", "key": k, "status": "X", "force": True})
+    call(B, "POST", "/_sim/reset_stats", {})
+    path = "MLC_PO_STATUS.v1/purchaseorders/%s/%s/status" % (bu, po)
+    r = call(B, "POST", Psft.ib + path, {"PO_STATUS": "A", "COMMENT": "x"}, Psft.auth)
+    call(B, "POST", "/_sim/status", {"kind": "po", "key": k, "status": "D", "force": True})
+    r2 = call(B, "POST", Psft.ib + path, {"PO_STATUS": "C", "COMMENT": "closed by ml-connector"}, Psft.auth)
+    r3 = call(B, "POST", Psft.ib + "MLC_PO_STATUS.v1/purchaseorders/US001/0000000001/status", {"PO_STATUS": "C"}, Psft.auth)
+    st = call(B, "GET", "/_sim/stats").json
+    row = call(B, "GET", "/_sim/rows?kind=po&key=" + k).json
+    check("psft MLC_PO_STATUS: X -> A 409, D -> C 200 success (+ comment), unknown PO 404; one write counted",
+          r.status == 409 and r.json["code"] == "MLC-0409" and r2.status == 200 and r2.json == {"status": "success"}
+          and r3.status == 404 and st["writes"] == 1 and row["PO_STATUS"] == "C"
+          and row["comments"][-1]["COMMENTS"] == "closed by ml-connector", (r, r2, r3, st))
+    v = call(B, "GET", "/_sim/rows?kind=voucher").json
+    vk = next(x for x in v if x["APPR_STATUS"] == "P" and x["VOUCHER_STYLE"] != "TMPL")
+    r = call(B, "POST", "/_sim/status", {"kind": "voucher", "key": vk["BUSINESS_UNIT"] + "/" + vk["VOUCHER_ID"], "status": "A"})
+    check("psft voucher APPR_STATUS P -> A moves LAST_DTTM_UPDATE",
+          r.status == 200 and r.json["APPR_STATUS"] == "A" and r.json["LAST_DTTM_UPDATE"] > vk["LAST_DTTM_UPDATE"], r)
+    n0 = len(row["comments"])
+    r = call(B, "POST", "/_sim/comment", {"kind": "po", "key": {"BUSINESS_UNIT": bu, "PO_ID": po},
+                                          "text": "Vendor called, ships Friday", "oprid": "KCHEN"})
+    row2 = call(B, "GET", "/_sim/rows?kind=po&key=" + k).json
+    check("psft comment added: SEQ_NUM next, parent stamp moves",
+          r.status == 200 and len(row2["comments"]) == n0 + 1 and row2["comments"][-1]["SEQ_NUM"] == n0 + 1
+          and row2["LAST_DTTM_UPDATE"] == r.json["COMMENT_DTTM"] > row["LAST_DTTM_UPDATE"], (r, row2))
+    r = call(B, "POST", "/_sim/vendor/rename", {"vendor_id": "0000000003", "name": "Globex Components International"})
+    r2 = Psft.get("MLC_VNDR_LIST.v1/vendors?setid=SHARE&fromDttm=" + r.json["vendor"]["LASTUPDDTTM"])
+    check("psft vendor rename moves LASTUPDDTTM and lists the records that show the vendor",
+          r.status == 200 and r2.json["count"] == 1 and r2.json["vendors"][0]["NAME1"] == "Globex Components International"
+          and r.json["referenced_by"]["po"], (r, r2))
+    r = call(B, "POST", "/_sim/update", {"kind": "req", "key": call(B, "GET", "/_sim/rows?kind=req").json[0]["BUSINESS_UNIT"]
+                                         + "/" + call(B, "GET", "/_sim/rows?kind=req").json[0]["REQ_ID"],
+                                         "set": {"REQ_NAME": "Renamed requisition"}})
+    check("psft /_sim/update sets columns and moves the stamp", r.status == 200 and r.json["REQ_NAME"] == "Renamed requisition", r)
+
+
+def psft_faults():
+    p = "MLC_PO_LIST.v1/purchaseorders?maxRows=1"
+    Psft.faults(ib_500=1)
+    r = Psft.get(p)
+    r2 = Psft.get(p)
+    check("psft ib_500 -> 500 text/xml IBResponse once", r.status == 500 and ib_doc(r, 10001) and r2.status == 200, r)
+    Psft.faults(error_200=1)
+    r = Psft.get(p)
+    check("psft error_200 -> HTTP 200 with {status:error,code,message}",
+          r.status == 200 and r.json["status"] == "error" and r.json["code"] == "MLC-0001" and r.json["message"], r)
+    Psft.faults(error_200=1)
+    r = Psft.get(psft_qas_url("MLC_PO_QRY", 1, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31"))
+    check("psft error_200 on QAS -> HTTP 200 with status fail", r.status == 200 and r.json["status"] == "fail", r)
+    Psft.faults(ib_200=1)
+    r = Psft.get(p)
+    check("psft ib_200 -> HTTP 200 with IBResponse XML", r.status == 200 and ib_doc(r, 10001), r)
+    Psft.faults(error_500=1)
+    r = Psft.get(p)
+    check("psft error_500 -> 500 JSON handler error", r.status == 500 and r.json["status"] == "error", r)
+    Psft.faults(malformed=1)
+    r = Psft.get(p)
+    check("psft malformed -> 200 with half a JSON body", r.status == 200 and not r.json_ok, r)
+    Psft.faults(fail_5xx_ra=1, retry_after=2)
+    r = Psft.get(p)
+    Psft.faults(retry_after=None)
+    check("psft fail_5xx_ra -> 503 with Retry-After", r.status == 503 and r.headers.get("Retry-After") == "2"
+          and r.json["status"] == "error", r)
+    time.sleep(2.0)
+    retry_after(Psft.base, "psft", Psft.ib + "MLC_VNDR_LIST.v1/vendors?maxRows=1", Psft.auth)
+
+
+def psft_stats():
+    B = Psft.base
+    call(B, "POST", "/_sim/reset_stats", {})
+    Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1")
+    Psft.get("MLC_PO_LIST.v1/purchaseorders?maxRows=1")
+    Psft.get(psft_qas_url("MLC_PO_QRY", 1, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31"))
+    Psft.get(psft_qas_url("MLC_VCHR_QRY", 1, "FROM_DTTM,TO_DTTM", "1900-01-01,9999-12-31"))
+    call(B, "GET", "/PSIGW/RESTListeningConnector/NOPE/MLC_PO_LIST.v1/purchaseorders")
+    Psft.get("MLC_NOPE.v1/x")
+    st = call(B, "GET", "/_sim/stats").json
+    check("psft stats count per operation, per QAS query and routing failures",
+          st["requests"] == {"MLC_PO_LIST": 2, "ExecuteQuery": 2, "unknown_node": 1, "unknown_operation": 1}
+          and st["queries"] == {"MLC_PO_QRY": 1, "MLC_VCHR_QRY": 1} and st["total"] == 6, st)
+
+
 def main():
     perf = "--perf" in sys.argv[1:]
     t0 = time.time()
@@ -1270,17 +1642,26 @@ def main():
     procs = []
     try:
         for tag, script, args in (("jde", "jde_sim.py", ["--allow-basic"]), ("jde_nb", "jde_sim.py", []),
-                                  ("jira", "jira_sim.py", ["--projects", "MFG,OPS"])):
+                                  ("jira", "jira_sim.py", ["--projects", "MFG,OPS"]),
+                                  ("psft", "psft_sim.py", ["--auth", "both", "--pos", "2000", "--reqs", "300",
+                                                           "--vouchers", "500", "--shared-stamp", "400"]),
+                                  ("psft_o", "psft_sim.py", ["--auth", "oauth", "--node", "PSFT_EP,PSFT_HR",
+                                                             "--qas-queryname-eq", "--perm-status", "401"]),
+                                  ("psft_n", "psft_sim.py", ["--auth", "none"])):
             procs.append((tag,) + start(script, args, tmp, tag))
         ports = {tag: wait_port(pf, p) for tag, p, pf, _log in procs}
         Jde.base = "http://127.0.0.1:%d" % ports["jde"]
         Jde.base_nb = "http://127.0.0.1:%d" % ports["jde_nb"]
         Jira.base = "http://127.0.0.1:%d" % ports["jira"]
+        Psft.base = "http://127.0.0.1:%d" % ports["psft"]
+        Psft.base_o = "http://127.0.0.1:%d" % ports["psft_o"]
+        Psft.base_n = "http://127.0.0.1:%d" % ports["psft_n"]
         for fn in (jde_auth, jde_paging, jde_query, jde_faults, jde_basic, jde_writes,
                    lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf,
                    jira_auth, jira_create, jira_bulk, jira_edit, jira_search, jira_lag, jira_oauth,
                    jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000), jira_webhooks,
-                   jira_field_changes):
+                   jira_field_changes, psft_routing, psft_auth, psft_custom, psft_qas, psft_changes,
+                   psft_faults, psft_stats):
             group(fn)
         for tag, p, pf, log in procs:
             p.terminate()

@@ -194,11 +194,13 @@ class SimHandler(BaseHTTPRequestHandler):
             body = b""
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            # JSON unless the reply names its own type (XML error bodies)
+            self.send_header("Content-Type", reply.headers.get("Content-Type", "application/json"))
             if not no_body:  # RFC 9110: no Content-Length on 204/304
                 self.send_header("Content-Length", str(len(body)))
             for k, v in reply.headers.items():
-                self.send_header(k, str(v))
+                if k != "Content-Type":
+                    self.send_header(k, str(v))
             self.end_headers()
             if body and self.command != "HEAD":
                 self.wfile.write(body)
