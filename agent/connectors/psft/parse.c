@@ -271,6 +271,8 @@ static int item_key_stamp(struct psft_item *it, const struct psft_shape *sh)
     rc = psft_dttm_parse(st->valuestring, &it->stamp);
     if (rc == -2) {
         it->stamp = -1;
+        it->error = mlc_xasprintf("%s %s: %s holds a date without a time", kd->name, it->key,
+                                  sh->cursor_col);
         return -2;
     }
     if (rc != 0) {
