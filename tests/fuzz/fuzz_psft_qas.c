@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             if (it->error == NULL) {
                 char cur[512];
-                if (it->key == NULL || it->stamp < 0) {
+                if (it->key == NULL) {
                     abort();
                 }
                 psft_cursor_format(it->stamp, it->key, cur, sizeof(cur));

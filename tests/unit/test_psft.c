@@ -3,14 +3,26 @@
  * date-times, QAS and custom-service answers shaped as peoplesoft.md 5 and 9
  * show them, error bodies (section 8), the window reader driven by a fake
  * service that caps its answers, the vendor join, cursors, and the config
- * checks poll() makes before any network call.
+ * checks poll() makes before any network call; then the connector over HTTP
+ * against a small PeopleSoft stand-in on 127.0.0.1 (a thread of this test):
+ * the exact request shapes, a run read whole through capped answers, a
+ * vendor rename, and each failure's one-line message.
  */
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <cjson/cJSON.h>
 #include "agent/connectors/psft/psft.h"
 #include "shared/mlc_buf.h"
+#include "shared/mlc_http.h"
 #include "shared/mlc_json.h"
 #include "tinytest.h"
 
@@ -687,6 +699,537 @@ static void test_config(void)
     close_conn(&c);
 }
 
+/* ------------------------------------------------------------ over HTTP */
+
+/* The stand-in: a list service of POs (cut at srv.maxrows, "truncated",
+ * after-keys in key order), a vendor list, one QAS query, an operation that
+ * answers HTTP 200 with an error, an unknown node (HTTP 500 IBResponse), and
+ * an OAuth token endpoint. Basic auth wants VP1:pw; bearer wants srv.good. */
+#define N_PO 300
+#define N_SEEN 64
+
+static struct {
+    int fd, port;
+    pthread_t th;
+    pthread_mutex_t mu;
+    struct fake_row po[N_PO];
+    char po_vendor[N_PO][16];
+    char vname[2][32];
+    long long vstamp[2];
+    long maxrows;
+    char good[64];     /* the bearer token the resource accepts */
+    int token_calls;
+    char first[N_SEEN][1024]; /* request targets seen, in turn */
+    size_t n_seen;
+} hs = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* Query parameter name of target, URL-decoded into out; 0 when present. */
+static int qparam(const char *target, const char *name, char *out, size_t n)
+{
+    const char *q = strchr(target, '?');
+    size_t len = strlen(name);
+
+    while (q != NULL) {
+        q++;
+        if (strncmp(q, name, len) == 0 && q[len] == '=') {
+            const char *v = q + len + 1;
+            size_t k = 0;
+            while (*v && *v != '&' && k + 1 < n) {
+                if (*v == '%' && v[1] && v[2]) {
+                    char hex[3] = { v[1], v[2], 0 };
+                    out[k++] = (char)strtol(hex, NULL, 16);
+                    v += 3;
+                } else {
+                    out[k++] = *v == '+' ? ' ' : *v;
+                    v++;
+                }
+            }
+            out[k] = '\0';
+            return 0;
+        }
+        q = strchr(q, '&');
+    }
+    out[0] = '\0';
+    return -1;
+}
+
+static void po_list(const char *target, struct mlc_buf *b)
+{
+    char from[40], to[40], after[64], *bar;
+    long long f = 0, t = 0;
+    struct fake_row sel[N_PO];
+    size_t k = 0, lim;
+    int have_after = qparam(target, "afterKey", after, sizeof(after)) == 0;
+    size_t idx[N_PO];
+
+    qparam(target, "fromDttm", from, sizeof(from));
+    qparam(target, "toDttm", to, sizeof(to));
+    psft_dttm_parse(from, &f);
+    psft_dttm_parse(to, &t);
+    bar = strchr(after, '|');
+    if (bar != NULL) {
+        *bar++ = '\0';
+    }
+    for (size_t i = N_PO; i-- > 0;) {
+        const struct fake_row *r = &hs.po[i];
+        if (r->stamp < f || r->stamp > t) {
+            continue;
+        }
+        if (have_after && after[0] != '\0') {
+            int c = strcmp(r->bu, after);
+            if (c < 0 || (c == 0 && strcmp(r->po, bar ? bar : "") <= 0)) {
+                continue;
+            }
+        }
+        sel[k] = *r;
+        k++;
+    }
+    if (have_after) {
+        qsort(sel, k, sizeof(sel[0]), cmp_key);
+    }
+    for (size_t i = 0; i < k; i++) {
+        idx[i] = (size_t)strtoul(sel[i].po, NULL, 10);
+    }
+    lim = k > (size_t)hs.maxrows ? (size_t)hs.maxrows : k;
+    mlc_buf_addf(b, "{\"status\":\"success\",\"count\":%zu,\"truncated\":%s,\"purchaseOrders\":[",
+                 lim, k > lim ? "true" : "false");
+    for (size_t i = 0; i < lim; i++) {
+        char when[40];
+        psft_dttm_format_full(sel[i].stamp, when, sizeof(when));
+        mlc_buf_addf(b,
+                     "%s{\"BUSINESS_UNIT\":\"%s\",\"PO_ID\":\"%s\",\"PO_STATUS\":\"A\","
+                     "\"VENDOR_SETID\":\"SHARE\",\"VENDOR_ID\":\"%s\",\"LAST_DTTM_UPDATE\":\"%s\","
+                     "\"lines\":[{\"LINE_NBR\":1,\"DESCR254_MIXED\":\"Item\",\"QTY_PO\":1}]}",
+                     i ? "," : "", sel[i].bu, sel[i].po, hs.po_vendor[idx[i]], when);
+    }
+    mlc_buf_adds(b, "]}");
+}
+
+static void hs_answer(const char *target, const char *authz, int *status, struct mlc_buf *b)
+{
+    const char *base = "/PSIGW/RESTListeningConnector/";
+    const char *rest = strncmp(target, base, strlen(base)) == 0 ? target + strlen(base) : "";
+
+    *status = 200;
+    if (strcmp(target, "/token") == 0) {
+        hs.token_calls++;
+        mlc_buf_addf(b, "{\"access_token\":\"t%d\",\"token_type\":\"Bearer\",\"expires_in\":3600}",
+                     hs.token_calls);
+        return;
+    }
+    if (strncmp(rest, "PSFT_EP/", 8) != 0) {
+        *status = 500;
+        mlc_buf_adds(b, "<?xml version=\"1.0\"?><IBResponse type=\"error\"><DefaultTitle>Integration "
+                        "Broker Response</DefaultTitle><StatusCode>20</StatusCode><MessageSet>158"
+                        "</MessageSet><MessageID>10001</MessageID><DefaultMessage>Unknown node."
+                        "</DefaultMessage><MessageParameters/></IBResponse>");
+        return;
+    }
+    rest += 8;
+    if (!(strcmp(authz, "Basic VlAxOnB3") == 0 ||
+          (hs.good[0] && strncmp(authz, "Bearer ", 7) == 0 && strcmp(authz + 7, hs.good) == 0))) {
+        *status = 401;
+        mlc_buf_adds(b, "{\"status\":\"error\",\"message\":\"not authorised\"}");
+        return;
+    }
+    if (strncmp(rest, "MLC_PO_LIST.v1/purchaseorders?", 30) == 0) {
+        po_list(target, b);
+    } else if (strncmp(rest, "MLC_VNDR_LIST.v1/vendors?", 25) == 0) {
+        char a[40], z[40];
+        mlc_buf_adds(b, "{\"status\":\"success\",\"truncated\":false,\"vendors\":[");
+        for (int i = 0; i < 2; i++) {
+            psft_dttm_format_full(hs.vstamp[i], a, sizeof(a));
+            snprintf(z, sizeof(z), "%010d", 40 + i);
+            mlc_buf_addf(b, "%s{\"SETID\":\"SHARE\",\"VENDOR_ID\":\"%s\",\"NAME1\":\"%s\","
+                            "\"PYMNT_TERMS_CD\":\"N30\",\"LASTUPDDTTM\":\"%s\"}",
+                         i ? "," : "", z, hs.vname[i], a);
+        }
+        mlc_buf_adds(b, "]}");
+    } else if (strncmp(rest, "ExecuteQuery.v1/PUBLIC/X_WS_PO/JSON/NONFILE?", 44) == 0) {
+        mlc_buf_adds(b, qas_doc);
+    } else if (strncmp(rest, "MLC_ERR.v1/", 11) == 0) {
+        mlc_buf_adds(b, "{\"status\":\"error\",\"code\":\"MLC-0001\",\"message\":\"fromDttm is "
+                        "not a date-time\"}");
+    } else {
+        *status = 500;
+        mlc_buf_adds(b, "<IBResponse type=\"error\"><StatusCode>20</StatusCode><MessageSet>158"
+                        "</MessageSet><MessageID>10002</MessageID><DefaultMessage>No service operation "
+                        "found for this URL.</DefaultMessage></IBResponse>");
+    }
+}
+
+static void hs_serve(int fd)
+{
+    char buf[8192], target[1024] = "", authz[256] = "", *line, *end;
+    struct timeval tv = { 5, 0 };
+    struct mlc_buf b = { 0 }, out = { 0 };
+    size_t got = 0;
+    int status;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    while (got + 1 < sizeof(buf)) {
+        ssize_t r = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+        if (r <= 0) {
+            return;
+        }
+        got += (size_t)r;
+        buf[got] = '\0';
+        if ((end = strstr(buf, "\r\n\r\n")) != NULL) {
+            break;
+        }
+    }
+    sscanf(buf, "%*s %1023s", target);
+    for (line = strstr(buf, "\r\n"); line != NULL; line = strstr(line + 2, "\r\n")) {
+        if (strncasecmp(line + 2, "Authorization: ", 15) == 0) {
+            sscanf(line + 17, "%255[^\r]", authz);
+        }
+    }
+    pthread_mutex_lock(&hs.mu);
+    if (hs.n_seen < N_SEEN) {
+        snprintf(hs.first[hs.n_seen++], sizeof(hs.first[0]), "%s", target);
+    }
+    hs_answer(target, authz, &status, &b);
+    pthread_mutex_unlock(&hs.mu);
+    mlc_buf_addf(&out, "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                 status, mlc_buf_str(&b)[0] == '<' ? "text/xml" : "application/json", b.len);
+    mlc_buf_add(&out, mlc_buf_str(&b), b.len);
+    if (send(fd, mlc_buf_str(&out), out.len, MSG_NOSIGNAL) < 0) {
+        perror("test server send");
+    }
+    mlc_buf_release(&b);
+    mlc_buf_release(&out);
+}
+
+static void *hs_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int fd = accept(hs.fd, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        hs_serve(fd);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void hs_start(void)
+{
+    struct sockaddr_in a = { 0 };
+    socklen_t len = sizeof(a);
+
+    hs.fd = socket(AF_INET, SOCK_STREAM, 0);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (hs.fd < 0 || bind(hs.fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(hs.fd, (struct sockaddr *)&a, &len) != 0 || listen(hs.fd, 16) != 0 ||
+        pthread_create(&hs.th, NULL, hs_main, NULL) != 0) {
+        perror("test server");
+        exit(2);
+    }
+    hs.port = ntohs(a.sin_port);
+}
+
+static void hs_reset_seen(void)
+{
+    pthread_mutex_lock(&hs.mu);
+    hs.n_seen = 0;
+    pthread_mutex_unlock(&hs.mu);
+}
+
+static enum mlc_rc lit_resolve(void *ctx, const char *ref, char **out, struct mlc_errbuf *err)
+{
+    (void)ctx;
+    (void)err;
+    *out = strdup(ref);
+    return MLC_OK;
+}
+
+static const struct vault lit_vault = { NULL, lit_resolve, NULL, NULL };
+
+/* A conn on the stand-in; extra: more system settings (",\"auth\":..."). */
+static void hconn(struct conn *c, const char *node, const char *extra)
+{
+    char json[1024];
+    cJSON *conf;
+
+    snprintf(json, sizeof(json),
+             "{\"type\":\"psft\",\"base_url\":\"http://127.0.0.1:%d\",\"node\":\"%s\"%s}", hs.port,
+             node, extra);
+    conf = cJSON_Parse(json);
+    memset(c, 0, sizeof(*c));
+    c->ops = &connector_psft;
+    c->name = "erp";
+    c->conf = conf;
+    c->vault = &lit_vault;
+    c->http = mlc_http_new(NULL);
+    if (connector_psft.open(c) != MLC_OK) {
+        fprintf(stderr, "  open: %s\n", c->err.msg);
+    }
+}
+
+static void hclose(struct conn *c)
+{
+    mlc_http_free(c->http);
+    close_conn(c);
+}
+
+static const char po_source[] =
+    "{\"system\":\"erp\",\"kind\":\"po\",\"read\":\"service\",\"operation\":\"MLC_PO_LIST.v1\","
+    "\"path\":\"purchaseorders\",\"params\":{\"bu\":\"US001\"},\"maxrows\":50,\"page_size\":100,"
+    "\"since\":\"2024-01-01T00:00:00\",\"vendors\":{\"read\":\"service\",\"operation\":"
+    "\"MLC_VNDR_LIST.v1\",\"path\":\"vendors\",\"params\":{\"setid\":\"SHARE\"}}}";
+
+static char last_vendor[64]; /* VENDOR_NAME of the last record run_all() saw */
+
+/* One run: every page from cursor; keys and last cursor collected. */
+static enum mlc_rc run_all(struct conn *c, const char *source, const char *cursor, char ***keys,
+                           size_t *n, char *last, size_t last_n, int *ordered)
+{
+    cJSON *src = cJSON_Parse(source);
+    struct poll_req rq = { src, cursor, 1 };
+    enum mlc_rc rc;
+    char prev[512] = "";
+
+    *n = 0;
+    *keys = NULL;
+    *ordered = 1;
+    for (;;) {
+        struct page pg = { 0 };
+        mlc_err_reset(&c->err);
+        rc = connector_psft.poll(c, &rq, &pg);
+        for (size_t i = 0; rc == MLC_OK && i < pg.n; i++) {
+            long long e1, e2;
+            char k1[256], k2[256];
+            *keys = realloc(*keys, (*n + 1) * sizeof(char *));
+            (*keys)[(*n)++] = strdup(pg.recs[i].key ? pg.recs[i].key : "?");
+            if (pg.recs[i].cursor == NULL) {
+                *ordered = 0;
+                continue;
+            }
+            if (prev[0] && (psft_cursor_parse(prev, &e1, k1, sizeof(k1)) != 0 ||
+                            psft_cursor_parse(pg.recs[i].cursor, &e2, k2, sizeof(k2)) != 0 ||
+                            psft_cursor_cmp(e1, k1, e2, k2) >= 0)) {
+                *ordered = 0;
+            }
+            snprintf(prev, sizeof(prev), "%s", pg.recs[i].cursor);
+            if (last != NULL) {
+                snprintf(last, last_n, "%s", pg.recs[i].cursor);
+            }
+            snprintf(last_vendor, sizeof(last_vendor), "%s",
+                     mlc_json_str(pg.recs[i].data, "VENDOR_NAME") ? mlc_json_str(pg.recs[i].data, "VENDOR_NAME") : "");
+        }
+        rq.first = 0;
+        if (rc != MLC_OK || !pg.more) {
+            page_release(&pg);
+            break;
+        }
+        page_release(&pg);
+    }
+    cJSON_Delete(src);
+    return rc;
+}
+
+static void free_keys(char **keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(keys[i]);
+    }
+    free(keys);
+}
+
+static void hs_fill(void)
+{
+    long long base = dt("2024-01-16T00:00:00");
+
+    pthread_mutex_lock(&hs.mu);
+    for (size_t i = 0; i < N_PO; i++) {
+        snprintf(hs.po[i].bu, sizeof(hs.po[i].bu), "US001");
+        snprintf(hs.po[i].po, sizeof(hs.po[i].po), "%010zu", i);
+        /* 120 POs share one stamp; the rest spread over the day */
+        hs.po[i].stamp = i < 120 ? base + 7200LL * 1000000 : base + (long long)((i * 577) % 86400) * 1000000;
+        snprintf(hs.po_vendor[i], sizeof(hs.po_vendor[i]), "%010d", 40 + (int)(i % 2));
+    }
+    snprintf(hs.vname[0], sizeof(hs.vname[0]), "Acme Pumps");
+    snprintf(hs.vname[1], sizeof(hs.vname[1]), "Bolt Co");
+    hs.vstamp[0] = dt("2023-06-01T00:00:00");
+    hs.vstamp[1] = dt("2023-06-01T00:00:00");
+    hs.maxrows = 50;
+    pthread_mutex_unlock(&hs.mu);
+}
+
+static void test_http_run(void)
+{
+    struct conn c;
+    char **keys = NULL, last[512] = "", want[1024], again[512] = "";
+    size_t n = 0;
+    int ordered = 0, distinct = 1;
+
+    hs_fill();
+    hconn(&c, "PSFT_EP", ",\"user\":\"VP1\",\"password\":\"pw\"");
+    hs_reset_seen();
+    CHECK_INT(run_all(&c, po_source, NULL, &keys, &n, last, sizeof(last), &ordered), MLC_OK);
+    if (c.err.set) {
+        fprintf(stderr, "  %s\n", c.err.msg);
+    }
+    CHECK_INT(n, N_PO);
+    CHECK(ordered);
+    CHECK(strcmp(last_vendor, "Acme Pumps") == 0 || strcmp(last_vendor, "Bolt Co") == 0);
+    for (size_t i = 1; i < n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            distinct &= strcmp(keys[i], keys[j]) != 0;
+        }
+    }
+    CHECK(distinct);
+    free_keys(keys, n);
+    /* the exact first requests: the vendor master, then the PO window */
+    snprintf(want, sizeof(want), "/PSIGW/RESTListeningConnector/PSFT_EP/MLC_VNDR_LIST.v1/vendors"
+                                 "?setid=SHARE&fromDttm=1900-01-01T00%%3A00%%3A00&toDttm=");
+    CHECK(hs.n_seen > 2 && strncmp(hs.first[0], want, strlen(want)) == 0);
+    snprintf(want, sizeof(want), "/PSIGW/RESTListeningConnector/PSFT_EP/MLC_PO_LIST.v1/purchaseorders"
+                                 "?bu=US001&fromDttm=2024-01-01T00%%3A00%%3A00&toDttm=");
+    CHECK(hs.n_seen > 2 && strncmp(hs.first[1], want, strlen(want)) == 0);
+    {
+        /* the 120 POs of one second were read on by key */
+        int after = 0;
+        for (size_t i = 0; i < hs.n_seen; i++) {
+            after |= strstr(hs.first[i], "&afterKey=") != NULL;
+        }
+        CHECK(after || hs.n_seen == N_SEEN);
+    }
+
+    /* nothing changed: nothing read after the cursor */
+    CHECK_INT(run_all(&c, po_source, last, &keys, &n, again, sizeof(again), &ordered), MLC_OK);
+    CHECK_INT(n, 0);
+    free_keys(keys, n);
+
+    /* a vendor rename: the POs that show it come again, with the new name,
+     * and their cursors pass the old one */
+    pthread_mutex_lock(&hs.mu);
+    snprintf(hs.vname[1], sizeof(hs.vname[1]), "Bolt & Nut Co");
+    hs.vstamp[1] = dt("2024-01-17T09:00:00");
+    pthread_mutex_unlock(&hs.mu);
+    CHECK_INT(run_all(&c, po_source, last, &keys, &n, again, sizeof(again), &ordered), MLC_OK);
+    CHECK_INT(n, N_PO / 2);
+    CHECK(ordered);
+    CHECK_STR(last_vendor, "Bolt & Nut Co");
+    CHECK(strncmp(again, "2024-01-17T09:00:00.000000|", 27) == 0);
+    free_keys(keys, n);
+    hclose(&c);
+}
+
+static void test_http_qas_shape(void)
+{
+    struct conn c;
+    cJSON *src = cJSON_Parse("{\"system\":\"erp\",\"kind\":\"po\",\"read\":\"qas\",\"query\":"
+                             "\"X_WS_PO\",\"prompts\":{\"BU\":\"US001\"},\"maxrows\":100,"
+                             "\"since\":\"2024-01-01T00:00:00\"}");
+    struct poll_req rq = { src, "2024-01-16T10:12:03.000000|US001-0000079262", 1 };
+    struct page pg = { 0 };
+    const char *want = "/PSIGW/RESTListeningConnector/PSFT_EP/ExecuteQuery.v1/PUBLIC/X_WS_PO/JSON/"
+                       "NONFILE?isconnectedquery=n&maxrows=100&prompt_uniquepromptname=BU,FROM_DTTM,"
+                       "TO_DTTM&prompt_fieldvalue=US001,2024-01-16T10%3A12%3A03,";
+
+    hconn(&c, "PSFT_EP", ",\"user\":\"VP1\",\"password\":\"pw\"");
+    hs_reset_seen();
+    CHECK_INT(connector_psft.poll(&c, &rq, &pg), MLC_OK);
+    CHECK(hs.n_seen == 1 && strncmp(hs.first[0], want, strlen(want)) == 0);
+    CHECK(hs.n_seen == 1 && strstr(hs.first[0], "&json_resp=true") != NULL);
+    /* the row at the cursor itself was delivered before; the next one comes */
+    CHECK_INT(pg.n, 1);
+    if (pg.n == 1) {
+        CHECK_STR(pg.recs[0].key, "US001-0000079263");
+        CHECK_STR(pg.recs[0].cursor, "2024-01-16T10:12:04.000000|US001-0000079263");
+        CHECK_STR(mlc_json_str(pg.recs[0].data, "PO_ID"), "0000079263");
+    }
+    CHECK_INT(pg.more, 0);
+    page_release(&pg);
+    cJSON_Delete(src);
+    hclose(&c);
+}
+
+static enum mlc_rc poll_once(struct conn *c, const char *source)
+{
+    cJSON *src = cJSON_Parse(source);
+    struct poll_req rq = { src, NULL, 1 };
+    struct page pg = { 0 };
+    enum mlc_rc rc;
+
+    mlc_err_reset(&c->err);
+    rc = connector_psft.poll(c, &rq, &pg);
+    page_release(&pg);
+    cJSON_Delete(src);
+    return rc;
+}
+
+static void test_http_errors(void)
+{
+    struct conn c;
+    const char *err_src = "{\"system\":\"erp\",\"kind\":\"po\",\"read\":\"service\","
+                          "\"operation\":\"MLC_ERR.v1\",\"path\":\"x\"}";
+    const char *bad_op = "{\"system\":\"erp\",\"kind\":\"po\",\"read\":\"service\","
+                         "\"operation\":\"MLC_PO_LIST.v9\",\"path\":\"purchaseorders\"}";
+
+    hs_fill();
+    /* wrong password: one line naming the OPRID and the settings to fix */
+    hconn(&c, "PSFT_EP", ",\"user\":\"VP1\",\"password\":\"wrong\"");
+    CHECK_INT(poll_once(&c, po_source), MLC_E_AUTH);
+    CHECK(strstr(c.err.msg, "OPRID 'VP1' or its password was refused") != NULL);
+    CHECK(strstr(c.err.msg, "systems.erp.password") != NULL);
+    CHECK(strstr(c.err.msg, "wrong") == NULL);
+    CHECK(strchr(c.err.msg, '\n') == NULL);
+    hclose(&c);
+
+    /* HTTP 200 carrying an error payload */
+    hconn(&c, "PSFT_EP", ",\"user\":\"VP1\",\"password\":\"pw\"");
+    CHECK_INT(poll_once(&c, err_src), MLC_E_REJECTED);
+    CHECK(strstr(c.err.msg, "MLC-0001: fromDttm is not a date-time") != NULL);
+    CHECK(strstr(c.err.msg, "operation MLC_ERR.v1/x") != NULL);
+    /* wrong operation (an IBResponse 500, retried, then explained) */
+    CHECK_INT(poll_once(&c, bad_op), MLC_E_REJECTED);
+    CHECK(strstr(c.err.msg, "No service operation found") != NULL);
+    CHECK(strstr(c.err.msg, "operation/query") != NULL);
+    hclose(&c);
+
+    /* wrong node */
+    hconn(&c, "PSFT_XX", ",\"user\":\"VP1\",\"password\":\"pw\"");
+    CHECK_INT(poll_once(&c, po_source), MLC_E_REJECTED);
+    CHECK(strstr(c.err.msg, "systems.erp.node ('PSFT_XX')") != NULL);
+    CHECK(strstr(c.err.msg, "Unknown node") != NULL);
+    CHECK(strchr(c.err.msg, '\n') == NULL);
+    hclose(&c);
+
+    /* an expired bearer from the IdP: renewed once, then read */
+    pthread_mutex_lock(&hs.mu);
+    hs.token_calls = 0;
+    snprintf(hs.good, sizeof(hs.good), "t2"); /* t1 comes back refused */
+    pthread_mutex_unlock(&hs.mu);
+    {
+        char extra[300];
+        snprintf(extra, sizeof(extra),
+                 ",\"auth\":\"oauth\",\"token_url\":\"http://127.0.0.1:%d/token\",\"client_id\":"
+                 "\"mlc\",\"client_secret\":\"s\"",
+                 hs.port);
+        hconn(&c, "PSFT_EP", extra);
+    }
+    CHECK_INT(poll_once(&c, po_source), MLC_OK);
+    CHECK_INT(hs.token_calls, 2);
+    /* a token the server never takes: a message saying what to check */
+    pthread_mutex_lock(&hs.mu);
+    snprintf(hs.good, sizeof(hs.good), "never");
+    pthread_mutex_unlock(&hs.mu);
+    CHECK_INT(poll_once(&c, po_source), MLC_E_AUTH);
+    CHECK(strstr(c.err.msg, "fresh access token") != NULL);
+    hclose(&c);
+    pthread_mutex_lock(&hs.mu);
+    hs.good[0] = '\0';
+    pthread_mutex_unlock(&hs.mu);
+}
+
 int main(void)
 {
     RUN(test_dttm);
@@ -702,5 +1245,10 @@ int main(void)
     RUN(test_vendor_join);
     RUN(test_order_and_cursor);
     RUN(test_config);
+    mlc_http_global_init();
+    hs_start();
+    RUN(test_http_qas_shape);
+    RUN(test_http_run);
+    RUN(test_http_errors);
     return TT_DONE();
 }

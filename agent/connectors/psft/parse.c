@@ -4,6 +4,7 @@
  * reader that splits capped answers, the vendor join and cursors.
  */
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -819,7 +820,10 @@ static int cmp_tuple_items(const void *pa, const void *pb)
     return tuple_cmp(a->k1, a->k2, b->k1, b->k2);
 }
 
-/* A capped window of one instant (res_us wide), read on by key. */
+/* A capped window of one instant (res_us wide), read on by key. The key
+ * walk advances over every row of the answer, those outside the window too
+ * (a service that includes rows at exactly `to` fills answers with them);
+ * only the rows inside the window are kept. */
 static enum mlc_rc read_by_key(struct psft_window *w, long long from, long long to,
                                struct psft_batch *out, struct mlc_errbuf *err)
 {
@@ -829,8 +833,8 @@ static enum mlc_rc read_by_key(struct psft_window *w, long long from, long long 
 
     psft_dttm_format_full(from, when, sizeof(when));
     for (;;) {
-        struct psft_batch b = { 0 }, in = { 0 };
-        size_t last;
+        struct psft_batch b = { 0 }, all = { 0 };
+        size_t keyed = 0;
         int capped;
 
         w->calls++;
@@ -840,42 +844,33 @@ static enum mlc_rc read_by_key(struct psft_window *w, long long from, long long 
             psft_batch_release(&b);
             break;
         }
-        take_in_window(&b, from, to, a1, a2, &in);
-        qsort(in.v, in.n, sizeof(in.v[0]), cmp_tuple_items);
-        /* error rows sort first; the keyed ones follow in key order */
-        last = in.n;
-        while (last > 0 && in.v[last - 1].error != NULL) {
-            last--;
+        /* rows after the key, whatever their stamp, in key order (error rows first) */
+        take_in_window(&b, LLONG_MIN, LLONG_MAX, a1, a2, &all);
+        qsort(all.v, all.n, sizeof(all.v[0]), cmp_tuple_items);
+        for (size_t i = 0; i < all.n; i++) {
+            keyed += all.v[i].error == NULL;
         }
         if (capped) {
             /* the last key may be cut short (a query with a row per line):
              * leave it for the next read, which starts after the one before */
-            size_t keyed = 0;
-            for (size_t i = 0; i < in.n; i++) {
-                keyed += in.v[i].error == NULL;
-            }
             if (keyed < 2) {
                 mlc_errf(err,
                          "%s: reading the rows changed at %s by key makes no progress: one "
                          "record has more rows than maxrows=%ld, or the read path ignores the "
                          "after-key: raise maxrows (%s)",
                          w->column, when, w->maxrows, w->hint);
-                psft_batch_release(&in);
+                psft_batch_release(&all);
                 rc = MLC_E_REJECTED;
                 break;
             }
-            item_release(&in.v[in.n - 1]);
-            in.n--;
+            item_release(&all.v[all.n - 1]);
+            all.n--;
             free(a1);
             free(a2);
-            a1 = mlc_xstrdup(in.v[in.n - 1].k1);
-            a2 = mlc_xstrdup(in.v[in.n - 1].k2);
+            a1 = mlc_xstrdup(all.v[all.n - 1].k1);
+            a2 = mlc_xstrdup(all.v[all.n - 1].k2);
         }
-        for (size_t i = 0; i < in.n; i++) {
-            *psft_batch_push(out) = in.v[i];
-        }
-        out->excluded += in.excluded;
-        free(in.v);
+        take_in_window(&all, from, to, NULL, NULL, out);
         if (!capped) {
             break;
         }

@@ -583,8 +583,12 @@ static enum mlc_rc psft_get(struct conn *c, const char *url, const char *what,
     }
     url_base(url, where, sizeof(where));
     psft_error_text(mlc_buf_str(&resp->body), resp->body.len, msg, sizeof(msg));
-    if (resp->status == 0 && rc != MLC_E_AUTH) {
-        return rc; /* transport (or a failed token call): mlc_http's message stays */
+    if (resp->status == 0 && rc == MLC_E_AUTH && p->cf.auth != PSFT_AUTH_OAUTH) {
+        /* refused, and a fixed credential cannot be renewed: auth_send gave
+         * up without a second answer */
+        resp->status = 401;
+    } else if (resp->status == 0) {
+        return rc; /* transport, or the IdP's token call failed: that message stays */
     }
     if (psft_is_ibresponse(mlc_buf_str(&resp->body), resp->body.len)) {
         /* the framework failed before any handler ran (peoplesoft.md 8):
@@ -746,6 +750,15 @@ static long long upper_bound(void)
     return ((long long)timegm(&tm) + 86400) * 1000000LL;
 }
 
+/* The earliest vendor change read: PeopleSoft's own lowest date. */
+static long long vendor_floor(void)
+{
+    long long us = 0;
+
+    psft_dttm_parse("1900-01-01T00:00:00", &us);
+    return us;
+}
+
 /* Gather the run: records changed at or after the cursor, in cursor order. */
 static enum mlc_rc gather(struct conn *c, const struct psft_source *s, const char *cursor)
 {
@@ -769,7 +782,8 @@ static enum mlc_rc gather(struct conn *c, const struct psft_source *s, const cha
     psft_vendors_release(&p->vendors);
     if (s->have_vendors) {
         struct psft_batch vb = { 0 };
-        rc = read_range(c, &s->vendors, s->since, hi, &vb);
+        /* every vendor, however long unchanged: the records need their names */
+        rc = read_range(c, &s->vendors, vendor_floor(), hi, &vb);
         if (rc != MLC_OK) {
             psft_batch_release(&vb);
             return rc;
@@ -910,7 +924,7 @@ static enum mlc_rc psft_fetch(struct conn *c, const cJSON *source, const char *k
         psft_batch_dedupe(&b);
         if (s.have_vendors) {
             struct psft_batch vb = { 0 };
-            rc = read_range(c, &s.vendors, s.since, upper_bound(), &vb);
+            rc = read_range(c, &s.vendors, vendor_floor(), upper_bound(), &vb);
             psft_vendors_build(&vc, &vb, s.terms_col);
             psft_batch_release(&vb);
         }
