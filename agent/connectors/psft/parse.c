@@ -880,6 +880,63 @@ static enum mlc_rc read_by_key(struct psft_window *w, long long from, long long 
     return rc;
 }
 
+/* Sorted answers: a capped one is whole below the second of its last row,
+ * so the next read starts there; a second that fills an answer alone is
+ * read by key. */
+static enum mlc_rc read_sorted(struct psft_window *w, long long from, long long to,
+                               struct psft_batch *out, struct mlc_errbuf *err)
+{
+    long long res = w->res_us > 0 ? w->res_us : 1000000, cur = from;
+    enum mlc_rc rc;
+
+    while (cur < to) {
+        struct psft_batch b = { 0 };
+        long long maxst = LLONG_MIN, cut;
+
+        w->calls++;
+        rc = w->fetch(w->ctx, cur, to, NULL, NULL, &b, err);
+        if (rc != MLC_OK) {
+            psft_batch_release(&b);
+            return rc;
+        }
+        if (!b.capped) {
+            take_in_window(&b, cur, to, NULL, NULL, out);
+            return MLC_OK;
+        }
+        for (size_t i = 0; i < b.n; i++) {
+            if (b.v[i].error == NULL && b.v[i].stamp > maxst) {
+                maxst = b.v[i].stamp;
+            }
+        }
+        cut = maxst >= cur ? cur + (maxst - cur) / res * res : cur;
+        if (cut > to) {
+            cut = to;
+        }
+        if (cut > cur) {
+            take_in_window(&b, cur, cut, NULL, NULL, out);
+            cur = cut;
+            continue;
+        }
+        psft_batch_release(&b);
+        if (!w->can_after) {
+            char when[40];
+            psft_dttm_format_full(cur, when, sizeof(when));
+            mlc_errf(err,
+                     "%s: at least maxrows=%ld rows changed within the second at %s and the read "
+                     "path cannot continue by key: raise maxrows above the number of rows changed "
+                     "in one second, or give the query/service an after-key (%s)",
+                     w->column, w->maxrows, when, w->hint);
+            return MLC_E_REJECTED;
+        }
+        rc = read_by_key(w, cur, cur + res < to ? cur + res : to, out, err);
+        if (rc != MLC_OK) {
+            return rc;
+        }
+        cur += res;
+    }
+    return MLC_OK;
+}
+
 enum mlc_rc psft_read_window(struct psft_window *w, long long from, long long to,
                              struct psft_batch *out, struct mlc_errbuf *err)
 {
@@ -889,6 +946,9 @@ enum mlc_rc psft_read_window(struct psft_window *w, long long from, long long to
 
     if (to <= from) {
         return MLC_OK;
+    }
+    if (w->sorted) {
+        return read_sorted(w, from, to, out, err);
     }
     w->calls++;
     rc = w->fetch(w->ctx, from, to, NULL, NULL, &b, err);

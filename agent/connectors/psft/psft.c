@@ -95,6 +95,9 @@ struct psft_path {
     char *from_name, *to_name; /* window prompt / parameter names */
     char *after_param;        /* service: after-key parameter, "" = none */
     const cJSON *after_prompts; /* qas: two prompt names, NULL = none */
+    const cJSON *key_names;   /* two prompt (qas) or parameter (service) names that select
+                               * one record by key, NULL = no by-key read (fetch) */
+    int sorted;               /* answers come sorted by the cursor column, then key */
     char *list;               /* service list member, "" = the kind's */
     char *cursor_col;
     long maxrows;
@@ -121,6 +124,9 @@ struct psft {
     struct psft_batch run;
     size_t run_pos;
     struct psft_vendors vendors;
+    char *run_cursor;  /* the cursor the run in progress started from ("" = none) */
+    char *done_cursor; /* where the last run this process finished ended, NULL = none */
+    char *last_cursor; /* the last cursor handed out in the run in progress */
 };
 
 /* ---------------------------------------------------------------- config */
@@ -203,7 +209,7 @@ static void source_release(struct psft_source *s)
 static const char *const path_keys[] = {
     "system", "kind", "read", "owner", "query", "prompts", "operation", "path", "params",
     "from", "to", "after_param", "after_prompts", "list", "cursor_column", "maxrows",
-    "vendors", "terms_column", "page_size", "since", NULL,
+    "vendors", "terms_column", "page_size", "since", "key_prompts", "key_params", "sorted", NULL,
 };
 
 /* A flat object of scalar values (prompts, params). */
@@ -286,6 +292,34 @@ static int path_load(const cJSON *o, const char *path, int kind, struct psft_pat
     if (str_member(o, "list", "", &p->list, path, err) != 0) {
         return -1;
     }
+    {
+        const cJSON *so = cJSON_GetObjectItemCaseSensitive(o, "sorted");
+        if (so != NULL && !cJSON_IsBool(so)) {
+            mlc_errf(err, "%s.sorted: expected true or false (true: the query or service sorts its "
+                          "rows by %s, then key, before it cuts them at maxrows)", path, p->cursor_col);
+            return -1;
+        }
+        p->sorted = cJSON_IsTrue(so);
+    }
+    {
+        const char *kn = p->read == READ_QAS ? "key_prompts" : "key_params";
+        const char *other = p->read == READ_QAS ? "key_params" : "key_prompts";
+        p->key_names = cJSON_GetObjectItemCaseSensitive(o, kn);
+        if (cJSON_GetObjectItemCaseSensitive(o, other) != NULL) {
+            mlc_errf(err, "%s.%s: only for read \"%s\" (this path reads with %s)", path, other,
+                     p->read == READ_QAS ? "service" : "qas", kn);
+            return -1;
+        }
+        if (p->key_names != NULL &&
+            (!cJSON_IsArray(p->key_names) || cJSON_GetArraySize(p->key_names) != 2 ||
+             !cJSON_IsString(p->key_names->child) || !cJSON_IsString(p->key_names->child->next) ||
+             !name_ok(p->key_names->child->valuestring, "") ||
+             !name_ok(p->key_names->child->next->valuestring, ""))) {
+            mlc_errf(err, "%s.%s: expected two names, for %s and %s (they select one record)",
+                     path, kn, kd->k1, kd->k2);
+            return -1;
+        }
+    }
     if (p->read == READ_QAS) {
         if (str_member(o, "owner", "PUBLIC", &p->owner, path, err) != 0 ||
             str_member(o, "query", "", &p->query, path, err) != 0 ||
@@ -365,7 +399,7 @@ static int path_load(const cJSON *o, const char *path, int kind, struct psft_pat
     return 0;
 }
 
-static int source_load(const cJSON *src, struct psft_source *s, struct mlc_errbuf *err)
+static int source_load_parts(const cJSON *src, struct psft_source *s, struct mlc_errbuf *err)
 {
     const char *kind = mlc_json_str(src, "kind");
     const cJSON *vo = cJSON_GetObjectItemCaseSensitive(src, "vendors");
@@ -390,7 +424,8 @@ static int source_load(const cJSON *src, struct psft_source *s, struct mlc_errbu
         }
         s->page_size = (long)ps->valuedouble;
     }
-    if (psft_dttm_parse(since ? since : "2000-01-01T00:00:00", &s->since) != 0) {
+    if (psft_dttm_parse(since ? since : "2000-01-01T00:00:00", &s->since) != 0 ||
+        s->since % 1000000 != 0) {
         mlc_errf(err, "source.since: '%s' is not a date-time (YYYY-MM-DDTHH:MM:SS): the earliest "
                       "change the first run reads", since);
         return -1;
@@ -412,6 +447,16 @@ static int source_load(const cJSON *src, struct psft_source *s, struct mlc_errbu
             return -1;
         }
         s->have_vendors = 1;
+    }
+    return 0;
+}
+
+/* The flow's source object, or -1 (err says which member, nothing held). */
+static int source_load(const cJSON *src, struct psft_source *s, struct mlc_errbuf *err)
+{
+    if (source_load_parts(src, s, err) != 0) {
+        source_release(s);
+        return -1;
     }
     return 0;
 }
@@ -438,7 +483,7 @@ static void scalar(const cJSON *it, char *out, size_t n)
 
 /* The URL of one read. after1/after2: continue after that key (NULL: no). */
 static char *read_url(struct psft *p, const struct psft_path *rp, long long from, long long to,
-                      const char *after1, const char *after2)
+                      const char *after1, const char *after2, const char *const *key)
 {
     struct mlc_buf b = { 0 };
     char f[40], t[40], v[256];
@@ -476,6 +521,14 @@ static char *read_url(struct psft *p, const struct psft_path *rp, long long from
             mlc_buf_adds(&vals, ",");
             mlc_http_urlencode(&vals, after2);
         }
+        if (key != NULL && rp->key_names != NULL) {
+            mlc_buf_addf(&names, ",%s,%s", rp->key_names->child->valuestring,
+                         rp->key_names->child->next->valuestring);
+            mlc_buf_adds(&vals, ",");
+            mlc_http_urlencode(&vals, key[0]);
+            mlc_buf_adds(&vals, ",");
+            mlc_http_urlencode(&vals, key[1]);
+        }
         mlc_buf_addf(&b, "&prompt_uniquepromptname=%s&prompt_fieldvalue=%s&json_resp=true",
                      mlc_buf_str(&names), mlc_buf_str(&vals));
         mlc_buf_release(&names);
@@ -494,6 +547,10 @@ static char *read_url(struct psft *p, const struct psft_path *rp, long long from
         char *k = mlc_xasprintf("%s|%s", after1, after2);
         add_param(&b, rp->after_param, k);
         free(k);
+    }
+    if (key != NULL && rp->key_names != NULL) {
+        add_param(&b, rp->key_names->child->valuestring, key[0]);
+        add_param(&b, rp->key_names->child->next->valuestring, key[1]);
     }
     return mlc_buf_detach(&b);
 }
@@ -673,6 +730,7 @@ static enum mlc_rc psft_get(struct conn *c, const char *url, const char *what,
 struct fetch_ctx {
     struct conn *c;
     const struct psft_path *rp;
+    const char *const *key; /* one record's key parts, NULL = all */
 };
 
 static enum mlc_rc window_fetch(void *ctx, long long from, long long to, const char *after1,
@@ -683,7 +741,7 @@ static enum mlc_rc window_fetch(void *ctx, long long from, long long to, const c
     const struct psft_path *rp = fc->rp;
     struct mlc_http_resp resp = { 0 };
     struct psft_shape sh = { 0 };
-    char *url = read_url(c->priv, rp, from, to, after1, after2);
+    char *url = read_url(c->priv, rp, from, to, after1, after2, fc->key);
     char what[200];
     enum mlc_rc rc;
 
@@ -716,9 +774,9 @@ out:
 }
 
 static enum mlc_rc read_range(struct conn *c, const struct psft_path *rp, long long from,
-                              long long to, struct psft_batch *out)
+                              long long to, const char *const *key, struct psft_batch *out)
 {
-    struct fetch_ctx fc = { c, rp };
+    struct fetch_ctx fc = { c, rp, key };
     struct psft_window w = { 0 };
     char hint[160];
     enum mlc_rc rc;
@@ -730,6 +788,7 @@ static enum mlc_rc read_range(struct conn *c, const struct psft_path *rp, long l
     w.ctx = &fc;
     w.can_after = rp->read == READ_QAS ? rp->after_prompts != NULL : rp->after_param[0] != '\0';
     w.res_us = 1000000;
+    w.sorted = rp->sorted;
     w.maxrows = rp->maxrows;
     w.column = rp->cursor_col;
     w.hint = hint;
@@ -773,33 +832,51 @@ static enum mlc_rc gather(struct conn *c, const struct psft_source *s, const cha
     if (cursor != NULL) {
         if (psft_cursor_parse(cursor, &ck_eff, ck_key, sizeof(ck_key)) == 0) {
             have_ck = 1;
-            t0 = ck_eff;
+            /* windows start on whole seconds: a bound is written to the second */
+            t0 = ck_eff - ((ck_eff % 1000000) + 1000000) % 1000000;
         } else {
             conn_log(c, MLC_LOG_WARN, "stored cursor '%.60s' is not a PeopleSoft cursor; reading "
                                       "from source.since", cursor);
         }
     }
-    psft_vendors_release(&p->vendors);
     if (s->have_vendors) {
         struct psft_batch vb = { 0 };
+        struct psft_vendors prev = p->vendors;
+        /* a vendor change this process already carried through to the end of
+         * a run that stopped at this very cursor needs no re-read */
+        int done = have_ck && p->done_cursor != NULL && strcmp(p->done_cursor, cursor) == 0;
+
         /* every vendor, however long unchanged: the records need their names */
-        rc = read_range(c, &s->vendors, vendor_floor(), hi, &vb);
+        rc = read_range(c, &s->vendors, vendor_floor(), hi, NULL, &vb);
         if (rc != MLC_OK) {
             psft_batch_release(&vb);
+            psft_vendors_release(&prev);
+            memset(&p->vendors, 0, sizeof(p->vendors));
             return rc;
         }
+        memset(&p->vendors, 0, sizeof(p->vendors));
         psft_vendors_build(&p->vendors, &vb, s->terms_col);
         psft_batch_release(&vb);
         for (size_t i = 0; have_ck && i < p->vendors.n; i++) {
-            vendor_changed |= p->vendors.v[i].stamp >= t0;
+            const struct psft_vendor *v = &p->vendors.v[i], *pv;
+            if (v->stamp < t0) {
+                continue;
+            }
+            pv = done ? psft_vendors_find(&prev, v->key) : NULL;
+            if (pv == NULL || pv->stamp != v->stamp) {
+                vendor_changed = 1;
+            }
         }
+        psft_vendors_release(&prev);
+    } else {
+        psft_vendors_release(&p->vendors);
     }
-    rc = read_range(c, &s->main, t0, hi, &got);
+    rc = read_range(c, &s->main, t0, hi, NULL, &got);
     if (rc == MLC_OK && vendor_changed && t0 > s->since) {
         /* a vendor changed since the cursor: its older records show it too */
         conn_log(c, MLC_LOG_INFO, "vendor master changed since the cursor; re-reading older "
                                   "records for their vendor names");
-        rc = read_range(c, &s->main, s->since, t0, &old);
+        rc = read_range(c, &s->main, s->since, t0, NULL, &old);
         for (size_t i = 0; rc == MLC_OK && i < old.n; i++) {
             *psft_batch_push(&got) = old.v[i];
             memset(&old.v[i], 0, sizeof(old.v[i]));
@@ -838,6 +915,10 @@ static enum mlc_rc gather(struct conn *c, const struct psft_source *s, const cha
     psft_batch_release(&p->run);
     p->run = got;
     p->run_pos = 0;
+    free(p->run_cursor);
+    p->run_cursor = mlc_xstrdup(cursor != NULL ? cursor : "");
+    free(p->last_cursor);
+    p->last_cursor = NULL;
     return MLC_OK;
 }
 
@@ -891,53 +972,80 @@ static enum mlc_rc psft_poll(struct conn *c, const struct poll_req *rq, struct p
         end = p->run.n;
     }
     for (; p->run_pos < end; p->run_pos++) {
-        item_to_record(&p->run.v[p->run_pos], page_push(out));
+        struct record *r = page_push(out);
+        item_to_record(&p->run.v[p->run_pos], r);
+        if (r->cursor != NULL) {
+            free(p->last_cursor);
+            p->last_cursor = mlc_xstrdup(r->cursor);
+        }
     }
     out->more = p->run_pos < p->run.n;
     if (!out->more) {
+        /* the run is whole: it ends at its last cursor (or where it began) */
+        free(p->done_cursor);
+        p->done_cursor = p->last_cursor != NULL ? p->last_cursor : p->run_cursor;
+        if (p->done_cursor == p->run_cursor) {
+            free(p->last_cursor);
+        } else {
+            free(p->run_cursor);
+        }
+        p->last_cursor = NULL;
+        p->run_cursor = NULL;
         psft_batch_release(&p->run);
         p->run_pos = 0;
     }
     return MLC_OK;
 }
 
-/* One record by key "K1-K2": the window from source.since, with the key's
- * columns as fixed prompts/parameters is not part of any contract, so the
- * record is looked for in a read of its own key range: the after-key of
- * the tuple just before it cannot be formed in general. Instead the flow
- * reads the whole range and picks the key (costly; used only for
- * read-before-write, which PeopleSoft flows do not have). */
+/* One record by key "K1-K2" (the first '-' splits it): the read path's
+ * key_prompts / key_params select it; PeopleSoft has no generic by-key
+ * read, so without them there is none. */
 static enum mlc_rc psft_fetch(struct conn *c, const cJSON *source, const char *key,
                               struct record *out)
 {
+    struct psft *p = c->priv;
     struct psft_source s;
     struct psft_batch b = { 0 };
+    const char *dash = key != NULL ? strchr(key, '-') : NULL;
+    char *parts[2] = { NULL, NULL };
     enum mlc_rc rc;
 
     memset(out, 0, sizeof(*out));
     if (source_load(source, &s, &c->err) != 0) {
         return MLC_E_INVAL;
     }
-    rc = read_range(c, &s.main, s.since, upper_bound(), &b);
+    if (s.main.key_names == NULL) {
+        mlc_errf(&c->err, "psft: reading one record needs source.%s (two names that select "
+                          "%s and %s); PeopleSoft offers no by-key read otherwise",
+                 s.main.read == READ_QAS ? "key_prompts" : "key_params",
+                 psft_kind_def(s.main.kind)->k1, psft_kind_def(s.main.kind)->k2);
+        source_release(&s);
+        return MLC_E_INVAL;
+    }
+    if (dash == NULL || dash == key || dash[1] == '\0') {
+        mlc_errf(&c->err, "psft: '%s' is not a record key of the form %s-%s", key ? key : "",
+                 psft_kind_def(s.main.kind)->k1, psft_kind_def(s.main.kind)->k2);
+        source_release(&s);
+        return MLC_E_INVAL;
+    }
+    parts[0] = mlc_xasprintf("%.*s", (int)(dash - key), key);
+    parts[1] = mlc_xstrdup(dash + 1);
+    rc = read_range(c, &s.main, vendor_floor(), upper_bound(), (const char *const *)parts, &b);
     if (rc == MLC_OK) {
-        struct psft_vendors vc = { 0 };
         psft_batch_dedupe(&b);
-        if (s.have_vendors) {
-            struct psft_batch vb = { 0 };
-            rc = read_range(c, &s.vendors, vendor_floor(), upper_bound(), &vb);
-            psft_vendors_build(&vc, &vb, s.terms_col);
-            psft_batch_release(&vb);
-        }
-        for (size_t i = 0; rc == MLC_OK && i < b.n; i++) {
+        for (size_t i = 0; i < b.n; i++) {
             if (b.v[i].key != NULL && b.v[i].error == NULL && strcmp(b.v[i].key, key) == 0) {
                 b.v[i].eff = b.v[i].stamp;
-                psft_join_vendor(&b.v[i], &vc);
+                if (s.have_vendors && p->vendors.n > 0) {
+                    psft_join_vendor(&b.v[i], &p->vendors); /* the last run's vendor cache */
+                }
                 item_to_record(&b.v[i], out);
                 break;
             }
         }
-        psft_vendors_release(&vc);
     }
+    free(parts[0]);
+    free(parts[1]);
     psft_batch_release(&b);
     source_release(&s);
     return rc;
@@ -1068,6 +1176,9 @@ static void psft_close(struct conn *c)
     }
     psft_batch_release(&p->run);
     psft_vendors_release(&p->vendors);
+    free(p->run_cursor);
+    free(p->done_cursor);
+    free(p->last_cursor);
     mlc_conf_release(psft_keys, &p->cf);
     free(p);
     c->priv = NULL;

@@ -107,6 +107,9 @@ struct psft_window {
     long maxrows;        /* for messages */
     const char *column;  /* for messages */
     const char *hint;    /* for messages: where maxrows / the after-key is set */
+    int sorted;          /* answers are sorted by the cursor column (then key) before the
+                          * cut: a capped answer is complete below its last second, and
+                          * the next read starts there instead of halving the window */
     unsigned long calls; /* fetches made */
 };
 /* All records whose cursor column lies in [from, to), appended to out (not
