@@ -764,7 +764,10 @@ static enum mlc_rc window_fetch(void *ctx, long long from, long long to, const c
         if (rc != MLC_OK) {
             char where[300];
             url_base(url, where, sizeof(where));
-            mlc_errf(err, "psft %s at %s: %s", what, where, mlc_err_msg(&one));
+            mlc_errf(err, "psft %s at %s: %s%s", what, where, mlc_err_msg(&one),
+                     rc == MLC_E_REJECTED ? " (the service refused the read: check the flow's source "
+                                            "params/prompts against what it expects, and its log)"
+                                          : "");
         }
     }
 out:
