@@ -9,12 +9,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const int kinds[] = { PSFT_PO, PSFT_VCHR };
+    static const int kinds[] = { PSFT_PO, PSFT_VCHR, PSFT_REQ };
+    static const char *const child[] = { NULL, NULL, "comments" };
     char msg[256], key[128], *s;
     long long eff;
 
     for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
-        struct psft_shape sh = { kinds[k], "LAST_DTTM_UPDATE", 3, NULL, k ? "MLC_VCHR" : NULL };
+        struct psft_shape sh = { kinds[k], "LAST_DTTM_UPDATE", 3, NULL, k == 1 ? "MLC_VCHR" : NULL,
+                                 child[k] };
         struct psft_batch b = { 0 };
         struct mlc_errbuf err = { 0 };
 

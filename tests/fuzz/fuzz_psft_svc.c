@@ -9,7 +9,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct psft_shape vs = { PSFT_VNDR, "LASTUPDDTTM", 4, NULL, NULL };
+    struct psft_shape vs = { PSFT_VNDR, "LASTUPDDTTM", 4, NULL, NULL, NULL };
     struct psft_batch vb = { 0 };
     struct psft_vendors vc = { 0 };
     struct mlc_errbuf err = { 0 };
@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     psft_batch_release(&vb);
     for (int k = PSFT_PO; k <= PSFT_VCHR; k++) {
-        struct psft_shape sh = { k, "LAST_DTTM_UPDATE", 4, NULL, NULL };
+        struct psft_shape sh = { k, "LAST_DTTM_UPDATE", 4, NULL, NULL, NULL };
         struct psft_batch b = { 0 };
 
         mlc_err_reset(&err);

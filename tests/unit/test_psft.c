@@ -91,7 +91,7 @@ static const char qas_doc[] =
 
 static void test_qas_rows(void)
 {
-    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 100, NULL, "X_WS_PO" };
+    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 100, NULL, "X_WS_PO", NULL };
     struct psft_batch b = { 0 };
     struct mlc_errbuf err = { 0 };
 
@@ -133,7 +133,7 @@ static void test_qas_spellings(void)
                       "\"B.REQ_STATUS\":\"A\",\"LAST_DTTM_UPDATE\":\"2024-03-01 08:00:00\"}}}}";
     const char *empty = "{\"status\":\"success\",\"data\":{\"query\":{\"numrows\":0,"
                         "\"queryname\":\"MLC_REQ\",\"rows\":[]}}}";
-    struct psft_shape sh = { PSFT_REQ, "LAST_DTTM_UPDATE", 100, NULL, "mlc_req" };
+    struct psft_shape sh = { PSFT_REQ, "LAST_DTTM_UPDATE", 100, NULL, "mlc_req", NULL };
     struct psft_batch b = { 0 };
     struct mlc_errbuf err = { 0 };
 
@@ -164,7 +164,7 @@ static void test_qas_lines(void)
         "{\"attr:rownumber\":3,\"A.BUSINESS_UNIT\":\"US001\",\"A.PO_ID\":\"0000000007\","
         "\"A.LAST_DTTM_UPDATE\":\"2024-01-16T10:00:00\",\"B.LINE_NBR\":2,"
         "\"B.DESCR254_MIXED\":\"Bearing\",\"B.QTY_PO\":2,\"B.MERCHANDISE_AMT\":40}]}}}";
-    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 100, NULL, NULL };
+    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 100, NULL, NULL, NULL };
     struct psft_batch b = { 0 };
     struct mlc_errbuf err = { 0 };
 
@@ -183,6 +183,35 @@ static void test_qas_lines(void)
     psft_batch_release(&b);
 }
 
+static void test_qas_child(void)
+{
+    /* a child query: the header's keys and stamp under A, the child under B */
+    const char *doc =
+        "{\"status\":\"success\",\"data\":{\"query\":{\"numrows\":3,\"queryname\":\"MLC_PO_CMNT_QRY\","
+        "\"rows\":["
+        "{\"attr:rownumber\":1,\"A.BUSINESS_UNIT\":\"US001\",\"A.PO_ID\":\"0000000007\","
+        "\"B.COMMENT_ID\":1,\"B.COMMENTS\":\"Please expedite\",\"A.LAST_DTTM_UPDATE\":\"2024-01-16T10:00:00\"},"
+        "{\"attr:rownumber\":2,\"A.BUSINESS_UNIT\":\"US001\",\"A.PO_ID\":\"0000000007\","
+        "\"B.COMMENT_ID\":2,\"B.COMMENTS\":\"Vendor confirmed\",\"A.LAST_DTTM_UPDATE\":\"2024-01-16T10:00:00\"},"
+        "{\"attr:rownumber\":3,\"A.BUSINESS_UNIT\":\"US001\",\"A.PO_ID\":\"0000000009\","
+        "\"B.COMMENT_ID\":1,\"B.COMMENTS\":\"Hold\",\"A.LAST_DTTM_UPDATE\":\"2024-01-16T10:00:02\"}]}}}";
+    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 100, NULL, "MLC_PO_CMNT_QRY", "comments" };
+    struct psft_batch b = { 0 };
+    struct mlc_errbuf err = { 0 };
+
+    CHECK_INT(psft_parse_qas(doc, strlen(doc), &sh, &b, &err), MLC_OK);
+    CHECK_INT(b.n, 2);
+    if (b.n == 2) {
+        const cJSON *cm = mlc_json_arr(b.v[0].data, "comments");
+        CHECK_INT(cJSON_GetArraySize(cm), 2);
+        CHECK_STR(mlc_json_str(cJSON_GetArrayItem(cm, 1), "COMMENTS"), "Vendor confirmed");
+        CHECK(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cm, 0), "PO_ID") == NULL);
+        CHECK_INT(cJSON_GetArraySize(mlc_json_arr(b.v[1].data, "comments")), 1);
+        CHECK(cJSON_GetObjectItemCaseSensitive(b.v[0].data, "LINES_SUMMARY") == NULL);
+    }
+    psft_batch_release(&b);
+}
+
 static void test_qas_failures(void)
 {
     const char *st = "{\"status\":\"error\",\"message\":\"Query MLC_PO does not exist\"}";
@@ -193,7 +222,7 @@ static void test_qas_failures(void)
                         "{\"A.PO_ID\":\"1\",\"A.LAST_DTTM_UPDATE\":\"2024-01-15T00:00:00\"},"
                         "{\"A.BUSINESS_UNIT\":\"US001\",\"A.PO_ID\":\"2\","
                         "\"A.LAST_DTTM_UPDATE\":\"yesterday\"}, 7]}}}";
-    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 100, NULL, NULL };
+    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 100, NULL, NULL, NULL };
     struct psft_batch b = { 0 };
     struct mlc_errbuf err = { 0 };
 
@@ -235,7 +264,7 @@ static const char svc_po[] =
 
 static void test_svc_po(void)
 {
-    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 1000, NULL, NULL };
+    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 1000, NULL, NULL, NULL };
     struct psft_batch b = { 0 };
     struct mlc_errbuf err = { 0 };
     const char *trunc = "{\"status\":\"success\",\"count\":0,\"truncated\":true,"
@@ -272,7 +301,7 @@ static void test_svc_vouchers(void)
         "\"LAST_DTTM_UPDATE\":\"2024-02-01T09:00:00\"},"
         "{\"BUSINESS_UNIT\":\"US001\",\"VOUCHER_ID\":\"00012347\",\"VOUCHER_STYLE\":\"REG\","
         "\"LAST_DTTM_UPDATE\":\"2024-02-01T09:00:01\"}]}";
-    struct psft_shape sh = { PSFT_VCHR, "LAST_DTTM_UPDATE", 1000, NULL, NULL };
+    struct psft_shape sh = { PSFT_VCHR, "LAST_DTTM_UPDATE", 1000, NULL, NULL, NULL };
     struct psft_batch b = { 0 };
     struct mlc_errbuf err = { 0 };
 
@@ -315,7 +344,7 @@ static void test_error_bodies(void)
     psft_error_text("abcdef", 6, out, 4);
     CHECK_STR(out, "abc");
     {
-        struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 100, NULL, NULL };
+        struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 100, NULL, NULL, NULL };
         struct psft_batch b = { 0 };
         struct mlc_errbuf err = { 0 };
         CHECK_INT(psft_parse_svc(js, strlen(js), &sh, &b, &err), MLC_E_REJECTED);
@@ -331,9 +360,10 @@ static void test_error_bodies(void)
 /* ------------------------------------------------------------ window reader */
 
 /* A fake list service: rows (BU, PO, stamp) answered as section 9 JSON, cut
- * at maxrows with truncated: true. Unordered reads answer newest first (no
- * order is promised); after-key reads answer in key order. It includes rows
- * at exactly `to`, as a BETWEEN would. */
+ * at maxrows with truncated: true. Plain reads answer newest first (no
+ * order is promised) unless sorted; after-key reads answer the rows after
+ * (from, key) in (stamp, key) order. It includes rows at exactly `to`, as a
+ * BETWEEN would. */
 struct fake_row {
     char bu[8], po[24];
     long long stamp;
@@ -368,7 +398,7 @@ static enum mlc_rc fake_fetch(void *ctx, long long from, long long to, const cha
 {
     struct fake *f = ctx;
     struct fake_row *sel = calloc(f->n + 1, sizeof(*sel));
-    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 0, NULL, NULL };
+    struct psft_shape sh = { PSFT_PO, "LAST_DTTM_UPDATE", 0, NULL, NULL, NULL };
     struct mlc_buf b = { 0 };
     size_t k = 0, lim;
     enum mlc_rc rc;
@@ -379,7 +409,7 @@ static enum mlc_rc fake_fetch(void *ctx, long long from, long long to, const cha
         if (r->stamp < from || r->stamp > to) {
             continue;
         }
-        if (a1 != NULL && f->key_order_ok) {
+        if (a1 != NULL && f->key_order_ok && r->stamp == from) {
             int c = strcmp(r->bu, a1);
             if (c < 0 || (c == 0 && strcmp(r->po, a2) <= 0)) {
                 continue;
@@ -387,9 +417,7 @@ static enum mlc_rc fake_fetch(void *ctx, long long from, long long to, const cha
         }
         sel[k++] = *r;
     }
-    if (a1 != NULL && f->key_order_ok) {
-        qsort(sel, k, sizeof(*sel), cmp_key);
-    } else if (f->sorted) {
+    if ((a1 != NULL && f->key_order_ok) || f->sorted) {
         qsort(sel, k, sizeof(*sel), cmp_stamp_key);
     }
     lim = k > (size_t)f->maxrows ? (size_t)f->maxrows : k;
@@ -484,7 +512,7 @@ static void test_window_split(void)
     f.key_order_ok = 0;
     CHECK_INT(psft_read_window(&w, dt("2000-01-01T00:00:00"), dt("2024-01-18T00:00:00"), &b, &err),
               MLC_E_REJECTED);
-    CHECK(strstr(err.msg, "no progress") != NULL || strstr(err.msg, "raise maxrows") != NULL);
+    CHECK(strstr(err.msg, "is not sorted by (LAST_DTTM_UPDATE, key)") != NULL);
     psft_batch_release(&b);
     mlc_err_reset(&err);
 
@@ -580,8 +608,8 @@ static void test_vendor_join(void)
                        "\"LASTUPDDTTM\":\"2024-01-01T00:00:00\"},"
                        "{\"SETID\":\"SHARE\",\"VENDOR_ID\":\"0000000007\",\"NAME1\":\"Bolt Co\","
                        "\"LASTUPDDTTM\":\"2023-05-01T00:00:00\"}]}";
-    struct psft_shape vs = { PSFT_VNDR, "LASTUPDDTTM", 1000, NULL, NULL };
-    struct psft_shape ps = { PSFT_PO, "LAST_DTTM_UPDATE", 1000, NULL, NULL };
+    struct psft_shape vs = { PSFT_VNDR, "LASTUPDDTTM", 1000, NULL, NULL, NULL };
+    struct psft_shape ps = { PSFT_PO, "LAST_DTTM_UPDATE", 1000, NULL, NULL, NULL };
     struct psft_batch vb = { 0 }, pb = { 0 };
     struct psft_vendors vc = { 0 };
     struct mlc_errbuf err = { 0 };
@@ -806,12 +834,17 @@ static void po_list(const char *target, struct mlc_buf *b)
     size_t k = 0, lim;
     int have_after = qparam(target, "afterKey", after, sizeof(after)) == 0;
     size_t idx[N_PO];
+    char mr[16];
+
+    if (qparam(target, "maxRows", mr, sizeof(mr)) == 0 && atol(mr) > 0 && atol(mr) < hs.maxrows) {
+        hs.maxrows = atol(mr); /* (restored by hs_fill) */
+    }
 
     qparam(target, "fromDttm", from, sizeof(from));
     qparam(target, "toDttm", to, sizeof(to));
     psft_dttm_parse(from, &f);
     psft_dttm_parse(to, &t);
-    bar = strchr(after, '|');
+    bar = strchr(after, ',');
     if (bar != NULL) {
         *bar++ = '\0';
     }
@@ -820,7 +853,7 @@ static void po_list(const char *target, struct mlc_buf *b)
         if (r->stamp < f || r->stamp > t) {
             continue;
         }
-        if (have_after && after[0] != '\0') {
+        if (have_after && r->stamp == f) {
             int c = strcmp(r->bu, after);
             if (c < 0 || (c == 0 && strcmp(r->po, bar ? bar : "") <= 0)) {
                 continue;
@@ -829,9 +862,8 @@ static void po_list(const char *target, struct mlc_buf *b)
         sel[k] = *r;
         k++;
     }
-    if (have_after) {
-        qsort(sel, k, sizeof(sel[0]), cmp_key);
-    }
+    /* the stand-in always sorts, as the contract asks of keyset reads */
+    qsort(sel, k, sizeof(sel[0]), cmp_stamp_key);
     for (size_t i = 0; i < k; i++) {
         idx[i] = (size_t)strtoul(sel[i].po, NULL, 10);
     }
@@ -1314,6 +1346,7 @@ int main(void)
     RUN(test_qas_rows);
     RUN(test_qas_spellings);
     RUN(test_qas_lines);
+    RUN(test_qas_child);
     RUN(test_qas_failures);
     RUN(test_svc_po);
     RUN(test_svc_vouchers);

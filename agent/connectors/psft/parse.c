@@ -155,7 +155,10 @@ void psft_dttm_format(long long us, int style, char *out, size_t n)
 
     split_us(us, &y, &mo, &d, &h, &mi, &s, &frac);
     if (style == PSFT_DTTM_PSFT) {
-        snprintf(out, n, "%04ld-%02d-%02d-%02d.%02d.%02d.000000", y, mo, d, h, mi, s);
+        snprintf(out, n, "%04ld-%02d-%02d-%02d.%02d.%02d.%06ld", y, mo, d, h, mi, s, frac);
+    } else if (frac != 0) {
+        snprintf(out, n, "%04ld-%02d-%02d%c%02d:%02d:%02d.%06ld", y, mo, d,
+                 style == PSFT_DTTM_SPACE ? ' ' : 'T', h, mi, s, frac);
     } else {
         snprintf(out, n, "%04ld-%02d-%02d%c%02d:%02d:%02d", y, mo, d,
                  style == PSFT_DTTM_SPACE ? ' ' : 'T', h, mi, s);
@@ -332,14 +335,22 @@ static cJSON *qas_normalise(cJSON *row)
     return o;
 }
 
-/* Move the line columns of data into a new line object. */
-static cJSON *take_line(cJSON *data)
+/* Move the line columns of data into a new line object; with sh->child,
+ * every column but the key and cursor columns. */
+static cJSON *take_line(cJSON *data, const struct psft_shape *sh)
 {
+    const struct psft_kind_def *kd = psft_kind_def(sh->kind);
     cJSON *line = mlc_json_xobj(), *cell, *next;
 
     for (cell = data->child; cell != NULL; cell = next) {
+        const char *nm = cell->string;
         next = cell->next;
-        if (cell->string != NULL && is_line_col(cell->string)) {
+        if (nm == NULL) {
+            continue;
+        }
+        if (sh->child != NULL ? strcmp(nm, kd->k1) != 0 && strcmp(nm, kd->k2) != 0 &&
+                                    strcmp(nm, sh->cursor_col) != 0
+                              : is_line_col(nm)) {
             cJSON_DetachItemViaPointer(data, cell);
             cJSON_AddItemToObject(line, cell->string, cell);
         }
@@ -432,7 +443,8 @@ enum mlc_rc psft_parse_qas(const char *body, size_t len, const struct psft_shape
         /* a further line of a record already read in this answer? */
         k1 = cell_text(data, kd->k1);
         k2 = cell_text(data, kd->k2);
-        if (k1 != NULL && k2 != NULL && cJSON_GetObjectItemCaseSensitive(data, "LINE_NBR") != NULL) {
+        if (k1 != NULL && k2 != NULL &&
+            (sh->child != NULL || cJSON_GetObjectItemCaseSensitive(data, "LINE_NBR") != NULL)) {
             for (size_t i = out->n; i-- > start;) {
                 struct psft_item *o = &out->v[i];
                 if (o->k1 != NULL && o->k2 != NULL && strcmp(o->k1, k1) == 0 &&
@@ -445,9 +457,9 @@ enum mlc_rc psft_parse_qas(const char *body, size_t len, const struct psft_shape
         free(k1);
         free(k2);
         if (it != NULL) {
-            cJSON *lines = cJSON_GetObjectItemCaseSensitive(it->data, "lines");
+            cJSON *lines = cJSON_GetObjectItemCaseSensitive(it->data, sh->child ? sh->child : "lines");
             if (cJSON_IsArray(lines)) {
-                cJSON_AddItemToArray(lines, take_line(data));
+                cJSON_AddItemToArray(lines, take_line(data, sh));
             }
             cJSON_Delete(data);
             continue;
@@ -458,10 +470,10 @@ enum mlc_rc psft_parse_qas(const char *body, size_t len, const struct psft_shape
             rc = date_only_error(sh, data, err);
             goto out;
         }
-        if (cJSON_GetObjectItemCaseSensitive(data, "LINE_NBR") != NULL) {
+        if (sh->child != NULL || cJSON_GetObjectItemCaseSensitive(data, "LINE_NBR") != NULL) {
             cJSON *lines = mlc_json_xarr();
-            cJSON_AddItemToArray(lines, take_line(data));
-            mlc_json_xadd(data, "lines", lines);
+            cJSON_AddItemToArray(lines, take_line(data, sh));
+            mlc_json_xadd(data, sh->child ? sh->child : "lines", lines);
         }
     }
     for (size_t i = start; i < out->n; i++) {
@@ -810,71 +822,109 @@ static void take_in_window(struct psft_batch *src, long long from, long long to,
     memset(src, 0, sizeof(*src));
 }
 
-static int cmp_tuple_items(const void *pa, const void *pb)
+/* (stamp, k1, k2) of a keyed item against a position. */
+static int pos_cmp(const struct psft_item *it, long long st, const char *a1, const char *a2)
+{
+    if (it->stamp != st) {
+        return it->stamp < st ? -1 : 1;
+    }
+    return tuple_cmp(it->k1, it->k2, a1, a2);
+}
+
+static int cmp_pos_items(const void *pa, const void *pb)
 {
     const struct psft_item *a = pa, *b = pb;
 
     if (a->error != NULL || b->error != NULL) {
         return (a->error == NULL) - (b->error == NULL);
     }
-    return tuple_cmp(a->k1, a->k2, b->k1, b->k2);
+    return pos_cmp(a, b->stamp, b->k1, b->k2);
 }
 
-/* A capped window of one instant (res_us wide), read on by key. The key
- * walk advances over every row of the answer, those outside the window too
- * (a service that includes rows at exactly `to` fills answers with them);
- * only the rows inside the window are kept. */
-static enum mlc_rc read_by_key(struct psft_window *w, long long from, long long to,
+/* Walk [from, to) in (stamp, key) order: each read asks for the rows after
+ * the last position read (fromDttm = its stamp, after-key = its key; the
+ * first read after the key ("", "")), and a cut answer gives up its last
+ * record, which may be incomplete (a query with a row per line). Rows the
+ * service sends outside the window still move the position on. */
+static enum mlc_rc walk_keyset(struct psft_window *w, long long from, long long to,
                                struct psft_batch *out, struct mlc_errbuf *err)
 {
     char *a1 = mlc_xstrdup(""), *a2 = mlc_xstrdup("");
+    long long pos = from;
     enum mlc_rc rc = MLC_OK;
     char when[40];
 
-    psft_dttm_format_full(from, when, sizeof(when));
     for (;;) {
-        struct psft_batch b = { 0 }, all = { 0 };
-        size_t keyed = 0;
+        struct psft_batch b = { 0 };
+        size_t keyed = 0, k = 0;
         int capped;
 
         w->calls++;
-        rc = w->fetch(w->ctx, from, to, a1, a2, &b, err);
+        rc = w->fetch(w->ctx, pos, to, a1, a2, &b, err);
         capped = b.capped;
         if (rc != MLC_OK) {
             psft_batch_release(&b);
             break;
         }
-        /* rows after the key, whatever their stamp, in key order (error rows first) */
-        take_in_window(&b, LLONG_MIN, LLONG_MAX, a1, a2, &all);
-        qsort(all.v, all.n, sizeof(all.v[0]), cmp_tuple_items);
-        for (size_t i = 0; i < all.n; i++) {
-            keyed += all.v[i].error == NULL;
-        }
         if (capped) {
-            /* the last key may be cut short (a query with a row per line):
-             * leave it for the next read, which starts after the one before */
+            /* only a sorted answer's cut is the end of what it read */
+            const struct psft_item *prev = NULL;
+            for (size_t i = 0; i < b.n; i++) {
+                if (b.v[i].error != NULL) {
+                    continue;
+                }
+                if (prev != NULL && pos_cmp(&b.v[i], prev->stamp, prev->k1, prev->k2) < 0) {
+                    psft_dttm_format_full(pos, when, sizeof(when));
+                    mlc_errf(err,
+                             "%s: a cut answer from %s is not sorted by (%s, key), so what it "
+                             "left out is unknown: the after-key read needs the query or service "
+                             "to sort before it cuts (%s)",
+                             w->column, when, w->column, w->hint);
+                    psft_batch_release(&b);
+                    rc = MLC_E_REJECTED;
+                    goto out;
+                }
+                prev = &b.v[i];
+            }
+        }
+        /* what lies after the position, in (stamp, key) order; error rows first */
+        for (size_t i = 0; i < b.n; i++) {
+            struct psft_item *it = &b.v[i];
+            if (it->error == NULL && pos_cmp(it, pos, a1, a2) <= 0) {
+                item_release(it);
+                continue;
+            }
+            keyed += it->error == NULL;
+            b.v[k++] = *it;
+        }
+        b.n = k;
+        qsort(b.v, b.n, sizeof(b.v[0]), cmp_pos_items);
+        if (capped) {
             if (keyed < 2) {
+                psft_dttm_format_full(pos, when, sizeof(when));
                 mlc_errf(err,
-                         "%s: reading the rows changed at %s by key makes no progress: one "
-                         "record has more rows than maxrows=%ld, or the read path ignores the "
-                         "after-key: raise maxrows (%s)",
+                         "%s: reading on by key from %s makes no progress: one record has more "
+                         "rows than maxrows=%ld, or the read path ignores the after-key: raise "
+                         "maxrows (%s)",
                          w->column, when, w->maxrows, w->hint);
-                psft_batch_release(&all);
+                psft_batch_release(&b);
                 rc = MLC_E_REJECTED;
                 break;
             }
-            item_release(&all.v[all.n - 1]);
-            all.n--;
+            item_release(&b.v[b.n - 1]);
+            b.n--;
+            pos = b.v[b.n - 1].stamp;
             free(a1);
             free(a2);
-            a1 = mlc_xstrdup(all.v[all.n - 1].k1);
-            a2 = mlc_xstrdup(all.v[all.n - 1].k2);
+            a1 = mlc_xstrdup(b.v[b.n - 1].k1);
+            a2 = mlc_xstrdup(b.v[b.n - 1].k2);
         }
-        take_in_window(&all, from, to, NULL, NULL, out);
-        if (!capped) {
+        take_in_window(&b, from, to, NULL, NULL, out);
+        if (!capped || pos >= to) {
             break;
         }
     }
+out:
     free(a1);
     free(a2);
     return rc;
@@ -889,6 +939,9 @@ static enum mlc_rc read_sorted(struct psft_window *w, long long from, long long 
     long long res = w->res_us > 0 ? w->res_us : 1000000, cur = from;
     enum mlc_rc rc;
 
+    if (w->can_after) {
+        return walk_keyset(w, from, to, out, err);
+    }
     while (cur < to) {
         struct psft_batch b = { 0 };
         long long maxst = LLONG_MIN, cut;
@@ -918,7 +971,7 @@ static enum mlc_rc read_sorted(struct psft_window *w, long long from, long long 
             continue;
         }
         psft_batch_release(&b);
-        if (!w->can_after) {
+        {
             char when[40];
             psft_dttm_format_full(cur, when, sizeof(when));
             mlc_errf(err,
@@ -928,11 +981,6 @@ static enum mlc_rc read_sorted(struct psft_window *w, long long from, long long 
                      w->column, w->maxrows, when, w->hint);
             return MLC_E_REJECTED;
         }
-        rc = read_by_key(w, cur, cur + res < to ? cur + res : to, out, err);
-        if (rc != MLC_OK) {
-            return rc;
-        }
-        cur += res;
     }
     return MLC_OK;
 }
@@ -964,7 +1012,7 @@ enum mlc_rc psft_read_window(struct psft_window *w, long long from, long long to
     if (to - from <= res) {
         char when[40];
         if (w->can_after) {
-            return read_by_key(w, from, to, out, err);
+            return walk_keyset(w, from, to, out, err);
         }
         psft_dttm_format_full(from, when, sizeof(when));
         mlc_errf(err,

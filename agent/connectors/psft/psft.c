@@ -84,6 +84,7 @@ static const struct conf_key psft_keys[] = {
 };
 
 enum { READ_QAS = 0, READ_SVC = 1 };
+#define PSFT_MAX_CHILDREN 4
 
 /* One read path: QAS query or custom service, with its window inputs. */
 struct psft_path {
@@ -94,10 +95,18 @@ struct psft_path {
     const cJSON *prompts;     /* qas: fixed prompts name -> value (object), lent */
     char *from_name, *to_name; /* window prompt / parameter names */
     char *after_param;        /* service: after-key parameter, "" = none */
-    const cJSON *after_prompts; /* qas: two prompt names, NULL = none */
+    char *maxrows_param;      /* service: the parameter that carries maxrows, "" = none */
+    const cJSON *after_prompts; /* qas: two prompt names, NULL = none (or the defaults) */
+    char *after_default[2];   /* qas: AFTER_<K1>, AFTER_<K2> when after_prompts is not set */
     const cJSON *key_names;   /* two prompt (qas) or parameter (service) names that select
                                * one record by key, NULL = no by-key read (fetch) */
     int sorted;               /* answers come sorted by the cursor column, then key */
+    /* qas: child queries read over the same windows; their rows become arrays
+     * of the record (e.g. "lines" from a PO_LINE query, "comments") */
+    char *child_name[PSFT_MAX_CHILDREN];
+    char *child_query[PSFT_MAX_CHILDREN];
+    int n_children;
+    const char *child;        /* set on the copy that reads one child query */
     char *list;               /* service list member, "" = the kind's */
     char *cursor_col;
     long maxrows;
@@ -193,8 +202,15 @@ static void path_release(struct psft_path *p)
     free(p->from_name);
     free(p->to_name);
     free(p->after_param);
+    free(p->maxrows_param);
     free(p->list);
     free(p->cursor_col);
+    free(p->after_default[0]);
+    free(p->after_default[1]);
+    for (int i = 0; i < p->n_children; i++) {
+        free(p->child_name[i]);
+        free(p->child_query[i]);
+    }
     memset(p, 0, sizeof(*p));
 }
 
@@ -209,7 +225,8 @@ static void source_release(struct psft_source *s)
 static const char *const path_keys[] = {
     "system", "kind", "read", "owner", "query", "prompts", "operation", "path", "params",
     "from", "to", "after_param", "after_prompts", "list", "cursor_column", "maxrows",
-    "vendors", "terms_column", "page_size", "since", "key_prompts", "key_params", "sorted", NULL,
+    "vendors", "terms_column", "page_size", "since", "key_prompts", "key_params", "sorted",
+    "maxrows_param", "children", NULL,
 };
 
 /* A flat object of scalar values (prompts, params). */
@@ -345,15 +362,47 @@ static int path_load(const cJSON *o, const char *path, int kind, struct psft_pat
             return -1;
         }
         p->after_prompts = cJSON_GetObjectItemCaseSensitive(o, "after_prompts");
-        if (p->after_prompts != NULL &&
-            (!cJSON_IsArray(p->after_prompts) || cJSON_GetArraySize(p->after_prompts) != 2 ||
-             !cJSON_IsString(p->after_prompts->child) ||
-             !cJSON_IsString(p->after_prompts->child->next) ||
-             !name_ok(p->after_prompts->child->valuestring, "") ||
-             !name_ok(p->after_prompts->child->next->valuestring, ""))) {
+        if (p->after_prompts != NULL && cJSON_IsArray(p->after_prompts) &&
+            cJSON_GetArraySize(p->after_prompts) == 0) {
+            p->after_prompts = NULL; /* [] : the query has none */
+        } else if (p->after_prompts != NULL &&
+                   (!cJSON_IsArray(p->after_prompts) || cJSON_GetArraySize(p->after_prompts) != 2 ||
+                    !cJSON_IsString(p->after_prompts->child) ||
+                    !cJSON_IsString(p->after_prompts->child->next) ||
+                    !name_ok(p->after_prompts->child->valuestring, "") ||
+                    !name_ok(p->after_prompts->child->next->valuestring, ""))) {
             mlc_errf(err, "%s.after_prompts: expected two prompt names, for %s and %s (the "
-                          "query returns rows after that key, in key order)", path, kd->k1, kd->k2);
+                          "query then returns the rows after that position in (%s, key) order), "
+                          "or [] when it has none", path, kd->k1, kd->k2, p->cursor_col);
             return -1;
+        }
+        if (cJSON_GetObjectItemCaseSensitive(o, "after_prompts") == NULL) {
+            p->after_default[0] = mlc_xasprintf("AFTER_%s", kd->k1);
+            p->after_default[1] = mlc_xasprintf("AFTER_%s", kd->k2);
+        }
+        {
+            const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "children"), *it;
+            if (ch != NULL && !cJSON_IsObject(ch)) {
+                mlc_errf(err, "%s.children: expected an object of array name -> query, e.g. "
+                              "{\"lines\": \"MLC_PO_LINE_QRY\"}", path);
+                return -1;
+            }
+            cJSON_ArrayForEach(it, ch)
+            {
+                if (!cJSON_IsString(it) || !name_ok(it->valuestring, "") ||
+                    !name_ok(it->string, "")) {
+                    mlc_errf(err, "%s.children.%s: expected a query name (letters, digits, _)", path,
+                             it->string);
+                    return -1;
+                }
+                if (p->n_children == PSFT_MAX_CHILDREN) {
+                    mlc_errf(err, "%s.children: at most %d child queries", path, PSFT_MAX_CHILDREN);
+                    return -1;
+                }
+                p->child_name[p->n_children] = mlc_xstrdup(it->string);
+                p->child_query[p->n_children] = mlc_xstrdup(it->valuestring);
+                p->n_children++;
+            }
         }
         if (cJSON_GetObjectItemCaseSensitive(o, "operation") != NULL) {
             mlc_errf(err, "%s.operation: only for read \"service\" (QAS always calls "
@@ -366,7 +415,8 @@ static int path_load(const cJSON *o, const char *path, int kind, struct psft_pat
         str_member(o, "path", "", &p->path, path, err) != 0 ||
         str_member(o, "from", "fromDttm", &p->from_name, path, err) != 0 ||
         str_member(o, "to", "toDttm", &p->to_name, path, err) != 0 ||
-        str_member(o, "after_param", "afterKey", &p->after_param, path, err) != 0) {
+        str_member(o, "after_param", "afterKey", &p->after_param, path, err) != 0 ||
+        str_member(o, "maxrows_param", "maxRows", &p->maxrows_param, path, err) != 0) {
         return -1;
     }
     if (!operation_ok(p->operation)) {
@@ -384,16 +434,21 @@ static int path_load(const cJSON *o, const char *path, int kind, struct psft_pat
         }
     }
     if (!name_ok(p->from_name, "") || !name_ok(p->to_name, "") ||
-        (p->after_param[0] != '\0' && !name_ok(p->after_param, ""))) {
-        mlc_errf(err, "%s.from/to/after_param: parameter names must be letters, digits and _", path);
+        (p->after_param[0] != '\0' && !name_ok(p->after_param, "")) ||
+        (p->maxrows_param[0] != '\0' && !name_ok(p->maxrows_param, ""))) {
+        mlc_errf(err, "%s.from/to/after_param/maxrows_param: parameter names must be letters, "
+                      "digits and _", path);
         return -1;
     }
     p->params = cJSON_GetObjectItemCaseSensitive(o, "params");
     if (flat_object(p->params, path, "params", err) != 0) {
         return -1;
     }
-    if (cJSON_GetObjectItemCaseSensitive(o, "query") != NULL) {
-        mlc_errf(err, "%s.query: only for read \"qas\"", path);
+    if (cJSON_GetObjectItemCaseSensitive(o, "query") != NULL ||
+        cJSON_GetObjectItemCaseSensitive(o, "children") != NULL) {
+        mlc_errf(err, "%s.%s: only for read \"qas\" (a service sends child rows inside each "
+                      "record, e.g. \"lines\": [...])",
+                 path, cJSON_GetObjectItemCaseSensitive(o, "query") != NULL ? "query" : "children");
         return -1;
     }
     return 0;
@@ -481,6 +536,16 @@ static void scalar(const cJSON *it, char *out, size_t n)
     }
 }
 
+/* The QAS after-key prompt names (i = 0, 1), NULL when the query has none. */
+static const char *qas_after(const struct psft_path *rp, int i)
+{
+    if (rp->after_prompts != NULL) {
+        return i == 0 ? rp->after_prompts->child->valuestring
+                      : rp->after_prompts->child->next->valuestring;
+    }
+    return rp->after_default[i];
+}
+
 /* The URL of one read. after1/after2: continue after that key (NULL: no). */
 static char *read_url(struct psft *p, const struct psft_path *rp, long long from, long long to,
                       const char *after1, const char *after2, const char *const *key)
@@ -513,9 +578,9 @@ static char *read_url(struct psft *p, const struct psft_path *rp, long long from
         mlc_http_urlencode(&vals, f);
         mlc_buf_adds(&vals, ",");
         mlc_http_urlencode(&vals, t);
-        if (after1 != NULL && rp->after_prompts != NULL) {
-            mlc_buf_addf(&names, ",%s,%s", rp->after_prompts->child->valuestring,
-                         rp->after_prompts->child->next->valuestring);
+        if (after1 != NULL && (after1[0] != '\0' || after2[0] != '\0') && qas_after(rp, 0) != NULL) {
+            /* ("", ""), the start of `from`, goes without them */
+            mlc_buf_addf(&names, ",%s,%s", qas_after(rp, 0), qas_after(rp, 1));
             mlc_buf_adds(&vals, ",");
             mlc_http_urlencode(&vals, after1);
             mlc_buf_adds(&vals, ",");
@@ -543,8 +608,12 @@ static char *read_url(struct psft *p, const struct psft_path *rp, long long from
     }
     add_param(&b, rp->from_name, f);
     add_param(&b, rp->to_name, t);
+    if (rp->maxrows_param[0] != '\0') {
+        snprintf(v, sizeof(v), "%ld", rp->maxrows);
+        add_param(&b, rp->maxrows_param, v);
+    }
     if (after1 != NULL && rp->after_param[0] != '\0') {
-        char *k = mlc_xasprintf("%s|%s", after1, after2);
+        char *k = mlc_xasprintf("%s,%s", after1, after2);
         add_param(&b, rp->after_param, k);
         free(k);
     }
@@ -756,6 +825,7 @@ static enum mlc_rc window_fetch(void *ctx, long long from, long long to, const c
     sh.maxrows = rp->maxrows;
     sh.list = rp->list[0] ? rp->list : NULL;
     sh.query = rp->read == READ_QAS ? rp->query : NULL;
+    sh.child = rp->child;
     {
         struct mlc_errbuf one = { 0 };
         rc = rp->read == READ_QAS
@@ -789,7 +859,7 @@ static enum mlc_rc read_range(struct conn *c, const struct psft_path *rp, long l
                                   : "source.maxrows and the service's maxRows; source.after_param");
     w.fetch = window_fetch;
     w.ctx = &fc;
-    w.can_after = rp->read == READ_QAS ? rp->after_prompts != NULL : rp->after_param[0] != '\0';
+    w.can_after = rp->read == READ_QAS ? qas_after(rp, 0) != NULL : rp->after_param[0] != '\0';
     w.res_us = 1000000;
     w.sorted = rp->sorted;
     w.maxrows = rp->maxrows;
@@ -810,6 +880,69 @@ static long long upper_bound(void)
 
     localtime_r(&now, &tm);
     return ((long long)timegm(&tm) + 86400) * 1000000LL;
+}
+
+static int cmp_item_key(const void *a, const void *b)
+{
+    const struct psft_item *const *x = a, *const *y = b;
+
+    return strcmp((*x)->key, (*y)->key);
+}
+
+/* The child queries of rp over [from, to): each record of got receives its
+ * children's array (records without children get an empty one). */
+static enum mlc_rc read_children(struct conn *c, const struct psft_path *rp, long long from,
+                                 long long to, struct psft_batch *got)
+{
+    struct psft_item **idx;
+    size_t n = 0;
+    enum mlc_rc rc = MLC_OK;
+
+    if (rp->n_children == 0) {
+        return MLC_OK;
+    }
+    idx = mlc_xcalloc(got->n + 1, sizeof(*idx));
+    for (size_t i = 0; i < got->n; i++) {
+        if (got->v[i].error == NULL && got->v[i].key != NULL) {
+            idx[n++] = &got->v[i];
+        }
+    }
+    qsort(idx, n, sizeof(*idx), cmp_item_key);
+    for (int k = 0; rc == MLC_OK && k < rp->n_children; k++) {
+        struct psft_path cp = *rp; /* shares rp's strings: never released */
+        struct psft_batch cb = { 0 };
+        const char *name = rp->child_name[k];
+
+        cp.query = rp->child_query[k];
+        cp.child = name;
+        cp.n_children = 0;
+        for (size_t i = 0; i < n; i++) {
+            cJSON_DeleteItemFromObjectCaseSensitive(idx[i]->data, name);
+            mlc_json_xadd(idx[i]->data, name, mlc_json_xarr());
+        }
+        rc = read_range(c, &cp, from, to, NULL, &cb);
+        for (size_t i = 0; rc == MLC_OK && i < cb.n; i++) {
+            struct psft_item probe = { 0 }, *pp = &probe, **hit;
+            cJSON *arr;
+            if (cb.v[i].error != NULL || cb.v[i].key == NULL) {
+                continue;
+            }
+            probe.key = cb.v[i].key;
+            hit = bsearch(&pp, idx, n, sizeof(*idx), cmp_item_key);
+            arr = cJSON_DetachItemFromObjectCaseSensitive(cb.v[i].data, name);
+            if (hit != NULL && cJSON_IsArray(arr)) {
+                cJSON_ReplaceItemInObjectCaseSensitive((*hit)->data, name, arr);
+                arr = NULL;
+                if (strcmp(name, "lines") == 0) {
+                    psft_lines_summarise((*hit)->data);
+                }
+            }
+            cJSON_Delete(arr);
+        }
+        psft_batch_release(&cb);
+    }
+    free(idx);
+    return rc;
 }
 
 /* The earliest vendor change read: PeopleSoft's own lowest date. */
@@ -891,6 +1024,11 @@ static enum mlc_rc gather(struct conn *c, const struct psft_source *s, const cha
         return rc;
     }
     psft_batch_dedupe(&got);
+    rc = read_children(c, &s->main, vendor_changed && t0 > s->since ? s->since : t0, hi, &got);
+    if (rc != MLC_OK) {
+        psft_batch_release(&got);
+        return rc;
+    }
     for (size_t i = 0; i < got.n; i++) {
         got.v[i].eff = got.v[i].stamp;
         if (s->have_vendors) {

@@ -70,11 +70,14 @@ struct psft_shape {
     long maxrows;           /* answers with this many rows are taken as cut */
     const char *list;       /* service: the list member; NULL = the kind's */
     const char *query;      /* QAS: the query asked for (checked against the answer), may be NULL */
+    const char *child;      /* QAS: a child query ("lines", "comments"): each row is one child
+                             * of its key's record, gathered in an array of this name */
 };
 
 /* A Query Access Services ExecuteQuery JSON answer (peoplesoft.md 5): rows
  * lose "attr:rownumber" and their alias prefixes; rows of one key that carry
- * LINE_NBR are folded into one record with a "lines" array. A cursor column
+ * LINE_NBR are folded into one record with a "lines" array (with sh->child,
+ * every row is folded into an array of that name). A cursor column
  * holding dates only is MLC_E_INVAL with a message naming it. */
 enum mlc_rc psft_parse_qas(const char *body, size_t len, const struct psft_shape *sh,
                            struct psft_batch *out, struct mlc_errbuf *err);
@@ -94,22 +97,24 @@ int psft_body_failed(const char *body, size_t len, char *out, size_t n);
 /* ---- the window reader ----
  * fetch reads the rows whose cursor column lies in [from, to) (the service
  * may include rows at exactly `to`; they are dropped here and read with the
- * next window). after1/after2 (NULL: not continuing) ask for the rows after
- * that key in key order. */
+ * next window). after1/after2 (NULL: a plain window) ask for a keyset read:
+ * the rows after position (from, after1, after2) in (stamp, key) order, cut
+ * at maxrows in that order; ("", "") is the start of `from` itself. */
 typedef enum mlc_rc (*psft_fetch_fn)(void *ctx, long long from, long long to, const char *after1,
                                      const char *after2, struct psft_batch *out,
                                      struct mlc_errbuf *err);
 struct psft_window {
     psft_fetch_fn fetch;
     void *ctx;
-    int can_after;       /* the read path takes an after-key */
+    int can_after;       /* the read path takes an after-key (keyset reads) */
     long long res_us;    /* the finest window the read path can express (1 s) */
     long maxrows;        /* for messages */
     const char *column;  /* for messages */
     const char *hint;    /* for messages: where maxrows / the after-key is set */
     int sorted;          /* answers are sorted by the cursor column (then key) before the
-                          * cut: a capped answer is complete below its last second, and
-                          * the next read starts there instead of halving the window */
+                          * cut: the window is walked by keyset (with an after-key), or a
+                          * capped answer is taken as whole below its last second, instead
+                          * of halving the window */
     unsigned long calls; /* fetches made */
 };
 /* All records whose cursor column lies in [from, to), appended to out (not
