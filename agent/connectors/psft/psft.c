@@ -716,7 +716,8 @@ static enum mlc_rc psft_get(struct conn *c, const char *url, const char *what,
     } else if (resp->status == 0) {
         return rc; /* transport, or the IdP's token call failed: that message stays */
     }
-    if (psft_is_ibresponse(mlc_buf_str(&resp->body), resp->body.len)) {
+    if (resp->status != 401 && resp->status != 403 &&
+        psft_is_ibresponse(mlc_buf_str(&resp->body), resp->body.len)) {
         /* the framework failed before any handler ran (peoplesoft.md 8):
          * an unknown node, operation or version, or an inactive one */
         char lower[320];
@@ -762,10 +763,10 @@ static enum mlc_rc psft_get(struct conn *c, const char *url, const char *what,
                      what, where, c->name);
         } else {
             mlc_errf(&c->err,
-                     "psft %s: a fresh access token from %s was refused too (HTTP 401 at %s): check "
-                     "that PeopleSoft trusts that IdP and maps the token's user to an OPRID, and "
-                     "that the operation accepts OAuth2",
-                     what, p->cf.token_url, where);
+                     "psft %s: a fresh access token from %s was refused too (HTTP 401 at %s: %s): "
+                     "check that PeopleSoft trusts that IdP and maps the token's user to an OPRID, "
+                     "and that the operation accepts OAuth2",
+                     what, p->cf.token_url, where, msg[0] ? msg : "no reason given");
         }
         return MLC_E_AUTH;
     case 403:
@@ -834,10 +835,15 @@ static enum mlc_rc window_fetch(void *ctx, long long from, long long to, const c
         if (rc != MLC_OK) {
             char where[300];
             url_base(url, where, sizeof(where));
-            mlc_errf(err, "psft %s at %s: %s%s", what, where, mlc_err_msg(&one),
-                     rc == MLC_E_REJECTED ? " (the service refused the read: check the flow's source "
-                                            "params/prompts against what it expects, and its log)"
-                                          : "");
+            const char *hint = "";
+            if (rc == MLC_E_REJECTED) {
+                hint = psft_is_ibresponse(mlc_buf_str(&resp.body), resp.body.len)
+                           ? " (an Integration Broker failure sent with HTTP 200: check the node, "
+                             "the operation and the gateway's log)"
+                           : " (the service refused the read: check the flow's source "
+                             "params/prompts against what it expects, and its log)";
+            }
+            mlc_errf(err, "psft %s at %s: %s%s", what, where, mlc_err_msg(&one), hint);
         }
     }
 out:
