@@ -136,8 +136,8 @@ struct psft {
     char *run_cursor;  /* the cursor the run in progress started from ("" = none) */
     char *done_cursor; /* where the last run this process finished ended, NULL = none */
     char *last_cursor; /* the last cursor handed out in the run in progress */
-    const cJSON *run_source;  /* the flow source of the run in progress */
-    const cJSON *done_source; /* ... and of the last finished run (done_cursor) */
+    cJSON *run_source;  /* a copy of the flow source of the run in progress */
+    cJSON *done_source; /* ... and of the last finished run (done_cursor) */
 };
 
 /* ---------------------------------------------------------------- config */
@@ -988,7 +988,8 @@ static enum mlc_rc gather(struct conn *c, const struct psft_source *s, const cha
         struct psft_vendors prev = p->vendors;
         /* a vendor change this process already carried through to the end of
          * a run that stopped at this very cursor needs no re-read */
-        int done = have_ck && p->done_cursor != NULL && p->done_source == p->run_source &&
+        int done = have_ck && p->done_cursor != NULL &&
+                   cJSON_Compare(p->done_source, p->run_source, 1) &&
                    strcmp(p->done_cursor, cursor) == 0;
 
         /* every vendor, however long unchanged: the records need their names */
@@ -1099,7 +1100,7 @@ static enum mlc_rc psft_poll(struct conn *c, const struct poll_req *rq, struct p
     struct psft *p = c->priv;
     size_t end;
 
-    if (rq->first || !p->have_src || p->run_source != rq->source) {
+    if (rq->first || !p->have_src || !cJSON_Compare(p->run_source, rq->source, 1)) {
         struct psft_source s;
         if (source_load(rq->source, &s, &c->err) != 0) {
             return MLC_E_INVAL;
@@ -1109,7 +1110,8 @@ static enum mlc_rc psft_poll(struct conn *c, const struct poll_req *rq, struct p
         }
         p->src = s;
         p->have_src = 1;
-        p->run_source = rq->source;
+        cJSON_Delete(p->run_source);
+        p->run_source = cJSON_Duplicate(rq->source, 1);
         if (!rq->first) {
             conn_log(c, MLC_LOG_INFO, "no run in progress; reading again from the cursor");
         }
@@ -1134,7 +1136,8 @@ static enum mlc_rc psft_poll(struct conn *c, const struct poll_req *rq, struct p
     if (!out->more) {
         /* the run is whole: it ends at its last cursor (or where it began) */
         free(p->done_cursor);
-        p->done_source = p->run_source;
+        cJSON_Delete(p->done_source);
+        p->done_source = cJSON_Duplicate(p->run_source, 1);
         p->done_cursor = p->last_cursor != NULL ? p->last_cursor : p->run_cursor;
         if (p->done_cursor == p->run_cursor) {
             free(p->last_cursor);
@@ -1331,6 +1334,8 @@ static void psft_close(struct conn *c)
     free(p->run_cursor);
     free(p->done_cursor);
     free(p->last_cursor);
+    cJSON_Delete(p->run_source);
+    cJSON_Delete(p->done_source);
     mlc_conf_release(psft_keys, &p->cf);
     free(p);
     c->priv = NULL;
