@@ -760,7 +760,7 @@ static void test_config(void)
                             "\"maxrows\":1}"),
               MLC_E_INVAL);
     CHECK(strstr(c.err.msg, "source.maxrows") != NULL);
-    CHECK_INT(poll_with(&c, "{\"system\":\"erp\",\"kind\":\"requisition\",\"read\":\"qas\","
+    CHECK_INT(poll_with(&c, "{\"system\":\"erp\",\"kind\":\"vendor\",\"read\":\"qas\","
                             "\"query\":\"Q\",\"vendors\":{\"read\":\"qas\",\"query\":\"V\"}}"),
               MLC_E_INVAL);
     CHECK(strstr(c.err.msg, "source.vendors") != NULL);

@@ -15,7 +15,7 @@
 
 static const struct psft_kind_def kinds[PSFT_NKIND] = {
     { "po", "BUSINESS_UNIT", "PO_ID", "purchaseOrders", "LAST_DTTM_UPDATE", 1 },
-    { "requisition", "BUSINESS_UNIT", "REQ_ID", "requisitions", "LAST_DTTM_UPDATE", 0 },
+    { "requisition", "BUSINESS_UNIT", "REQ_ID", "requisitions", "LAST_DTTM_UPDATE", 1 },
     { "voucher", "BUSINESS_UNIT", "VOUCHER_ID", "vouchers", "LAST_DTTM_UPDATE", 1 },
     { "vendor", "SETID", "VENDOR_ID", "vendors", "LASTUPDDTTM", 0 },
 };

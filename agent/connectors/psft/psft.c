@@ -492,7 +492,8 @@ static int source_load_parts(const cJSON *src, struct psft_source *s, struct mlc
     }
     if (vo != NULL) {
         if (!psft_kind_def(k)->vendor_join) {
-            mlc_errf(err, "source.vendors: only POs and vouchers name a vendor (kind is %s)", kind);
+            mlc_errf(err, "source.vendors: only POs, requisitions and vouchers name a vendor (kind "
+                          "is %s)", kind);
             return -1;
         }
         if (!cJSON_IsObject(vo)) {
