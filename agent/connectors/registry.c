@@ -6,10 +6,12 @@
 
 extern const struct connector connector_jde;
 extern const struct connector connector_jira;
+extern const struct connector connector_psft;
 
 static const struct connector *const registry[] = {
     &connector_jde,
     &connector_jira,
+    &connector_psft,
 };
 
 #define N_BUILTIN (sizeof(registry) / sizeof(registry[0]))
