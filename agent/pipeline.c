@@ -220,11 +220,46 @@ static enum mlc_rc recover(struct agent *a, struct flow *f, struct sync_stats *s
             return MLC_OK;
         }
         after = rows[n - 1].id;
-        for (int i = 0; i < n; i++) {
-            /* queued in flight at first sight: covered by the sent mark, it
-             * may have left then; above the mark, it never left */
-            if (rows[i].sent_at == 0 && rows[i].id <= mark_id) {
-                rows[i].sent_at = mark_at;
+        /* queued in flight at first sight (sent_at 0): covered by the sent
+         * mark, it may have left then; above the mark, it never left, and
+         * goes back to the queue without asking the target */
+        {
+            int keep = 0, unsent = 0;
+            for (int i = 0; i < n; i++) {
+                unsent += rows[i].sent_at == 0 && rows[i].id > mark_id;
+            }
+            if (unsent > 0) {
+                if ((rc = state_begin(a->st, err)) != MLC_OK) {
+                    goto out;
+                }
+                for (int i = 0; i < n && rc == MLC_OK; i++) {
+                    if (rows[i].sent_at == 0 && rows[i].id > mark_id) {
+                        rc = state_outbox_resolve(a->st, rows[i].id, rows[i].op,
+                                                  rows[i].target_key[0] ? rows[i].target_key : NULL,
+                                                  err);
+                    }
+                }
+                if (rc == MLC_OK) {
+                    rc = state_commit(a->st, err);
+                }
+                if (rc != MLC_OK) {
+                    state_rollback(a->st);
+                    goto out;
+                }
+            }
+            for (int i = 0; i < n; i++) {
+                if (rows[i].sent_at == 0 && rows[i].id > mark_id) {
+                    outbox_row_release(&rows[i]);
+                    continue;
+                }
+                if (rows[i].sent_at == 0) {
+                    rows[i].sent_at = mark_at;
+                }
+                rows[keep++] = rows[i];
+            }
+            n = keep;
+            if (n == 0) {
+                continue;
             }
         }
         memset(fd, 0, sizeof(fd));
@@ -703,11 +738,38 @@ static int fresh_take(struct flow *f, struct fresh_set *fs, size_t *from, int cr
     return n;
 }
 
+/* Write the outcomes of the batches sent so far in one transaction and
+ * let them go. */
+static enum mlc_rc flush_sent(struct agent *a, struct flow *f, struct sent **sent, size_t *nsent,
+                              struct sync_stats *ss, struct mlc_errbuf *err)
+{
+    struct mlc_errbuf serr = { 0 };
+    enum mlc_rc rc = state_begin(a->st, &serr);
+
+    for (size_t i = 0; i < *nsent && rc == MLC_OK; i++) {
+        rc = settle(a, f, sent[i]->rows, sent[i]->res, sent[i]->n, sent[i]->creates, sent[i]->arc,
+                    sent[i]->why, ss, &serr);
+    }
+    if (rc == MLC_OK) {
+        rc = state_commit(a->st, &serr);
+    }
+    if (rc != MLC_OK) {
+        state_rollback(a->st);
+        mlc_errf(err, "flow %s: %s", f->name, mlc_err_msg(&serr));
+    }
+    for (size_t i = 0; i < *nsent; i++) {
+        sent_release(sent[i]);
+    }
+    *nsent = 0;
+    return rc;
+}
+
 static enum mlc_rc deliver_fresh(struct agent *a, struct flow *f, struct fresh_set *fs,
                                  struct sync_stats *ss, struct mlc_errbuf *err)
 {
     struct sent **sent = NULL;
     size_t nsent = 0;
+    long long flushed_ms = state_now_ms();
     enum mlc_rc rc = MLC_OK;
 
     for (int creates = 1; creates >= 0 && rc == MLC_OK; creates--) {
@@ -784,35 +846,43 @@ static enum mlc_rc deliver_fresh(struct agent *a, struct flow *f, struct fresh_s
                 rc = MLC_E_STOPPED;
                 break;
             }
-        }
-    }
-    /* the page's outcomes in one transaction; records never sent (a batch
-     * failed first) wait in the outbox for a later try */
-    {
-        struct mlc_errbuf serr = { 0 };
-        enum mlc_rc wrc = state_begin(a->st, &serr);
-        for (size_t i = 0; i < nsent && wrc == MLC_OK; i++) {
-            wrc = settle(a, f, sent[i]->rows, sent[i]->res, sent[i]->n, sent[i]->creates,
-                         sent[i]->arc, sent[i]->why, ss, &serr);
-        }
-        for (size_t i = 0; i < fs->n && wrc == MLC_OK; i++) {
-            if (!fs->v[i].done) {
-                wrc = state_outbox_retry_later(a->st, fs->v[i].id, 0,
-                                               "not sent yet: an earlier batch of the run failed",
-                                               &serr);
+            /* a slow target: outcomes are written at least once a second,
+             * so a crash leaves little for recovery to look up */
+            if (state_now_ms() - flushed_ms >= 1000) {
+                if ((rc = flush_sent(a, f, sent, &nsent, ss, err)) != MLC_OK) {
+                    break;
+                }
+                flushed_ms = state_now_ms();
             }
         }
-        if (wrc == MLC_OK) {
-            wrc = state_commit(a->st, &serr);
-        }
-        if (wrc != MLC_OK) {
-            state_rollback(a->st);
-            mlc_errf(err, "flow %s: %s", f->name, mlc_err_msg(&serr));
-            rc = rc == MLC_OK ? wrc : rc;
-        }
     }
-    for (size_t i = 0; i < nsent; i++) {
-        sent_release(sent[i]);
+    /* the remaining outcomes; records never sent (a batch failed first)
+     * wait in the outbox for a later try */
+    {
+        enum mlc_rc wrc = flush_sent(a, f, sent, &nsent, ss, err);
+        struct mlc_errbuf serr = { 0 };
+        int unsent = 0;
+
+        for (size_t i = 0; i < fs->n; i++) {
+            unsent += !fs->v[i].done;
+        }
+        if (wrc == MLC_OK && unsent > 0 && (wrc = state_begin(a->st, &serr)) == MLC_OK) {
+            for (size_t i = 0; i < fs->n && wrc == MLC_OK; i++) {
+                if (!fs->v[i].done) {
+                    wrc = state_outbox_retry_later(a->st, fs->v[i].id, 0,
+                                                   "not sent yet: an earlier batch of the run failed",
+                                                   &serr);
+                }
+            }
+            if (wrc == MLC_OK) {
+                wrc = state_commit(a->st, &serr);
+            }
+            if (wrc != MLC_OK) {
+                state_rollback(a->st);
+                mlc_errf(err, "flow %s: %s", f->name, mlc_err_msg(&serr));
+            }
+        }
+        rc = rc == MLC_OK ? wrc : rc;
     }
     free(sent);
     return rc;
