@@ -285,7 +285,7 @@ def kill_9_at_random_moments_loses_and_doubles_nothing():
         # sorted keyset reads: about one PeopleSoft call per 100 rows, so runs
         # reach Jira early and the kills land in delivery as well as in reads
         e.configure(kinds=("po",), source={"po": {"sorted": True}})
-        e.jira.faults(slow_ms=150 if ARGS.quick else 40)
+        e.jira.faults(slow_ms=150 if ARGS.quick else 120)
         e.psft.faults(slow_ms=20)
         killed, progress = 0, []
         for i in range(kills):
