@@ -8,7 +8,8 @@ full re-read of those records with nothing changed (`sync --full`), API calls
 per 1,000 new records on each side, and the agent's peak RSS; then the same for a
 run at a tenth of the size, to show whether memory grows with the data, and
 the agent's memory when idle (`run` with a tunnel up, 30 s later): resident
-set, and its own (anonymous) part.
+set, and its own (anonymous) part. Then PeopleSoft purchase orders (20,000
+when N is 50,000): agent CPU per record and PeopleSoft calls per 1,000.
 
 The relay part: signed 2 KB webhooks stored per second (load from a second
 process, tests/bench/hookload.c, on loopback), webhook -> agent inbox latency
@@ -251,6 +252,59 @@ def agent_idle(build, settle=30):
         jira.stop()
 
 
+def psft_bench(agent, n):
+    """PeopleSoft purchase orders into Jira: agent CPU per record and
+    PeopleSoft calls per 1,000 records (custom list service, keyset reads,
+    1,000 rows per answer, the vendor master joined)."""
+    work = tempfile.mkdtemp(prefix="mlc-bench-psft-")
+    psft = harness.Sim("psft_sim.py", ["--auth", "basic", "--pos", str(n), "--reqs", "0", "--vouchers", "0"])
+    jira = harness.Sim("jira_sim.py", [])
+    try:
+        cfg = {
+            "agent": {"state_db": os.path.join(work, "state.db"), "key_file": os.path.join(work, "secret.key"),
+                      "log_level": "error"},
+            "systems": {
+                "erp": {"type": "psft", "base_url": psft.url, "node": "PSFT_EP", "auth": "basic",
+                        "user": "MLC_SYNC", "password": "${MLC_PSFT_PASSWORD}"},
+                "jira": {"type": "jira", "base_url": jira.url, "auth": "basic", "email": "sync@example.com",
+                         "api_token": "${MLC_JIRA_TOKEN}"},
+            },
+            "flows": {"psft_pos": {
+                "source": {"system": "erp", "kind": "po", "read": "service", "operation": "MLC_PO_LIST.v1",
+                           "path": "purchaseorders", "maxrows": 1000, "sorted": True,
+                           "vendors": {"read": "service", "operation": "MLC_VNDR_LIST.v1", "path": "vendors",
+                                       "params": {"setid": "SHARE"}}},
+                "target": {"system": "jira", "project": "MFG", "issue_type": "Task", "marker_prefix": "psftpo-"},
+                "mapping": {
+                    "summary": {"template": "PO {BUSINESS_UNIT}-{PO_ID}: {VENDOR_NAME}", "required": True,
+                                "max": 255},
+                    "description": "Purchase order {PO_ID}, status {PO_STATUS}, vendor {VENDOR_NAME} "
+                                   "(terms {VENDOR_TERMS}), buyer {BUYER_ID}, {PO_AMT} {CURRENCY_CD}.\n"
+                                   "{LINES_SUMMARY}",
+                    "labels": {"list": ["psft", "{BUSINESS_UNIT}"]},
+                },
+            }},
+        }
+        path = os.path.join(work, "agent.json")
+        json.dump(cfg, open(path, "w"))
+        env = harness.agent_env()
+        env["MLC_PSFT_PASSWORD"] = "demo-pass"
+        p = subprocess.Popen([agent, "-q", "-c", path, "sync", "psft_pos"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        _, st, ru = os.wait4(p.pid, 0)
+        out, err = p.stdout.read(), p.stderr.read()
+        created = len(jira.ctl("/_sim/issues"))
+        if st != 0 or created != n:
+            sys.stderr.write(out + err)
+            raise SystemExit(f"bench: the PeopleSoft sync created {created} of {n} issues")
+        calls = sum(psft.stats()["requests"].values())
+        print(f"BENCH psft_cpu_us_per_record {(ru.ru_utime + ru.ru_stime) * 1e6 / n:.1f} us", flush=True)
+        print(f"BENCH psft_calls_per_1000_records {calls * 1000.0 / n:.2f} calls", flush=True)
+    finally:
+        psft.stop()
+        jira.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", default="build/bench")
@@ -279,6 +333,7 @@ def main():
     print(f"BENCH agent_rss_growth_mb {big['rss_mb'] - sm['rss_mb']:.1f} MB")
     if big["created"] != args.records:
         raise SystemExit(f"bench: expected {args.records} issues, got {big['created']}")
+    psft_bench(agent, max(1000, args.records * 2 // 5))
     return 0
 
 
