@@ -37,12 +37,14 @@
 #define CLAIM_MAX 64
 #define HARD_BODY_CAP (64L << 20) /* beyond this the connection is dropped */
 #define HELLO_TIMEOUT_S 10        /* an upgraded tunnel must say HELLO within this */
+#define DELIVERS_BYTES (512u << 10) /* a DELIVERS body stops growing past this (the wire cap is 1 MiB) */
 
 struct tunnel {
     struct lws *wsi;
     struct tunnel *hnext; /* bucket chain, authenticated tunnels only */
     char tenant[TENANT_NAME_MAX + 1];
     int authed;
+    int batch; /* the agent takes DELIVERS frames and may send ACKS */
     int inflight;
     long long last_rx_ms, last_ack_ms, last_ping_ms, next_sweep_ms;
     struct mlc_buf rx;
@@ -71,11 +73,13 @@ struct pend {
     char *body;
 };
 
-/* ACKs of one tenant received in this loop pass, recorded in one transaction */
+/* ACKs of one tenant received in this loop pass, as ranges (consecutive
+ * seqs merged), recorded in one transaction */
 struct ackq {
     char tenant[TENANT_NAME_MAX + 1];
-    long long *seqs;
+    struct seq_range *r;
     size_t n, cap;
+    long long count; /* seqs in the ranges */
 };
 
 struct metrics {
@@ -104,6 +108,8 @@ struct relay {
     struct metrics m;
     long long started_ms;
     int multi_node; /* a shared store: other nodes may leave leases behind */
+    struct mlc_frame_codec *codec; /* zstd state of the loop thread */
+    struct mlc_buf js;             /* frame bodies being built (reused) */
     volatile sig_atomic_t *stop;
 };
 
@@ -169,12 +175,61 @@ static int tunnel_send(struct tunnel *t, int type, uint64_t seq, const char *jso
     return 0;
 }
 
+/* One DELIVER frame per delivery (agents that did not say "batch"). */
+static void send_one_by_one(struct tunnel *t, const struct delivery_out *d, int n)
+{
+    struct mlc_buf *js = &R->js;
+
+    for (int i = 0; i < n; i++) {
+        mlc_buf_reset(js);
+        mlc_buf_addf(js, "{\"kind\":\"%s\",\"id\":", d[i].kind);
+        mlc_buf_add_json_str(js, d[i].ext_id);
+        mlc_buf_addf(js, ",\"received_ms\":%lld,\"body\":", d[i].received_ms);
+        mlc_buf_add(js, d[i].body, d[i].body_len);
+        mlc_buf_adds(js, "}");
+        if (tunnel_send(t, MLC_FRAME_DELIVER, (uint64_t)d[i].seq, js->ptr, js->len) == 0) {
+            t->inflight++;
+            R->m.sent++;
+        }
+    }
+}
+
+/* The deliveries in DELIVERS frames of up to DELIVERS_BYTES each (one
+ * delivery over that travels alone). A delivery that cannot be framed is
+ * left leased; it goes again when the lease lapses. */
+static void send_batched(struct tunnel *t, const struct delivery_out *d, int n)
+{
+    struct mlc_buf *js = &R->js;
+    struct mlc_errbuf err = { 0 };
+    int first = 0;
+
+    mlc_buf_reset(js);
+    for (int i = 0; i < n; i++) {
+        struct mlc_delivery r = { (uint64_t)d[i].seq, d[i].received_ms, d[i].kind, d[i].ext_id,
+                                  d[i].body, strlen(d[i].kind), strlen(d[i].ext_id), d[i].body_len };
+        if (mlc_delivers_add(js, &r, &err) != MLC_OK) {
+            mlc_error("relay: delivery %lld of tenant %s cannot be framed: %s", d[i].seq, t->tenant,
+                      mlc_err_msg(&err));
+            mlc_err_reset(&err);
+        }
+        if (js->len > 0 && (i == n - 1 || js->len >= DELIVERS_BYTES)) {
+            if (tunnel_send(t, MLC_FRAME_DELIVERS, (uint64_t)d[first].seq, js->ptr, js->len) == 0) {
+                t->inflight += i + 1 - first;
+                R->m.sent += (unsigned long long)(i + 1 - first);
+            }
+            mlc_buf_reset(js);
+            first = i + 1;
+        } else if (js->len == 0) {
+            first = i + 1;
+        }
+    }
+}
+
 /* Send what the store holds for this tenant, up to the window. */
 static void tunnel_pump(struct tunnel *t)
 {
     struct delivery_out d[CLAIM_MAX];
     struct mlc_errbuf err = { 0 };
-    struct mlc_buf js = MLC_BUF_INIT;
 
     while (t->authed && t->inflight < R->cfg->window) {
         int want = (int)(R->cfg->window - t->inflight), n;
@@ -188,24 +243,16 @@ static void tunnel_pump(struct tunnel *t)
                       mlc_err_msg(&err));
             break;
         }
-        for (int i = 0; i < n; i++) {
-            mlc_buf_reset(&js);
-            mlc_buf_addf(&js, "{\"kind\":\"%s\",\"id\":", d[i].kind);
-            mlc_buf_add_json_str(&js, d[i].ext_id);
-            mlc_buf_addf(&js, ",\"received_ms\":%lld,\"body\":", d[i].received_ms);
-            mlc_buf_add(&js, d[i].body, d[i].body_len);
-            mlc_buf_adds(&js, "}");
-            if (tunnel_send(t, MLC_FRAME_DELIVER, (uint64_t)d[i].seq, js.ptr, js.len) == 0) {
-                t->inflight++;
-                R->m.sent++;
-            }
+        if (t->batch) {
+            send_batched(t, d, n);
+        } else {
+            send_one_by_one(t, d, n);
         }
         delivery_out_release(d, (size_t)n);
         if (n < want) {
             break;
         }
     }
-    mlc_buf_release(&js);
 }
 
 static void tunnel_commands(struct tunnel *t)
@@ -272,6 +319,7 @@ static int on_hello(struct tunnel *t, const struct mlc_frame *f)
     snprintf(t->tenant, sizeof(t->tenant), "%s", tenant);
     lws_set_timeout(t->wsi, NO_PENDING_TIMEOUT, 0);
     t->authed = 1;
+    t->batch = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "batch"));
     t->inflight = 0;
     t->hnext = R->buckets[hash_name(tenant)];
     R->buckets[hash_name(tenant)] = t;
@@ -286,8 +334,9 @@ static int on_hello(struct tunnel *t, const struct mlc_frame *f)
     R->store->ops->deliveries_release(R->store, t->tenant, &err);
     mlc_buf_addf(&js, "{\"relay\":");
     mlc_buf_add_json_str(&js, R->cfg->node);
-    mlc_buf_addf(&js, ",\"tenant\":\"%s\",\"heartbeat_s\":%ld,\"window\":%ld}", t->tenant,
-                 R->cfg->heartbeat_s, R->cfg->window);
+    /* "batch": this relay takes ACKS frames (and sends DELIVERS to an agent that said so) */
+    mlc_buf_addf(&js, ",\"tenant\":\"%s\",\"heartbeat_s\":%ld,\"window\":%ld,\"batch\":true}",
+                 t->tenant, R->cfg->heartbeat_s, R->cfg->window);
     tunnel_send(t, MLC_FRAME_HELLO, 0, js.ptr, js.len);
     mlc_buf_release(&js);
     t->last_ack_ms = now_ms();
@@ -308,25 +357,27 @@ static void ack_cb(lws_sorted_usec_list_t *sul)
         if (q->n == 0) {
             continue;
         }
-        if (R->store->ops->deliveries_ack(R->store, q->tenant, q->seqs, q->n, now_ms(), &err) != MLC_OK) {
-            mlc_error("relay: recording %zu ACKs of tenant %s failed: %s (they will be re-sent)", q->n,
-                      q->tenant, mlc_err_msg(&err));
+        if (R->store->ops->deliveries_ack_ranges(R->store, q->tenant, q->r, q->n, now_ms(), &err) !=
+            MLC_OK) {
+            mlc_error("relay: recording %lld ACKs of tenant %s failed: %s (they will be re-sent)",
+                      q->count, q->tenant, mlc_err_msg(&err));
             mlc_err_reset(&err);
         }
-        R->m.acked += q->n;
+        R->m.acked += (unsigned long long)q->count;
         t = tunnel_of(q->tenant);
         if (t != NULL) {
-            t->inflight = t->inflight > (int)q->n ? t->inflight - (int)q->n : 0;
+            t->inflight = t->inflight > q->count ? t->inflight - (int)q->count : 0;
             t->last_ack_ms = now_ms();
             if (t->inflight < R->cfg->window / 2) {
                 tunnel_pump(t);
             }
         }
         q->n = 0;
+        q->count = 0;
     }
 }
 
-static void queue_ack(struct tunnel *t, long long seq)
+static void queue_ack(struct tunnel *t, long long first, long long last)
 {
     struct ackq *q = NULL;
 
@@ -354,11 +405,18 @@ static void queue_ack(struct tunnel *t, long long seq)
         }
         snprintf(q->tenant, sizeof(q->tenant), "%s", t->tenant);
     }
-    if (q->n == q->cap) {
-        q->cap = q->cap ? 2 * q->cap : 64;
-        q->seqs = mlc_xrealloc(q->seqs, q->cap * sizeof(*q->seqs));
+    q->count += last - first + 1;
+    if (q->n > 0 && q->r[q->n - 1].last + 1 == first) {
+        q->r[q->n - 1].last = last; /* the next seq of the last range: one range */
+    } else {
+        if (q->n == q->cap) {
+            q->cap = q->cap ? 2 * q->cap : 64;
+            q->r = mlc_xrealloc(q->r, q->cap * sizeof(*q->r));
+        }
+        q->r[q->n].first = first;
+        q->r[q->n].last = last;
+        q->n++;
     }
-    q->seqs[q->n++] = seq;
     if (!R->ack_scheduled) {
         R->ack_scheduled = 1;
         lws_sul_schedule(R->ctx, 0, &R->ack_sul, ack_cb, 1);
@@ -371,7 +429,7 @@ static int on_frame(struct tunnel *t, const uint8_t *p, size_t n)
     struct mlc_errbuf err = { 0 };
     int rv = 0;
 
-    if (mlc_frame_decode(p, n, &f, &err) != MLC_OK) {
+    if (mlc_frame_decode_with(R->codec, p, n, &f, &err) != MLC_OK) {
         mlc_warn("relay: tunnel %s: bad frame (%s); closing", t->authed ? t->tenant : "(no HELLO yet)",
                  mlc_err_msg(&err));
         close_with(t, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad frame");
@@ -388,8 +446,24 @@ static int on_frame(struct tunnel *t, const uint8_t *p, size_t n)
         rv = t->authed ? 0 : on_hello(t, &f);
         break;
     case MLC_FRAME_ACK:
-        queue_ack(t, (long long)f.seq);
+        if (f.seq >= 1 && f.seq <= INT64_MAX) {
+            queue_ack(t, (long long)f.seq, (long long)f.seq);
+        }
         break;
+    case MLC_FRAME_ACKS: {
+        static struct mlc_seq_range rg[MLC_ACKS_MAX]; /* the loop's one thread only */
+        size_t nr;
+        if (mlc_acks_parse(f.json, f.json_len, rg, MLC_ACKS_MAX, &nr, &err) != MLC_OK) {
+            mlc_warn("relay: tunnel %s: bad ACKS frame (%s); closing", t->tenant, mlc_err_msg(&err));
+            close_with(t, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad ACKS frame");
+            rv = -1;
+            break;
+        }
+        for (size_t i = 0; i < nr; i++) {
+            queue_ack(t, (long long)rg[i].first, (long long)rg[i].last);
+        }
+        break;
+    }
     case MLC_FRAME_STATUS:
         if (f.seq != 0) {
             struct command_rec c = { 0 };
@@ -433,6 +507,7 @@ static int cb_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_ESTABLISHED:
         memset(t, 0, sizeof(*t));
         t->wsi = wsi;
+        t->out.codec = R->codec;
         t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
         t->last_rx_ms = now_ms();
         /* HELLO within HELLO_TIMEOUT_S, or the socket goes (on_hello lifts this) */
@@ -1140,6 +1215,7 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
         }
     }
     r.started_ms = now_ms();
+    r.codec = mlc_frame_codec_new(); /* NULL works too: a zstd context per frame */
     r.multi_node = strcmp(r.store->ops->name, "sqlite") != 0;
     lws_sul_schedule(r.ctx, 0, &r.tick_sul, tick_cb, 250 * LWS_US_PER_MS);
     mlc_info("relay: node %s listening on %s (bound %s%s%s:%d)%s, store %s", cfg->node, cfg->listen,
@@ -1158,8 +1234,10 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
         free(r.pend[i].body);
     }
     for (size_t i = 0; i < r.nacks; i++) {
-        free(r.acks[i].seqs);
+        free(r.acks[i].r);
     }
+    mlc_frame_codec_free(r.codec);
+    mlc_buf_release(&r.js);
     free(r.acks);
     free(r.pend);
     r.store->ops->close(r.store);

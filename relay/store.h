@@ -70,6 +70,11 @@ struct delivery_in {
     int duplicate;       /* 1: (tenant, kind, ext_id) was already stored */
 };
 
+/* first <= seq <= last */
+struct seq_range {
+    long long first, last;
+};
+
 struct delivery_out {
     long long seq;
     char kind[8];
@@ -131,6 +136,11 @@ struct store_ops {
     /* Mark acked; unknown or foreign (other tenant) seqs are ignored. */
     enum mlc_rc (*deliveries_ack)(struct store *s, const char *tenant, const long long *seqs,
                                   size_t n, long long now_ms, struct mlc_errbuf *err);
+    /* The same for every seq of the n ranges (one transaction): what agents
+     * acknowledge in ACKS frames, and single ACKs merged. */
+    enum mlc_rc (*deliveries_ack_ranges)(struct store *s, const char *tenant,
+                                         const struct seq_range *r, size_t n, long long now_ms,
+                                         struct mlc_errbuf *err);
 
     /* operator commands (mlc-relay command ...), answered over the tunnel */
     enum mlc_rc (*command_put)(struct store *s, const char *tenant, const char *body,

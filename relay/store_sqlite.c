@@ -4,6 +4,10 @@
  * Durability: WAL with synchronous=FULL, so every commit fsyncs the WAL
  * before the call returns and a webhook's 2xx survives a power loss. A batch
  * of deliveries shares one transaction: one fsync for the whole batch.
+ * Leases and acknowledgements commit with synchronous=NORMAL (no fsync of
+ * their own; the next FULL commit or checkpoint carries them to the disk):
+ * losing one to a power cut only sends a delivery again, which the agent
+ * drops by its seq.
  * Other processes (the `mlc-relay tenant|command` CLI) open the same file.
  * Writers wait for each other up to BUSY_MS, and every multi-statement write
  * starts with BEGIN IMMEDIATE, so none fails half-way on a lock upgrade.
@@ -59,6 +63,7 @@ enum sq_stmt {
     SQ_DELIVERY_CLAIM,
     SQ_DELIVERY_RELEASE,
     SQ_DELIVERY_ACK,
+    SQ_DELIVERY_ACK_RANGE,
     SQ_COMMAND_PUT,
     SQ_COMMAND_CLAIM,
     SQ_COMMAND_ANSWER,
@@ -97,6 +102,9 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_DELIVERY_ACK] =
         "UPDATE relay_delivery SET acked_ms = :now, lease_node = NULL,"
         " lease_until_ms = 0 WHERE seq = :seq AND tenant = :tenant AND acked_ms IS NULL",
+    [SQ_DELIVERY_ACK_RANGE] =
+        "UPDATE relay_delivery SET acked_ms = :now, lease_node = NULL, lease_until_ms = 0"
+        " WHERE seq BETWEEN :first AND :last AND tenant = :tenant AND acked_ms IS NULL",
     [SQ_COMMAND_PUT] =
         "INSERT INTO relay_command(tenant, body, created_ms) VALUES(:tenant, :body, :now)"
         " RETURNING id",
@@ -171,6 +179,15 @@ static enum mlc_rc sq_exec(struct sq *q, const char *sql, const char *what, stru
         return sq_fail(q, what, err);
     }
     return MLC_OK;
+}
+
+/* Around a lease or acknowledgement write: synchronous=NORMAL for it
+ * (relaxed = 1), FULL again after (0). Outside transactions only; a failed
+ * pragma leaves FULL, which is only slower. */
+static void sq_relaxed(struct sq *q, int relaxed)
+{
+    sqlite3_exec(q->db, relaxed ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", NULL,
+                 NULL, NULL);
 }
 
 static void sq_rollback(struct sq *q)
@@ -649,6 +666,7 @@ static int sq_deliveries_claim(struct store *s, const char *tenant, int max, lon
     if (max <= 0) {
         return 0;
     }
+    sq_relaxed(q, 1);
     st = sq_stmt(q, SQ_DELIVERY_CLAIM);
     bind_text(st, ":node", q->base.node);
     bind_int(st, ":until", now_ms + lease_ms);
@@ -669,6 +687,7 @@ static int sq_deliveries_claim(struct store *s, const char *tenant, int max, lon
         rc = sqlite3_step(st); /* the LIMIT makes this SQLITE_DONE */
     }
     sqlite3_reset(st);
+    sq_relaxed(q, 0);
     if (rc != SQLITE_DONE) {
         char what[128];
 
@@ -691,8 +710,10 @@ static enum mlc_rc sq_deliveries_release(struct store *s, const char *tenant,
 
     bind_text(st, ":tenant", tenant);
     bind_text(st, ":node", q->base.node);
+    sq_relaxed(q, 1);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
+    sq_relaxed(q, 0);
     if (rc != SQLITE_DONE) {
         return sq_fail(q, "release leases", err);
     }
@@ -708,6 +729,7 @@ static enum mlc_rc sq_deliveries_ack(struct store *s, const char *tenant, const 
     if (n == 0) {
         return MLC_OK;
     }
+    sq_relaxed(q, 1);
     rc = sq_exec(q, "BEGIN IMMEDIATE", "start acknowledging deliveries", err);
     for (size_t i = 0; rc == MLC_OK && i < n; i++) {
         sqlite3_stmt *st = sq_stmt(q, SQ_DELIVERY_ACK);
@@ -726,6 +748,41 @@ static enum mlc_rc sq_deliveries_ack(struct store *s, const char *tenant, const 
     if (rc != MLC_OK) {
         sq_rollback(q);
     }
+    sq_relaxed(q, 0);
+    return rc;
+}
+
+static enum mlc_rc sq_deliveries_ack_ranges(struct store *s, const char *tenant,
+                                            const struct seq_range *r, size_t n, long long now_ms,
+                                            struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    enum mlc_rc rc;
+
+    if (n == 0) {
+        return MLC_OK;
+    }
+    sq_relaxed(q, 1);
+    rc = sq_exec(q, "BEGIN IMMEDIATE", "start acknowledging deliveries", err);
+    for (size_t i = 0; rc == MLC_OK && i < n; i++) {
+        sqlite3_stmt *st = sq_stmt(q, SQ_DELIVERY_ACK_RANGE);
+
+        bind_int(st, ":now", now_ms);
+        bind_int(st, ":first", r[i].first);
+        bind_int(st, ":last", r[i].last);
+        bind_text(st, ":tenant", tenant);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            rc = sq_fail(q, "acknowledge deliveries", err);
+        }
+        sqlite3_reset(st);
+    }
+    if (rc == MLC_OK) {
+        rc = sq_exec(q, "COMMIT", "commit acknowledgements", err);
+    }
+    if (rc != MLC_OK) {
+        sq_rollback(q);
+    }
+    sq_relaxed(q, 0);
     return rc;
 }
 
@@ -991,6 +1048,7 @@ static const struct store_ops sq_ops = {
     .deliveries_claim = sq_deliveries_claim,
     .deliveries_release = sq_deliveries_release,
     .deliveries_ack = sq_deliveries_ack,
+    .deliveries_ack_ranges = sq_deliveries_ack_ranges,
     .command_put = sq_command_put,
     .command_claim = sq_command_claim,
     .command_answer = sq_command_answer,
