@@ -50,6 +50,13 @@ static const char *const sq_migrations[] = {
     "CREATE INDEX relay_command_unsent ON relay_command(tenant, id) WHERE sent_ms IS NULL;",
     /* 2: settings of the store itself (the tenant secrets' key check) */
     "CREATE TABLE relay_meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 3: bodies in a table of their own, written once: a lease or an ack
+     * then rewrites a short row among many, not a page holding one body.
+     * relay_delivery.body stays, empty. */
+    "CREATE TABLE relay_delivery_body(seq INTEGER PRIMARY KEY, body BLOB NOT NULL);"
+    "INSERT INTO relay_delivery_body(seq, body) SELECT seq, body FROM relay_delivery"
+    "  WHERE length(body) > 0;"
+    "UPDATE relay_delivery SET body = x'' WHERE length(body) > 0;",
 };
 #define SQ_SCHEMA_VERSION ((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))
 
@@ -59,6 +66,7 @@ enum sq_stmt {
     SQ_TENANT_GET,
     SQ_TENANT_LIST,
     SQ_DELIVERY_PUT,
+    SQ_DELIVERY_BODY_PUT,
     SQ_DELIVERY_FIND,
     SQ_DELIVERY_CLAIM,
     SQ_DELIVERY_RELEASE,
@@ -88,15 +96,17 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_TENANT_GET] = "SELECT " TENANT_COLS " FROM relay_tenant WHERE name = :name",
     [SQ_TENANT_LIST] = "SELECT " TENANT_COLS " FROM relay_tenant ORDER BY name",
     [SQ_DELIVERY_PUT] = "INSERT INTO relay_delivery(tenant, kind, ext_id, body, received_ms)"
-                        " VALUES(:tenant, :kind, :ext_id, :body, :received_ms)"
+                        " VALUES(:tenant, :kind, :ext_id, x'', :received_ms)"
                         " ON CONFLICT(tenant, kind, ext_id) DO NOTHING RETURNING seq",
+    [SQ_DELIVERY_BODY_PUT] = "INSERT INTO relay_delivery_body(seq, body) VALUES(:seq, :body)",
     [SQ_DELIVERY_FIND] = "SELECT seq FROM relay_delivery"
                          " WHERE tenant = :tenant AND kind = :kind AND ext_id = :ext_id",
     [SQ_DELIVERY_CLAIM] =
         "UPDATE relay_delivery SET lease_node = :node, lease_until_ms = :until"
         " WHERE seq IN (SELECT seq FROM relay_delivery WHERE tenant = :tenant"
         " AND acked_ms IS NULL AND lease_until_ms <= :now ORDER BY seq LIMIT :max)"
-        " RETURNING seq, kind, ext_id, body, received_ms",
+        " RETURNING seq, kind, ext_id, COALESCE((SELECT b.body FROM relay_delivery_body b"
+        " WHERE b.seq = relay_delivery.seq), body), received_ms",
     [SQ_DELIVERY_RELEASE] = "UPDATE relay_delivery SET lease_node = NULL, lease_until_ms = 0"
                             " WHERE tenant = :tenant AND acked_ms IS NULL AND lease_node = :node",
     [SQ_DELIVERY_ACK] =
@@ -583,14 +593,18 @@ static enum mlc_rc sq_put_one(struct sq *q, struct delivery_in *d, struct mlc_er
     bind_text(st, ":tenant", d->tenant);
     bind_text(st, ":kind", d->kind);
     bind_text(st, ":ext_id", d->ext_id);
-    sqlite3_bind_blob(st, sq_param(st, ":body"), d->body_len ? d->body : "", (int)d->body_len,
-                      SQLITE_STATIC);
     bind_int(st, ":received_ms", d->received_ms);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         d->seq = sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
-        return MLC_OK;
+        st = sq_stmt(q, SQ_DELIVERY_BODY_PUT);
+        bind_int(st, ":seq", d->seq);
+        sqlite3_bind_blob(st, sq_param(st, ":body"), d->body_len ? d->body : "", (int)d->body_len,
+                          SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? MLC_OK : sq_fail(q, "store a delivery's body", err);
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
