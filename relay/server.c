@@ -13,6 +13,7 @@
  * (leased) and sent as DELIVER frames, at most `window` unacked at a time.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ struct tunnel {
     char tenant[TENANT_NAME_MAX + 1];
     int authed;
     int batch; /* the agent takes DELIVERS frames and may send ACKS */
+    unsigned long long pumped; /* R->pass of its last pump after a commit */
     int inflight;
     long long last_rx_ms, last_ack_ms, last_ping_ms, next_sweep_ms;
     struct mlc_buf rx;
@@ -71,6 +73,22 @@ struct pend {
     char ext_id[96];
     int kind;
     char *body;
+    unsigned long long gen; /* committed lazily: the sync it waits for; 0 = not committed */
+};
+
+/* The thread that fsyncs the store's WAL (lazy puts): the loop commits
+ * without waiting for the disk, hands the commit's number here, and answers
+ * the webhooks once their number is synced. Meanwhile it reads, verifies
+ * and commits the next group. */
+struct syncer {
+    pthread_t thr;
+    int on; /* 0: no thread, puts wait for the disk */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned long long want, done; /* commits handed over, commits synced */
+    unsigned long long failed;     /* commits up to this one had a failed sync */
+    int err;                       /* its errno */
+    int stop;
 };
 
 /* ACKs of one tenant received in this loop pass, as ranges (consecutive
@@ -85,6 +103,7 @@ struct ackq {
 struct metrics {
     unsigned long long hooks[2][7]; /* kind x {stored, duplicate, 400, 401, 404, 413, 408} */
     unsigned long long store_errors, commits, committed, sent, acked, resent_after_lease;
+    unsigned long long deliver_frames; /* DELIVER and DELIVERS frames */
     unsigned long long tunnels_opened, tunnels_rejected, commands_sent, commands_answered;
     unsigned long long upgrades_refused, bad_requests;
     double commit_seconds;
@@ -98,8 +117,12 @@ struct relay {
     struct lws_vhost *vh;
     struct tunnel *buckets[TUNNEL_BUCKETS];
     long tunnels;
-    struct pend *pend;
+    struct pend *pend;        /* committed and waiting for their sync first, then queued */
     size_t npend, cappend;
+    size_t ncommitted;        /* pend[0..ncommitted) wait for their sync */
+    unsigned long long gen;   /* lazy commits so far */
+    unsigned long long pass;  /* tunnel pumps after a commit: each tunnel once per pass */
+    struct syncer sync;
     int commit_scheduled;
     lws_sorted_usec_list_t commit_sul, tick_sul, ack_sul;
     struct ackq *acks;
@@ -188,6 +211,7 @@ static void send_one_by_one(struct tunnel *t, const struct delivery_out *d, int 
         mlc_buf_add(js, d[i].body, d[i].body_len);
         mlc_buf_adds(js, "}");
         if (tunnel_send(t, MLC_FRAME_DELIVER, (uint64_t)d[i].seq, js->ptr, js->len) == 0) {
+            R->m.deliver_frames++;
             t->inflight++;
             R->m.sent++;
         }
@@ -214,6 +238,7 @@ static void send_batched(struct tunnel *t, const struct delivery_out *d, int n)
         }
         if (js->len > 0 && (i == n - 1 || js->len >= DELIVERS_BYTES)) {
             if (tunnel_send(t, MLC_FRAME_DELIVERS, (uint64_t)d[first].seq, js->ptr, js->len) == 0) {
+                R->m.deliver_frames++;
                 t->inflight += i + 1 - first;
                 R->m.sent += (unsigned long long)(i + 1 - first);
             }
@@ -354,16 +379,17 @@ static void ack_cb(lws_sorted_usec_list_t *sul)
     for (size_t i = 0; i < R->nacks; i++) {
         struct ackq *q = &R->acks[i];
         struct tunnel *t;
+        long long acked = 0;
         if (q->n == 0) {
             continue;
         }
-        if (R->store->ops->deliveries_ack_ranges(R->store, q->tenant, q->r, q->n, now_ms(), &err) !=
-            MLC_OK) {
+        if (R->store->ops->deliveries_ack_ranges(R->store, q->tenant, q->r, q->n, now_ms(), &acked,
+                                                 &err) != MLC_OK) {
             mlc_error("relay: recording %lld ACKs of tenant %s failed: %s (they will be re-sent)",
                       q->count, q->tenant, mlc_err_msg(&err));
             mlc_err_reset(&err);
         }
-        R->m.acked += (unsigned long long)q->count;
+        R->m.acked += (unsigned long long)acked;
         t = tunnel_of(q->tenant);
         if (t != NULL) {
             t->inflight = t->inflight > q->count ? t->inflight - (int)q->count : 0;
@@ -559,17 +585,37 @@ static int respond(struct lws *wsi, unsigned status, const char *ctype, const ch
     return mlc_lws_reply(wsi, status, ctype, body, len, NULL);
 }
 
+/* A JSON answer on a connection that stays open: headers and body in one
+ * write (one send, one segment), from the stack. */
 static int respond_json(struct lws *wsi, unsigned status, const char *msg)
 {
+    unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
     struct mlc_buf b = MLC_BUF_INIT;
-    int rv;
+    char cl[24];
+    int n, rv;
 
     mlc_buf_addf(&b, "{\"status\":%u,\"message\":", status);
     mlc_buf_add_json_str(&b, msg);
     mlc_buf_adds(&b, "}\n");
-    rv = respond(wsi, status, "application/json", b.ptr, b.len);
+    n = snprintf(cl, sizeof(cl), "%zu", b.len);
+    if (lws_add_http_header_status(wsi, status, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                     (const unsigned char *)"application/json", 16, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, (const unsigned char *)cl, n,
+                                     &p, end) ||
+        lws_finalize_http_header(wsi, &p, end) || b.len > (size_t)(end - p)) {
+        /* a long message: the general path */
+        rv = respond(wsi, status, "application/json", b.ptr, b.len);
+        mlc_buf_release(&b);
+        return rv;
+    }
+    memcpy(p, b.ptr, b.len);
+    p += b.len;
     mlc_buf_release(&b);
-    return rv;
+    if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) < (int)(p - start)) {
+        return -1;
+    }
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 /* Answer and end the connection: "Connection: close", and no keep-alive
@@ -629,7 +675,10 @@ static void metrics_text(struct mlc_buf *b)
                  "# TYPE mlc_relay_commit_seconds_total counter\nmlc_relay_commit_seconds_total %.6f\n"
                  "# HELP mlc_relay_deliveries_sent_total DELIVER frames sent to agents.\n"
                  "# TYPE mlc_relay_deliveries_sent_total counter\nmlc_relay_deliveries_sent_total %llu\n"
-                 "# HELP mlc_relay_deliveries_acked_total ACK frames received from agents.\n"
+                 "# HELP mlc_relay_deliver_frames_total DELIVER and DELIVERS frames sent (a DELIVERS frame "
+                 "carries several deliveries).\n"
+                 "# TYPE mlc_relay_deliver_frames_total counter\nmlc_relay_deliver_frames_total %llu\n"
+                 "# HELP mlc_relay_deliveries_acked_total Deliveries marked acknowledged by agents.\n"
                  "# TYPE mlc_relay_deliveries_acked_total counter\nmlc_relay_deliveries_acked_total %llu\n"
                  "# HELP mlc_relay_tunnels Connected, authenticated agent tunnels on this node.\n"
                  "# TYPE mlc_relay_tunnels gauge\nmlc_relay_tunnels %ld\n"
@@ -644,7 +693,8 @@ static void metrics_text(struct mlc_buf *b)
                  "# HELP mlc_relay_commands_total Operator commands sent and answered.\n"
                  "# TYPE mlc_relay_commands_total counter\n"
                  "mlc_relay_commands_total{state=\"sent\"} %llu\nmlc_relay_commands_total{state=\"answered\"} %llu\n",
-                 R->m.store_errors, R->m.commits, R->m.commit_seconds, R->m.sent, R->m.acked,
+                 R->m.store_errors, R->m.commits, R->m.commit_seconds, R->m.sent, R->m.deliver_frames,
+                 R->m.acked,
                  R->tunnels, R->m.tunnels_rejected, R->m.bad_requests, R->m.upgrades_refused,
                  R->m.commands_sent, R->m.commands_answered);
     if (ok) {
@@ -685,59 +735,21 @@ static void queue_hook(struct http_pss *pss, const char *ext_id)
     }
 }
 
-static void commit_cb(lws_sorted_usec_list_t *sul)
+/* Answer pend[0..k) (stored, or 503 when !ok), pump the tunnels of their
+ * tenants on this node once each, and drop them from the array. */
+static void answer_first(size_t k, int ok)
 {
-    struct mlc_errbuf err = { 0 };
-    struct timespec t0, t1;
-    size_t n = R->npend;
-    enum mlc_rc rc;
-
-    (void)sul;
-    R->commit_scheduled = 0;
-    if (n == 0) {
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct pend *p = &R->pend[i];
-        p->d.tenant = p->tenant;
-        p->d.kind = p->kind == HOOK_ZOHO ? "zoho" : "jira";
-        p->d.ext_id = p->ext_id;
-        p->d.body = p->body;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    {
-        struct delivery_in *items = mlc_xmalloc(n * sizeof(*items));
-        for (size_t i = 0; i < n; i++) {
-            items[i] = R->pend[i].d;
-        }
-        rc = R->store->ops->deliveries_put(R->store, items, n, &err);
-        for (size_t i = 0; i < n; i++) {
-            R->pend[i].d.seq = items[i].seq;
-            R->pend[i].d.duplicate = items[i].duplicate;
-        }
-        free(items);
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    R->m.commits++;
-    R->m.commit_seconds += (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    if (rc != MLC_OK) {
-        R->m.store_errors += n;
-        mlc_error("relay: storing %zu webhook(s) failed: %s; answering 503 so the senders retry", n,
-                  mlc_err_msg(&err));
-    } else {
-        R->m.committed += n;
-    }
-    for (size_t i = 0; i < n; i++) {
+    R->pass++;
+    for (size_t i = 0; i < k; i++) {
         struct pend *p = &R->pend[i];
         struct http_pss *pss = p->pss;
-        int k = p->kind;
-        if (rc == MLC_OK) {
-            R->m.hooks[k][p->d.duplicate ? M_DUP : M_STORED]++;
+        if (ok) {
+            R->m.hooks[p->kind][p->d.duplicate ? M_DUP : M_STORED]++;
         }
         if (pss != NULL) {
             pss->pend = -1;
-            pss->status = rc == MLC_OK ? 200 : 503;
-            if (rc == MLC_OK) {
+            pss->status = ok ? 200 : 503;
+            if (ok) {
                 snprintf(pss->answer, sizeof(pss->answer), "%s as delivery %lld",
                          p->d.duplicate ? "already stored" : "stored", p->d.seq);
             } else {
@@ -746,21 +758,187 @@ static void commit_cb(lws_sorted_usec_list_t *sul)
             lws_callback_on_writable(pss->wsi);
         }
         free(p->body);
+        p->body = NULL;
     }
-    /* pump each affected tenant's tunnel on this node once */
-    if (rc == MLC_OK) {
-        for (size_t i = 0; i < n; i++) {
+    if (ok) {
+        for (size_t i = 0; i < k; i++) {
             struct tunnel *t;
             if (R->pend[i].d.duplicate) {
                 continue;
             }
             t = tunnel_of(R->pend[i].tenant);
-            if (t != NULL && t->inflight < R->cfg->window) {
+            if (t != NULL && t->pumped != R->pass && t->inflight < R->cfg->window) {
+                t->pumped = R->pass;
                 tunnel_pump(t);
             }
         }
     }
-    R->npend = 0;
+    if (k > 0) {
+        memmove(R->pend, R->pend + k, (R->npend - k) * sizeof(*R->pend));
+        R->npend -= k;
+        R->ncommitted = R->ncommitted > k ? R->ncommitted - k : 0;
+        for (size_t i = 0; i < R->npend; i++) {
+            if (R->pend[i].pss != NULL) {
+                R->pend[i].pss->pend = (int)i;
+            }
+        }
+    }
+}
+
+/* Claims stop below the first fresh seq still waiting for its sync (from
+ * pend[from] on: the ones before are synced). */
+static void set_claim_below(size_t from)
+{
+    long long below = 0;
+
+    for (size_t i = from; i < R->ncommitted; i++) {
+        if (!R->pend[i].d.duplicate && (below == 0 || R->pend[i].d.seq < below)) {
+            below = R->pend[i].d.seq;
+        }
+    }
+    R->store->claim_below = below;
+}
+
+static void *sync_main(void *arg)
+{
+    struct syncer *y = arg;
+
+    pthread_mutex_lock(&y->mu);
+    while (!y->stop) {
+        unsigned long long g;
+        int rc;
+        if (y->want == y->done) {
+            pthread_cond_wait(&y->cv, &y->mu);
+            continue;
+        }
+        g = y->want;
+        pthread_mutex_unlock(&y->mu);
+        rc = R->store->ops->sync(R->store);
+        pthread_mutex_lock(&y->mu);
+        if (rc != 0) {
+            y->failed = g;
+            y->err = rc;
+        }
+        y->done = g;
+        pthread_mutex_unlock(&y->mu);
+        lws_cancel_service(R->ctx); /* the loop answers in sync_done() */
+        pthread_mutex_lock(&y->mu);
+    }
+    pthread_mutex_unlock(&y->mu);
+    return NULL;
+}
+
+/* On the loop: answer what the sync thread has made durable. */
+static void sync_done(void)
+{
+    unsigned long long done, failed;
+    size_t k = 0;
+    int err;
+
+    if (!R->sync.on || R->ncommitted == 0) {
+        return;
+    }
+    pthread_mutex_lock(&R->sync.mu);
+    done = R->sync.done;
+    failed = R->sync.failed;
+    err = R->sync.err;
+    pthread_mutex_unlock(&R->sync.mu);
+    while (k < R->ncommitted && R->pend[k].gen <= done) {
+        k++;
+    }
+    if (k == 0) {
+        return;
+    }
+    set_claim_below(k); /* before the answers pump the tunnels */
+    if (R->pend[k - 1].gen <= failed) {
+        /* the commits are in the store but maybe not on the disk: the senders
+         * retry, and a stored one is answered as a duplicate */
+        size_t bad = 0;
+        while (bad < k && R->pend[bad].gen <= failed) {
+            bad++;
+        }
+        R->m.store_errors += bad;
+        mlc_error("relay: syncing the store failed: %s; answering 503 to %zu webhook(s) so the senders "
+                  "retry", strerror(err), bad);
+        answer_first(bad, 0);
+        k -= bad;
+    }
+    answer_first(k, 1);
+}
+
+static void commit_cb(lws_sorted_usec_list_t *sul)
+{
+    struct mlc_errbuf err = { 0 };
+    struct timespec t0, t1;
+    size_t first = R->ncommitted, n = R->npend - first;
+    int lazy = R->sync.on;
+    struct delivery_in *items;
+    enum mlc_rc rc;
+
+    (void)sul;
+    R->commit_scheduled = 0;
+    if (n == 0) {
+        return;
+    }
+    items = mlc_xmalloc(n * sizeof(*items));
+    for (size_t i = 0; i < n; i++) {
+        struct pend *p = &R->pend[first + i];
+        p->d.tenant = p->tenant;
+        p->d.kind = p->kind == HOOK_ZOHO ? "zoho" : "jira";
+        p->d.ext_id = p->ext_id;
+        p->d.body = p->body;
+        items[i] = p->d;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = lazy ? R->store->ops->deliveries_put_lazy(R->store, items, n, &err)
+              : R->store->ops->deliveries_put(R->store, items, n, &err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    for (size_t i = 0; i < n; i++) {
+        struct pend *p = &R->pend[first + i];
+        p->d.seq = items[i].seq;
+        p->d.duplicate = items[i].duplicate;
+        free(p->body); /* the store has its copy */
+        p->body = NULL;
+    }
+    free(items);
+    R->m.commits++;
+    R->m.commit_seconds += (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (rc != MLC_OK) {
+        R->m.store_errors += n;
+        mlc_error("relay: storing %zu webhook(s) failed: %s; answering 503 so the senders retry", n,
+                  mlc_err_msg(&err));
+        /* they are the last ones: answer them now, the committed ones keep waiting */
+        if (first == 0) {
+            answer_first(n, 0);
+        } else {
+            for (size_t i = first; i < R->npend; i++) {
+                struct http_pss *pss = R->pend[i].pss;
+                if (pss != NULL) {
+                    pss->pend = -1;
+                    pss->status = 503;
+                    snprintf(pss->answer, sizeof(pss->answer), "store unavailable; retry later");
+                    lws_callback_on_writable(pss->wsi);
+                }
+            }
+            R->npend = first;
+        }
+        return;
+    }
+    R->m.committed += n;
+    if (!lazy) {
+        answer_first(n, 1);
+        return;
+    }
+    R->gen++;
+    for (size_t i = first; i < R->npend; i++) {
+        R->pend[i].gen = R->gen;
+    }
+    R->ncommitted = R->npend;
+    set_claim_below(0);
+    pthread_mutex_lock(&R->sync.mu);
+    R->sync.want = R->gen;
+    pthread_cond_signal(&R->sync.cv);
+    pthread_mutex_unlock(&R->sync.mu);
 }
 
 static int hook_complete(struct lws *wsi, struct http_pss *pss)
@@ -1050,6 +1228,8 @@ static int cb_wake(struct lws *wsi, enum lws_callback_reasons reason, void *user
     (void)len;
     if (reason == LWS_CALLBACK_RAW_RX_FILE) {
         R->store->ops->wake_drain(R->store, on_wake, NULL);
+    } else if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
+        sync_done();
     }
     return 0;
 }
@@ -1139,7 +1319,7 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
     struct listen_addr want, got;
     struct store_key key;
     int tls = cfg->tls_cert && cfg->tls_cert[0];
-    int rc = 0, found;
+    int rc = 0, rc2, found;
     struct rlimit rl;
 
     memset(&r, 0, sizeof(r));
@@ -1217,6 +1397,20 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
     r.started_ms = now_ms();
     r.codec = mlc_frame_codec_new(); /* NULL works too: a zstd context per frame */
     r.multi_node = strcmp(r.store->ops->name, "sqlite") != 0;
+    if (r.store->ops->deliveries_put_lazy != NULL) {
+        if (r.store->ops->sync_start(r.store, &err) != MLC_OK) {
+            mlc_warn("relay: %s; webhook commits wait for the disk", mlc_err_msg(&err));
+        } else {
+            pthread_mutex_init(&r.sync.mu, NULL);
+            pthread_cond_init(&r.sync.cv, NULL);
+            r.sync.on = pthread_create(&r.sync.thr, NULL, sync_main, &r.sync) == 0;
+            if (!r.sync.on) {
+                mlc_warn("relay: cannot start the store's sync thread; webhook commits wait for the disk");
+                pthread_cond_destroy(&r.sync.cv);
+                pthread_mutex_destroy(&r.sync.mu);
+            }
+        }
+    }
     lws_sul_schedule(r.ctx, 0, &r.tick_sul, tick_cb, 250 * LWS_US_PER_MS);
     mlc_info("relay: node %s listening on %s (bound %s%s%s:%d)%s, store %s", cfg->node, cfg->listen,
              got.family == AF_INET6 ? "[" : "", got.host, got.family == AF_INET6 ? "]" : "", got.port,
@@ -1228,6 +1422,20 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
         }
     }
     ack_cb(NULL); /* what the agents acknowledged is not sent again */
+    if (r.sync.on) {
+        pthread_mutex_lock(&r.sync.mu);
+        r.sync.stop = 1;
+        pthread_cond_signal(&r.sync.cv);
+        pthread_mutex_unlock(&r.sync.mu);
+        pthread_join(r.sync.thr, NULL);
+        pthread_cond_destroy(&r.sync.cv);
+        pthread_mutex_destroy(&r.sync.mu);
+        /* commits not yet answered reach the disk too (their senders will
+         * retry anyway, and find them stored) */
+        if (r.ncommitted > 0 && (rc2 = r.store->ops->sync(r.store)) != 0) {
+            mlc_warn("relay: syncing the store at exit failed: %s", strerror(rc2));
+        }
+    }
     mlc_info("relay: stopping (%llu webhooks stored, %llu delivered)", r.m.committed, r.m.acked);
     lws_context_destroy(r.ctx);
     for (size_t i = 0; i < r.npend; i++) {

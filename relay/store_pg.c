@@ -508,7 +508,7 @@ static void pg_close(struct store *s)
     }
     PQfinish(p->conn);
     PQfinish(p->listen);
-    store_key_wipe(&p->base.key);
+    store_wipe(&p->base);
     free(p);
 }
 
@@ -1068,7 +1068,7 @@ static enum mlc_rc pg_deliveries_ack(struct store *s, const char *tenant, const 
 
 static enum mlc_rc pg_deliveries_ack_ranges(struct store *s, const char *tenant,
                                             const struct seq_range *rg, size_t n, long long now_ms,
-                                            struct mlc_errbuf *err)
+                                            long long *acked, struct mlc_errbuf *err)
 {
     struct pg *p = pg_of(s);
     struct mlc_buf firsts = MLC_BUF_INIT, lasts = MLC_BUF_INIT;
@@ -1077,6 +1077,9 @@ static enum mlc_rc pg_deliveries_ack_ranges(struct store *s, const char *tenant,
     PGresult *r;
     enum mlc_rc rc;
 
+    if (acked != NULL) {
+        *acked = 0;
+    }
     if (n == 0) {
         return MLC_OK;
     }
@@ -1104,6 +1107,9 @@ static enum mlc_rc pg_deliveries_ack_ranges(struct store *s, const char *tenant,
     mlc_buf_release(&lasts);
     if (!result_ok(r)) {
         return pg_fail(p, r, "acknowledge deliveries", err);
+    }
+    if (acked != NULL) {
+        *acked = atoll(PQcmdTuples(r));
     }
     PQclear(r);
     return MLC_OK;

@@ -104,7 +104,7 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_DELIVERY_CLAIM] =
         "UPDATE relay_delivery SET lease_node = :node, lease_until_ms = :until"
         " WHERE seq IN (SELECT seq FROM relay_delivery WHERE tenant = :tenant"
-        " AND acked_ms IS NULL AND lease_until_ms <= :now ORDER BY seq LIMIT :max)"
+        " AND acked_ms IS NULL AND lease_until_ms <= :now AND seq < :below ORDER BY seq LIMIT :max)"
         " RETURNING seq, kind, ext_id, COALESCE((SELECT b.body FROM relay_delivery_body b"
         " WHERE b.seq = relay_delivery.seq), body), received_ms",
     [SQ_DELIVERY_RELEASE] = "UPDATE relay_delivery SET lease_node = NULL, lease_until_ms = 0"
@@ -141,6 +141,9 @@ static const char *const sq_sql[SQ__COUNT] = {
 struct sq {
     struct store base; /* first: a struct store * is a struct sq * */
     sqlite3 *db;
+    int wal_fd;        /* the WAL, for sync()'s fdatasync; -1 = none */
+    sqlite3 *ckpt_db;  /* sync()'s own connection, for checkpoints */
+    long long synced;  /* sync() calls, for spacing checkpoints */
     char *path;
     sqlite3_stmt *st[SQ__COUNT];
 };
@@ -343,6 +346,7 @@ enum mlc_rc store_sqlite_open(struct store **out, const char *path, const char *
         return MLC_E_INVAL;
     }
     q = mlc_xcalloc(1, sizeof(*q));
+    q->wal_fd = -1;
     q->base.ops = &sq_ops;
     snprintf(q->base.node, sizeof(q->base.node), "%s", node);
     q->path = mlc_xstrdup(path);
@@ -422,8 +426,12 @@ static void sq_close(struct store *s)
     for (int i = 0; i < SQ__COUNT; i++) {
         sqlite3_finalize(q->st[i]);
     }
+    sqlite3_close(q->ckpt_db);
     sqlite3_close(q->db);
-    store_key_wipe(&q->base.key);
+    if (q->wal_fd >= 0) {
+        close(q->wal_fd);
+    }
+    store_wipe(&q->base);
     free(q->path);
     free(q);
 }
@@ -633,10 +641,9 @@ static enum mlc_rc sq_put_one(struct sq *q, struct delivery_in *d, struct mlc_er
     return MLC_OK;
 }
 
-static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items, size_t n,
-                                     struct mlc_errbuf *err)
+static enum mlc_rc put_batch(struct sq *q, struct delivery_in *items, size_t n, int lazy,
+                             struct mlc_errbuf *err)
 {
-    struct sq *q = sq_of(s);
     enum mlc_rc rc;
 
     if (n == 0) {
@@ -645,6 +652,9 @@ static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items,
     rc = store_check_batch(items, n, err);
     if (rc != MLC_OK) {
         return rc;
+    }
+    if (lazy) {
+        sq_relaxed(q, 1);
     }
     rc = sq_exec(q, "BEGIN IMMEDIATE", "start storing deliveries", err);
     for (size_t i = 0; rc == MLC_OK && i < n; i++) {
@@ -660,7 +670,78 @@ static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items,
             items[i].duplicate = 0;
         }
     }
+    if (lazy) {
+        sq_relaxed(q, 0);
+    }
     return rc;
+}
+
+static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items, size_t n,
+                                     struct mlc_errbuf *err)
+{
+    return put_batch(sq_of(s), items, n, 0, err);
+}
+
+/* The commit writes the WAL without syncing it (synchronous=NORMAL); an
+ * fdatasync of the WAL then makes it durable, as FULL would have at commit.
+ * WAL frames are appended in order and recovery keeps the longest valid
+ * prefix, so a sync covers every commit before it. */
+static enum mlc_rc sq_deliveries_put_lazy(struct store *s, struct delivery_in *items, size_t n,
+                                          struct mlc_errbuf *err)
+{
+    return put_batch(sq_of(s), items, n, 1, err);
+}
+
+/* Lazy puts: the WAL file stays open here for fdatasync(); checkpoints
+ * (which copy the WAL into the database and sync both) move to sync()'s
+ * thread and connection, so the loop neither syncs nor copies. The loop's
+ * own checkpoints start only past WAL_SAFETY_PAGES, in case that thread
+ * falls behind. */
+#define WAL_SAFETY_PAGES 16384
+#define CKPT_EVERY 8 /* syncs */
+
+static enum mlc_rc sq_sync_start(struct store *s, struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    char pragma[64];
+
+    /* the WAL exists while this connection is open (the last one to close
+     * removes it) */
+    q->wal_fd = open(sqlite3_filename_wal(sqlite3_db_filename(q->db, "main")), O_RDONLY | O_CLOEXEC);
+    if (q->wal_fd < 0) {
+        mlc_errf(err, "relay store '%s': cannot open its WAL: %s", q->path, strerror(errno));
+        return MLC_E_IO;
+    }
+    if (sqlite3_open_v2(q->path, &q->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        mlc_errf(err, "relay store '%s': cannot open a second connection: %s", q->path,
+                 q->ckpt_db ? sqlite3_errmsg(q->ckpt_db) : "out of memory");
+        sqlite3_close(q->ckpt_db);
+        q->ckpt_db = NULL;
+        close(q->wal_fd);
+        q->wal_fd = -1;
+        return MLC_E_IO;
+    }
+    sqlite3_busy_timeout(q->ckpt_db, BUSY_MS);
+    sqlite3_exec(q->ckpt_db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    snprintf(pragma, sizeof(pragma), "PRAGMA wal_autocheckpoint=%d", WAL_SAFETY_PAGES);
+    sqlite3_exec(q->db, pragma, NULL, NULL, NULL);
+    return MLC_OK;
+}
+
+static int sq_sync(struct store *s)
+{
+    struct sq *q = sq_of(s);
+
+    if (fdatasync(q->wal_fd) != 0) {
+        return errno;
+    }
+    /* a passive checkpoint waits for nobody; a later write transaction of
+     * the loop starts the WAL over once all of it is in the database */
+    if (++q->synced % CKPT_EVERY == 0) {
+        sqlite3_wal_checkpoint_v2(q->ckpt_db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    }
+    return 0;
 }
 
 static int by_seq(const void *a, const void *b)
@@ -687,6 +768,7 @@ static int sq_deliveries_claim(struct store *s, const char *tenant, int max, lon
     bind_text(st, ":tenant", tenant);
     bind_int(st, ":now", now_ms);
     bind_int(st, ":max", max);
+    bind_int(st, ":below", q->base.claim_below > 0 ? q->base.claim_below : INT64_MAX);
     while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct delivery_out *d = &out[n++];
 
@@ -768,11 +850,15 @@ static enum mlc_rc sq_deliveries_ack(struct store *s, const char *tenant, const 
 
 static enum mlc_rc sq_deliveries_ack_ranges(struct store *s, const char *tenant,
                                             const struct seq_range *r, size_t n, long long now_ms,
-                                            struct mlc_errbuf *err)
+                                            long long *acked, struct mlc_errbuf *err)
 {
     struct sq *q = sq_of(s);
+    long long changed = 0;
     enum mlc_rc rc;
 
+    if (acked != NULL) {
+        *acked = 0;
+    }
     if (n == 0) {
         return MLC_OK;
     }
@@ -787,6 +873,8 @@ static enum mlc_rc sq_deliveries_ack_ranges(struct store *s, const char *tenant,
         bind_text(st, ":tenant", tenant);
         if (sqlite3_step(st) != SQLITE_DONE) {
             rc = sq_fail(q, "acknowledge deliveries", err);
+        } else {
+            changed += sqlite3_changes(q->db);
         }
         sqlite3_reset(st);
     }
@@ -795,6 +883,8 @@ static enum mlc_rc sq_deliveries_ack_ranges(struct store *s, const char *tenant,
     }
     if (rc != MLC_OK) {
         sq_rollback(q);
+    } else if (acked != NULL) {
+        *acked = changed;
     }
     sq_relaxed(q, 0);
     return rc;
@@ -1059,6 +1149,9 @@ static const struct store_ops sq_ops = {
     .tenant_get = sq_tenant_get,
     .tenant_list = sq_tenant_list,
     .deliveries_put = sq_deliveries_put,
+    .deliveries_put_lazy = sq_deliveries_put_lazy,
+    .sync_start = sq_sync_start,
+    .sync = sq_sync,
     .deliveries_claim = sq_deliveries_claim,
     .deliveries_release = sq_deliveries_release,
     .deliveries_ack = sq_deliveries_ack,
