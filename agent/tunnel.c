@@ -93,6 +93,26 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The tunnel's state connection waits for the write lock (the write-back
+ * worker commits a row at a time on its own connection) in steps of 0.2 ms,
+ * not SQLite's default 1, 2, 5 ... 100 ms: a delivery waits for the lock,
+ * not for a sleep that outlasts it. Gives up after about 10 s, as the
+ * state's other connections do. */
+#define BUSY_STEP_US 200
+#define BUSY_TRIES (10 * 1000 * 1000 / BUSY_STEP_US)
+
+static int busy_short(void *arg, int tries)
+{
+    struct timespec ts = { 0, BUSY_STEP_US * 1000L };
+
+    (void)arg;
+    if (tries >= BUSY_TRIES) {
+        return 0;
+    }
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
 static struct tunnel_client *of_ctx(struct lws_context *ctx)
 {
     return lws_context_user(ctx);
@@ -771,6 +791,7 @@ enum mlc_rc tunnel_start(struct tunnel_client **out, const struct tunnel_opts *o
         free(t);
         return rc;
     }
+    sqlite3_busy_handler(t->st->db, busy_short, NULL);
     /* the relay forgets what we ACK: inbox commits wait for the disk */
     sqlite3_exec(t->st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
     pthread_mutex_init(&t->mu, NULL);

@@ -68,6 +68,7 @@ struct http_pss {
 
 struct pend {
     struct http_pss *pss; /* NULL when the client went away meanwhile */
+    struct lws *wsi;      /* pss's connection when queued */
     struct delivery_in d;
     char tenant[TENANT_NAME_MAX + 1];
     char ext_id[96];
@@ -722,6 +723,7 @@ static void queue_hook(struct http_pss *pss, const char *ext_id)
     p = &R->pend[R->npend];
     memset(p, 0, sizeof(*p));
     p->pss = pss;
+    p->wsi = pss->wsi;
     snprintf(p->tenant, sizeof(p->tenant), "%s", pss->tenant);
     snprintf(p->ext_id, sizeof(p->ext_id), "%s", ext_id);
     p->kind = pss->kind;
@@ -746,7 +748,7 @@ static void answer_first(size_t k, int ok)
         if (ok) {
             R->m.hooks[p->kind][p->d.duplicate ? M_DUP : M_STORED]++;
         }
-        if (pss != NULL) {
+        if (pss != NULL && pss->wsi == p->wsi) {
             pss->pend = -1;
             pss->status = ok ? 200 : 503;
             if (ok) {
@@ -913,7 +915,7 @@ static void commit_cb(lws_sorted_usec_list_t *sul)
         } else {
             for (size_t i = first; i < R->npend; i++) {
                 struct http_pss *pss = R->pend[i].pss;
-                if (pss != NULL) {
+                if (pss != NULL && pss->wsi == R->pend[i].wsi) {
                     pss->pend = -1;
                     pss->status = 503;
                     snprintf(pss->answer, sizeof(pss->answer), "store unavailable; retry later");
@@ -1191,7 +1193,11 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         if (pss == NULL) {
             return 0; /* closed before any request (e.g. a failed TLS handshake) */
         }
-        if (pss->pend >= 0 && (size_t)pss->pend < R->npend) {
+        /* lws may hand this callback a pss whose memory a newer request
+         * (another connection) uses by now: forget the queued item only
+         * when it is this connection's */
+        if (pss->pend >= 0 && (size_t)pss->pend < R->npend && R->pend[pss->pend].pss == pss &&
+            R->pend[pss->pend].wsi == wsi) {
             R->pend[pss->pend].pss = NULL;
         }
         pss->pend = -1;
