@@ -13,6 +13,7 @@
  * (leased) and sent as DELIVER frames, at most `window` unacked at a time.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,35 +220,47 @@ static void send_one_by_one(struct tunnel *t, const struct delivery_out *d, int 
     }
 }
 
-/* The deliveries in DELIVERS frames of up to DELIVERS_BYTES each (one
- * delivery over that travels alone). A delivery that cannot be framed is
- * left leased; it goes again when the lease lapses. */
+static void send_delivers(struct tunnel *t, uint64_t first, int nrec)
+{
+    if (tunnel_send(t, MLC_FRAME_DELIVERS, first, R->js.ptr, R->js.len) == 0) {
+        R->m.deliver_frames++;
+        t->inflight += nrec;
+        R->m.sent += (unsigned long long)nrec;
+    }
+    mlc_buf_reset(&R->js);
+}
+
+/* The deliveries in DELIVERS frames of up to DELIVERS_BYTES each (a
+ * delivery bigger than that travels alone, as a DELIVER would). One that
+ * cannot be framed, or sent, stays leased: it goes again when the lease
+ * lapses. */
 static void send_batched(struct tunnel *t, const struct delivery_out *d, int n)
 {
-    struct mlc_buf *js = &R->js;
     struct mlc_errbuf err = { 0 };
-    int first = 0;
+    uint64_t first = 0;
+    int nrec = 0;
 
-    mlc_buf_reset(js);
+    mlc_buf_reset(&R->js);
     for (int i = 0; i < n; i++) {
         struct mlc_delivery r = { (uint64_t)d[i].seq, d[i].received_ms, d[i].kind, d[i].ext_id,
                                   d[i].body, strlen(d[i].kind), strlen(d[i].ext_id), d[i].body_len };
-        if (mlc_delivers_add(js, &r, &err) != MLC_OK) {
+        size_t size = MLC_DELIVERY_HEAD + r.kind_len + r.id_len + r.body_len;
+        if (nrec > 0 && (R->js.len + size > DELIVERS_BYTES || nrec == MLC_DELIVERS_MAX)) {
+            send_delivers(t, first, nrec);
+            nrec = 0;
+        }
+        if (mlc_delivers_add(&R->js, &r, &err) != MLC_OK) {
             mlc_error("relay: delivery %lld of tenant %s cannot be framed: %s", d[i].seq, t->tenant,
                       mlc_err_msg(&err));
             mlc_err_reset(&err);
+            continue;
         }
-        if (js->len > 0 && (i == n - 1 || js->len >= DELIVERS_BYTES)) {
-            if (tunnel_send(t, MLC_FRAME_DELIVERS, (uint64_t)d[first].seq, js->ptr, js->len) == 0) {
-                R->m.deliver_frames++;
-                t->inflight += i + 1 - first;
-                R->m.sent += (unsigned long long)(i + 1 - first);
-            }
-            mlc_buf_reset(js);
-            first = i + 1;
-        } else if (js->len == 0) {
-            first = i + 1;
+        if (nrec++ == 0) {
+            first = r.seq;
         }
+    }
+    if (nrec > 0) {
+        send_delivers(t, first, nrec);
     }
 }
 
@@ -432,8 +445,9 @@ static void queue_ack(struct tunnel *t, long long first, long long last)
         }
         snprintf(q->tenant, sizeof(q->tenant), "%s", t->tenant);
     }
-    q->count += last - first + 1;
-    if (q->n > 0 && q->r[q->n - 1].last + 1 == first) {
+    /* first >= 1 and last <= INT64_MAX (the callers check): no overflow */
+    q->count = q->count > LLONG_MAX - (last - first + 1) ? LLONG_MAX : q->count + (last - first + 1);
+    if (q->n > 0 && q->r[q->n - 1].last == first - 1) {
         q->r[q->n - 1].last = last; /* the next seq of the last range: one range */
     } else {
         if (q->n == q->cap) {

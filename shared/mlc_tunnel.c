@@ -232,11 +232,10 @@ void mlc_frame_release(struct mlc_frame *f)
 
 /* ---- DELIVERS and ACKS bodies ---- */
 
-#define DELIVERY_HEAD 22 /* u64 seq, u64 received_ms, u8, u8, u32 */
 
 enum mlc_rc mlc_delivers_add(struct mlc_buf *b, const struct mlc_delivery *d, struct mlc_errbuf *err)
 {
-    uint8_t h[DELIVERY_HEAD];
+    uint8_t h[MLC_DELIVERY_HEAD];
     enum mlc_rc rc;
 
     if (d->kind_len < 1 || d->kind_len > MLC_KIND_MAX || d->id_len < 1 || d->id_len > 255 ||
@@ -275,7 +274,7 @@ enum mlc_rc mlc_delivers_parse(const char *p, size_t len, struct mlc_delivery *o
             mlc_errf(err, "DELIVERS frame: more than %zu records", k);
             return MLC_E_PROTO;
         }
-        if (len - off < DELIVERY_HEAD) {
+        if (len - off < MLC_DELIVERY_HEAD) {
             mlc_errf(err, "DELIVERS frame: record %zu is cut short", k);
             return MLC_E_PROTO;
         }
@@ -284,7 +283,7 @@ enum mlc_rc mlc_delivers_parse(const char *p, size_t len, struct mlc_delivery *o
         kl = u[off + 16];
         il = u[off + 17];
         bl = (size_t)get_be(u + off + 18, 4);
-        off += DELIVERY_HEAD;
+        off += MLC_DELIVERY_HEAD;
         if (seq <= prev || seq > INT64_MAX || recv > INT64_MAX || kl < 1 || kl > MLC_KIND_MAX ||
             il < 1 || bl < 1) {
             mlc_errf(err, "DELIVERS frame: record %zu (seq %llu) is out of order or out of bounds", k,

@@ -54,6 +54,7 @@ enum mlc_frame_type {
 #define MLC_DELIVERS_MAX 256 /* records in one DELIVERS frame */
 #define MLC_ACKS_MAX 4096    /* ranges in one ACKS frame */
 #define MLC_KIND_MAX 15      /* "jira", "zoho": what an inbox row's kind holds */
+#define MLC_DELIVERY_HEAD 22 /* bytes of a DELIVERS record besides kind, id and body */
 
 /* "HELLO", "DELIVER", ...; "?" for unknown values. */
 const char *mlc_frame_type_name(int type);
