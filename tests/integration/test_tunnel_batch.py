@@ -260,6 +260,39 @@ def acks_ranges_release_exactly_the_acked_deliveries():
         r.stop()
 
 
+@test
+def big_deliveries_travel_in_frames_under_the_caps():
+    r = rh.Relay(ARGS.relay)
+    acme = r.tenant_add("acme")
+    r.start()
+    try:
+        hc = rh.HookClient(r.port)
+        bodies = []
+        # poorly compressible (hex) bodies of 400 KB: two in one frame would pass 512 KB
+        for i in range(3):
+            b = json.dumps({"webhookEvent": "jira:issue_updated", "pad": os.urandom(200 * 1024).hex()},
+                           separators=(",", ":")).encode()
+            st, _ = hc.jira("acme", b, secret=acme["jira_webhook_secret"], delivery_id=f"big-{i}")
+            expect(st == 200, st)
+            bodies.append(b)
+        # and small ones after them
+        for i in range(5):
+            st, _ = hc.jira("acme", b'{"small":%d}' % i, secret=acme["jira_webhook_secret"],
+                            delivery_id=f"small-{i}")
+            expect(st == 200, st)
+        hc.close()
+        fa = FakeAgent(r, "acme", acme["agent_key"], batch=True)
+        frames, got = fa.deliveries(8, timeout=20)
+        # one big delivery per frame; the small ones join the last big one
+        expect(frames == [DELIVERS] * 3, f"frames: {frames} (expected 3 DELIVERS)")
+        expect([g[2] for g in got] == [f"big-{i}" for i in range(3)] + [f"small-{i}" for i in range(5)],
+               [g[2] for g in got])
+        expect([g[3] for g in got[:3]] == bodies, "a big body changed on the way")
+        fa.close()
+    finally:
+        r.stop()
+
+
 def agent_config(work, relay, tenant, jde, jira):
     path = harness.make_config(work, jde.url, jira.url, flow={"schedule": "manual"},
                                agent={"log_level": "info", "status_listen": "off"})
