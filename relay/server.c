@@ -135,6 +135,7 @@ struct relay {
     int multi_node; /* a shared store: other nodes may leave leases behind */
     struct mlc_frame_codec *codec; /* zstd state of the loop thread */
     struct mlc_buf js;             /* frame bodies being built (reused) */
+    struct mlc_buf ans;            /* JSON answers being built (reused) */
     volatile sig_atomic_t *stop;
 };
 
@@ -605,28 +606,26 @@ static int respond(struct lws *wsi, unsigned status, const char *ctype, const ch
 static int respond_json(struct lws *wsi, unsigned status, const char *msg)
 {
     unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
-    struct mlc_buf b = MLC_BUF_INIT;
+    struct mlc_buf *b = &R->ans;
     char cl[24];
-    int n, rv;
+    int n;
 
-    mlc_buf_addf(&b, "{\"status\":%u,\"message\":", status);
-    mlc_buf_add_json_str(&b, msg);
-    mlc_buf_adds(&b, "}\n");
-    n = snprintf(cl, sizeof(cl), "%zu", b.len);
+    mlc_buf_reset(b);
+    mlc_buf_addf(b, "{\"status\":%u,\"message\":", status);
+    mlc_buf_add_json_str(b, msg);
+    mlc_buf_adds(b, "}\n");
+    n = snprintf(cl, sizeof(cl), "%zu", b->len);
     if (lws_add_http_header_status(wsi, status, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
                                      (const unsigned char *)"application/json", 16, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, (const unsigned char *)cl, n,
                                      &p, end) ||
-        lws_finalize_http_header(wsi, &p, end) || b.len > (size_t)(end - p)) {
+        lws_finalize_http_header(wsi, &p, end) || b->len > (size_t)(end - p)) {
         /* a long message: the general path */
-        rv = respond(wsi, status, "application/json", b.ptr, b.len);
-        mlc_buf_release(&b);
-        return rv;
+        return respond(wsi, status, "application/json", b->ptr, b->len);
     }
-    memcpy(p, b.ptr, b.len);
-    p += b.len;
-    mlc_buf_release(&b);
+    memcpy(p, b->ptr, b->len);
+    p += b->len;
     if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) < (int)(p - start)) {
         return -1;
     }
@@ -1466,6 +1465,7 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
     }
     mlc_frame_codec_free(r.codec);
     mlc_buf_release(&r.js);
+    mlc_buf_release(&r.ans);
     free(r.acks);
     free(r.pend);
     r.store->ops->close(r.store);
