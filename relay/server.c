@@ -7,10 +7,14 @@
  *   GET  /healthz, /metrics
  *
  * Webhooks are verified, queued, and committed to the store in groups at the
- * end of a loop pass (one transaction, one fsync for every webhook that
- * arrived meanwhile); each gets its 2xx only after that commit. Then the
+ * end of a loop pass (one transaction for every webhook that arrived
+ * meanwhile); each gets its 2xx only once that commit is on the disk. With
+ * SQLite the fsync runs on a sync thread (struct syncer) while the loop goes
+ * on with the next group; otherwise the commit itself waits for it. Then the
  * tenant's tunnel, if this node holds it, is pumped: deliveries are claimed
- * (leased) and sent as DELIVER frames, at most `window` unacked at a time.
+ * (leased; never one whose commit is not yet synced) and sent as DELIVERS
+ * frames (DELIVER, one each, to agents that did not say "batch"), at most
+ * `window` unacked at a time.
  */
 #include <errno.h>
 #include <limits.h>
