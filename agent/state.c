@@ -846,6 +846,44 @@ enum mlc_rc state_inbox_put(struct state *s, long long seq, const char *kind, co
     return rc;
 }
 
+enum mlc_rc state_inbox_put_many(struct state *s, struct inbox_new *rows, size_t n,
+                                 struct mlc_errbuf *err)
+{
+    long long now = state_now_ms();
+    enum mlc_rc rc;
+
+    if (n == 0) {
+        return MLC_OK;
+    }
+    rc = state_begin_durable(s, err);
+    for (size_t i = 0; rc == MLC_OK && i < n; i++) {
+        sqlite3_stmt *q = stmt(s, SQ_INBOX_PUT);
+        struct inbox_new *r = &rows[i];
+
+        bind_int(q, ":seq", r->seq);
+        sqlite3_bind_text(q, sqlite3_bind_parameter_index(q, ":kind"), r->kind, (int)r->kind_len,
+                          SQLITE_STATIC);
+        sqlite3_bind_text(q, sqlite3_bind_parameter_index(q, ":ext"), r->ext_id, (int)r->ext_id_len,
+                          SQLITE_STATIC);
+        sqlite3_bind_text(q, sqlite3_bind_parameter_index(q, ":body"), r->body, (int)r->body_len,
+                          SQLITE_STATIC);
+        bind_int(q, ":recv", r->received_ms);
+        bind_int(q, ":now", now);
+        rc = step_done(s, q, err);
+        r->fresh = rc == MLC_OK && sqlite3_changes(s->db) == 1;
+    }
+    if (rc == MLC_OK) {
+        rc = state_commit(s, err);
+    }
+    if (rc != MLC_OK) {
+        state_rollback(s);
+        for (size_t i = 0; i < n; i++) {
+            rows[i].fresh = 0;
+        }
+    }
+    return rc;
+}
+
 int state_inbox_next(struct state *s, struct inbox_row *rows, int max, long long now_ms)
 {
     sqlite3_stmt *q = stmt(s, SQ_INBOX_NEXT);

@@ -169,6 +169,20 @@ void inbox_row_release(struct inbox_row *r);
 enum mlc_rc state_inbox_put(struct state *s, long long seq, const char *kind, const char *ext_id,
                             const char *body, long long received_ms, int *fresh,
                             struct mlc_errbuf *err);
+/* One relay delivery for state_inbox_put_many(); the strings need no NUL
+ * (they may point into a tunnel frame). */
+struct inbox_new {
+    long long seq;
+    const char *kind, *ext_id, *body;
+    size_t kind_len, ext_id_len, body_len;
+    long long received_ms;
+    int fresh; /* out: 1 stored now, 0 already there (by seq or by kind and ext_id) */
+};
+/* Store n relay deliveries in one transaction that waits for the disk
+ * (synchronous=FULL, as state_inbox_put alone): all durable on MLC_OK,
+ * none stored otherwise. Call outside a transaction. */
+enum mlc_rc state_inbox_put_many(struct state *s, struct inbox_new *rows, size_t n,
+                                 struct mlc_errbuf *err);
 /* Pending (not yet applied) rows due now, oldest first; count, rows released by caller. */
 int state_inbox_next(struct state *s, struct inbox_row *rows, int max, long long now_ms);
 /* Mark a row in flight (commit it durably before calling the source). */

@@ -38,10 +38,11 @@
 #define ATTEMPT_MIN_MS 5000
 #define ATTEMPT_MAX_MS 30000
 
+/* A delivery received, not yet stored: its strings point into own (a
+ * DELIVER's copy) or into a DELIVERS frame that some pend_dlv owns. */
 struct pend_dlv {
-    uint64_t seq;
-    char *kind, *id, *body;
-    long long received_ms;
+    struct inbox_new in;
+    char *own; /* freed with the pending list; may be NULL */
 };
 
 struct cmdq {
@@ -69,6 +70,9 @@ struct tunnel_client {
     uintptr_t gen;          /* number of the current attempt (its wsi's opaque user data) */
     uintptr_t over_gen;     /* attempts up to this number are over */
     int up;                 /* HELLO answered on wsi */
+    int relay_batch;        /* the relay's HELLO said it takes ACKS frames */
+    struct mlc_frame_codec *codec; /* zstd state of this thread */
+    struct mlc_buf acks;    /* an ACKS body being built (reused) */
     int retry_pending;      /* sul_connect is scheduled */
     long long last_rx_ms, max_seq, ping_sent_ms;
     lws_sorted_usec_list_t sul_connect, sul_beat, sul_flush, sul_attempt;
@@ -87,6 +91,26 @@ static long long now_ms(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The tunnel's state connection waits for the write lock (the write-back
+ * worker commits a row at a time on its own connection) in steps of 0.2 ms,
+ * not SQLite's default 1, 2, 5 ... 100 ms: a delivery waits for the lock,
+ * not for a sleep that outlasts it. Gives up after about 10 s, as the
+ * state's other connections do. */
+#define BUSY_STEP_US 200
+#define BUSY_TRIES (10 * 1000 * 1000 / BUSY_STEP_US)
+
+static int busy_short(void *arg, int tries)
+{
+    struct timespec ts = { 0, BUSY_STEP_US * 1000L };
+
+    (void)arg;
+    if (tries >= BUSY_TRIES) {
+        return 0;
+    }
+    nanosleep(&ts, NULL);
+    return 1;
 }
 
 static struct tunnel_client *of_ctx(struct lws_context *ctx)
@@ -131,6 +155,7 @@ static void send_frame(struct tunnel_client *t, int type, uint64_t seq, const ch
 
 static void connect_cb(lws_sorted_usec_list_t *sul);
 static void free_pending(struct tunnel_client *t);
+static void flush_cb(lws_sorted_usec_list_t *sul);
 
 /* the backoff cap: three heartbeats, within [BACKOFF_BASE_MS, BACKOFF_MAX_MS] */
 static long long backoff_cap_ms(const struct tunnel_client *t)
@@ -188,6 +213,7 @@ static void link_down(struct tunnel_client *t, uintptr_t gen, const char *why, i
     t->over_gen = gen;
     t->wsi = NULL;
     t->up = 0;
+    t->relay_batch = 0;
     if (kill && w != NULL) {
         lws_set_timeout(w, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
     }
@@ -300,6 +326,8 @@ static void send_hello(struct tunnel_client *t)
     mlc_json_xadd_str(o, "agent_id", t->o.agent_id);
     mlc_json_xadd_str(o, "version", MLC_VERSION);
     mlc_json_xadd_num(o, "last_acked", (double)t->max_seq);
+    /* we take DELIVERS frames (and send ACKS when the relay says it takes them) */
+    cJSON_AddBoolToObject(o, "batch", 1);
     s = mlc_json_print(o);
     cJSON_Delete(o);
     send_frame(t, MLC_FRAME_HELLO, 0, s, strlen(s));
@@ -310,49 +338,115 @@ static void send_hello(struct tunnel_client *t)
 static void free_pending(struct tunnel_client *t)
 {
     for (size_t i = 0; i < t->npend; i++) {
-        free(t->pend[i].kind);
-        free(t->pend[i].id);
-        free(t->pend[i].body);
+        free(t->pend[i].own);
     }
     t->npend = 0;
 }
 
-/* Store every DELIVER that arrived in this loop pass in one transaction (one
- * fsync), then ACK them. A failure ACKs nothing: the relay re-sends. */
+static struct pend_dlv *pend_add(struct tunnel_client *t)
+{
+    struct pend_dlv *p;
+
+    if (t->npend == t->cappend) {
+        t->cappend = t->cappend ? 2 * t->cappend : 64;
+        t->pend = mlc_xrealloc(t->pend, t->cappend * sizeof(*t->pend));
+    }
+    p = &t->pend[t->npend++];
+    memset(p, 0, sizeof(*p));
+    if (t->npend == 1) {
+        lws_sul_schedule(t->ctx, 0, &t->sul_flush, flush_cb, 1);
+    }
+    return p;
+}
+
+/* ACK what was stored: one ACKS frame of ranges of consecutive seqs when the
+ * relay takes them, else an ACK per delivery. seqs is sorted. */
+static void send_acks(struct tunnel_client *t, const uint64_t *seqs, size_t n)
+{
+    size_t i = 0, ranges = 0;
+    uint64_t first = 0;
+
+    if (!t->relay_batch) {
+        for (i = 0; i < n; i++) {
+            send_frame(t, MLC_FRAME_ACK, seqs[i], NULL, 0);
+        }
+        return;
+    }
+    mlc_buf_reset(&t->acks);
+    while (i < n) {
+        size_t j = i;
+        while (j + 1 < n && seqs[j + 1] == seqs[j] + 1) {
+            j++;
+        }
+        if (ranges == 0) {
+            first = seqs[i]; /* the frame's seq: its first range's first */
+        }
+        mlc_acks_add(&t->acks, seqs[i], seqs[j]);
+        ranges++;
+        if (ranges == MLC_ACKS_MAX || j + 1 == n) {
+            send_frame(t, MLC_FRAME_ACKS, first, t->acks.ptr, t->acks.len);
+            mlc_buf_reset(&t->acks);
+            ranges = 0;
+        }
+        i = j + 1;
+    }
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Store every delivery that arrived in this loop pass in one transaction
+ * (one fsync), then ACK them. A failure ACKs nothing: the relay re-sends. */
 static void flush_cb(lws_sorted_usec_list_t *sul)
 {
     struct tunnel_client *t = lws_container_of(sul, struct tunnel_client, sul_flush);
     struct mlc_errbuf err = { 0 };
+    struct inbox_new *rows;
+    uint64_t *seqs;
     enum mlc_rc rc;
     long fresh_n = 0, dup_n = 0;
 
     if (t->npend == 0) {
         return;
     }
-    rc = state_begin(t->st, &err);
-    for (size_t i = 0; rc == MLC_OK && i < t->npend; i++) {
-        int fresh = 0;
-        rc = state_inbox_put(t->st, (long long)t->pend[i].seq, t->pend[i].kind, t->pend[i].id,
-                             t->pend[i].body, t->pend[i].received_ms, &fresh, &err);
-        fresh ? fresh_n++ : dup_n++;
+    rows = mlc_xmalloc(t->npend * sizeof(*rows));
+    seqs = mlc_xmalloc(t->npend * sizeof(*seqs));
+    for (size_t i = 0; i < t->npend; i++) {
+        rows[i] = t->pend[i].in;
     }
-    if (rc == MLC_OK) {
-        rc = state_commit(t->st, &err);
-    } else {
-        state_rollback(t->st);
-    }
+    rc = state_inbox_put_many(t->st, rows, t->npend, &err);
     if (rc != MLC_OK) {
         mlc_error("tunnel: storing %zu deliveries in the inbox failed: %s (not acknowledged; the relay "
                   "will re-send them)", t->npend, mlc_err_msg(&err));
+        free(rows);
+        free(seqs);
         free_pending(t);
         return;
     }
     for (size_t i = 0; i < t->npend; i++) {
-        if ((long long)t->pend[i].seq > t->max_seq) {
-            t->max_seq = (long long)t->pend[i].seq;
+        rows[i].fresh ? fresh_n++ : dup_n++;
+        if (rows[i].seq > t->max_seq) {
+            t->max_seq = rows[i].seq;
         }
-        send_frame(t, MLC_FRAME_ACK, t->pend[i].seq, NULL, 0);
+        seqs[i] = (uint64_t)rows[i].seq;
     }
+    qsort(seqs, t->npend, sizeof(*seqs), by_seq);
+    {
+        /* a seq the relay sent twice in one pass is acked once */
+        size_t k = 0;
+        for (size_t i = 0; i < t->npend; i++) {
+            if (k == 0 || seqs[i] != seqs[k - 1]) {
+                seqs[k++] = seqs[i];
+            }
+        }
+        send_acks(t, seqs, k);
+    }
+    free(rows);
+    free(seqs);
     free_pending(t);
     pthread_mutex_lock(&t->mu);
     t->info.deliveries += fresh_n;
@@ -370,6 +464,7 @@ static void on_deliver(struct tunnel_client *t, const struct mlc_frame *f)
     const char *kind = mlc_json_str(o, "kind"), *id = mlc_json_str(o, "id");
     struct pend_dlv *p;
     char *text;
+    size_t kl, il, bl;
 
     if (!cJSON_IsObject(body) || kind == NULL || id == NULL ||
         (text = cJSON_PrintUnformatted(body)) == NULL) {
@@ -380,19 +475,76 @@ static void on_deliver(struct tunnel_client *t, const struct mlc_frame *f)
         send_frame(t, MLC_FRAME_ACK, f->seq, NULL, 0);
         return;
     }
-    if (t->npend == t->cappend) {
-        t->cappend = t->cappend ? 2 * t->cappend : 64;
-        t->pend = mlc_xrealloc(t->pend, t->cappend * sizeof(*t->pend));
-    }
-    p = &t->pend[t->npend++];
-    p->seq = f->seq;
-    p->kind = mlc_xstrdup(kind);
-    p->id = mlc_xstrdup(id);
-    p->body = text;
-    p->received_ms = (long long)mlc_json_num(o, "received_ms", 0);
+    /* one block: kind, id and body, each NUL-terminated */
+    kl = strlen(kind);
+    il = strlen(id);
+    bl = strlen(text);
+    p = pend_add(t);
+    p->own = mlc_xmalloc(kl + il + bl + 3);
+    memcpy(p->own, kind, kl + 1);
+    memcpy(p->own + kl + 1, id, il + 1);
+    memcpy(p->own + kl + il + 2, text, bl + 1);
+    p->in.seq = (long long)f->seq;
+    p->in.kind = p->own;
+    p->in.kind_len = kl;
+    p->in.ext_id = p->own + kl + 1;
+    p->in.ext_id_len = il;
+    p->in.body = p->own + kl + il + 2;
+    p->in.body_len = bl;
+    p->in.received_ms = (long long)mlc_json_num(o, "received_ms", 0);
+    free(text);
     cJSON_Delete(o);
-    if (t->npend == 1) {
-        lws_sul_schedule(t->ctx, 0, &t->sul_flush, flush_cb, 1);
+}
+
+/* A webhook body as the inbox keeps it: a JSON object, no NUL inside. */
+static int body_ok(const char *b, size_t n)
+{
+    cJSON *o;
+    int ok;
+
+    if (memchr(b, '\0', n) != NULL) {
+        return 0;
+    }
+    o = cJSON_ParseWithLength(b, n);
+    ok = cJSON_IsObject(o);
+    cJSON_Delete(o);
+    return ok;
+}
+
+/* A DELIVERS frame: every record goes to the pending list, pointing into
+ * the frame's body, which the list then owns (f->json is taken). */
+static void on_delivers(struct tunnel_client *t, struct mlc_frame *f)
+{
+    static struct mlc_delivery d[MLC_DELIVERS_MAX]; /* this thread only */
+    struct mlc_errbuf err = { 0 };
+    struct pend_dlv *p = NULL;
+    size_t n;
+
+    if (mlc_delivers_parse(f->json, f->json_len, d, MLC_DELIVERS_MAX, &n, &err) != MLC_OK) {
+        /* nothing in it can be trusted, not even its seqs: nothing is acked */
+        mlc_error("tunnel: DELIVERS frame from the relay is malformed (%s); ignored", mlc_err_msg(&err));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!body_ok(d[i].body, d[i].body_len)) {
+            mlc_error("tunnel: delivery %llu is malformed (its body is not a JSON object); "
+                      "acknowledged and dropped", (unsigned long long)d[i].seq);
+            send_acks(t, &d[i].seq, 1);
+            continue;
+        }
+        p = pend_add(t);
+        p->in.seq = (long long)d[i].seq;
+        p->in.kind = d[i].kind;
+        p->in.kind_len = d[i].kind_len;
+        p->in.ext_id = d[i].id;
+        p->in.ext_id_len = d[i].id_len;
+        p->in.body = d[i].body;
+        p->in.body_len = d[i].body_len;
+        p->in.received_ms = d[i].received_ms;
+    }
+    if (p != NULL) {
+        p->own = f->json; /* the last record's entry frees the frame */
+        f->json = NULL;
     }
 }
 
@@ -401,7 +553,7 @@ static void on_frame(struct tunnel_client *t, const uint8_t *p, size_t n)
     struct mlc_frame f;
     struct mlc_errbuf err = { 0 };
 
-    if (mlc_frame_decode(p, n, &f, &err) != MLC_OK) {
+    if (mlc_frame_decode_with(t->codec, p, n, &f, &err) != MLC_OK) {
         mlc_warn("tunnel: bad frame from the relay (%s); ignored", mlc_err_msg(&err));
         return;
     }
@@ -410,15 +562,22 @@ static void on_frame(struct tunnel_client *t, const uint8_t *p, size_t n)
     t->info.last_rx_ms = t->last_rx_ms;
     pthread_mutex_unlock(&t->mu);
     switch (f.type) {
-    case MLC_FRAME_HELLO:
+    case MLC_FRAME_HELLO: {
+        cJSON *o = cJSON_ParseWithLength(f.json, f.json_len);
+        t->relay_batch = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "batch"));
+        cJSON_Delete(o);
         t->attempt = 0;
         t->up = 1;
         set_state(t, 1, "");
         send_ping(t); /* a round trip for the page now, not a heartbeat later */
         mlc_info("tunnel: connected to %s as tenant %s", t->o.url, t->o.tenant);
         break;
+    }
     case MLC_FRAME_DELIVER:
         on_deliver(t, &f);
+        break;
+    case MLC_FRAME_DELIVERS:
+        on_delivers(t, &f);
         break;
     case MLC_FRAME_COMMAND:
         mailbox_post(t->o.mb, (long long)f.seq, f.json, tunnel_answer, t);
@@ -632,9 +791,12 @@ enum mlc_rc tunnel_start(struct tunnel_client **out, const struct tunnel_opts *o
         free(t);
         return rc;
     }
+    sqlite3_busy_handler(t->st->db, busy_short, NULL);
     /* the relay forgets what we ACK: inbox commits wait for the disk */
     sqlite3_exec(t->st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
     pthread_mutex_init(&t->mu, NULL);
+    t->codec = mlc_frame_codec_new(); /* NULL works too: a zstd context per frame */
+    t->out.codec = t->codec;
     t->info.rtt_ms = -1;
     t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
     lws_set_log_level(LLL_ERR, lws_log_to_mlc);
@@ -686,6 +848,8 @@ void tunnel_stop(struct tunnel_client *t)
     free_pending(t);
     free(t->pend);
     mlc_buf_release(&t->rx);
+    mlc_buf_release(&t->acks);
+    mlc_frame_codec_free(t->codec);
     while (t->answers) {
         struct cmdq *n = t->answers->next;
         free(t->answers->json);

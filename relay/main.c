@@ -2,6 +2,7 @@
  * mlc-relay: command line.
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -376,6 +377,11 @@ int main(int argc, char **argv)
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
         signal(SIGPIPE, SIG_IGN);
+        /* the loop frees and takes the same sizes again all day: keep freed
+         * memory instead of returning it (sbrk, munmap) and faulting it back
+         * in, each return a TLB shootdown across the relay's threads */
+        mallopt(M_TRIM_THRESHOLD, 64 << 20);
+        mallopt(M_MMAP_THRESHOLD, 8 << 20);
         rc = relay_run(&cfg, &stop_flag);
         relay_cfg_release(&cfg);
         return rc;

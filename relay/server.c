@@ -7,12 +7,18 @@
  *   GET  /healthz, /metrics
  *
  * Webhooks are verified, queued, and committed to the store in groups at the
- * end of a loop pass (one transaction, one fsync for every webhook that
- * arrived meanwhile); each gets its 2xx only after that commit. Then the
+ * end of a loop pass (one transaction for every webhook that arrived
+ * meanwhile); each gets its 2xx only once that commit is on the disk. With
+ * SQLite the fsync runs on a sync thread (struct syncer) while the loop goes
+ * on with the next group; otherwise the commit itself waits for it. Then the
  * tenant's tunnel, if this node holds it, is pumped: deliveries are claimed
- * (leased) and sent as DELIVER frames, at most `window` unacked at a time.
+ * (leased; never one whose commit is not yet synced) and sent as DELIVERS
+ * frames (DELIVER, one each, to agents that did not say "batch"), at most
+ * `window` unacked at a time.
  */
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +43,15 @@
 #define CLAIM_MAX 64
 #define HARD_BODY_CAP (64L << 20) /* beyond this the connection is dropped */
 #define HELLO_TIMEOUT_S 10        /* an upgraded tunnel must say HELLO within this */
+#define DELIVERS_BYTES (512u << 10) /* a DELIVERS body stops growing past this (the wire cap is 1 MiB) */
 
 struct tunnel {
     struct lws *wsi;
     struct tunnel *hnext; /* bucket chain, authenticated tunnels only */
     char tenant[TENANT_NAME_MAX + 1];
     int authed;
+    int batch; /* the agent takes DELIVERS frames and may send ACKS */
+    unsigned long long pumped; /* R->pass of its last pump after a commit */
     int inflight;
     long long last_rx_ms, last_ack_ms, last_ping_ms, next_sweep_ms;
     struct mlc_buf rx;
@@ -64,23 +73,43 @@ struct http_pss {
 
 struct pend {
     struct http_pss *pss; /* NULL when the client went away meanwhile */
+    struct lws *wsi;      /* pss's connection when queued */
     struct delivery_in d;
     char tenant[TENANT_NAME_MAX + 1];
     char ext_id[96];
     int kind;
     char *body;
+    unsigned long long gen; /* committed lazily: the sync it waits for; 0 = not committed */
 };
 
-/* ACKs of one tenant received in this loop pass, recorded in one transaction */
+/* The thread that fsyncs the store's WAL (lazy puts): the loop commits
+ * without waiting for the disk, hands the commit's number here, and answers
+ * the webhooks once their number is synced. Meanwhile it reads, verifies
+ * and commits the next group. */
+struct syncer {
+    pthread_t thr;
+    int on; /* 0: no thread, puts wait for the disk */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned long long want, done; /* commits handed over, commits synced */
+    unsigned long long failed;     /* commits up to this one had a failed sync */
+    int err;                       /* its errno */
+    int stop;
+};
+
+/* ACKs of one tenant received in this loop pass, as ranges (consecutive
+ * seqs merged), recorded in one transaction */
 struct ackq {
     char tenant[TENANT_NAME_MAX + 1];
-    long long *seqs;
+    struct seq_range *r;
     size_t n, cap;
+    long long count; /* seqs in the ranges */
 };
 
 struct metrics {
     unsigned long long hooks[2][7]; /* kind x {stored, duplicate, 400, 401, 404, 413, 408} */
     unsigned long long store_errors, commits, committed, sent, acked, resent_after_lease;
+    unsigned long long deliver_frames; /* DELIVER and DELIVERS frames */
     unsigned long long tunnels_opened, tunnels_rejected, commands_sent, commands_answered;
     unsigned long long upgrades_refused, bad_requests;
     double commit_seconds;
@@ -94,8 +123,12 @@ struct relay {
     struct lws_vhost *vh;
     struct tunnel *buckets[TUNNEL_BUCKETS];
     long tunnels;
-    struct pend *pend;
+    struct pend *pend;        /* committed and waiting for their sync first, then queued */
     size_t npend, cappend;
+    size_t ncommitted;        /* pend[0..ncommitted) wait for their sync */
+    unsigned long long gen;   /* lazy commits so far */
+    unsigned long long pass;  /* tunnel pumps after a commit: each tunnel once per pass */
+    struct syncer sync;
     int commit_scheduled;
     lws_sorted_usec_list_t commit_sul, tick_sul, ack_sul;
     struct ackq *acks;
@@ -104,6 +137,9 @@ struct relay {
     struct metrics m;
     long long started_ms;
     int multi_node; /* a shared store: other nodes may leave leases behind */
+    struct mlc_frame_codec *codec; /* zstd state of the loop thread */
+    struct mlc_buf js;             /* frame bodies being built (reused) */
+    struct mlc_buf ans;            /* JSON answers being built (reused) */
     volatile sig_atomic_t *stop;
 };
 
@@ -169,12 +205,75 @@ static int tunnel_send(struct tunnel *t, int type, uint64_t seq, const char *jso
     return 0;
 }
 
+/* One DELIVER frame per delivery (agents that did not say "batch"). */
+static void send_one_by_one(struct tunnel *t, const struct delivery_out *d, int n)
+{
+    struct mlc_buf *js = &R->js;
+
+    for (int i = 0; i < n; i++) {
+        mlc_buf_reset(js);
+        mlc_buf_addf(js, "{\"kind\":\"%s\",\"id\":", d[i].kind);
+        mlc_buf_add_json_str(js, d[i].ext_id);
+        mlc_buf_addf(js, ",\"received_ms\":%lld,\"body\":", d[i].received_ms);
+        mlc_buf_add(js, d[i].body, d[i].body_len);
+        mlc_buf_adds(js, "}");
+        if (tunnel_send(t, MLC_FRAME_DELIVER, (uint64_t)d[i].seq, js->ptr, js->len) == 0) {
+            R->m.deliver_frames++;
+            t->inflight++;
+            R->m.sent++;
+        }
+    }
+}
+
+static void send_delivers(struct tunnel *t, uint64_t first, int nrec)
+{
+    if (tunnel_send(t, MLC_FRAME_DELIVERS, first, R->js.ptr, R->js.len) == 0) {
+        R->m.deliver_frames++;
+        t->inflight += nrec;
+        R->m.sent += (unsigned long long)nrec;
+    }
+    mlc_buf_reset(&R->js);
+}
+
+/* The deliveries in DELIVERS frames of up to DELIVERS_BYTES each (a
+ * delivery bigger than that travels alone, as a DELIVER would). One that
+ * cannot be framed, or sent, stays leased: it goes again when the lease
+ * lapses. */
+static void send_batched(struct tunnel *t, const struct delivery_out *d, int n)
+{
+    struct mlc_errbuf err = { 0 };
+    uint64_t first = 0;
+    int nrec = 0;
+
+    mlc_buf_reset(&R->js);
+    for (int i = 0; i < n; i++) {
+        struct mlc_delivery r = { (uint64_t)d[i].seq, d[i].received_ms, d[i].kind, d[i].ext_id,
+                                  d[i].body, strlen(d[i].kind), strlen(d[i].ext_id), d[i].body_len };
+        size_t size = MLC_DELIVERY_HEAD + r.kind_len + r.id_len + r.body_len;
+        if (nrec > 0 && (R->js.len + size > DELIVERS_BYTES || nrec == MLC_DELIVERS_MAX)) {
+            send_delivers(t, first, nrec);
+            nrec = 0;
+        }
+        if (mlc_delivers_add(&R->js, &r, &err) != MLC_OK) {
+            mlc_error("relay: delivery %lld of tenant %s cannot be framed: %s", d[i].seq, t->tenant,
+                      mlc_err_msg(&err));
+            mlc_err_reset(&err);
+            continue;
+        }
+        if (nrec++ == 0) {
+            first = r.seq;
+        }
+    }
+    if (nrec > 0) {
+        send_delivers(t, first, nrec);
+    }
+}
+
 /* Send what the store holds for this tenant, up to the window. */
 static void tunnel_pump(struct tunnel *t)
 {
     struct delivery_out d[CLAIM_MAX];
     struct mlc_errbuf err = { 0 };
-    struct mlc_buf js = MLC_BUF_INIT;
 
     while (t->authed && t->inflight < R->cfg->window) {
         int want = (int)(R->cfg->window - t->inflight), n;
@@ -188,24 +287,16 @@ static void tunnel_pump(struct tunnel *t)
                       mlc_err_msg(&err));
             break;
         }
-        for (int i = 0; i < n; i++) {
-            mlc_buf_reset(&js);
-            mlc_buf_addf(&js, "{\"kind\":\"%s\",\"id\":", d[i].kind);
-            mlc_buf_add_json_str(&js, d[i].ext_id);
-            mlc_buf_addf(&js, ",\"received_ms\":%lld,\"body\":", d[i].received_ms);
-            mlc_buf_add(&js, d[i].body, d[i].body_len);
-            mlc_buf_adds(&js, "}");
-            if (tunnel_send(t, MLC_FRAME_DELIVER, (uint64_t)d[i].seq, js.ptr, js.len) == 0) {
-                t->inflight++;
-                R->m.sent++;
-            }
+        if (t->batch) {
+            send_batched(t, d, n);
+        } else {
+            send_one_by_one(t, d, n);
         }
         delivery_out_release(d, (size_t)n);
         if (n < want) {
             break;
         }
     }
-    mlc_buf_release(&js);
 }
 
 static void tunnel_commands(struct tunnel *t)
@@ -272,6 +363,7 @@ static int on_hello(struct tunnel *t, const struct mlc_frame *f)
     snprintf(t->tenant, sizeof(t->tenant), "%s", tenant);
     lws_set_timeout(t->wsi, NO_PENDING_TIMEOUT, 0);
     t->authed = 1;
+    t->batch = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "batch"));
     t->inflight = 0;
     t->hnext = R->buckets[hash_name(tenant)];
     R->buckets[hash_name(tenant)] = t;
@@ -286,8 +378,9 @@ static int on_hello(struct tunnel *t, const struct mlc_frame *f)
     R->store->ops->deliveries_release(R->store, t->tenant, &err);
     mlc_buf_addf(&js, "{\"relay\":");
     mlc_buf_add_json_str(&js, R->cfg->node);
-    mlc_buf_addf(&js, ",\"tenant\":\"%s\",\"heartbeat_s\":%ld,\"window\":%ld}", t->tenant,
-                 R->cfg->heartbeat_s, R->cfg->window);
+    /* "batch": this relay takes ACKS frames (and sends DELIVERS to an agent that said so) */
+    mlc_buf_addf(&js, ",\"tenant\":\"%s\",\"heartbeat_s\":%ld,\"window\":%ld,\"batch\":true}",
+                 t->tenant, R->cfg->heartbeat_s, R->cfg->window);
     tunnel_send(t, MLC_FRAME_HELLO, 0, js.ptr, js.len);
     mlc_buf_release(&js);
     t->last_ack_ms = now_ms();
@@ -305,28 +398,31 @@ static void ack_cb(lws_sorted_usec_list_t *sul)
     for (size_t i = 0; i < R->nacks; i++) {
         struct ackq *q = &R->acks[i];
         struct tunnel *t;
+        long long acked = 0;
         if (q->n == 0) {
             continue;
         }
-        if (R->store->ops->deliveries_ack(R->store, q->tenant, q->seqs, q->n, now_ms(), &err) != MLC_OK) {
-            mlc_error("relay: recording %zu ACKs of tenant %s failed: %s (they will be re-sent)", q->n,
-                      q->tenant, mlc_err_msg(&err));
+        if (R->store->ops->deliveries_ack_ranges(R->store, q->tenant, q->r, q->n, now_ms(), &acked,
+                                                 &err) != MLC_OK) {
+            mlc_error("relay: recording %lld ACKs of tenant %s failed: %s (they will be re-sent)",
+                      q->count, q->tenant, mlc_err_msg(&err));
             mlc_err_reset(&err);
         }
-        R->m.acked += q->n;
+        R->m.acked += (unsigned long long)acked;
         t = tunnel_of(q->tenant);
         if (t != NULL) {
-            t->inflight = t->inflight > (int)q->n ? t->inflight - (int)q->n : 0;
+            t->inflight = t->inflight > q->count ? t->inflight - (int)q->count : 0;
             t->last_ack_ms = now_ms();
             if (t->inflight < R->cfg->window / 2) {
                 tunnel_pump(t);
             }
         }
         q->n = 0;
+        q->count = 0;
     }
 }
 
-static void queue_ack(struct tunnel *t, long long seq)
+static void queue_ack(struct tunnel *t, long long first, long long last)
 {
     struct ackq *q = NULL;
 
@@ -354,11 +450,19 @@ static void queue_ack(struct tunnel *t, long long seq)
         }
         snprintf(q->tenant, sizeof(q->tenant), "%s", t->tenant);
     }
-    if (q->n == q->cap) {
-        q->cap = q->cap ? 2 * q->cap : 64;
-        q->seqs = mlc_xrealloc(q->seqs, q->cap * sizeof(*q->seqs));
+    /* first >= 1 and last <= INT64_MAX (the callers check): no overflow */
+    q->count = q->count > LLONG_MAX - (last - first + 1) ? LLONG_MAX : q->count + (last - first + 1);
+    if (q->n > 0 && q->r[q->n - 1].last == first - 1) {
+        q->r[q->n - 1].last = last; /* the next seq of the last range: one range */
+    } else {
+        if (q->n == q->cap) {
+            q->cap = q->cap ? 2 * q->cap : 64;
+            q->r = mlc_xrealloc(q->r, q->cap * sizeof(*q->r));
+        }
+        q->r[q->n].first = first;
+        q->r[q->n].last = last;
+        q->n++;
     }
-    q->seqs[q->n++] = seq;
     if (!R->ack_scheduled) {
         R->ack_scheduled = 1;
         lws_sul_schedule(R->ctx, 0, &R->ack_sul, ack_cb, 1);
@@ -371,7 +475,7 @@ static int on_frame(struct tunnel *t, const uint8_t *p, size_t n)
     struct mlc_errbuf err = { 0 };
     int rv = 0;
 
-    if (mlc_frame_decode(p, n, &f, &err) != MLC_OK) {
+    if (mlc_frame_decode_with(R->codec, p, n, &f, &err) != MLC_OK) {
         mlc_warn("relay: tunnel %s: bad frame (%s); closing", t->authed ? t->tenant : "(no HELLO yet)",
                  mlc_err_msg(&err));
         close_with(t, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad frame");
@@ -388,8 +492,24 @@ static int on_frame(struct tunnel *t, const uint8_t *p, size_t n)
         rv = t->authed ? 0 : on_hello(t, &f);
         break;
     case MLC_FRAME_ACK:
-        queue_ack(t, (long long)f.seq);
+        if (f.seq >= 1 && f.seq <= INT64_MAX) {
+            queue_ack(t, (long long)f.seq, (long long)f.seq);
+        }
         break;
+    case MLC_FRAME_ACKS: {
+        static struct mlc_seq_range rg[MLC_ACKS_MAX]; /* the loop's one thread only */
+        size_t nr;
+        if (mlc_acks_parse(f.json, f.json_len, rg, MLC_ACKS_MAX, &nr, &err) != MLC_OK) {
+            mlc_warn("relay: tunnel %s: bad ACKS frame (%s); closing", t->tenant, mlc_err_msg(&err));
+            close_with(t, LWS_CLOSE_STATUS_PROTOCOL_ERR, "bad ACKS frame");
+            rv = -1;
+            break;
+        }
+        for (size_t i = 0; i < nr; i++) {
+            queue_ack(t, (long long)rg[i].first, (long long)rg[i].last);
+        }
+        break;
+    }
     case MLC_FRAME_STATUS:
         if (f.seq != 0) {
             struct command_rec c = { 0 };
@@ -433,6 +553,7 @@ static int cb_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_ESTABLISHED:
         memset(t, 0, sizeof(*t));
         t->wsi = wsi;
+        t->out.codec = R->codec;
         t->rx.max = MLC_FRAME_MAX_WIRE + MLC_FRAME_HEADER;
         t->last_rx_ms = now_ms();
         /* HELLO within HELLO_TIMEOUT_S, or the socket goes (on_hello lifts this) */
@@ -484,17 +605,35 @@ static int respond(struct lws *wsi, unsigned status, const char *ctype, const ch
     return mlc_lws_reply(wsi, status, ctype, body, len, NULL);
 }
 
+/* A JSON answer on a connection that stays open: headers and body in one
+ * write (one send, one segment), from the stack. */
 static int respond_json(struct lws *wsi, unsigned status, const char *msg)
 {
-    struct mlc_buf b = MLC_BUF_INIT;
-    int rv;
+    unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start, *end = buf + sizeof(buf) - 1;
+    struct mlc_buf *b = &R->ans;
+    char cl[24];
+    int n;
 
-    mlc_buf_addf(&b, "{\"status\":%u,\"message\":", status);
-    mlc_buf_add_json_str(&b, msg);
-    mlc_buf_adds(&b, "}\n");
-    rv = respond(wsi, status, "application/json", b.ptr, b.len);
-    mlc_buf_release(&b);
-    return rv;
+    mlc_buf_reset(b);
+    mlc_buf_addf(b, "{\"status\":%u,\"message\":", status);
+    mlc_buf_add_json_str(b, msg);
+    mlc_buf_adds(b, "}\n");
+    n = snprintf(cl, sizeof(cl), "%zu", b->len);
+    if (lws_add_http_header_status(wsi, status, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                     (const unsigned char *)"application/json", 16, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, (const unsigned char *)cl, n,
+                                     &p, end) ||
+        lws_finalize_http_header(wsi, &p, end) || b->len > (size_t)(end - p)) {
+        /* a long message: the general path */
+        return respond(wsi, status, "application/json", b->ptr, b->len);
+    }
+    memcpy(p, b->ptr, b->len);
+    p += b->len;
+    if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) < (int)(p - start)) {
+        return -1;
+    }
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 /* Answer and end the connection: "Connection: close", and no keep-alive
@@ -554,7 +693,10 @@ static void metrics_text(struct mlc_buf *b)
                  "# TYPE mlc_relay_commit_seconds_total counter\nmlc_relay_commit_seconds_total %.6f\n"
                  "# HELP mlc_relay_deliveries_sent_total DELIVER frames sent to agents.\n"
                  "# TYPE mlc_relay_deliveries_sent_total counter\nmlc_relay_deliveries_sent_total %llu\n"
-                 "# HELP mlc_relay_deliveries_acked_total ACK frames received from agents.\n"
+                 "# HELP mlc_relay_deliver_frames_total DELIVER and DELIVERS frames sent (a DELIVERS frame "
+                 "carries several deliveries).\n"
+                 "# TYPE mlc_relay_deliver_frames_total counter\nmlc_relay_deliver_frames_total %llu\n"
+                 "# HELP mlc_relay_deliveries_acked_total Deliveries marked acknowledged by agents.\n"
                  "# TYPE mlc_relay_deliveries_acked_total counter\nmlc_relay_deliveries_acked_total %llu\n"
                  "# HELP mlc_relay_tunnels Connected, authenticated agent tunnels on this node.\n"
                  "# TYPE mlc_relay_tunnels gauge\nmlc_relay_tunnels %ld\n"
@@ -569,7 +711,8 @@ static void metrics_text(struct mlc_buf *b)
                  "# HELP mlc_relay_commands_total Operator commands sent and answered.\n"
                  "# TYPE mlc_relay_commands_total counter\n"
                  "mlc_relay_commands_total{state=\"sent\"} %llu\nmlc_relay_commands_total{state=\"answered\"} %llu\n",
-                 R->m.store_errors, R->m.commits, R->m.commit_seconds, R->m.sent, R->m.acked,
+                 R->m.store_errors, R->m.commits, R->m.commit_seconds, R->m.sent, R->m.deliver_frames,
+                 R->m.acked,
                  R->tunnels, R->m.tunnels_rejected, R->m.bad_requests, R->m.upgrades_refused,
                  R->m.commands_sent, R->m.commands_answered);
     if (ok) {
@@ -597,6 +740,7 @@ static void queue_hook(struct http_pss *pss, const char *ext_id)
     p = &R->pend[R->npend];
     memset(p, 0, sizeof(*p));
     p->pss = pss;
+    p->wsi = pss->wsi;
     snprintf(p->tenant, sizeof(p->tenant), "%s", pss->tenant);
     snprintf(p->ext_id, sizeof(p->ext_id), "%s", ext_id);
     p->kind = pss->kind;
@@ -610,59 +754,21 @@ static void queue_hook(struct http_pss *pss, const char *ext_id)
     }
 }
 
-static void commit_cb(lws_sorted_usec_list_t *sul)
+/* Answer pend[0..k) (stored, or 503 when !ok), pump the tunnels of their
+ * tenants on this node once each, and drop them from the array. */
+static void answer_first(size_t k, int ok)
 {
-    struct mlc_errbuf err = { 0 };
-    struct timespec t0, t1;
-    size_t n = R->npend;
-    enum mlc_rc rc;
-
-    (void)sul;
-    R->commit_scheduled = 0;
-    if (n == 0) {
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct pend *p = &R->pend[i];
-        p->d.tenant = p->tenant;
-        p->d.kind = p->kind == HOOK_ZOHO ? "zoho" : "jira";
-        p->d.ext_id = p->ext_id;
-        p->d.body = p->body;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    {
-        struct delivery_in *items = mlc_xmalloc(n * sizeof(*items));
-        for (size_t i = 0; i < n; i++) {
-            items[i] = R->pend[i].d;
-        }
-        rc = R->store->ops->deliveries_put(R->store, items, n, &err);
-        for (size_t i = 0; i < n; i++) {
-            R->pend[i].d.seq = items[i].seq;
-            R->pend[i].d.duplicate = items[i].duplicate;
-        }
-        free(items);
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    R->m.commits++;
-    R->m.commit_seconds += (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    if (rc != MLC_OK) {
-        R->m.store_errors += n;
-        mlc_error("relay: storing %zu webhook(s) failed: %s; answering 503 so the senders retry", n,
-                  mlc_err_msg(&err));
-    } else {
-        R->m.committed += n;
-    }
-    for (size_t i = 0; i < n; i++) {
+    R->pass++;
+    for (size_t i = 0; i < k; i++) {
         struct pend *p = &R->pend[i];
         struct http_pss *pss = p->pss;
-        int k = p->kind;
-        if (rc == MLC_OK) {
-            R->m.hooks[k][p->d.duplicate ? M_DUP : M_STORED]++;
+        if (ok) {
+            R->m.hooks[p->kind][p->d.duplicate ? M_DUP : M_STORED]++;
         }
-        if (pss != NULL) {
+        if (pss != NULL && pss->wsi == p->wsi) {
             pss->pend = -1;
-            pss->status = rc == MLC_OK ? 200 : 503;
-            if (rc == MLC_OK) {
+            pss->status = ok ? 200 : 503;
+            if (ok) {
                 snprintf(pss->answer, sizeof(pss->answer), "%s as delivery %lld",
                          p->d.duplicate ? "already stored" : "stored", p->d.seq);
             } else {
@@ -671,21 +777,187 @@ static void commit_cb(lws_sorted_usec_list_t *sul)
             lws_callback_on_writable(pss->wsi);
         }
         free(p->body);
+        p->body = NULL;
     }
-    /* pump each affected tenant's tunnel on this node once */
-    if (rc == MLC_OK) {
-        for (size_t i = 0; i < n; i++) {
+    if (ok) {
+        for (size_t i = 0; i < k; i++) {
             struct tunnel *t;
             if (R->pend[i].d.duplicate) {
                 continue;
             }
             t = tunnel_of(R->pend[i].tenant);
-            if (t != NULL && t->inflight < R->cfg->window) {
+            if (t != NULL && t->pumped != R->pass && t->inflight < R->cfg->window) {
+                t->pumped = R->pass;
                 tunnel_pump(t);
             }
         }
     }
-    R->npend = 0;
+    if (k > 0) {
+        memmove(R->pend, R->pend + k, (R->npend - k) * sizeof(*R->pend));
+        R->npend -= k;
+        R->ncommitted = R->ncommitted > k ? R->ncommitted - k : 0;
+        for (size_t i = 0; i < R->npend; i++) {
+            if (R->pend[i].pss != NULL) {
+                R->pend[i].pss->pend = (int)i;
+            }
+        }
+    }
+}
+
+/* Claims stop below the first fresh seq still waiting for its sync (from
+ * pend[from] on: the ones before are synced). */
+static void set_claim_below(size_t from)
+{
+    long long below = 0;
+
+    for (size_t i = from; i < R->ncommitted; i++) {
+        if (!R->pend[i].d.duplicate && (below == 0 || R->pend[i].d.seq < below)) {
+            below = R->pend[i].d.seq;
+        }
+    }
+    R->store->claim_below = below;
+}
+
+static void *sync_main(void *arg)
+{
+    struct syncer *y = arg;
+
+    pthread_mutex_lock(&y->mu);
+    while (!y->stop) {
+        unsigned long long g;
+        int rc;
+        if (y->want == y->done) {
+            pthread_cond_wait(&y->cv, &y->mu);
+            continue;
+        }
+        g = y->want;
+        pthread_mutex_unlock(&y->mu);
+        rc = R->store->ops->sync(R->store);
+        pthread_mutex_lock(&y->mu);
+        if (rc != 0) {
+            y->failed = g;
+            y->err = rc;
+        }
+        y->done = g;
+        pthread_mutex_unlock(&y->mu);
+        lws_cancel_service(R->ctx); /* the loop answers in sync_done() */
+        pthread_mutex_lock(&y->mu);
+    }
+    pthread_mutex_unlock(&y->mu);
+    return NULL;
+}
+
+/* On the loop: answer what the sync thread has made durable. */
+static void sync_done(void)
+{
+    unsigned long long done, failed;
+    size_t k = 0;
+    int err;
+
+    if (!R->sync.on || R->ncommitted == 0) {
+        return;
+    }
+    pthread_mutex_lock(&R->sync.mu);
+    done = R->sync.done;
+    failed = R->sync.failed;
+    err = R->sync.err;
+    pthread_mutex_unlock(&R->sync.mu);
+    while (k < R->ncommitted && R->pend[k].gen <= done) {
+        k++;
+    }
+    if (k == 0) {
+        return;
+    }
+    set_claim_below(k); /* before the answers pump the tunnels */
+    if (R->pend[k - 1].gen <= failed) {
+        /* the commits are in the store but maybe not on the disk: the senders
+         * retry, and a stored one is answered as a duplicate */
+        size_t bad = 0;
+        while (bad < k && R->pend[bad].gen <= failed) {
+            bad++;
+        }
+        R->m.store_errors += bad;
+        mlc_error("relay: syncing the store failed: %s; answering 503 to %zu webhook(s) so the senders "
+                  "retry", strerror(err), bad);
+        answer_first(bad, 0);
+        k -= bad;
+    }
+    answer_first(k, 1);
+}
+
+static void commit_cb(lws_sorted_usec_list_t *sul)
+{
+    struct mlc_errbuf err = { 0 };
+    struct timespec t0, t1;
+    size_t first = R->ncommitted, n = R->npend - first;
+    int lazy = R->sync.on;
+    struct delivery_in *items;
+    enum mlc_rc rc;
+
+    (void)sul;
+    R->commit_scheduled = 0;
+    if (n == 0) {
+        return;
+    }
+    items = mlc_xmalloc(n * sizeof(*items));
+    for (size_t i = 0; i < n; i++) {
+        struct pend *p = &R->pend[first + i];
+        p->d.tenant = p->tenant;
+        p->d.kind = p->kind == HOOK_ZOHO ? "zoho" : "jira";
+        p->d.ext_id = p->ext_id;
+        p->d.body = p->body;
+        items[i] = p->d;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = lazy ? R->store->ops->deliveries_put_lazy(R->store, items, n, &err)
+              : R->store->ops->deliveries_put(R->store, items, n, &err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    for (size_t i = 0; i < n; i++) {
+        struct pend *p = &R->pend[first + i];
+        p->d.seq = items[i].seq;
+        p->d.duplicate = items[i].duplicate;
+        free(p->body); /* the store has its copy */
+        p->body = NULL;
+    }
+    free(items);
+    R->m.commits++;
+    R->m.commit_seconds += (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (rc != MLC_OK) {
+        R->m.store_errors += n;
+        mlc_error("relay: storing %zu webhook(s) failed: %s; answering 503 so the senders retry", n,
+                  mlc_err_msg(&err));
+        /* they are the last ones: answer them now, the committed ones keep waiting */
+        if (first == 0) {
+            answer_first(n, 0);
+        } else {
+            for (size_t i = first; i < R->npend; i++) {
+                struct http_pss *pss = R->pend[i].pss;
+                if (pss != NULL && pss->wsi == R->pend[i].wsi) {
+                    pss->pend = -1;
+                    pss->status = 503;
+                    snprintf(pss->answer, sizeof(pss->answer), "store unavailable; retry later");
+                    lws_callback_on_writable(pss->wsi);
+                }
+            }
+            R->npend = first;
+        }
+        return;
+    }
+    R->m.committed += n;
+    if (!lazy) {
+        answer_first(n, 1);
+        return;
+    }
+    R->gen++;
+    for (size_t i = first; i < R->npend; i++) {
+        R->pend[i].gen = R->gen;
+    }
+    R->ncommitted = R->npend;
+    set_claim_below(0);
+    pthread_mutex_lock(&R->sync.mu);
+    R->sync.want = R->gen;
+    pthread_cond_signal(&R->sync.cv);
+    pthread_mutex_unlock(&R->sync.mu);
 }
 
 static int hook_complete(struct lws *wsi, struct http_pss *pss)
@@ -938,7 +1210,11 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         if (pss == NULL) {
             return 0; /* closed before any request (e.g. a failed TLS handshake) */
         }
-        if (pss->pend >= 0 && (size_t)pss->pend < R->npend) {
+        /* lws may hand this callback a pss whose memory a newer request
+         * (another connection) uses by now: forget the queued item only
+         * when it is this connection's */
+        if (pss->pend >= 0 && (size_t)pss->pend < R->npend && R->pend[pss->pend].pss == pss &&
+            R->pend[pss->pend].wsi == wsi) {
             R->pend[pss->pend].pss = NULL;
         }
         pss->pend = -1;
@@ -975,6 +1251,8 @@ static int cb_wake(struct lws *wsi, enum lws_callback_reasons reason, void *user
     (void)len;
     if (reason == LWS_CALLBACK_RAW_RX_FILE) {
         R->store->ops->wake_drain(R->store, on_wake, NULL);
+    } else if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
+        sync_done();
     }
     return 0;
 }
@@ -1071,7 +1349,7 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
     struct listen_addr want, got;
     struct store_key key;
     int tls = cfg->tls_cert && cfg->tls_cert[0];
-    int rc = 0, found;
+    int rc = 0, rc2, found;
     struct rlimit rl;
 
     memset(&r, 0, sizeof(r));
@@ -1147,7 +1425,22 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
         }
     }
     r.started_ms = now_ms();
+    r.codec = mlc_frame_codec_new(); /* NULL works too: a zstd context per frame */
     r.multi_node = strcmp(r.store->ops->name, "sqlite") != 0;
+    if (r.store->ops->deliveries_put_lazy != NULL) {
+        if (r.store->ops->sync_start(r.store, &err) != MLC_OK) {
+            mlc_warn("relay: %s; webhook commits wait for the disk", mlc_err_msg(&err));
+        } else {
+            pthread_mutex_init(&r.sync.mu, NULL);
+            pthread_cond_init(&r.sync.cv, NULL);
+            r.sync.on = pthread_create(&r.sync.thr, NULL, sync_main, &r.sync) == 0;
+            if (!r.sync.on) {
+                mlc_warn("relay: cannot start the store's sync thread; webhook commits wait for the disk");
+                pthread_cond_destroy(&r.sync.cv);
+                pthread_mutex_destroy(&r.sync.mu);
+            }
+        }
+    }
     lws_sul_schedule(r.ctx, 0, &r.tick_sul, tick_cb, 250 * LWS_US_PER_MS);
     mlc_info("relay: node %s listening on %s (bound %s%s%s:%d)%s, store %s", cfg->node, cfg->listen,
              got.family == AF_INET6 ? "[" : "", got.host, got.family == AF_INET6 ? "]" : "", got.port,
@@ -1159,14 +1452,31 @@ int relay_run(const struct relay_cfg *cfg, volatile sig_atomic_t *stop)
         }
     }
     ack_cb(NULL); /* what the agents acknowledged is not sent again */
+    if (r.sync.on) {
+        pthread_mutex_lock(&r.sync.mu);
+        r.sync.stop = 1;
+        pthread_cond_signal(&r.sync.cv);
+        pthread_mutex_unlock(&r.sync.mu);
+        pthread_join(r.sync.thr, NULL);
+        pthread_cond_destroy(&r.sync.cv);
+        pthread_mutex_destroy(&r.sync.mu);
+        /* commits not yet answered reach the disk too (their senders will
+         * retry anyway, and find them stored) */
+        if (r.ncommitted > 0 && (rc2 = r.store->ops->sync(r.store)) != 0) {
+            mlc_warn("relay: syncing the store at exit failed: %s", strerror(rc2));
+        }
+    }
     mlc_info("relay: stopping (%llu webhooks stored, %llu delivered)", r.m.committed, r.m.acked);
     lws_context_destroy(r.ctx);
     for (size_t i = 0; i < r.npend; i++) {
         free(r.pend[i].body);
     }
     for (size_t i = 0; i < r.nacks; i++) {
-        free(r.acks[i].seqs);
+        free(r.acks[i].r);
     }
+    mlc_frame_codec_free(r.codec);
+    mlc_buf_release(&r.js);
+    mlc_buf_release(&r.ans);
     free(r.acks);
     free(r.pend);
     r.store->ops->close(r.store);

@@ -158,6 +158,42 @@ char *store_seal(const struct store *s, const char *tenant, const char *field, c
     return out;
 }
 
+void store_wipe(struct store *s)
+{
+    store_key_wipe(&s->key);
+    memset(s->unsealed, 0, sizeof(s->unsealed));
+}
+
+static const struct unseal_entry *unsealed_find(const struct store *s, const char *tenant,
+                                                const char *field, const char *stored)
+{
+    for (int i = 0; i < UNSEAL_CACHE; i++) {
+        const struct unseal_entry *e = &s->unsealed[i];
+        if (e->stored[0] != '\0' && strcmp(e->stored, stored) == 0 && strcmp(e->tenant, tenant) == 0 &&
+            strcmp(e->field, field) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static void unsealed_keep(struct store *s, const char *tenant, const char *field, const char *stored,
+                          const char *clear)
+{
+    struct unseal_entry *e = &s->unsealed[s->unsealed_next];
+
+    if (strlen(stored) >= sizeof(e->stored) || strlen(tenant) >= sizeof(e->tenant) ||
+        strlen(field) >= sizeof(e->field) || strlen(clear) >= sizeof(e->clear)) {
+        return;
+    }
+    s->unsealed_next = (s->unsealed_next + 1) % UNSEAL_CACHE;
+    memset(e, 0, sizeof(*e));
+    strcpy(e->tenant, tenant);
+    strcpy(e->field, field);
+    strcpy(e->stored, stored);
+    strcpy(e->clear, clear);
+}
+
 enum mlc_rc store_unseal(struct store *s, const char *tenant, const char *field, const char *stored,
                          char *dst, size_t n, struct mlc_errbuf *err)
 {
@@ -165,6 +201,7 @@ enum mlc_rc store_unseal(struct store *s, const char *tenant, const char *field,
     uint8_t *box, *plain = NULL;
     size_t blen = 0, plen = 0;
     enum mlc_rc rc;
+    const struct unseal_entry *e;
 
     dst[0] = '\0';
     if (stored == NULL || stored[0] == '\0') {
@@ -173,6 +210,11 @@ enum mlc_rc store_unseal(struct store *s, const char *tenant, const char *field,
     if (strncmp(stored, SEAL_PREFIX, strlen(SEAL_PREFIX)) != 0) {
         s->clear_read++;
         snprintf(dst, n, "%s", stored);
+        return MLC_OK;
+    }
+    e = unsealed_find(s, tenant, field, stored);
+    if (e != NULL && strlen(e->clear) < n) {
+        memcpy(dst, e->clear, strlen(e->clear) + 1);
         return MLC_OK;
     }
     box = mlc_base64_decode(stored + strlen(SEAL_PREFIX), &blen);
@@ -192,6 +234,7 @@ enum mlc_rc store_unseal(struct store *s, const char *tenant, const char *field,
     memcpy(dst, plain, plen + 1);
     memset(plain, 0, plen);
     free(plain);
+    unsealed_keep(s, tenant, field, stored, dst);
     return MLC_OK;
 }
 

@@ -70,6 +70,11 @@ struct delivery_in {
     int duplicate;       /* 1: (tenant, kind, ext_id) was already stored */
 };
 
+/* first <= seq <= last */
+struct seq_range {
+    long long first, last;
+};
+
 struct delivery_out {
     long long seq;
     char kind[8];
@@ -120,17 +125,36 @@ struct store_ops {
      * tenant (NOTIFY) as part of the commit. */
     enum mlc_rc (*deliveries_put)(struct store *s, struct delivery_in *items, size_t n,
                                   struct mlc_errbuf *err);
+    /* optional (SQLite), for a loop that must not wait for the disk: as
+     * deliveries_put, but on MLC_OK the items are stored and visible and
+     * become durable only when a sync() started after the return has
+     * returned. Until then nothing of them may leave the relay: the caller
+     * answers their senders afterwards and sets claim_below. */
+    enum mlc_rc (*deliveries_put_lazy)(struct store *s, struct delivery_in *items, size_t n,
+                                       struct mlc_errbuf *err);
+    /* Lazy puts need sync_start() (on the store's thread, once) to return
+     * MLC_OK; then sync() runs on one other thread only (it has what it
+     * needs of its own) and returns 0 or an errno. */
+    enum mlc_rc (*sync_start)(struct store *s, struct mlc_errbuf *err);
+    int (*sync)(struct store *s);
     /* Claim for this node up to max unacked deliveries of tenant, oldest
      * first, that are not leased to anyone (never sent, lease expired, or
      * released), leasing them for lease_ms. Returns the count (>= 0) or -1. */
     int (*deliveries_claim)(struct store *s, const char *tenant, int max, long long now_ms,
                             long long lease_ms, struct delivery_out *out, struct mlc_errbuf *err);
+    /* (claims hand out seqs below s->claim_below only, when it is not 0) */
     /* Release this node's leases of tenant (its tunnel went away or said
      * HELLO again), so the next claim hands them out at once. */
     enum mlc_rc (*deliveries_release)(struct store *s, const char *tenant, struct mlc_errbuf *err);
     /* Mark acked; unknown or foreign (other tenant) seqs are ignored. */
     enum mlc_rc (*deliveries_ack)(struct store *s, const char *tenant, const long long *seqs,
                                   size_t n, long long now_ms, struct mlc_errbuf *err);
+    /* The same for every seq of the n ranges (one transaction): what agents
+     * acknowledge in ACKS frames, and single ACKs merged. *acked (may be
+     * NULL): how many deliveries this marked acked. */
+    enum mlc_rc (*deliveries_ack_ranges)(struct store *s, const char *tenant,
+                                         const struct seq_range *r, size_t n, long long now_ms,
+                                         long long *acked, struct mlc_errbuf *err);
 
     /* operator commands (mlc-relay command ...), answered over the tunnel */
     enum mlc_rc (*command_put)(struct store *s, const char *tenant, const char *body,
@@ -168,12 +192,31 @@ struct store_ops {
     void (*scrub)(struct store *s);
 };
 
+/* A secret opened lately, kept with exactly what it was opened from: the
+ * verifier reads its tenant's secrets for every webhook, and the same
+ * sealed text opens to the same secret (a new secret is sealed anew). */
+#define UNSEAL_CACHE 16
+struct unseal_entry {
+    char tenant[TENANT_NAME_MAX + 1];
+    char field[24];
+    char stored[400]; /* longer sealed values are not kept */
+    char clear[256];
+};
+
 struct store {
     const struct store_ops *ops;
     char node[64];        /* this relay node's id, recorded on leases */
     struct store_key key; /* seals tenant secrets */
     unsigned long clear_read; /* secrets read back unsealed (rows of an older relay) */
+    /* 0, or the first seq of the oldest lazy put not yet synced: claims
+     * stop below it (back ends with deliveries_put_lazy honour it) */
+    long long claim_below;
+    struct unseal_entry unsealed[UNSEAL_CACHE];
+    unsigned unsealed_next;
 };
+
+/* Zero the key and the opened secrets (the back ends' close calls this). */
+void store_wipe(struct store *s);
 
 /* For the back ends: a secret as stored ("" stays "", else "enc1:" and the
  * base64 of the AES-GCM box, bound to tenant and field); heap. */

@@ -70,6 +70,7 @@ enum pg_stmt {
     PG_DELIVERY_CLAIM,
     PG_DELIVERY_RELEASE,
     PG_DELIVERY_ACK,
+    PG_DELIVERY_ACK_RANGES,
     PG_COMMAND_PUT,
     PG_COMMAND_CLAIM,
     PG_COMMAND_ANSWER,
@@ -113,6 +114,10 @@ static const char *const pg_sql[PG__COUNT] = {
     [PG_DELIVERY_ACK] =
         "UPDATE relay_delivery SET acked_ms = $3, lease_node = NULL, lease_until_ms = 0"
         " WHERE tenant = $1 AND seq = ANY($2::bigint[]) AND acked_ms IS NULL",
+    [PG_DELIVERY_ACK_RANGES] =
+        "UPDATE relay_delivery d SET acked_ms = $4, lease_node = NULL, lease_until_ms = 0"
+        " FROM unnest($2::bigint[], $3::bigint[]) AS r(first, last)"
+        " WHERE d.tenant = $1 AND d.seq BETWEEN r.first AND r.last AND d.acked_ms IS NULL",
     [PG_COMMAND_PUT] =
         "WITH ins AS (INSERT INTO relay_command(tenant, body, created_ms)"
         " VALUES($1::text, $2, $3) RETURNING id)"
@@ -503,7 +508,7 @@ static void pg_close(struct store *s)
     }
     PQfinish(p->conn);
     PQfinish(p->listen);
-    store_key_wipe(&p->base.key);
+    store_wipe(&p->base);
     free(p);
 }
 
@@ -1061,6 +1066,55 @@ static enum mlc_rc pg_deliveries_ack(struct store *s, const char *tenant, const 
     return MLC_OK;
 }
 
+static enum mlc_rc pg_deliveries_ack_ranges(struct store *s, const char *tenant,
+                                            const struct seq_range *rg, size_t n, long long now_ms,
+                                            long long *acked, struct mlc_errbuf *err)
+{
+    struct pg *p = pg_of(s);
+    struct mlc_buf firsts = MLC_BUF_INIT, lasts = MLC_BUF_INIT;
+    char now[24];
+    const char *vals[4];
+    PGresult *r;
+    enum mlc_rc rc;
+
+    if (acked != NULL) {
+        *acked = 0;
+    }
+    if (n == 0) {
+        return MLC_OK;
+    }
+    rc = pg_ready(p, err);
+    if (rc != MLC_OK) {
+        return rc;
+    }
+    /* one statement for the lot: two int8[] literals, the firsts and the lasts */
+    for (size_t i = 0; i < n; i++) {
+        if (mlc_buf_addf(&firsts, "%c%lld", i ? ',' : '{', rg[i].first) != MLC_OK ||
+            mlc_buf_addf(&lasts, "%c%lld", i ? ',' : '{', rg[i].last) != MLC_OK) {
+            MLC_BUG("out of memory");
+        }
+    }
+    if (mlc_buf_adds(&firsts, "}") != MLC_OK || mlc_buf_adds(&lasts, "}") != MLC_OK) {
+        MLC_BUG("out of memory");
+    }
+    snprintf(now, sizeof(now), "%lld", now_ms);
+    vals[0] = tenant;
+    vals[1] = mlc_buf_str(&firsts);
+    vals[2] = mlc_buf_str(&lasts);
+    vals[3] = now;
+    r = pg_run(p, PG_DELIVERY_ACK_RANGES, 4, vals, NULL, NULL);
+    mlc_buf_release(&firsts);
+    mlc_buf_release(&lasts);
+    if (!result_ok(r)) {
+        return pg_fail(p, r, "acknowledge deliveries", err);
+    }
+    if (acked != NULL) {
+        *acked = atoll(PQcmdTuples(r));
+    }
+    PQclear(r);
+    return MLC_OK;
+}
+
 static enum mlc_rc pg_command_put(struct store *s, const char *tenant, const char *body,
                                   long long now_ms, long long *id, struct mlc_errbuf *err)
 {
@@ -1345,6 +1399,7 @@ static const struct store_ops pg_ops = {
     .deliveries_claim = pg_deliveries_claim,
     .deliveries_release = pg_deliveries_release,
     .deliveries_ack = pg_deliveries_ack,
+    .deliveries_ack_ranges = pg_deliveries_ack_ranges,
     .command_put = pg_command_put,
     .command_claim = pg_command_claim,
     .command_answer = pg_command_answer,

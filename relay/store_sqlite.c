@@ -4,6 +4,10 @@
  * Durability: WAL with synchronous=FULL, so every commit fsyncs the WAL
  * before the call returns and a webhook's 2xx survives a power loss. A batch
  * of deliveries shares one transaction: one fsync for the whole batch.
+ * Leases and acknowledgements commit with synchronous=NORMAL (no fsync of
+ * their own; the next FULL commit or checkpoint carries them to the disk):
+ * losing one to a power cut only sends a delivery again, which the agent
+ * drops by its seq.
  * Other processes (the `mlc-relay tenant|command` CLI) open the same file.
  * Writers wait for each other up to BUSY_MS, and every multi-statement write
  * starts with BEGIN IMMEDIATE, so none fails half-way on a lock upgrade.
@@ -46,6 +50,13 @@ static const char *const sq_migrations[] = {
     "CREATE INDEX relay_command_unsent ON relay_command(tenant, id) WHERE sent_ms IS NULL;",
     /* 2: settings of the store itself (the tenant secrets' key check) */
     "CREATE TABLE relay_meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    /* 3: bodies in a table of their own, written once: a lease or an ack
+     * then rewrites a short row among many, not a page holding one body.
+     * relay_delivery.body stays, empty. */
+    "CREATE TABLE relay_delivery_body(seq INTEGER PRIMARY KEY, body BLOB NOT NULL);"
+    "INSERT INTO relay_delivery_body(seq, body) SELECT seq, body FROM relay_delivery"
+    "  WHERE length(body) > 0;"
+    "UPDATE relay_delivery SET body = x'' WHERE length(body) > 0;",
 };
 #define SQ_SCHEMA_VERSION ((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))
 
@@ -55,10 +66,12 @@ enum sq_stmt {
     SQ_TENANT_GET,
     SQ_TENANT_LIST,
     SQ_DELIVERY_PUT,
+    SQ_DELIVERY_BODY_PUT,
     SQ_DELIVERY_FIND,
     SQ_DELIVERY_CLAIM,
     SQ_DELIVERY_RELEASE,
     SQ_DELIVERY_ACK,
+    SQ_DELIVERY_ACK_RANGE,
     SQ_COMMAND_PUT,
     SQ_COMMAND_CLAIM,
     SQ_COMMAND_ANSWER,
@@ -83,20 +96,25 @@ static const char *const sq_sql[SQ__COUNT] = {
     [SQ_TENANT_GET] = "SELECT " TENANT_COLS " FROM relay_tenant WHERE name = :name",
     [SQ_TENANT_LIST] = "SELECT " TENANT_COLS " FROM relay_tenant ORDER BY name",
     [SQ_DELIVERY_PUT] = "INSERT INTO relay_delivery(tenant, kind, ext_id, body, received_ms)"
-                        " VALUES(:tenant, :kind, :ext_id, :body, :received_ms)"
+                        " VALUES(:tenant, :kind, :ext_id, x'', :received_ms)"
                         " ON CONFLICT(tenant, kind, ext_id) DO NOTHING RETURNING seq",
+    [SQ_DELIVERY_BODY_PUT] = "INSERT INTO relay_delivery_body(seq, body) VALUES(:seq, :body)",
     [SQ_DELIVERY_FIND] = "SELECT seq FROM relay_delivery"
                          " WHERE tenant = :tenant AND kind = :kind AND ext_id = :ext_id",
     [SQ_DELIVERY_CLAIM] =
         "UPDATE relay_delivery SET lease_node = :node, lease_until_ms = :until"
         " WHERE seq IN (SELECT seq FROM relay_delivery WHERE tenant = :tenant"
-        " AND acked_ms IS NULL AND lease_until_ms <= :now ORDER BY seq LIMIT :max)"
-        " RETURNING seq, kind, ext_id, body, received_ms",
+        " AND acked_ms IS NULL AND lease_until_ms <= :now AND seq < :below ORDER BY seq LIMIT :max)"
+        " RETURNING seq, kind, ext_id, COALESCE((SELECT b.body FROM relay_delivery_body b"
+        " WHERE b.seq = relay_delivery.seq), body), received_ms",
     [SQ_DELIVERY_RELEASE] = "UPDATE relay_delivery SET lease_node = NULL, lease_until_ms = 0"
                             " WHERE tenant = :tenant AND acked_ms IS NULL AND lease_node = :node",
     [SQ_DELIVERY_ACK] =
         "UPDATE relay_delivery SET acked_ms = :now, lease_node = NULL,"
         " lease_until_ms = 0 WHERE seq = :seq AND tenant = :tenant AND acked_ms IS NULL",
+    [SQ_DELIVERY_ACK_RANGE] =
+        "UPDATE relay_delivery SET acked_ms = :now, lease_node = NULL, lease_until_ms = 0"
+        " WHERE seq BETWEEN :first AND :last AND tenant = :tenant AND acked_ms IS NULL",
     [SQ_COMMAND_PUT] =
         "INSERT INTO relay_command(tenant, body, created_ms) VALUES(:tenant, :body, :now)"
         " RETURNING id",
@@ -123,6 +141,9 @@ static const char *const sq_sql[SQ__COUNT] = {
 struct sq {
     struct store base; /* first: a struct store * is a struct sq * */
     sqlite3 *db;
+    int wal_fd;        /* the WAL, for sync()'s fdatasync; -1 = none */
+    sqlite3 *ckpt_db;  /* sync()'s own connection, for checkpoints */
+    long long synced;  /* sync() calls, for spacing checkpoints */
     char *path;
     sqlite3_stmt *st[SQ__COUNT];
 };
@@ -171,6 +192,15 @@ static enum mlc_rc sq_exec(struct sq *q, const char *sql, const char *what, stru
         return sq_fail(q, what, err);
     }
     return MLC_OK;
+}
+
+/* Around a lease or acknowledgement write: synchronous=NORMAL for it
+ * (relaxed = 1), FULL again after (0). Outside transactions only; a failed
+ * pragma leaves FULL, which is only slower. */
+static void sq_relaxed(struct sq *q, int relaxed)
+{
+    sqlite3_exec(q->db, relaxed ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", NULL,
+                 NULL, NULL);
 }
 
 static void sq_rollback(struct sq *q)
@@ -316,6 +346,7 @@ enum mlc_rc store_sqlite_open(struct store **out, const char *path, const char *
         return MLC_E_INVAL;
     }
     q = mlc_xcalloc(1, sizeof(*q));
+    q->wal_fd = -1;
     q->base.ops = &sq_ops;
     snprintf(q->base.node, sizeof(q->base.node), "%s", node);
     q->path = mlc_xstrdup(path);
@@ -395,8 +426,12 @@ static void sq_close(struct store *s)
     for (int i = 0; i < SQ__COUNT; i++) {
         sqlite3_finalize(q->st[i]);
     }
+    sqlite3_close(q->ckpt_db);
     sqlite3_close(q->db);
-    store_key_wipe(&q->base.key);
+    if (q->wal_fd >= 0) {
+        close(q->wal_fd);
+    }
+    store_wipe(&q->base);
     free(q->path);
     free(q);
 }
@@ -566,14 +601,18 @@ static enum mlc_rc sq_put_one(struct sq *q, struct delivery_in *d, struct mlc_er
     bind_text(st, ":tenant", d->tenant);
     bind_text(st, ":kind", d->kind);
     bind_text(st, ":ext_id", d->ext_id);
-    sqlite3_bind_blob(st, sq_param(st, ":body"), d->body_len ? d->body : "", (int)d->body_len,
-                      SQLITE_STATIC);
     bind_int(st, ":received_ms", d->received_ms);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         d->seq = sqlite3_column_int64(st, 0);
         sqlite3_reset(st);
-        return MLC_OK;
+        st = sq_stmt(q, SQ_DELIVERY_BODY_PUT);
+        bind_int(st, ":seq", d->seq);
+        sqlite3_bind_blob(st, sq_param(st, ":body"), d->body_len ? d->body : "", (int)d->body_len,
+                          SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? MLC_OK : sq_fail(q, "store a delivery's body", err);
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
@@ -602,10 +641,9 @@ static enum mlc_rc sq_put_one(struct sq *q, struct delivery_in *d, struct mlc_er
     return MLC_OK;
 }
 
-static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items, size_t n,
-                                     struct mlc_errbuf *err)
+static enum mlc_rc put_batch(struct sq *q, struct delivery_in *items, size_t n, int lazy,
+                             struct mlc_errbuf *err)
 {
-    struct sq *q = sq_of(s);
     enum mlc_rc rc;
 
     if (n == 0) {
@@ -614,6 +652,9 @@ static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items,
     rc = store_check_batch(items, n, err);
     if (rc != MLC_OK) {
         return rc;
+    }
+    if (lazy) {
+        sq_relaxed(q, 1);
     }
     rc = sq_exec(q, "BEGIN IMMEDIATE", "start storing deliveries", err);
     for (size_t i = 0; rc == MLC_OK && i < n; i++) {
@@ -629,7 +670,78 @@ static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items,
             items[i].duplicate = 0;
         }
     }
+    if (lazy) {
+        sq_relaxed(q, 0);
+    }
     return rc;
+}
+
+static enum mlc_rc sq_deliveries_put(struct store *s, struct delivery_in *items, size_t n,
+                                     struct mlc_errbuf *err)
+{
+    return put_batch(sq_of(s), items, n, 0, err);
+}
+
+/* The commit writes the WAL without syncing it (synchronous=NORMAL); an
+ * fdatasync of the WAL then makes it durable, as FULL would have at commit.
+ * WAL frames are appended in order and recovery keeps the longest valid
+ * prefix, so a sync covers every commit before it. */
+static enum mlc_rc sq_deliveries_put_lazy(struct store *s, struct delivery_in *items, size_t n,
+                                          struct mlc_errbuf *err)
+{
+    return put_batch(sq_of(s), items, n, 1, err);
+}
+
+/* Lazy puts: the WAL file stays open here for fdatasync(); checkpoints
+ * (which copy the WAL into the database and sync both) move to sync()'s
+ * thread and connection, so the loop neither syncs nor copies. The loop's
+ * own checkpoints start only past WAL_SAFETY_PAGES, in case that thread
+ * falls behind. */
+#define WAL_SAFETY_PAGES 16384
+#define CKPT_EVERY 8 /* syncs */
+
+static enum mlc_rc sq_sync_start(struct store *s, struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    char pragma[64];
+
+    /* the WAL exists while this connection is open (the last one to close
+     * removes it) */
+    q->wal_fd = open(sqlite3_filename_wal(sqlite3_db_filename(q->db, "main")), O_RDONLY | O_CLOEXEC);
+    if (q->wal_fd < 0) {
+        mlc_errf(err, "relay store '%s': cannot open its WAL: %s", q->path, strerror(errno));
+        return MLC_E_IO;
+    }
+    if (sqlite3_open_v2(q->path, &q->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        mlc_errf(err, "relay store '%s': cannot open a second connection: %s", q->path,
+                 q->ckpt_db ? sqlite3_errmsg(q->ckpt_db) : "out of memory");
+        sqlite3_close(q->ckpt_db);
+        q->ckpt_db = NULL;
+        close(q->wal_fd);
+        q->wal_fd = -1;
+        return MLC_E_IO;
+    }
+    sqlite3_busy_timeout(q->ckpt_db, BUSY_MS);
+    sqlite3_exec(q->ckpt_db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    snprintf(pragma, sizeof(pragma), "PRAGMA wal_autocheckpoint=%d", WAL_SAFETY_PAGES);
+    sqlite3_exec(q->db, pragma, NULL, NULL, NULL);
+    return MLC_OK;
+}
+
+static int sq_sync(struct store *s)
+{
+    struct sq *q = sq_of(s);
+
+    if (fdatasync(q->wal_fd) != 0) {
+        return errno;
+    }
+    /* a passive checkpoint waits for nobody; a later write transaction of
+     * the loop starts the WAL over once all of it is in the database */
+    if (++q->synced % CKPT_EVERY == 0) {
+        sqlite3_wal_checkpoint_v2(q->ckpt_db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    }
+    return 0;
 }
 
 static int by_seq(const void *a, const void *b)
@@ -649,12 +761,14 @@ static int sq_deliveries_claim(struct store *s, const char *tenant, int max, lon
     if (max <= 0) {
         return 0;
     }
+    sq_relaxed(q, 1);
     st = sq_stmt(q, SQ_DELIVERY_CLAIM);
     bind_text(st, ":node", q->base.node);
     bind_int(st, ":until", now_ms + lease_ms);
     bind_text(st, ":tenant", tenant);
     bind_int(st, ":now", now_ms);
     bind_int(st, ":max", max);
+    bind_int(st, ":below", q->base.claim_below > 0 ? q->base.claim_below : INT64_MAX);
     while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct delivery_out *d = &out[n++];
 
@@ -669,6 +783,7 @@ static int sq_deliveries_claim(struct store *s, const char *tenant, int max, lon
         rc = sqlite3_step(st); /* the LIMIT makes this SQLITE_DONE */
     }
     sqlite3_reset(st);
+    sq_relaxed(q, 0);
     if (rc != SQLITE_DONE) {
         char what[128];
 
@@ -691,8 +806,10 @@ static enum mlc_rc sq_deliveries_release(struct store *s, const char *tenant,
 
     bind_text(st, ":tenant", tenant);
     bind_text(st, ":node", q->base.node);
+    sq_relaxed(q, 1);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
+    sq_relaxed(q, 0);
     if (rc != SQLITE_DONE) {
         return sq_fail(q, "release leases", err);
     }
@@ -708,6 +825,7 @@ static enum mlc_rc sq_deliveries_ack(struct store *s, const char *tenant, const 
     if (n == 0) {
         return MLC_OK;
     }
+    sq_relaxed(q, 1);
     rc = sq_exec(q, "BEGIN IMMEDIATE", "start acknowledging deliveries", err);
     for (size_t i = 0; rc == MLC_OK && i < n; i++) {
         sqlite3_stmt *st = sq_stmt(q, SQ_DELIVERY_ACK);
@@ -726,6 +844,49 @@ static enum mlc_rc sq_deliveries_ack(struct store *s, const char *tenant, const 
     if (rc != MLC_OK) {
         sq_rollback(q);
     }
+    sq_relaxed(q, 0);
+    return rc;
+}
+
+static enum mlc_rc sq_deliveries_ack_ranges(struct store *s, const char *tenant,
+                                            const struct seq_range *r, size_t n, long long now_ms,
+                                            long long *acked, struct mlc_errbuf *err)
+{
+    struct sq *q = sq_of(s);
+    long long changed = 0;
+    enum mlc_rc rc;
+
+    if (acked != NULL) {
+        *acked = 0;
+    }
+    if (n == 0) {
+        return MLC_OK;
+    }
+    sq_relaxed(q, 1);
+    rc = sq_exec(q, "BEGIN IMMEDIATE", "start acknowledging deliveries", err);
+    for (size_t i = 0; rc == MLC_OK && i < n; i++) {
+        sqlite3_stmt *st = sq_stmt(q, SQ_DELIVERY_ACK_RANGE);
+
+        bind_int(st, ":now", now_ms);
+        bind_int(st, ":first", r[i].first);
+        bind_int(st, ":last", r[i].last);
+        bind_text(st, ":tenant", tenant);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            rc = sq_fail(q, "acknowledge deliveries", err);
+        } else {
+            changed += sqlite3_changes(q->db);
+        }
+        sqlite3_reset(st);
+    }
+    if (rc == MLC_OK) {
+        rc = sq_exec(q, "COMMIT", "commit acknowledgements", err);
+    }
+    if (rc != MLC_OK) {
+        sq_rollback(q);
+    } else if (acked != NULL) {
+        *acked = changed;
+    }
+    sq_relaxed(q, 0);
     return rc;
 }
 
@@ -988,9 +1149,13 @@ static const struct store_ops sq_ops = {
     .tenant_get = sq_tenant_get,
     .tenant_list = sq_tenant_list,
     .deliveries_put = sq_deliveries_put,
+    .deliveries_put_lazy = sq_deliveries_put_lazy,
+    .sync_start = sq_sync_start,
+    .sync = sq_sync,
     .deliveries_claim = sq_deliveries_claim,
     .deliveries_release = sq_deliveries_release,
     .deliveries_ack = sq_deliveries_ack,
+    .deliveries_ack_ranges = sq_deliveries_ack_ranges,
     .command_put = sq_command_put,
     .command_claim = sq_command_claim,
     .command_answer = sq_command_answer,

@@ -13,15 +13,177 @@
 #include <mbedtls/gcm.h>
 #include <mbedtls/md.h>
 #include <mbedtls/pkcs5.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 
 #include "shared/mlc_crypto.h"
-#include "shared/mlc_sha256.h"
+
+/* ---- SHA-256 with the x86 SHA extensions ----
+ * mbedTLS 2.28 hashes in plain C. The relay hashes every webhook body for
+ * its HMAC, so on CPUs with the SHA extensions (and SSE4.1) SHA-256 and
+ * HMAC-SHA256 run here; elsewhere, and for everything else, mbedTLS does. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_SHA_NI_CODE 1
+
+static const uint32_t sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+/* Compress n 64-byte blocks into h[0..8) (a..h). The instructions keep the
+ * state as ABEF and CDGH and take the message four words at a time; words
+ * 16..63 come from msg1 (the sigma0 part), the add of words t-7 and msg2
+ * (the sigma1 part). */
+__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_ni_blocks(uint32_t h[8], const uint8_t *p,
+                                                                         size_t n)
+{
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i dcba = _mm_loadu_si128((const __m128i *)(const void *)&h[0]);
+    __m128i hgfe = _mm_loadu_si128((const __m128i *)(const void *)&h[4]);
+    __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+    __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+
+    for (; n > 0; n--, p += 64) {
+        __m128i w[4], save0 = abef, save1 = cdgh;
+
+        for (int i = 0; i < 16; i++) {
+            __m128i m;
+            if (i < 4) {
+                w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 16 * i)), bswap);
+            } else {
+                /* w[i % 4] holds words 4(i-4)..; the newest is w[(i-1) % 4] */
+                __m128i t = _mm_sha256msg1_epu32(w[i % 4], w[(i + 1) % 4]);
+                t = _mm_add_epi32(t, _mm_alignr_epi8(w[(i + 3) % 4], w[(i + 2) % 4], 4));
+                w[i % 4] = _mm_sha256msg2_epu32(t, w[(i + 3) % 4]);
+            }
+            m = _mm_add_epi32(w[i % 4], _mm_loadu_si128((const __m128i *)(const void *)&sha256_k[4 * i]));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, m);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(m, 0x0E));
+        }
+        abef = _mm_add_epi32(abef, save0);
+        cdgh = _mm_add_epi32(cdgh, save1);
+    }
+    /* back to a..h */
+    cdab = _mm_shuffle_epi32(abef, 0x1B);  /* FEBA */
+    efgh = _mm_shuffle_epi32(cdgh, 0xB1);  /* DCHG */
+    dcba = _mm_blend_epi16(cdab, efgh, 0xF0); /* DCBA */
+    hgfe = _mm_alignr_epi8(efgh, cdab, 8);    /* HGFE */
+    _mm_storeu_si128((__m128i *)(void *)&h[0], dcba);
+    _mm_storeu_si128((__m128i *)(void *)&h[4], hgfe);
+}
+
+static int sha_ni; /* set once, before main() and any thread */
+
+__attribute__((constructor)) static void sha_ni_probe(void)
+{
+    unsigned a, b, c, d;
+    int sse41 = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_1) && (c & bit_SSSE3);
+    int sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29)); /* EBX bit 29: SHA */
+
+    sha_ni = sse41 && sha && getenv("MLC_NO_SHA_NI") == NULL;
+}
+#else
+#define HAVE_SHA_NI_CODE 0
+#endif
+
+struct sha256_run {
+    uint32_t h[8];
+    uint8_t buf[64];
+    size_t nbuf;
+    uint64_t total;
+};
+
+static void sha256_run_init(struct sha256_run *r)
+{
+    static const uint32_t iv[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
+
+    memcpy(r->h, iv, sizeof(iv));
+    r->nbuf = 0;
+    r->total = 0;
+}
+
+static void sha256_run_blocks(struct sha256_run *r, const uint8_t *p, size_t n)
+{
+#if HAVE_SHA_NI_CODE
+    sha256_ni_blocks(r->h, p, n);
+#else
+    (void)r;
+    (void)p;
+    (void)n;
+#endif
+}
+
+static void sha256_run_add(struct sha256_run *r, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+
+    r->total += len;
+    if (r->nbuf > 0) {
+        size_t k = 64 - r->nbuf < len ? 64 - r->nbuf : len;
+        memcpy(r->buf + r->nbuf, p, k);
+        r->nbuf += k;
+        p += k;
+        len -= k;
+        if (r->nbuf < 64) {
+            return;
+        }
+        sha256_run_blocks(r, r->buf, 1);
+        r->nbuf = 0;
+    }
+    if (len >= 64) {
+        sha256_run_blocks(r, p, len / 64);
+        p += len / 64 * 64;
+        len %= 64;
+    }
+    memcpy(r->buf, p, len);
+    r->nbuf = len;
+}
+
+static void sha256_run_end(struct sha256_run *r, uint8_t out[MLC_SHA256_LEN])
+{
+    uint64_t bits = r->total * 8;
+    uint8_t pad[72] = { 0x80 };
+    size_t padlen = (r->nbuf < 56 ? 56 : 120) - r->nbuf;
+
+    for (int i = 0; i < 8; i++) {
+        pad[padlen + (size_t)i] = (uint8_t)(bits >> (56 - 8 * i));
+    }
+    sha256_run_add(r, pad, padlen + 8);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(r->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(r->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(r->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)r->h[i];
+    }
+}
+
+int mlc_sha256_accelerated(void)
+{
+#if HAVE_SHA_NI_CODE
+    return sha_ni;
+#else
+    return 0;
+#endif
+}
 
 void mlc_sha256(const void *data, size_t len, uint8_t out[MLC_SHA256_LEN])
 {
-    if (mlc_sha256_hw_available()) {
-        mlc_sha256_hw(data, len, out);
+    if (mlc_sha256_accelerated()) {
+        struct sha256_run r;
+        sha256_run_init(&r);
+        sha256_run_add(&r, data, len);
+        sha256_run_end(&r, out);
         return;
     }
     /* is224 = 0; the only failure is a hardware-accelerator error */
@@ -33,8 +195,38 @@ void mlc_sha256(const void *data, size_t len, uint8_t out[MLC_SHA256_LEN])
 void mlc_hmac_sha256(const void *key, size_t klen, const void *data, size_t len,
                      uint8_t out[MLC_SHA256_LEN])
 {
-    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
+    const mbedtls_md_info_t *md;
 
+    if (mlc_sha256_accelerated()) {
+        /* RFC 2104: H((K ^ opad) || H((K ^ ipad) || data)), K hashed first
+         * when longer than a block */
+        uint8_t k[64] = { 0 }, pad[64], inner[MLC_SHA256_LEN];
+        struct sha256_run r;
+        if (klen > sizeof(k)) {
+            mlc_sha256(key, klen, k);
+        } else if (klen > 0) {
+            memcpy(k, key, klen);
+        }
+        for (int i = 0; i < 64; i++) {
+            pad[i] = k[i] ^ 0x36;
+        }
+        sha256_run_init(&r);
+        sha256_run_add(&r, pad, sizeof(pad));
+        sha256_run_add(&r, data, len);
+        sha256_run_end(&r, inner);
+        for (int i = 0; i < 64; i++) {
+            pad[i] = k[i] ^ 0x5c;
+        }
+        sha256_run_init(&r);
+        sha256_run_add(&r, pad, sizeof(pad));
+        sha256_run_add(&r, inner, sizeof(inner));
+        sha256_run_end(&r, out);
+        mbedtls_platform_zeroize(k, sizeof(k));
+        mbedtls_platform_zeroize(pad, sizeof(pad));
+        mbedtls_platform_zeroize(&r, sizeof(r));
+        return;
+    }
+    md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
     if (md == NULL) {
         MLC_BUG("mbedtls has no sha-256");
     }

@@ -14,6 +14,9 @@
 #define MLC_GCM_TAG_LEN 16
 
 void mlc_sha256(const void *data, size_t len, uint8_t out[MLC_SHA256_LEN]);
+/* 1 when mlc_sha256 and mlc_hmac_sha256 run on the CPU's SHA extensions
+ * (x86-64 with SHA and SSE4.1, unless MLC_NO_SHA_NI is set), else mbedTLS. */
+int mlc_sha256_accelerated(void);
 void mlc_hmac_sha256(const void *key, size_t klen, const void *data, size_t len,
                      uint8_t out[MLC_SHA256_LEN]);
 /* Lowercase hex of n bytes into out (2n+1 bytes). */

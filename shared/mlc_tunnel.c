@@ -9,8 +9,35 @@
 static const char *const type_names[MLC_FRAME_TYPE_MAX + 1] = {
     [MLC_FRAME_HELLO] = "HELLO",     [MLC_FRAME_DELIVER] = "DELIVER", [MLC_FRAME_ACK] = "ACK",
     [MLC_FRAME_COMMAND] = "COMMAND", [MLC_FRAME_STATUS] = "STATUS",   [MLC_FRAME_PING] = "PING",
-    [MLC_FRAME_PONG] = "PONG",
+    [MLC_FRAME_PONG] = "PONG",       [MLC_FRAME_DELIVERS] = "DELIVERS", [MLC_FRAME_ACKS] = "ACKS",
 };
+
+struct mlc_frame_codec {
+    ZSTD_CCtx *cc;
+    ZSTD_DCtx *dc;
+};
+
+struct mlc_frame_codec *mlc_frame_codec_new(void)
+{
+    struct mlc_frame_codec *c = mlc_xcalloc(1, sizeof(*c));
+
+    c->cc = ZSTD_createCCtx();
+    c->dc = ZSTD_createDCtx();
+    if (c->cc == NULL || c->dc == NULL) {
+        mlc_frame_codec_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void mlc_frame_codec_free(struct mlc_frame_codec *c)
+{
+    if (c != NULL) {
+        ZSTD_freeCCtx(c->cc);
+        ZSTD_freeDCtx(c->dc);
+        free(c);
+    }
+}
 
 const char *mlc_frame_type_name(int type)
 {
@@ -41,6 +68,13 @@ static uint64_t get_be(const uint8_t *p, int bytes)
 enum mlc_rc mlc_frame_encode(int type, uint64_t seq, const char *json, size_t len, size_t front,
                              struct mlc_buf *out, struct mlc_errbuf *err)
 {
+    return mlc_frame_encode_with(NULL, type, seq, json, len, front, out, err);
+}
+
+enum mlc_rc mlc_frame_encode_with(struct mlc_frame_codec *c, int type, uint64_t seq, const char *json,
+                                  size_t len, size_t front, struct mlc_buf *out,
+                                  struct mlc_errbuf *err)
+{
     uint8_t hdr[MLC_FRAME_HEADER];
     const void *body = json;
     size_t body_len = json ? len : 0;
@@ -64,7 +98,8 @@ enum mlc_rc mlc_frame_encode(int type, uint64_t seq, const char *json, size_t le
             return MLC_E_NOMEM;
         }
         /* level 1: this runs per delivery on the relay's hot path */
-        n = ZSTD_compress(packed, bound, json, body_len, 1);
+        n = c ? ZSTD_compressCCtx(c->cc, packed, bound, json, body_len, 1)
+              : ZSTD_compress(packed, bound, json, body_len, 1);
         if (ZSTD_isError(n)) {
             mlc_errf(err, "tunnel frame: zstd: %s", ZSTD_getErrorName(n));
             free(packed);
@@ -89,8 +124,11 @@ enum mlc_rc mlc_frame_encode(int type, uint64_t seq, const char *json, size_t le
     put_be(hdr + 4, seq, 8);
     put_be(hdr + 12, body_len, 4);
     rc = MLC_OK;
-    for (size_t i = 0; i < front && rc == MLC_OK; i++) {
-        rc = mlc_buf_add(out, "", 1);
+    while (front > 0 && rc == MLC_OK) {
+        static const char zeros[64];
+        size_t k = front < sizeof(zeros) ? front : sizeof(zeros);
+        rc = mlc_buf_add(out, zeros, k);
+        front -= k;
     }
     if (rc == MLC_OK) {
         rc = mlc_buf_add(out, hdr, sizeof(hdr));
@@ -104,6 +142,12 @@ enum mlc_rc mlc_frame_encode(int type, uint64_t seq, const char *json, size_t le
 
 enum mlc_rc mlc_frame_decode(const uint8_t *p, size_t n, struct mlc_frame *out,
                              struct mlc_errbuf *err)
+{
+    return mlc_frame_decode_with(NULL, p, n, out, err);
+}
+
+enum mlc_rc mlc_frame_decode_with(struct mlc_frame_codec *c, const uint8_t *p, size_t n,
+                                  struct mlc_frame *out, struct mlc_errbuf *err)
 {
     unsigned long long declared;
     uint64_t body_len;
@@ -163,7 +207,8 @@ enum mlc_rc mlc_frame_decode(const uint8_t *p, size_t n, struct mlc_frame *out,
     if (out->json == NULL) {
         return MLC_E_NOMEM;
     }
-    got = ZSTD_decompress(out->json, (size_t)declared, p, body_len);
+    got = c ? ZSTD_decompressDCtx(c->dc, out->json, (size_t)declared, p, body_len)
+            : ZSTD_decompress(out->json, (size_t)declared, p, body_len);
     if (ZSTD_isError(got) || got != declared) {
         mlc_errf(err, "tunnel %s frame %llu: corrupt compressed body (%s)",
                  mlc_frame_type_name(out->type), (unsigned long long)out->seq,
@@ -183,4 +228,122 @@ void mlc_frame_release(struct mlc_frame *f)
         free(f->json);
         f->json = NULL;
     }
+}
+
+/* ---- DELIVERS and ACKS bodies ---- */
+
+
+enum mlc_rc mlc_delivers_add(struct mlc_buf *b, const struct mlc_delivery *d, struct mlc_errbuf *err)
+{
+    uint8_t h[MLC_DELIVERY_HEAD];
+    enum mlc_rc rc;
+
+    if (d->kind_len < 1 || d->kind_len > MLC_KIND_MAX || d->id_len < 1 || d->id_len > 255 ||
+        d->body_len < 1 || d->body_len > MLC_FRAME_MAX_JSON || d->seq < 1 || d->seq > INT64_MAX ||
+        d->received_ms < 0) {
+        mlc_errf(err, "delivery %llu: kind, id or body length out of bounds",
+                 (unsigned long long)d->seq);
+        return MLC_E_INVAL;
+    }
+    put_be(h, d->seq, 8);
+    put_be(h + 8, (uint64_t)d->received_ms, 8);
+    h[16] = (uint8_t)d->kind_len;
+    h[17] = (uint8_t)d->id_len;
+    put_be(h + 18, d->body_len, 4);
+    if ((rc = mlc_buf_add(b, h, sizeof(h))) != MLC_OK || (rc = mlc_buf_add(b, d->kind, d->kind_len)) != MLC_OK ||
+        (rc = mlc_buf_add(b, d->id, d->id_len)) != MLC_OK) {
+        return rc;
+    }
+    return mlc_buf_add(b, d->body, d->body_len);
+}
+
+enum mlc_rc mlc_delivers_parse(const char *p, size_t len, struct mlc_delivery *out, size_t max,
+                               size_t *n, struct mlc_errbuf *err)
+{
+    const uint8_t *u = (const uint8_t *)p;
+    size_t off = 0, k = 0;
+    uint64_t prev = 0;
+
+    *n = 0;
+    while (off < len) {
+        struct mlc_delivery *d;
+        uint64_t seq, recv;
+        size_t kl, il, bl;
+
+        if (k == max || k == MLC_DELIVERS_MAX) {
+            mlc_errf(err, "DELIVERS frame: more than %zu records", k);
+            return MLC_E_PROTO;
+        }
+        if (len - off < MLC_DELIVERY_HEAD) {
+            mlc_errf(err, "DELIVERS frame: record %zu is cut short", k);
+            return MLC_E_PROTO;
+        }
+        seq = get_be(u + off, 8);
+        recv = get_be(u + off + 8, 8);
+        kl = u[off + 16];
+        il = u[off + 17];
+        bl = (size_t)get_be(u + off + 18, 4);
+        off += MLC_DELIVERY_HEAD;
+        if (seq <= prev || seq > INT64_MAX || recv > INT64_MAX || kl < 1 || kl > MLC_KIND_MAX ||
+            il < 1 || bl < 1) {
+            mlc_errf(err, "DELIVERS frame: record %zu (seq %llu) is out of order or out of bounds", k,
+                     (unsigned long long)seq);
+            return MLC_E_PROTO;
+        }
+        if (len - off < kl || len - off - kl < il || len - off - kl - il < bl) {
+            mlc_errf(err, "DELIVERS frame: record %zu (seq %llu) runs past the frame", k,
+                     (unsigned long long)seq);
+            return MLC_E_PROTO;
+        }
+        d = &out[k++];
+        d->seq = seq;
+        d->received_ms = (long long)recv;
+        d->kind = p + off;
+        d->kind_len = kl;
+        d->id = p + off + kl;
+        d->id_len = il;
+        d->body = p + off + kl + il;
+        d->body_len = bl;
+        off += kl + il + bl;
+        prev = seq;
+    }
+    if (k == 0) {
+        mlc_errf(err, "DELIVERS frame without a record");
+        return MLC_E_PROTO;
+    }
+    *n = k;
+    return MLC_OK;
+}
+
+enum mlc_rc mlc_acks_add(struct mlc_buf *b, uint64_t first, uint64_t last)
+{
+    uint8_t h[16];
+
+    put_be(h, first, 8);
+    put_be(h + 8, last, 8);
+    return mlc_buf_add(b, h, sizeof(h));
+}
+
+enum mlc_rc mlc_acks_parse(const char *p, size_t len, struct mlc_seq_range *out, size_t max,
+                           size_t *n, struct mlc_errbuf *err)
+{
+    const uint8_t *u = (const uint8_t *)p;
+    size_t k = len / 16;
+
+    *n = 0;
+    if (len == 0 || len % 16 != 0 || k > MLC_ACKS_MAX || k > max) {
+        mlc_errf(err, "ACKS frame: %zu bytes is not 1 to %d ranges of 16 bytes", len, MLC_ACKS_MAX);
+        return MLC_E_PROTO;
+    }
+    for (size_t i = 0; i < k; i++) {
+        out[i].first = get_be(u + 16 * i, 8);
+        out[i].last = get_be(u + 16 * i + 8, 8);
+        if (out[i].first < 1 || out[i].first > out[i].last || out[i].last > INT64_MAX) {
+            mlc_errf(err, "ACKS frame: range %zu (%llu-%llu) is empty or out of bounds", i,
+                     (unsigned long long)out[i].first, (unsigned long long)out[i].last);
+            return MLC_E_PROTO;
+        }
+    }
+    *n = k;
+    return MLC_OK;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * mlc_wsq: tunnel frames waiting for a writable WebSocket (see mlc_wsq.h).
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include "shared/mlc_buf.h"
@@ -16,19 +17,23 @@ struct mlc_wsq_item {
 enum mlc_rc mlc_wsq_push(struct mlc_wsq *q, struct lws *wsi, int type, uint64_t seq, const char *json,
                          size_t len, struct mlc_errbuf *err)
 {
+    /* the frame is encoded after room for the item's own fields, and the
+     * buffer becomes the item: no second copy */
     struct mlc_buf b = MLC_BUF_INIT;
     struct mlc_wsq_item *it;
-    enum mlc_rc rc = mlc_frame_encode(type, seq, json, len, LWS_PRE, &b, err);
+    enum mlc_rc rc = mlc_frame_encode_with(q->codec, type, seq, json, len,
+                                           offsetof(struct mlc_wsq_item, data) + LWS_PRE, &b, err);
 
     if (rc != MLC_OK) {
         mlc_buf_release(&b);
         return rc;
     }
-    it = mlc_xmalloc(sizeof(*it) + b.len);
-    it->next = NULL;
-    it->len = b.len - LWS_PRE;
-    memcpy(it->data, b.ptr, b.len);
-    mlc_buf_release(&b);
+    {
+        size_t frame_len = b.len - offsetof(struct mlc_wsq_item, data) - LWS_PRE;
+        it = (struct mlc_wsq_item *)(void *)mlc_buf_detach(&b);
+        it->next = NULL;
+        it->len = frame_len;
+    }
     if (q->tail) {
         q->tail->next = it;
     } else {

@@ -13,8 +13,11 @@
 
 struct mlc_wsq_item;
 
+struct mlc_frame_codec;
+
 struct mlc_wsq {
     struct mlc_wsq_item *head, *tail;
+    struct mlc_frame_codec *codec; /* optional, not owned: zstd state for this thread */
 };
 
 /* Encode a frame (shared/mlc_tunnel.h), queue it and ask for a writable

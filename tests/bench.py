@@ -11,8 +11,10 @@ the agent's memory when idle (`run` with a tunnel up, 30 s later): resident
 set, and its own (anonymous) part. Then PeopleSoft purchase orders (20,000
 when N is 50,000): agent CPU per record and PeopleSoft calls per 1,000.
 
-The relay part: signed 2 KB webhooks stored per second (load from a second
-process, tests/bench/hookload.c, on loopback), webhook -> agent inbox latency
+The relay part: signed 2 KB webhooks durably stored per second at 100
+connections and the relay's CPU per webhook (load from a second process,
+tests/bench/hookload.c, on loopback), a burst of webhooks through the tunnel
+into a real agent's inbox (webhooks/s end to end), webhook -> agent inbox latency
 at 1,000 webhooks/s (relay's receive time to the agent's durable store time,
 both stamped by the real processes), and relay memory per idle tunnel with
 5,000 connected agents (tests/bench/tunnelswarm.c), over ws and over wss."""
@@ -100,20 +102,63 @@ def rss_kb(pid):
     return 0
 
 
+def cpu_ticks(pid):
+    """utime + stime of one process, in clock ticks (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])
+
+
+def start_tunnel_agent(agent_bin, work, relay, tenant, jde, jira):
+    """A real agent (its sync flow on a manual schedule) with its tunnel
+    up to relay as tenant; returns the process once the relay counts the tunnel."""
+    # no status page: port 8089 may be taken on a shared machine
+    path = harness.make_config(work, jde.url, jira.url, flow={"schedule": "manual"},
+                               agent={"log_level": "warn", "status_listen": "off"})
+    cfg = json.load(open(path))
+    cfg["relay"] = {"url": relay.tunnel_url, "tenant": tenant["tenant"], "key": tenant["agent_key"]}
+    json.dump(cfg, open(path, "w"))
+    agent = subprocess.Popen([agent_bin, "-q", "-c", path, "run"], env=harness.agent_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while relay.metrics().get("mlc_relay_tunnels", 0) < 1:
+        if time.monotonic() > deadline or agent.poll() is not None:
+            agent.terminate()
+            agent.wait()
+            raise SystemExit("bench: the agent's tunnel did not come up")
+        time.sleep(0.1)
+    return agent
+
+
+def inbox_rows(db, n, timeout, sql="SELECT stored_ms, received_ms FROM state_inbox WHERE seq > 0"):
+    """The relay deliveries in the agent's inbox, once n are there (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        con = sqlite3.connect(db, timeout=10)
+        rows = con.execute(sql).fetchall()
+        con.close()
+        if len(rows) >= n or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
+
+
 def relay_bench(build):
     relay_bin = os.path.abspath(os.path.join(build, "mlc-relay"))
     agent_bin = os.path.abspath(os.path.join(build, "mlc-agent"))
     load = os.path.abspath(os.path.join(build, "bench", "hookload"))
     swarm = os.path.abspath(os.path.join(build, "bench", "tunnelswarm"))
 
-    # 1. throughput: closed loop, 64 connections, every webhook durably stored
+    # 1. throughput: closed loop, 100 connections, every webhook durably
+    # stored; the relay's own CPU (user + sys) per webhook stored
     r = rh.Relay(relay_bin, extra={"log_level": "warn"})
     sec = r.tenant_add("bench")["jira_webhook_secret"]
     r.start()
     try:
+        before = cpu_ticks(r.proc.pid)
         out = subprocess.run([load, "--port", str(r.port), "--tenant", "bench", "--secret", sec,
-                              "--count", "50000", "--conns", "64"], capture_output=True, text=True,
+                              "--count", "50000", "--conns", "100"], capture_output=True, text=True,
                              check=True).stdout
+        cpu_s = (cpu_ticks(r.proc.pid) - before) / os.sysconf("SC_CLK_TCK")
         res = json.loads(out)
         stored = r.metrics()['mlc_relay_webhooks_total{source="jira",result="stored"}']
     finally:
@@ -121,6 +166,7 @@ def relay_bench(build):
     if stored != res["ok"]:
         raise SystemExit(f"bench: relay answered {res['ok']} x 2xx but stored {stored}")
     print(f"BENCH relay_webhooks_per_s {res['per_s']:.0f} webhooks/s")
+    print(f"BENCH relay_cpu_us_per_webhook {cpu_s * 1e6 / max(stored, 1):.1f} us")
     print(f"BENCH relay_http_p99_ms_at_max {res['p99_ms']:.2f} ms")
 
     # 2. latency: a real agent on the tunnel, webhooks paced at 1,000/s
@@ -132,32 +178,13 @@ def relay_bench(build):
     r.start()
     agent = None
     try:
-        path = harness.make_config(work, jde.url, jira.url, flow={"schedule": "manual"},
-                                   agent={"log_level": "warn"})
-        cfg = json.load(open(path))
-        cfg["relay"] = {"url": r.tunnel_url, "tenant": "lat", "key": ten["agent_key"]}
-        json.dump(cfg, open(path, "w"))
-        agent = subprocess.Popen([agent_bin, "-q", "-c", path, "run"], env=harness.agent_env(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while r.metrics().get("mlc_relay_tunnels", 0) < 1:
-            if time.monotonic() > deadline:
-                raise SystemExit("bench: the agent's tunnel did not come up")
-            time.sleep(0.1)
+        agent = start_tunnel_agent(agent_bin, work, r, ten, jde, jira)
         n = 5000
         out = subprocess.run([load, "--port", str(r.port), "--tenant", "lat", "--secret",
                               ten["jira_webhook_secret"], "--count", str(n), "--conns", "32",
                               "--rate", "1000"], capture_output=True, text=True, check=True).stdout
-        db = os.path.join(work, "state.db")
-        deadline = time.monotonic() + 60
-        while True:
-            con = sqlite3.connect(db, timeout=10)
-            rows = con.execute("SELECT stored_ms - received_ms FROM state_inbox WHERE seq > 0").fetchall()
-            con.close()
-            if len(rows) >= n or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        lat = sorted(x[0] for x in rows)
+        rows = inbox_rows(os.path.join(work, "state.db"), n, 60)
+        lat = sorted(x[0] - x[1] for x in rows)
         if len(lat) < n:
             raise SystemExit(f"bench: only {len(lat)} of {n} webhooks reached the agent")
         print(f"BENCH webhook_to_agent_p50_ms {lat[len(lat) // 2]:.1f} ms")
@@ -305,6 +332,42 @@ def psft_bench(agent, n):
         jira.stop()
 
 
+def tunnel_bench(build):
+    """Tunnel throughput: a burst of webhooks (closed loop, 100 connections)
+    through the relay into one real agent's inbox, from the first webhook sent
+    to the last one durably stored by the agent (both clocks are this machine's)."""
+    relay_bin = os.path.abspath(os.path.join(build, "mlc-relay"))
+    agent_bin = os.path.abspath(os.path.join(build, "mlc-agent"))
+    load = os.path.abspath(os.path.join(build, "bench", "hookload"))
+    work = tempfile.mkdtemp(prefix="mlc-bench-tunnel-")
+    jde = harness.Sim("jde_sim.py", ["--seed", "10"])
+    jira = harness.Sim("jira_sim.py", [])
+    r = rh.Relay(relay_bin, workdir=work, extra={"log_level": "warn"})
+    ten = r.tenant_add("burst")
+    r.start()
+    agent = None
+    try:
+        agent = start_tunnel_agent(agent_bin, work, r, ten, jde, jira)
+        n = 30000
+        out = subprocess.run([load, "--port", str(r.port), "--tenant", "burst", "--secret",
+                              ten["jira_webhook_secret"], "--count", str(n), "--conns", "100",
+                              "--prefix", "burst"], capture_output=True, text=True, check=True).stdout
+        res = json.loads(out)
+        rows = inbox_rows(os.path.join(work, "state.db"), n, 120)
+        if len(rows) < n:
+            raise SystemExit(f"bench: only {len(rows)} of {n} webhooks reached the agent")
+        seconds = (max(x[0] for x in rows) - res["start_ms"]) / 1000.0
+        print(f"BENCH tunnel_webhooks_per_s {n / max(seconds, 0.001):.0f} webhooks/s "
+              f"({n} in {seconds:.2f}s; relay took them at {res['per_s']:.0f}/s)", flush=True)
+    finally:
+        if agent:
+            agent.terminate()
+            agent.wait()
+        r.stop()
+        jde.stop()
+        jira.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", default="build/bench")
@@ -315,6 +378,7 @@ def main():
     agent = os.path.abspath(os.path.join(args.build, "mlc-agent"))
     if args.only != "agent":
         relay_bench(args.build)
+        tunnel_bench(args.build)
     if args.only == "relay":
         return 0
     agent_idle(args.build)

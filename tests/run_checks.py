@@ -83,6 +83,8 @@ def suite(out, quick):
                                                    os.path.join(out, "tests", "test_store")]),
         ("integration relay + tunnel", ["tests/integration/test_relay.py", "--agent", agent,
                                         "--relay", relay] + q),
+        ("integration tunnel batching (DELIVERS, ACKS)", ["tests/integration/test_tunnel_batch.py",
+                                                         "--agent", agent, "--relay", relay] + q),
         ("integration relay edges (listen, hostile HTTP)", ["tests/integration/test_relay_edges.py",
                                                            "--relay", relay]),
         ("status page in Chromium", ["tests/integration/test_status_page.py", "--agent", agent,

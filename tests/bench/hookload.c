@@ -3,7 +3,9 @@
  * loopback). Posts signed ~2 KB Jira webhooks to one relay over keep-alive
  * HTTP/1.1 connections, either as fast as the relay answers (closed loop,
  * --rate 0) or paced at --rate per second, and prints one JSON line:
- *   {"sent":N,"ok":N,"failed":N,"seconds":S,"per_s":R,"p50_ms":..,"p99_ms":..}
+ *   {"sent":N,"ok":N,"failed":N,"seconds":S,"per_s":R,"p50_ms":..,"p99_ms":..,"start_ms":T}
+ * start_ms is the wall clock (ms since the epoch) just before the first send,
+ * for measures that end in another process (the agent's inbox).
  * One thread, poll(); every request has its own X-Atlassian-Webhook-Identifier
  * so each is stored (the signature covers the body only).
  */
@@ -36,6 +38,14 @@ static double mono(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long long wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int dial(int port)
@@ -119,6 +129,7 @@ int main(int argc, char **argv)
     struct conn *cs;
     struct pollfd *pf;
     double *lat, t0, t1;
+    long long start_ms;
     int sent = 0, done = 0, ok = 0, failed = 0;
 
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -158,6 +169,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < nconns; i++) {
         cs[i].fd = dial(port);
     }
+    start_ms = wall_ms();
     t0 = mono();
     while (done < count) {
         double now = mono(), next_due = 0;
@@ -225,8 +237,8 @@ int main(int argc, char **argv)
     t1 = mono();
     qsort(lat, (size_t)done, sizeof(*lat), cmp_d);
     printf("{\"sent\":%d,\"ok\":%d,\"failed\":%d,\"seconds\":%.3f,\"per_s\":%.1f,\"p50_ms\":%.3f,"
-           "\"p99_ms\":%.3f}\n",
-           sent, ok, failed, t1 - t0, done / (t1 - t0), lat[done / 2], lat[(int)(done * 0.99)]);
+           "\"p99_ms\":%.3f,\"start_ms\":%lld}\n",
+           sent, ok, failed, t1 - t0, done / (t1 - t0), lat[done / 2], lat[(int)(done * 0.99)], start_ms);
     for (int i = 0; i < nconns; i++) {
         close(cs[i].fd);
     }
