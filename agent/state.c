@@ -344,15 +344,16 @@ enum mlc_rc state_ledger_put(struct state *s, const char *flow, const char *key,
 enum mlc_rc state_ledger_lists(struct state *s, const char *flow, const char *key, char **out,
                                struct mlc_errbuf *err)
 {
-    sqlite3_stmt *q = stmt(s, SQ_LEDGER_GET);
+    /* its own statement: the hot-path ledger read leaves the lists out */
+    sqlite3_stmt *q = stmt(s, SQ_LEDGER_LISTS);
     int rc;
 
     *out = NULL;
     bind_text(q, ":flow", flow);
     bind_text(q, ":key", key);
     rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW && sqlite3_column_type(q, 5) != SQLITE_NULL) {
-        *out = mlc_xstrdup((const char *)sqlite3_column_text(q, 5));
+    if (rc == SQLITE_ROW && sqlite3_column_type(q, 0) != SQLITE_NULL) {
+        *out = mlc_xstrdup((const char *)sqlite3_column_text(q, 0));
     }
     sqlite3_reset(q);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {

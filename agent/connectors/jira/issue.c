@@ -57,7 +57,6 @@ static cJSON *value_obj(const char *key, const char *v)
 static cJSON *custom_value(const struct jira_field *f, const char *v)
 {
     cJSON *arr;
-    char *end;
     double d;
 
     switch (f != NULL ? f->kind : FIELD_TEXT) {
@@ -70,8 +69,7 @@ static cJSON *custom_value(const struct jira_field *f, const char *v)
     case FIELD_ADF:
         return jira_adf_from_text(v);
     case FIELD_NUMBER:
-        d = strtod(v, &end);
-        if (end != v && *end == '\0') {
+        if (jira_number_text(v, &d) == 0) {
             return cJSON_CreateNumber(d);
         }
         return cJSON_CreateString(v);
@@ -159,6 +157,7 @@ enum body_enc {
     ENC_ACCOUNT,   /* {"accountId": ...} from an e-mail or an account id Jira knows */
     ENC_LABELS,    /* a list of cleaned labels (whole on create, add/remove on update) */
     ENC_CUSTOM,    /* by the custom field's schema kind (jira_field_kind) */
+    ENC_AFTER,     /* not an issue field: done after the write (workflow.c) */
 };
 
 /* When a mapped value is left out, and which values the encoding applies to. */
@@ -183,6 +182,8 @@ static const struct body_field {
     { "project", ENC_AS_IS, BF_CREATE_ONLY },
     { "issuetype", ENC_AS_IS, BF_CREATE_ONLY },
     { "customfield_", ENC_CUSTOM, BF_PREFIX | BF_STRING_ONLY },
+    { "status", ENC_AFTER, 0 },   /* a transition after the write */
+    { "comments", ENC_AFTER, 0 }, /* comments posted after the write */
 };
 
 static const struct body_field body_field_other = { NULL, ENC_AS_IS, 0 };
@@ -261,6 +262,9 @@ static enum mlc_rc field_value(struct conn *c, const struct body_field *bf, cons
         ((bf->flags & BF_CREATE_ONLY) && !create)) {
         return MLC_OK;
     }
+    if (enc == ENC_AFTER) {
+        return MLC_OK;
+    }
     if ((bf->flags & BF_STRING_ONLY) && sv == NULL) {
         enc = ENC_AS_IS;
     }
@@ -299,7 +303,14 @@ static enum mlc_rc field_value(struct conn *c, const struct body_field *bf, cons
             list_values(it, *list);
             return MLC_OK;
         }
+        if (f != NULL && f->kind == FIELD_NUMBER && jira_number_text(sv, NULL) != 0) {
+            set_msg(msg, msgn, "%s (%s) is a number field in jira: '%.60s' is not a number",
+                    it->string, f->name, sv);
+            return MLC_E_REJECTED;
+        }
         *val = custom_value(f, sv);
+        break;
+    case ENC_AFTER:
         break;
     case ENC_AS_IS:
         *val = xdup(it);
@@ -331,6 +342,10 @@ enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt
     if (!cJSON_IsObject(item->fields)) {
         set_msg(msg, msgn, "mapped record is not a JSON object");
         rc = MLC_E_REJECTED;
+        goto out;
+    }
+    rc = jira_item_check_after(item, msg, msgn);
+    if (rc != MLC_OK) {
         goto out;
     }
     cJSON_ArrayForEach(it, item->fields)
@@ -412,19 +427,13 @@ enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt
         /* the trace travels with the issue, set atomically with each write:
          * the audit id, our marker, and the content hash (so a lookup by
          * marker can tell whether the issue already holds this content) */
-        cJSON *props = mlc_json_xarr(), *prop = mlc_json_xobj(), *trace = mlc_json_xobj();
+        cJSON *props = mlc_json_xarr(), *prop = mlc_json_xobj(), *trace;
 
-        if (item->audit_id != NULL) {
-            mlc_json_xadd_str(trace, "audit_id", item->audit_id);
-        } else {
-            mlc_json_xadd(trace, "audit_id", cJSON_CreateNull());
-        }
-        if (item->marker != NULL) {
-            mlc_json_xadd_str(trace, "marker", item->marker);
-        }
-        if (item->hash != NULL) {
-            mlc_json_xadd_str(trace, "hash", item->hash);
-        }
+        /* with a status or comments still to do, the content is not
+         * complete until jira_item_after() writes the real hash */
+        trace = jira_trace_json(item, item->hash != NULL && jira_item_has_after(item, create)
+                                          ? JIRA_TRACE_PENDING
+                                          : item->hash);
         mlc_json_xadd_str(prop, "key", JIRA_TRACE_PROP);
         mlc_json_xadd(prop, "value", trace);
         cJSON_AddItemToArray(props, prop);
@@ -468,6 +477,37 @@ static void fail_rest(const struct batch *in, struct result *out, const unsigned
         if (!done[i]) {
             result_set(&out[i], rc, "%s", msg);
         }
+    }
+}
+
+/* The status and comments of an item just written (r->rc MLC_OK, target
+ * key set). A failure becomes the item's verdict, its target key kept: a
+ * create that landed stays recorded as created, the rest is done by the
+ * update the pipeline sends next. Once a follow-up failed for a reason that
+ * is not the item's own (network, throttling, auth), down holds it and the
+ * remaining items of the batch get it without a call. */
+static void after_write(struct conn *c, const struct tgt_item *item, int fresh, struct result *r,
+                        struct result *down)
+{
+    enum mlc_rc rc;
+
+    if (cJSON_GetObjectItemCaseSensitive(item->fields, "status") == NULL &&
+        cJSON_GetObjectItemCaseSensitive(item->fields, "comments") == NULL) {
+        return;
+    }
+    if (down->rc != MLC_OK) {
+        r->rc = down->rc;
+        memcpy(r->err, down->err, sizeof(r->err));
+    } else {
+        rc = jira_item_after(c, item, r->target_key, fresh, r);
+        if (rc != MLC_OK && rc != MLC_E_REJECTED && rc != MLC_E_NOTFOUND && rc != MLC_E_PROTO) {
+            *down = *r;
+            down->lists = NULL;
+        }
+    }
+    if (r->rc != MLC_OK) {
+        free(r->lists);
+        r->lists = NULL;
     }
 }
 
@@ -520,12 +560,14 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
         enum mlc_rc prc = jira_parse_bulk_response(body_str(&resp), resp.body.len, nc, tmp, &perr);
 
         if (prc == MLC_OK) {
+            struct result down = { 0 }; /* a follow-up that failed for the site, not the item */
             for (k = 0; k < nc; k++) {
                 out[idx[k]] = tmp[k];
                 if (tmp[k].rc == MLC_OK) {
                     memcpy(out[idx[k]].warn, side[k].warn, sizeof(side[k].warn));
                     out[idx[k]].lists = side[k].lists;
                     side[k].lists = NULL;
+                    after_write(c, &in->items[idx[k]], 1, &out[idx[k]], &down);
                 }
                 done[idx[k]] = 1;
             }
@@ -565,7 +607,8 @@ out:
     return rc;
 }
 
-static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i, struct result *r)
+static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i, struct result *r,
+                                struct result *down)
 {
     const struct tgt_item *item = &in->items[i];
     struct mlc_http_resp resp = { 0 };
@@ -594,6 +637,7 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
         memcpy(r->warn, side.warn, sizeof(r->warn));
         r->lists = side.lists;
         side.lists = NULL;
+        after_write(c, item, 0, r, down);
         goto out;
     }
     jira_error_text(body_str(&resp), resp.body.len, msg, sizeof(msg));
@@ -651,6 +695,7 @@ static enum mlc_rc apply_dry(struct conn *c, const struct batch *in, struct resu
 
 enum mlc_rc jira_apply(struct conn *c, const struct batch *in, struct result *out)
 {
+    struct result down = { 0 }; /* see after_write() */
     unsigned char *done;
     size_t i, creates = 0;
     enum mlc_rc rc;
@@ -682,7 +727,7 @@ enum mlc_rc jira_apply(struct conn *c, const struct batch *in, struct result *ou
         if (in->items[i].target_key == NULL) {
             continue;
         }
-        rc = apply_update(c, in, i, &out[i]);
+        rc = apply_update(c, in, i, &out[i], &down);
         if (rc == MLC_OK) {
             done[i] = 1;
         }

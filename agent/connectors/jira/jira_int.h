@@ -228,6 +228,23 @@ enum mlc_rc jira_apply(struct conn *c, const struct batch *in, struct result *ou
 enum mlc_rc jira_find(struct conn *c, const cJSON *target, const char *const *markers,
                       size_t n, const char *const *before, size_t n_before, struct tgt_found *out);
 
+/* workflow.c: status and comments after a write (see its top comment) */
+/* 1 when the item maps a status or comments that may need calls after the
+ * write (create: any; update: a status or comment id prev does not list). */
+int jira_item_has_after(const struct tgt_item *item, int create);
+/* MLC_E_REJECTED (msg says why) when the mapped status or comments are
+ * malformed; MLC_OK otherwise. */
+enum mlc_rc jira_item_check_after(const struct tgt_item *item, char *msg, size_t msgn);
+/* The mlc.trace property value for item with hash (NULL: none). */
+cJSON *jira_trace_json(const struct tgt_item *item, const char *hash);
+/* After item was written as issue key (fresh: created in this call, so it
+ * has no comments): post its new comments, move it to its status, then
+ * write the final trace when the write carried JIRA_TRACE_PENDING. r->lists
+ * gains "comments" and "status" for the ledger. On failure r->rc and r->err
+ * say why (the per-item verdict) and that rc is returned. */
+enum mlc_rc jira_item_after(struct conn *c, const struct tgt_item *item, const char *key,
+                            int fresh, struct result *r);
+
 /* webhook.c: watch() */
 enum mlc_rc jira_watch(struct conn *c, const cJSON *target, const struct watch_req *req,
                        cJSON *state, long long *next_ms);
