@@ -431,7 +431,7 @@ enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt
 
         /* with a status or comments still to do, the content is not
          * complete until jira_item_after() writes the real hash */
-        trace = jira_trace_json(item, item->hash != NULL && jira_item_has_after(item, create)
+        trace = jira_trace_json(item, item->hash != NULL && jira_item_has_after(c, target, item, create)
                                           ? JIRA_TRACE_PENDING
                                           : item->hash);
         mlc_json_xadd_str(prop, "key", JIRA_TRACE_PROP);
@@ -486,8 +486,8 @@ static void fail_rest(const struct batch *in, struct result *out, const unsigned
  * update the pipeline sends next. Once a follow-up failed for a reason that
  * is not the item's own (network, throttling, auth), down holds it and the
  * remaining items of the batch get it without a call. */
-static void after_write(struct conn *c, const struct tgt_item *item, int fresh, struct result *r,
-                        struct result *down)
+static void after_write(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                        int fresh, int pending, struct result *r, struct result *down)
 {
     enum mlc_rc rc;
 
@@ -499,7 +499,7 @@ static void after_write(struct conn *c, const struct tgt_item *item, int fresh, 
         r->rc = down->rc;
         memcpy(r->err, down->err, sizeof(r->err));
     } else {
-        rc = jira_item_after(c, item, r->target_key, fresh, r);
+        rc = jira_item_after(c, target, item, r->target_key, fresh, pending, r);
         if (rc != MLC_OK && rc != MLC_E_REJECTED && rc != MLC_E_NOTFOUND && rc != MLC_E_PROTO) {
             *down = *r;
             down->lists = NULL;
@@ -519,6 +519,7 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
     struct result tmp[JIRA_BULK_MAX];
     struct result side[JIRA_BULK_MAX]; /* warn and lists of each sent item */
     size_t idx[JIRA_BULK_MAX], nc = 0, i, k;
+    unsigned char pend[JIRA_BULK_MAX]; /* the body said "pending" (jira_item_has_after) */
     cJSON *req = mlc_json_xobj(), *updates = mlc_json_xarr();
     char msg[512];
     enum mlc_rc rc = MLC_OK;
@@ -548,6 +549,9 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
             goto out;
         }
         cJSON_AddItemToArray(updates, entry);
+        /* decided now, as the body did: what later creates teach about
+         * the initial status must not change this item's mind */
+        pend[nc] = (unsigned char)jira_item_has_after(c, in->target, &in->items[i], 1);
         idx[nc++] = i;
     }
     if (nc == 0) {
@@ -567,7 +571,8 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
                     memcpy(out[idx[k]].warn, side[k].warn, sizeof(side[k].warn));
                     out[idx[k]].lists = side[k].lists;
                     side[k].lists = NULL;
-                    after_write(c, &in->items[idx[k]], 1, &out[idx[k]], &down);
+                    after_write(c, in->target, &in->items[idx[k]], 1, pend[k], &out[idx[k]],
+                                &down);
                 }
                 done[idx[k]] = 1;
             }
@@ -617,6 +622,7 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
     cJSON *body = NULL;
     char *path = NULL, msg[400];
     enum mlc_rc rc;
+    int pending;
 
     msg[0] = '\0';
     rc = jira_item_body(c, in->target, item, 0, &body, &side, msg, sizeof(msg));
@@ -625,6 +631,7 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
         rc = MLC_OK;
         goto out;
     }
+    pending = jira_item_has_after(c, in->target, item, 0);
     if (rc != MLC_OK) {
         mlc_errf(&c->err, "%s", msg);
         goto out;
@@ -637,7 +644,7 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
         memcpy(r->warn, side.warn, sizeof(r->warn));
         r->lists = side.lists;
         side.lists = NULL;
-        after_write(c, item, 0, r, down);
+        after_write(c, in->target, item, 0, pending, r, down);
         goto out;
     }
     jira_error_text(body_str(&resp), resp.body.len, msg, sizeof(msg));

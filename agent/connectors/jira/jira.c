@@ -309,6 +309,7 @@ static void jira_close(struct conn *c)
         free(j->users[i].account_id);
     }
     free(j->users);
+    cJSON_Delete(j->initial);
     free(j);
     c->priv = NULL;
 }

@@ -345,8 +345,50 @@ static enum mlc_rc do_comments(struct conn *c, const struct tgt_item *item, cons
     return rc;
 }
 
+/* "PROJECT/Issue type" of a create by target (NULL when the mapping sets
+ * either itself: then the initial status is not known ahead). Heap. */
+static char *initial_slot(const cJSON *target, const struct tgt_item *item)
+{
+    const char *p = mlc_json_str(target, "project"), *t = mlc_json_str(target, "issue_type");
+
+    if (p == NULL || t == NULL || cJSON_GetObjectItemCaseSensitive(item->fields, "project") != NULL ||
+        cJSON_GetObjectItemCaseSensitive(item->fields, "issuetype") != NULL) {
+        return NULL;
+    }
+    return mlc_xasprintf("%s/%s", p, t);
+}
+
+/* The status new issues of this kind start in, or NULL when not known yet. */
+static const char *initial_status(struct conn *c, const cJSON *target, const struct tgt_item *item)
+{
+    struct jira *j = c->priv;
+    char *slot = initial_slot(target, item);
+    const char *st = slot != NULL ? mlc_json_str(j->initial, slot) : NULL;
+
+    free(slot);
+    return st;
+}
+
+static void initial_learn(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                          const char *status)
+{
+    struct jira *j = c->priv;
+    char *slot = initial_slot(target, item);
+
+    if (slot == NULL) {
+        return;
+    }
+    if (j->initial == NULL) {
+        j->initial = mlc_json_xobj();
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(j->initial, slot);
+    mlc_json_xadd_str(j->initial, slot, status);
+    free(slot);
+}
+
 /* The status step: move the issue to want when it is elsewhere. */
-static enum mlc_rc do_status(struct conn *c, const char *key, const char *want, struct result *r)
+static enum mlc_rc do_status(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                             int fresh, const char *key, const char *want, struct result *r)
 {
     struct mlc_http_resp resp = { 0 };
     struct mlc_errbuf one = { 0 };
@@ -373,6 +415,9 @@ static enum mlc_rc do_status(struct conn *c, const char *key, const char *want, 
         goto out;
     }
     snprintf(current, sizeof(current), "%s", cur);
+    if (fresh) {
+        initial_learn(c, target, item, current);
+    }
     if (strcasecmp(current, want) == 0) {
         goto out; /* already there */
     }
@@ -424,7 +469,8 @@ out:
     return rc;
 }
 
-int jira_item_has_after(const struct tgt_item *item, int create)
+int jira_item_has_after(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                        int create)
 {
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(item->fields, "status");
     const cJSON *cm = cJSON_GetObjectItemCaseSensitive(item->fields, "comments"), *it;
@@ -434,7 +480,9 @@ int jira_item_has_after(const struct tgt_item *item, int create)
 
     if (cJSON_IsString(st) && st->valuestring[0] != '\0') {
         const cJSON *p = cJSON_GetArrayItem(prev_st, 0);
-        if (create || !cJSON_IsString(p) || strcmp(p->valuestring, st->valuestring) != 0) {
+        const char *init = create ? initial_status(c, target, item) : NULL;
+        if (create ? init == NULL || strcasecmp(init, st->valuestring) != 0
+                   : !cJSON_IsString(p) || strcmp(p->valuestring, st->valuestring) != 0) {
             return 1;
         }
     }
@@ -499,23 +547,27 @@ cJSON *jira_trace_json(const struct tgt_item *item, const char *hash)
     return trace;
 }
 
-enum mlc_rc jira_item_after(struct conn *c, const struct tgt_item *item, const char *key,
-                            int fresh, struct result *r)
+enum mlc_rc jira_item_after(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                            const char *key, int fresh, int pending, struct result *r)
 {
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(item->fields, "status");
     const cJSON *prev_st = item->prev ? cJSON_GetObjectItemCaseSensitive(item->prev, "status") : NULL;
     const cJSON *p0 = cJSON_GetArrayItem(prev_st, 0);
     cJSON *lists = NULL, *done = mlc_json_xarr();
-    int pending = jira_item_has_after(item, fresh);
     enum mlc_rc rc = MLC_OK;
 
     /* comments first: a transition may close the issue to further comments */
     if (cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(item->fields, "comments"))) {
         rc = do_comments(c, item, key, fresh, done, r);
     }
-    if (rc == MLC_OK && cJSON_IsString(st) && st->valuestring[0] != '\0' &&
-        (fresh || !cJSON_IsString(p0) || strcmp(p0->valuestring, st->valuestring) != 0)) {
-        rc = do_status(c, key, st->valuestring, r);
+    if (rc == MLC_OK && cJSON_IsString(st) && st->valuestring[0] != '\0') {
+        /* a new issue mapped to the status new issues start in needs no
+         * call; an update, only when the mapped status changed */
+        const char *init = fresh ? initial_status(c, target, item) : NULL;
+        if (fresh ? init == NULL || strcasecmp(init, st->valuestring) != 0
+                  : !cJSON_IsString(p0) || strcmp(p0->valuestring, st->valuestring) != 0) {
+            rc = do_status(c, target, item, fresh, key, st->valuestring, r);
+        }
     }
     if (rc == MLC_OK && pending) {
         /* finished: the trace now tells a lookup that this content is complete */
