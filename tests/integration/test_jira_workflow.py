@@ -309,6 +309,27 @@ def a_status_no_transition_reaches_is_refused_with_the_way_out():
         e.close()
 
 
+@test
+def a_status_the_workflow_lacks_stops_the_flow_at_start():
+    """A typo in the status map is named at start-up with the project's
+    statuses, before any record is read."""
+    e = Env(3)
+    try:
+        bad = dict(MAPPING)
+        bad["status"] = {"from": "SRST", "map": dict(STATUS, AP="Aproved"), "default": "Open"}
+        e.config = harness.make_config(
+            e.dir, e.jde.url, e.jira.url, mapping=bad,
+            flow={"target": {"system": "jira", "project": PROJECT, "issue_type": "Purchase Order",
+                             "marker_prefix": PREFIX}})
+        r = e.agent("sync", FLOW)
+        expect(r.returncode != 0, f"sync with a misspelled status: exit 0\n{r.stdout}")
+        for part in ("mapping.status", "'Aproved'", "'Purchase Order'", PROJECT, "'Approved'"):
+            expect(part in r.stderr, f"the start-up error does not name {part}: {r.stderr[-1500:]}")
+        expect(len(e.jira.ctl("/_sim/issues")) == 0, "issues were created despite the bad mapping")
+    finally:
+        e.close()
+
+
 def kill_loop(e, counter, kills, what):
     """Run syncs and SIGKILL each a little after `counter` moves (the kill
     lands while that call is in flight or just after it); returns the kills

@@ -779,6 +779,7 @@ class JiraSim(simbase.Sim):
     API = [
         ("GET", r"/myself", "myself", "h_myself", False),
         ("GET", r"/serverInfo", "server_info", "h_server_info", False),
+        ("GET", r"/project/([^/]+)/statuses", "project_statuses", "h_project_statuses", False),
         ("GET", r"/project/([^/]+)", "project", "h_project", False),
         ("GET", r"/field", "field", "h_field", False),
         ("GET", r"/priority/search", "priority_search", "h_priority_search", False),
@@ -1348,6 +1349,23 @@ class JiraSim(simbase.Sim):
         return Reply(200, {"baseUrl": self.site(), "deploymentType": "Cloud", "version": "1001.0.0-SNAPSHOT",
                            "buildNumber": 100000, "serverTitle": "Jira (simulated)",
                            "serverTime": fmt_ts(self.now())})
+
+    def h_project_statuses(self, h, ctx, key_or_id):
+        """GET /project/{key}/statuses: per issue type, the statuses of its
+        workflow (one workflow per project here)."""
+        key = next((k for k, p in self.projects.items() if k == key_or_id.upper() or p["id"] == key_or_id), None)
+        if key is None:
+            return Reply(404, errcoll(["No project could be found with key '%s'." % key_or_id]))
+        sts = []
+        for name in self.workflow_statuses(key):
+            o = self.status_obj(name, ctx["base"])
+            sts.append({"self": o["self"], "description": "", "iconUrl": "", "name": name, "id": o["id"]})
+        out = []
+        for i, _n, _d in ISSUE_TYPES:
+            t = self.issuetype_obj(i, ctx["base"])
+            out.append({"self": t["self"], "id": i, "name": t["name"], "subtask": False,
+                        "statuses": copy.deepcopy(sts)})
+        return Reply(200, out)
 
     def h_project(self, h, ctx, key_or_id):
         key = None
