@@ -663,6 +663,10 @@ void statusview_print(const cJSON *snap, FILE *f)
             when(t1, sizeof(t1), mlc_json_num(it, "next_run_ms", 0));
             fprintf(f, "  next run %s UTC\n", t1);
         }
+        if (mlc_json_str(it, "schedule_zone") != NULL) {
+            fprintf(f, "  schedule %s, local time %s\n", mlc_json_str(it, "schedule"),
+                    mlc_json_str(it, "schedule_zone"));
+        }
         inbox = (long long)mlc_json_num(it, "inbox", 0) > inbox ? (long long)mlc_json_num(it, "inbox", 0) : inbox;
     }
     if (cJSON_IsTrue(cJSON_GetObjectItem(tun, "configured"))) {
