@@ -791,6 +791,28 @@ static void comment_marker_round_trip(void)
         free(printed);
         cJSON_Delete(b2);
     }
+    /* a text Jira would refuse is cut, on a character boundary */
+    {
+        size_t n = JIRA_COMMENT_TEXT_MAX + 10;
+        char *big = malloc(n + 1);
+        cJSON *b3;
+        const char *first;
+        memset(big, 'a', n);
+        memcpy(big + JIRA_COMMENT_TEXT_MAX - 1, "\xc3\xa9", 2); /* e-acute across the cut */
+        big[n] = '\0';
+        b3 = jira_comment_body(big, "9");
+        first = cJSON_GetStringValue(cJSON_GetObjectItem(
+            cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(b3, "content"), 0),
+                                                   "content"), 0), "text"));
+        CHECK(first != NULL);
+        if (first == NULL) {
+            first = "";
+        }
+        CHECK_INT(strlen(first), JIRA_COMMENT_TEXT_MAX - 1 + strlen(" [...]"));
+        CHECK(strcmp(first + strlen(first) - 6, " [...]") == 0);
+        cJSON_Delete(b3);
+        free(big);
+    }
     /* read back among other people's comments, paged */
     page = cJSON_CreateObject();
     cJSON_AddNumberToObject(page, "startAt", 0);

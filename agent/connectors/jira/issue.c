@@ -481,34 +481,43 @@ static void fail_rest(const struct batch *in, struct result *out, const unsigned
 }
 
 /* The status and comments of an item just written (r->rc MLC_OK, target
- * key set). A failure becomes the item's verdict, its target key kept: a
- * create that landed stays recorded as created, the rest is done by the
- * update the pipeline sends next. Once a follow-up failed for a reason that
- * is not the item's own (network, throttling, auth), down holds it and the
- * remaining items of the batch get it without a call. */
-static void after_write(struct conn *c, const cJSON *target, const struct tgt_item *item,
-                        int fresh, int pending, struct result *r, struct result *down)
+ * key set). A failure of the item's own (refused, gone) or a passing one
+ * (network, throttling) becomes the item's verdict, its target key kept: a
+ * create that landed is recorded, the rest is done by the update the
+ * pipeline sends next. Once a passing failure happened, down holds it and
+ * the remaining items of the batch get it without a call. Any other failure
+ * (auth, a shutdown) fails the whole batch: returned, with c->err set; the
+ * creates of the batch are then looked up again, their pending trace says
+ * they are not finished. */
+static enum mlc_rc after_write(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                               int fresh, int pending, struct result *r, struct result *down)
 {
-    enum mlc_rc rc;
+    enum mlc_rc rc = MLC_OK;
 
     if (cJSON_GetObjectItemCaseSensitive(item->fields, "status") == NULL &&
         cJSON_GetObjectItemCaseSensitive(item->fields, "comments") == NULL) {
-        return;
+        return MLC_OK;
     }
     if (down->rc != MLC_OK) {
         r->rc = down->rc;
         memcpy(r->err, down->err, sizeof(r->err));
     } else {
         rc = jira_item_after(c, target, item, r->target_key, fresh, pending, r);
-        if (rc != MLC_OK && rc != MLC_E_REJECTED && rc != MLC_E_NOTFOUND && rc != MLC_E_PROTO) {
+        if (mlc_rc_transient(rc)) {
             *down = *r;
             down->lists = NULL;
+        } else if (rc != MLC_OK && rc != MLC_E_REJECTED && rc != MLC_E_NOTFOUND &&
+                   rc != MLC_E_PROTO) {
+            mlc_errf(&c->err, "%s", r->err);
+        } else {
+            rc = MLC_OK;
         }
     }
     if (r->rc != MLC_OK) {
         free(r->lists);
         r->lists = NULL;
     }
+    return mlc_rc_transient(rc) ? MLC_OK : rc;
 }
 
 static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct result *out,
@@ -565,18 +574,21 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
 
         if (prc == MLC_OK) {
             struct result down = { 0 }; /* a follow-up that failed for the site, not the item */
+            enum mlc_rc arc = MLC_OK;
             for (k = 0; k < nc; k++) {
                 out[idx[k]] = tmp[k];
                 if (tmp[k].rc == MLC_OK) {
                     memcpy(out[idx[k]].warn, side[k].warn, sizeof(side[k].warn));
                     out[idx[k]].lists = side[k].lists;
                     side[k].lists = NULL;
-                    after_write(c, in->target, &in->items[idx[k]], 1, pend[k], &out[idx[k]],
-                                &down);
+                    if (arc == MLC_OK) {
+                        arc = after_write(c, in->target, &in->items[idx[k]], 1, pend[k],
+                                          &out[idx[k]], &down);
+                    }
                 }
                 done[idx[k]] = 1;
             }
-            rc = MLC_OK;
+            rc = arc;
             goto out;
         }
         if (rc != MLC_OK) {
@@ -644,7 +656,7 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
         memcpy(r->warn, side.warn, sizeof(r->warn));
         r->lists = side.lists;
         side.lists = NULL;
-        after_write(c, in->target, item, 0, pending, r, down);
+        rc = after_write(c, in->target, item, 0, pending, r, down);
         goto out;
     }
     jira_error_text(body_str(&resp), resp.body.len, msg, sizeof(msg));

@@ -91,6 +91,8 @@ int jira_number_text(const char *s, double *out);
 /* Longest source comment id; comments read back per page. */
 #define JIRA_COMMENT_ID_MAX 128
 #define JIRA_COMMENT_PAGE   100
+/* Longest comment text sent (bytes): Jira takes at most 32 767 characters. */
+#define JIRA_COMMENT_TEXT_MAX 30000
 /* The trace hash of an issue whose status or comments are still to be done. */
 #define JIRA_TRACE_PENDING "pending"
 
@@ -98,8 +100,10 @@ int jira_number_text(const char *s, double *out);
  * control characters. */
 int jira_comment_id_ok(const char *id);
 
-/* The ADF body of a comment: text (jira_adf_from_text), then a paragraph
- * holding only the marker JIRA_COMMENT_MARK id. New tree, caller frees. */
+/* The ADF body of a comment: text (jira_adf_from_text; cut to
+ * JIRA_COMMENT_TEXT_MAX bytes and marked " [...]" when longer), then a
+ * paragraph holding only the marker JIRA_COMMENT_MARK id. New tree, caller
+ * frees. */
 cJSON *jira_comment_body(const char *text, const char *id);
 
 /* One page of GET /issue/{key}/comment ({"startAt","maxResults","total",

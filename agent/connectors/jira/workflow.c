@@ -79,9 +79,21 @@ int jira_comment_id_ok(const char *id)
 
 cJSON *jira_comment_body(const char *text, const char *id)
 {
-    cJSON *doc = jira_adf_from_text(text), *content, *para, *inl, *t;
-    char *mark;
+    cJSON *doc, *content, *para, *inl, *t;
+    char *mark, *cut = NULL;
+    size_t n = text != NULL ? strlen(text) : 0;
 
+    if (n > JIRA_COMMENT_TEXT_MAX) {
+        /* Jira refuses longer comments: keep the start, on a UTF-8 boundary */
+        n = JIRA_COMMENT_TEXT_MAX;
+        while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80) {
+            n--;
+        }
+        cut = mlc_xasprintf("%.*s [...]", (int)n, text);
+        text = cut;
+    }
+    doc = jira_adf_from_text(text);
+    free(cut);
     if (doc == NULL) {
         MLC_BUG("out of memory building a jira comment");
     }
