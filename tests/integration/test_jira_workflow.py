@@ -70,16 +70,20 @@ def wait_for(cond, timeout, what):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+# the statuses on the way to each, in the procurement workflow's order
+VIA = {"Approved": ["Awaiting approval"], "Rejected": ["Awaiting approval"],
+       "Closed": ["Awaiting approval", "Approved"]}
+
+
 class Env:
-    def __init__(self, orders):
+    def __init__(self, orders, target=None):
         self.dir = tempfile.mkdtemp(prefix="mlc-wf-")
         self.jde = harness.Sim("jde_sim.py", ["--seed", str(orders)])
         self.jira = harness.Sim("jira_sim.py", ["--project", PROJECT, "--workflow", PROJECT + "=procurement"])
-        self.config = harness.make_config(
-            self.dir, self.jde.url, self.jira.url, mapping=MAPPING,
-            flow={"target": {"system": "jira", "project": PROJECT, "issue_type": "Purchase Order",
-                             "marker_prefix": PREFIX},
-                  "max_attempts": 20})
+        tgt = {"system": "jira", "project": PROJECT, "issue_type": "Purchase Order", "marker_prefix": PREFIX}
+        tgt.update(target or {})
+        self.config = harness.make_config(self.dir, self.jde.url, self.jira.url, mapping=MAPPING,
+                                          flow={"target": tgt, "max_attempts": 20})
         self.notes = {}  # source key -> comment ids, in the order they appeared
 
     def agent(self, *args, timeout=600):
@@ -328,6 +332,40 @@ def a_status_the_workflow_lacks_stops_the_flow_at_start():
         for part in ("mapping.status", "'Aproved'", "'Purchase Order'", PROJECT, "'Approved'"):
             expect(part in r.stderr, f"the start-up error does not name {part}: {r.stderr[-1500:]}")
         expect(len(e.jira.ctl("/_sim/issues")) == 0, "issues were created despite the bad mapping")
+    finally:
+        e.close()
+
+
+@test
+def status_via_walks_the_workflow_also_across_kills():
+    """New purchase orders already approved, rejected or closed at the
+    source: created Open, each walks through target.status_via to its
+    status (up to three transitions), with the agent killed during the walk;
+    a bad status_via is named at start-up."""
+    n = 30 if not ARGS.quick else 12
+    e = Env(n, target={"status_via": VIA})
+    try:
+        rng = random.Random(5)
+        for k in e.keys():
+            e.set(k, SRST=rng.choice(["AP", "RJ", "CL", "CL"]))
+        e.jira.faults(slow_ms=40)
+        killed = kill_loop(e, "transition_do", 6 if not ARGS.quick else 3, "walks")
+        e.jira.faults(slow_ms=0)
+        e.settle("after kills during the walks")
+        check_all(e, "after kills during the walks")
+        expect(killed >= 3 if not ARGS.quick else killed >= 1, f"only {killed} kills hit a running agent")
+        want = wanted(e, e.jde.ctl("/_sim/rows"))
+        steps = sum({"Approved": 2, "Rejected": 2, "Closed": 3}[st] for st, _ids in want.values())
+        print(f"#   {killed} kills; {e.requests('transition_do')} transitions for {steps} steps")
+        expect(e.requests("transition_do") <= steps + killed,
+               f"{e.requests('transition_do')} transitions for {steps} steps and {killed} kills")
+    finally:
+        e.close()
+    e = Env(2, target={"status_via": {"Closed": ["Awaiting aproval"]}})
+    try:
+        r = e.agent("sync", FLOW)
+        expect(r.returncode != 0 and "status_via" in r.stderr and "'Awaiting aproval'" in r.stderr,
+               f"a misspelled status_via: exit {r.returncode}: {r.stderr[-1500:]}")
     finally:
         e.close()
 

@@ -342,8 +342,8 @@ static enum mlc_rc check_statuses(struct conn *c, const char *project, const cha
             }
         }
         mlc_errf(&c->err,
-                 "mapping.status: '%s' is not a status of issue type '%s' in jira project '%s' "
-                 "(its statuses: %s)",
+                 "mapping.status (or target.status_via): '%s' is not a status of issue type '%s' "
+                 "in jira project '%s' (its statuses: %s)",
                  it->valuestring, issue_type, project, valid.len > 0 ? mlc_buf_str(&valid) : "none");
         rc = MLC_E_INVAL;
         goto out;
@@ -419,8 +419,47 @@ enum mlc_rc jira_prepare(struct conn *c, const cJSON *target, const struct prep_
         goto out;
     }
     {
+        /* the statuses the mapping can produce, and the ones on the way */
         const cJSON *sts = cJSON_GetObjectItemCaseSensitive(mapped, "status");
-        rc = check_statuses(c, project, issue_type, cJSON_IsArray(sts) ? sts : NULL);
+        const cJSON *via = cJSON_GetObjectItemCaseSensitive(target, "status_via"), *v, *step;
+        cJSON *names = mlc_json_xarr();
+
+        if (!cJSON_IsArray(sts)) {
+            sts = NULL;
+        }
+        cJSON_ArrayForEach(v, sts)
+        {
+            cJSON_AddItemToArray(names, xdup(v));
+        }
+        if (via != NULL && !cJSON_IsObject(via)) {
+            mlc_errf(&c->err, "target.status_via: expected an object of status -> [statuses on "
+                              "the way], e.g. {\"Approved\": [\"Awaiting approval\"]}");
+            rc = MLC_E_INVAL;
+            via = NULL;
+        }
+        cJSON_ArrayForEach(v, via)
+        {
+            if (!cJSON_IsArray(v)) {
+                mlc_errf(&c->err, "target.status_via.%s: expected a list of status names", v->string);
+                rc = MLC_E_INVAL;
+                break;
+            }
+            cJSON_AddItemToArray(names, cJSON_CreateString(v->string));
+            cJSON_ArrayForEach(step, v)
+            {
+                if (!cJSON_IsString(step) || step->valuestring[0] == '\0') {
+                    mlc_errf(&c->err, "target.status_via.%s: expected a list of status names",
+                             v->string);
+                    rc = MLC_E_INVAL;
+                    break;
+                }
+                cJSON_AddItemToArray(names, xdup(step));
+            }
+        }
+        if (rc == MLC_OK) {
+            rc = check_statuses(c, project, issue_type, names);
+        }
+        cJSON_Delete(names);
     }
 out:
     cJSON_Delete(fields);

@@ -11,9 +11,12 @@
  *               POSTed. Already there: nothing. None leads there: the record
  *               is refused with the issue, the status wanted, the current one
  *               and the ones reachable. Only the transitions open from the
- *               current status are visible over REST, so one step at a time:
- *               a workflow that needs two steps needs both statuses mapped in
- *               turn (or a global transition).
+ *               current status are visible over REST (the workflow itself
+ *               only to administrators), so a status two steps away is
+ *               reached through the flow's target.status_via: {"Approved":
+ *               ["Awaiting approval"]} lists the statuses on the way, and
+ *               each round takes the transition to the latest of them that
+ *               is open, until the wanted one is.
  *   "comments": a list of {"id": "...", "text": "..."} (the mapping's
  *               "items" rule). Each source comment becomes exactly one Jira
  *               comment, whose last paragraph is the marker
@@ -59,6 +62,8 @@
 
 /* A comment list read back longer than this many pages is looping. */
 #define JIRA_COMMENT_MAX_PAGES 200
+/* Most transitions one status step may take (target.status_via walks). */
+#define JIRA_STATUS_STEPS 8
 
 /* --------------------------------------------------------- pure helpers */
 
@@ -399,86 +404,126 @@ static void initial_learn(struct conn *c, const cJSON *target, const struct tgt_
 }
 
 /* The status step: move the issue to want when it is elsewhere. */
-static enum mlc_rc do_status(struct conn *c, const cJSON *target, const struct tgt_item *item,
-                             int fresh, const char *key, const char *want, struct result *r)
+/* One transition of issue key to the status reached by transition tid. */
+static enum mlc_rc post_transition(struct conn *c, const char *key, const char *tid,
+                                   const char *to, struct result *r)
 {
     struct mlc_http_resp resp = { 0 };
     struct mlc_errbuf one = { 0 };
-    struct mlc_buf reach = MLC_BUF_INIT;
-    cJSON *root = NULL, *req = NULL;
-    const char *cur;
-    char *path = NULL, tid[32], current[128] = "";
+    cJSON *req = mlc_json_xobj(), *tr = mlc_json_xobj();
+    char *path = path_with("/rest/api/3/issue/", key, "/transitions");
     enum mlc_rc rc;
-    int pick;
 
-    path = path_with("/rest/api/3/issue/", key, "?fields=status");
-    rc = jira_call(c, "GET", path, NULL, &resp, &one);
-    free(path);
-    path = NULL;
-    if (rc != MLC_OK) {
-        rc = call_verdict(c, rc, &resp, &one, key, "reading the status", r);
-        goto out;
-    }
-    root = cJSON_ParseWithLength(body_str(&resp), resp.body.len);
-    cur = mlc_json_str(mlc_json_obj(mlc_json_obj(root, "fields"), "status"), "name");
-    if (cur == NULL) {
-        r->rc = rc = MLC_E_PROTO;
-        snprintf(r->err, sizeof(r->err), "jira: issue %s came back without fields.status.name", key);
-        goto out;
-    }
-    snprintf(current, sizeof(current), "%s", cur);
-    if (fresh) {
-        initial_learn(c, target, item, current);
-    }
-    if (strcasecmp(current, want) == 0) {
-        goto out; /* already there */
-    }
-    mlc_http_resp_release(&resp);
-    memset(&resp, 0, sizeof(resp));
-    path = path_with("/rest/api/3/issue/", key, "/transitions");
-    rc = jira_call(c, "GET", path, NULL, &resp, &one);
-    if (rc != MLC_OK) {
-        rc = call_verdict(c, rc, &resp, &one, key, "reading the transitions", r);
-        goto out;
-    }
-    pick = jira_transition_pick(body_str(&resp), resp.body.len, want, tid, sizeof(tid), &reach);
-    if (pick < 0) {
-        r->rc = rc = MLC_E_PROTO;
-        snprintf(r->err, sizeof(r->err), "jira: the transitions of %s are not a 'transitions' list",
-                 key);
-        goto out;
-    }
-    if (pick == 0) {
-        r->rc = rc = MLC_E_REJECTED;
-        snprintf(r->err, sizeof(r->err),
-                 "jira issue %s cannot move from status '%s' to '%s': no transition open to the "
-                 "sync user leads there (reachable from '%s': %s); check the mapping's status "
-                 "values against the project's workflow",
-                 key, current, want, current, reach.len > 0 ? mlc_buf_str(&reach) : "none");
-        goto out;
-    }
-    mlc_http_resp_release(&resp);
-    memset(&resp, 0, sizeof(resp));
-    req = mlc_json_xobj();
-    {
-        cJSON *tr = mlc_json_xobj();
-        mlc_json_xadd_str(tr, "id", tid);
-        mlc_json_xadd(req, "transition", tr);
-    }
+    mlc_json_xadd_str(tr, "id", tid);
+    mlc_json_xadd(req, "transition", tr);
     rc = jira_call(c, "POST", path, req, &resp, &one);
     if (rc != MLC_OK) {
         char what[200];
-        snprintf(what, sizeof(what), "the transition to '%s'", want);
+        snprintf(what, sizeof(what), "the transition to '%.120s'", to);
         rc = call_verdict(c, rc, &resp, &one, key, what, r);
-        goto out;
     }
-out:
     cJSON_Delete(req);
-    cJSON_Delete(root);
     free(path);
-    mlc_buf_release(&reach);
     mlc_http_resp_release(&resp);
     return rc;
+}
+
+/* The status step: move the issue to want when it is elsewhere. Each round
+ * reads the current status and the transitions open from it (so a run that
+ * died half-way goes on from where the issue is) and takes the one to want;
+ * when there is none, the one to the latest of target.status_via[want] (the
+ * statuses on the way, in workflow order) that is open now. */
+static enum mlc_rc do_status(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                             int fresh, const char *key, const char *want, struct result *r)
+{
+    const cJSON *via = mlc_json_arr(mlc_json_obj(target, "status_via"), want);
+    enum mlc_rc rc = MLC_OK;
+
+    for (int round = 0; round < JIRA_STATUS_STEPS; round++) {
+        struct mlc_http_resp resp = { 0 };
+        struct mlc_errbuf one = { 0 };
+        struct mlc_buf reach = MLC_BUF_INIT;
+        cJSON *root = NULL;
+        const char *cur, *to = want;
+        char *path, tid[32], current[128];
+        int pick;
+
+        path = path_with("/rest/api/3/issue/", key, "?fields=status");
+        rc = jira_call(c, "GET", path, NULL, &resp, &one);
+        free(path);
+        if (rc != MLC_OK) {
+            rc = call_verdict(c, rc, &resp, &one, key, "reading the status", r);
+            mlc_http_resp_release(&resp);
+            return rc;
+        }
+        root = cJSON_ParseWithLength(body_str(&resp), resp.body.len);
+        mlc_http_resp_release(&resp);
+        cur = mlc_json_str(mlc_json_obj(mlc_json_obj(root, "fields"), "status"), "name");
+        if (cur == NULL) {
+            cJSON_Delete(root);
+            r->rc = MLC_E_PROTO;
+            snprintf(r->err, sizeof(r->err), "jira: issue %s came back without fields.status.name",
+                     key);
+            return r->rc;
+        }
+        snprintf(current, sizeof(current), "%s", cur);
+        cJSON_Delete(root);
+        if (fresh && round == 0) {
+            initial_learn(c, target, item, current);
+        }
+        if (strcasecmp(current, want) == 0) {
+            return MLC_OK; /* already there */
+        }
+        memset(&resp, 0, sizeof(resp));
+        path = path_with("/rest/api/3/issue/", key, "/transitions");
+        rc = jira_call(c, "GET", path, NULL, &resp, &one);
+        free(path);
+        if (rc != MLC_OK) {
+            rc = call_verdict(c, rc, &resp, &one, key, "reading the transitions", r);
+            mlc_http_resp_release(&resp);
+            return rc;
+        }
+        pick = jira_transition_pick(body_str(&resp), resp.body.len, want, tid, sizeof(tid), &reach);
+        for (int i = cJSON_GetArraySize(via) - 1; pick == 0 && i >= 0; i--) {
+            const cJSON *step = cJSON_GetArrayItem(via, i);
+            if (cJSON_IsString(step) && strcasecmp(step->valuestring, current) != 0 &&
+                jira_transition_pick(body_str(&resp), resp.body.len, step->valuestring, tid,
+                                     sizeof(tid), NULL) == 1) {
+                pick = 1;
+                to = step->valuestring;
+            }
+        }
+        mlc_http_resp_release(&resp);
+        if (pick < 0) {
+            mlc_buf_release(&reach);
+            r->rc = MLC_E_PROTO;
+            snprintf(r->err, sizeof(r->err),
+                     "jira: the transitions of %s are not a 'transitions' list", key);
+            return r->rc;
+        }
+        if (pick == 0) {
+            r->rc = MLC_E_REJECTED;
+            snprintf(r->err, sizeof(r->err),
+                     "jira issue %s cannot move from status '%s' to '%s': no transition open to "
+                     "the sync user leads there (reachable from '%s': %s); check the mapping's "
+                     "status values against the project's workflow, or list the statuses on the "
+                     "way in target.status_via",
+                     key, current, want, current, reach.len > 0 ? mlc_buf_str(&reach) : "none");
+            mlc_buf_release(&reach);
+            return r->rc;
+        }
+        mlc_buf_release(&reach);
+        rc = post_transition(c, key, tid, to, r);
+        if (rc != MLC_OK || to == want) {
+            return rc;
+        }
+    }
+    r->rc = MLC_E_REJECTED;
+    snprintf(r->err, sizeof(r->err),
+             "jira issue %s did not reach status '%s' in %d transitions: check "
+             "target.status_via['%s'] against the project's workflow",
+             key, want, JIRA_STATUS_STEPS, want);
+    return r->rc;
 }
 
 int jira_item_has_after(struct conn *c, const cJSON *target, const struct tgt_item *item,
