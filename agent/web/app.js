@@ -572,7 +572,7 @@
           row('Next run', f.enabled === false ? h('span', { class: 'muted' }, 'disabled') : when(f.next_run_ms, 'not scheduled'),
             { 'data-testid': id + '-next' }),
           row('Schedule', [text(f.schedule, 'manual'),
-            f.schedule_zone ? h('span', { class: 'muted', 'data-testid': id + '-zone' }, ' (' + text(f.schedule_zone) + ')') : null]),
+            f.schedule_zone ? h('span', { class: 'muted', 'data-testid': id + '-zone', title: 'the agent\'s local time zone' }, ' \u2014 ' + text(f.schedule_zone)) : null]),
           row('Records in sync', h('span', { 'data-testid': id + '-synced', 'data-value': isNum(f.synced) ? f.synced : '' }, count(f.synced))),
           depth('outbox', 'Outbox', f.oldest_outbox_s),
           depth('inbox', 'Inbox', f.oldest_inbox_s),
