@@ -182,13 +182,16 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
     }
     sched = mlc_json_str(fc, "schedule");
     if (cJSON_GetObjectItem(fc, "schedule") && sched == NULL) {
-        mlc_errf(err, "%s.schedule: expected a string like \"every 15m\" or \"daily 02:00\"", path);
+        mlc_errf(err, "%s.schedule: expected a string like \"every 15m\", \"daily 02:00\" or \"weekly mon 06:00\"", path);
         return MLC_E_INVAL;
     }
-    if (sched_parse(sched ? sched : "every 15m", &f->sched, &f->every_s, &f->daily_min) != 0) {
-        mlc_errf(err, "%s.schedule: '%s' is not \"every <N>s|m|h|d\", \"daily HH:MM\" or \"manual\"",
-                 path, sched);
-        return MLC_E_INVAL;
+    {
+        char why[256];
+        if (sched_parse(sched ? sched : "every 15m", &f->sched, &f->every_s, &f->daily_min, why,
+                        sizeof(why)) != 0) {
+            mlc_errf(err, "%s.schedule: %s", path, why);
+            return MLC_E_INVAL;
+        }
     }
     it = cJSON_GetObjectItemCaseSensitive(fc, "enabled");
     if (it != NULL && !cJSON_IsBool(it)) {

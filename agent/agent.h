@@ -53,7 +53,7 @@ struct flow {
     struct mapping *map;
     enum sched_kind sched;
     long every_s;
-    int daily_min;         /* minutes after local midnight */
+    int daily_min;         /* daily: minutes after local midnight; weekly: after Sunday 00:00 */
     long long next_due;
     char *marker_prefix;
     int max_attempts;

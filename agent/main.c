@@ -447,8 +447,15 @@ static int cmd_check(struct agent *a)
            a->n_flows);
     for (int i = 0; i < a->n_flows; i++) {
         struct flow *f = &a->flows[i];
-        printf("  flow %-20s %s -> %s, schedule %s\n", f->name, f->src->name, f->dst->name,
-               mlc_json_str(f->conf, "schedule") ? mlc_json_str(f->conf, "schedule") : "every 15m");
+        char zone[160] = "";
+        if (f->sched == SCHED_DAILY || f->sched == SCHED_WEEKLY) {
+            char z[150];
+            sched_zone((long long)time(NULL), z, sizeof(z));
+            snprintf(zone, sizeof(zone), " (%s)", z);
+        }
+        printf("  flow %-20s %s -> %s, schedule %s%s\n", f->name, f->src->name, f->dst->name,
+               mlc_json_str(f->conf, "schedule") ? mlc_json_str(f->conf, "schedule") : "every 15m",
+               zone);
     }
     for (int i = 0; i < a->n_conns; i++) {
         /* the connector's key table says which settings hold secrets */

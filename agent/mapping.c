@@ -11,7 +11,7 @@
 #include "shared/mlc_date.h"
 #include "shared/mlc_json.h"
 
-enum rule_kind { R_TEMPLATE, R_FROM, R_CONST, R_LIST };
+enum rule_kind { R_TEMPLATE, R_FROM, R_CONST, R_LIST, R_ITEMS };
 enum date_kind { D_NONE, D_YYYYMMDD, D_JULIAN };
 enum case_kind { C_NONE, C_UPPER, C_LOWER };
 
@@ -27,6 +27,8 @@ struct rule {
     long max;
     char **items; /* R_LIST templates */
     int n_items;
+    const cJSON *objs; /* R_ITEMS: array of objects of member -> template (lent from spec) */
+    char *each;        /* R_ITEMS: the column holding an array of objects, or NULL */
 };
 
 struct mapping {
@@ -68,7 +70,9 @@ static void column_text(const cJSON *row, const char *col, char *out, size_t n)
     mlc_strip(out);
 }
 
-static void expand(const char *t, const cJSON *row, struct mlc_buf *b)
+/* Expand template t against row into b; *filled (may be NULL) becomes 1
+ * when a placeholder gave a non-empty value. */
+static void expand_into(const char *t, const cJSON *row, struct mlc_buf *b, int *filled)
 {
     for (const char *p = t; *p; p++) {
         const char *e;
@@ -87,6 +91,9 @@ static void expand(const char *t, const cJSON *row, struct mlc_buf *b)
             col[n] = '\0';
             column_text(row, col, val, sizeof(val));
             mlc_buf_adds(b, val);
+            if (filled != NULL && val[0] != '\0') {
+                *filled = 1;
+            }
             p = e;
         } else {
             mlc_buf_add(b, p, 1);
@@ -94,11 +101,17 @@ static void expand(const char *t, const cJSON *row, struct mlc_buf *b)
     }
 }
 
+static void expand(const char *t, const cJSON *row, struct mlc_buf *b)
+{
+    expand_into(t, row, b, NULL);
+}
+
 static void rule_release(struct rule *r)
 {
     free(r->field);
     free(r->text);
     free(r->dflt);
+    free(r->each);
     for (int i = 0; i < r->n_items; i++) {
         free(r->items[i]);
     }
@@ -122,7 +135,8 @@ void mapping_free(struct mapping *m)
 static int compile_rule(struct rule *r, const cJSON *v, const char *path, struct mlc_errbuf *err)
 {
     static const char *const known[] = { "from", "map", "default", "date", "template", "case",
-                                         "const", "list", "required", "max", NULL };
+                                         "const", "list", "required", "max", "items", "each",
+                                         NULL };
     const cJSON *it;
     const char *s;
 
@@ -143,7 +157,7 @@ static int compile_rule(struct rule *r, const cJSON *v, const char *path, struct
         }
         if (!ok) {
             mlc_errf(err, "%s.%s: unknown rule key (known: from, map, default, date, template, case, "
-                     "const, list, required, max)", path, it->string);
+                     "const, list, items, each, required, max)", path, it->string);
             return -1;
         }
     }
@@ -171,8 +185,57 @@ static int compile_rule(struct rule *r, const cJSON *v, const char *path, struct
             }
             r->items[r->n_items++] = mlc_xstrdup(e->valuestring);
         }
+    } else if ((it = cJSON_GetObjectItemCaseSensitive(v, "items")) != NULL) {
+        /* a list of objects (e.g. comments {"id", "text"}): each object's
+         * members are templates, expanded against the row, or against each
+         * element of the array in column "each" */
+        const cJSON *o, *e;
+        if (cJSON_IsObject(it)) {
+            cJSON *arr = mlc_json_xarr();
+            cJSON_AddItemToArray(arr, cJSON_Duplicate(it, 1));
+            cJSON_ReplaceItemInObjectCaseSensitive((cJSON *)v, "items", arr);
+            it = arr;
+        }
+        if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) == 0) {
+            mlc_errf(err, "%s.items: expected an object of member -> template, or an array of them",
+                     path);
+            return -1;
+        }
+        cJSON_ArrayForEach(o, it)
+        {
+            if (!cJSON_IsObject(o) || cJSON_GetArraySize(o) == 0) {
+                mlc_errf(err, "%s.items: expected an object of member -> template, or an array "
+                         "of them", path);
+                return -1;
+            }
+            cJSON_ArrayForEach(e, o)
+            {
+                if (!cJSON_IsString(e)) {
+                    mlc_errf(err, "%s.items.%s: expected a template string", path, e->string);
+                    return -1;
+                }
+                if (template_check(e->valuestring, path, err) != 0) {
+                    return -1;
+                }
+            }
+        }
+        r->kind = R_ITEMS;
+        r->objs = it;
+        if ((it = cJSON_GetObjectItemCaseSensitive(v, "each")) != NULL) {
+            if (!cJSON_IsString(it) || it->valuestring[0] == '\0') {
+                mlc_errf(err, "%s.each: expected the name of a column holding a list of objects",
+                         path);
+                return -1;
+            }
+            r->each = mlc_xstrdup(it->valuestring);
+        }
     } else {
-        mlc_errf(err, "%s: a rule needs one of \"from\", \"template\", \"const\" or \"list\"", path);
+        mlc_errf(err, "%s: a rule needs one of \"from\", \"template\", \"const\", \"list\" or "
+                 "\"items\"", path);
+        return -1;
+    }
+    if (r->kind != R_ITEMS && cJSON_GetObjectItemCaseSensitive(v, "each") != NULL) {
+        mlc_errf(err, "%s.each: only an \"items\" rule reads a list column", path);
         return -1;
     }
     it = cJSON_GetObjectItemCaseSensitive(v, "map");
@@ -323,6 +386,35 @@ static int convert(const struct rule *r, char *v, size_t n, struct mlc_errbuf *e
     return 0;
 }
 
+/* The objects of an R_ITEMS rule for one row (or list element) into arr;
+ * an object none of whose placeholders has a value is left out (its literal
+ * text alone is no item). */
+static void items_add(const struct rule *r, const cJSON *row, cJSON *arr)
+{
+    const cJSON *o, *e;
+
+    cJSON_ArrayForEach(o, r->objs)
+    {
+        cJSON *obj = mlc_json_xobj();
+        int any = 0;
+        cJSON_ArrayForEach(e, o)
+        {
+            struct mlc_buf b = MLC_BUF_INIT;
+            char *t;
+            expand_into(e->valuestring, row, &b, &any);
+            t = mlc_buf_detach(&b);
+            mlc_strip(t);
+            mlc_json_xadd_str(obj, e->string, t);
+            free(t);
+        }
+        if (any) {
+            cJSON_AddItemToArray(arr, obj);
+        } else {
+            cJSON_Delete(obj);
+        }
+    }
+}
+
 cJSON *mapping_apply(const struct mapping *m, const cJSON *row, struct mlc_errbuf *err)
 {
     cJSON *out = mlc_json_xobj();
@@ -330,6 +422,30 @@ cJSON *mapping_apply(const struct mapping *m, const cJSON *row, struct mlc_errbu
 
     for (int i = 0; i < m->n; i++) {
         const struct rule *r = &m->rules[i];
+        if (r->kind == R_ITEMS) {
+            cJSON *arr = mlc_json_xarr();
+            if (r->each == NULL) {
+                items_add(r, row, arr);
+            } else {
+                const cJSON *list = cJSON_GetObjectItemCaseSensitive(row, r->each), *el;
+                if (!cJSON_IsArray(list)) {
+                    list = NULL;
+                }
+                cJSON_ArrayForEach(el, list)
+                {
+                    if (cJSON_IsObject(el)) {
+                        items_add(r, el, arr);
+                    }
+                }
+            }
+            if (r->required && cJSON_GetArraySize(arr) == 0) {
+                cJSON_Delete(arr);
+                mlc_errf(err, "field '%s' is required but the source gave no items", r->field);
+                goto fail;
+            }
+            mlc_json_xadd(out, r->field, arr);
+            continue;
+        }
         if (r->kind == R_LIST) {
             cJSON *arr = mlc_json_xarr();
             for (int k = 0; k < r->n_items; k++) {

@@ -7,6 +7,11 @@
  *   {"template": "...", "case": "upper"}          "upper" / "lower"
  *   {"const": "jde"}
  *   {"list": ["jde", "wo-{DCTO}"]}                an array (e.g. labels)
+ *   {"items": {"id": "{SEQ}", "text": "{NOTE}"}, "each": "COMMENTS"}
+ *        an array of objects (e.g. comments): one per element of the list
+ *        column "each" (its members fill the templates), or without "each"
+ *        one per object of "items" (an object or an array of them) filled
+ *        from the row; an object none of whose {COLUMN}s has a value is left out
  * Any rule may add "required": true (an empty result dead-letters the record)
  * and "max": N (truncate to N bytes on a UTF-8 boundary).
  */

@@ -292,8 +292,11 @@ static enum mlc_rc recover(struct agent *a, struct flow *f, struct sync_stats *s
             struct outbox_row *r = &rows[i];
             if (strcmp(r->op, "update") == 0) {
                 rc = state_outbox_resolve(a->st, r->id, "update", r->target_key, err);
-            } else if (fd[i].found && strcmp(r->sent_hash, r->hash) == 0) {
-                /* the create landed with exactly this content: record it */
+            } else if (fd[i].found && strcmp(r->sent_hash, r->hash) == 0 &&
+                       (fd[i].hash[0] == '\0' || strcmp(fd[i].hash, r->hash) == 0)) {
+                /* the create landed with exactly this content: record it
+                 * (a target that keeps a content hash and shows another one
+                 * did not finish the write: that goes on as an update below) */
                 struct ledger_row lr = { 0 };
                 snprintf(lr.hash, sizeof(lr.hash), "%s", r->hash);
                 snprintf(lr.target_key, sizeof(lr.target_key), "%s", fd[i].target_key);
@@ -307,7 +310,8 @@ static enum mlc_rc recover(struct agent *a, struct flow *f, struct sync_stats *s
                             fd[i].target_key, "create confirmed at the target after a restart");
                 ss->created++;
             } else if (fd[i].found) {
-                /* it landed, but a newer version is queued: send that as an update */
+                /* it landed, but a newer version is queued (or the target did
+                 * not finish it): send that as an update */
                 rc = state_outbox_resolve(a->st, r->id, "update", fd[i].target_key, err);
                 state_audit(a->st, f->name, r->source_key, r->audit_id, "recovered",
                             fd[i].target_key,
@@ -526,6 +530,29 @@ static enum mlc_rc settle(struct agent *a, struct flow *f, struct outbox_row *ro
                 ss->created++;
             } else {
                 ss->updated++;
+            }
+        } else if (creates && res[i].target_key[0] != '\0') {
+            /* created, but what the target does after its write (e.g. a
+             * status or comments) failed: the record exists, so it is
+             * recorded (with no hash: its content is not complete) and the
+             * rest is sent as an update, never as a second create */
+            struct ledger_row lr = { 0 };
+            snprintf(lr.target_key, sizeof(lr.target_key), "%s", res[i].target_key);
+            snprintf(lr.target_id, sizeof(lr.target_id), "%s", res[i].target_id);
+            snprintf(lr.audit_id, sizeof(lr.audit_id), "%s", r->audit_id);
+            rc = state_ledger_put(a->st, f->name, r->source_key, &lr, err);
+            if (rc == MLC_OK) {
+                rc = state_outbox_resolve(a->st, r->id, "update", res[i].target_key, err);
+            }
+            state_audit(a->st, f->name, r->source_key, r->audit_id, "created", lr.target_key,
+                        res[i].err);
+            if (rc != MLC_OK) {
+                break;
+            }
+            if (mlc_rc_transient(res[i].rc) && r->attempts < f->max_attempts) {
+                rc = state_outbox_retry_later(a->st, r->id, retry_at(r->attempts), res[i].err, err);
+            } else {
+                dead_letter(a, f, r, res[i].err[0] ? res[i].err : mlc_strerror(res[i].rc), ss);
             }
         } else if (res[i].rc == MLC_E_NOTFOUND && !creates) {
             char detail[700];

@@ -344,6 +344,7 @@ enum mlc_rc state_ledger_put(struct state *s, const char *flow, const char *key,
 enum mlc_rc state_ledger_lists(struct state *s, const char *flow, const char *key, char **out,
                                struct mlc_errbuf *err)
 {
+    /* its own statement: the hot-path ledger read leaves the lists out */
     sqlite3_stmt *q = stmt(s, SQ_LEDGER_LISTS);
     int rc;
 

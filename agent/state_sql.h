@@ -82,6 +82,7 @@ enum state_stmt {
     SQ_CURSOR_GET,
     SQ_CURSOR_SET,
     SQ_LEDGER_GET,
+    SQ_LEDGER_LISTS,
     SQ_LEDGER_PUT,
     SQ_LEDGER_RECENT,
     SQ_OUTBOX_PUT,
@@ -120,7 +121,6 @@ enum state_stmt {
     SQ_OUTBOX_DUE_NOW,
     SQ_OUTBOX_PUT_FRESH,
     SQ_OUTBOX_SENT_AT,
-    SQ_LEDGER_LISTS,
     SQ_BEGIN,
     SQ_COMMIT,
     SQ_ROLLBACK,
@@ -148,6 +148,7 @@ static const char *const state_sql[SQ__COUNT] = {
                       " ON CONFLICT(flow) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
     [SQ_LEDGER_GET] = "SELECT hash, target_key, target_id, audit_id, wb_at, NULL, updated_at FROM state_ledger"
                       " WHERE flow = :flow AND source_key = :key",
+    [SQ_LEDGER_LISTS] = "SELECT lists FROM state_ledger WHERE flow = :flow AND source_key = :key",
     [SQ_LEDGER_PUT] = "INSERT INTO state_ledger(flow, source_key, hash, target_key, target_id, audit_id,"
                       " created_at, updated_at, lists) VALUES(:flow, :key, :hash, :tkey, :tid, :aid, :now, :now, :lists)"
                       " ON CONFLICT(flow, source_key) DO UPDATE SET hash = excluded.hash,"
@@ -184,7 +185,6 @@ static const char *const state_sql[SQ__COUNT] = {
                             " state, sent_hash, attempts, created_at)"
                             " VALUES(:flow, :key, :op, :tkey, :payload, :hash, :aid, 'inflight', :hash, 1, :now)",
     [SQ_OUTBOX_SENT_AT] = "UPDATE state_outbox SET sent_at = :now WHERE id = :id AND sent_at = 0",
-    [SQ_LEDGER_LISTS] = "SELECT lists FROM state_ledger WHERE flow = :flow AND source_key = :key",
     [SQ_BEGIN] = "BEGIN IMMEDIATE",
     [SQ_COMMIT] = "COMMIT",
     [SQ_ROLLBACK] = "ROLLBACK",

@@ -123,6 +123,12 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
     mlc_json_xadd_str(o, "target", f->dst->name);
     cJSON_AddBoolToObject(o, "enabled", f->enabled);
     mlc_json_xadd_str(o, "schedule", sched ? sched : "every 15m");
+    if (f->sched == SCHED_DAILY || f->sched == SCHED_WEEKLY) {
+        /* daily and weekly times are local wall-clock times: say whose */
+        char zone[160];
+        sched_zone(now / 1000, zone, sizeof(zone));
+        mlc_json_xadd_str(o, "schedule_zone", zone);
+    }
     cJSON_AddBoolToObject(o, "running", running && strcmp(running, f->name) == 0);
     if (state_run_latest(st, f->name, &run, &err) == MLC_OK) {
         lr = mlc_json_xobj();
@@ -656,6 +662,10 @@ void statusview_print(const cJSON *snap, FILE *f)
         if (mlc_json_num(it, "next_run_ms", 0) > 0) {
             when(t1, sizeof(t1), mlc_json_num(it, "next_run_ms", 0));
             fprintf(f, "  next run %s UTC\n", t1);
+        }
+        if (mlc_json_str(it, "schedule_zone") != NULL) {
+            fprintf(f, "  schedule %s, local time %s\n", mlc_json_str(it, "schedule"),
+                    mlc_json_str(it, "schedule_zone"));
         }
         inbox = (long long)mlc_json_num(it, "inbox", 0) > inbox ? (long long)mlc_json_num(it, "inbox", 0) : inbox;
     }

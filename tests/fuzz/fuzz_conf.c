@@ -27,7 +27,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s[size] = '\0';
     mlc_conf_parse_duration(s);
     mlc_retry_after_parse(s, 1700000000LL);
-    sched_parse(s, &kind, &every, &daily);
+    {
+        char why[256];
+        if (sched_parse(s, &kind, &every, &daily, why, sizeof(why)) == 0) {
+            sched_next(kind, every, daily, 1700000000LL);
+        }
+    }
     doc = cJSON_ParseWithLength(s, size);
     if (doc != NULL) {
         struct mapping *m = mapping_compile(cJSON_GetObjectItem(doc, "mapping"), "mapping", &err);

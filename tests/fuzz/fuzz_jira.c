@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0
  * Fuzz target: the Jira connector's parsers of outside input (bulk create
- * responses, search pages, error bodies) and plain text to ADF. The ADF must
+ * responses, search pages, error bodies, comment pages, transition lists,
+ * number field text) and plain text to ADF. The ADF must
  * never hold an empty or control-bearing text node, whatever the input.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
+#include "shared/mlc_buf.h"
 #include "agent/connectors/jira/jira.h"
 #include "agent/connectors/jira/jira_adf.h"
 
@@ -81,6 +83,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     jira_parse_search_page((const char *)data, size, on_label, &labels, &next, &err);
     free(next);
     jira_error_text((const char *)data, size, msg, sizeof(msg));
+    {
+        /* comment pages: every marker id found is one the agent could have written */
+        cJSON *ids = cJSON_CreateArray(), *it;
+        long next_start = 0;
+        struct mlc_buf reach = MLC_BUF_INIT;
+        char tid[32];
+        int pick;
+
+        mlc_err_reset(&err);
+        if (jira_parse_comment_page((const char *)data, size, ids, &next_start, &err) == MLC_OK &&
+            next_start < -1) {
+            abort();
+        }
+        cJSON_ArrayForEach(it, ids)
+        {
+            if (!cJSON_IsString(it) || !jira_comment_id_ok(it->valuestring)) {
+                abort();
+            }
+        }
+        cJSON_Delete(ids);
+        pick = jira_transition_pick((const char *)data, size, "Approved", tid, sizeof(tid), &reach);
+        if (pick < -1 || pick > 1 || (pick == 1 && tid[0] == '\0') || (pick != 1 && tid[0] != '\0')) {
+            abort();
+        }
+        mlc_buf_release(&reach);
+    }
 
     text = malloc(size + 1);
     if (text == NULL) {
@@ -100,6 +128,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     lab = jira_label_clean(text);
     free(lab);
+    {
+        double d;
+        if (jira_number_text(text, &d) == 0 && !(d == d)) {
+            abort(); /* never NaN */
+        }
+        /* a comment body always ends in its marker, and reads back as that id */
+        if (jira_comment_id_ok(text)) {
+            cJSON *body = jira_comment_body(text, text), *page = cJSON_CreateObject(),
+                  *arr = cJSON_CreateArray(), *c = cJSON_CreateObject(), *ids = cJSON_CreateArray();
+            char *json;
+            long next_start;
+            check_adf(body);
+            cJSON_AddItemToObject(c, "body", body);
+            cJSON_AddItemToArray(arr, c);
+            cJSON_AddItemToObject(page, "comments", arr);
+            json = cJSON_PrintUnformatted(page);
+            if (json == NULL ||
+                jira_parse_comment_page(json, strlen(json), ids, &next_start, &err) != MLC_OK ||
+                cJSON_GetArraySize(ids) < 1 ||
+                strcmp(cJSON_GetArrayItem(ids, cJSON_GetArraySize(ids) - 1)->valuestring, text) != 0) {
+                abort();
+            }
+            free(json);
+            cJSON_Delete(ids);
+            cJSON_Delete(page);
+        }
+    }
     free(text);
     return 0;
 }

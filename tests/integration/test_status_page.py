@@ -493,6 +493,34 @@ def health_names_systems_as_configured(env):
 
 
 @test
+def weekly_schedule_shows_the_local_time_zone(env):
+    """A weekly schedule is local wall-clock time: the page says whose (TZ),
+    and the next run is that weekday and hour there."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
+    try:
+        a = Agent("tz", 3, flow={"schedule": "weekly mon 06:00"})
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+    try:
+        f = a.wait_idle("first run")
+        expect(f["schedule"] == "weekly mon 06:00", f"schedule {f['schedule']}")
+        zone = f.get("schedule_zone", "")
+        expect(zone.startswith("America/New_York (E") and "UTC-0" in zone, f"schedule_zone {zone!r}")
+        nxt = f.get("next_run_ms")
+        expect(isinstance(nxt, (int, float)), f"next_run_ms {nxt!r}")
+        # 06:00 in New York is 10:00 or 11:00 UTC, on a Monday
+        t = time.gmtime(nxt / 1000)
+        expect(t.tm_wday == 0 and t.tm_hour in (10, 11) and t.tm_min == 0, f"next run {time.asctime(t)} UTC")
+        expect(env["main"].flow().get("schedule_zone") is None, "an 'every' schedule shows a zone")
+    finally:
+        a.close()
+
+
+@test
 def embedded_page_matches_sources(env):
     a = env["main"]
     for path, fname, ctype in (("/", "index.html", "text/html"), ("/app.js", "app.js", "javascript"),

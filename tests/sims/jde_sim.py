@@ -47,6 +47,10 @@ TABLES = {
             # category code 10 (UDC 00/W0): where the sim's MLC_HoldWorkOrder
             # records the hold code (F4801 has no documented hold column)
             ("WR10", "Category Code 10", "str"),
+            # free-text references (blank when generated): tests put notes
+            # here that a mapping turns into Jira comments
+            ("VR01", "Reference", "str"),
+            ("VR02", "Reference 2", "str"),
         ],
     },
     "F0101": {
@@ -205,6 +209,8 @@ class JdeSim(simbase.Sim):
                 "USER": pad(rng.choice(USERS), 10),
                 "PID": "P48013",
                 "WR10": "   ",
+                "VR01": "",
+                "VR02": "",
             })
         ab = [{"AN8": a, "ALPH": n, "AT1": "E"} for a, n in PEOPLE]
         ab += [{"AN8": a, "ALPH": n, "AT1": "C"} for a, n in CUSTOMERS]

@@ -36,7 +36,10 @@ from simbase import Reply, Route, control_json
 
 ISSUE_TYPES = [("10001", "Task", "A small, distinct piece of work."),
                ("10002", "Bug", "A problem or error."),
-               ("10003", "Story", "A user story.")]
+               ("10003", "Story", "A user story."),
+               ("10004", "Purchase Order", "An order placed with a vendor."),
+               ("10005", "Requisition", "A request to buy."),
+               ("10006", "Vendor Invoice", "An invoice (voucher) from a vendor.")]
 PRIORITIES = [("1", "Highest", "#d04437"), ("2", "High", "#f15C75"), ("3", "Medium", "#f79232"),
               ("4", "Low", "#707070"), ("5", "Lowest", "#999999")]
 DEFAULT_PRIORITY = "3"
@@ -44,15 +47,42 @@ STATUSES = {  # name -> (id, category id, category key, category name, colour)
     "To Do": ("10000", 2, "new", "To Do", "blue-gray"),
     "In Progress": ("3", 4, "indeterminate", "In Progress", "yellow"),
     "Done": ("10001", 3, "done", "Done", "green"),
+    # the procurement workflow's
+    "Open": ("10100", 2, "new", "To Do", "blue-gray"),
+    "Awaiting approval": ("10101", 4, "indeterminate", "In Progress", "yellow"),
+    "Approved": ("10102", 4, "indeterminate", "In Progress", "yellow"),
+    "Rejected": ("10103", 3, "done", "Done", "green"),
+    "Closed": ("10104", 3, "done", "Done", "green"),
 }
-TRANSITIONS = [("11", "To Do"), ("21", "In Progress"), ("31", "Done")]
+CATEGORIES = {"new": (2, "To Do", "blue-gray"), "indeterminate": (4, "In Progress", "yellow"),
+              "done": (3, "Done", "green")}
+# Workflows: the initial status and the transitions (id, name, to, from statuses;
+# None = a global transition, open from every other status). A project uses
+# "simple" unless --workflow says otherwise.
+WORKFLOWS = {
+    "simple": {"initial": "To Do",
+               "transitions": [("11", "To Do", "To Do", None), ("21", "In Progress", "In Progress", None),
+                               ("31", "Done", "Done", None)]},
+    "procurement": {"initial": "Open",
+                    "transitions": [("111", "Submit for approval", "Awaiting approval", ["Open", "Rejected"]),
+                                    ("121", "Approve", "Approved", ["Awaiting approval"]),
+                                    ("131", "Reject", "Rejected", ["Awaiting approval"]),
+                                    ("141", "Close", "Closed", ["Approved", "Rejected"]),
+                                    ("151", "Reopen", "Open", ["Closed"])]},
+}
 CUSTOM = {  # id -> (name, kind)
     "customfield_10050": ("JDE Work Order", "textfield"),
     "customfield_10051": ("Branch/Plant", "textfield"),
     "customfield_10052": ("Order Type", "select"),
     "customfield_10053": ("Source Key", "textfield"),
+    # procurement
+    "customfield_10060": ("Invoice Number", "textfield"),
+    "customfield_10061": ("Vendor", "textfield"),
+    "customfield_10062": ("Amount", "float"),
+    "customfield_10063": ("Approval Status", "select"),
 }
-SELECT_OPTIONS = {"customfield_10052": [("10100", "WO"), ("10101", "WM"), ("10102", "EN")]}
+SELECT_OPTIONS = {"customfield_10052": [("10100", "WO"), ("10101", "WM"), ("10102", "EN")],
+                  "customfield_10063": [("10200", "Pending"), ("10201", "Approved"), ("10202", "Denied")]}
 SYNC_ACCOUNT = "712020:aaaa0000-5c2e-4b7a-9d3f-000000000000"
 USERS = [  # accountId, displayName, email, email hidden by privacy settings
     ("712020:aaaa0001-5c2e-4b7a-9d3f-000000000001", "Maria Lopez", "maria.lopez@example.com", False),
@@ -496,6 +526,11 @@ class JiraSim(simbase.Sim):
         p.add_argument("--project", action="append", default=None,
                        help="project key (repeatable or comma separated); default MFG")
         p.add_argument("--projects", default=None, help="comma separated project keys, e.g. MFG,OPS")
+        p.add_argument("--workflow", action="append", default=[],
+                       help="KEY=NAME: project KEY uses workflow NAME (%s), or KEY=@FILE: a JSON "
+                            "workflow {\"initial\", \"statuses\": {name: new|indeterminate|done}, "
+                            "\"transitions\": [{\"id\", \"name\", \"to\", \"from\": [..] or absent}]}"
+                            % ", ".join(WORKFLOWS))
         p.add_argument("--cloud-id", default=DEFAULT_CLOUD)
         p.add_argument("--client-id", default="mlc-client")
         p.add_argument("--client-secret", default="mlc-secret")
@@ -526,6 +561,13 @@ class JiraSim(simbase.Sim):
                 raise SystemExit("invalid project key %r" % k)
         self.projects = {k: {"id": str(10000 + i), "key": k, "name": PROJECT_NAMES.get(k, k + " project")}
                          for i, k in enumerate(keys)}
+        self.workflows = {k: WORKFLOWS["simple"] for k in keys}
+        for spec in args.workflow:
+            k, _, name = spec.partition("=")
+            k = k.strip().upper()
+            if k not in self.projects:
+                raise SystemExit("--workflow %s: no project %s (give it with --project)" % (spec, k))
+            self.workflows[k] = self.load_workflow(name.strip())
         self.cloud_id = args.cloud_id
         self.users = {a: {"accountId": a, "displayName": n, "email": e, "hidden": h} for a, n, e, h in USERS}
         self.users[SYNC_ACCOUNT] = {"accountId": SYNC_ACCOUNT, "displayName": "ML Connector Sync",
@@ -561,6 +603,35 @@ class JiraSim(simbase.Sim):
         self.dropped = 0
         self.paused = False
         self.deliverer = None
+
+    @staticmethod
+    def load_workflow(name):
+        if not name.startswith("@"):
+            if name not in WORKFLOWS:
+                raise SystemExit("unknown workflow %r (known: %s, or @file.json)" % (name, ", ".join(WORKFLOWS)))
+            return WORKFLOWS[name]
+        with open(name[1:], encoding="utf-8") as fh:
+            d = json.load(fh)
+        for st, cat in (d.get("statuses") or {}).items():
+            if st not in STATUSES:
+                cid, cname, colour = CATEGORIES[cat]
+                STATUSES[st] = (str(10300 + len(STATUSES)), cid, cat, cname, colour)
+        wf = {"initial": d["initial"],
+              "transitions": [(str(t["id"]), t.get("name", t["to"]), t["to"], t.get("from"))
+                              for t in d["transitions"]]}
+        for st in [wf["initial"]] + [t[2] for t in wf["transitions"]]:
+            if st not in STATUSES:
+                raise SystemExit("workflow %s: status %r is not in its \"statuses\"" % (name, st))
+        return wf
+
+    def workflow_statuses(self, project):
+        wf = self.workflows[project]
+        out = [wf["initial"]]
+        for _i, _n, to, frm in wf["transitions"]:
+            for st in [to] + list(frm or []):
+                if st not in out:
+                    out.append(st)
+        return out
 
     # ------------------------------------------------------------------
     # basics
@@ -708,6 +779,7 @@ class JiraSim(simbase.Sim):
     API = [
         ("GET", r"/myself", "myself", "h_myself", False),
         ("GET", r"/serverInfo", "server_info", "h_server_info", False),
+        ("GET", r"/project/([^/]+)/statuses", "project_statuses", "h_project_statuses", False),
         ("GET", r"/project/([^/]+)", "project", "h_project", False),
         ("GET", r"/field", "field", "h_field", False),
         ("GET", r"/priority/search", "priority_search", "h_priority_search", False),
@@ -721,13 +793,13 @@ class JiraSim(simbase.Sim):
         ("PUT", r"/issue/([^/]+)", "issue_edit", "h_issue_edit", True),
         ("DELETE", r"/issue/([^/]+)", "issue_delete", "h_issue_delete", True),
         ("GET", r"/issue/([^/]+)/transitions", "transitions", "h_transitions_get", False),
-        ("POST", r"/issue/([^/]+)/transitions", "transitions", "h_transitions_post", True),
+        ("POST", r"/issue/([^/]+)/transitions", "transition_do", "h_transitions_post", True),
         ("GET", r"/issue/([^/]+)/properties", "properties", "h_props_list", False),
         ("GET", r"/issue/([^/]+)/properties/([^/]+)", "properties", "h_prop_get", False),
         ("PUT", r"/issue/([^/]+)/properties/([^/]+)", "properties", "h_prop_put", True),
         ("DELETE", r"/issue/([^/]+)/properties/([^/]+)", "properties", "h_prop_delete", True),
         ("GET", r"/issue/([^/]+)/comment", "comment", "h_comment_get", False),
-        ("POST", r"/issue/([^/]+)/comment", "comment", "h_comment_post", True),
+        ("POST", r"/issue/([^/]+)/comment", "comment_add", "h_comment_post", True),
         ("GET", r"/search/jql", "search_jql", "h_search_jql", False),
         ("POST", r"/search/jql", "search_jql", "h_search_jql", False),
         ("POST", r"/search/approximate-count", "search_count", "h_search_count", False),
@@ -1042,6 +1114,12 @@ class JiraSim(simbase.Sim):
                 else:
                     return True, val
                 return False, None
+            if kind == "float":
+                # a number field takes a JSON number; a string, even "12.50", is refused
+                if isinstance(val, bool) or not isinstance(val, (int, float)):
+                    errs[name] = "Operation value must be a number"
+                    return False, None
+                return True, val
             opts = SELECT_OPTIONS[name]
             if isinstance(val, dict):
                 for i, v in opts:
@@ -1186,10 +1264,15 @@ class JiraSim(simbase.Sim):
                 "body": copy.deepcopy(c["body"]), "created": fmt_ts(c["created"]),
                 "updated": fmt_ts(c["updated"]), "jsdPublic": True}
 
-    def transition_target(self, tid, current):
-        for i, target in TRANSITIONS:
-            if i == str(tid) and target != current:
-                return target
+    def open_transitions(self, project, current):
+        """The transitions of the project's workflow open from status current."""
+        return [(i, n, to) for i, n, to, frm in self.workflows[project]["transitions"]
+                if to != current and (frm is None or current in frm)]
+
+    def transition_target(self, tid, current, project):
+        for i, _n, to in self.open_transitions(project, current):
+            if i == str(tid):
+                return to
         return None
 
     def create_one(self, entry, ctx):
@@ -1210,9 +1293,12 @@ class JiraSim(simbase.Sim):
             errs["properties"] = "The property value exceeds the maximum length of 32768 characters."
         trans = entry.get("transition")
         target = None
+        initial = self.workflows[changes["project"]]["initial"] if changes.get("project") in self.workflows \
+            else "To Do"
         if trans is not None:
             tid = trans.get("id") if isinstance(trans, dict) else None
-            target = self.transition_target(tid, "To Do")
+            target = self.transition_target(tid, initial, changes.get("project")) \
+                if changes.get("project") in self.workflows else None
             if target is None:
                 errs["transition"] = "Transition id '%s' is not valid for this issue." % tid
         if errs:
@@ -1229,7 +1315,7 @@ class JiraSim(simbase.Sim):
             iss.fields = {"priority": DEFAULT_PRIORITY, "reporter": ctx["account"]}
             iss.fields.update(changes)
             iss.labels = []
-            iss.status = target or "To Do"
+            iss.status = target or initial
             iss.properties = {p["key"]: copy.deepcopy(p["value"]) for p in props}
             iss.comments = []
             now = self.now()
@@ -1264,6 +1350,23 @@ class JiraSim(simbase.Sim):
                            "buildNumber": 100000, "serverTitle": "Jira (simulated)",
                            "serverTime": fmt_ts(self.now())})
 
+    def h_project_statuses(self, h, ctx, key_or_id):
+        """GET /project/{key}/statuses: per issue type, the statuses of its
+        workflow (one workflow per project here)."""
+        key = next((k for k, p in self.projects.items() if k == key_or_id.upper() or p["id"] == key_or_id), None)
+        if key is None:
+            return Reply(404, errcoll(["No project could be found with key '%s'." % key_or_id]))
+        sts = []
+        for name in self.workflow_statuses(key):
+            o = self.status_obj(name, ctx["base"])
+            sts.append({"self": o["self"], "description": "", "iconUrl": "", "name": name, "id": o["id"]})
+        out = []
+        for i, _n, _d in ISSUE_TYPES:
+            t = self.issuetype_obj(i, ctx["base"])
+            out.append({"self": t["self"], "id": i, "name": t["name"], "subtask": False,
+                        "statuses": copy.deepcopy(sts)})
+        return Reply(200, out)
+
     def h_project(self, h, ctx, key_or_id):
         key = None
         if key_or_id.upper() in self.projects:
@@ -1288,7 +1391,7 @@ class JiraSim(simbase.Sim):
                         "navigable": True, "searchable": True, "clauseNames": clauses, "schema": schema})
         for fid, (name, kind) in CUSTOM.items():
             num = int(fid.split("_")[1])
-            schema = {"type": "string" if kind == "textfield" else "option",
+            schema = {"type": {"textfield": "string", "float": "number"}.get(kind, "option"),
                       "custom": "com.atlassian.jira.plugin.system.customfieldtypes:%s" % kind,
                       "customId": num}
             out.append({"id": fid, "key": fid, "name": name, "untranslatedName": name, "custom": True,
@@ -1504,12 +1607,11 @@ class JiraSim(simbase.Sim):
 
     def transitions_list(self, iss, base):
         out = []
-        for tid, target in TRANSITIONS:
-            if target == iss.status:
-                continue
-            out.append({"id": tid, "name": target, "to": self.status_obj(target, base), "hasScreen": False,
-                        "isGlobal": True, "isInitial": False, "isAvailable": True, "isConditional": False,
-                        "isLooped": False})
+        glob = {i for i, _n, _t, frm in self.workflows[iss.project]["transitions"] if frm is None}
+        for tid, name, target in self.open_transitions(iss.project, iss.status):
+            out.append({"id": tid, "name": name, "to": self.status_obj(target, base), "hasScreen": False,
+                        "isGlobal": tid in glob, "isInitial": False, "isAvailable": True,
+                        "isConditional": False, "isLooped": False})
         return out
 
     def h_transitions_get(self, h, ctx, id_or_key):
@@ -1534,7 +1636,7 @@ class JiraSim(simbase.Sim):
             return Reply(400, errcoll([], errs))
         with self.lock:
             iss = self.need_issue(id_or_key)
-            target = self.transition_target(tid, iss.status)
+            target = self.transition_target(tid, iss.status, iss.project)
             if target is None:
                 return Reply(400, errcoll(["Transition id '%s' is not valid for this issue." % tid]))
             old = self.field_state(iss)
@@ -2688,6 +2790,9 @@ class JiraSim(simbase.Sim):
                 iss = self.get_issue(b.get("key", ""))
                 if iss is None:
                     return Reply(404, {"error": "no issue %s" % b.get("key")})
+                if status not in self.workflow_statuses(iss.project):
+                    return Reply(400, {"error": "status of %s must be one of %s (its project's workflow)"
+                                       % (iss.key, ", ".join(self.workflow_statuses(iss.project)))})
                 old = self.field_state(iss)
                 self.before_change(iss)
                 iss.status = status

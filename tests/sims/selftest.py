@@ -1633,6 +1633,54 @@ def psft_stats():
     check("psft stats count per operation, per QAS query and routing failures",
           st["requests"] == {"MLC_PO_LIST": 2, "ExecuteQuery": 2, "unknown_node": 1, "unknown_operation": 1}
           and st["queries"] == {"MLC_PO_QRY": 1, "MLC_VCHR_QRY": 1} and st["total"] == 6, st)
+def jira_procurement():
+    """A project on the procurement workflow: its initial status, transitions
+    open only from their statuses, /project/{key}/statuses, the number field."""
+    tmp = tempfile.mkdtemp(prefix="mlc-proc-")
+    proc = start("jira_sim.py", ["--project", "PROC", "--project", "MFG", "--workflow", "PROC=procurement"],
+                 tmp, "jira_proc")
+    try:
+        J = "http://127.0.0.1:%d" % wait_port(proc[1], proc[0])
+
+        def api(method, path, body=None):
+            return call(J, method, "/rest/api/3" + path, body, Jira.auth)
+
+        body = {"fields": {"project": {"key": "PROC"}, "issuetype": {"name": "Purchase Order"},
+                           "summary": "PO 1", "customfield_10062": 1234.5,
+                           "customfield_10063": {"value": "Pending"}}}
+        r = api("POST", "/issue", body)
+        key = r.json["key"]
+        g = call(J, "GET", "/_sim/issues?key=" + key).json
+        check("jira procurement: new issues start Open; Amount keeps the number",
+              r.status == 201 and g["status"] == "Open" and g["fields"]["customfield_10062"] == 1234.5, (r, g))
+        r = api("POST", "/issue", dict(body, fields=dict(body["fields"], customfield_10062="1234.5")))
+        check("jira number field refuses a string", r.status == 400 and "customfield_10062" in r.json["errors"], r)
+        r = api("GET", "/issue/%s/transitions" % key)
+        names = [(t["name"], t["to"]["name"]) for t in r.json["transitions"]]
+        check("jira procurement: from Open only Submit for approval", names == [("Submit for approval",
+                                                                               "Awaiting approval")], r)
+        r = api("POST", "/issue/%s/transitions" % key, {"transition": {"id": "121"}})
+        check("jira procurement: Approve from Open -> 400", r.status == 400, r)
+        r = api("POST", "/issue/%s/transitions" % key, {"transition": {"id": "111"}})
+        r2 = api("GET", "/issue/%s/transitions" % key)
+        check("jira procurement: submitted; then Approve and Reject are open",
+              r.status == 204 and sorted(t["to"]["name"] for t in r2.json["transitions"]) == ["Approved", "Rejected"],
+              (r, r2))
+        r = api("GET", "/project/PROC/statuses")
+        sts = {t["name"]: [s["name"] for s in t["statuses"]] for t in r.json}
+        r2 = api("GET", "/project/MFG/statuses")
+        check("jira /project/{key}/statuses lists each project's workflow",
+              sorted(sts.get("Purchase Order", [])) == ["Approved", "Awaiting approval", "Closed", "Open", "Rejected"]
+              and r2.json[0]["statuses"][0]["name"] == "To Do", (r, r2))
+        r = call(J, "POST", "/_sim/transition", {"key": key, "status": "Done"})
+        check("jira /_sim/transition keeps to the project's workflow", r.status == 400, r)
+    finally:
+        proc[0].terminate()
+        try:
+            proc[0].wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc[0].kill()
+        proc[2].close()
 
 
 def main():
@@ -1660,8 +1708,8 @@ def main():
                    lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf,
                    jira_auth, jira_create, jira_bulk, jira_edit, jira_search, jira_lag, jira_oauth,
                    jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000), jira_webhooks,
-                   jira_field_changes, psft_routing, psft_auth, psft_custom, psft_qas, psft_changes,
-                   psft_faults, psft_stats):
+                   jira_field_changes, jira_procurement, psft_routing, psft_auth, psft_custom, psft_qas,
+                   psft_changes, psft_faults, psft_stats):
             group(fn)
         for tag, p, pf, log in procs:
             p.terminate()

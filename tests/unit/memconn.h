@@ -20,7 +20,12 @@
  *                "changes":[{"f":"status","from":"a","to":"b"}]}
  *   faults:     mem.wb_fault / mem.apply_fault: the call numbered at (from
  *               1) fails with rc; lost = 1: it takes effect first (a lost
- *               answer).
+ *               answer). mem.apply_partial: that apply call writes the
+ *               records, but each created one comes back with
+ *               mem.partial_rc and its key (what the target does after its
+ *               write failed). mem.store_pending: the
+ *               target keeps the hash "pending" with what it writes, as a
+ *               target does whose write is not complete yet.
  */
 #ifndef MLC_TEST_MEMCONN_H
 #define MLC_TEST_MEMCONN_H
@@ -74,6 +79,9 @@ static struct {
     int apply_sizes[MEM_CALLS];
     struct mem_wb_call wb[MEM_CALLS];
     struct mem_fault wb_fault[4], apply_fault[4];
+    int apply_partial; /* the apply call numbered so (from 1): see partial above */
+    enum mlc_rc partial_rc;
+    int store_pending;
 } mem;
 
 static void mem_reset(void)
@@ -360,7 +368,7 @@ static void mem_tgt_write(struct mem_tgt *t, const struct tgt_item *it)
     cJSON_Delete(t->fields);
     t->fields = cJSON_Duplicate(it->fields, 1);
     snprintf(t->marker, sizeof(t->marker), "%s", it->marker ? it->marker : "");
-    snprintf(t->hash, sizeof(t->hash), "%s", it->hash ? it->hash : "");
+    snprintf(t->hash, sizeof(t->hash), "%s", mem.store_pending ? "pending" : it->hash ? it->hash : "");
 }
 
 static enum mlc_rc mem_apply_items(struct conn *c, const struct batch *in, struct result *out)
@@ -420,6 +428,16 @@ static enum mlc_rc mem_apply(struct conn *c, const struct batch *in, struct resu
         return f->rc;
     }
     rc = mem_apply_items(c, in, out);
+    if (mem.apply_partial == mem.applies) {
+        for (size_t i = 0; i < in->n; i++) {
+            if (out[i].rc == MLC_OK && in->items[i].target_key == NULL) {
+                out[i].rc = mem.partial_rc;
+                snprintf(out[i].err, sizeof(out[i].err), "memtest: %s created, its follow-up failed (%s)",
+                         out[i].target_key, mlc_strerror(mem.partial_rc));
+            }
+        }
+        return rc;
+    }
     if (f != NULL) {
         mlc_errf(&c->err, "memtest apply: answer lost (%s)", mlc_strerror(f->rc));
         return f->rc;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "agent/agent.h"
 #include "shared/mlc_buf.h"
@@ -192,22 +193,116 @@ static void schedules_parse(void)
 {
     enum sched_kind k;
     long every = 0;
-    int daily = 0;
+    int at = 0;
+    char why[256];
 
-    CHECK_INT(sched_parse("every 15m", &k, &every, &daily), 0);
+    CHECK_INT(sched_parse("every 15m", &k, &every, &at, why, sizeof(why)), 0);
     CHECK_INT(k, SCHED_EVERY);
     CHECK_INT(every, 900);
-    CHECK_INT(sched_parse("daily 02:00", &k, &every, &daily), 0);
+    CHECK_INT(sched_parse("daily 02:00", &k, &every, &at, why, sizeof(why)), 0);
     CHECK_INT(k, SCHED_DAILY);
-    CHECK_INT(daily, 120);
-    CHECK_INT(sched_parse("daily 24:00", &k, &every, &daily), -1);
-    CHECK_INT(sched_parse("daily 2:00", &k, &every, &daily), -1);
-    CHECK_INT(sched_parse("every", &k, &every, &daily), -1);
-    CHECK_INT(sched_parse("hourly", &k, &every, &daily), -1);
+    CHECK_INT(at, 120);
+    CHECK_INT(sched_parse("weekly mon 06:00", &k, &every, &at, why, sizeof(why)), 0);
+    CHECK_INT(k, SCHED_WEEKLY);
+    CHECK_INT(at, 1440 + 360);
+    CHECK_INT(sched_parse("weekly Sunday 23:59", &k, &every, &at, why, sizeof(why)), 0);
+    CHECK_INT(at, 23 * 60 + 59);
+    CHECK_INT(sched_parse("manual", &k, &every, &at, why, sizeof(why)), 0);
+    CHECK_INT(k, SCHED_MANUAL);
+    CHECK_INT(sched_parse("daily 24:00", &k, &every, &at, why, sizeof(why)), -1);
+    CHECK(strstr(why, "daily HH:MM") != NULL && strstr(why, "'daily 24:00'") != NULL);
+    CHECK_INT(sched_parse("daily 2:00", &k, &every, &at, why, sizeof(why)), -1);
+    CHECK_INT(sched_parse("every", &k, &every, &at, why, sizeof(why)), -1);
+    CHECK_INT(sched_parse("hourly", &k, &every, &at, why, sizeof(why)), -1);
+    CHECK(strstr(why, "weekly DAY HH:MM") != NULL);
+    CHECK_INT(sched_parse("weekly funday 06:00", &k, &every, &at, why, sizeof(why)), -1);
+    CHECK(strstr(why, "mon, tue") != NULL && strstr(why, "'weekly funday 06:00'") != NULL);
+    CHECK_INT(sched_parse("weekly mon", &k, &every, &at, why, sizeof(why)), -1);
+    CHECK_INT(sched_parse("weekly mon 6:00", &k, &every, &at, why, sizeof(why)), -1);
+    CHECK(strstr(why, "HH:MM after the day") != NULL);
+    CHECK_INT(sched_parse("weekly mon 06:60", &k, &every, &at, why, sizeof(why)), -1);
+    CHECK_INT(sched_parse("weekly  mon 06:00", &k, &every, &at, why, sizeof(why)), -1);
+    CHECK_INT(sched_parse("weekly mon 06:00 ", &k, &every, &at, NULL, 0), -1);
     CHECK_INT(sched_next(SCHED_EVERY, 900, 0, 1000), 1900);
-    {
-        long long n = sched_next(SCHED_DAILY, 0, 120, 1700000000LL);
-        CHECK(n > 1700000000LL && n <= 1700000000LL + 86400 + 3600);
+    CHECK_INT(sched_next(SCHED_MANUAL, 0, 0, 1000), -1);
+}
+
+/* Epoch seconds of a UTC wall time (no time zone involved). */
+static long long utc(int y, int mo, int d, int h, int mi)
+{
+    long long days = 0;
+
+    for (int yy = 1970; yy < y; yy++) {
+        days += (yy % 4 == 0 && (yy % 100 != 0 || yy % 400 == 0)) ? 366 : 365;
+    }
+    static const int cum[] = { 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334 };
+    days += cum[mo - 1] + d - 1;
+    if (mo > 2 && (y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))) {
+        days++;
+    }
+    return days * 86400 + h * 3600 + mi * 60;
+}
+
+static void with_tz(const char *tz)
+{
+    setenv("TZ", tz, 1);
+    tzset();
+}
+
+/* Daily and weekly runs in a zone with DST (Europe/Berlin: CET +1, CEST +2;
+ * 2026-03-29 02:00 -> 03:00, 2026-10-25 03:00 -> 02:00). */
+static void schedules_local_time(void)
+{
+    const char *old = getenv("TZ");
+    char *saved = old ? strdup(old) : NULL;
+    char zone[160];
+    long long n;
+
+    with_tz("Europe/Berlin");
+    /* an ordinary day: 06:00 CET is 05:00 UTC */
+    CHECK_INT(sched_next(SCHED_DAILY, 0, 360, utc(2026, 1, 14, 4, 0)), utc(2026, 1, 14, 5, 0));
+    CHECK_INT(sched_next(SCHED_DAILY, 0, 360, utc(2026, 1, 14, 5, 0)), utc(2026, 1, 15, 5, 0));
+    /* a run that ends in its own minute is not due again that day */
+    CHECK_INT(sched_next(SCHED_DAILY, 0, 360, utc(2026, 1, 14, 5, 0) + 40), utc(2026, 1, 15, 5, 0));
+    /* weekly mon 06:00: 2026-01-14 is a Wednesday, next Monday is the 19th */
+    CHECK_INT(sched_next(SCHED_WEEKLY, 0, 1440 + 360, utc(2026, 1, 14, 4, 0)), utc(2026, 1, 19, 5, 0));
+    /* on Monday before and after the time */
+    CHECK_INT(sched_next(SCHED_WEEKLY, 0, 1440 + 360, utc(2026, 1, 19, 4, 59)), utc(2026, 1, 19, 5, 0));
+    CHECK_INT(sched_next(SCHED_WEEKLY, 0, 1440 + 360, utc(2026, 1, 19, 5, 0)), utc(2026, 1, 26, 5, 0));
+    /* weekly sun 23:30 from Saturday evening */
+    CHECK_INT(sched_next(SCHED_WEEKLY, 0, 23 * 60 + 30, utc(2026, 1, 17, 20, 0)), utc(2026, 1, 18, 22, 30));
+    /* across spring forward: 06:00 on 2026-03-29 is already CEST (04:00 UTC) */
+    CHECK_INT(sched_next(SCHED_DAILY, 0, 360, utc(2026, 3, 28, 6, 0)), utc(2026, 3, 29, 4, 0));
+    CHECK_INT(sched_next(SCHED_WEEKLY, 0, 1440 + 360, utc(2026, 3, 27, 12, 0)), utc(2026, 3, 30, 4, 0));
+    /* a time the clock skips (02:30 on 2026-03-29) still runs that day, once, after the gap */
+    n = sched_next(SCHED_DAILY, 0, 150, utc(2026, 3, 28, 23, 0));
+    CHECK(n > utc(2026, 3, 29, 0, 59) && n <= utc(2026, 3, 29, 1, 30));
+    CHECK_INT(sched_next(SCHED_DAILY, 0, 150, n), utc(2026, 3, 30, 0, 30));
+    /* a time that occurs twice (02:30 on 2026-10-25): the first, 00:30 UTC, and only once */
+    CHECK_INT(sched_next(SCHED_DAILY, 0, 150, utc(2026, 10, 24, 22, 0)), utc(2026, 10, 25, 0, 30));
+    CHECK_INT(sched_next(SCHED_DAILY, 0, 150, utc(2026, 10, 25, 0, 30) + 30), utc(2026, 10, 26, 1, 30));
+    /* and in the repeated hour's second pass (02:10 CET), nothing more that day */
+    CHECK(sched_next(SCHED_DAILY, 0, 150, utc(2026, 10, 25, 1, 10)) >= utc(2026, 10, 26, 1, 30));
+    /* the zone as the status page shows it, with DST */
+    sched_zone(utc(2026, 1, 14, 12, 0), zone, sizeof(zone));
+    CHECK_STR(zone, "Europe/Berlin (CET, UTC+01:00)");
+    sched_zone(utc(2026, 7, 14, 12, 0), zone, sizeof(zone));
+    CHECK_STR(zone, "Europe/Berlin (CEST, UTC+02:00)");
+
+    /* the same schedule in New York: 06:00 EST is 11:00 UTC */
+    with_tz("America/New_York");
+    CHECK_INT(sched_next(SCHED_WEEKLY, 0, 1440 + 360, utc(2026, 1, 14, 4, 0)), utc(2026, 1, 19, 11, 0));
+    sched_zone(utc(2026, 1, 14, 12, 0), zone, sizeof(zone));
+    CHECK_STR(zone, "America/New_York (EST, UTC-05:00)");
+    with_tz("UTC");
+    CHECK_INT(sched_next(SCHED_DAILY, 0, 120, utc(2026, 1, 14, 1, 0)), utc(2026, 1, 14, 2, 0));
+
+    if (saved != NULL) {
+        with_tz(saved);
+        free(saved);
+    } else {
+        unsetenv("TZ");
+        tzset();
     }
 }
 
@@ -313,6 +408,7 @@ int main(void)
     RUN(conf_errors_name_the_path);
     RUN(conf_expands_env);
     RUN(schedules_parse);
+    RUN(schedules_local_time);
     RUN(registry_is_consistent);
     RUN(json_print_matches_cjson);
     return TT_DONE();

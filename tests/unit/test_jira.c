@@ -719,6 +719,148 @@ static void open_validates_config(void)
               MLC_E_INVAL);
 }
 
+static void number_fields(void)
+{
+    double d = 0;
+
+    CHECK_INT(jira_number_text("1234.50", &d), 0);
+    CHECK(d == 1234.5);
+    CHECK_INT(jira_number_text(" -7 ", &d), 0);
+    CHECK(d == -7);
+    CHECK_INT(jira_number_text("1e3", &d), 0);
+    CHECK(d == 1000);
+    CHECK_INT(jira_number_text(".5", &d), 0);
+    CHECK(d == 0.5);
+    CHECK_INT(jira_number_text("0001", NULL), 0); /* leading zeros: still the number 1 */
+    CHECK_INT(jira_number_text("", NULL), -1);
+    CHECK_INT(jira_number_text("1,234.50", NULL), -1);
+    CHECK_INT(jira_number_text("12 EUR", NULL), -1);
+    CHECK_INT(jira_number_text("0x1A", NULL), -1);
+    CHECK_INT(jira_number_text("inf", NULL), -1);
+    CHECK_INT(jira_number_text("nan", NULL), -1);
+    CHECK_INT(jira_number_text("1e999", NULL), -1);
+    CHECK_INT(jira_number_text("1e", NULL), -1);
+    CHECK_INT(jira_number_text("-", NULL), -1);
+    CHECK_INT(jira_number_text(".", NULL), -1);
+}
+
+#define TRANSITIONS                                                                          \
+    "{\"transitions\":[{\"id\":\"121\",\"name\":\"Approve\",\"to\":{\"id\":\"10102\","         \
+    "\"name\":\"Approved\"}},{\"id\":131,\"name\":\"Reject\",\"to\":{\"id\":\"10103\","        \
+    "\"name\":\"Rejected\"}},{\"id\":\"9\",\"name\":\"Hidden\",\"isAvailable\":false,"         \
+    "\"to\":{\"id\":\"1\",\"name\":\"Closed\"}}]}"
+
+static void transition_pick(void)
+{
+    struct mlc_buf reach = MLC_BUF_INIT;
+    char id[32];
+
+    CHECK_INT(jira_transition_pick(TRANSITIONS, strlen(TRANSITIONS), "Approved", id, sizeof(id), &reach), 1);
+    CHECK_STR(id, "121");
+    CHECK_STR(mlc_buf_str(&reach), "'Approved', 'Rejected'");
+    mlc_buf_release(&reach);
+    /* names regardless of case, numeric transition ids, status ids */
+    CHECK_INT(jira_transition_pick(TRANSITIONS, strlen(TRANSITIONS), "rejected", id, sizeof(id), NULL), 1);
+    CHECK_STR(id, "131");
+    CHECK_INT(jira_transition_pick(TRANSITIONS, strlen(TRANSITIONS), "10102", id, sizeof(id), NULL), 1);
+    CHECK_STR(id, "121");
+    /* an unavailable transition does not count */
+    CHECK_INT(jira_transition_pick(TRANSITIONS, strlen(TRANSITIONS), "Closed", id, sizeof(id), NULL), 0);
+    CHECK_STR(id, "");
+    CHECK_INT(jira_transition_pick("{\"transitions\":[]}", 18, "Open", id, sizeof(id), NULL), 0);
+    CHECK_INT(jira_transition_pick("[]", 2, "Open", id, sizeof(id), NULL), -1);
+    CHECK_INT(jira_transition_pick("{\"transitions\":", 15, "Open", id, sizeof(id), NULL), -1);
+}
+
+static void comment_marker_round_trip(void)
+{
+    cJSON *body = jira_comment_body("Vendor confirmed\n\nship on Monday", "0042"), *page, *ids;
+    char *printed, *json;
+    long next = 0;
+    struct mlc_errbuf err = { 0 };
+
+    printed = cJSON_PrintUnformatted(body);
+    CHECK_STR(printed, DOC(PARA(TEXT("Vendor confirmed")) "," PARA(TEXT("ship on Monday")) ","
+                           PARA(TEXT("mlc-comment:0042"))));
+    free(printed);
+    /* an empty text gives the marker alone */
+    {
+        cJSON *b2 = jira_comment_body("", "7");
+        printed = cJSON_PrintUnformatted(b2);
+        CHECK_STR(printed, DOC(PARA(TEXT("mlc-comment:7"))));
+        free(printed);
+        cJSON_Delete(b2);
+    }
+    /* a text Jira would refuse is cut, on a character boundary */
+    {
+        size_t n = JIRA_COMMENT_TEXT_MAX + 10;
+        char *big = malloc(n + 1);
+        cJSON *b3;
+        const char *first;
+        memset(big, 'a', n);
+        memcpy(big + JIRA_COMMENT_TEXT_MAX - 1, "\xc3\xa9", 2); /* e-acute across the cut */
+        big[n] = '\0';
+        b3 = jira_comment_body(big, "9");
+        first = cJSON_GetStringValue(cJSON_GetObjectItem(
+            cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(b3, "content"), 0),
+                                                   "content"), 0), "text"));
+        CHECK(first != NULL);
+        if (first == NULL) {
+            first = "";
+        }
+        CHECK_INT(strlen(first), JIRA_COMMENT_TEXT_MAX - 1 + strlen(" [...]"));
+        CHECK(strcmp(first + strlen(first) - 6, " [...]") == 0);
+        cJSON_Delete(b3);
+        free(big);
+    }
+    /* read back among other people's comments, paged */
+    page = cJSON_CreateObject();
+    cJSON_AddNumberToObject(page, "startAt", 0);
+    cJSON_AddNumberToObject(page, "maxResults", 2);
+    cJSON_AddNumberToObject(page, "total", 5);
+    {
+        cJSON *arr = cJSON_AddArrayToObject(page, "comments"), *c = cJSON_CreateObject();
+        cJSON_AddItemToObject(c, "body", jira_adf_from_text("a person's comment mlc-comment:99"));
+        cJSON_AddItemToArray(arr, c);
+        c = cJSON_CreateObject();
+        cJSON_AddItemToObject(c, "body", body);
+        cJSON_AddItemToArray(arr, c);
+    }
+    json = cJSON_PrintUnformatted(page);
+    ids = cJSON_CreateArray();
+    CHECK_INT(jira_parse_comment_page(json, strlen(json), ids, &next, &err), MLC_OK);
+    CHECK_INT(next, 2);
+    CHECK_INT(cJSON_GetArraySize(ids), 1);
+    CHECK_STR(cJSON_GetArrayItem(ids, 0)->valuestring, "0042");
+    free(json);
+    /* the last page */
+    cJSON_ReplaceItemInObject(page, "startAt", cJSON_CreateNumber(3));
+    json = cJSON_PrintUnformatted(page);
+    CHECK_INT(jira_parse_comment_page(json, strlen(json), ids, &next, &err), MLC_OK);
+    CHECK_INT(next, -1);
+    free(json);
+    /* without total: a full page asks for another */
+    CHECK_INT(jira_parse_comment_page("{\"startAt\":0,\"comments\":[]}", 27, ids, &next, &err), MLC_OK);
+    CHECK_INT(next, -1);
+    CHECK_INT(jira_parse_comment_page("{\"comments\":{}}", 15, ids, &next, &err), MLC_E_PROTO);
+    CHECK_INT(jira_parse_comment_page("nope", 4, ids, &next, &err), MLC_E_PROTO);
+    cJSON_Delete(ids);
+    cJSON_Delete(page);
+    CHECK(jira_comment_id_ok("PO-0001/3"));
+    CHECK(!jira_comment_id_ok(""));
+    CHECK(!jira_comment_id_ok(NULL));
+    CHECK(!jira_comment_id_ok("two words"));
+    CHECK(!jira_comment_id_ok("line\nbreak"));
+    {
+        char longid[JIRA_COMMENT_ID_MAX + 2];
+        memset(longid, 'x', sizeof(longid) - 1);
+        longid[sizeof(longid) - 1] = '\0';
+        CHECK(!jira_comment_id_ok(longid));
+        longid[JIRA_COMMENT_ID_MAX] = '\0';
+        CHECK(jira_comment_id_ok(longid));
+    }
+}
+
 int main(void)
 {
     mlc_log_level = -1; /* keep test output clean */
@@ -744,5 +886,8 @@ int main(void)
     RUN(webhook_event_parse);
     RUN(connector_shape);
     RUN(open_validates_config);
+    RUN(number_fields);
+    RUN(transition_pick);
+    RUN(comment_marker_round_trip);
     return TT_DONE();
 }

@@ -122,6 +122,50 @@ static void mapping_applies_rules(void)
     cJSON_Delete(r);
 }
 
+static void mapping_items_rule(void)
+{
+    cJSON *spec = cJSON_Parse(
+        "{\"comments\":{\"items\":[{\"id\":\"a-{DOCO}\",\"text\":\"Note {DL01}\"},"
+        "{\"id\":\"b-{NOPE}\",\"text\":\"Blank {NOPE}\"}]},"
+        "\"lines\":{\"items\":{\"id\":\"{SEQ}\",\"text\":\"{TEXT}\"},\"each\":\"NOTES\"},"
+        "\"one\":{\"items\":{\"n\":\"{DOCO}\"}}}");
+    struct mlc_errbuf e = { 0 };
+    struct mapping *m = mapping_compile(spec, "flows.po.mapping", &e);
+    cJSON *r = row(), *out;
+    char *s;
+
+    CHECK(m != NULL);
+    cJSON_AddItemToObject(r, "NOTES", cJSON_Parse("[{\"SEQ\":1,\"TEXT\":\" first \"},{\"SEQ\":\"\","
+                                                  "\"TEXT\":\"\"},\"junk\",{\"SEQ\":\"0003\","
+                                                  "\"TEXT\":\"third\"}]"));
+    out = mapping_apply(m, r, &e);
+    CHECK(out != NULL);
+    s = cJSON_PrintUnformatted(out);
+    /* an object none of whose columns has a value is no item; literal text alone is not one */
+    CHECK_STR(s, "{\"comments\":[{\"id\":\"a-100001\",\"text\":\"Note Replace pump seal\"}],"
+                 "\"lines\":[{\"id\":\"1\",\"text\":\"first\"},{\"id\":\"0003\",\"text\":\"third\"}],"
+                 "\"one\":[{\"n\":\"100001\"}]}");
+    free(s);
+    cJSON_Delete(out);
+    mapping_free(m);
+    cJSON_Delete(spec);
+    cJSON_Delete(r);
+    /* bad shapes name the path */
+    spec = cJSON_Parse("{\"comments\":{\"items\":[\"x\"]}}");
+    CHECK(mapping_compile(spec, "flows.po.mapping", &e) == NULL);
+    CHECK(strstr(mlc_err_msg(&e), "flows.po.mapping.comments.items") != NULL);
+    cJSON_Delete(spec);
+    mlc_err_reset(&e);
+    spec = cJSON_Parse("{\"comments\":{\"from\":\"DL01\",\"each\":\"NOTES\"}}");
+    CHECK(mapping_compile(spec, "flows.po.mapping", &e) == NULL);
+    CHECK(strstr(mlc_err_msg(&e), "flows.po.mapping.comments.each") != NULL);
+    cJSON_Delete(spec);
+    mlc_err_reset(&e);
+    spec = cJSON_Parse("{\"comments\":{\"items\":{\"id\":\"{A B}\"}}}");
+    CHECK(mapping_compile(spec, "flows.po.mapping", &e) == NULL);
+    cJSON_Delete(spec);
+}
+
 static void mapping_errors_name_the_path(void)
 {
     struct mlc_errbuf e = { 0 };
@@ -199,6 +243,22 @@ static void state_tables_work(void)
     CHECK_INT(state_ledger_get(st, "wo", "1", &got, &e), MLC_OK);
     CHECK_STR(got.target_key, "MFG-1");
     CHECK_INT(state_ledger_get(st, "wo", "2", &got, &e), MLC_E_NOTFOUND);
+    /* the list values set last time come back for the next update's removals */
+    {
+        char *lists = NULL;
+        lr.lists = "{\"labels\":[\"jde\"],\"comments\":[\"c1\"]}";
+        CHECK_INT(state_ledger_put(st, "wo", "1", &lr, &e), MLC_OK);
+        CHECK_INT(state_ledger_lists(st, "wo", "1", &lists, &e), MLC_OK);
+        CHECK_STR(lists, "{\"labels\":[\"jde\"],\"comments\":[\"c1\"]}");
+        free(lists);
+        lr.lists = NULL; /* a write without lists keeps the last ones */
+        CHECK_INT(state_ledger_put(st, "wo", "1", &lr, &e), MLC_OK);
+        CHECK_INT(state_ledger_lists(st, "wo", "1", &lists, &e), MLC_OK);
+        CHECK(lists != NULL);
+        free(lists);
+        CHECK_INT(state_ledger_lists(st, "wo", "2", &lists, &e), MLC_OK);
+        CHECK(lists == NULL);
+    }
     CHECK_INT(state_dead_put(st, "wo", "2", "{}", "hx", "bad", "aid4", 1, &e), MLC_OK);
     CHECK_INT(state_dead_has(st, "wo", "2", "hx"), 0);
     CHECK_INT(state_dead_has(st, "wo", "2", "hy"), -1);
@@ -294,6 +354,7 @@ int main(void)
     RUN(jde_page_rejects_garbage);
     RUN(jde_cursor_round_trip);
     RUN(mapping_applies_rules);
+    RUN(mapping_items_rule);
     RUN(mapping_errors_name_the_path);
     RUN(state_tables_work);
     RUN(secrets_round_trip);

@@ -839,6 +839,80 @@ static void pipeline_upsert_resends(void)
     rig_close(&r);
 }
 
+/* Creates that landed but whose follow-up failed (a target's status or
+ * comments after its write): recorded with their keys, finished as updates,
+ * never created twice. */
+static void pipeline_partial_create_becomes_update(void)
+{
+    struct rig r;
+    struct sync_stats ss;
+    char key[16], row[128];
+
+    if (rig_open(&r, "", NULL) != 0) {
+        CHECK(0);
+        rig_close(&r);
+        return;
+    }
+    mem.page_size = 10;
+    for (int i = 4; i <= 5; i++) {
+        snprintf(key, sizeof(key), "10000%d", i);
+        snprintf(row, sizeof(row), "{\"NAME\":\"N%d\",\"DUE\":\"\",\"PRI\":\"1\"}", i);
+        mem_src_put(key, row, 1000);
+    }
+    mem.apply_partial = 1;
+    mem.partial_rc = MLC_E_NET;
+    ss = sync_flow(&r, MLC_E_NET); /* undelivered: the rest waits */
+    CHECK_INT(mem.n_tgt, 5);
+    CHECK_INT(ss.created, 2); /* the second batch of two went through */
+    CHECK_INT(ss.pending, 3);
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_ledger WHERE hash = ''"), 3);
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_outbox WHERE op = 'update' AND target_key <> ''"), 3);
+    q_int(r.a.st, "UPDATE state_outbox SET next_at = 0");
+    ss = sync_flow(&r, MLC_OK);
+    CHECK_INT(mem.n_tgt, 5); /* finished as updates, not created again */
+    CHECK_INT(ss.updated, 3);
+    CHECK_INT(ss.created, 0);
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_ledger WHERE hash = ''"), 0);
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_outbox"), 0);
+    rig_close(&r);
+}
+
+/* A create in flight whose target shows another hash (its write was not
+ * complete when the answer was lost) is finished as an update. */
+static void pipeline_inflight_create_with_other_hash_is_updated(void)
+{
+    struct rig r;
+    struct sync_stats ss;
+
+    char key[16], row[128];
+
+    if (rig_open(&r, "", NULL) != 0) {
+        CHECK(0);
+        rig_close(&r);
+        return;
+    }
+    mem.page_size = 10;
+    for (int i = 4; i <= 7; i++) {
+        snprintf(key, sizeof(key), "10000%d", i);
+        snprintf(row, sizeof(row), "{\"NAME\":\"N%d\",\"DUE\":\"\",\"PRI\":\"1\"}", i);
+        mem_src_put(key, row, 1000);
+    }
+    mem.store_pending = 1; /* the three that land are not complete */
+    mem.apply_fault[0] = (struct mem_fault){ 1, MLC_E_NET, 1 };
+    ss = sync_flow(&r, MLC_E_NET);
+    CHECK_INT(mem.n_tgt, 3);
+    mem.store_pending = 0;
+    ss = sync_flow(&r, MLC_OK);
+    CHECK_INT(mem.n_tgt, 7);
+    CHECK_INT(ss.created, 4); /* the four never sent */
+    CHECK_INT(ss.updated, 3); /* the three that landed incomplete */
+    CHECK_INT(q_int(r.a.st, "SELECT count(*) FROM state_audit WHERE action = 'recovered'"), 3);
+    for (int i = 0; i < mem.n_tgt; i++) {
+        CHECK(strcmp(mem.tgt[i].hash, "pending") != 0);
+    }
+    rig_close(&r);
+}
+
 /* ------------------------------------------------------------------ state */
 
 static void inbox_echo_kv_state(void)
@@ -1105,6 +1179,8 @@ int main(void)
     RUN(pipeline_batches);
     RUN(pipeline_lost_create_is_found);
     RUN(pipeline_upsert_resends);
+    RUN(pipeline_partial_create_becomes_update);
+    RUN(pipeline_inflight_create_with_other_hash_is_updated);
     RUN(inbox_echo_kv_state);
     RUN(ledger_reverse_lookup);
     RUN(v1_database_migrates);

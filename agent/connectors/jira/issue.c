@@ -57,7 +57,6 @@ static cJSON *value_obj(const char *key, const char *v)
 static cJSON *custom_value(const struct jira_field *f, const char *v)
 {
     cJSON *arr;
-    char *end;
     double d;
 
     switch (f != NULL ? f->kind : FIELD_TEXT) {
@@ -70,8 +69,7 @@ static cJSON *custom_value(const struct jira_field *f, const char *v)
     case FIELD_ADF:
         return jira_adf_from_text(v);
     case FIELD_NUMBER:
-        d = strtod(v, &end);
-        if (end != v && *end == '\0') {
+        if (jira_number_text(v, &d) == 0) {
             return cJSON_CreateNumber(d);
         }
         return cJSON_CreateString(v);
@@ -159,6 +157,7 @@ enum body_enc {
     ENC_ACCOUNT,   /* {"accountId": ...} from an e-mail or an account id Jira knows */
     ENC_LABELS,    /* a list of cleaned labels (whole on create, add/remove on update) */
     ENC_CUSTOM,    /* by the custom field's schema kind (jira_field_kind) */
+    ENC_AFTER,     /* not an issue field: done after the write (workflow.c) */
 };
 
 /* When a mapped value is left out, and which values the encoding applies to. */
@@ -183,6 +182,8 @@ static const struct body_field {
     { "project", ENC_AS_IS, BF_CREATE_ONLY },
     { "issuetype", ENC_AS_IS, BF_CREATE_ONLY },
     { "customfield_", ENC_CUSTOM, BF_PREFIX | BF_STRING_ONLY },
+    { "status", ENC_AFTER, 0 },   /* a transition after the write */
+    { "comments", ENC_AFTER, 0 }, /* comments posted after the write */
 };
 
 static const struct body_field body_field_other = { NULL, ENC_AS_IS, 0 };
@@ -261,6 +262,9 @@ static enum mlc_rc field_value(struct conn *c, const struct body_field *bf, cons
         ((bf->flags & BF_CREATE_ONLY) && !create)) {
         return MLC_OK;
     }
+    if (enc == ENC_AFTER) {
+        return MLC_OK;
+    }
     if ((bf->flags & BF_STRING_ONLY) && sv == NULL) {
         enc = ENC_AS_IS;
     }
@@ -299,7 +303,14 @@ static enum mlc_rc field_value(struct conn *c, const struct body_field *bf, cons
             list_values(it, *list);
             return MLC_OK;
         }
+        if (f != NULL && f->kind == FIELD_NUMBER && jira_number_text(sv, NULL) != 0) {
+            set_msg(msg, msgn, "%s (%s) is a number field in jira: '%.60s' is not a number",
+                    it->string, f->name, sv);
+            return MLC_E_REJECTED;
+        }
         *val = custom_value(f, sv);
+        break;
+    case ENC_AFTER:
         break;
     case ENC_AS_IS:
         *val = xdup(it);
@@ -331,6 +342,10 @@ enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt
     if (!cJSON_IsObject(item->fields)) {
         set_msg(msg, msgn, "mapped record is not a JSON object");
         rc = MLC_E_REJECTED;
+        goto out;
+    }
+    rc = jira_item_check_after(item, msg, msgn);
+    if (rc != MLC_OK) {
         goto out;
     }
     cJSON_ArrayForEach(it, item->fields)
@@ -412,19 +427,13 @@ enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt
         /* the trace travels with the issue, set atomically with each write:
          * the audit id, our marker, and the content hash (so a lookup by
          * marker can tell whether the issue already holds this content) */
-        cJSON *props = mlc_json_xarr(), *prop = mlc_json_xobj(), *trace = mlc_json_xobj();
+        cJSON *props = mlc_json_xarr(), *prop = mlc_json_xobj(), *trace;
 
-        if (item->audit_id != NULL) {
-            mlc_json_xadd_str(trace, "audit_id", item->audit_id);
-        } else {
-            mlc_json_xadd(trace, "audit_id", cJSON_CreateNull());
-        }
-        if (item->marker != NULL) {
-            mlc_json_xadd_str(trace, "marker", item->marker);
-        }
-        if (item->hash != NULL) {
-            mlc_json_xadd_str(trace, "hash", item->hash);
-        }
+        /* with a status or comments still to do, the content is not
+         * complete until jira_item_after() writes the real hash */
+        trace = jira_trace_json(item, item->hash != NULL && jira_item_has_after(c, target, item, create)
+                                          ? JIRA_TRACE_PENDING
+                                          : item->hash);
         mlc_json_xadd_str(prop, "key", JIRA_TRACE_PROP);
         mlc_json_xadd(prop, "value", trace);
         cJSON_AddItemToArray(props, prop);
@@ -471,6 +480,46 @@ static void fail_rest(const struct batch *in, struct result *out, const unsigned
     }
 }
 
+/* The status and comments of an item just written (r->rc MLC_OK, target
+ * key set). A failure of the item's own (refused, gone) or a passing one
+ * (network, throttling) becomes the item's verdict, its target key kept: a
+ * create that landed is recorded, the rest is done by the update the
+ * pipeline sends next. Once a passing failure happened, down holds it and
+ * the remaining items of the batch get it without a call. Any other failure
+ * (auth, a shutdown) fails the whole batch: returned, with c->err set; the
+ * creates of the batch are then looked up again, their pending trace says
+ * they are not finished. */
+static enum mlc_rc after_write(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                               int fresh, int pending, struct result *r, struct result *down)
+{
+    enum mlc_rc rc = MLC_OK;
+
+    if (cJSON_GetObjectItemCaseSensitive(item->fields, "status") == NULL &&
+        cJSON_GetObjectItemCaseSensitive(item->fields, "comments") == NULL) {
+        return MLC_OK;
+    }
+    if (down->rc != MLC_OK) {
+        r->rc = down->rc;
+        memcpy(r->err, down->err, sizeof(r->err));
+    } else {
+        rc = jira_item_after(c, target, item, r->target_key, fresh, pending, r);
+        if (mlc_rc_transient(rc)) {
+            *down = *r;
+            down->lists = NULL;
+        } else if (rc != MLC_OK && rc != MLC_E_REJECTED && rc != MLC_E_NOTFOUND &&
+                   rc != MLC_E_PROTO) {
+            mlc_errf(&c->err, "%s", r->err);
+        } else {
+            rc = MLC_OK;
+        }
+    }
+    if (r->rc != MLC_OK) {
+        free(r->lists);
+        r->lists = NULL;
+    }
+    return mlc_rc_transient(rc) ? MLC_OK : rc;
+}
+
 static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct result *out,
                                  unsigned char *done)
 {
@@ -479,6 +528,7 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
     struct result tmp[JIRA_BULK_MAX];
     struct result side[JIRA_BULK_MAX]; /* warn and lists of each sent item */
     size_t idx[JIRA_BULK_MAX], nc = 0, i, k;
+    unsigned char pend[JIRA_BULK_MAX]; /* the body said "pending" (jira_item_has_after) */
     cJSON *req = mlc_json_xobj(), *updates = mlc_json_xarr();
     char msg[512];
     enum mlc_rc rc = MLC_OK;
@@ -508,6 +558,9 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
             goto out;
         }
         cJSON_AddItemToArray(updates, entry);
+        /* decided now, as the body did: what later creates teach about
+         * the initial status must not change this item's mind */
+        pend[nc] = (unsigned char)jira_item_has_after(c, in->target, &in->items[i], 1);
         idx[nc++] = i;
     }
     if (nc == 0) {
@@ -520,16 +573,22 @@ static enum mlc_rc apply_creates(struct conn *c, const struct batch *in, struct 
         enum mlc_rc prc = jira_parse_bulk_response(body_str(&resp), resp.body.len, nc, tmp, &perr);
 
         if (prc == MLC_OK) {
+            struct result down = { 0 }; /* a follow-up that failed for the site, not the item */
+            enum mlc_rc arc = MLC_OK;
             for (k = 0; k < nc; k++) {
                 out[idx[k]] = tmp[k];
                 if (tmp[k].rc == MLC_OK) {
                     memcpy(out[idx[k]].warn, side[k].warn, sizeof(side[k].warn));
                     out[idx[k]].lists = side[k].lists;
                     side[k].lists = NULL;
+                    if (arc == MLC_OK) {
+                        arc = after_write(c, in->target, &in->items[idx[k]], 1, pend[k],
+                                          &out[idx[k]], &down);
+                    }
                 }
                 done[idx[k]] = 1;
             }
-            rc = MLC_OK;
+            rc = arc;
             goto out;
         }
         if (rc != MLC_OK) {
@@ -565,7 +624,8 @@ out:
     return rc;
 }
 
-static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i, struct result *r)
+static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i, struct result *r,
+                                struct result *down)
 {
     const struct tgt_item *item = &in->items[i];
     struct mlc_http_resp resp = { 0 };
@@ -574,6 +634,7 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
     cJSON *body = NULL;
     char *path = NULL, msg[400];
     enum mlc_rc rc;
+    int pending;
 
     msg[0] = '\0';
     rc = jira_item_body(c, in->target, item, 0, &body, &side, msg, sizeof(msg));
@@ -582,6 +643,7 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
         rc = MLC_OK;
         goto out;
     }
+    pending = jira_item_has_after(c, in->target, item, 0);
     if (rc != MLC_OK) {
         mlc_errf(&c->err, "%s", msg);
         goto out;
@@ -594,6 +656,7 @@ static enum mlc_rc apply_update(struct conn *c, const struct batch *in, size_t i
         memcpy(r->warn, side.warn, sizeof(r->warn));
         r->lists = side.lists;
         side.lists = NULL;
+        rc = after_write(c, in->target, item, 0, pending, r, down);
         goto out;
     }
     jira_error_text(body_str(&resp), resp.body.len, msg, sizeof(msg));
@@ -651,6 +714,7 @@ static enum mlc_rc apply_dry(struct conn *c, const struct batch *in, struct resu
 
 enum mlc_rc jira_apply(struct conn *c, const struct batch *in, struct result *out)
 {
+    struct result down = { 0 }; /* see after_write() */
     unsigned char *done;
     size_t i, creates = 0;
     enum mlc_rc rc;
@@ -682,7 +746,7 @@ enum mlc_rc jira_apply(struct conn *c, const struct batch *in, struct result *ou
         if (in->items[i].target_key == NULL) {
             continue;
         }
-        rc = apply_update(c, in, i, &out[i]);
+        rc = apply_update(c, in, i, &out[i], &down);
         if (rc == MLC_OK) {
             done[i] = 1;
         }

@@ -7,7 +7,8 @@
  * This file: the connector vtable, open/close/ping, the configuration keys
  * and the HTTP calls (auth, jira_call); the OAuth refresh itself is the
  * shared provider in auth/oauth_refresh.c. The other jobs live
- * beside it: parse.c, schema.c, issue.c, webhook.c, changes.c.
+ * beside it: parse.c, schema.c, issue.c, workflow.c (status and comments
+ * after a write), webhook.c, changes.c.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -309,6 +310,7 @@ static void jira_close(struct conn *c)
         free(j->users[i].account_id);
     }
     free(j->users);
+    cJSON_Delete(j->initial);
     free(j);
     c->priv = NULL;
 }

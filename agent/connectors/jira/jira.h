@@ -45,7 +45,8 @@ enum mlc_rc jira_parse_bulk_response(const char *body, size_t len, size_t n_item
  * {"issues":[{"id","key","fields":{"labels":[...]},"properties":{"mlc.trace":
  * {"hash":...}}}],"nextPageToken","isLast"}.
  * Calls on_label(ctx, label, key, id, hash) once per label string of each issue
- * (hash: the mlc.trace property's content hash, NULL when absent or malformed)
+ * (hash: the mlc.trace property's content hash, or JIRA_TRACE_PENDING for an
+ * issue whose status or comments were not finished; NULL when absent or malformed)
  * (strings lent for the duration of the call). *next_token becomes a heap copy of
  * nextPageToken when another page follows, or NULL on the last page (isLast
  * true, or no token). MLC_E_PROTO (and *next_token NULL) on invalid JSON,
@@ -76,6 +77,50 @@ void jira_summary_clean(const char *in, char *out, size_t n);
 /* A label as Jira accepts it: spaces (and other whitespace) become '_'.
  * Heap copy, caller frees; NULL for an empty or all-invalid label. */
 char *jira_label_clean(const char *in);
+
+/* The text of a number custom field as the number Jira wants: an optional
+ * sign, digits with an optional '.' fraction and exponent, blanks around
+ * allowed; no hex, inf or nan, nothing beyond a double's range. 0 and *out
+ * (may be NULL) set, or -1. */
+int jira_number_text(const char *s, double *out);
+
+/* ---- status and comments after a write (workflow.c) ---- */
+
+/* The marker that ends every comment the agent posts: "mlc-comment:<id>". */
+#define JIRA_COMMENT_MARK "mlc-comment:"
+/* Longest source comment id; comments read back per page. */
+#define JIRA_COMMENT_ID_MAX 128
+#define JIRA_COMMENT_PAGE   100
+/* Longest comment text sent (bytes): Jira takes at most 32 767 characters. */
+#define JIRA_COMMENT_TEXT_MAX 30000
+/* The trace hash of an issue whose status or comments are still to be done. */
+#define JIRA_TRACE_PENDING "pending"
+
+/* Is id usable as a comment id: 1..JIRA_COMMENT_ID_MAX bytes, no spaces or
+ * control characters. */
+int jira_comment_id_ok(const char *id);
+
+/* The ADF body of a comment: text (jira_adf_from_text; cut to
+ * JIRA_COMMENT_TEXT_MAX bytes and marked " [...]" when longer), then a
+ * paragraph holding only the marker JIRA_COMMENT_MARK id. New tree, caller
+ * frees. */
+cJSON *jira_comment_body(const char *text, const char *id);
+
+/* One page of GET /issue/{key}/comment ({"startAt","maxResults","total",
+ * "comments":[{"body": ADF}]}): appends to ids (array) the id of every
+ * marker found in a text node of a comment body. *next_start = the startAt
+ * of the next page, or -1 on the last one. MLC_E_PROTO (err says why) on
+ * anything but an object with a "comments" array. */
+enum mlc_rc jira_parse_comment_page(const char *body, size_t len, cJSON *ids, long *next_start,
+                                    struct mlc_errbuf *err);
+
+/* Pick from a GET /issue/{key}/transitions body the transition whose "to"
+ * status is want (its name, regardless of case, or its id); its id goes to
+ * id (idn bytes). The names of all "to" statuses, quoted and comma
+ * separated, are appended to reachable (may be NULL). Returns 1 found, 0
+ * none leads there, -1 not a transitions list. */
+int jira_transition_pick(const char *body, size_t len, const char *want, char *id, size_t idn,
+                         struct mlc_buf *reachable);
 
 /* ---- change notifications: watch() and changes() ---- */
 

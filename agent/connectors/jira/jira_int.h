@@ -84,6 +84,10 @@ struct jira {
     struct jira_user *users;
     size_t n_users;
     size_t user_evict;
+
+    /* the status a new issue starts in, per "project/issue type", as read
+     * after a create: a new issue mapped to it needs no status call */
+    cJSON *initial;
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -227,6 +231,25 @@ enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt
 enum mlc_rc jira_apply(struct conn *c, const struct batch *in, struct result *out);
 enum mlc_rc jira_find(struct conn *c, const cJSON *target, const char *const *markers,
                       size_t n, const char *const *before, size_t n_before, struct tgt_found *out);
+
+/* workflow.c: status and comments after a write (see its top comment) */
+/* 1 when the item maps a status or comments that may need calls after the
+ * write (create: any; update: a status or comment id prev does not list). */
+int jira_item_has_after(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                        int create);
+/* MLC_E_REJECTED (msg says why) when the mapped status or comments are
+ * malformed; MLC_OK otherwise. */
+enum mlc_rc jira_item_check_after(const struct tgt_item *item, char *msg, size_t msgn);
+/* The mlc.trace property value for item with hash (NULL: none). */
+cJSON *jira_trace_json(const struct tgt_item *item, const char *hash);
+/* After item was written as issue key (fresh: created in this call, so it
+ * has no comments): post its new comments, move it to its status, then
+ * write the final trace when the write carried JIRA_TRACE_PENDING (pending,
+ * as jira_item_has_after said when the body was built). r->lists gains
+ * "comments" and "status" for the ledger. On failure r->rc and r->err say
+ * why (the per-item verdict) and that rc is returned. */
+enum mlc_rc jira_item_after(struct conn *c, const cJSON *target, const struct tgt_item *item,
+                            const char *key, int fresh, int pending, struct result *r);
 
 /* webhook.c: watch() */
 enum mlc_rc jira_watch(struct conn *c, const cJSON *target, const struct watch_req *req,

@@ -268,7 +268,7 @@ enum mlc_rc jira_parse_search_page(const char *body, size_t len,
                                       : NULL;
         if (cJSON_IsObject(trace)) {
             hash = mlc_json_str(trace, "hash");
-            if (hash != NULL && strlen(hash) != 64) {
+            if (hash != NULL && strlen(hash) != 64 && strcmp(hash, JIRA_TRACE_PENDING) != 0) {
                 hash = NULL; /* not a hash this agent wrote */
             }
         }
@@ -619,4 +619,61 @@ enum mlc_rc jira_event_parse(const char *body, size_t len, struct change *ch,
     }
     change_finish(ch);
     return MLC_OK;
+}
+
+int jira_number_text(const char *s, double *out)
+{
+    const char *p = s;
+    char *end;
+    double d;
+    int digits = 0;
+
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    /* strtod would also take hex, inf and nan: check the decimal shape first */
+    {
+        const char *q = p;
+        if (*q == '+' || *q == '-') {
+            q++;
+        }
+        while (isdigit((unsigned char)*q)) {
+            q++, digits++;
+        }
+        if (*q == '.') {
+            q++;
+            while (isdigit((unsigned char)*q)) {
+                q++, digits++;
+            }
+        }
+        if (digits == 0) {
+            return -1;
+        }
+        if (*q == 'e' || *q == 'E') {
+            q++;
+            if (*q == '+' || *q == '-') {
+                q++;
+            }
+            if (!isdigit((unsigned char)*q)) {
+                return -1;
+            }
+            while (isdigit((unsigned char)*q)) {
+                q++;
+            }
+        }
+        while (*q == ' ' || *q == '\t') {
+            q++;
+        }
+        if (*q != '\0') {
+            return -1;
+        }
+    }
+    d = strtod(p, &end);
+    if (end == p || !(d == d) || d > 1.7e308 || d < -1.7e308) {
+        return -1;
+    }
+    if (out != NULL) {
+        *out = d;
+    }
+    return 0;
 }

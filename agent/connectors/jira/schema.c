@@ -277,6 +277,84 @@ static enum mlc_rc check_issue_type(struct conn *c, const cJSON *project_json, c
     return MLC_E_INVAL;
 }
 
+/* The status names the mapping can produce must be statuses of the issue
+ * type in the project (GET /project/{key}/statuses), or no transition will
+ * ever reach them: a typo stops the flow at start-up, not each record. */
+static enum mlc_rc check_statuses(struct conn *c, const char *project, const char *issue_type,
+                                  const cJSON *wanted)
+{
+    struct mlc_http_resp resp = { 0 };
+    struct mlc_errbuf one = { 0 };
+    struct mlc_buf valid = MLC_BUF_INIT;
+    const cJSON *type = NULL, *it, *st, *types;
+    cJSON *root = NULL;
+    char *path;
+    enum mlc_rc rc;
+
+    if (cJSON_GetArraySize(wanted) == 0) {
+        return MLC_OK;
+    }
+    path = path_with("/rest/api/3/project/", project, "/statuses");
+    rc = jira_call(c, "GET", path, NULL, &resp, &one);
+    free(path);
+    if (rc != MLC_OK) {
+        if (resp.status == 404 || resp.status == 403) {
+            /* not readable here: each transition will tell instead */
+            conn_log(c, MLC_LOG_WARN, "cannot read the statuses of jira project '%s' (HTTP %ld): "
+                     "mapped statuses are checked on each record instead", project, resp.status);
+            rc = MLC_OK;
+        } else {
+            jira_call_failed(c, "cannot read the project's statuses", &one);
+        }
+        goto out;
+    }
+    root = cJSON_ParseWithLength(body_str(&resp), resp.body.len);
+    types = cJSON_IsArray(root) ? root : NULL;
+    cJSON_ArrayForEach(it, types)
+    {
+        const char *name = mlc_json_str(it, "name"), *id = mlc_json_str(it, "id");
+        if ((name != NULL && strcmp(name, issue_type) == 0) || (id != NULL && strcmp(id, issue_type) == 0)) {
+            type = it;
+        }
+    }
+    if (type == NULL) {
+        goto out; /* the issue type check speaks for that */
+    }
+    cJSON_ArrayForEach(it, wanted)
+    {
+        int found = 0;
+        if (!cJSON_IsString(it)) {
+            continue;
+        }
+        cJSON_ArrayForEach(st, mlc_json_arr(type, "statuses"))
+        {
+            const char *name = mlc_json_str(st, "name");
+            found |= name != NULL && strcasecmp(name, it->valuestring) == 0;
+        }
+        if (found) {
+            continue;
+        }
+        cJSON_ArrayForEach(st, mlc_json_arr(type, "statuses"))
+        {
+            const char *name = mlc_json_str(st, "name");
+            if (name != NULL && valid.len < 400) {
+                mlc_buf_addf(&valid, "%s'%s'", valid.len > 0 ? ", " : "", name);
+            }
+        }
+        mlc_errf(&c->err,
+                 "mapping.status (or target.status_via): '%s' is not a status of issue type '%s' "
+                 "in jira project '%s' (its statuses: %s)",
+                 it->valuestring, issue_type, project, valid.len > 0 ? mlc_buf_str(&valid) : "none");
+        rc = MLC_E_INVAL;
+        goto out;
+    }
+out:
+    mlc_buf_release(&valid);
+    cJSON_Delete(root);
+    mlc_http_resp_release(&resp);
+    return rc;
+}
+
 enum mlc_rc jira_prepare(struct conn *c, const cJSON *target, const struct prep_info *pi)
 {
     struct mlc_http_resp resp = { 0 };
@@ -337,6 +415,52 @@ enum mlc_rc jira_prepare(struct conn *c, const cJSON *target, const struct prep_
         goto out;
     }
     rc = check_priorities(c, prios);
+    if (rc != MLC_OK) {
+        goto out;
+    }
+    {
+        /* the statuses the mapping can produce, and the ones on the way */
+        const cJSON *sts = cJSON_GetObjectItemCaseSensitive(mapped, "status");
+        const cJSON *via = cJSON_GetObjectItemCaseSensitive(target, "status_via"), *v, *step;
+        cJSON *names = mlc_json_xarr();
+
+        if (!cJSON_IsArray(sts)) {
+            sts = NULL;
+        }
+        cJSON_ArrayForEach(v, sts)
+        {
+            cJSON_AddItemToArray(names, xdup(v));
+        }
+        if (via != NULL && !cJSON_IsObject(via)) {
+            mlc_errf(&c->err, "target.status_via: expected an object of status -> [statuses on "
+                              "the way], e.g. {\"Approved\": [\"Awaiting approval\"]}");
+            rc = MLC_E_INVAL;
+            via = NULL;
+        }
+        cJSON_ArrayForEach(v, via)
+        {
+            if (!cJSON_IsArray(v)) {
+                mlc_errf(&c->err, "target.status_via.%s: expected a list of status names", v->string);
+                rc = MLC_E_INVAL;
+                break;
+            }
+            cJSON_AddItemToArray(names, cJSON_CreateString(v->string));
+            cJSON_ArrayForEach(step, v)
+            {
+                if (!cJSON_IsString(step) || step->valuestring[0] == '\0') {
+                    mlc_errf(&c->err, "target.status_via.%s: expected a list of status names",
+                             v->string);
+                    rc = MLC_E_INVAL;
+                    break;
+                }
+                cJSON_AddItemToArray(names, xdup(step));
+            }
+        }
+        if (rc == MLC_OK) {
+            rc = check_statuses(c, project, issue_type, names);
+        }
+        cJSON_Delete(names);
+    }
 out:
     cJSON_Delete(fields);
     cJSON_Delete(root);
