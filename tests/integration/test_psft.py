@@ -29,11 +29,13 @@ PSFT_PASSWORD = "demo-pass"
 # service and key columns, and the Jira marker prefix
 KINDS = {
     "po": {"flow": "psft_pos", "op": "MLC_PO_LIST.v1", "path": "purchaseorders", "qas": "MLC_PO_QRY",
-           "keys": ("BUSINESS_UNIT", "PO_ID"), "prefix": "psftpo-"},
+           "keys": ("BUSINESS_UNIT", "PO_ID"), "prefix": "psftpo-", "issue_type": "Purchase Order"},
     "voucher": {"flow": "psft_vouchers", "op": "MLC_VCHR_LIST.v1", "path": "vouchers",
-                "keys": ("BUSINESS_UNIT", "VOUCHER_ID"), "prefix": "psftvc-"},
+                "keys": ("BUSINESS_UNIT", "VOUCHER_ID"), "prefix": "psftvc-",
+                "issue_type": "Vendor Invoice"},
     "requisition": {"flow": "psft_reqs", "op": "MLC_REQ_LIST.v1", "path": "requisitions",
-                    "keys": ("BUSINESS_UNIT", "REQ_ID"), "prefix": "psftrq-"},
+                    "keys": ("BUSINESS_UNIT", "REQ_ID"), "prefix": "psftrq-",
+                    "issue_type": "Requisition"},
 }
 SIM_KIND = {"po": "po", "voucher": "voucher", "requisition": "req"}
 
@@ -44,12 +46,21 @@ MAPPINGS = {
                        "Vendor {VENDOR_ID} {VENDOR_NAME} (terms {VENDOR_TERMS}), buyer {BUYER_ID}.\n"
                        "Amount {PO_AMT} {CURRENCY_CD}, {LINE_COUNT} lines:\n{LINES_SUMMARY}",
         "labels": {"list": ["psft", "po", "{BUSINESS_UNIT}"]},
+        "customfield_10061": "{VENDOR_NAME}",                  # Vendor
+        "customfield_10062": {"from": "PO_AMT"},               # Amount (a number field)
+        "customfield_10063": {"from": "PO_STATUS", "map": {"A": "Approved", "D": "Approved", "C": "Approved",
+                                                           "DA": "Denied"}, "default": "Pending"},
     },
     "voucher": {
         "summary": {"template": "Invoice {INVOICE_ID} from {VENDOR_NAME}", "required": True, "max": 255},
         "description": "Voucher {VOUCHER_ID} of {BUSINESS_UNIT}: {GROSS_AMT} {TXN_CURRENCY_CD}, due "
                        "{DUE_DT}, approval {APPR_STATUS}.",
         "labels": {"list": ["psft", "voucher", "{BUSINESS_UNIT}"]},
+        "duedate": {"from": "DUE_DT"},
+        "customfield_10060": "{INVOICE_ID}",                   # Invoice Number
+        "customfield_10061": "{VENDOR_NAME}",
+        "customfield_10062": {"from": "GROSS_AMT"},
+        "customfield_10063": {"from": "APPR_STATUS", "map": {"A": "Approved", "D": "Denied"}, "default": "Pending"},
     },
     "requisition": {
         "summary": {"template": "REQ {BUSINESS_UNIT}-{REQ_ID}: {REQ_NAME}", "required": True, "max": 255},
@@ -58,6 +69,17 @@ MAPPINGS = {
         "labels": {"list": ["psft", "requisition", "{BUSINESS_UNIT}"]},
     },
 }
+
+
+# PeopleSoft PO status -> the procurement workflow's Jira status; statuses a
+# new issue cannot reach in one step go through status_via
+PO_STATUS = {"I": "Open", "O": "Open", "LD": "Open", "PA": "Awaiting approval", "A": "Approved", "D": "Approved",
+             "PX": "Approved", "DA": "Rejected", "C": "Closed", "X": "Closed"}
+VIA = {"Approved": ["Awaiting approval"], "Rejected": ["Awaiting approval"],
+       "Closed": ["Awaiting approval", "Approved"]}
+WORKFLOW = {"po": {"status": {"from": "PO_STATUS", "map": PO_STATUS, "default": "Open"},
+                   "comments": {"items": {"id": "c{SEQ_NUM}", "text": "{OPRID}: {COMMENTS}"}, "each": "comments"}}}
+MARK = "mlc-comment:"
 
 
 def test(fn):
@@ -83,12 +105,12 @@ class Env:
                                                 "--reqs", str(reqs), "--shared-stamp", str(shared),
                                                 "--max-rows", str(max_rows), "--password", PSFT_PASSWORD]
                                 + list(psft_args))
-        self.jira = harness.Sim("jira_sim.py", [])
+        self.jira = harness.Sim("jira_sim.py", ["--project", "PROC", "--workflow", "PROC=procurement"])
         self.config = None
         self.env = harness.agent_env()
         self.env["MLC_PSFT_PASSWORD"] = PSFT_PASSWORD
 
-    def configure(self, kinds=("po",), system=None, source=None):
+    def configure(self, kinds=("po",), system=None, source=None, mapping=None, target=None):
         cfg = {
             "agent": {"state_db": os.path.join(self.dir, "state.db"),
                       "key_file": os.path.join(self.dir, "secret.key"), "log_level": "warn"},
@@ -110,10 +132,13 @@ class Env:
             src.update((source or {}).get(k, {}))
             cfg["flows"][kd["flow"]] = {
                 "source": src,
-                "target": {"system": "jira", "project": "MFG", "issue_type": "Task", "marker_prefix": kd["prefix"]},
-                "schedule": "every 15m",
-                "mapping": MAPPINGS[k],
+                "target": {"system": "jira", "project": "PROC", "issue_type": kd["issue_type"],
+                           "marker_prefix": kd["prefix"]},
+                "schedule": "weekly mon 06:00",
+                "mapping": dict(MAPPINGS[k], **((mapping or {}).get(k, {}))),
+                "max_attempts": 20,
             }
+            cfg["flows"][kd["flow"]]["target"].update((target or {}).get(k, {}))
         import json
         self.config = os.path.join(self.dir, "agent.json")
         with open(self.config, "w") as f:
@@ -142,6 +167,30 @@ class Env:
         finally:
             con.close()
 
+    def jira_api(self, method, path, body=None):
+        import base64
+        import json
+        import urllib.request
+        auth = base64.b64encode(f"sync@example.com:{harness.JIRA_TOKEN}".encode()).decode()
+        req = urllib.request.Request(self.jira.url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": "Basic " + auth, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            data = resp.read()
+            return json.loads(data) if data else None
+
+    def comment_ids(self, key):
+        """The source comment ids on issue key, from the agent's markers, in
+        order and with any repeats."""
+        out, start = [], 0
+        while True:
+            page = self.jira_api("GET", f"/rest/api/3/issue/{key}/comment?startAt={start}&maxResults=50")
+            for c in page["comments"]:
+                out += [t[len(MARK):] for t in texts_of(c["body"]) if t.startswith(MARK)]
+            start += len(page["comments"])
+            if not page["comments"] or start >= page["total"]:
+                return out
+
     def close(self):
         self.psft.stop()
         self.jira.stop()
@@ -154,6 +203,19 @@ def summary(r, flow):
             parts = line.split(":", 1)[1].replace(",", "").split()
             return {parts[i]: int(parts[i + 1]) for i in range(0, len(parts), 2)}
     raise AssertionError(f"no summary line for {flow} in: {r.stdout!r}\nstderr: {r.stderr[-2000:]}")
+
+
+def texts_of(node):
+    """The text leaves of an Atlassian Document Format node."""
+    if isinstance(node, dict):
+        if node.get("type") == "text":
+            yield node.get("text", "")
+        for ch in node.get("content") or []:
+            yield from texts_of(ch)
+
+
+def want_comments(row):
+    return [f"c{c['SEQ_NUM']}" for c in row.get("comments") or []]
 
 
 def marker(kind, row):
@@ -207,6 +269,18 @@ def capped_windows_and_shared_stamps_give_one_issue_per_record():
             want = f"PO {row['BUSINESS_UNIT']}-{row['PO_ID']}: {v['NAME1'].strip()}"
             expect(it["fields"]["summary"] == want, f"summary {it['fields']['summary']!r}, expected {want!r}")
             expect(row["BUSINESS_UNIT"] in it["labels"], f"labels {it['labels']}")
+            f = it["fields"]
+            expect(f.get("customfield_10061") == v["NAME1"].strip(), f"vendor field {f.get('customfield_10061')!r}")
+            expect(isinstance(f.get("customfield_10062"), (int, float)) and abs(f["customfield_10062"] - row["PO_AMT"]) < 0.005,
+                   f"amount field {f.get('customfield_10062')!r}, expected {row['PO_AMT']}")
+            expect((f.get("customfield_10063") or {}).get("value") in ("Approved", "Denied", "Pending"),
+                   f"approval status field {f.get('customfield_10063')!r}")
+            expect(it["fields"]["issuetype"]["name"] == "Purchase Order", f"issue type {it['fields']['issuetype']}")
+        vcs = by_marker(e, "psftvc-")
+        for row in live_rows(e, "voucher")[:: max(1, nv // 20)]:
+            f = vcs[marker("voucher", row)]["fields"]
+            expect(f.get("customfield_10060") == row["INVOICE_ID"], f"invoice number {f.get('customfield_10060')!r}")
+            expect(f.get("duedate") == row["DUE_DT"], f"due date {f.get('duedate')!r}, expected {row['DUE_DT']}")
         stats = e.psft.stats()["requests"]
         print(f"#   PeopleSoft calls for {npo}+{nv}+{nr} records: {sum(stats.values())}", flush=True)
         # 100 POs edited by buyers: 100 updates, no creates
@@ -271,6 +345,90 @@ def a_vendor_rename_updates_the_issues_that_show_it():
             expect(it["fields"]["summary"].endswith("Renamed Supplies GmbH"), f"summary {it['fields']['summary']!r}")
         _, s = e.sync("psft_pos", what="sync after that")
         expect(s["updated"] == 0 and s["created"] == 0, f"the rename is carried once: {s}")
+    finally:
+        e.close()
+
+
+@test
+def approval_status_moves_the_issue_and_each_comment_lands_once():
+    """The PO's approval status is the issue's status (through the
+    procurement workflow's transitions), and each PeopleSoft comment is one
+    Jira comment: on create, after a status change, and never again."""
+    e = Env(pos=scaled(60))
+    try:
+        e.configure(kinds=("po",), mapping=WORKFLOW, target={"po": {"status_via": VIA}})
+        e.sync("psft_pos", what="first sync")
+        issues = by_marker(e, "psftpo-")
+        rows = e.rows("po")
+        for row in rows:
+            it = issues[marker("po", row)]
+            expect(it["status"] == PO_STATUS[row["PO_STATUS"]],
+                   f"{marker('po', row)}: status {it['status']!r} for PeopleSoft {row['PO_STATUS']}")
+            got = e.comment_ids(it["key"])
+            expect(got == want_comments(row), f"{it['key']}: comments {got}, expected {want_comments(row)}")
+        # a buyer submits an open PO, then it is approved; a comment comes with it
+        row = next(r for r in rows if r["PO_STATUS"] == "O")
+        key = {"BUSINESS_UNIT": row["BUSINESS_UNIT"], "PO_ID": row["PO_ID"]}
+        it = issues[marker("po", row)]
+        e.psft.ctl("/_sim/status", {"kind": "po", "key": key, "status": "PA"})
+        e.sync("psft_pos", what="sync after submit")
+        expect(by_marker(e, "psftpo-")[marker("po", row)]["status"] == "Awaiting approval", "after PA")
+        e.psft.ctl("/_sim/status", {"kind": "po", "key": key, "status": "A"})
+        c = e.psft.ctl("/_sim/comment", {"kind": "po", "key": key, "text": "Approved by the plant manager"})
+        e.jira.ctl("/_sim/reset_stats", {})
+        _, s = e.sync("psft_pos", what="sync after approval")
+        expect(s["updated"] == 1, f"after approval: {s}")
+        expect(by_marker(e, "psftpo-")[marker("po", row)]["status"] == "Approved", "after A")
+        got = e.comment_ids(it["key"])
+        expect(got == want_comments(row) + [f"c{c['SEQ_NUM']}"], f"comments after approval: {got}")
+        st = e.jira.stats()["requests"]
+        expect(st.get("comment_add", 0) == 1, f"one comment posted: {st}")
+        # nothing new: no Jira writes, no comment reads
+        e.jira.ctl("/_sim/reset_stats", {})
+        e.sync("psft_pos", what="sync without changes")
+        expect(e.jira.stats()["writes"] == 0, f"writes without changes: {e.jira.stats()}")
+    finally:
+        e.close()
+
+
+@test
+def comments_land_once_across_kill_9():
+    n = scaled(120) if not ARGS.quick else 40
+    e = Env(pos=n)
+    rng = random.Random(int(os.environ.get("MLC_TEST_SEED", "13")))
+    try:
+        e.configure(kinds=("po",), mapping=WORKFLOW, target={"po": {"status_via": VIA}})
+        e.sync("psft_pos", what="first sync")
+        rows = e.rows("po")
+        for row in rng.sample(rows, min(30, len(rows))):
+            key = {"BUSINESS_UNIT": row["BUSINESS_UNIT"], "PO_ID": row["PO_ID"]}
+            for i in range(2):
+                e.psft.ctl("/_sim/comment", {"kind": "po", "key": key, "text": f"Note {i} for {row['PO_ID']}"})
+        e.jira.faults(slow_ms=120)
+        killed = 0
+        for _ in range(10):
+            p = subprocess.Popen([ARGS.agent, "-q", "-c", e.config, "sync", "psft_pos"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e.env)
+            time.sleep(rng.uniform(0.2, 2.0))
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                killed += 1
+            p.wait()
+        e.jira.faults(slow_ms=0)
+        for _ in range(5):
+            e.db("UPDATE state_outbox SET next_at = 0")
+            if e.agent("sync", "psft_pos").returncode == 0:
+                break
+        expect(killed >= 3, f"only {killed} runs were still going when killed")
+        issues = by_marker(e, "psftpo-")
+        posted = 0
+        for row in e.rows("po"):
+            it = issues[marker("po", row)]
+            got = e.comment_ids(it["key"])
+            expect(got == want_comments(row), f"{it['key']}: comments {got}, expected {want_comments(row)}")
+            posted += len(got)
+        print(f"#   {killed} kills; {posted} comments on {len(rows)} issues, each once", flush=True)
+        exactly_once(e, "po")
     finally:
         e.close()
 
