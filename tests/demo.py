@@ -20,6 +20,58 @@ import json  # noqa: E402
 import urllib.request  # noqa: E402
 
 
+PSFT_DEMO_PASSWORD = "demo-pass"
+PO_STATUS = {"I": "Open", "O": "Open", "LD": "Open", "PA": "Awaiting approval", "A": "Approved", "D": "Approved",
+             "PX": "Approved", "DA": "Rejected", "C": "Closed", "X": "Closed"}
+
+
+def add_psft(cfg, psft):
+    """PeopleSoft purchase orders, requisitions and vouchers into the
+    Procurement project (PROC), one flow each, every Monday at 06:00."""
+    cfg["systems"]["erp"] = {"type": "psft", "base_url": psft.url, "node": "PSFT_EP", "auth": "basic",
+                             "user": "MLC_SYNC", "password": "${MLC_PSFT_PASSWORD}"}
+    vendors = {"read": "service", "operation": "MLC_VNDR_LIST.v1", "path": "vendors", "params": {"setid": "SHARE"}}
+    via = {"Approved": ["Awaiting approval"], "Rejected": ["Awaiting approval"],
+           "Closed": ["Awaiting approval", "Approved"]}
+    flows = {
+        "psft_pos": ("po", "MLC_PO_LIST.v1", "purchaseorders", "Purchase Order", "psftpo-", {
+            "summary": {"template": "PO {BUSINESS_UNIT}-{PO_ID}: {VENDOR_NAME}", "required": True, "max": 255},
+            "description": "{PO_AMT} {CURRENCY_CD}, vendor terms {VENDOR_TERMS}, buyer {BUYER_ID}.\n{LINES_SUMMARY}",
+            "customfield_10061": "{VENDOR_NAME}",
+            "customfield_10062": {"from": "PO_AMT"},
+            "customfield_10063": {"from": "PO_STATUS", "map": {"A": "Approved", "D": "Approved", "C": "Approved",
+                                                               "DA": "Denied"}, "default": "Pending"},
+            "status": {"from": "PO_STATUS", "map": PO_STATUS, "default": "Open"},
+            "comments": {"items": {"id": "c{SEQ_NUM}", "text": "{OPRID}: {COMMENTS}"}, "each": "comments"},
+            "labels": {"list": ["psft", "{BUSINESS_UNIT}"]}}),
+        "psft_reqs": ("requisition", "MLC_REQ_LIST.v1", "requisitions", "Requisition", "psftrq-", {
+            "summary": {"template": "REQ {BUSINESS_UNIT}-{REQ_ID}: {REQ_NAME}", "required": True, "max": 255},
+            "description": "Requested by {REQUESTOR_ID}: {REQ_AMT} {CURRENCY_CD}.\n{LINES_SUMMARY}",
+            "customfield_10062": {"from": "REQ_AMT"},
+            "labels": {"list": ["psft", "{BUSINESS_UNIT}"]}}),
+        "psft_vouchers": ("voucher", "MLC_VCHR_LIST.v1", "vouchers", "Vendor Invoice", "psftvc-", {
+            "summary": {"template": "Invoice {INVOICE_ID} from {VENDOR_NAME}", "required": True, "max": 255},
+            "description": "Voucher {VOUCHER_ID} of {BUSINESS_UNIT}, due {DUE_DT}.",
+            "duedate": {"from": "DUE_DT"},
+            "customfield_10060": "{INVOICE_ID}",
+            "customfield_10061": "{VENDOR_NAME}",
+            "customfield_10062": {"from": "GROSS_AMT"},
+            "customfield_10063": {"from": "APPR_STATUS", "map": {"A": "Approved", "D": "Denied"},
+                                  "default": "Pending"},
+            "labels": {"list": ["psft", "{BUSINESS_UNIT}"]}}),
+    }
+    for name, (kind, op, path, itype, prefix, mapping) in flows.items():
+        cfg["flows"][name] = {
+            "source": {"system": "erp", "kind": kind, "read": "service", "operation": op, "path": path,
+                       "maxrows": 100, "sorted": True, "vendors": vendors},
+            "target": {"system": "jira", "project": "PROC", "issue_type": itype, "marker_prefix": prefix},
+            "schedule": "weekly mon 06:00",
+            "mapping": mapping,
+        }
+        if kind == "po":
+            cfg["flows"][name]["target"]["status_via"] = via
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--agent", required=True)
@@ -37,7 +89,11 @@ def main():
             pass
     print(f"demo: starting the JD Edwards AIS simulator ({args.orders} work orders) and the Jira simulator")
     jde = harness.Sim("jde_sim.py", ["--seed", str(args.orders)], log=os.path.join(work, "jde-sim.log"))
-    jira = harness.Sim("jira_sim.py", ["--webhook-retry-scale", "0.01"], log=os.path.join(work, "jira-sim.log"))
+    jira = harness.Sim("jira_sim.py", ["--webhook-retry-scale", "0.01", "--projects", "MFG,PROC",
+                                       "--workflow", "PROC=procurement"], log=os.path.join(work, "jira-sim.log"))
+    print("demo: starting the PeopleSoft Integration Broker simulator (purchase orders, requisitions, vouchers)")
+    psft = harness.Sim("psft_sim.py", ["--auth", "basic", "--pos", "120", "--reqs", "40", "--vouchers", "60",
+                                       "--password", PSFT_DEMO_PASSWORD], log=os.path.join(work, "psft-sim.log"))
     relay = rh.Relay(os.path.abspath(args.relay), workdir=work, log=os.path.join(work, "relay.log"))
     tenant = relay.tenant_add("demo")
     relay.start()
@@ -55,18 +111,21 @@ def main():
         "status_map": {"To Do": "10", "In Progress": "40", "Done": "95"},
         "hold": {"statuses": ["Blocked"], "orchestration": "MLC_HoldWorkOrder",
                  "inputs": {"WorkOrder": "{key}", "HoldCode": "H1"}, "verify": {"WR10": "H1"}}}
+    add_psft(cfg, psft)
     json.dump(cfg, open(config, "w"), indent=2)
     env = harness.agent_env()
+    env["MLC_PSFT_PASSWORD"] = PSFT_DEMO_PASSWORD
     env["MLC_RELAY_KEY"] = tenant["agent_key"]
     env["MLC_HOOK_SECRET"] = tenant["jira_webhook_secret"]
-    print(f"demo: JD Edwards AIS at {jde.url}/jderest, Jira at {jira.url}, relay at {relay.base}")
+    print(f"demo: JD Edwards AIS at {jde.url}/jderest, PeopleSoft at {psft.url}, Jira at {jira.url}, "
+          f"relay at {relay.base}")
     print(f"demo: agent configuration {config}")
     rc = 0
     p = None
     try:
-        r = harness.run_agent(agent, config, "ping")
+        r = harness.run_agent(agent, config, "ping", env=env)
         sys.stdout.write(r.stdout)
-        r = harness.run_agent(agent, config, "sync", "--all")
+        r = harness.run_agent(agent, config, "sync", "--all", env=env)
         sys.stdout.write(r.stdout)
         if r.returncode != 0:
             sys.stderr.write(r.stderr)
@@ -104,6 +163,7 @@ def main():
         relay.stop()
         jde.stop()
         jira.stop()
+        psft.stop()
     return rc
 
 
