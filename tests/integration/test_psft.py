@@ -499,6 +499,18 @@ def wrong_settings_and_error_answers_name_what_to_fix_and_lose_nothing():
                    f"{what}: a password in the output")
             expect(len(e.issues()) == 0, f"{what}: issues were created")
             print(f"#   {what}: {line[:200]}", flush=True)
+        # a fixed bearer token that has expired: the message says to renew it
+        tok = e.psft.ctl("/_sim/token", {"ttl": 3600})
+        e.psft.ctl("/_sim/expire_tokens", {})
+        e.configure(kinds=("po",), system={"auth": "bearer", "token": "${MLC_PSFT_TOKEN}", "user": "",
+                                           "password": ""})
+        e.env["MLC_PSFT_TOKEN"] = tok.get("access_token") or tok.get("token")
+        r = e.agent("sync", "psft_pos")
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("mlc-agent:")]
+        expect(r.returncode != 0 and err and "token" in err[-1].lower(),
+               f"expired bearer: exit {r.returncode}: {r.stderr[-1500:]}")
+        expect(e.env["MLC_PSFT_TOKEN"] not in r.stderr, "the token in the output")
+        print(f"#   expired bearer: {err[-1][:200]}", flush=True)
         e.configure(kinds=("po",))
         _, s = e.sync("psft_pos", what="sync with the right settings")
         expect(s["created"] == 40, f"after the errors: {s}")
