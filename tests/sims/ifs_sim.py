@@ -636,6 +636,9 @@ class IfsSim(simbase.Sim):
             a = {"LogId": hid, "ColumnName": c, "OldValue": None if old[c] is None else str(old[c]),
                  "NewValue": None if changes[c] is None else str(changes[c])}
             self.data["historyattr"].append(a)
+            self.index["historyattr"][(hid, c)] = a
+            self.meta[("historyattr", (hid, c))] = {"objid": "AAAHA%06XAAB" % len(self.data["historyattr"]),
+                                                    "ver": 1, "locked": False}
         e = {"seq": len(self.write_log) + 1, "kind": kind, "key": fmt_keys(self.key_of(kind, r)), "by": by,
              "op": op, "changes": {c: [old[c], changes[c]] for c in changes}, "applied": True, "status": None,
              "etag_before": before, "etag_after": self.etag(kind, r), "ChangedDate": r["ChangedDate"],
@@ -727,7 +730,7 @@ class IfsSim(simbase.Sim):
         tok, rt, sid = self.mint(ttl)
         body = {"access_token": tok, "expires_in": int(ttl), "refresh_expires_in": int(self.args.refresh_ttl),
                 "refresh_token": rt, "token_type": "Bearer", "not-before-policy": 0, "session_state": sid,
-                "scope": " ".join(["openid"] if "openid" in scope else []
+                "scope": " ".join((["openid"] if "openid" in scope else [])
                                   + ["audience", "microprofile-jwt", "email", "profile"])}
         if "openid" in scope:
             body["id_token"] = self.fake_jwt({"typ": "ID", "sid": sid})

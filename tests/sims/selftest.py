@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Self-test for tests/sims: starts jde_sim.py (twice: with and without
---allow-basic), jira_sim.py and psft_sim.py (three times: --auth both with
-2,000 POs, --auth oauth, --auth none) as subprocesses on OS-chosen ports,
+--allow-basic), jira_sim.py, psft_sim.py (three times: --auth both with
+2,000 POs, --auth oauth, --auth none) and ifs_sim.py (twice: 6,000 POs and
+6,000 WOs; upsert with Cf_Sync_State) as subprocesses on OS-chosen ports,
 drives them with urllib and prints TAP-like lines:
 
     ok 1 name
@@ -23,6 +24,7 @@ import tempfile
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1683,6 +1685,406 @@ def jira_procurement():
         proc[2].close()
 
 
+# ---------------------------------------------------------------------------
+# IFS Cloud
+
+class Ifs:
+    base = None
+    base_u = None  # second instance: upsert, Cf_Sync_State, no server paging
+    tok = {}
+
+    @classmethod
+    def token(cls, base=None, **form):
+        base = base or cls.base
+        f = {"grant_type": "client_credentials", "client_id": "mlc-client", "client_secret": "mlc-secret",
+             "scope": "openid microprofile-jwt"}
+        f.update(form)
+        raw = "&".join("%s=%s" % (k, urllib.parse.quote(v, safe="")) for k, v in f.items()).encode()
+        return call(base, "POST", "/auth/realms/mlc/protocol/openid-connect/token", raw=raw,
+                    ctype="application/x-www-form-urlencoded")
+
+    @classmethod
+    def bearer(cls, base=None, fresh=False):
+        base = base or cls.base
+        if fresh or base not in cls.tok:
+            r = cls.token(base)
+            assert r.status == 200, r
+            cls.tok[base] = r.json["access_token"]
+        return cls.tok[base]
+
+    @classmethod
+    def get(cls, path, headers=None, base=None, proj=True):
+        base = base or cls.base
+        hd = {"Authorization": "Bearer " + cls.bearer(base)}
+        hd.update(headers or {})
+        if path.startswith("http"):
+            return call(path, "GET", "", headers=hd)
+        return call(base, "GET", (IFS_P if proj else "") + path, headers=hd)
+
+    @classmethod
+    def send(cls, method, path, body=None, headers=None, base=None, ctype="application/json"):
+        base = base or cls.base
+        hd = {"Authorization": "Bearer " + cls.bearer(base)}
+        hd.update(headers or {})
+        raw = json.dumps(body).encode() if body is not None else None
+        return call(base, method, IFS_P + path, headers=hd, raw=raw, ctype=ctype if raw is not None else None)
+
+    @classmethod
+    def ctl(cls, method, path, body=None, base=None):
+        r = call(base or cls.base, method, "/_sim/" + path, body)
+        assert r.status == 200, (path, r)
+        return r.json
+
+    @classmethod
+    def faults(cls, base=None, **kw):
+        cls.ctl("POST", "faults", kw, base)
+
+
+IFS_P = "/main/ifsapplications/projection/v1/"
+PO_SET = "PurchaseOrderHandling.svc/PurchaseOrderSet"
+WO_SET = "ActiveWorkOrdersHandling.svc/ActiveSeparateSet"
+
+
+def q(**kw):
+    return "?" + "&".join("$%s=%s" % (k, urllib.parse.quote(str(v), safe="(),'=")) for k, v in kw.items())
+
+
+def oerr(r, status, code):
+    e = (r.json or {}).get("error") if r.json_ok and isinstance(r.json, dict) else None
+    return r.status == status and isinstance(e, dict) and e.get("code") == code and isinstance(e.get("message"), str)
+
+
+def ifs_read_all(path, headers=None, base=None):
+    """Follow next links; (rows, pages, last response)."""
+    rows, pages = [], 0
+    r = Ifs.get(path, headers, base)
+    while True:
+        assert r.status == 200, r
+        pages += 1
+        rows.extend(r.json["value"])
+        nl = r.json.get("@odata.nextLink")
+        if not nl:
+            return rows, pages, r
+        r = Ifs.get(nl, headers, base)
+
+
+def ifs_auth():
+    r = Ifs.token()
+    j = r.json or {}
+    check("ifs IAM client_credentials -> Bearer, expires_in 180, refresh_token, id_token, scope",
+          r.status == 200 and j.get("token_type") == "Bearer" and j.get("expires_in") == 180
+          and j.get("refresh_expires_in") == 1800 and j.get("refresh_token") and j.get("id_token")
+          and "microprofile-jwt" in j.get("scope", "") and "not-before-policy" in j, r)
+    r2 = Ifs.token(client_secret="wrong")
+    check("ifs bad client secret -> 401 invalid_client, secret not echoed",
+          r2.status == 401 and r2.json.get("error") == "invalid_client" and b"wrong" not in r2.body, r2)
+    r3 = call(Ifs.base, "POST", "/auth/realms/other/protocol/openid-connect/token",
+              raw=b"grant_type=client_credentials&client_id=mlc-client&client_secret=mlc-secret",
+              ctype="application/x-www-form-urlencoded")
+    check("ifs unknown realm -> 404", r3.status == 404, r3)
+    r4 = Ifs.token(scope="openid admin")
+    check("ifs unknown scope -> 400 invalid_scope", r4.status == 400 and r4.json["error"] == "invalid_scope", r4)
+    r5 = Ifs.token(grant_type="password")
+    check("ifs other grant -> 400 unsupported_grant_type", r5.status == 400 and r5.json["error"] ==
+          "unsupported_grant_type", r5)
+    r6 = call(Ifs.base, "POST", "/auth/realms/mlc/protocol/openid-connect/token",
+              {"grant_type": "client_credentials", "client_id": "mlc-client", "client_secret": "mlc-secret"})
+    check("ifs token request as JSON -> 400", r6.status == 400, r6)
+    r7 = call(Ifs.base, "GET", IFS_P + PO_SET)
+    check("ifs no bearer -> 401 OData error + WWW-Authenticate",
+          oerr(r7, 401, "UNAUTHORIZED") and "Bearer" in (r7.headers.get("WWW-Authenticate") or ""), r7)
+    r8 = call(Ifs.base, "GET", IFS_P + PO_SET, headers={"Authorization": "Bearer nope"})
+    check("ifs unknown bearer -> 401", r8.status == 401, r8)
+    t = Ifs.bearer(fresh=True)
+    ok = Ifs.get(PO_SET + q(top=1))
+    n = Ifs.ctl("POST", "expire_tokens")["expired"]
+    r9 = Ifs.get(PO_SET + q(top=1))
+    check("ifs /_sim/expire_tokens -> the bearer gets 401 'expired'",
+          ok.status == 200 and n >= 1 and r9.status == 401 and "expired" in r9.json["error"]["message"], (ok, r9))
+    r10 = Ifs.token(grant_type="refresh_token", refresh_token=j.get("refresh_token", ""))
+    r11 = Ifs.token(grant_type="refresh_token", refresh_token=j.get("refresh_token", ""))
+    check("ifs refresh_token grant works once", r10.status == 200 and r11.status == 400, (r10, r11))
+    r12 = call(Ifs.base, "GET", "/auth/realms/mlc/.well-known/openid-configuration")
+    check("ifs OIDC discovery names the token endpoint", r12.status == 200 and
+          r12.json["token_endpoint"].endswith("/auth/realms/mlc/protocol/openid-connect/token"), r12)
+    Ifs.bearer(fresh=True)
+    r13 = Ifs.token(base=Ifs.base_u)
+    check("ifs --token-ttl 2: expires_in 2", r13.status == 200 and r13.json["expires_in"] == 2, r13)
+    del t
+
+
+def ifs_metadata():
+    r = Ifs.get("PurchaseOrderHandling.svc/$metadata")
+    x = r.body.decode()
+    check("ifs $metadata: EDMX XML with PurchaseOrder, Cf_Jira_Status, the state enum and bound actions",
+          r.status == 200 and r.headers.get("Content-Type", "").startswith("application/xml")
+          and '<Property Name="Cf_Jira_Status" Type="Edm.String"' in x
+          and '<EnumType Name="PurchaseOrderState">' in x and 'Action Name="PurchaseOrder_Release" IsBound="true"' in x
+          and '<EntitySet Name="PurchaseOrderSet"' in x, r)
+    r = Ifs.get("ActiveWorkOrdersHandling.svc/$metadata", base=Ifs.base_u)
+    x = r.body.decode()
+    check("ifs --custom-field Cf_Sync_State: $metadata names it (and not Cf_Jira_Status)",
+          r.status == 200 and '"Cf_Sync_State"' in x and "Cf_Jira_Status" not in x
+          and '<Property Name="ChangedDate" Type="Edm.DateTimeOffset"/>' in x, r)
+    r = Ifs.get("PurchaseOrderHandling.svc/")
+    check("ifs service document lists the entity sets",
+          r.status == 200 and [v["name"] for v in r.json["value"]] == ["PurchaseOrderSet", "PurchaseOrderLineNopartSet"], r)
+    r = Ifs.get("NoSuchHandling.svc/FooSet")
+    check("ifs unknown projection -> 404 ODP_RESOURCE_NOTFOUND naming it",
+          oerr(r, 404, "ODP_RESOURCE_NOTFOUND") and "NoSuchHandling" in r.json["error"]["message"], r)
+    r = Ifs.get("PurchaseOrderHandling.svc/FooSet")
+    check("ifs unknown entity set -> 404 ODP_RESOURCE_NOTFOUND", oerr(r, 404, "ODP_RESOURCE_NOTFOUND"), r)
+    Ifs.faults(no_grant=["SuppliersHandling"])
+    r = Ifs.get("SuppliersHandling.svc/SupplierInfoGeneralSet")
+    Ifs.faults(no_grant=None)
+    r2 = Ifs.get("SuppliersHandling.svc/SupplierInfoGeneralSet" + q(top=2))
+    check("ifs fault no_grant -> 403 ODP_FORBIDDEN; suppliers readable otherwise",
+          oerr(r, 403, "ODP_FORBIDDEN") and r2.status == 200 and len(r2.json["value"]) == 2
+          and "SupplierTier" in r2.json["value"][0], (r, r2))
+
+
+def ifs_query():
+    rows = Ifs.ctl("GET", "rows?kind=po")
+    wos = Ifs.ctl("GET", "rows?kind=wo")
+    cut = sorted(r["ChangedDate"] for r in rows)[len(rows) // 2]
+    rel = [r for r in rows if r["Objstate"] == "Released" and r["ChangedDate"] > cut]
+    r = Ifs.get(PO_SET + q(filter="ChangedDate gt %s and Objstate eq 'Released'" % cut, select="OrderNo,ChangedDate",
+                           count="true"))
+    got = sorted(v["OrderNo"] for v in r.json["value"]) if r.status == 200 else None
+    check("ifs $filter DateTimeOffset gt + enum eq; $count; $select keeps @odata.etag",
+          r.status == 200 and got == sorted(x["OrderNo"] for x in rel) and r.json["@odata.count"] == len(rel)
+          and set(r.json["value"][0]) == {"@odata.etag", "luname", "keyref", "OrderNo", "ChangedDate"}, r)
+    cut2 = cut.replace("Z", "+02:00")
+    r = Ifs.get(PO_SET + q(filter="ChangedDate ge %s" % cut2, count="true", top=0))
+    import datetime as _dt
+    c2 = (_dt.datetime.fromisoformat(cut2) ).astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    check("ifs $filter DateTimeOffset with +02:00 offset (sent as %2B)",
+          r.status == 200 and r.json["@odata.count"] == sum(1 for x in rows if x["ChangedDate"] >= c2)
+          and r.json["value"] == [], r)
+    r = Ifs.get(PO_SET + q(filter="ChangedDate gt '%s'" % cut))
+    check("ifs quoted date-time literal -> 400 ODP_INVALID_QUERY with a hint",
+          oerr(r, 400, "ODP_INVALID_QUERY") and "unquoted" in r.json["error"]["message"], r)
+    d = sorted(x["OrderDate"] for x in rows)[len(rows) // 3]
+    r = Ifs.get(PO_SET + q(filter="OrderDate le %s" % d, count="true", top=0))
+    check("ifs $filter Edm.Date le", r.status == 200 and r.json["@odata.count"] == sum(1 for x in rows if x["OrderDate"] <= d), r)
+    r = Ifs.get(PO_SET + q(filter="Objstate eq IfsApp.PurchaseOrderHandling.PurchaseOrderState'Planned' or "
+                                  "Objstate in ('Closed','Cancelled')", count="true", top=0))
+    check("ifs typed enum literal, or, in (...)", r.status == 200 and r.json["@odata.count"] ==
+          sum(1 for x in rows if x["Objstate"] in ("Planned", "Closed", "Cancelled")), r)
+    r = Ifs.get(PO_SET + q(filter="Objstate eq 'Open'"))
+    check("ifs unknown state literal -> 400", oerr(r, 400, "ODP_INVALID_QUERY"), r)
+    r = Ifs.get(PO_SET + q(filter="VendorName eq 'O''Brien & Sons Logistics'", count="true", top=0))
+    check("ifs string literal with doubled quote", r.status == 200 and r.json["@odata.count"] ==
+          sum(1 for x in rows if x["VendorName"] == "O'Brien & Sons Logistics") > 0, r)
+    r = Ifs.get(PO_SET + q(filter="ProjectId eq null", count="true", top=0))
+    check("ifs eq null", r.status == 200 and r.json["@odata.count"] == sum(1 for x in rows if x["ProjectId"] is None), r)
+    r = Ifs.get(PO_SET + q(filter="NoSuch eq 'x'"))
+    r2 = Ifs.get(PO_SET + q(select="OrderNo,Nope"))
+    r3 = Ifs.get(PO_SET + q(orderby="Nope desc"))
+    check("ifs unknown property in $filter/$select/$orderby -> 400 naming it",
+          all(oerr(x, 400, "ODP_INVALID_QUERY") and ("Nope" in x.body.decode() or "NoSuch" in x.body.decode())
+              for x in (r, r2, r3)), (r, r2, r3))
+    r = Ifs.get(WO_SET + q(orderby="ChangedDate desc", top=5, skip=3, select="WoNo,ChangedDate"))
+    exp = sorted(wos, key=lambda x: (x["ChangedDate"], -x["WoNo"]), reverse=True)[3:8]
+    check("ifs $orderby desc, $top, $skip (ties broken by key ascending)",
+          r.status == 200 and [v["WoNo"] for v in r.json["value"]] == [x["WoNo"] for x in exp]
+          and "@odata.nextLink" not in r.json, (r, [x["WoNo"] for x in exp]))
+    r = Ifs.get(WO_SET + "/$count" + q(filter="WorkTypeId eq 'EMRG'"))
+    check("ifs /$count -> text/plain number", r.status == 200 and r.body.decode() ==
+          str(sum(1 for x in wos if x["WorkTypeId"] == "EMRG")), r)
+    r = Ifs.get(PO_SET + q(expand="VendorNoRef"))
+    check("ifs $expand -> 501 ODP_NOT_IMPLEMENTED", oerr(r, 501, "ODP_NOT_IMPLEMENTED"), r)
+    r = Ifs.get(PO_SET + "('%s')" % rows[0]["OrderNo"])
+    r2 = Ifs.get(PO_SET + "(OrderNo='%s')" % rows[0]["OrderNo"])
+    check("ifs key predicate short and named form, ETag header = @odata.etag",
+          r.status == 200 and r2.status == 200 and r.headers.get("ETag") == r.json["@odata.etag"] ==
+          rows[0]["@odata.etag"] and r.json["@odata.etag"].startswith('W/"'), (r, r2))
+    r = Ifs.get(WO_SET + "(WoNo='10001')")
+    r2 = Ifs.get(WO_SET + "(WoNo=99999999)")
+    r3 = Ifs.get(PO_SET + "(OrderNo=P100001)")
+    check("ifs quoted numeric key / unquoted string key -> 400; unknown key -> 404",
+          oerr(r, 400, "ODP_INVALID_QUERY") and oerr(r2, 404, "ODP_RESOURCE_NOTFOUND") and r3.status == 400, (r, r2, r3))
+    r = Ifs.get("PurchaseOrderHandling.svc/PurchaseOrderLineNopartSet(OrderNo='P100001',LineNo='1',ReleaseNo='1')")
+    check("ifs composite key", r.status == 200 and r.json["keyref"] == "ORDER_NO=P100001^LINE_NO=1^RELEASE_NO=1^", r)
+
+
+def ifs_paging():
+    rows, pages, last = ifs_read_all(PO_SET + q(select="OrderNo"))
+    keys = [v["OrderNo"] for v in rows]
+    check("ifs 6,000 POs over default pages of 5,000: 2 pages, each row once",
+          pages == 2 and len(keys) == 6000 and len(set(keys)) == 6000, (pages, len(keys)))
+    rows, pages, last = ifs_read_all(WO_SET + q(select="WoNo"), {"Prefer": "odata.maxpagesize=9000"})
+    check("ifs Prefer maxpagesize 9000 -> Preference-Applied 5000",
+          last.headers.get("Preference-Applied") == "odata.maxpagesize=5000" and pages == 2 and len(rows) == 6000, last)
+    wos = Ifs.ctl("GET", "rows?kind=wo")
+    want = sorted(x["WoNo"] for x in wos if x["WorkTypeId"] == "EMRG" and x["PriorityId"] == "1")
+    path = WO_SET + q(filter="WorkTypeId eq 'EMRG' and PriorityId eq '1'", orderby="ChangedDate")
+    rows, pages, last = ifs_read_all(path, {"Prefer": "odata.maxpagesize=7"})
+    got = [v["WoNo"] for v in rows]
+    check("ifs Prefer maxpagesize 7: next links with opaque $skiptoken, Preference-Applied, each row once",
+          sorted(got) == want and pages == -(-len(want) // 7) and
+          last.headers.get("Preference-Applied") == "odata.maxpagesize=7", (pages, len(got), len(want)))
+    # rows change between pages: order by key, so a moved row neither doubles nor is skipped
+    r = Ifs.get(PO_SET + q(select="OrderNo", orderby="OrderNo"), {"Prefer": "odata.maxpagesize=7"})
+    seen = [v["OrderNo"] for v in r.json["value"]]
+    Ifs.ctl("POST", "update", {"kind": "po", "key": seen[2], "set": {"NoteText": "changed between pages"}})
+    Ifs.ctl("POST", "update", {"kind": "po", "key": "P100012", "set": {"NoteText": "changed ahead"}})
+    r2 = Ifs.get(r.json["@odata.nextLink"])
+    seen += [v["OrderNo"] for v in r2.json["value"]]
+    check("ifs rows changed between pages: the next page continues after the last key",
+          seen == ["P%06d" % (100001 + i) for i in range(14)], seen)
+    tok = r.json["@odata.nextLink"].split("$skiptoken=")[1]
+    r3 = Ifs.get(PO_SET + q(select="OrderNo", orderby="OrderNo", top=3) + "&$skiptoken=" + tok)
+    r4 = Ifs.get(PO_SET + q(select="OrderNo", orderby="OrderNo") + "&$skiptoken=garbage")
+    check("ifs skip token reused on another query or garbled -> 400",
+          oerr(r3, 400, "ODP_INVALID_QUERY") and oerr(r4, 400, "ODP_INVALID_QUERY"), (r3, r4))
+    # expiry mid-paging: the next link answers 401 once; a new token resumes from the same link
+    Ifs.faults(expire_on_nextlink=1)
+    r = Ifs.get(path, {"Prefer": "odata.maxpagesize=7"})
+    nl = r.json["@odata.nextLink"]
+    r2 = Ifs.get(nl, {"Prefer": "odata.maxpagesize=7"})
+    Ifs.bearer(fresh=True)
+    rest, _p, _l = ifs_read_all(nl, {"Prefer": "odata.maxpagesize=7"})
+    got = [v["WoNo"] for v in r.json["value"]] + [v["WoNo"] for v in rest]
+    check("ifs fault expire_on_nextlink: next page 401, then the same link resumes with a new token",
+          r2.status == 401 and sorted(got) == want, (r2, len(got)))
+    r = Ifs.get("/int/ifsapplications/entity/v1/PurchaseOrderLineEntity.svc/PurchaseOrderLineSet" + q(top=7, skip=14),
+                {"Prefer": "odata.maxpagesize=2"}, proj=False)
+    lines = Ifs.ctl("GET", "rows?kind=poline")
+    check("ifs /int entity service: no next links, $top/$skip in key order",
+          r.status == 200 and "@odata.nextLink" not in r.json and len(r.json["value"]) == 7 and
+          r.json["value"][0]["OrderNo"] == sorted((x["OrderNo"], x["LineNo"]) for x in lines)[14][0], r)
+    Ifs.faults(no_next_link=True)
+    r = Ifs.get(WO_SET + q(select="WoNo"), {"Prefer": "odata.maxpagesize=7"})
+    Ifs.faults(no_next_link=None)
+    check("ifs fault no_next_link: the whole set in one answer", r.status == 200 and len(r.json["value"]) == 6000
+          and "@odata.nextLink" not in r.json, len(r.json["value"]) if r.json else r)
+    r = Ifs.get(WO_SET + q(select="WoNo", top=12), {"Prefer": "odata.maxpagesize=5"})
+    rows, pages, _l = ifs_read_all(WO_SET + q(select="WoNo", top=12), {"Prefer": "odata.maxpagesize=5"})
+    check("ifs $top larger than the page: pages stop at $top", len(rows) == 12 and pages == 3, (len(rows), pages))
+
+
+def ifs_writes():
+    po = Ifs.get(PO_SET + q(filter="Objstate eq 'Planned'", top=1)).json["value"][0]
+    key = po["OrderNo"]
+    url = PO_SET + "(OrderNo='%s')" % key
+    g = Ifs.get(url)
+    et = g.headers["ETag"]
+    r = Ifs.send("PATCH", url, {"Cf_Jira_Status": "In Progress"}, {"If-Match": et})
+    check("ifs PATCH with the ETag -> 200 entity, new ETag, ChangedDate moved",
+          r.status == 200 and r.json["Cf_Jira_Status"] == "In Progress" and r.headers["ETag"] != et and
+          r.headers["ETag"] == r.json["@odata.etag"] and r.json["ChangedDate"] >= g.json["ChangedDate"], r)
+    et2 = r.headers["ETag"]
+    r = Ifs.send("PATCH", url, {"Cf_Jira_Status": "Done"}, {"If-Match": et})
+    g = Ifs.get(url)
+    check("ifs PATCH with a stale ETag -> 412 ODP_PRECONDITION_FAILED, nothing changed",
+          oerr(r, 412, "ODP_PRECONDITION_FAILED") and g.json["Cf_Jira_Status"] == "In Progress"
+          and g.headers["ETag"] == et2, (r, g))
+    r = Ifs.send("PATCH", url, {"Cf_Jira_Status": "Done"})
+    check("ifs PATCH without If-Match -> 428 ODP_MISSING_PRECONDITION", oerr(r, 428, "ODP_MISSING_PRECONDITION"), r)
+    r = Ifs.send("PATCH", url, {"Cf_Jira_Status": "Done"}, {"If-Match": "*"})
+    check("ifs PATCH If-Match: * -> 200", r.status == 200 and r.json["Cf_Jira_Status"] == "Done", r)
+    et3 = r.headers["ETag"]
+    r = Ifs.send("PATCH", url, {"Cf_Jira_Status": "x"}, {"If-Match": et3}, ctype="text/plain")
+    r2 = Ifs.send("PATCH", url, {"NoSuch": 1}, {"If-Match": et3})
+    r3 = Ifs.send("PATCH", url, {"Objstate": "Released"}, {"If-Match": et3})
+    check("ifs PATCH bad Content-Type -> 400 ODP_DESERIALIZATION_ERROR; unknown / read-only property -> 400",
+          oerr(r, 400, "ODP_DESERIALIZATION_ERROR") and oerr(r2, 400, "ODP_INVALID_PROPERTY")
+          and oerr(r3, 400, "ODP_READ_ONLY_PROPERTY"), (r, r2, r3))
+    r = Ifs.send("PATCH", url, {"NoteText": "n"}, {"If-Match": et3, "Prefer": "return=minimal"})
+    check("ifs PATCH Prefer return=minimal -> 204 with ETag", r.status == 204 and r.headers.get("ETag") not in (None, et3), r)
+    et4 = r.headers["ETag"]
+    act = url + "/IfsApp.PurchaseOrderHandling.PurchaseOrder_Release"
+    r = Ifs.send("POST", act, None)
+    r2 = Ifs.send("POST", act, None, {"If-Match": et3})
+    r3 = Ifs.send("POST", act, None, {"If-Match": et4})
+    g = Ifs.get(url)
+    check("ifs state action: no If-Match -> 428, stale -> 412, current -> 204 and Objstate Released",
+          oerr(r, 428, "ODP_MISSING_PRECONDITION") and oerr(r2, 412, "ODP_PRECONDITION_FAILED") and r3.status == 204
+          and g.json["Objstate"] == "Released" and g.headers["ETag"] == r3.headers.get("ETag") != et4, (r, r2, r3, g))
+    r = Ifs.send("POST", act, None, {"If-Match": "*"})
+    r2 = Ifs.send("POST", url + "/PurchaseOrder_Confirm", None, {"If-Match": "*"})
+    r3 = Ifs.send("POST", url + "/PurchaseOrder_Explode", None, {"If-Match": "*"})
+    r4 = Ifs.get(url + "/PurchaseOrder_Confirm")
+    check("ifs action in the wrong state -> 400 DATABASE_ERROR; unqualified name + If-Match * -> 204; "
+          "unknown action 404; GET on an action 405",
+          oerr(r, 400, "DATABASE_ERROR") and r2.status == 204 and oerr(r3, 404, "ODP_RESOURCE_NOTFOUND")
+          and oerr(r4, 405, "ODP_METHOD_NOT_ALLOWED"), (r, r2, r3, r4))
+    # a person edits the record between the agent's read and its PATCH
+    g = Ifs.get(url)
+    u = Ifs.ctl("POST", "update", {"kind": "po", "key": key, "set": {"Cf_Jira_Status": "Blocked"}, "user": "KCHEN"})
+    r = Ifs.send("PATCH", url, {"Cf_Jira_Status": "Done"}, {"If-Match": g.headers["ETag"]})
+    g2 = Ifs.get(url)
+    r2 = Ifs.send("PATCH", url, {"Cf_Jira_Status": "Done"}, {"If-Match": g2.headers["ETag"]})
+    w = Ifs.ctl("GET", "writes?kind=po&key=%s&applied=true&by=api" % key)
+    check("ifs /_sim/update behind the agent's back: ETag and ChangedDate move, the old ETag -> 412, "
+          "re-read -> applied once",
+          u["row"]["@odata.etag"] != g.headers["ETag"] and r.status == 412 and r2.status == 200
+          and g2.json["Cf_Jira_Status"] == "Blocked"
+          and sum(1 for e in w if e["changes"].get("Cf_Jira_Status") == ["Blocked", "Done"]) == 1, (r, r2, w))
+    allw = Ifs.ctl("GET", "writes?kind=po&key=%s" % key)
+    check("ifs /_sim/writes: refused attempts logged with status, applied ones with ETags before/after",
+          any(e["status"] == 412 and not e["applied"] for e in allw) and
+          all(e["etag_before"] != e["etag_after"] for e in allw if e["applied"]), allw[-3:])
+    Ifs.ctl("POST", "lock", {"kind": "po", "key": key})
+    g = Ifs.get(url)
+    r = Ifs.send("PATCH", url, {"NoteText": "x"}, {"If-Match": g.headers["ETag"]})
+    Ifs.ctl("POST", "lock", {"kind": "po", "key": key, "locked": False})
+    check("ifs /_sim/lock -> 423 ODP_LOCKED", oerr(r, 423, "ODP_LOCKED"), r)
+    Ifs.faults(mi_modified_writes=1)
+    r = Ifs.send("PATCH", url, {"NoteText": "after mi"}, {"If-Match": g.headers["ETag"]})
+    r2 = Ifs.send("PATCH", url, {"NoteText": "after mi"}, {"If-Match": g.headers["ETag"]})
+    check("ifs fault mi_modified_writes: 500 MI_MODIFIED_ERROR, nothing applied; the retry succeeds",
+          oerr(r, 500, "MI_MODIFIED_ERROR") and r2.status == 200, (r, r2))
+    n0 = len(Ifs.ctl("GET", "rows?kind=history"))
+    r = Ifs.get("HistoryLogHandling.svc/HistoryLogOverviewSet" + q(filter="LuName eq 'PurchaseOrder' and KeyRef eq "
+                                                                          "'ORDER_NO=%s^'" % key, orderby="LogId desc"))
+    lid = r.json["value"][0]["LogId"]
+    r2 = Ifs.get("HistoryLogHandling.svc/HistoryLogDetailsSet(LogId=%d)/HistoryLogAttributeArray" % lid)
+    check("ifs history log: LuName/KeyRef filter; attribute array with old and new values",
+          r.status == 200 and n0 >= 6 and r2.status == 200 and
+          r2.json["value"] == [{"@odata.etag": r2.json["value"][0]["@odata.etag"], "luname": "HistoryLogAttribute",
+                                "keyref": "LOG_ID=%d^COLUMN_NAME=NoteText^" % lid, "LogId": lid,
+                                "ColumnName": "NoteText", "OldValue": "n", "NewValue": "after mi"}], (r, r2))
+    wo = Ifs.ctl("GET", "rows?kind=wo")[0]
+    r = Ifs.send("PATCH", WO_SET + "(WoNo=%d)" % wo["WoNo"], {"Cf_Sync_State": "Done"}, base=Ifs.base_u)
+    check("ifs --missing-if-match upsert: PATCH without If-Match is applied", r.status == 200 and
+          r.json["Cf_Sync_State"] == "Done", r)
+
+
+def ifs_faults():
+    Ifs.ctl("POST", "reset_stats")
+    Ifs.faults(rate_429=1, retry_after=2)
+    r = Ifs.get(PO_SET + q(top=1))
+    Ifs.faults(fail_5xx_ra=1, retry_after_date=True, retry_after=1)
+    r2 = Ifs.get(PO_SET + q(top=1))
+    Ifs.faults(retry_after_date=None, retry_after=None)
+    check("ifs 429 Retry-After seconds, 503 Retry-After HTTP-date, OData error bodies",
+          oerr(r, 429, "TOO_MANY_REQUESTS") and r.headers.get("Retry-After") == "2" and
+          oerr(r2, 503, "SERVICE_UNAVAILABLE") and r2.headers.get("Retry-After", "").endswith(" GMT"), (r, r2))
+    Ifs.faults(mi_modified=1)
+    r = Ifs.get(PO_SET + q(top=1))
+    r2 = Ifs.get(PO_SET + q(top=1))
+    check("ifs fault mi_modified (any request): 500 once, then 200", oerr(r, 500, "MI_MODIFIED_ERROR") and
+          r2.status == 200, (r, r2))
+    Ifs.faults(locked=1)
+    r = Ifs.send("PATCH", PO_SET + "('P100002')", {"NoteText": "y"}, {"If-Match": "*"})
+    check("ifs fault locked -> 423", oerr(r, 423, "ODP_LOCKED"), r)
+    Ifs.token()
+    st = Ifs.ctl("GET", "stats")
+    check("ifs stats count per route (token, set, key PATCH) and tokens issued",
+          st["requests"].get("PurchaseOrderHandling/PurchaseOrderSet", 0) == 4 and
+          st["requests"].get("PurchaseOrderHandling/PurchaseOrderSet(key) PATCH") == 1 and
+          st["requests"].get("iam_token") == 1 and st["tokens_issued"] == 1 and st["writes"] == 0
+          and st["status_counts"] == {"429": 1, "503": 1, "500": 1, "200": 2, "423": 1}, st)
+    r = Ifs.ctl("POST", "touch", {"kind": "wo", "count": 5})
+    w = Ifs.ctl("GET", "writes?kind=wo&by=JSMITH")
+    check("ifs /_sim/touch: 5 work orders changed, in the write log", len(r["keys"]) == 5 and
+          sorted(e["key"] for e in w[-5:]) == r["keys"], (r, w[-5:]))
+    c = Ifs.ctl("GET", "counts")
+    check("ifs /_sim/counts", c["po"] == 6000 and c["wo"] == 6000 and c["custom_fields"]["po"] == "Cf_Jira_Status", c)
+
+
 def main():
     perf = "--perf" in sys.argv[1:]
     t0 = time.time()
@@ -1695,7 +2097,11 @@ def main():
                                                            "--vouchers", "500", "--shared-stamp", "400"]),
                                   ("psft_o", "psft_sim.py", ["--auth", "oauth", "--node", "PSFT_EP,PSFT_HR",
                                                              "--qas-queryname-eq", "--perm-status", "401"]),
-                                  ("psft_n", "psft_sim.py", ["--auth", "none"])):
+                                  ("psft_n", "psft_sim.py", ["--auth", "none"]),
+                                  ("ifs", "ifs_sim.py", ["--pos", "6000", "--wos", "6000"]),
+                                  ("ifs_u", "ifs_sim.py", ["--missing-if-match", "upsert", "--custom-field",
+                                                           "Cf_Sync_State", "--token-ttl", "2", "--pos", "20",
+                                                           "--wos", "20", "--page-size", "0"])):
             procs.append((tag,) + start(script, args, tmp, tag))
         ports = {tag: wait_port(pf, p) for tag, p, pf, _log in procs}
         Jde.base = "http://127.0.0.1:%d" % ports["jde"]
@@ -1704,12 +2110,15 @@ def main():
         Psft.base = "http://127.0.0.1:%d" % ports["psft"]
         Psft.base_o = "http://127.0.0.1:%d" % ports["psft_o"]
         Psft.base_n = "http://127.0.0.1:%d" % ports["psft_n"]
+        Ifs.base = "http://127.0.0.1:%d" % ports["ifs"]
+        Ifs.base_u = "http://127.0.0.1:%d" % ports["ifs_u"]
         for fn in (jde_auth, jde_paging, jde_query, jde_faults, jde_basic, jde_writes,
                    lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf,
                    jira_auth, jira_create, jira_bulk, jira_edit, jira_search, jira_lag, jira_oauth,
                    jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000), jira_webhooks,
                    jira_field_changes, jira_procurement, psft_routing, psft_auth, psft_custom, psft_qas,
-                   psft_changes, psft_faults, psft_stats):
+                   psft_changes, psft_faults, psft_stats, ifs_auth, ifs_metadata, ifs_query, ifs_paging,
+                   ifs_writes, ifs_faults):
             group(fn)
         for tag, p, pf, log in procs:
             p.terminate()
