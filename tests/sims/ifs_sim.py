@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 import simbase
 from simbase import Reply, Route, control_json
@@ -534,7 +534,7 @@ class IfsSim(simbase.Sim):
                          "ChangedDate": fmt_ts(stamp())})
         pos, lines = [], []
         for i in range(n_po):
-            s = sup = rng.choice(sups)
+            sup = rng.choice(sups)
             user, mail = rng.choice(USERS)
             ch = stamp()
             od = (ch - dt.timedelta(days=rng.randint(0, 30))).date()
@@ -548,7 +548,7 @@ class IfsSim(simbase.Sim):
                 lines.append({"OrderNo": ono, "LineNo": str(ln + 1), "ReleaseNo": "1", "Description": item,
                               "BuyQtyDue": q, "BuyUnitPrice": price, "ChangedDate": fmt_ts(ch)})
             r = {"OrderNo": ono, "Contract": rng.choice(SITES), "Company": "10",
-                 "ProjectId": rng.choice(PROJECTS), "VendorNo": s["VendorNo"], "VendorName": sup["VendorName"],
+                 "ProjectId": rng.choice(PROJECTS), "VendorNo": sup["VendorNo"], "VendorName": sup["VendorName"],
                  "SupplierTier": sup["SupplierTier"], "BuyerCode": user, "BuyerEmail": mail,
                  "Objstate": rng.choices(KINDS["po"]["states"], PO_STATE_W)[0], "OrderDate": od.isoformat(),
                  "WantedDeliveryDate": (od + dt.timedelta(days=rng.randint(7, 60))).isoformat(),
@@ -1047,11 +1047,11 @@ class IfsSim(simbase.Sim):
             if page is None:
                 page = int(self.fault_num("page_size", self.args.page_size))
                 pref = self.max_page_pref(h)
-                if pref is not None:
+                if entity_api or self.fault_flag("no_next_link"):
+                    page = 0  # this service does not page: Prefer is ignored
+                elif pref is not None:
                     page = min(pref, int(self.args.max_page_size))
                     headers["Preference-Applied"] = "odata.maxpagesize=%d" % page
-                if entity_api or self.fault_flag("no_next_link"):
-                    page = 0
             else:
                 pref = self.max_page_pref(h)
                 if pref is not None:
