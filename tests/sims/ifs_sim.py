@@ -1135,9 +1135,24 @@ class IfsSim(simbase.Sim):
     # ------------------------------------------------------------------
     # writing
 
+    def person_edit_fault(self, kind, r):
+        """Fault edit_before_write: a person edits the record between the
+        client's read and its write, so the client's ETag is stale.  Caller
+        holds the lock."""
+        if kind not in ("po", "wo") or not self.take("edit_before_write"):
+            return
+        sets = self.fault("edit_before_write_set")
+        if not isinstance(sets, dict) or not sets:
+            col = "NoteText" if kind == "po" else "ErrDescr"
+            sets = {col: "%s (edited by KCHEN)" % (r.get(col) or "")}
+        sets = {k: v for k, v in sets.items() if k in self.kdefs[kind]["types"] and k not in self.kdefs[kind]["keys"]}
+        if sets:
+            self.apply_change(kind, r, sets, "KCHEN", "sim_edit_before_write")
+
     def write_checks(self, h, kind, r, op, body):
         """Lock, If-Match.  Returns None to go on, or an error Reply.
         Caller holds the lock."""
+        self.person_edit_fault(kind, r)
         key = self.key_of(kind, r)
         im = h.header("If-Match")
         if self.meta[(kind, key)]["locked"] or self.take("locked"):

@@ -2023,6 +2023,16 @@ def ifs_writes():
           u["row"]["@odata.etag"] != g.headers["ETag"] and r.status == 412 and r2.status == 200
           and g2.json["Cf_Jira_Status"] == "Blocked"
           and sum(1 for e in w if e["changes"].get("Cf_Jira_Status") == ["Blocked", "Done"]) == 1, (r, r2, w))
+    Ifs.faults(edit_before_write=1, edit_before_write_set={"Cf_Jira_Status": "Rejected"})
+    g = Ifs.get(url)
+    r = Ifs.send("PATCH", url, {"Cf_Jira_Status": "Approved"}, {"If-Match": g.headers["ETag"]})
+    g2 = Ifs.get(url)
+    r2 = Ifs.send("PATCH", url, {"Cf_Jira_Status": "Approved"}, {"If-Match": g2.headers["ETag"]})
+    Ifs.faults(edit_before_write_set=None)
+    check("ifs fault edit_before_write: a person's edit lands between read and PATCH -> 412, re-read shows it, "
+          "the next PATCH applies",
+          oerr(r, 412, "ODP_PRECONDITION_FAILED") and g2.json["Cf_Jira_Status"] == "Rejected" and r2.status == 200
+          and r2.json["Cf_Jira_Status"] == "Approved", (r, g2, r2))
     allw = Ifs.ctl("GET", "writes?kind=po&key=%s" % key)
     check("ifs /_sim/writes: refused attempts logged with status, applied ones with ETags before/after",
           any(e["status"] == 412 and not e["applied"] for e in allw) and
