@@ -1110,7 +1110,7 @@ static enum mlc_rc ifs_write_back(struct conn *c, const struct wb_write *w)
     struct ifs_meta m;
     char prop[128] = "", act[128] = "", etag[256], code[64], base_val[256] = "";
     char *url = NULL, *value = NULL, *target = NULL, *body = NULL;
-    int have_base = 0;
+    int have_base = 0, written = 0;
     enum mlc_rc rc;
 
     if (pl == NULL) {
@@ -1254,6 +1254,7 @@ static enum mlc_rc ifs_write_back(struct conn *c, const struct wb_write *w)
         rc = ifs_send(c, prop[0] ? "PATCH" : "POST", target, h, body, NULL, &resp, code,
                       sizeof(code));
         if (rc == MLC_OK) {
+            written = 1;
             mlc_http_resp_release(&resp);
             break;
         }
@@ -1300,7 +1301,7 @@ static enum mlc_rc ifs_write_back(struct conn *c, const struct wb_write *w)
                           "again later (systems.%s.write_attempts)",
                  s.set, w->source_key, p->cf.write_attempts, c->name);
     }
-    if (rc == MLC_OK) {
+    if (rc == MLC_OK && written) {
         conn_log(c, MLC_LOG_INFO, "%s %s: %s%s%s written (audit %s)", s.set, w->source_key,
                  prop[0] ? prop : act, prop[0] ? " = " : "", prop[0] ? value : "",
                  w->audit_id != NULL ? w->audit_id : "-");
