@@ -266,6 +266,7 @@ struct row {
     char changed[32];
     char status[32]; /* Cf_JiraStatus */
     char vendor[16];
+    char state[16];  /* Objstate */
     int version;     /* the ETag is W/"v<version>" */
 };
 
@@ -283,6 +284,8 @@ static struct {
     int behind_patch;     /* before the next PATCH: 1 another field changes, 2 a person sets
                            * the custom field to "Blocked", 3 a person sets it to "Done" */
     int patches;
+    int locked;           /* writes answer 423 */
+    int modified_once;    /* the next write answers 500 MI_MODIFIED_ERROR */
     char seen[N_SEEN][900]; /* "METHOD target | If-Match | Prefer" */
     int n_seen;
 } hs = { .mu = PTHREAD_MUTEX_INITIALIZER };
@@ -296,11 +299,12 @@ static void hs_fill(void)
         snprintf(r->changed, sizeof(r->changed), "2026-01-15T10:00:%02dZ", i / 2);
         snprintf(r->status, sizeof(r->status), "Open");
         snprintf(r->vendor, sizeof(r->vendor), "V%d", i % 3);
+        snprintf(r->state, sizeof(r->state), "Planned");
         r->version = 1;
     }
     hs.token[0] = '\0';
     hs.token_n = hs.expire_after = hs.data_calls = hs.move_after_page = hs.pages = 0;
-    hs.behind_patch = hs.patches = hs.n_seen = 0;
+    hs.behind_patch = hs.patches = hs.n_seen = hs.locked = hs.modified_once = 0;
 }
 
 static void url_decode(const char *s, char *out, size_t n)
@@ -330,8 +334,8 @@ static int row_cmp(const void *a, const void *b)
 static void row_json(struct mlc_buf *b, const struct row *r)
 {
     mlc_buf_addf(b, "{\"@odata.etag\":\"W/\\\"v%d\\\"\",\"OrderNo\":\"%s\",\"VendorNo\":\"%s\","
-                    "\"Objstate\":\"Released\",\"ChangedDate\":\"%s\",\"Cf_JiraStatus\":\"%s\"}",
-                 r->version, r->no, r->vendor, r->changed, r->status);
+                    "\"Objstate\":\"%s\",\"ChangedDate\":\"%s\",\"Cf_JiraStatus\":\"%s\"}",
+                 r->version, r->no, r->vendor, r->state, r->changed, r->status);
 }
 
 static void bump(struct row *r)
@@ -487,6 +491,44 @@ static void hs_answer(const char *method, const char *target, const char *authz,
     } else if (strncmp(rest, "PurchaseOrderSet(", 17) == 0 && (r = hs_row(rest + 16)) != NULL) {
         char cur[32];
         snprintf(cur, sizeof(cur), "W/\"v%d\"", r->version);
+        if (strcmp(method, "GET") != 0 && hs.locked) {
+            *status = 423;
+            mlc_buf_adds(b, "{\"error\":{\"code\":\"ODP_LOCKED\",\"message\":\"The record is "
+                            "locked by another session.\"}}");
+            return;
+        }
+        if (strcmp(method, "GET") != 0 && hs.modified_once) {
+            hs.modified_once = 0;
+            *status = 500;
+            mlc_buf_adds(b, "{\"error\":{\"code\":\"MI_MODIFIED_ERROR\",\"message\":\"Metadata "
+                            "was modified; retry.\"}}");
+            return;
+        }
+        if (strcmp(method, "POST") == 0) {
+            if (strstr(rest, ")/IfsApp.PurchaseOrderHandling.Release") == NULL) {
+                *status = 404;
+                mlc_buf_adds(b, "{\"error\":{\"code\":\"ODP_RESOURCE_NOTFOUND\",\"message\":"
+                                "\"no such action\"}}");
+                return;
+            }
+            if (ifmatch[0] == '\0') {
+                *status = 428;
+                mlc_buf_adds(b, "{\"error\":{\"code\":\"ODP_MISSING_PRECONDITION\",\"message\":"
+                                "\"If-Match is required\"}}");
+                return;
+            }
+            if (strcmp(ifmatch, cur) != 0 && strcmp(ifmatch, "*") != 0) {
+                *status = 412;
+                mlc_buf_adds(b, "{\"error\":{\"code\":\"ODP_PRECONDITION_FAILED\",\"message\":"
+                                "\"changed\"}}");
+                return;
+            }
+            hs.patches++;
+            snprintf(r->state, sizeof(r->state), "Released");
+            bump(r);
+            *status = 204;
+            return;
+        }
         if (strcmp(method, "PATCH") == 0) {
             char val[32] = "";
             const char *v;
@@ -943,6 +985,60 @@ static void test_http_writeback(void)
                          "fields there: Cf_JiraStatus): check the name and that the custom field "
                          "is published");
     connector_ifs.wb_plan_free(plan);
+    cJSON_Delete(act);
+    /* a bound state action with If-Match; done_when says it took effect */
+    act = cJSON_Parse("{\"action\":\"release\",\"done_when\":{\"Objstate\":\"Released\"}}");
+    {
+        static const char *const svars[] = { "key", "code", "status", "issue", "audit_id", NULL };
+        mlc_err_reset(&err);
+        plan = connector_ifs.wb_plan(act, "flows.po.writeback", svars, &err);
+    }
+    CHECK(plan != NULL);
+    pthread_mutex_lock(&hs.mu);
+    hs.patches = hs.n_seen = 0;
+    pthread_mutex_unlock(&hs.mu);
+    CHECK_INT(wb_once(&c, plan, "P0006", "x"), MLC_OK);
+    pthread_mutex_lock(&hs.mu);
+    CHECK_STR(hs.rows[5].state, "Released");
+    CHECK_INT(hs.patches, 1);
+    CHECK_STR(hs.seen[1], "POST /main/ifsapplications/projection/v1/PurchaseOrderHandling.svc/"
+                          "PurchaseOrderSet(OrderNo='P0006')/IfsApp.PurchaseOrderHandling.Release | "
+                          "W/\"v1\" | ");
+    pthread_mutex_unlock(&hs.mu);
+    CHECK_INT(wb_once(&c, plan, "P0006", "x"), MLC_OK); /* already released: no call */
+    pthread_mutex_lock(&hs.mu);
+    CHECK_INT(hs.patches, 1);
+    /* MI_MODIFIED_ERROR once: the same request again */
+    hs.modified_once = 1;
+    pthread_mutex_unlock(&hs.mu);
+    CHECK_INT(wb_once(&c, plan, "P0007", "x"), MLC_OK);
+    pthread_mutex_lock(&hs.mu);
+    CHECK_STR(hs.rows[6].state, "Released");
+    /* 423: reported as a lock, left for a later attempt */
+    hs.locked = 1;
+    pthread_mutex_unlock(&hs.mu);
+    CHECK_INT(wb_once(&c, plan, "P0008", "x"), MLC_E_NET);
+    CHECK(strstr(c.err.msg, "locked in IFS (HTTP 423)") != NULL);
+    pthread_mutex_lock(&hs.mu);
+    hs.locked = 0;
+    pthread_mutex_unlock(&hs.mu);
+    connector_ifs.wb_plan_free(plan);
+    cJSON_Delete(act);
+    act = cJSON_Parse("{\"action\":\"Finish\"}");
+    plan = connector_ifs.wb_plan(act, "flows.po.writeback", vars, &err);
+    CHECK_INT(wb_once(&c, plan, "P0008", "x"), MLC_E_INVAL);
+    CHECK(strstr(c.err.msg, "flows.po.writeback.action: 'Finish' is not a bound action") != NULL);
+    connector_ifs.wb_plan_free(plan);
+    cJSON_Delete(act);
+    /* a status write takes the status_map code by default */
+    act = cJSON_Parse("{\"custom_field\":\"JiraStatus\"}");
+    {
+        static const char *const svars[] = { "key", "code", "status", "issue", "audit_id", NULL };
+        mlc_err_reset(&err);
+        plan = connector_ifs.wb_plan(act, "flows.po.writeback", svars, &err);
+        CHECK(plan != NULL);
+        connector_ifs.wb_plan_free(plan);
+    }
     cJSON_Delete(act);
     /* neither or both of custom_field and action */
     act = cJSON_Parse("{\"value\":\"{value}\"}");

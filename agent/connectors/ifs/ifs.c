@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include "agent/connectors/ifs/ifs.h"
 #include "agent/connectors/auth/auth.h"
 #include "shared/mlc_buf.h"
@@ -114,8 +115,19 @@ struct ifs {
     char *seen_url;
     char *seen_etag;
     cJSON *seen_data;
+    long long seen_ms;  /* when (monotonic): only a fresh read is the core's decision */
     cJSON *last_source; /* copy of the source object poll()/fetch() saw last */
 };
+
+#define SEEN_FRESH_MS 10000 /* fetch() then write_back() is one decision of the core */
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* ------------------------------------------------------------- sources */
 
@@ -889,6 +901,7 @@ static enum mlc_rc ifs_fetch(struct conn *c, const cJSON *source, const char *ke
         url = NULL;
         p->seen_etag = mlc_xstrdup(etag);
         p->seen_data = cJSON_Duplicate(data, 1);
+        p->seen_ms = mono_ms();
     }
     free(url);
     return rc;
@@ -990,7 +1003,23 @@ static void *ifs_plan_new(const cJSON *action, const char *path, const char *con
             ifs_plan_free(pl);
             return NULL;
         }
-        pl->value = mlc_xstrdup(val != NULL ? val : "{value}");
+        if (val == NULL) {
+            /* a field's new value, or the status code status_map gives */
+            for (const char *const *v = vars; v != NULL && *v != NULL && val == NULL; v++) {
+                if (strcmp(*v, "value") == 0) {
+                    val = "{value}";
+                } else if (strcmp(*v, "code") == 0) {
+                    val = "{code}";
+                }
+            }
+            if (val == NULL) {
+                mlc_errf(err, "%s.value: required: the value template to write, e.g. \"{status}\"",
+                         path);
+                ifs_plan_free(pl);
+                return NULL;
+            }
+        }
+        pl->value = mlc_xstrdup(val);
     } else {
         pl->action = mlc_xstrdup(act);
         if (dw != NULL && !cJSON_IsObject(dw)) {
@@ -1177,7 +1206,7 @@ static enum mlc_rc ifs_write_back(struct conn *c, const struct wb_write *w)
         char now[256];
 
         if (attempt == 0 && p->seen_url != NULL && strcmp(p->seen_url, url) == 0 &&
-            p->seen_data != NULL) {
+            p->seen_data != NULL && mono_ms() - p->seen_ms < SEEN_FRESH_MS) {
             /* the record the core just decided on, and its ETag */
             data = cJSON_Duplicate(p->seen_data, 1);
             snprintf(etag, sizeof(etag), "%s", p->seen_etag);
