@@ -904,6 +904,7 @@ static enum mlc_rc wb_once(struct conn *c, void *plan, const char *key, const ch
         w.vars = vars;
         w.n_vars = 2;
         w.audit_id = "a-1";
+        w.source = src;
         mlc_err_reset(&c->err);
         rc = connector_ifs.write_back(c, &w);
     }

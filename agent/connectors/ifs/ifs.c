@@ -107,6 +107,7 @@ struct ifs {
     cJSON *last;    /* cursor of the last row delivered */
     long skip;      /* top_skip: rows of the current query read so far */
     int requery;    /* continue with a fresh keyset query after last */
+    int start_whole_day; /* start holds the stored cursor: a date-only one reads its day again */
     /* $metadata of one service, for write-back discovery */
     char *meta_root;
     char *meta_xml;
@@ -116,7 +117,6 @@ struct ifs {
     char *seen_etag;
     cJSON *seen_data;
     long long seen_ms;  /* when (monotonic): only a fresh read is the core's decision */
-    cJSON *last_source; /* copy of the source object poll()/fetch() saw last */
 };
 
 #define SEEN_FRESH_MS 10000 /* fetch() then write_back() is one decision of the core */
@@ -297,7 +297,7 @@ static void add_select(struct mlc_buf *b, const struct ifs_src *s)
  * (changed, keys); top > 0 adds $top (and skip > 0 $skip); keys_only selects
  * just the cursor's parts (the probe). */
 static char *query_url(const struct ifs *p, const struct ifs_src *s, const cJSON *after, long top,
-                       long skip, int keys_only)
+                       long skip, int keys_only, int whole_day)
 {
     struct mlc_buf q = MLC_BUF_INIT, f = MLC_BUF_INIT;
     char *root = service_root(p, s), *url;
@@ -318,7 +318,14 @@ static char *query_url(const struct ifs *p, const struct ifs_src *s, const cJSON
     if (s->filter != NULL) {
         mlc_buf_addf(&f, "(%s)", s->filter);
     }
-    if (after != NULL) {
+    if (after != NULL && whole_day && cJSON_IsString(cJSON_GetArrayItem(after, 0)) &&
+        strlen(cJSON_GetArrayItem(after, 0)->valuestring) == 10) {
+        /* a change date without a time: rows changed later that day may sort
+         * before the cursor's key, so a run reads the cursor's whole day again
+         * (unchanged rows cost no write: the pipeline compares content) */
+        mlc_buf_addf(&f, "%s%s ge %s", f.len ? " and " : "", s->sh.changed,
+                     cJSON_GetArrayItem(after, 0)->valuestring);
+    } else if (after != NULL) {
         struct mlc_buf a = MLC_BUF_INIT;
         if (ifs_after_filter(&a, &s->sh, after) == 0) {
             mlc_buf_addf(&f, "%s%s", f.len ? " and " : "", mlc_buf_str(&a));
@@ -495,6 +502,7 @@ static void run_reset(struct ifs *p)
     p->last = NULL;
     p->skip = 0;
     p->requery = 0;
+    p->start_whole_day = 0;
 }
 
 static void seen_reset(struct ifs *p)
@@ -521,7 +529,6 @@ static void ifs_close(struct conn *c)
     free(p->secret);
     free(p->meta_root);
     free(p->meta_xml);
-    cJSON_Delete(p->last_source);
     auth_free(p->auth);
     mlc_conf_release(ifs_keys, &p->cf);
     free(p);
@@ -548,15 +555,6 @@ static enum mlc_rc ifs_ping(struct conn *c)
         p->auth->have = 1;
     }
     return rc;
-}
-
-static void remember_source(struct ifs *p, const cJSON *source)
-{
-    if (p->last_source != NULL && cJSON_Compare(p->last_source, source, 1)) {
-        return;
-    }
-    cJSON_Delete(p->last_source);
-    p->last_source = cJSON_Duplicate(source, 1);
 }
 
 /* A 404 on a collection: unknown projection or set; say which settings. */
@@ -624,7 +622,7 @@ static enum mlc_rc probe_after(struct conn *c, const struct ifs_src *s, char **c
 {
     struct ifs *p = c->priv;
     struct page pg = { 0 };
-    char *url = query_url(p, s, p->last, 1, 0, 1), *next = NULL;
+    char *url = query_url(p, s, p->last, 1, 0, 1, 0), *next = NULL;
     size_t n = 0;
     enum mlc_rc rc = get_page(c, s, url, 0, &pg, &next, &n);
 
@@ -651,11 +649,11 @@ static enum mlc_rc ifs_poll(struct conn *c, const struct poll_req *rq, struct pa
     if (src_parse(rq->source, "source", 1, &s, &c->err) != 0) {
         return MLC_E_INVAL;
     }
-    remember_source(p, rq->source);
     if (rq->first) {
         run_reset(p);
         if (rq->cursor != NULL && rq->cursor[0] != '\0') {
             p->start = ifs_cursor_parse(rq->cursor, &s.sh);
+            p->start_whole_day = 1;
             if (p->start == NULL) {
                 mlc_errf(&c->err,
                          "ifs: the stored cursor '%.200s' does not fit source %s/%s (key %s, "
@@ -673,15 +671,17 @@ static enum mlc_rc ifs_poll(struct conn *c, const struct poll_req *rq, struct pa
         p->start = p->last != NULL ? cJSON_Duplicate(p->last, 1) : NULL;
         p->skip = 0;
         p->requery = 0;
+        p->start_whole_day = 0;
     }
     for (int round = 0; round < 2; round++) {
         if (fresh) {
             url = query_url(p, &s, p->start,
-                            p->cf.paging == IFS_PAGING_TOP ? p->cf.page_size : 0, 0, 0);
+                            p->cf.paging == IFS_PAGING_TOP ? p->cf.page_size : 0, 0, 0,
+                            p->start_whole_day);
         } else if (p->cf.paging == IFS_PAGING_NEXT) {
             url = absolute_link(p, &s, p->next_link);
         } else {
-            url = query_url(p, &s, p->start, p->cf.page_size, p->skip, 0);
+            url = query_url(p, &s, p->start, p->cf.page_size, p->skip, 0, p->start_whole_day);
         }
         rc = get_page(c, &s, url, p->cf.paging == IFS_PAGING_NEXT, out, &next, &count);
         free(url);
@@ -717,6 +717,7 @@ static enum mlc_rc ifs_poll(struct conn *c, const struct poll_req *rq, struct pa
                 cJSON_Delete(p->start);
                 p->start = cJSON_Duplicate(p->last, 1);
                 p->skip = 0;
+                p->start_whole_day = 0;
                 fresh = 1;
                 free(probe);
                 continue;
@@ -884,7 +885,6 @@ static enum mlc_rc ifs_fetch(struct conn *c, const cJSON *source, const char *ke
     if (src_parse(source, "source", 0, &s, &c->err) != 0) {
         return MLC_E_INVAL;
     }
-    remember_source(p, source);
     url = entity_url(c, &s, key);
     if (url == NULL) {
         return MLC_E_INVAL;
@@ -1147,10 +1147,11 @@ static enum mlc_rc ifs_write_back(struct conn *c, const struct wb_write *w)
                  w->source_key ? w->source_key : "?");
         return MLC_E_INVAL;
     }
-    where = pl->where != NULL ? pl->where : p->last_source;
+    where = pl->where != NULL ? pl->where : w->source;
     if (where == NULL) {
-        mlc_errf(&c->err, "%s: the connector has not read this flow's source yet; name projection, "
-                          "entity_set and key in the write-back action", pl->path);
+        mlc_errf(&c->err, "%s: no source object to say where %s lives; name projection, "
+                          "entity_set and key in the write-back action", pl->path,
+                 w->source_key ? w->source_key : "?");
         return MLC_E_INVAL;
     }
     if (src_parse(where, pl->where != NULL ? pl->path : "source", 0, &s, &c->err) != 0) {
