@@ -148,6 +148,8 @@ static const char metadata[] =
     "</EntityType>\n"
     "<Action Name=\"Release\" IsBound=\"true\"><Parameter Name=\"it\" "
     "Type=\"IfsApp.PurchaseOrderHandling.PurchaseOrder\"/></Action>\n"
+    "<Action Name=\"PurchaseOrder_Cancel\" IsBound=\"true\"><Parameter Name=\"it\" "
+    "Type=\"IfsApp.PurchaseOrderHandling.PurchaseOrder\"/></Action>\n"
     "<Action Name=\"Close\" IsBound=\"true\"><Parameter Name=\"it\" "
     "Type=\"IfsApp.PurchaseOrderHandling.PurchaseOrderLine\"/></Action>\n"
     "<EntityContainer Name=\"Main\">\n"
@@ -179,6 +181,9 @@ static void test_metadata(void)
     CHECK_INT(ifs_meta_action(metadata, n, &m, "release", name, sizeof(name)), 0);
     CHECK_STR(name, "Release");
     CHECK_INT(ifs_meta_action(metadata, n, &m, "Close", name, sizeof(name)), -1);
+    CHECK_INT(ifs_meta_action(metadata, n, &m, "Cancel", name, sizeof(name)), 0);
+    CHECK_STR(name, "PurchaseOrder_Cancel");
+    CHECK_INT(ifs_meta_action(metadata, n, &m, "PurchaseOrder_Cancel", name, sizeof(name)), 0);
     CHECK_INT(ifs_meta_entity(metadata, n, "NoSuchSet", &m), -1);
     CHECK_INT(ifs_meta_entity(metadata, n - 200, "PurchaseOrderSet", &m), -1); /* cut short */
     CHECK_INT(ifs_meta_entity("", 0, "PurchaseOrderSet", &m), -1);

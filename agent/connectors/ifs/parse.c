@@ -604,6 +604,14 @@ int ifs_meta_property(const char *xml, size_t len, const struct ifs_meta *m, con
     return each_tag(body, bend, "<Property ", prop_tag, &ps) == 1 ? 0 : -1;
 }
 
+/* an is "<type>_<name>" (IFS names state events after their entity). */
+static int type_prefixed(const char *an, const char *type, const char *name)
+{
+    size_t tl = strlen(type);
+
+    return strncasecmp(an, type, tl) == 0 && an[tl] == '_' && strcasecmp(an + tl + 1, name) == 0;
+}
+
 int ifs_meta_action(const char *xml, size_t len, const struct ifs_meta *m, const char *name,
                     char *out, size_t n)
 {
@@ -618,7 +626,8 @@ int ifs_meta_action(const char *xml, size_t len, const struct ifs_meta *m, const
         const char *close = find(p, end, "</Action>"), *par;
         const char *lim = close != NULL ? close : end;
         p += 8;
-        if (attr(p - 8, end, "Name", an, sizeof(an)) != 0 || strcasecmp(an, name) != 0 ||
+        if (attr(p - 8, end, "Name", an, sizeof(an)) != 0 ||
+            (strcasecmp(an, name) != 0 && !type_prefixed(an, m->type, name)) ||
             attr(p - 8, end, "IsBound", bound, sizeof(bound)) != 0 || strcmp(bound, "true") != 0) {
             continue;
         }
