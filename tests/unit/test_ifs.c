@@ -815,6 +815,14 @@ static void test_http_paging(void)
     hs.expire_after = 0;
     pthread_mutex_unlock(&hs.mu);
 
+    /* a date-only cursor reads its whole day again */
+    pthread_mutex_lock(&hs.mu);
+    hs.n_seen = 0;
+    pthread_mutex_unlock(&hs.mu);
+    CHECK_INT(run_all(&c, "[\"2026-01-15\",\"P0007\"]", counts, last, sizeof(last)), MLC_OK);
+    pthread_mutex_lock(&hs.mu);
+    CHECK(strstr(hs.seen[0], "$filter=ChangedDate%20ge%202026-01-15&") != NULL);
+    pthread_mutex_unlock(&hs.mu);
     /* from the cursor: nothing new, one call */
     CHECK_INT(run_all(&c, last, counts, last, sizeof(last)), MLC_OK);
     for (int i = 0; i < N_ROWS; i++) {
@@ -831,6 +839,17 @@ static void test_http_paging(void)
     for (int i = 0; i < N_ROWS; i++) {
         CHECK_INT(counts[i], i == 2 ? 2 : 1);
     }
+    hclose(&c);
+
+    /* without the check (a server whose next links seek), fewer calls */
+    pthread_mutex_lock(&hs.mu);
+    hs_fill();
+    pthread_mutex_unlock(&hs.mu);
+    hconn(&c, "s3cret", ",\"page_size\":7,\"page_check\":false");
+    CHECK_INT(run_all(&c, NULL, counts, last, sizeof(last)), MLC_OK);
+    pthread_mutex_lock(&hs.mu);
+    CHECK_INT(hs.n_seen, 4); /* token + 3 pages */
+    pthread_mutex_unlock(&hs.mu);
     hclose(&c);
 
     /* $top/$skip paging */
