@@ -947,6 +947,7 @@ static enum mlc_rc run_job(struct wb_ctx *cx, struct wb_row *w, struct wb_job *j
         wr.vars = j->vars;
         wr.n_vars = j->n_vars;
         wr.audit_id = w->lr.audit_id[0] ? w->lr.audit_id : NULL;
+        wr.source = f->source;
         mlc_err_reset(&f->src->err);
         rc = f->src->ops->write_back(f->src, &wr);
     }

@@ -183,6 +183,7 @@ struct wb_write {
     const struct wb_var *vars; /* template values (see struct wb_var) */
     size_t n_vars;
     const char *audit_id;
+    const cJSON *source;      /* the flow's "source" object (where the record lives), or NULL */
 };
 
 /* Target -> agent change notifications (the write-back direction). */
