@@ -174,6 +174,13 @@ static enum mlc_rc adopt(struct agent *a, struct flow *f, const struct outbox_ro
     return rc;
 }
 
+/* A row queued in flight at first sight that the flow's sent mark does not
+ * cover: it never left (see state_outbox_put_fresh). */
+static int never_left(const struct outbox_row *r, long long mark_id)
+{
+    return r->sent_at == 0 && r->id > mark_id;
+}
+
 /* Resolve writes whose outcome is unknown (in flight when we stopped).
  * Updates are idempotent: they are simply sent again. A create is looked up
  * by its marker; found, it is recorded (or updated). Not found, it may still
@@ -226,14 +233,14 @@ static enum mlc_rc recover(struct agent *a, struct flow *f, struct sync_stats *s
         {
             int keep = 0, unsent = 0;
             for (int i = 0; i < n; i++) {
-                unsent += rows[i].sent_at == 0 && rows[i].id > mark_id;
+                unsent += never_left(&rows[i], mark_id);
             }
             if (unsent > 0) {
                 if ((rc = state_begin(a->st, err)) != MLC_OK) {
                     goto out;
                 }
                 for (int i = 0; i < n && rc == MLC_OK; i++) {
-                    if (rows[i].sent_at == 0 && rows[i].id > mark_id) {
+                    if (never_left(&rows[i], mark_id)) {
                         rc = state_outbox_resolve(a->st, rows[i].id, rows[i].op,
                                                   rows[i].target_key[0] ? rows[i].target_key : NULL,
                                                   err);
@@ -248,7 +255,7 @@ static enum mlc_rc recover(struct agent *a, struct flow *f, struct sync_stats *s
                 }
             }
             for (int i = 0; i < n; i++) {
-                if (rows[i].sent_at == 0 && rows[i].id > mark_id) {
+                if (never_left(&rows[i], mark_id)) {
                     outbox_row_release(&rows[i]);
                     continue;
                 }
@@ -695,7 +702,7 @@ struct fresh {
     char target_key[64];
     char hash[65];
     char audit_id[33];
-    char *payload;
+    char *payload;    /* moves to the outbox row when the record is taken */
     cJSON *fields;
     int done; /* sent, or adopted before sending */
 };
@@ -751,7 +758,8 @@ static int fresh_take(struct flow *f, struct fresh_set *fs, size_t *from, int cr
         memset(r, 0, sizeof(*r));
         r->id = e->id;
         r->source_key = mlc_xstrdup(e->key);
-        r->payload = mlc_xstrdup(e->payload);
+        r->payload = e->payload; /* the row owns it from here (released with its batch) */
+        e->payload = NULL;
         memcpy(r->hash, e->hash, sizeof(r->hash));
         memcpy(r->sent_hash, e->hash, sizeof(r->sent_hash));
         memcpy(r->audit_id, e->audit_id, sizeof(r->audit_id));
