@@ -179,6 +179,14 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
             cJSON_DeleteItemFromObjectCaseSensitive(f->mapped, names[i]);
             mlc_json_xadd(f->mapped, names[i], vals);
         }
+        if (f->dst->ops->bind != NULL) {
+            struct prep_info pi = { f->mapped };
+            mlc_err_reset(&f->dst->err);
+            if (f->dst->ops->bind(f->dst, f->target, &pi) != MLC_OK) {
+                mlc_errf(err, "%s: %s", path, mlc_err_msg(&f->dst->err));
+                return MLC_E_INVAL;
+            }
+        }
     }
     sched = mlc_json_str(fc, "schedule");
     if (cJSON_GetObjectItem(fc, "schedule") && sched == NULL) {

@@ -25,7 +25,7 @@ struct rule {
     enum case_kind cas;
     int required;
     long max;
-    char **items; /* R_LIST templates */
+    char **items; /* R_LIST templates; R_FROM with a list: the columns, first non-empty wins */
     int n_items;
     const cJSON *objs; /* R_ITEMS: array of objects of member -> template (lent from spec) */
     char *each;        /* R_ITEMS: the column holding an array of objects, or NULL */
@@ -164,6 +164,28 @@ static int compile_rule(struct rule *r, const cJSON *v, const char *path, struct
     if ((s = mlc_json_str(v, "from")) != NULL) {
         r->kind = R_FROM;
         r->text = mlc_xstrdup(s);
+    } else if ((it = mlc_json_arr(v, "from")) != NULL) {
+        /* the first of several columns that has a value (an e-mail, else a user name) */
+        const cJSON *e;
+        int n = cJSON_GetArraySize(it);
+        if (n == 0) {
+            mlc_errf(err, "%s.from: expected a column name or a non-empty list of them", path);
+            return -1;
+        }
+        r->kind = R_FROM;
+        r->items = mlc_xcalloc((size_t)n + 1, sizeof(char *));
+        cJSON_ArrayForEach(e, it)
+        {
+            if (!cJSON_IsString(e) || e->valuestring[0] == '\0') {
+                mlc_errf(err, "%s.from: entries must be column names", path);
+                return -1;
+            }
+            r->items[r->n_items++] = mlc_xstrdup(e->valuestring);
+        }
+        r->text = mlc_xstrdup(r->items[0]);
+    } else if (cJSON_GetObjectItemCaseSensitive(v, "from") != NULL) {
+        mlc_errf(err, "%s.from: expected a column name or a list of them", path);
+        return -1;
     } else if ((s = mlc_json_str(v, "template")) != NULL) {
         r->kind = R_TEMPLATE;
         r->text = mlc_xstrdup(s);
@@ -467,6 +489,9 @@ cJSON *mapping_apply(const struct mapping *m, const cJSON *row, struct mlc_errbu
         }
         if (r->kind == R_FROM) {
             column_text(row, r->text, v, sizeof(v));
+            for (int k = 1; v[0] == '\0' && k < r->n_items; k++) {
+                column_text(row, r->items[k], v, sizeof(v));
+            }
         } else if (r->kind == R_CONST) {
             snprintf(v, sizeof(v), "%s", r->text);
         } else {
@@ -538,7 +563,7 @@ const char *mapping_source_column(const struct mapping *m, const char *field)
 {
     const struct rule *r = rule_of(m, field);
 
-    if (r == NULL || r->kind != R_FROM || r->cas != C_NONE || r->max > 0) {
+    if (r == NULL || r->kind != R_FROM || r->n_items > 1 || r->cas != C_NONE || r->max > 0) {
         return NULL;
     }
     return r->text;

@@ -3,6 +3,7 @@
  * object of target field -> rule:
  *   "WO {DOCO}: {DL01}"                          template (values trimmed)
  *   {"from": "PRTS", "map": {"1": "Highest"}, "default": "Medium"}
+ *   {"from": ["EMAIL", "USERID"]}                 the first of these columns with a value
  *   {"from": "DRQJ", "date": "yyyymmdd"}          or "julian" (CYYDDD) -> YYYY-MM-DD
  *   {"template": "...", "case": "upper"}          "upper" / "lower"
  *   {"const": "jde"}

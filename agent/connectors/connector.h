@@ -248,6 +248,11 @@ struct connector {
     enum mlc_rc (*write_back)(struct conn *c, const struct wb_write *w);
 
     /* ---- target ---- */
+    /* Told once, when the configuration is read (no network), which values
+     * each mapped field of a flow into this target can take, e.g. every
+     * project a mapping may pick, so that lookups and change polls cover
+     * them all. Optional; the message names the setting. */
+    enum mlc_rc (*bind)(struct conn *c, const cJSON *target, const struct prep_info *pi);
     /* Validate the flow's target options against the live system at start-up
      * (custom field IDs, project, the values a mapping can produce); the
      * message names the bad ID. */

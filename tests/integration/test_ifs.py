@@ -55,15 +55,15 @@ def expect(cond, msg):
 
 
 class Env:
-    def __init__(self, pos, wos, sim_args=()):
+    def __init__(self, pos, wos, sim_args=(), jira_args=()):
         self.dir = tempfile.mkdtemp(prefix="mlc-ifs-")
         self.ifs = harness.Sim("ifs_sim.py", ["--pos", str(pos), "--wos", str(wos)] + list(sim_args))
-        self.jira = harness.Sim("jira_sim.py", [])
+        self.jira = harness.Sim("jira_sim.py", list(jira_args))
         self.env = harness.agent_env()
         self.env["MLC_IFS_SECRET"] = SECRET
         self.config = None
 
-    def configure(self, kinds=("po", "wo"), system=None, source=None):
+    def configure(self, kinds=("po", "wo"), system=None, source=None, mapping=None):
         cfg = {
             "agent": {"state_db": os.path.join(self.dir, "state.db"),
                       "key_file": os.path.join(self.dir, "secret.key"), "log_level": "warn"},
@@ -84,7 +84,7 @@ class Env:
             cfg["flows"][fd["flow"]] = {
                 "source": src,
                 "target": {"system": "jira", "project": "MFG", "issue_type": "Task", "marker_prefix": fd["prefix"]},
-                "mapping": fd["mapping"],
+                "mapping": dict(fd["mapping"], **(mapping or {}).get(k, {})),
             }
         self.config = os.path.join(self.dir, "agent.json")
         with open(self.config, "w") as f:
@@ -159,6 +159,87 @@ def big_pages_and_tiny_pages_give_one_issue_per_record():
             print(f"#   page size {page}: {sum(e.ifs.stats()['requests'].values())} IFS requests", flush=True)
         finally:
             e.close()
+
+
+PROJECT_MAP = {"from": "ProjectId", "map": {"PRJ100": "MFG", "PRJ200": "OPS", "PRJ300": "OPS"}, "default": "MFG"}
+JIRA_SIDE = {
+    "po": {"project": PROJECT_MAP,
+           "priority": {"from": "SupplierTier", "map": {"A": "High", "B": "Medium", "C": "Low"}},
+           "assignee": {"from": ["BuyerEmail", "BuyerCode"], "map": {"TNOWAK": "tomasz.nowak@example.com"}},
+           "customfield_10070": "{GlAccount}", "customfield_10071": "{CostCenter}"},
+    "wo": {"project": PROJECT_MAP,
+           "priority": {"from": "WorkTypeId", "map": {"EMRG": "Highest", "CM": "High", "PM": "Medium",
+                                                      "INSP": "Low"}},
+           "assignee": {"from": ["WorkLeaderEmail", "WorkLeaderSign"], "map": {"TNOWAK": "tomasz.nowak@example.com"}},
+           "customfield_10070": "{GlAccount}", "customfield_10071": "{CostCenter}"},
+}
+
+
+@test
+def jira_project_priority_assignee_and_cost_fields_follow_the_mapping():
+    """The Jira project comes from the IFS project code (a map with a
+    default), priority from supplier tier or work type, the assignee from
+    the e-mail or else the user name (unknown users: unassigned, with a
+    warning), GL account and cost centre in custom fields; with the state
+    database lost, the next run finds every issue in both projects."""
+    e = Env(pos=150, wos=100, jira_args=["--projects", "MFG,OPS"])
+    try:
+        e.configure(mapping=JIRA_SIDE)
+        out = {}
+        for k in ("po", "wo"):
+            r = e.agent("sync", FLOWS[k]["flow"])
+            expect(r.returncode == 0, f"{k}: exit {r.returncode}: {r.stderr[-2000:]}")
+            out[k] = r.stdout + r.stderr
+            s = summary(r, FLOWS[k]["flow"])
+            expect(s["created"] == exactly_once(e, k), f"{k}: {s}")
+        issues = {lab: it for it in e.issues() for lab in it["labels"] if lab.startswith("ifs")
+                  and lab[:6] in ("ifspo-", "ifswo-")}
+        by_mail = {}
+        for it in e.issues():
+            a = it["fields"].get("assignee")
+            if a and a.get("emailAddress"):
+                by_mail[a["emailAddress"]] = a["accountId"]
+        pm = PROJECT_MAP["map"]
+        unassigned = collections.Counter()
+        for k, mail_col, user_col, prio_col in (("po", "BuyerEmail", "BuyerCode", "SupplierTier"),
+                                                ("wo", "WorkLeaderEmail", "WorkLeaderSign", "WorkTypeId")):
+            fd = FLOWS[k]
+            prio_map = JIRA_SIDE[k]["priority"]["map"]
+            for row in e.ifs.ctl(f"/_sim/rows?kind={k}"):
+                it = issues[fd["prefix"] + str(row[fd["key"]])]
+                f = it["fields"]
+                want_proj = pm.get(row.get("ProjectId") or "", "MFG")
+                expect(f["project"]["key"] == want_proj, f"{k} {row[fd['key']]}: project {f['project']['key']}, "
+                                                         f"want {want_proj} (IFS {row.get('ProjectId')})")
+                expect(it["key"].startswith(want_proj + "-"), f"issue key {it['key']} not in {want_proj}")
+                expect(f["priority"]["name"] == prio_map[row[prio_col]], f"{k}: priority {f['priority']} for "
+                                                                         f"{row[prio_col]}")
+                expect(f.get("customfield_10070") == row["GlAccount"] and f.get("customfield_10071") == row["CostCenter"],
+                       f"{k}: GL/cost centre {f.get('customfield_10070')}/{f.get('customfield_10071')} != "
+                       f"{row['GlAccount']}/{row['CostCenter']}")
+                mail = row.get(mail_col) or ("tomasz.nowak@example.com" if row[user_col] == "TNOWAK" else None)
+                a = f.get("assignee")
+                if mail in ("raj.iyer@example.com", "xtemp@nowhere.example"):
+                    expect(a is None, f"{k}: {mail} (hidden or unknown in Jira) assigned to {a}")
+                    unassigned[mail] += 1
+                    expect(mail in out[k] and "left unassigned" in out[k], f"{k}: no warning naming {mail}")
+                else:
+                    expect(a is not None and a.get("emailAddress") == mail,
+                           f"{k} {row[fd['key']]}: assignee {a}, want {mail} (user {row[user_col]})")
+        expect(unassigned["xtemp@nowhere.example"] > 0 and unassigned["raj.iyer@example.com"] > 0,
+               f"the data has no unknown users to test with: {unassigned}")
+        projects = collections.Counter(it["fields"]["project"]["key"] for it in e.issues())
+        expect(projects["MFG"] > 0 and projects["OPS"] > 0, f"projects used: {projects}")
+        # the state database is lost: every issue is found again, in either project
+        os.remove(os.path.join(e.dir, "state.db"))
+        before = len(e.issues())
+        for k in ("po", "wo"):
+            s = e.sync(FLOWS[k]["flow"], what=f"{k} sync without a state database")
+            expect(s["created"] == 0, f"{k} after losing the state database: {s}")
+        expect(len(e.issues()) == before, f"issues {before} -> {len(e.issues())}")
+        print(f"#   projects {dict(projects)}, unassigned {dict(unassigned)}", flush=True)
+    finally:
+        e.close()
 
 
 @test

@@ -123,8 +123,12 @@ ENTITY_SERVICES = {"PurchaseOrderLineEntity": {"PurchaseOrderLineSet": "poline"}
 # generated data
 SITES = ["S1", "S2", "S3"]
 PROJECTS = ["PRJ100", "PRJ200", "PRJ300", "PRJ400", None]
-USERS = [("JSMITH", "jsmith@example.com"), ("MGARCIA", "mgarcia@example.com"), ("KCHEN", "kchen@example.com"),
-         ("ANOWAK", None), ("RIYER", "riyer@example.com"), ("XTEMP", "xtemp@nowhere.example")]
+# (user id, e-mail): most e-mails are Jira users of jira_sim.py; TNOWAK has no
+# e-mail (found by user name through a mapping), raj.iyer's e-mail is hidden
+# in Jira, and XTEMP's is nobody's there
+USERS = [("MLOPEZ", "maria.lopez@example.com"), ("JCHEN", "james.chen@example.com"),
+         ("APATEL", "aisha.patel@example.com"), ("TNOWAK", None), ("RIYER", "raj.iyer@example.com"),
+         ("XTEMP", "xtemp@nowhere.example")]
 SUPPLIER_NAMES = ["Acme Industrial Supply", "Northwind Traders", "Globex Components", "Initech Office Products",
                   "Umbrella Safety Gear", "Stark Fluid Power", "Wayne Metals", "Cyberdyne Electronics",
                   "Müller Präzisionsteile GmbH", "O'Brien & Sons Logistics", "Société d'Outillage",

@@ -80,6 +80,9 @@ CUSTOM = {  # id -> (name, kind)
     "customfield_10061": ("Vendor", "textfield"),
     "customfield_10062": ("Amount", "float"),
     "customfield_10063": ("Approval Status", "select"),
+    # cost accounting (IFS Cloud orders)
+    "customfield_10070": ("GL Account", "textfield"),
+    "customfield_10071": ("Cost Center", "textfield"),
 }
 SELECT_OPTIONS = {"customfield_10052": [("10100", "WO"), ("10101", "WM"), ("10102", "EN")],
                   "customfield_10063": [("10200", "Pending"), ("10201", "Approved"), ("10202", "Denied")]}

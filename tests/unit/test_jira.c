@@ -339,6 +339,10 @@ static void jql_escapes(void)
     mlc_buf_release(&b);
     CHECK_INT(jira_jql_markers(&b, "MFG", m, 0), MLC_E_INVAL);
     mlc_buf_release(&b);
+    /* a target whose mapping picks the project searches all of them */
+    CHECK_INT(jira_jql_markers(&b, "MFG,OPS", m, 1), MLC_OK);
+    CHECK_STR(mlc_buf_str(&b), "project in (\"MFG\", \"OPS\") AND labels in (\"mlc-ab12\")");
+    mlc_buf_release(&b);
 }
 
 static void summary_and_labels(void)
@@ -464,6 +468,9 @@ static void jql_project_and_changes(void)
 
     CHECK_STR(jql_of("MFG", 0, 0, 0), "project = MFG");
     CHECK_STR(jql_of("OPS_2", 0, 0, 0), "project = OPS_2");
+    CHECK_STR(jql_of("MFG,OPS_2", 0, 0, 0), "project in (MFG, OPS_2)");
+    CHECK_STR(jql_of("MFG,OPS", now - 60000, now, 1),
+              "project in (MFG, OPS) AND updated >= \"-3m\" ORDER BY updated ASC");
     CHECK_STR(jql_of("My \"Proj\"", 0, 0, 0), "project = \"My \\\"Proj\\\"\"");
     CHECK_STR(jql_of("mfg", 0, 0, 0), "project = \"mfg\"");
     CHECK_STR(jql_of("", 0, 0, 0), "(error)");

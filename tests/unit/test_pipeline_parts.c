@@ -166,6 +166,45 @@ static void mapping_items_rule(void)
     cJSON_Delete(spec);
 }
 
+static void mapping_from_list_takes_the_first_value(void)
+{
+    cJSON *spec = cJSON_Parse("{\"assignee\":{\"from\":[\"MAIL\",\"USER\"],"
+                              "\"map\":{\"TNOWAK\":\"tomasz@example.com\"}}}");
+    struct mlc_errbuf e = { 0 };
+    struct mapping *m = mapping_compile(spec, "flows.po.mapping", &e);
+    cJSON *r = cJSON_Parse("{\"MAIL\":\" ann@example.com \",\"USER\":\"ANN\"}"), *out;
+
+    CHECK(m != NULL);
+    out = mapping_apply(m, r, &e);
+    CHECK_STR(mlc_json_str(out, "assignee"), "ann@example.com");
+    cJSON_Delete(out);
+    cJSON_Delete(r);
+    /* a null or blank first column: the next one, then through the map */
+    r = cJSON_Parse("{\"MAIL\":null,\"USER\":\"TNOWAK\"}");
+    out = mapping_apply(m, r, &e);
+    CHECK_STR(mlc_json_str(out, "assignee"), "tomasz@example.com");
+    cJSON_Delete(out);
+    cJSON_Delete(r);
+    r = cJSON_Parse("{\"MAIL\":\"  \"}");
+    out = mapping_apply(m, r, &e);
+    CHECK(out != NULL && cJSON_GetObjectItem(out, "assignee") == NULL);
+    cJSON_Delete(out);
+    cJSON_Delete(r);
+    /* not one column: no reverse mapping through it */
+    CHECK(mapping_source_column(m, "assignee") == NULL);
+    mapping_free(m);
+    cJSON_Delete(spec);
+    spec = cJSON_Parse("{\"assignee\":{\"from\":[]}}");
+    CHECK(mapping_compile(spec, "flows.po.mapping", &e) == NULL);
+    CHECK(strstr(mlc_err_msg(&e), "flows.po.mapping.assignee.from") != NULL);
+    cJSON_Delete(spec);
+    mlc_err_reset(&e);
+    spec = cJSON_Parse("{\"assignee\":{\"from\":[\"A\",3]}}");
+    CHECK(mapping_compile(spec, "flows.po.mapping", &e) == NULL);
+    CHECK(strstr(mlc_err_msg(&e), "flows.po.mapping.assignee.from") != NULL);
+    cJSON_Delete(spec);
+}
+
 static void mapping_errors_name_the_path(void)
 {
     struct mlc_errbuf e = { 0 };
@@ -355,6 +394,7 @@ int main(void)
     RUN(jde_cursor_round_trip);
     RUN(mapping_applies_rules);
     RUN(mapping_items_rule);
+    RUN(mapping_from_list_takes_the_first_value);
     RUN(mapping_errors_name_the_path);
     RUN(state_tables_work);
     RUN(secrets_round_trip);

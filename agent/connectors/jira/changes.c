@@ -176,7 +176,7 @@ static const char *const change_fields[] = { "status", "updated", "labels", "due
 enum mlc_rc jira_changes(struct conn *c, const cJSON *target, char **cursor, cJSON *state,
                                 cJSON *events)
 {
-    const char *project = mlc_json_str(target, "project");
+    const char *project = jira_projects(c, target);
     long long agent_now = wall_ms(), skew = 0, since = 0, est, window, scan = -1;
     struct mlc_buf jql = MLC_BUF_INIT;
     cJSON *seen = NULL, *got = mlc_json_xarr(), *ev;

@@ -357,6 +357,23 @@ enum mlc_rc jira_item_body(struct conn *c, const cJSON *target, const struct tgt
             cJSON_GetObjectItemCaseSensitive(lists, name) != NULL) {
             continue;
         }
+        if (strcmp(name, "project") == 0 && cJSON_IsString(it)) {
+            /* picked by the mapping: only on a create, and only a project
+             * the target knows (where its lookups search) */
+            const char *all = jira_projects(c, target);
+            if (!create || it->valuestring[0] == '\0') {
+                continue;
+            }
+            if (!jira_project_in(all, it->valuestring)) {
+                set_msg(msg, msgn, "jira project '%.60s' is not one the mapping names (%.200s): "
+                                   "add it to mapping.project.map",
+                        it->valuestring, all != NULL ? all : "none");
+                rc = MLC_E_REJECTED;
+                goto out;
+            }
+            mlc_json_xadd(fields, name, value_obj("key", it->valuestring));
+            continue;
+        }
         rc = field_value(c, body_field_for(name), it, create, r, &val, &list, msg, msgn);
         if (rc != MLC_OK) {
             goto out;
@@ -943,7 +960,7 @@ enum mlc_rc jira_find(struct conn *c, const cJSON *target, const char *const *ma
                              size_t n, const char *const *before, size_t n_before,
                              struct tgt_found *out)
 {
-    const char *project = mlc_json_str(target, "project");
+    const char *project = jira_projects(c, target);
     size_t i, start, missing = 0;
     int complete = 0;
     enum mlc_rc rc = MLC_OK;
@@ -966,7 +983,17 @@ enum mlc_rc jira_find(struct conn *c, const cJSON *target, const char *const *ma
     if (rc == MLC_OK && missing > 0 && n_before > 0) {
         /* search may lag: read what was created since, consistently */
         struct find_ctx ctx = { c, markers, n, out };
-        rc = find_scan(c, project, before, n_before, &ctx, &complete);
+        const char *p = project;
+        char one[128];
+
+        /* each project the target may write to, all of them read to the end */
+        complete = 1;
+        while (rc == MLC_OK && complete && *p != '\0') {
+            size_t m = strcspn(p, ",");
+            snprintf(one, sizeof(one), "%.*s", (int)m, p);
+            rc = find_scan(c, one, before, n_before, &ctx, &complete);
+            p += m + (p[m] == ',');
+        }
         for (i = 0; rc == MLC_OK && complete && i < n; i++) {
             out[i].absent = !out[i].found;
         }

@@ -278,6 +278,96 @@ void jira_call_failed(struct conn *c, const char *what, const struct mlc_errbuf 
 
 /* ------------------------------------------------------------ open/close */
 
+/* A jira project key: a capital letter, then capitals, digits or _. */
+static int project_key_ok(const char *k)
+{
+    if (!isupper((unsigned char)k[0])) {
+        return 0;
+    }
+    for (; *k != '\0'; k++) {
+        if (!isupper((unsigned char)*k) && !isdigit((unsigned char)*k) && *k != '_') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A mapping that picks the project: every project it can pick becomes the
+ * target's scope (searched for markers, polled and watched for changes). */
+static enum mlc_rc jira_bind(struct conn *c, const cJSON *target, const struct prep_info *pi)
+{
+    struct jira *j = c->priv;
+    const char *project = mlc_json_str(target, "project");
+    const cJSON *vals = pi != NULL ? cJSON_GetObjectItemCaseSensitive(pi->fields, "project") : NULL;
+    const cJSON *v;
+    struct mlc_buf list = MLC_BUF_INIT;
+    size_t i;
+
+    if (vals == NULL) {
+        return MLC_OK; /* the target's one project */
+    }
+    if (!cJSON_IsArray(vals) || cJSON_GetArraySize(vals) == 0) {
+        mlc_errf(&c->err, "mapping.project: take the jira project from a \"map\" of source value "
+                          "-> project key, with a \"default\" (the agent must know every project it "
+                          "writes to, to find its issues there)");
+        return MLC_E_INVAL;
+    }
+    if (empty(project) || !project_key_ok(project)) {
+        mlc_errf(&c->err, "target.project: required as a jira project key such as \"MFG\", also "
+                          "when the mapping picks the project (it is searched too)");
+        return MLC_E_INVAL;
+    }
+    mlc_buf_adds(&list, project);
+    cJSON_ArrayForEach(v, vals)
+    {
+        const char *k = cJSON_IsString(v) ? v->valuestring : "";
+        if (!project_key_ok(k)) {
+            mlc_errf(&c->err, "mapping.project: '%.60s' is not a jira project key (a capital letter, "
+                              "then capitals, digits or _)", k);
+            mlc_buf_release(&list);
+            return MLC_E_INVAL;
+        }
+        if (!jira_project_in(mlc_buf_str(&list), k)) {
+            mlc_buf_addf(&list, ",%s", k);
+        }
+    }
+    for (i = 0; i < j->n_scopes && j->scopes[i].target != target; i++) {
+    }
+    if (i == j->n_scopes) {
+        j->scopes = mlc_xrealloc(j->scopes, (j->n_scopes + 1) * sizeof(*j->scopes));
+        j->scopes[j->n_scopes++] = (struct jira_scope){ target, NULL };
+    }
+    free(j->scopes[i].projects);
+    j->scopes[i].projects = mlc_buf_detach(&list);
+    return MLC_OK;
+}
+
+const char *jira_projects(struct conn *c, const cJSON *target)
+{
+    const struct jira *j = c->priv;
+
+    for (size_t i = 0; j != NULL && i < j->n_scopes; i++) {
+        if (j->scopes[i].target == target) {
+            return j->scopes[i].projects;
+        }
+    }
+    return mlc_json_str(target, "project");
+}
+
+int jira_project_in(const char *list, const char *key)
+{
+    size_t n = strlen(key);
+
+    for (const char *p = list; p != NULL && *p != '\0';) {
+        size_t m = strcspn(p, ",");
+        if (m == n && strncmp(p, key, n) == 0) {
+            return 1;
+        }
+        p += m + (p[m] == ',');
+    }
+    return 0;
+}
+
 static void jira_close(struct conn *c)
 {
     struct jira *j = c->priv;
@@ -305,6 +395,10 @@ static void jira_close(struct conn *c)
         free(j->fields[i].name);
     }
     free(j->fields);
+    for (i = 0; i < j->n_scopes; i++) {
+        free(j->scopes[i].projects);
+    }
+    free(j->scopes);
     for (i = 0; i < j->n_users; i++) {
         free(j->users[i].email);
         free(j->users[i].account_id);
@@ -476,6 +570,7 @@ const struct connector connector_jira = {
     .ping = jira_ping,
     .poll = NULL,
     .write_back = NULL,
+    .bind = jira_bind,
     .prepare = jira_prepare,
     .apply = jira_apply,
     .find = jira_find,

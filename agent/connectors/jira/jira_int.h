@@ -85,6 +85,14 @@ struct jira {
     size_t n_users;
     size_t user_evict;
 
+    /* per flow target whose mapping picks the project: every project it
+     * may write to, comma separated, the target's own project first */
+    struct jira_scope {
+        const cJSON *target;
+        char *projects;
+    } *scopes;
+    size_t n_scopes;
+
     /* the status a new issue starts in, per "project/issue type", as read
      * after a create: a new issue mapped to it needs no status call */
     cJSON *initial;
@@ -219,6 +227,11 @@ void jira_call_failed(struct conn *c, const char *what, const struct mlc_errbuf 
 enum mlc_rc jira_load_fields(struct conn *c);
 const struct jira_field *jira_field_find(const struct jira *j, const char *id);
 enum mlc_rc jira_prepare(struct conn *c, const cJSON *target, const struct prep_info *pi);
+/* The projects of a flow's target: "MFG", or "MFG,OPS" when its mapping
+ * picks the project (the target's own first). */
+const char *jira_projects(struct conn *c, const cJSON *target);
+/* Whether key is one of a comma separated list of project keys. */
+int jira_project_in(const char *list, const char *key);
 enum mlc_rc jira_account_for(struct conn *c, const char *email_in, const char **account,
                              char *msg, size_t msgn);
 enum mlc_rc jira_account_known(struct conn *c, const char *id, int *known, char *msg,

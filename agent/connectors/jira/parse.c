@@ -325,6 +325,52 @@ static enum mlc_rc jql_quote(struct mlc_buf *b, const char *s)
     return rc;
 }
 
+/* One project key, bare when it is a plain key (MFG, OPS_2), else quoted. */
+static enum mlc_rc jql_key(struct mlc_buf *b, const char *k, size_t n, int quote)
+{
+    int plain = !quote && n > 0 && isupper((unsigned char)k[0]);
+    char one[256];
+
+    for (size_t i = 0; plain && i < n; i++) {
+        plain = isupper((unsigned char)k[i]) || isdigit((unsigned char)k[i]) || k[i] == '_';
+    }
+    if (plain) {
+        return mlc_buf_addf(b, "%.*s", (int)n, k);
+    }
+    if (n >= sizeof(one)) {
+        return MLC_E_INVAL;
+    }
+    memcpy(one, k, n);
+    one[n] = '\0';
+    return jql_quote(b, one);
+}
+
+/* "project = MFG" for one key; "project in (MFG, OPS)" for a comma
+ * separated list of them (a target whose mapping picks the project). */
+static enum mlc_rc jql_projects(struct mlc_buf *b, const char *list, int quote)
+{
+    const char *p = list;
+    enum mlc_rc rc;
+    int many = strchr(list, ',') != NULL;
+
+    rc = mlc_buf_adds(b, many ? "project in (" : "project = ");
+    while (rc == MLC_OK) {
+        size_t n = strcspn(p, ",");
+        rc = jql_key(b, p, n, quote);
+        if (p[n] == '\0') {
+            break;
+        }
+        p += n + 1;
+        if (rc == MLC_OK) {
+            rc = mlc_buf_adds(b, ", ");
+        }
+    }
+    if (rc == MLC_OK && many) {
+        rc = mlc_buf_adds(b, ")");
+    }
+    return rc;
+}
+
 enum mlc_rc jira_jql_markers(struct mlc_buf *b, const char *project, const char *const *markers,
                              size_t n)
 {
@@ -334,10 +380,7 @@ enum mlc_rc jira_jql_markers(struct mlc_buf *b, const char *project, const char 
     if (project == NULL || n == 0) {
         return MLC_E_INVAL;
     }
-    rc = mlc_buf_adds(b, "project = ");
-    if (rc == MLC_OK) {
-        rc = jql_quote(b, project);
-    }
+    rc = jql_projects(b, project, 1);
     if (rc == MLC_OK) {
         rc = mlc_buf_adds(b, " AND labels in (");
     }
@@ -544,24 +587,10 @@ int jira_expiration_parse(const cJSON *v, long long *ms)
 
 enum mlc_rc jira_jql_project(struct mlc_buf *b, const char *project)
 {
-    size_t i;
-    int plain;
-
     if (empty(project)) {
         return MLC_E_INVAL;
     }
-    plain = isupper((unsigned char)project[0]);
-    for (i = 0; plain && project[i] != '\0'; i++) {
-        plain = isupper((unsigned char)project[i]) || isdigit((unsigned char)project[i]) ||
-                project[i] == '_';
-    }
-    if (plain) {
-        return mlc_buf_addf(b, "project = %s", project);
-    }
-    if (mlc_buf_adds(b, "project = ") != MLC_OK) {
-        return MLC_E_NOMEM;
-    }
-    return jql_quote(b, project);
+    return jql_projects(b, project, 0);
 }
 
 enum mlc_rc jira_jql_changes(struct mlc_buf *b, const char *project, long long since_ms,

@@ -355,11 +355,11 @@ out:
     return rc;
 }
 
-enum mlc_rc jira_prepare(struct conn *c, const cJSON *target, const struct prep_info *pi)
+static enum mlc_rc prepare_project(struct conn *c, const cJSON *target, const struct prep_info *pi,
+                                   const char *project)
 {
     struct mlc_http_resp resp = { 0 };
     struct mlc_errbuf one = { 0 };
-    const char *project = mlc_json_str(target, "project");
     const char *issue_type = mlc_json_str(target, "issue_type");
     const char *marker = mlc_json_str(target, "marker");
     const cJSON *mapped = pi != NULL ? pi->fields : NULL;
@@ -651,4 +651,24 @@ int jira_account_id_shape(const char *s)
     }
     return colon != NULL ? colon != s && strchr(colon + 1, ':') == NULL && colon[1] != '\0'
                          : hex == n && n == 24;
+}
+
+enum mlc_rc jira_prepare(struct conn *c, const cJSON *target, const struct prep_info *pi)
+{
+    const char *all = jira_projects(c, target);
+    enum mlc_rc rc = MLC_OK;
+    char one[128];
+
+    if (empty(all)) {
+        return prepare_project(c, target, pi, all);
+    }
+    /* each project the mapping may pick: it exists, has the issue type and
+     * the statuses */
+    for (const char *p = all; rc == MLC_OK && *p != '\0';) {
+        size_t m = strcspn(p, ",");
+        snprintf(one, sizeof(one), "%.*s", (int)m, p);
+        rc = prepare_project(c, target, pi, one);
+        p += m + (p[m] == ',');
+    }
+    return rc;
 }

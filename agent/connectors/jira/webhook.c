@@ -518,10 +518,16 @@ static enum mlc_rc watch_admin(struct conn *c, const struct watch_req *req, cons
                      "admin webhook %lld for %s has no secret: the relay cannot verify it", id,
                      req->url);
         }
-        if (!empty(filter) && strstr(filter, project) == NULL) {
-            conn_log(c, MLC_LOG_WARN,
-                     "admin webhook %lld filters on \"%s\", which may leave out project %s", id,
-                     filter, project);
+        for (const char *p = project; !empty(filter) && *p != '\0';) {
+            size_t m = strcspn(p, ",");
+            char pk[128];
+            snprintf(pk, sizeof(pk), "%.*s", (int)m, p);
+            if (strstr(filter, pk) == NULL) {
+                conn_log(c, MLC_LOG_WARN,
+                         "admin webhook %lld filters on \"%s\", which may leave out project %s",
+                         id, filter, pk);
+            }
+            p += m + (p[m] == ',');
         }
     } else if (!empty(req->hook_secret)) {
         rc = admin_register(c, req, project, jql, &id, reason, sizeof(reason));
@@ -553,7 +559,7 @@ enum mlc_rc jira_watch(struct conn *c, const cJSON *target, const struct watch_r
                               cJSON *state, long long *next_ms)
 {
     struct jira *j = c->priv;
-    const char *project = mlc_json_str(target, "project");
+    const char *project = jira_projects(c, target);
     struct mlc_buf jql = MLC_BUF_INIT;
     enum mlc_rc rc;
 
