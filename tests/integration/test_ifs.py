@@ -257,6 +257,33 @@ def token_expiry_in_the_middle_of_paging():
 
 
 @test
+def rate_limit_storm_while_reading_is_waited_out():
+    """429s and 503s with Retry-After in the middle of paging: the agent
+    waits as told (the simulator counts requests made too early), and the
+    run still gives one issue per record."""
+    e = Env(pos=400, wos=0)
+    try:
+        e.configure(kinds=("po",), system={"page_size": 50})
+        e.ifs.faults(rate_429=3, retry_after=1)
+        s1 = e.agent("sync", "ifs_pos")
+        e.ifs.faults(fail_5xx_ra=2, retry_after=1)
+        e.ifs.ctl("/_sim/touch", {"kind": "po", "count": 30})
+        s2 = e.agent("sync", "ifs_pos")
+        e.ifs.faults(rate_429=2, retry_after=1)
+        s3 = e.sync("ifs_pos", what="third sync")
+        for r in (s1, s2):
+            expect(r.returncode == 0, f"exit {r.returncode}: {r.stderr[-1500:]}")
+        exactly_once(e, "po")
+        st = e.ifs.stats()
+        expect(st["status_counts"].get("429", st["status_counts"].get(429, 0)) >= 5,
+               f"the storm did not happen: {st['status_counts']}")
+        expect(st["retry_after_violations"] == 0, f"requests before Retry-After ran out: {st}")
+        expect(summary(s2, "ifs_pos")["updated"] == 30 and s3["updated"] == 0, f"{summary(s2, 'ifs_pos')} {s3}")
+    finally:
+        e.close()
+
+
+@test
 def bad_secret_and_unknown_projection_name_the_setting():
     e = Env(pos=20, wos=0)
     try:
