@@ -197,6 +197,12 @@ def main():
         issues = jira.ctl("/_sim/issues")
         print(f"demo: Jira now holds {len(issues)} issues, e.g. {issues[0]['key']}: "
               f"{issues[0]['fields']['summary']}" if issues else "demo: Jira holds no issues")
+        if not port_free(status_port):
+            # taken during the sync (a shared machine): the status page moves
+            status_port = rh.free_port()
+            status_url = f"http://127.0.0.1:{status_port}/"
+            cfg["agent"]["status_listen"] = f"127.0.0.1:{status_port}"
+            json.dump(cfg, open(config, "w"), indent=2)
         print("demo: starting the agent with its tunnel to the relay (it registers a Jira webhook)")
         p = subprocess.Popen([agent, "-c", config, "run"], env=env)
         wo, key = round_trip(jde, jira, relay, work)
@@ -287,8 +293,10 @@ def ifs_round_trip(ifs, jira, work):
         return None
     order, key = row
     before = ifs.ctl(f"/_sim/rows?kind=po&key={order}")
+    was = before.get("Cf_Jira_Status")
     print(f"demo: IFS purchase order {order} ({before['Objstate']}) has Cf_Jira_Status "
-          f"{before.get('Cf_Jira_Status')!r}; moving its Jira issue {key} to Done")
+          f"{'(empty)' if was is None else repr(was)}; moving its Jira issue {key} to Done "
+          "(the Jira simulator sends a signed webhook)")
     jira.ctl("/_sim/transition", {"key": key, "to": "Done"})
     want = IFS_STATUS_CODES["Done"]
     deadline = time.monotonic() + 30
