@@ -9,7 +9,13 @@ per 1,000 new records on each side, and the agent's peak RSS; then the same for 
 run at a tenth of the size, to show whether memory grows with the data, and
 the agent's memory when idle (`run` with a tunnel up, 30 s later): resident
 set, and its own (anonymous) part. Then PeopleSoft purchase orders (20,000
-when N is 50,000): agent CPU per record and PeopleSoft calls per 1,000.
+when N is 50,000): agent CPU per record and PeopleSoft calls per 1,000. Then
+IFS Cloud purchase and work orders (as many): agent CPU per record, IFS
+requests per 1,000 (ifs_cpu_us_per_record, ifs_calls_per_1000_records), and
+the way back: 1,000 Jira status changes at 100/s as webhooks through mlc-relay
+and a running agent's tunnel to the IFS PATCH of a custom field, p50 and p99
+from the webhook's send to the PATCH applied at the simulator
+(ifs_writeback_p99_ms). --only ifs runs just that part.
 
 The relay part: signed 2 KB webhooks durably stored per second at 100
 connections and the relay's CPU per webhook (load from a second process,
@@ -332,6 +338,164 @@ def psft_bench(agent, n):
         jira.stop()
 
 
+IFS_SECRET = "mlc-secret"
+IFS_STATUS_CODES = {"To Do": "Open", "In Progress": "In progress", "Done": "Done"}
+
+
+def ifs_config(work, ifs, jira, kinds=("po", "wo"), writeback=False, relay=None):
+    """An agent configuration with the IFS Cloud flows ifs_pos (purchase
+    orders) and ifs_wos (work orders) into Jira; writeback: Jira status into
+    the purchase order's custom field Cf_Jira_Status."""
+    flows = {
+        "po": ("ifs_pos", "PurchaseOrderHandling", "PurchaseOrderSet", "OrderNo", "ifspo-", {
+            "summary": {"template": "PO {OrderNo}: {VendorName}", "required": True, "max": 255},
+            "description": "Purchase order {OrderNo} ({Objstate}) for project {ProjectId}: {TotalAmount} "
+                           "{CurrencyCode}, GL {GlAccount}, cost centre {CostCenter}, buyer {BuyerCode}.",
+            "priority": {"from": "SupplierTier", "map": {"A": "High", "B": "Medium", "C": "Low"},
+                         "default": "Medium"},
+            "labels": {"list": ["ifs", "{ProjectId}"]}}),
+        "wo": ("ifs_wos", "ActiveWorkOrdersHandling", "ActiveSeparateSet", "WoNo", "ifswo-", {
+            "summary": {"template": "WO {WoNo}: {ErrDescr}", "required": True, "max": 255},
+            "description": "Work order {WoNo} ({Objstate}), work type {WorkTypeId}, object {MchCode}, "
+                           "GL {GlAccount}, cost centre {CostCenter}.",
+            "priority": {"from": "PriorityId", "map": {"1": "Highest", "2": "High", "3": "Medium", "4": "Low"},
+                         "default": "Medium"},
+            "labels": {"list": ["ifs", "{WorkTypeId}"]}}),
+    }
+    cfg = {
+        "agent": {"state_db": os.path.join(work, "state.db"), "key_file": os.path.join(work, "secret.key"),
+                  "log_level": "error", "status_listen": "off"},
+        "systems": {
+            "ifs": {"type": "ifs", "base_url": ifs.url, "namespace": "mlc", "client_id": "mlc-client",
+                    "client_secret": "${MLC_IFS_SECRET}"},
+            "jira": {"type": "jira", "base_url": jira.url, "auth": "basic", "email": "sync@example.com",
+                     "api_token": "${MLC_JIRA_TOKEN}"},
+        },
+        "flows": {},
+    }
+    for k in kinds:
+        name, proj, eset, key, prefix, mapping = flows[k]
+        src = {"system": "ifs", "projection": proj, "entity_set": eset, "key": key, "changed": "ChangedDate"}
+        if k == "wo":
+            src["numeric_keys"] = [key]
+        cfg["flows"][name] = {"source": src, "schedule": "manual", "mapping": mapping,
+                              "target": {"system": "jira", "project": "MFG", "issue_type": "Task",
+                                         "marker_prefix": prefix}}
+    if writeback:
+        cfg["flows"]["ifs_pos"]["writeback"] = {"custom_field": "Jira_Status", "status_map": IFS_STATUS_CODES,
+                                                "agent_account": harness.JIRA_SYNC_ACCOUNT}
+    if relay is not None:
+        cfg["relay"] = relay
+    path = os.path.join(work, "agent.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+    env = harness.agent_env()
+    env["MLC_IFS_SECRET"] = IFS_SECRET
+    return path, env
+
+
+def ifs_bench(build, n, changes=1000, rate=100):
+    """IFS Cloud: a first sync of n purchase and work orders (half each,
+    pages of 5,000 through next links) into Jira: agent CPU per record and
+    IFS requests per 1,000 records (token, pages, the page-continuity
+    probes). Then the way back: `changes` Jira status changes sent as signed
+    webhooks to mlc-relay at `rate` per second, through the tunnel into a
+    running agent, which PATCHes the purchase order's custom field with
+    If-Match: latency from the moment each webhook was sent (this process's
+    clock) to the moment the IFS simulator applied the PATCH (its write log's
+    at_ms, the same machine's clock)."""
+    relay_bin = os.path.abspath(os.path.join(build, "mlc-relay"))
+    agent_bin = os.path.abspath(os.path.join(build, "mlc-agent"))
+    pos, wos = n // 2, n - n // 2
+    work = tempfile.mkdtemp(prefix="mlc-bench-ifs-")
+    ifs = harness.Sim("ifs_sim.py", ["--pos", str(pos), "--wos", str(wos)])
+    jira = harness.Sim("jira_sim.py", [])
+    try:
+        path, env = ifs_config(work, ifs, jira)
+        t0 = time.monotonic()
+        p = subprocess.Popen([agent_bin, "-q", "-c", path, "sync", "--all"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        _, st, ru = os.wait4(p.pid, 0)
+        out, err = p.stdout.read(), p.stderr.read()
+        wall = time.monotonic() - t0
+        created = len(jira.ctl("/_sim/issues"))
+        if st != 0 or created != n:
+            sys.stderr.write(out + err)
+            raise SystemExit(f"bench: the IFS sync created {created} of {n} issues")
+        calls = sum(ifs.stats()["requests"].values())
+        print(f"bench: {n} IFS purchase and work orders in {wall:.1f}s wall", flush=True)
+        print(f"BENCH ifs_cpu_us_per_record {(ru.ru_utime + ru.ru_stime) * 1e6 / n:.1f} us", flush=True)
+        print(f"BENCH ifs_calls_per_1000_records {calls * 1000.0 / n:.2f} calls", flush=True)
+    finally:
+        ifs.stop()
+        jira.stop()
+
+    work = tempfile.mkdtemp(prefix="mlc-bench-ifswb-")
+    ifs = harness.Sim("ifs_sim.py", ["--pos", str(changes), "--wos", "0"])
+    jira = harness.Sim("jira_sim.py", [])
+    r = rh.Relay(relay_bin, workdir=work, extra={"log_level": "warn"})
+    ten = r.tenant_add("ifswb")
+    r.start()
+    agent = None
+    hooks = rh.HookClient(r.port, relay=r)
+    try:
+        path, env = ifs_config(work, ifs, jira, kinds=("po",), writeback=True,
+                               relay={"url": r.tunnel_url, "tenant": "ifswb", "key": "${MLC_RELAY_KEY}"})
+        env["MLC_RELAY_KEY"] = ten["agent_key"]
+        res = harness.run_agent(agent_bin, path, "sync", "ifs_pos", env=env)
+        issues = {lab[len("ifspo-"):]: it for it in jira.ctl("/_sim/issues")
+                  for lab in it["labels"] if lab.startswith("ifspo-")}
+        if res.returncode != 0 or len(issues) != changes:
+            sys.stderr.write(res.stdout + res.stderr)
+            raise SystemExit(f"bench: the IFS write-back setup synced {len(issues)} of {changes} orders")
+        agent = subprocess.Popen([agent_bin, "-q", "-c", path, "run"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while r.metrics().get("mlc_relay_tunnels", 0) < 1:
+            if time.monotonic() > deadline or agent.poll() is not None:
+                raise SystemExit("bench: the agent's tunnel did not come up")
+            time.sleep(0.1)
+        bodies = [(order, json.dumps(harness.jira_status_event(issue, "In Progress", "To Do")).encode())
+                  for order, issue in sorted(issues.items())]
+        sent = {}
+        start = time.monotonic()
+        for i, (order, body) in enumerate(bodies):
+            pause = start + i / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            sent[order] = time.time() * 1000.0
+            status, _ = hooks.jira("ifswb", body, secret=ten["jira_webhook_secret"])
+            if status // 100 != 2:
+                raise SystemExit(f"bench: the relay answered {status} to webhook {i + 1}")
+        took = time.monotonic() - start
+        deadline = time.monotonic() + 60
+        while True:
+            log = ifs.ctl("/_sim/writes?by=api&applied=true")
+            writes = {w["key"]: w for w in log}
+            if len(writes) >= changes or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        wrong = [k for k, w in writes.items()
+                 if w["changes"].get("Cf_Jira_Status", [None, None])[1] != IFS_STATUS_CODES["In Progress"]]
+        if len(writes) < changes or wrong or len(log) != len(writes):
+            raise SystemExit(f"bench: {len(writes)} of {changes} status changes reached IFS in {len(log)} "
+                             f"PATCHes ({len(wrong)} with a wrong value, e.g. {wrong[:3]}); see {work}")
+        lat = sorted(writes[k]["at_ms"] - sent[k] for k in sent)
+        print(f"bench: {changes} webhooks sent in {took:.1f}s ({changes / took:.0f}/s), "
+              f"{len(log)} PATCHes applied, one per change", flush=True)
+        print(f"BENCH ifs_writeback_p50_ms {lat[len(lat) // 2]:.1f} ms", flush=True)
+        print(f"BENCH ifs_writeback_p99_ms {lat[int(len(lat) * 0.99)]:.1f} ms "
+              f"(Jira webhook sent -> IFS PATCH applied, {changes} changes at {rate}/s)", flush=True)
+    finally:
+        hooks.close()
+        if agent:
+            agent.terminate()
+            agent.wait()
+        r.stop()
+        ifs.stop()
+        jira.stop()
+
+
 def tunnel_bench(build):
     """Tunnel throughput: a burst of webhooks (closed loop, 100 connections)
     through the relay into one real agent's inbox, from the first webhook sent
@@ -373,9 +537,12 @@ def main():
     ap.add_argument("--build", default="build/bench")
     ap.add_argument("--records", type=int, default=50000)
     ap.add_argument("--page-size", type=int, default=500)
-    ap.add_argument("--only", choices=["agent", "relay"])
+    ap.add_argument("--only", choices=["agent", "relay", "ifs"])
     args = ap.parse_args()
     agent = os.path.abspath(os.path.join(args.build, "mlc-agent"))
+    if args.only == "ifs":
+        ifs_bench(args.build, max(1000, args.records * 2 // 5))
+        return 0
     if args.only != "agent":
         relay_bench(args.build)
         tunnel_bench(args.build)
@@ -398,6 +565,7 @@ def main():
     if big["created"] != args.records:
         raise SystemExit(f"bench: expected {args.records} issues, got {big['created']}")
     psft_bench(agent, max(1000, args.records * 2 // 5))
+    ifs_bench(args.build, max(1000, args.records * 2 // 5))
     return 0
 
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """make demo: start the JD Edwards and Jira simulators (seeded with a few
-hundred realistic work orders) and mlc-relay, sync the work orders with the
-real agent, start the agent with its relay tunnel and status page, move one Jira issue to
-"In Progress" in the simulator and show the status arriving in JD Edwards
-(Jira webhook -> relay -> tunnel -> agent -> orchestration). Then keep
-everything running until Ctrl-C. With --once: exit 0 after that round trip."""
+hundred realistic work orders), the PeopleSoft and IFS Cloud simulators and
+mlc-relay, sync work orders, purchase orders and the rest with the real
+agent, start the agent with its relay tunnel and status page, move one Jira
+issue to "In Progress" in the simulator and show the status arriving in JD
+Edwards (Jira webhook -> relay -> tunnel -> agent -> orchestration), then
+move an IFS purchase order's issue to Done and show the status arriving in
+the order's custom field in IFS. Then keep everything running until Ctrl-C.
+With --once: exit 0 after those round trips."""
 import argparse
 import os
 import signal
@@ -72,6 +75,62 @@ def add_psft(cfg, psft):
             cfg["flows"][name]["target"]["status_via"] = via
 
 
+IFS_DEMO_SECRET = "mlc-secret"
+IFS_STATUS_CODES = {"To Do": "Open", "In Progress": "In progress", "Done": "Done"}
+
+
+def add_ifs(cfg, ifs):
+    """IFS Cloud purchase orders (ifs_pos) and work orders (ifs_wos) into the
+    Manufacturing project, every 15 minutes; a purchase order's Jira status
+    goes back into its custom field Cf_Jira_Status (If-Match with the
+    record's ETag)."""
+    cfg["systems"]["ifs"] = {"type": "ifs", "base_url": ifs.url, "namespace": "mlc", "client_id": "mlc-client",
+                             "client_secret": "${MLC_IFS_SECRET}", "page_size": 100}
+    # TODO(issue 14, Jira side): when the lead's mapping features are merged:
+    #  - project from ProjectId through a map with a default, e.g.
+    #    "project": {"from": "ProjectId", "map": {"PRJ100": "MFG", "PRJ200": "PROC"}, "default": "MFG"}
+    #    (today every issue goes to target.project);
+    #  - assignee by e-mail or user name: "assignee": {"from": "BuyerEmail"} (POs) and
+    #    {"from": "WorkLeaderEmail"} (WOs); the IFS simulator's people are not Jira simulator users yet,
+    #    so today every record would only count an unknown-assignee warning;
+    #  - GL account and cost centre into Jira custom fields, e.g. "customfield_NNNNN": "{GlAccount}" and
+    #    "customfield_MMMMM": "{CostCenter}" (the Jira simulator has no such fields yet; they are in the
+    #    description meanwhile).
+    flows = {
+        "ifs_pos": ("PurchaseOrderHandling", "PurchaseOrderSet", "OrderNo", "ifspo-", {
+            "summary": {"template": "PO {OrderNo}: {VendorName}", "required": True, "max": 255},
+            "description": "IFS purchase order {OrderNo} ({Objstate}), project {ProjectId}, site {Contract}: "
+                           "{TotalAmount} {CurrencyCode}, wanted {WantedDeliveryDate}.\n"
+                           "Buyer {BuyerCode} ({BuyerEmail}), GL account {GlAccount}, cost centre {CostCenter}.\n"
+                           "{NoteText}",
+            "priority": {"from": "SupplierTier", "map": {"A": "High", "B": "Medium", "C": "Low"},
+                         "default": "Medium"},
+            "duedate": {"from": "WantedDeliveryDate"},
+            "labels": {"list": ["ifs", "{ProjectId}"]}}),
+        "ifs_wos": ("ActiveWorkOrdersHandling", "ActiveSeparateSet", "WoNo", "ifswo-", {
+            "summary": {"template": "WO {WoNo}: {ErrDescr}", "required": True, "max": 255},
+            "description": "IFS work order {WoNo} ({Objstate}), work type {WorkTypeId}, object {MchCode}, "
+                           "project {ProjectId}.\nWork leader {WorkLeaderSign} ({WorkLeaderEmail}), "
+                           "GL account {GlAccount}, cost centre {CostCenter}.",
+            "priority": {"from": "PriorityId", "map": {"1": "Highest", "2": "High", "3": "Medium", "4": "Low"},
+                         "default": "Medium"},
+            "labels": {"list": ["ifs", "{WorkTypeId}"]}}),
+    }
+    for name, (proj, eset, key, prefix, mapping) in flows.items():
+        src = {"system": "ifs", "projection": proj, "entity_set": eset, "key": key, "changed": "ChangedDate"}
+        if key == "WoNo":
+            src["numeric_keys"] = [key]
+        cfg["flows"][name] = {
+            "source": src,
+            "target": {"system": "jira", "project": "MFG", "issue_type": "Task", "marker_prefix": prefix},
+            "schedule": "every 15m",
+            "mapping": mapping,
+        }
+    cfg["flows"]["ifs_pos"]["writeback"] = {
+        "custom_field": "Jira_Status", "status_map": IFS_STATUS_CODES,
+        "verify": {"Cf_Jira_Status": "{code}"}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--agent", required=True)
@@ -94,6 +153,9 @@ def main():
     print("demo: starting the PeopleSoft Integration Broker simulator (purchase orders, requisitions, vouchers)")
     psft = harness.Sim("psft_sim.py", ["--auth", "basic", "--pos", "120", "--reqs", "40", "--vouchers", "60",
                                        "--password", PSFT_DEMO_PASSWORD], log=os.path.join(work, "psft-sim.log"))
+    print("demo: starting the IFS Cloud simulator (IAM and OData projections: purchase and work orders)")
+    ifs = harness.Sim("ifs_sim.py", ["--pos", "150", "--wos", "150", "--client-secret", IFS_DEMO_SECRET],
+                      log=os.path.join(work, "ifs-sim.log"))
     relay = rh.Relay(os.path.abspath(args.relay), workdir=work, log=os.path.join(work, "relay.log"))
     tenant = relay.tenant_add("demo")
     relay.start()
@@ -112,13 +174,15 @@ def main():
         "hold": {"statuses": ["Blocked"], "orchestration": "MLC_HoldWorkOrder",
                  "inputs": {"WorkOrder": "{key}", "HoldCode": "H1"}, "verify": {"WR10": "H1"}}}
     add_psft(cfg, psft)
+    add_ifs(cfg, ifs)
     json.dump(cfg, open(config, "w"), indent=2)
     env = harness.agent_env()
     env["MLC_PSFT_PASSWORD"] = PSFT_DEMO_PASSWORD
+    env["MLC_IFS_SECRET"] = IFS_DEMO_SECRET
     env["MLC_RELAY_KEY"] = tenant["agent_key"]
     env["MLC_HOOK_SECRET"] = tenant["jira_webhook_secret"]
-    print(f"demo: JD Edwards AIS at {jde.url}/jderest, PeopleSoft at {psft.url}, Jira at {jira.url}, "
-          f"relay at {relay.base}")
+    print(f"demo: JD Edwards AIS at {jde.url}/jderest, PeopleSoft at {psft.url}, IFS Cloud at {ifs.url}, "
+          f"Jira at {jira.url}, relay at {relay.base}")
     print(f"demo: agent configuration {config}")
     rc = 0
     p = None
@@ -133,10 +197,18 @@ def main():
         issues = jira.ctl("/_sim/issues")
         print(f"demo: Jira now holds {len(issues)} issues, e.g. {issues[0]['key']}: "
               f"{issues[0]['fields']['summary']}" if issues else "demo: Jira holds no issues")
+        if not port_free(status_port):
+            # taken during the sync (a shared machine): the status page moves
+            status_port = rh.free_port()
+            status_url = f"http://127.0.0.1:{status_port}/"
+            cfg["agent"]["status_listen"] = f"127.0.0.1:{status_port}"
+            json.dump(cfg, open(config, "w"), indent=2)
         print("demo: starting the agent with its tunnel to the relay (it registers a Jira webhook)")
         p = subprocess.Popen([agent, "-c", config, "run"], env=env)
         wo, key = round_trip(jde, jira, relay, work)
         if wo is None:
+            rc = 1
+        if ifs_round_trip(ifs, jira, work) is None:
             rc = 1
         r = harness.run_agent(agent, config, "status", env=env)
         sys.stdout.write(r.stdout)
@@ -164,6 +236,7 @@ def main():
         jde.stop()
         jira.stop()
         psft.stop()
+        ifs.stop()
     return rc
 
 
@@ -183,7 +256,8 @@ def round_trip(jde, jira, relay, work):
     """Move one issue in Jira; wait for its work order's status in JD Edwards."""
     import sqlite3
     con = sqlite3.connect(os.path.join(work, "state.db"), timeout=10)
-    wo, key = con.execute("SELECT source_key, target_key FROM state_ledger ORDER BY source_key LIMIT 1").fetchone()
+    wo, key = con.execute("SELECT source_key, target_key FROM state_ledger WHERE flow = 'jde_workorders' "
+                          "ORDER BY source_key LIMIT 1").fetchone()
     con.close()
     deadline = time.monotonic() + 30
     while relay.metrics().get("mlc_relay_tunnels", 0) < 1 or not jira.ctl("/_sim/webhooks").get("admin"):
@@ -203,6 +277,42 @@ def round_trip(jde, jira, relay, work):
         time.sleep(0.2)
     print(f"demo: work order {wo} did not change within 30 s; see {relay.log_path} and the agent log")
     return None, key
+
+
+def ifs_round_trip(ifs, jira, work):
+    """Move one IFS purchase order's issue to Done in Jira; wait for the
+    status in the order's custom field Cf_Jira_Status (read from the IFS
+    simulator) and show the write: ETag before and after."""
+    import sqlite3
+    con = sqlite3.connect(os.path.join(work, "state.db"), timeout=10)
+    row = con.execute("SELECT source_key, target_key FROM state_ledger WHERE flow = 'ifs_pos' "
+                      "ORDER BY source_key LIMIT 1").fetchone()
+    con.close()
+    if row is None:
+        print("demo: no IFS purchase order reached Jira; see the sync output above")
+        return None
+    order, key = row
+    before = ifs.ctl(f"/_sim/rows?kind=po&key={order}")
+    was = before.get("Cf_Jira_Status")
+    print(f"demo: IFS purchase order {order} ({before['Objstate']}) has Cf_Jira_Status "
+          f"{'(empty)' if was is None else repr(was)}; moving its Jira issue {key} to Done "
+          "(the Jira simulator sends a signed webhook)")
+    jira.ctl("/_sim/transition", {"key": key, "to": "Done"})
+    want = IFS_STATUS_CODES["Done"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = ifs.ctl(f"/_sim/rows?kind=po&key={order}")
+        if now.get("Cf_Jira_Status") == want:
+            writes = ifs.ctl(f"/_sim/writes?kind=po&key={order}&by=api&applied=true")
+            w = writes[-1] if writes else {}
+            print(f"demo: IFS purchase order {order} now has Cf_Jira_Status {want!r} (PATCH with If-Match, "
+                  f"ETag {w.get('etag_before', '?')} -> {w.get('etag_after', '?')}, history log "
+                  f"{w.get('log_id', '?')}): Jira -> relay -> tunnel -> agent -> IFS")
+            return order
+        time.sleep(0.2)
+    print(f"demo: purchase order {order} did not change within 30 s; see {os.path.join(work, 'ifs-sim.log')} "
+          "and the agent log")
+    return None
 
 
 if __name__ == "__main__":

@@ -159,6 +159,12 @@ def bad_query(message):
     return ODataError(400, "ODP_INVALID_QUERY", message)
 
 
+def now_ms():
+    """The wall clock in ms since the epoch (write log times, for latency
+    measures that start in another process on this machine)."""
+    return round(time.time() * 1000.0, 3)
+
+
 def fmt_ts(d):
     return d.strftime(TS_FMT)
 
@@ -646,14 +652,14 @@ class IfsSim(simbase.Sim):
         e = {"seq": len(self.write_log) + 1, "kind": kind, "key": fmt_keys(self.key_of(kind, r)), "by": by,
              "op": op, "changes": {c: [old[c], changes[c]] for c in changes}, "applied": True, "status": None,
              "etag_before": before, "etag_after": self.etag(kind, r), "ChangedDate": r["ChangedDate"],
-             "log_id": hid}
+             "log_id": hid, "at_ms": now_ms()}
         self.write_log.append(e)
         return e
 
     def log_refused(self, kind, key, op, status, code, body=None, if_match=None):
         self.write_log.append({"seq": len(self.write_log) + 1, "kind": kind, "key": fmt_keys(key), "by": "api",
                                "op": op, "changes": body, "applied": False, "status": status, "code": code,
-                               "if_match": if_match})
+                               "if_match": if_match, "at_ms": now_ms()})
 
     # ------------------------------------------------------------------
     # errors, 429/503
