@@ -81,21 +81,16 @@ IFS_STATUS_CODES = {"To Do": "Open", "In Progress": "In progress", "Done": "Done
 
 def add_ifs(cfg, ifs):
     """IFS Cloud purchase orders (ifs_pos) and work orders (ifs_wos) into the
-    Manufacturing project, every 15 minutes; a purchase order's Jira status
-    goes back into its custom field Cf_Jira_Status (If-Match with the
-    record's ETag)."""
+    Manufacturing or Operations project by IFS project code, every 15
+    minutes; a purchase order's Jira status goes back into its custom field
+    Cf_Jira_Status (If-Match with the record's ETag)."""
     cfg["systems"]["ifs"] = {"type": "ifs", "base_url": ifs.url, "namespace": "mlc", "client_id": "mlc-client",
                              "client_secret": "${MLC_IFS_SECRET}", "page_size": 100}
-    # TODO(issue 14, Jira side): when the lead's mapping features are merged:
-    #  - project from ProjectId through a map with a default, e.g.
-    #    "project": {"from": "ProjectId", "map": {"PRJ100": "MFG", "PRJ200": "PROC"}, "default": "MFG"}
-    #    (today every issue goes to target.project);
-    #  - assignee by e-mail or user name: "assignee": {"from": "BuyerEmail"} (POs) and
-    #    {"from": "WorkLeaderEmail"} (WOs); the IFS simulator's people are not Jira simulator users yet,
-    #    so today every record would only count an unknown-assignee warning;
-    #  - GL account and cost centre into Jira custom fields, e.g. "customfield_NNNNN": "{GlAccount}" and
-    #    "customfield_MMMMM": "{CostCenter}" (the Jira simulator has no such fields yet; they are in the
-    #    description meanwhile).
+    # the Jira project from the IFS project code, the assignee by e-mail or
+    # else by IFS user name, GL account and cost centre in custom fields
+    project = {"from": "ProjectId", "map": {"PRJ100": "MFG", "PRJ200": "OPS", "PRJ300": "OPS"}, "default": "MFG"}
+    people = {"TNOWAK": "tomasz.nowak@example.com"}
+    costs = {"customfield_10070": "{GlAccount}", "customfield_10071": "{CostCenter}"}
     flows = {
         "ifs_pos": ("PurchaseOrderHandling", "PurchaseOrderSet", "OrderNo", "ifspo-", {
             "summary": {"template": "PO {OrderNo}: {VendorName}", "required": True, "max": 255},
@@ -106,6 +101,9 @@ def add_ifs(cfg, ifs):
             "priority": {"from": "SupplierTier", "map": {"A": "High", "B": "Medium", "C": "Low"},
                          "default": "Medium"},
             "duedate": {"from": "WantedDeliveryDate"},
+            "project": project,
+            "assignee": {"from": ["BuyerEmail", "BuyerCode"], "map": people},
+            **costs,
             "labels": {"list": ["ifs", "{ProjectId}"]}}),
         "ifs_wos": ("ActiveWorkOrdersHandling", "ActiveSeparateSet", "WoNo", "ifswo-", {
             "summary": {"template": "WO {WoNo}: {ErrDescr}", "required": True, "max": 255},
@@ -114,6 +112,9 @@ def add_ifs(cfg, ifs):
                            "GL account {GlAccount}, cost centre {CostCenter}.",
             "priority": {"from": "PriorityId", "map": {"1": "Highest", "2": "High", "3": "Medium", "4": "Low"},
                          "default": "Medium"},
+            "project": project,
+            "assignee": {"from": ["WorkLeaderEmail", "WorkLeaderSign"], "map": people},
+            **costs,
             "labels": {"list": ["ifs", "{WorkTypeId}"]}}),
     }
     for name, (proj, eset, key, prefix, mapping) in flows.items():
@@ -148,7 +149,7 @@ def main():
             pass
     print(f"demo: starting the JD Edwards AIS simulator ({args.orders} work orders) and the Jira simulator")
     jde = harness.Sim("jde_sim.py", ["--seed", str(args.orders)], log=os.path.join(work, "jde-sim.log"))
-    jira = harness.Sim("jira_sim.py", ["--webhook-retry-scale", "0.01", "--projects", "MFG,PROC",
+    jira = harness.Sim("jira_sim.py", ["--webhook-retry-scale", "0.01", "--projects", "MFG,OPS,PROC",
                                        "--workflow", "PROC=procurement"], log=os.path.join(work, "jira-sim.log"))
     print("demo: starting the PeopleSoft Integration Broker simulator (purchase orders, requisitions, vouchers)")
     psft = harness.Sim("psft_sim.py", ["--auth", "basic", "--pos", "120", "--reqs", "40", "--vouchers", "60",
