@@ -388,7 +388,7 @@ static int convert(const struct rule *r, char *v, size_t n, struct mlc_errbuf *e
             ok = mlc_yyyymmdd_parse(v, &d) == 0;
         }
         if (strcmp(v, "0") == 0 || strcmp(v, "00000000") == 0) {
-            v[0] = '\0'; /* JDE's "no date" */
+            v[0] = '\0'; /* a zero date is "no date" */
         } else if (!ok) {
             mlc_errf(err, "field '%s': '%s' is not a valid %s date", r->field, v,
                      r->date == D_JULIAN ? "Julian (CYYDDD)" : "yyyyMMdd");

@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
 # The core names no system: the agent's core files must not mention a
-# connector's product (Jira, JD Edwards) or its mechanisms (orchestrations),
+# connector's product (Jira, JD Edwards, PeopleSoft, IFS, Looker, PostgreSQL,
+# Zoho) or its mechanisms (orchestrations, OData),
 # comments included, so a new connector never needs a core change. Prints
 # every hit as file:line: text, then "N passed, N failed" (one check);
 # exits 1 when anything is found or a core file is missing.
@@ -9,8 +10,9 @@ set -u
 cd "$(dirname "$0")/.." || exit 2
 
 CORE="agent/pipeline.c agent/writeback.c agent/agent.c agent/daemon.c agent/statusview.c
-agent/statusd.c agent/main.c"
-PATTERN='jira|jde|jd edwards|orchestrat'
+agent/statusd.c agent/main.c agent/mapping.c agent/sched.c agent/state.c agent/secrets.c
+agent/mailbox.c agent/tunnel.c"
+PATTERN='jira|jde|jd edwards|orchestrat|psft|peoplesoft|(^|[^a-z])ifs([^a-z]|$)|odata|looker|postgres|pgsql|libpq|zoho'
 
 hits=0
 for f in $CORE; do
