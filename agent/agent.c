@@ -70,7 +70,7 @@ static const struct conf_key relay_keys[] = {
 static const char *const top_keys[] = { "agent", "systems", "flows", "relay", NULL };
 static const char *const flow_keys[] = { "source", "target", "mapping", "schedule", "enabled",
                                          "max_attempts", "batch_size", "writeback",
-                                         "recreate_after", NULL };
+                                         "recreate_after", "settle_after", NULL };
 
 /* "a, b, c" from a NULL-terminated list, for messages. */
 static const char *join_names(const char *const *names, char *out, size_t n)
@@ -235,6 +235,16 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
             return MLC_E_INVAL;
         }
         f->recreate_after_s = d;
+    }
+    it = cJSON_GetObjectItemCaseSensitive(fc, "settle_after");
+    f->settle_after_s = 30; /* see pipeline.c: recover() */
+    if (it != NULL) {
+        long d = cJSON_IsString(it) ? mlc_conf_parse_duration(it->valuestring) : -1;
+        if (d < 0 || d > 3600) {
+            mlc_errf(err, "%s.settle_after: expected a duration such as \"30s\" (0 to 1h)", path);
+            return MLC_E_INVAL;
+        }
+        f->settle_after_s = d;
     }
     prefix = mlc_json_str(f->target, "marker_prefix");
     if (prefix != NULL) {

@@ -59,6 +59,7 @@ struct flow {
     int max_attempts;
     int batch;
     long recreate_after_s; /* an unanswered create not found yet is sent again only after this */
+    long settle_after_s;   /* a write unanswered at a crash is read back no sooner than this */
     int prepared;
     int enabled;           /* "enabled": false keeps the flow configured but idle */
     struct writeback *wb;  /* "writeback": target changes -> source (NULL = none) */

@@ -181,8 +181,31 @@ static int never_left(const struct outbox_row *r, long long mark_id)
     return r->sent_at == 0 && r->id > mark_id;
 }
 
-/* Resolve writes whose outcome is unknown (in flight when we stopped).
- * Updates are idempotent: they are simply sent again. A create is looked up
+/* Wait until calls sent at sent_at (seconds) by an agent that then died
+ * can no longer be running at the target: a request whose sender is gone
+ * may still land, and reading the target before it does would find
+ * nothing and send it again (a second issue, a second comment). 1 when
+ * stopped meanwhile. */
+static int settle_wait(struct agent *a, struct flow *f, long long sent_at)
+{
+    long long until = sent_at + f->settle_after_s + 1, now = state_now();
+
+    if (sent_at <= 0 || now >= until) {
+        return 0;
+    }
+    mlc_info("flow %s: writes of a run that stopped %llds ago may still be running at the target: "
+             "reading them back in %llds (settle_after %lds)",
+             f->name, now - sent_at, until - now, f->settle_after_s);
+    while (!a->stop && state_now() < until) {
+        usleep(100 * 1000);
+    }
+    return a->stop != 0;
+}
+
+/* Resolve writes whose outcome is unknown (in flight when we stopped),
+ * once calls that may still be running at the target have ended
+ * (settle_wait()). Updates are sent again, the target's write step reading
+ * back what is not idempotent (comments). A create is looked up
  * by its marker; found, it is recorded (or updated). Not found, it may still
  * be there: the target's search lags its writes, and on a busy site the id
  * hints miss. Such a create stays in flight, is looked up again on later
@@ -267,6 +290,20 @@ static enum mlc_rc recover(struct agent *a, struct flow *f, struct sync_stats *s
             n = keep;
             if (n == 0) {
                 continue;
+            }
+        }
+        {
+            long long youngest = 0;
+            for (int i = 0; i < n; i++) {
+                youngest = rows[i].sent_at > youngest ? rows[i].sent_at : youngest;
+            }
+            if (settle_wait(a, f, youngest)) {
+                for (int i = 0; i < n; i++) {
+                    outbox_row_release(&rows[i]);
+                }
+                mlc_errf(err, "flow %s: stopped while waiting to read back unanswered writes",
+                         f->name);
+                return MLC_E_STOPPED;
             }
         }
         memset(fd, 0, sizeof(fd));

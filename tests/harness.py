@@ -104,6 +104,9 @@ def make_config(workdir, jde_url, jira_url, jde=None, jira=None, flow=None, mapp
                 "target": {"system": "jira", "project": "MFG", "issue_type": "Task",
                            "marker_prefix": "jdewo-"},
                 "schedule": "every 15m",
+                # tests kill the agent and run it again at once; their simulators
+                # answer within 2 s, so calls of a killed run have ended by then
+                "settle_after": "2s",
                 "mapping": mapping or WORK_ORDER_MAPPING,
             }
         },

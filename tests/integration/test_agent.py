@@ -240,8 +240,9 @@ def kill_9_at_random_moments_loses_and_doubles_nothing():
         e.configure(jde={"page_size": 100})
         # slow answers stretch one sync over a few seconds so kills land everywhere:
         # start-up, paging, between the in-flight mark and the answer, in commits
-        e.jira.faults(slow_ms=40)
-        e.jde.faults(slow_ms=20)
+        # (the simulators answer without Nagle delays: these are the whole latency)
+        e.jira.faults(slow_ms=80)
+        e.jde.faults(slow_ms=60)
         killed = 0
         progress = []
         for i in range(kills):

@@ -184,7 +184,7 @@ def kill_9_during_write_back_calls_each_orchestration_once():
         r = e.agent("inbox", "add", *files)
         expect(r.returncode == 0, f"inbox add: {r.stderr[-2000:]}")
         e.jde.ctl("/_sim/orchestrations/clear", {})
-        e.jde.faults(slow_ms=30)
+        e.jde.faults(slow_ms=70)
         killed = 0
         for _ in range(kills):
             p = subprocess.Popen([ARGS.agent, "-q", "-c", e.config, "inbox", "apply"],

@@ -85,6 +85,7 @@ class Env:
                 "source": src,
                 "target": {"system": "jira", "project": "MFG", "issue_type": "Task", "marker_prefix": fd["prefix"]},
                 "mapping": dict(fd["mapping"], **(mapping or {}).get(k, {})),
+                "settle_after": "2s",
             }
         self.config = os.path.join(self.dir, "agent.json")
         with open(self.config, "w") as f:

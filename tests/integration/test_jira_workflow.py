@@ -406,7 +406,7 @@ def kill_9_while_posting_comments_posts_each_comment_once():
         keys = e.keys()
         for k in keys[: n // 2]:
             e.set(k, SRST="PA", VR01="A" + k, VR02="B" + k)
-        e.jira.faults(slow_ms=40)
+        e.jira.faults(slow_ms=80)
         killed = kill_loop(e, "comment_add", 8 if not ARGS.quick else 4, "comments after creates")
         e.jira.faults(slow_ms=0)
         e.settle("after kills during creates")
@@ -417,7 +417,7 @@ def kill_9_while_posting_comments_posts_each_comment_once():
         for k in keys[: n // 4]:
             e.set(k, SRST="AP", VR02="E" + k)
         r0 = e.requests("comment")
-        e.jira.faults(slow_ms=40)
+        e.jira.faults(slow_ms=80)
         killed += kill_loop(e, "comment_add", 8 if not ARGS.quick else 4, "comments after updates")
         e.jira.faults(slow_ms=0)
         e.settle("after kills during updates")
@@ -442,7 +442,7 @@ def kill_9_during_transitions_ends_in_the_mapped_status():
         keys = e.keys()
         for k in keys:
             e.set(k, SRST="PA", VR01="N" + k)
-        e.jira.faults(slow_ms=40)
+        e.jira.faults(slow_ms=80)
         killed = kill_loop(e, "transition_do", 8 if not ARGS.quick else 4, "transitions")
         e.jira.faults(slow_ms=0)
         e.settle("after kills during transitions")
@@ -450,7 +450,7 @@ def kill_9_during_transitions_ends_in_the_mapped_status():
         rng = random.Random(7)
         for k in keys:
             e.set(k, SRST=rng.choice(["AP", "RJ"]))
-        e.jira.faults(slow_ms=40)
+        e.jira.faults(slow_ms=80)
         killed += kill_loop(e, "transition_do", 8 if not ARGS.quick else 4, "approvals")
         e.jira.faults(slow_ms=0)
         e.settle("after kills during approvals")

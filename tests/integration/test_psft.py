@@ -136,7 +136,7 @@ class Env:
                            "marker_prefix": kd["prefix"]},
                 "schedule": "weekly mon 06:00",
                 "mapping": dict(MAPPINGS[k], **((mapping or {}).get(k, {}))),
-                "max_attempts": 20,
+                "max_attempts": 20, "settle_after": "2s",
             }
             cfg["flows"][kd["flow"]]["target"].update((target or {}).get(k, {}))
         import json
