@@ -233,6 +233,93 @@ static void mapping_errors_name_the_path(void)
     cJSON_Delete(spec);
 }
 
+/* "decimals": JD Edwards amounts are integers with implied decimals */
+static void mapping_implied_decimals(void)
+{
+    static const struct {
+        const char *in;
+        int places;
+        const char *out; /* NULL: an error naming the field */
+    } cases[] = {
+        { "123456", 2, "1234.56" },   { "-123456", 2, "-1234.56" }, { "5", 2, "0.05" },
+        { "-5", 2, "-0.05" },         { "0", 2, "0.00" },           { "-000", 2, "0.00" },
+        { "+0042", 2, "0.42" },       { "7", 0, "7" },              { "100", 3, "0.100" },
+        { "123456789012345", 2, "1234567890123.45" },
+        { "1", 18, "0.000000000000000001" },
+        { "12.5", 2, NULL },          { "1e3", 2, NULL },           { "-", 2, NULL },
+        { "12 34", 2, NULL },         { "abc", 2, NULL },           { "--1", 2, NULL },
+    };
+    struct mlc_errbuf e = { 0 };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char spec_text[160];
+        cJSON *spec, *r, *out;
+        struct mapping *m;
+
+        snprintf(spec_text, sizeof(spec_text),
+                 "{\"gross_amount\":{\"from\":\"AG\",\"decimals\":%d},\"doc\":\"{DOC}\"}",
+                 cases[i].places);
+        spec = cJSON_Parse(spec_text);
+        m = mapping_compile(spec, "flows.ap.mapping", &e);
+        CHECK(m != NULL);
+        r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "AG", cases[i].in);
+        cJSON_AddNumberToObject(r, "DOC", 4711);
+        mlc_err_reset(&e);
+        out = mapping_apply(m, r, &e);
+        if (cases[i].out != NULL) {
+            CHECK(out != NULL);
+            CHECK_STR(mlc_json_str(out, "gross_amount"), cases[i].out);
+            CHECK_STR(mlc_json_str(out, "doc"), "4711"); /* other fields untouched */
+        } else {
+            CHECK(out == NULL);
+            CHECK(strstr(mlc_err_msg(&e), "field 'gross_amount'") != NULL);
+            CHECK(strstr(mlc_err_msg(&e), cases[i].in) != NULL);
+        }
+        cJSON_Delete(out);
+        cJSON_Delete(r);
+        mapping_free(m);
+        cJSON_Delete(spec);
+    }
+    {
+        /* a JSON number (how AIS sends numeric columns), a blank and a missing column */
+        cJSON *spec = cJSON_Parse("{\"a\":{\"from\":\"AG\",\"decimals\":2},"
+                                  "\"b\":{\"from\":\"AAP\",\"decimals\":2},"
+                                  "\"c\":{\"from\":\"NOPE\",\"decimals\":2},"
+                                  "\"d\":\"{DOC}\"}");
+        cJSON *r = cJSON_Parse("{\"AG\":-250075,\"AAP\":\"   \",\"DOC\":\"12.5\"}"), *out;
+        struct mapping *m = mapping_compile(spec, "flows.ap.mapping", &e);
+        CHECK(m != NULL);
+        out = mapping_apply(m, r, &e);
+        CHECK(out != NULL);
+        CHECK_STR(mlc_json_str(out, "a"), "-2500.75");
+        CHECK(cJSON_GetObjectItem(out, "b") == NULL); /* "" stays "" (a NULL column) */
+        CHECK(cJSON_GetObjectItem(out, "c") == NULL);
+        CHECK_STR(mlc_json_str(out, "d"), "12.5"); /* a template without decimals: as it is */
+        CHECK(mapping_source_column(m, "a") == NULL); /* no reverse mapping through decimals */
+        cJSON_Delete(out);
+        cJSON_Delete(r);
+        mapping_free(m);
+        cJSON_Delete(spec);
+    }
+    {
+        static const char *const bad[] = {
+            "{\"x\":{\"from\":\"AG\",\"decimals\":19}}",
+            "{\"x\":{\"from\":\"AG\",\"decimals\":-1}}",
+            "{\"x\":{\"from\":\"AG\",\"decimals\":1.5}}",
+            "{\"x\":{\"from\":\"AG\",\"decimals\":\"2\"}}",
+            "{\"x\":{\"from\":\"AG\",\"decimals\":2,\"date\":\"julian\"}}",
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            cJSON *spec = cJSON_Parse(bad[i]);
+            mlc_err_reset(&e);
+            CHECK(mapping_compile(spec, "flows.ap.mapping", &e) == NULL);
+            CHECK(strstr(mlc_err_msg(&e), "flows.ap.mapping.x.decimals") != NULL);
+            cJSON_Delete(spec);
+        }
+    }
+}
+
 static char dbpath[64], keypath[64];
 
 static void state_tables_work(void)
@@ -396,6 +483,7 @@ int main(void)
     RUN(mapping_items_rule);
     RUN(mapping_from_list_takes_the_first_value);
     RUN(mapping_errors_name_the_path);
+    RUN(mapping_implied_decimals);
     RUN(state_tables_work);
     RUN(secrets_round_trip);
     RUN(retry_delay_is_bounded_and_grows);
