@@ -8,7 +8,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct jde_table t = { "F4801", "DOCO", 1, "UPMJ", "TDAY" };
+    struct jde_table t = { .table = "F4801", .key_col = "DOCO", .key_numeric = 1,
+                           .date_col = "UPMJ", .time_col = "TDAY" };
     struct page pg = { 0 };
     struct mlc_errbuf err = { 0 };
     struct jde_cursor cur;

@@ -14,7 +14,8 @@
 #include "shared/mlc_json.h"
 #include "tinytest.h"
 
-static const struct jde_table wo = { "F4801", "DOCO", 1, "UPMJ", "TDAY" };
+static const struct jde_table wo = { .table = "F4801", .key_col = "DOCO", .key_numeric = 1,
+                                     .date_col = "UPMJ", .time_col = "TDAY" };
 
 static void jde_page_parses_rows_and_link(void)
 {
