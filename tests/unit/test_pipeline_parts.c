@@ -81,6 +81,132 @@ static void jde_cursor_round_trip(void)
     CHECK_INT(jde_cursor_parse("garbage", &c), -1);
 }
 
+/* Finance tables: a composite key joined with '|', parts trimmed (JD
+ * Edwards pads codes), the change time in UPMT, a Julian change date taken */
+static void jde_page_composite_keys(void)
+{
+    cJSON *src = cJSON_Parse("{\"table\":\"F0411\",\"key\":[\"KCO\",\"DOC\",\"DCT\",\"SFX\"],"
+                             "\"changed\":{\"date\":\"UPMJ\",\"time\":\"UPMT\"}}");
+    const char *body =
+        "{\"fs_DATABROWSE_F0411\":{\"data\":{\"gridData\":{\"rowset\":["
+        "{\"F0411_KCO\":\"00001\",\"F0411_DOC\":10004821,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
+        "\"F0411_MCU\":\"        2500\",\"F0411_AG\":-123456,\"F0411_UPMJ\":\"20261004\",\"F0411_UPMT\":65812},"
+        "{\"F0411_KCO\":\"00050 \",\"F0411_DOC\":7,\"F0411_DCT\":\"PD\",\"F0411_SFX\":\"  \","
+        "\"F0411_UPMJ\":126277,\"F0411_UPMT\":0},"
+        "{\"F0411_KCO\":\"00001\",\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\",\"F0411_UPMJ\":\"20261004\","
+        "\"F0411_UPMT\":1},"
+        "{\"F0411_KCO\":\"\",\"F0411_DOC\":\" \",\"F0411_DCT\":\"\",\"F0411_SFX\":\"\","
+        "\"F0411_UPMJ\":\"20261004\",\"F0411_UPMT\":1},"
+        "{\"F0411_KCO\":\"0|1\",\"F0411_DOC\":1,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
+        "\"F0411_UPMJ\":\"20261004\",\"F0411_UPMT\":1},"
+        "{\"F0411_KCO\":\"00001\",\"F0411_DOC\":2,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
+        "\"F0411_UPMJ\":\"20261004\",\"F0411_TDAY\":1}],"
+        "\"summary\":{\"records\":6,\"moreRecords\":false}}}}}";
+    struct mlc_errbuf e = { 0 };
+    struct jde_table t;
+    struct jde_cursor c;
+    struct page pg = { 0 };
+    char *next = NULL;
+    int more = 1;
+
+    CHECK_INT(jde_table_from_source(src, &t, &e), 0);
+    CHECK_INT(t.n_keys, 4);
+    CHECK_STR(t.key_col, "KCO");
+    CHECK_STR(t.time_col, "UPMT");
+    CHECK_INT(t.key_numeric, 0);
+    CHECK_INT(jde_parse_page(body, strlen(body), &t, &pg, &more, &next, &e), MLC_OK);
+    CHECK_INT(pg.n, 6);
+    CHECK_INT(more, 0);
+    CHECK_STR(pg.recs[0].key, "00001|10004821|PV|001");
+    CHECK_STR(pg.recs[0].cursor, "20261004|065812|00001|10004821|PV|001");
+    /* the data keeps JD Edwards' padding: the mapping trims what it reads */
+    CHECK_STR(mlc_json_str(pg.recs[0].data, "MCU"), "        2500");
+    CHECK(pg.recs[0].error == NULL);
+    /* a Julian date (126277 = 2026-10-04), a blank part, trailing blanks */
+    CHECK(pg.recs[1].error == NULL);
+    CHECK_STR(pg.recs[1].key, "00050|7|PD|");
+    CHECK_STR(pg.recs[1].cursor, "20261004|000000|00050|7|PD|");
+    CHECK(pg.recs[2].error != NULL && strstr(pg.recs[2].error, "F0411.DOC") != NULL);
+    CHECK(pg.recs[3].error != NULL && strstr(pg.recs[3].error, "empty key") != NULL);
+    CHECK(pg.recs[4].error != NULL && strstr(pg.recs[4].error, "'|'") != NULL);
+    CHECK(pg.recs[5].error != NULL && strstr(pg.recs[5].error, "F0411.UPMT") != NULL);
+    /* every cursor parses back, the key with its bars */
+    CHECK_INT(jde_cursor_parse(pg.recs[0].cursor, &c), 0);
+    CHECK_STR(c.key, "00001|10004821|PV|001");
+    CHECK_INT(c.time, 65812);
+    page_release(&pg);
+    cJSON_Delete(src);
+    {
+        /* one-column keys are trimmed too: F0006 by business unit */
+        cJSON *s2 = cJSON_Parse("{\"table\":\"F0006\",\"key\":[\"MCU\"]}");
+        const char *b2 = "{\"fs_DATABROWSE_F0006\":{\"data\":{\"gridData\":{\"rowset\":["
+                         "{\"F0006_MCU\":\"         M30\",\"F0006_UPMJ\":\"20251129\",\"F0006_UPMT\":162639}]}}}}";
+        CHECK_INT(jde_table_from_source(s2, &t, &e), 0);
+        CHECK_INT(t.n_keys, 0);
+        CHECK_INT(t.key_numeric, 0); /* an array key is never required to be a number */
+        CHECK_INT(jde_parse_page(b2, strlen(b2), &t, &pg, &more, &next, &e), MLC_OK);
+        CHECK_STR(pg.recs[0].key, "M30");
+        CHECK_STR(pg.recs[0].cursor, "20251129|162639|M30");
+        page_release(&pg);
+        cJSON_Delete(s2);
+    }
+}
+
+static void jde_source_settings(void)
+{
+    static const struct {
+        const char *src;
+        const char *err; /* NULL: accepted */
+    } cases[] = {
+        { "{\"table\":\"F4801\"}", NULL },
+        { "{\"table\":\"F4801\",\"key\":\"DOCO\",\"date_column\":\"UPMJ\",\"time_column\":\"TDAY\"}", NULL },
+        { "{\"table\":\"F0411\",\"key\":[]}", "source.key" },
+        { "{\"table\":\"F0411\",\"key\":[\"A\",\"B\",\"C\",\"D\",\"E\",\"F\",\"G\",\"H\",\"I\"]}", "source.key" },
+        { "{\"table\":\"F0411\",\"key\":[\"DOC\",\"DOC\"]}", "listed twice" },
+        { "{\"table\":\"F0411\",\"key\":[\"DOC\",3]}", "source.key" },
+        { "{\"table\":\"F0411\",\"key\":[\"F0411.DOC\"]}", "source.key" },
+        { "{\"table\":\"F0411\",\"key\":7}", "source.key" },
+        { "{\"table\":\"F0411\",\"changed\":\"UPMJ\"}", "source.changed" },
+        { "{\"table\":\"F0411\",\"changed\":{\"date\":\"UP MJ\"}}", "source.changed" },
+        { "{\"table\":\"F0411\",\"key_type\":\"text\"}", "source.key_type" },
+        { "{\"table\":\"F04 11\"}", "source.table" },
+    };
+    struct mlc_errbuf e = { 0 };
+    struct jde_table t;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *src = cJSON_Parse(cases[i].src);
+        int rc;
+        mlc_err_reset(&e);
+        rc = jde_table_from_source(src, &t, &e);
+        if (cases[i].err == NULL) {
+            CHECK_INT(rc, 0);
+        } else {
+            CHECK_INT(rc, -1);
+            CHECK(strstr(mlc_err_msg(&e), cases[i].err) != NULL);
+        }
+        cJSON_Delete(src);
+    }
+    {
+        /* F4801 keeps UPMJ + TDAY and a numeric DOCO; other tables default to UPMT */
+        cJSON *a = cJSON_Parse("{\"table\":\"F4801\"}"), *b = cJSON_Parse("{\"table\":\"F0901\","
+                                                                         "\"key\":\"AID\",\"key_type\":\"string\","
+                                                                         "\"changed\":{\"time\":\"UPMT\"}}");
+        CHECK_INT(jde_table_from_source(a, &t, &e), 0);
+        CHECK_STR(t.key_col, "DOCO");
+        CHECK_STR(t.date_col, "UPMJ");
+        CHECK_STR(t.time_col, "TDAY");
+        CHECK_INT(t.key_numeric, 1);
+        CHECK_INT(jde_table_from_source(b, &t, &e), 0);
+        CHECK_STR(t.key_col, "AID");
+        CHECK_STR(t.date_col, "UPMJ");
+        CHECK_STR(t.time_col, "UPMT");
+        CHECK_INT(t.key_numeric, 0);
+        cJSON_Delete(a);
+        cJSON_Delete(b);
+    }
+}
+
 static cJSON *row(void)
 {
     return cJSON_Parse("{\"DOCO\":100001,\"DL01\":\"Replace pump seal   \",\"PRTS\":\"2\","
@@ -480,6 +606,8 @@ int main(void)
     RUN(jde_page_parses_rows_and_link);
     RUN(jde_page_rejects_garbage);
     RUN(jde_cursor_round_trip);
+    RUN(jde_page_composite_keys);
+    RUN(jde_source_settings);
     RUN(mapping_applies_rules);
     RUN(mapping_items_rule);
     RUN(mapping_from_list_takes_the_first_value);

@@ -779,7 +779,9 @@ int jde_table_from_source(const cJSON *src, struct jde_table *t, struct mlc_errb
         mlc_errf(err, "source.key_type: '%s' is not one of number, string", kt);
         return -1;
     }
-    t->key_numeric = t->n_keys == 0 && (kt == NULL || strcmp(kt, "number") == 0);
+    /* a key given as one string keeps the old default (numeric, as DOCO);
+     * a key given as an array is checked only when key_type says so */
+    t->key_numeric = t->n_keys == 0 && (kt != NULL ? strcmp(kt, "number") == 0 : !cJSON_IsArray(key));
     return 0;
 }
 

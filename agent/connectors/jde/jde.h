@@ -48,7 +48,9 @@ void jde_error_text(const char *body, size_t len, char *out, size_t n);
 
 /* The table description of a flow's "source" object: "table", "key" (a
  * column or an array of up to JDE_MAX_KEYS columns; default "DOCO"),
- * "key_type" ("number": a one-column key must be numeric), "changed":
+ * "key_type" ("number": a one-column key must be numeric, the default
+ * for a key given as a string; "string"; an array key has no check unless
+ * key_type is "number" and it has one column), "changed":
  * {"date": "UPMJ", "time": "UPMT"} (or the older "date_column" and
  * "time_column"; time defaults to TDAY on F4801, UPMT elsewhere). Column
  * names point into src. 0, or -1 with a message naming the setting. */
