@@ -517,7 +517,8 @@ class JdeSim(simbase.Sim):
                     if dct == "PD":
                         ag = -ag  # a debit memo reduces what is owed
                     pst = rng.choices(["A", "P", "H"], [6, 3, 1])[0]
-                    aap = 0 if pst == "P" else (ag if rng.random() < 0.8 else ag // 2)
+                    # open: all of it, or half (never 0 while open, so paying it changes AAP)
+                    aap = 0 if pst == "P" else (ag if rng.random() < 0.8 or abs(ag) < 2 else ag // 2)
                     upmj, upmt = bstamp
                     if rng.random() < 0.25:  # changed after entry (payment, hold release)
                         later = max(0, bday - rng.randint(0, 3))
