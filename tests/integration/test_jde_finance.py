@@ -245,6 +245,20 @@ def rerun_reads_nothing_new_and_touched_rows_are_updated():
 
 
 @test
+def a_row_without_a_key_is_refused_and_the_rest_read():
+    # the simulator's bad_row fault: one extra row whose KCO is null
+    e = Env(["--ap-invoices", "300"], jde={"page_size": 100})
+    try:
+        e.jde.faults(bad_row=1)
+        got, printed, summary = dry_run(e)
+        rows = e.rows("F0411")
+        expect(printed == 300 and set(got) == {ap_key(r) for r in rows}, f"{printed} records for 300 rows")
+        expect("failed 1," in summary, f"the keyless row is not counted as failed: {summary!r}")
+    finally:
+        e.close()
+
+
+@test
 def master_tables_by_one_column_keys():
     # F0006 by business unit (padded, a text key), F0901 by account id
     # (text with leading zeros), F0101 suppliers by address number

@@ -1052,7 +1052,9 @@ class JdeSim(simbase.Sim):
         if self.take("bad_row"):
             key = "%s_%s" % (tname, TABLES[tname]["key"])
             junk = dict(page[-1]) if page else {k: "" for k in colkeys}
-            junk[key] = "GARBAGE"
+            # a one-column key gets text where a number belongs; a composite
+            # key's first column is null (a blank part is a valid key part)
+            junk[key] = "GARBAGE" if len(TABLES[tname]["keys"]) == 1 else None
             page = page + [junk]
             note = "fault=bad_row"
         out = out_builder(page)

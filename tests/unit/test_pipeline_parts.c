@@ -100,8 +100,10 @@ static void jde_page_composite_keys(void)
         "{\"F0411_KCO\":\"0|1\",\"F0411_DOC\":1,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
         "\"F0411_UPMJ\":\"20261004\",\"F0411_UPMT\":1},"
         "{\"F0411_KCO\":\"00001\",\"F0411_DOC\":2,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
-        "\"F0411_UPMJ\":\"20261004\",\"F0411_TDAY\":1}],"
-        "\"summary\":{\"records\":6,\"moreRecords\":false}}}}}";
+        "\"F0411_UPMJ\":\"20261004\",\"F0411_TDAY\":1},"
+        "{\"F0411_KCO\":null,\"F0411_DOC\":2,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
+        "\"F0411_UPMJ\":\"20261004\",\"F0411_UPMT\":1}],"
+        "\"summary\":{\"records\":7,\"moreRecords\":false}}}}}";
     struct mlc_errbuf e = { 0 };
     struct jde_table t;
     struct jde_cursor c;
@@ -115,7 +117,7 @@ static void jde_page_composite_keys(void)
     CHECK_STR(t.time_col, "UPMT");
     CHECK_INT(t.key_numeric, 0);
     CHECK_INT(jde_parse_page(body, strlen(body), &t, &pg, &more, &next, &e), MLC_OK);
-    CHECK_INT(pg.n, 6);
+    CHECK_INT(pg.n, 7);
     CHECK_INT(more, 0);
     CHECK_STR(pg.recs[0].key, "00001|10004821|PV|001");
     CHECK_STR(pg.recs[0].cursor, "20261004|065812|00001|10004821|PV|001");
@@ -130,6 +132,7 @@ static void jde_page_composite_keys(void)
     CHECK(pg.recs[3].error != NULL && strstr(pg.recs[3].error, "empty key") != NULL);
     CHECK(pg.recs[4].error != NULL && strstr(pg.recs[4].error, "'|'") != NULL);
     CHECK(pg.recs[5].error != NULL && strstr(pg.recs[5].error, "F0411.UPMT") != NULL);
+    CHECK(pg.recs[6].error != NULL && strstr(pg.recs[6].error, "F0411.KCO") != NULL);
     /* every cursor parses back, the key with its bars */
     CHECK_INT(jde_cursor_parse(pg.recs[0].cursor, &c), 0);
     CHECK_STR(c.key, "00001|10004821|PV|001");

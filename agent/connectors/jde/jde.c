@@ -182,7 +182,7 @@ static char *row_key(const cJSON *row, const struct jde_table *t, char *out, siz
         size_t pl;
 
         if (row_text(row, keycol(t, i), part, sizeof(part), &kit) != 0 || kit == NULL ||
-            (nkeys(t) == 1 && t->key_numeric && !cJSON_IsNumber(kit))) {
+            cJSON_IsNull(kit) || (nkeys(t) == 1 && t->key_numeric && !cJSON_IsNumber(kit))) {
             return mlc_xasprintf("row has no usable %s.%s (key column)", t->table, keycol(t, i));
         }
         mlc_strip(part); /* JD Edwards pads codes: business units on the left, others on the right */
