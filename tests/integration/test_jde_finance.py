@@ -245,6 +245,42 @@ def rerun_reads_nothing_new_and_touched_rows_are_updated():
 
 
 @test
+def julian_dates_as_the_tables_store_them():
+    # the simulator sends dates as CYYDDD numbers: a mapping's "date":
+    # "julian" gives ISO dates, 0 (no date) gives nothing; the Julian change
+    # date orders, pages and resumes (the watermark holds it as yyyyMMdd, a
+    # second run reads nothing new)
+    mapping = {"summary": {"template": "PO {KCOO} {DOCO} {DCTO}", "required": True},
+               "customfield_10050": {"from": "TRDJ", "date": "julian"},
+               "customfield_10051": {"from": "PDDJ", "date": "julian"}}
+    source = {"system": "jde", "table": "F4301", "key": ["KCOO", "DOCO", "DCTO", "SFXO"],
+              "changed": {"date": "UPMJ", "time": "UPMT"}}
+    e = Env(["--dates", "julian", "--pos", "200"], source=source, mapping=mapping, jde={"page_size": 30})
+    try:
+        got, printed, _ = dry_run(e)
+        heads = e.rows("F4301")
+        expect(printed == 200 and len(got) == 200, f"{printed} records for {len(heads)} rows")
+        for h in heads:
+            m = got["|".join(str(h[c]).strip() for c in ("KCOO", "DOCO", "DCTO", "SFXO"))]
+            expect(m["customfield_10050"] == iso(h["TRDJ"]) and m.get("customfield_10051") == iso(h["PDDJ"]),
+                   (m, h))
+        expect(any(h["PDDJ"] == "" for h in heads), "no blank pick date in the data")
+        r = e.agent("sync", "fin")
+        expect(r.returncode == 0 and "created 200," in r.stdout, f"sync: {r.stdout!r} {r.stderr[-2000:]}")
+        r = e.agent("sync", "fin")
+        expect(r.returncode == 0 and "created 0, updated 0," in r.stdout, f"rerun: {r.stdout!r}")
+        con = sqlite3.connect(os.path.join(e.dir, "state.db"))
+        try:
+            cur = con.execute("SELECT value FROM state_cursor WHERE flow = 'fin'").fetchone()[0]
+        finally:
+            con.close()
+        last = max((h["UPMJ"], h["UPMT"]) for h in heads)
+        expect(cur.startswith("%s|%06d|" % last), f"watermark {cur!r}, newest row stamp {last}")
+    finally:
+        e.close()
+
+
+@test
 def a_row_without_a_key_is_refused_and_the_rest_read():
     # the simulator's bad_row fault: one extra row whose KCO is null
     e = Env(["--ap-invoices", "300"], jde={"page_size": 100})

@@ -260,6 +260,14 @@ def ymd(d):
     return d.strftime("%Y%m%d")
 
 
+def julian(yyyymmdd):
+    """yyyyMMdd text -> JD Edwards Julian CYYDDD (2024-01-15 -> 124015); "" -> 0."""
+    if not yyyymmdd:
+        return 0
+    d = dt.datetime.strptime(yyyymmdd, "%Y%m%d").date()
+    return (d.year - 1900) * 1000 + d.timetuple().tm_yday
+
+
 def parse_tz(s):
     m = re.fullmatch(r"([+-])(\d{1,2}):?(\d{2})", s.strip())
     if not m:
@@ -286,6 +294,9 @@ class JdeSim(simbase.Sim):
                        help="accept per-request Basic auth on dataservice/orchestrator")
         p.add_argument("--tz-offset", default="+00:00",
                        help="server-local time offset used for UPMJ/TDAY and timeZoneOffset")
+        p.add_argument("--dates", choices=("yyyymmdd", "julian"), default="yyyymmdd",
+                       help="how rowsets carry date columns: yyyyMMdd text (what AIS sends, the "
+                            "default) or Julian CYYDDD numbers (as the tables store them)")
         p.add_argument("--ap-invoices", type=int, default=200, help="F0411 AP ledger rows (pay items)")
         p.add_argument("--pos", type=int, default=40, help="F4301 purchase order headers")
         p.add_argument("--po-lines-per-po", type=int, default=3, help="F4311 lines per purchase order")
@@ -1125,7 +1136,17 @@ class JdeSim(simbase.Sim):
             for alias, ctype, desc in reversed(sorts):
                 rows.sort(key=self.getter(alias, ctype), reverse=desc)
             keys = [("%s_%s" % (tname, a), a) for a in cols]
-            proj = [{k: r[a] for k, a in keys} for r in rows]
+            dates = [(k, a) for k, a in keys if tdef["types"][a] == "date"]
+            if self.args.dates == "julian" and dates:
+                # dates as the table stores them: Julian CYYDDD numbers, 0 = none
+                proj = []
+                for r in rows:
+                    o = {k: r[a] for k, a in keys}
+                    for k, a in dates:
+                        o[k] = julian(r[a])
+                    proj.append(o)
+            else:
+                proj = [{k: r[a] for k, a in keys} for r in rows]
             colmap = {k: tdef["labels"][a] for k, a in keys}
             paging = v2 and kind == "token" and body.get("enableNextPageProcessing") in (True, "true", "TRUE", "True")
             first = proj if ps is None else proj[:ps]
