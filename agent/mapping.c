@@ -23,6 +23,7 @@ struct rule {
     char *dflt;
     enum date_kind date;
     enum case_kind cas;
+    int decimals; /* -1: none; else implied decimal places of an integer text */
     int required;
     long max;
     char **items; /* R_LIST templates; R_FROM with a list: the columns, first non-empty wins */
@@ -136,10 +137,11 @@ static int compile_rule(struct rule *r, const cJSON *v, const char *path, struct
 {
     static const char *const known[] = { "from", "map", "default", "date", "template", "case",
                                          "const", "list", "required", "max", "items", "each",
-                                         NULL };
+                                         "decimals", NULL };
     const cJSON *it;
     const char *s;
 
+    r->decimals = -1;
     if (cJSON_IsString(v)) {
         r->kind = R_TEMPLATE;
         r->text = mlc_xstrdup(v->valuestring);
@@ -156,8 +158,8 @@ static int compile_rule(struct rule *r, const cJSON *v, const char *path, struct
             ok |= strcmp(known[i], it->string) == 0;
         }
         if (!ok) {
-            mlc_errf(err, "%s.%s: unknown rule key (known: from, map, default, date, template, case, "
-                     "const, list, items, each, required, max)", path, it->string);
+            mlc_errf(err, "%s.%s: unknown rule key (known: from, map, default, date, decimals, "
+                     "template, case, const, list, items, each, required, max)", path, it->string);
             return -1;
         }
     }
@@ -303,6 +305,20 @@ static int compile_rule(struct rule *r, const cJSON *v, const char *path, struct
             return -1;
         }
     }
+    if ((it = cJSON_GetObjectItemCaseSensitive(v, "decimals")) != NULL) {
+        if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble ||
+            it->valuedouble < 0 || it->valuedouble > 18) {
+            mlc_errf(err, "%s.decimals: expected a whole number of implied decimal places, 0 to 18",
+                     path);
+            return -1;
+        }
+        if (r->date != D_NONE || r->kind == R_ITEMS) {
+            mlc_errf(err, "%s.decimals: cannot be combined with %s", path,
+                     r->date != D_NONE ? "\"date\"" : "\"items\"");
+            return -1;
+        }
+        r->decimals = (int)it->valuedouble;
+    }
     r->required = mlc_json_bool(v, "required", 0);
     it = cJSON_GetObjectItemCaseSensitive(v, "max");
     if (it != NULL) {
@@ -363,6 +379,70 @@ static void truncate_utf8(char *s, size_t max)
     s[n] = '\0';
 }
 
+/* An integer text with places implied decimals (how JD Edwards stores
+ * amounts) as a decimal text, in place: "-123456" with 2 -> "-1234.56", "5"
+ * with 2 -> "0.05", "7" with 0 -> "7". Leading zeros and a '+' go, and minus
+ * zero is plain zero ("-000" with 2 -> "0.00"). 0, or -1 when v is not an
+ * optionally signed run of digits (at most 60) or the result does not fit n. */
+static int implied_decimals(char *v, size_t n, int places)
+{
+    const char *p = v;
+    char digits[64], out[96];
+    size_t nd = 0, o = 0;
+    int neg = 0;
+
+    if (*p == '+' || *p == '-') {
+        neg = *p == '-';
+        p++;
+    }
+    if (*p == '\0') {
+        return -1;
+    }
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9') {
+            return -1;
+        }
+        if (nd == 0 && *p == '0') {
+            continue; /* leading zero */
+        }
+        if (nd + 1 >= sizeof(digits)) {
+            return -1;
+        }
+        digits[nd++] = *p;
+    }
+    /* at least places + 1 digits: pad with leading zeros */
+    while (nd < (size_t)places + 1) {
+        if (nd + 1 >= sizeof(digits)) {
+            return -1;
+        }
+        memmove(digits + 1, digits, nd);
+        digits[0] = '0';
+        nd++;
+    }
+    if (neg) {
+        int nonzero = 0;
+        for (size_t i = 0; i < nd; i++) {
+            nonzero |= digits[i] != '0';
+        }
+        if (nonzero) {
+            out[o++] = '-';
+        }
+    }
+    memcpy(out + o, digits, nd - (size_t)places);
+    o += nd - (size_t)places;
+    if (places > 0) {
+        out[o++] = '.';
+        memcpy(out + o, digits + nd - (size_t)places, (size_t)places);
+        o += (size_t)places;
+    }
+    out[o] = '\0';
+    if (o + 1 > n) {
+        return -1;
+    }
+    memcpy(v, out, o + 1);
+    return 0;
+}
+
 static int convert(const struct rule *r, char *v, size_t n, struct mlc_errbuf *err)
 {
     struct mlc_ymd d;
@@ -398,6 +478,11 @@ static int convert(const struct rule *r, char *v, size_t n, struct mlc_errbuf *e
             mlc_ymd_iso(&d, iso);
             snprintf(v, n, "%s", iso);
         }
+    }
+    if (r->decimals >= 0 && v[0] != '\0' && implied_decimals(v, n, r->decimals) != 0) {
+        mlc_errf(err, "field '%s': '%.64s' is not a whole number (an amount stored with %d implied "
+                 "decimals was expected; check the column the rule reads)", r->field, v, r->decimals);
+        return -1;
     }
     for (char *p = v; *p && r->cas != C_NONE; p++) {
         *p = (char)(r->cas == C_UPPER ? toupper((unsigned char)*p) : tolower((unsigned char)*p));
@@ -563,7 +648,8 @@ const char *mapping_source_column(const struct mapping *m, const char *field)
 {
     const struct rule *r = rule_of(m, field);
 
-    if (r == NULL || r->kind != R_FROM || r->n_items > 1 || r->cas != C_NONE || r->max > 0) {
+    if (r == NULL || r->kind != R_FROM || r->n_items > 1 || r->cas != C_NONE || r->max > 0 ||
+        r->decimals >= 0) {
         return NULL;
     }
     return r->text;

@@ -5,6 +5,9 @@
  *   {"from": "PRTS", "map": {"1": "Highest"}, "default": "Medium"}
  *   {"from": ["EMAIL", "USERID"]}                 the first of these columns with a value
  *   {"from": "DRQJ", "date": "yyyymmdd"}          or "julian" (CYYDDD) -> YYYY-MM-DD
+ *   {"from": "AG", "decimals": 2}                 an integer with N (0..18) implied decimals,
+ *        as JD Edwards stores amounts: "-123456" -> "-1234.56"; "" stays ""; any other
+ *        text is an error naming the field (the record dead-letters)
  *   {"template": "...", "case": "upper"}          "upper" / "lower"
  *   {"const": "jde"}
  *   {"list": ["jde", "wo-{DCTO}"]}                an array (e.g. labels)
@@ -41,7 +44,7 @@ cJSON *mapping_values(const struct mapping *m, const char *field);
 
 /* The source column a target field is read from when the mapping can be
  * reversed for it ({"from": COLUMN} with an optional value map, default or
- * date; no template, case or max), else NULL. */
+ * date; no template, case, max or decimals), else NULL. */
 const char *mapping_source_column(const struct mapping *m, const char *field);
 /* A target value of field turned back into the source's format (a value
  * map read backwards, an ISO date into yyyyMMdd or CYYDDD), into out.

@@ -72,6 +72,7 @@ def suite(out, quick):
     q = ["--quick"] if quick else []
     parts = [
         ("integration agent", ["tests/integration/test_agent.py", "--agent", agent] + q),
+        ("integration JD Edwards finance tables", ["tests/integration/test_jde_finance.py", "--agent", agent] + q),
         ("integration write-back", ["tests/integration/test_writeback.py", "--agent", agent]),
         ("integration write-back of fields", ["tests/integration/test_writeback_fields.py", "--agent", agent,
                                               "--relay", relay] + q),

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """JD Edwards EnterpriseOne AIS server simulator (v2 REST, /jderest).
 
-Token sessions, data-service BROWSE/COUNT/AGGREGATION over in-memory F4801
-and F0101, next-page cursors, the MLC_UpdateWOStatus, MLC_HoldWorkOrder,
+Token sessions, data-service BROWSE/COUNT/AGGREGATION over in-memory F4801,
+F0101 and the finance tables F0411, F4301, F4311, F0901 and F0006, next-page cursors, the MLC_UpdateWOStatus, MLC_HoldWorkOrder,
 MLC_UpdateWODates and MLC_UpdateWOPriority orchestrations (every call logged
 for /_sim/orchestrations) and fault injection.  Behaviour follows docs/api/jde-ais.md; see tests/sims/README.md.
 Standard library only.
@@ -60,10 +60,128 @@ TABLES = {
             ("AN8", "Address Number", "num"),
             ("ALPH", "Alpha Name", "str"),
             ("AT1", "Sch Typ", "str"),
+            ("UPMJ", "Date Updated", "date"),
+            ("UPMT", "Time Last Updated", "num"),
+        ],
+    },
+    # finance tables (issue 15).  Amounts are integers with implied decimals,
+    # as JD Edwards stores them (the data dictionary's display decimals):
+    # AG, AAP, OTOT, AEXP: 2; PRRC: 4; LNID: 3 (1000 = line 1.000); UORG: 0.
+    "F0411": {
+        "title": "Accounts Payable Ledger",
+        "key": ("KCO", "DOC", "DCT", "SFX"),
+        "columns": [
+            ("KCO", "Document Company", "str"),
+            ("DOC", "Document Number", "num"),
+            ("DCT", "Document Type", "str"),
+            ("SFX", "Pay Item", "str"),
+            ("AN8", "Address Number", "num"),
+            ("DIVJ", "Invoice Date", "date"),
+            ("DGJ", "G/L Date", "date"),
+            ("DDJ", "Net Due Date", "date"),
+            ("PST", "Pay Status", "str"),
+            ("AG", "Gross Amount", "num"),
+            ("AAP", "Open Amount", "num"),
+            ("CRCD", "Currency Code", "str"),
+            ("VINV", "Supplier Invoice Number", "str"),
+            ("CO", "Company", "str"),
+            ("MCU", "Business Unit", "mcu"),
+            ("OBJ", "Object Account", "str"),
+            ("SUB", "Subsidiary", "str"),
+            ("ICU", "Batch Number", "num"),
+            ("UPMJ", "Date Updated", "date"),
+            ("UPMT", "Time Last Updated", "num"),
+            ("USER", "User ID", "str"),
+            ("PID", "Program ID", "str"),
+        ],
+    },
+    "F4301": {
+        "title": "Purchase Order Header",
+        "key": ("KCOO", "DOCO", "DCTO", "SFXO"),
+        "columns": [
+            ("KCOO", "Order Company", "str"),
+            ("DOCO", "Order Number", "num"),
+            ("DCTO", "Order Type", "str"),
+            ("SFXO", "Order Suffix", "str"),
+            ("MCU", "Business Unit", "mcu"),
+            ("AN8", "Supplier", "num"),
+            ("SHAN", "Ship To", "num"),
+            ("TRDJ", "Order Date", "date"),
+            ("DRQJ", "Requested Date", "date"),
+            ("PDDJ", "Scheduled Pick Date", "date"),
+            ("OTOT", "Order Total", "num"),
+            ("CRCD", "Currency Code", "str"),
+            ("ORBY", "Ordered By", "str"),
+            ("UPMJ", "Date Updated", "date"),
+            ("UPMT", "Time Last Updated", "num"),
+            ("USER", "User ID", "str"),
+            ("PID", "Program ID", "str"),
+        ],
+    },
+    "F4311": {
+        "title": "Purchase Order Detail File",
+        "key": ("KCOO", "DOCO", "DCTO", "SFXO", "LNID"),
+        "columns": [
+            ("KCOO", "Order Company", "str"),
+            ("DOCO", "Order Number", "num"),
+            ("DCTO", "Order Type", "str"),
+            ("SFXO", "Order Suffix", "str"),
+            ("LNID", "Line Number", "num"),
+            ("MCU", "Business Unit", "mcu"),
+            ("AN8", "Supplier", "num"),
+            ("ITM", "Short Item Number", "num"),
+            ("LITM", "2nd Item Number", "str"),
+            ("DSC1", "Description", "str"),
+            ("LNTY", "Line Type", "str"),
+            ("NXTR", "Status Code - Next", "str"),
+            ("LTTR", "Status Code - Last", "str"),
+            ("UORG", "Quantity Ordered", "num"),
+            ("PRRC", "Unit Cost", "num"),
+            ("AEXP", "Extended Price", "num"),
+            ("OBJ", "Object Account", "str"),
+            ("SUB", "Subsidiary", "str"),
+            ("TRDJ", "Order Date", "date"),
+            ("DRQJ", "Requested Date", "date"),
+            ("UPMJ", "Date Updated", "date"),
+            ("UPMT", "Time Last Updated", "num"),
+            ("USER", "User ID", "str"),
+            ("PID", "Program ID", "str"),
+        ],
+    },
+    "F0901": {
+        "title": "Account Master",
+        "key": "AID",
+        "columns": [
+            ("AID", "Account ID", "str"),
+            ("CO", "Company", "str"),
+            ("MCU", "Business Unit", "mcu"),
+            ("OBJ", "Object Account", "str"),
+            ("SUB", "Subsidiary", "str"),
+            ("DL01", "Description", "str"),
+            ("LDA", "Level of Detail", "str"),
+            ("PEC", "Posting Edit", "str"),
+            ("UPMJ", "Date Updated", "date"),
+            ("UPMT", "Time Last Updated", "num"),
+        ],
+    },
+    "F0006": {
+        "title": "Business Unit Master",
+        "key": "MCU",
+        "columns": [
+            ("MCU", "Business Unit", "mcu"),
+            ("STYL", "Business Unit Type", "str"),
+            ("DL01", "Description", "str"),
+            ("CO", "Company", "str"),
+            ("LDM", "Level of Detail", "str"),
+            ("UPMJ", "Date Updated", "date"),
+            ("UPMT", "Time Last Updated", "num"),
         ],
     },
 }
 for _t in TABLES.values():
+    _t["keys"] = tuple(_t["key"]) if isinstance(_t["key"], tuple) else (_t["key"],)
+    _t["key"] = _t["keys"][0]  # the first key column (bad_row, single-key lookups)
+    _t["time"] = "TDAY" if "TDAY" in [a for a, _l, _ty in _t["columns"]] else "UPMT"
     _t["types"] = {a: ty for a, _l, ty in _t["columns"]}
     _t["labels"] = {a: l for a, l, _ty in _t["columns"]}
     _t["order"] = [a for a, _l, _ty in _t["columns"]]
@@ -96,6 +214,35 @@ ODD_TEXT = ['Check 3/4" valve & gasket', "Ersatz Dichtung Prüfstand 2", "Fix <g
 USERS = ["JDEUSER", "PRODPLN", "MAINT01", "SCHED02"]
 BUS = ["M30", "M40", "M10", "D30"]
 
+# finance data (issue 15)
+COMPANIES = [("00001", "USD"), ("00050", "EUR"), ("00200", "CAD")]
+BU_NAMES = ["Finance", "Procurement", "Plant Maintenance", "Logistics", "IT Services", "Quality",
+            "Facilities", "Sales Ops", "Engineering", "HR Shared Services", "Tooling", "Warehouse"]
+# object accounts: (object, description); expense and inventory accounts a voucher or PO line hits
+OBJECTS = [("1410", "Inventory - Raw Material"), ("6110", "Office Supplies"), ("6120", "Tools & Small Parts"),
+           ("6210", "Travel & Lodging"), ("6310", "Utilities"), ("6410", "Repairs & Maintenance"),
+           ("6510", "Freight In"), ("6610", "Contract Services"), ("6710", "Software Licences"),
+           ("6810", "Safety Equipment")]
+SUPPLIER_A = ["Apex", "Baltic", "Cedar", "Delta", "Evergreen", "Falcon", "Granite", "Harbor", "Iron Gate",
+              "Juniper", "Keystone", "Lakeside", "Meridian", "Northstar", "Orion", "Pinnacle", "Quarry",
+              "Redwood", "Summit", "Tidewater"]
+SUPPLIER_B = ["Industrial Supply", "Freight", "Fasteners", "Electric", "Hydraulics", "Office Products",
+              "Packaging", "Tooling", "Safety", "Software", "Chemicals", "Logistics"]
+SUPPLIER_C = ["Inc", "LLC", "GmbH", "Ltd", "S.A.", "Corp"]
+SUPPLIER_ODD = ["Müller & Söhne GmbH", "O'Brien Fasteners Ltd", "Société Générale d'Outillage",
+                "Kowalski \"Best\" Parts", "Łódź Metalworks Sp. z o.o."]
+ITEMS = [("BOLT-M8X40", "Hex bolt M8 x 40 zinc"), ("NUT-M8", "Hex nut M8"), ("GLOVE-NIT-L", "Nitrile gloves L"),
+         ("FILTER-HY10", "Hydraulic filter 10 micron"), ("BELT-V-A42", "V-belt A42"),
+         ("PAPER-A4-80", "Copy paper A4 80g"), ("TONER-HP26", "Toner cartridge 26X"),
+         ("BEARING-6204", "Ball bearing 6204-2RS"), ("SEAL-KIT-P3", "Pump seal kit P3"),
+         ("CABLE-CAT6", "Network cable Cat6 305m"), ("LUBE-EP2", "EP2 grease cartridge"),
+         ("VALVE-BALL-1", "Ball valve 1 inch"), ("HELMET-W", "Safety helmet white"),
+         ("PALLET-EUR", "Euro pallet"), ("LIC-CAD-1Y", "CAD licence 1 year")]
+BUYERS = ["PURCH01", "PURCH02", "BUYERJS", "BUYERMK"]
+AP_USERS = ["APCLERK1", "APCLERK2", "APBATCH"]
+# (last status, next status) of the order activity rules a PO line moves through
+PO_STATUS = [("220", "230"), ("230", "280"), ("280", "400"), ("400", "999")]
+
 SIM_START = time.monotonic()
 
 
@@ -111,6 +258,14 @@ def pad(s, n):
 
 def ymd(d):
     return d.strftime("%Y%m%d")
+
+
+def julian(yyyymmdd):
+    """yyyyMMdd text -> JD Edwards Julian CYYDDD (2024-01-15 -> 124015); "" -> 0."""
+    if not yyyymmdd:
+        return 0
+    d = dt.datetime.strptime(yyyymmdd, "%Y%m%d").date()
+    return (d.year - 1900) * 1000 + d.timetuple().tm_yday
 
 
 def parse_tz(s):
@@ -139,6 +294,15 @@ class JdeSim(simbase.Sim):
                        help="accept per-request Basic auth on dataservice/orchestrator")
         p.add_argument("--tz-offset", default="+00:00",
                        help="server-local time offset used for UPMJ/TDAY and timeZoneOffset")
+        p.add_argument("--dates", choices=("yyyymmdd", "julian"), default="yyyymmdd",
+                       help="how rowsets carry date columns: yyyyMMdd text (what AIS sends, the "
+                            "default) or Julian CYYDDD numbers (as the tables store them)")
+        p.add_argument("--ap-invoices", type=int, default=200, help="F0411 AP ledger rows (pay items)")
+        p.add_argument("--pos", type=int, default=40, help="F4301 purchase order headers")
+        p.add_argument("--po-lines-per-po", type=int, default=3, help="F4311 lines per purchase order")
+        p.add_argument("--accounts", type=int, default=60, help="F0901 accounts")
+        p.add_argument("--business-units", type=int, default=10, help="F0006 business units (at least 4)")
+        p.add_argument("--suppliers", type=int, default=25, help="suppliers (AT1 V) added to F0101")
 
     def __init__(self, args):
         super().__init__(args)
@@ -148,6 +312,7 @@ class JdeSim(simbase.Sim):
         self.tables = {}
         self.index = {}
         self.orch_log = []  # one entry per orchestration call that passed auth
+        self.sizes = self.finance_sizes()
         self.generate(args.seed, args.rng_seed)
 
     # ------------------------------------------------------------------
@@ -212,21 +377,242 @@ class JdeSim(simbase.Sim):
                 "VR01": "",
                 "VR02": "",
             })
-        ab = [{"AN8": a, "ALPH": n, "AT1": "E"} for a, n in PEOPLE]
-        ab += [{"AN8": a, "ALPH": n, "AT1": "C"} for a, n in CUSTOMERS]
-        ab.append({"AN8": SERVICE_USER[0], "ALPH": SERVICE_USER[1], "AT1": "E"})
-        ab.sort(key=lambda r: r["AN8"])
+        old = ymd(today - dt.timedelta(days=90))
+        ab = [{"AN8": a, "ALPH": n, "AT1": "E", "UPMJ": old, "UPMT": 80000} for a, n in PEOPLE]
+        ab += [{"AN8": a, "ALPH": n, "AT1": "C", "UPMJ": old, "UPMT": 80000} for a, n in CUSTOMERS]
+        ab.append({"AN8": SERVICE_USER[0], "ALPH": SERVICE_USER[1], "AT1": "E", "UPMJ": old, "UPMT": 80000})
+        tables = {"F4801": rows, "F0101": ab}
+        self.generate_finance(tables, rng_seed, today)
+        for tname, rs in tables.items():
+            rs.sort(key=lambda r, t=tname: self.key_sort(t, r))
         with self.lock:
-            self.tables = {"F4801": rows, "F0101": ab}
-            self.index = {t: {r[TABLES[t]["key"]]: r for r in rs} for t, rs in self.tables.items()}
+            self.tables = tables
+            self.index = {t: {self.row_key(t, r): r for r in rs} for t, rs in tables.items()}
             self.touch_rng = random.Random(rng_seed + 1)
             self.revs = {}
             last = None
-            for r in rows:
-                k = (r["UPMJ"], r["TDAY"])
-                if last is None or k > last:
-                    last = k
+            for tname, rs in tables.items():
+                tc = TABLES[tname]["time"]
+                for r in rs:
+                    k = (r["UPMJ"], r[tc])
+                    if last is None or k > last:
+                        last = k
             self.clock_last = self.stamp_to_dt(last) if last else None
+
+    # ------------------------------------------------------------------
+    # keys
+
+    @staticmethod
+    def row_key(tname, r):
+        """A row's key as the index holds it: the value itself for a one-column
+        key (a business unit without its padding), else the key columns'
+        values, blanks stripped, joined with '|' ("00001|10000001|PV|001")."""
+        t = TABLES[tname]
+        if len(t["keys"]) == 1:
+            v = r[t["key"]]
+            return v.strip() if isinstance(v, str) else v
+        return "|".join(str(r[k]).strip() for k in t["keys"])
+
+    @staticmethod
+    def key_sort(tname, r):
+        t = TABLES[tname]
+        return tuple(r[k].strip() if isinstance(r[k], str) else r[k] for k in t["keys"])
+
+    def lookup(self, tname, key):
+        """The row of tname whose key (as row_key gives it, in text) is key, or None."""
+        t = TABLES[tname]
+        key = str(key).strip()
+        if len(t["keys"]) == 1 and t["types"][t["key"]] == "num":
+            try:
+                return self.index[tname].get(int(key))
+            except ValueError:
+                return None
+        return self.index[tname].get(key)
+
+    # ------------------------------------------------------------------
+    # finance data
+
+    def finance_sizes(self):
+        a = self.args
+        return {"ap_invoices": a.ap_invoices, "pos": a.pos, "po_lines_per_po": a.po_lines_per_po,
+                "accounts": a.accounts, "business_units": a.business_units, "suppliers": a.suppliers}
+
+    def generate_finance(self, tables, rng_seed, today):
+        """F0006, F0901, suppliers in F0101, F0411, F4301 and F4311 with joins
+        that hold: a voucher's or PO's AN8 is a supplier (AT1 V), its MCU is in
+        F0006, its MCU/OBJ/SUB is an F0901 account."""
+        sz = self.sizes
+        rng = random.Random(rng_seed * 7919 + 15)
+        # business units: the four F4801 uses, then numbered cost centres
+        bus = []
+        for i in range(max(4, sz["business_units"])):
+            code = BUS[i] if i < len(BUS) else str(1000 + 100 * (i - len(BUS) + 1))
+            co, _cur = COMPANIES[i % len(COMPANIES)]
+            styl = "BP" if i < len(BUS) else ("IS" if i % 5 else "BS")
+            name = ("Branch Plant %s" % code) if styl == "BP" else \
+                "%s %s" % (BU_NAMES[i % len(BU_NAMES)], code)
+            u, t = self.old_stamp(rng, today)
+            bus.append({"MCU": code.rjust(12), "STYL": styl, "DL01": name[:30], "CO": co,
+                        "LDM": "5" if styl == "BP" else "7", "UPMJ": u, "UPMT": t})
+        tables["F0006"] = bus
+        # accounts: BU x object account, then the same again with subsidiaries
+        accts = []
+        nb, no = len(bus), len(OBJECTS)
+        for i in range(max(1, sz["accounts"])):
+            bu = bus[i % nb]
+            obj, odesc = OBJECTS[(i // nb) % no]
+            k = i // (nb * no)
+            sub = "" if k == 0 else "%04d" % k
+            u, t = self.old_stamp(rng, today)
+            pec = "N" if (i % 37 == 36) else " "  # a few non-posting accounts
+            accts.append({"AID": "%08d" % (1000 + i), "CO": bu["CO"], "MCU": bu["MCU"], "OBJ": obj.ljust(6),
+                          "SUB": sub.ljust(8), "DL01": ("%s %s" % (odesc, sub)).strip()[:30],
+                          "LDA": "7" if sub else "6", "PEC": pec, "UPMJ": u, "UPMT": t})
+        tables["F0901"] = accts
+        posting = [a for a in accts if a["PEC"] == " "] or accts
+        by_mcu = {}
+        for a in posting:
+            by_mcu.setdefault(a["MCU"], []).append(a)
+        currency = dict(COMPANIES)
+        # suppliers (AT1 V) in the address book
+        sups = []
+        for i in range(max(1, sz["suppliers"])):
+            if i % 40 == 7:
+                name = SUPPLIER_ODD[(i // 40) % len(SUPPLIER_ODD)]
+            else:
+                name = "%s %s %s" % (SUPPLIER_A[i % len(SUPPLIER_A)],
+                                     SUPPLIER_B[(i // len(SUPPLIER_A)) % len(SUPPLIER_B)],
+                                     SUPPLIER_C[i % len(SUPPLIER_C)])
+                if i >= len(SUPPLIER_A) * len(SUPPLIER_B):
+                    name += " %d" % (i // (len(SUPPLIER_A) * len(SUPPLIER_B)) + 1)
+            u, t = self.old_stamp(rng, today)
+            sups.append({"AN8": 700001 + i, "ALPH": name[:40], "AT1": "V", "UPMJ": u, "UPMT": t})
+        tables["F0101"].extend(sups)
+        sup_ids = [x["AN8"] for x in sups]
+        busy = rng.sample(range(1, 61), 8)
+
+        def day(busy_share=0.7):
+            return rng.choice(busy) if rng.random() < busy_share else rng.randint(1, 60)
+
+        def hms():
+            return rng.randint(0, 23) * 10000 + rng.randint(0, 59) * 100 + rng.randint(0, 59)
+
+        # AP vouchers: batches of documents entered together share (UPMJ, UPMT);
+        # some pay items were paid or changed later, on the same day or after
+        ap = []
+        doc = 10000000
+        batch = 0
+        n = max(0, sz["ap_invoices"])
+        while len(ap) < n:
+            batch += 1
+            bday = day()
+            bstamp = (ymd(today - dt.timedelta(days=bday)), hms())
+            user = pad(rng.choice(AP_USERS), 10)
+            for _d in range(rng.randint(1, 120)):
+                if len(ap) >= n:
+                    break
+                doc += 1
+                acct = rng.choice(posting)
+                co = acct["CO"]
+                r = rng.random()
+                dct = "PV" if r < 0.85 else ("PD" if r < 0.95 else "PL")
+                an8 = rng.choice(sup_ids)
+                divj = today - dt.timedelta(days=bday + rng.randint(0, 30))
+                dgj = divj + dt.timedelta(days=rng.randint(0, 5))
+                terms = rng.choice([30, 30, 45, 60])
+                vinv = "INV-%06d" % rng.randint(1, 999999) if rng.random() < 0.9 else ""
+                for sfx in range(1, min(n - len(ap), rng.choice([1, 1, 1, 2, 3])) + 1):
+                    ag = rng.randint(1000, 5000000)
+                    if rng.random() < 0.02:
+                        ag = rng.choice([1, 99, 100, 999999999])  # cents, round and huge amounts
+                    if dct == "PD":
+                        ag = -ag  # a debit memo reduces what is owed
+                    pst = rng.choices(["A", "P", "H"], [6, 3, 1])[0]
+                    # open: all of it, or half (never 0 while open, so paying it changes AAP)
+                    aap = 0 if pst == "P" else (ag if rng.random() < 0.8 or abs(ag) < 2 else ag // 2)
+                    upmj, upmt = bstamp
+                    if rng.random() < 0.25:  # changed after entry (payment, hold release)
+                        later = max(0, bday - rng.randint(0, 3))
+                        upmj, upmt = ymd(today - dt.timedelta(days=max(1, later))), hms()
+                    ap.append({
+                        "KCO": co, "DOC": doc, "DCT": dct, "SFX": "%03d" % sfx, "AN8": an8,
+                        "DIVJ": ymd(divj), "DGJ": ymd(dgj), "DDJ": ymd(divj + dt.timedelta(days=terms)),
+                        "PST": pst, "AG": ag, "AAP": aap, "CRCD": currency[co], "VINV": vinv, "CO": co,
+                        "MCU": acct["MCU"], "OBJ": acct["OBJ"], "SUB": acct["SUB"], "ICU": 50000 + batch,
+                        "UPMJ": upmj, "UPMT": upmt, "USER": user, "PID": "P0411",
+                    })
+        tables["F0411"] = ap
+        # purchase orders and their lines
+        heads, lines = [], []
+        per = max(0, sz["po_lines_per_po"])
+        for i in range(max(0, sz["pos"])):
+            acct = rng.choice(posting)
+            co = acct["CO"]
+            d = day()
+            trdj = today - dt.timedelta(days=d + rng.randint(0, 20))
+            drqj = trdj + dt.timedelta(days=rng.randint(7, 30))
+            stamp = (ymd(today - dt.timedelta(days=d)), hms())
+            an8 = rng.choice(sup_ids)
+            buyer = pad(rng.choice(BUYERS), 10)
+            h = {"KCOO": co, "DOCO": 4000001 + i, "DCTO": "OP", "SFXO": "000", "MCU": acct["MCU"],
+                 "AN8": an8, "SHAN": int(co), "TRDJ": ymd(trdj), "DRQJ": ymd(drqj),
+                 "PDDJ": "" if rng.random() < 0.1 else ymd(drqj - dt.timedelta(days=rng.randint(1, 3))),
+                 "OTOT": 0, "CRCD": currency[co], "ORBY": buyer, "UPMJ": stamp[0], "UPMT": stamp[1],
+                 "USER": buyer, "PID": "P4310"}
+            total = 0
+            for ln in range(1, per + 1):
+                la = rng.choice(by_mcu.get(acct["MCU"], [acct]))
+                litm, dsc = rng.choice(ITEMS)
+                uorg = rng.randint(1, 500)
+                prrc = rng.randint(1, 50000) * 100  # 4 implied decimals, whole cents (up to 500.00)
+                aexp = uorg * prrc // 100
+                total += aexp
+                lt, nx = rng.choice(PO_STATUS)
+                lu, lt_time = stamp
+                if rng.random() < 0.3:  # received or changed later
+                    ld = max(1, d - rng.randint(0, 5))
+                    lu, lt_time = ymd(today - dt.timedelta(days=ld)), hms()
+                lines.append({"KCOO": co, "DOCO": h["DOCO"], "DCTO": "OP", "SFXO": "000", "LNID": ln * 1000,
+                              "MCU": acct["MCU"], "AN8": an8, "ITM": 60001 + ITEMS.index((litm, dsc)),
+                              "LITM": litm.ljust(25), "DSC1": dsc, "LNTY": "S" if rng.random() < 0.7 else "N",
+                              "NXTR": nx, "LTTR": lt, "UORG": uorg, "PRRC": prrc, "AEXP": aexp,
+                              "OBJ": la["OBJ"], "SUB": la["SUB"], "TRDJ": h["TRDJ"], "DRQJ": h["DRQJ"],
+                              "UPMJ": lu, "UPMT": lt_time, "USER": buyer, "PID": "P4310"})
+            h["OTOT"] = total
+            heads.append(h)
+        tables["F4301"] = heads
+        tables["F4311"] = lines
+
+    def touch_row(self, tname, r):
+        """What /_sim/touch changes in a row besides its stamp: always a real
+        change of content (caller holds the lock)."""
+        if tname == "F0411":
+            if r["PST"] == "P":  # a voided payment reopens the item
+                r["PST"], r["AAP"] = "A", r["AG"]
+            else:  # paid
+                r["PST"], r["AAP"] = "P", 0
+            return
+        if tname == "F4301":
+            d = dt.datetime.strptime(r["DRQJ"], "%Y%m%d") + dt.timedelta(days=1)
+            r["DRQJ"] = ymd(d)
+            return
+        if tname == "F4311":
+            r["UORG"] += 1
+            r["AEXP"] = r["UORG"] * r["PRRC"] // 100
+            return
+        col, width = {"F4801": ("DL01", 30), "F0901": ("DL01", 30), "F0006": ("DL01", 30),
+                      "F0101": ("ALPH", 40)}[tname]
+        k = self.revs.get((tname, self.row_key(tname, r)), 0) + 1
+        self.revs[(tname, self.row_key(tname, r))] = k
+        base = re.sub(r" \(rev \d+\)$", "", r[col].rstrip())
+        suffix = " (rev %d)" % k
+        r[col] = base[:width - len(suffix)] + suffix
+
+    @staticmethod
+    def old_stamp(rng, today):
+        """A master-data stamp: 61-400 days ago (older than any transaction)."""
+        d = today - dt.timedelta(days=rng.randint(61, 400))
+        return ymd(d), rng.randint(0, 23) * 10000 + rng.randint(0, 59) * 100 + rng.randint(0, 59)
 
     @staticmethod
     def stamp_to_dt(k):
@@ -677,7 +1063,9 @@ class JdeSim(simbase.Sim):
         if self.take("bad_row"):
             key = "%s_%s" % (tname, TABLES[tname]["key"])
             junk = dict(page[-1]) if page else {k: "" for k in colkeys}
-            junk[key] = "GARBAGE"
+            # a one-column key gets text where a number belongs; a composite
+            # key's first column is null (a blank part is a valid key part)
+            junk[key] = "GARBAGE" if len(TABLES[tname]["keys"]) == 1 else None
             page = page + [junk]
             note = "fault=bad_row"
         out = out_builder(page)
@@ -748,7 +1136,17 @@ class JdeSim(simbase.Sim):
             for alias, ctype, desc in reversed(sorts):
                 rows.sort(key=self.getter(alias, ctype), reverse=desc)
             keys = [("%s_%s" % (tname, a), a) for a in cols]
-            proj = [{k: r[a] for k, a in keys} for r in rows]
+            dates = [(k, a) for k, a in keys if tdef["types"][a] == "date"]
+            if self.args.dates == "julian" and dates:
+                # dates as the table stores them: Julian CYYDDD numbers, 0 = none
+                proj = []
+                for r in rows:
+                    o = {k: r[a] for k, a in keys}
+                    for k, a in dates:
+                        o[k] = julian(r[a])
+                    proj.append(o)
+            else:
+                proj = [{k: r[a] for k, a in keys} for r in rows]
             colmap = {k: tdef["labels"][a] for k, a in keys}
             paging = v2 and kind == "token" and body.get("enableNextPageProcessing") in (True, "true", "TRUE", "True")
             first = proj if ps is None else proj[:ps]
@@ -1010,57 +1408,78 @@ class JdeSim(simbase.Sim):
         if p == "/_sim/touch" and method == "POST":
             b = control_json(h)
             tname = str(b.get("table") or "F4801").upper()
-            if tname != "F4801":
-                return Reply(400, {"error": "touch supports table F4801 only"})
+            if tname not in TABLES:
+                return Reply(400, {"error": "unknown table %s (known: %s)" % (tname, ", ".join(TABLES))})
             try:
                 n = int(b.get("count", 1))
             except (TypeError, ValueError):
                 return Reply(400, {"error": "count must be an integer"})
+            tc = TABLES[tname]["time"]
             with self.lock:
-                rows = self.tables["F4801"]
+                rows = self.tables[tname]
                 n = max(0, min(n, len(rows)))
                 picked = self.touch_rng.sample(rows, n)
                 upmj, tday = self.tick()
                 for r in picked:
-                    k = self.revs.get(r["DOCO"], 0) + 1
-                    self.revs[r["DOCO"]] = k
-                    base = re.sub(r" \(rev \d+\)$", "", r["DL01"].rstrip())
-                    suffix = " (rev %d)" % k
-                    r["DL01"] = base[:30 - len(suffix)] + suffix
-                    r["UPMJ"], r["TDAY"] = upmj, tday
-            return Reply(200, {"keys": sorted(r["DOCO"] for r in picked), "UPMJ": upmj, "TDAY": tday})
+                    self.touch_row(tname, r)
+                    r["UPMJ"], r[tc] = upmj, tday
+                keys = sorted(self.row_key(tname, r) for r in picked)
+            return Reply(200, {"keys": keys, "UPMJ": upmj, tc: tday})
         if p == "/_sim/update" and method == "POST":
-            # set columns of one F4801 row, as a person editing it in JD Edwards would
-            # (UPMJ/TDAY move, so a poller sees the change)
+            # set columns of one row, as a person editing it in JD Edwards would
+            # (UPMJ and the time column move, so a poller sees the change)
             b = control_json(h)
+            tname = str(b.get("table") or "F4801").upper()
+            if tname not in TABLES:
+                return Reply(400, {"error": "unknown table %s (known: %s)" % (tname, ", ".join(TABLES))})
             sets = b.get("set")
             if not isinstance(sets, dict) or not sets:
                 return Reply(400, {"error": "set must be an object of column -> value"})
             with self.lock:
-                rows = [r for r in self.tables["F4801"] if str(r["DOCO"]) == str(b.get("key"))]
-                if not rows:
-                    return Reply(404, {"error": "no F4801 row with DOCO %s" % b.get("key")})
-                bad = [c for c in sets if c not in rows[0]]
+                row = self.lookup(tname, b.get("key"))
+                if row is None:
+                    return Reply(404, {"error": "no %s row with key %s" % (tname, b.get("key"))})
+                bad = [c for c in sets if c not in row]
                 if bad:
                     return Reply(400, {"error": "unknown columns %s" % bad})
-                rows[0].update(sets)
+                row.update(sets)
                 if not b.get("keep_stamp"):
                     upmj, tday = self.tick()
-                    rows[0]["UPMJ"], rows[0]["TDAY"] = upmj, tday
+                    row["UPMJ"], row[TABLES[tname]["time"]] = upmj, tday
                 # keep_stamp: a fix-up written straight to the table, which
                 # leaves the audit columns alone (no poller sees it)
-                return Reply(200, dict(rows[0]))
+                return Reply(200, dict(row))
+        if p == "/_sim/delete" and method == "POST":
+            # a row deleted in JD Edwards: gone from every later query, no stamp
+            b = control_json(h)
+            tname = str(b.get("table") or "F4801").upper()
+            if tname not in TABLES:
+                return Reply(400, {"error": "unknown table %s (known: %s)" % (tname, ", ".join(TABLES))})
+            with self.lock:
+                row = self.lookup(tname, b.get("key"))
+                if row is None:
+                    return Reply(404, {"error": "no %s row with key %s" % (tname, b.get("key"))})
+                self.tables[tname] = [r for r in self.tables[tname] if r is not row]
+                del self.index[tname][self.row_key(tname, row)]
+                return Reply(200, dict(row))
         if p == "/_sim/seed" and method == "POST":
             b = control_json(h)
             try:
                 n = int(b.get("count", self.args.seed))
                 rs = int(b.get("rng_seed", self.args.rng_seed))
+                sizes = self.finance_sizes()
+                for k in sizes:
+                    if k in b:
+                        sizes[k] = int(b[k])
             except (TypeError, ValueError):
-                return Reply(400, {"error": "count and rng_seed must be integers"})
-            if n < 0 or n > 1000000:
+                return Reply(400, {"error": "count, rng_seed and the table sizes must be integers"})
+            if n < 0 or n > 1000000 or any(v < 0 or v > 1000000 for v in sizes.values()):
                 return Reply(400, {"error": "count out of range"})
+            self.sizes = sizes
             self.generate(n, rs)
-            return Reply(200, {"rows": n})
+            with self.lock:
+                counts = {t: len(rs_) for t, rs_ in self.tables.items()}
+            return Reply(200, {"rows": n, "tables": counts})
         if p == "/_sim/rows" and method == "GET":
             tname = str(h.qparam("table", "F4801")).upper()
             if tname not in TABLES:
@@ -1069,11 +1488,7 @@ class JdeSim(simbase.Sim):
             with self.lock:
                 if key is None:
                     return Reply(200, [dict(r) for r in self.tables[tname]])
-                try:
-                    k = int(key)
-                except ValueError:
-                    k = key
-                r = self.index[tname].get(k)
+                r = self.lookup(tname, key)
                 if r is None:
                     return Reply(404, {"error": "no row %s in %s" % (key, tname)})
                 return Reply(200, dict(r))

@@ -15,6 +15,7 @@ Options: --perf also loads 50,000 Jira issues (default 10,000).
 """
 
 import base64
+import collections
 import json
 import math
 import os
@@ -524,6 +525,141 @@ def jde_perf():
     dt_ = time.time() - t0
     call(J, "POST", "/_sim/seed", {"count": 300})
     check("jde 50,000 rows in 100 pages of 500 (%.1fs)" % dt_, n == 50000 and pages == 100 and dt_ < 12, (n, pages))
+
+
+def fin_rows(table):
+    return call(Jde.base, "GET", "/_sim/rows?table=" + table).json
+
+
+def fin_key(table, r):
+    keys = {"F0411": ("KCO", "DOC", "DCT", "SFX"), "F4301": ("KCOO", "DOCO", "DCTO", "SFXO"),
+            "F4311": ("KCOO", "DOCO", "DCTO", "SFXO", "LNID")}[table]
+    return "|".join(str(r[k]).strip() for k in keys)
+
+
+def fin_read(table, body, h):
+    """Every row of a paged F-table query: (rows, pages)."""
+    r = call(Jde.base, "POST", "/jderest/v2/dataservice", body, h)
+    assert r.status == 200, r
+    fs = "fs_DATABROWSE_" + table
+    rows, pages = list(r.json[fs]["data"]["gridData"]["rowset"]), 1
+    while r.json.get("links"):
+        r = call(Jde.base, "POST", "/jderest/v2/dataservice/next", None, h)
+        assert r.status == 200, r
+        rows += r.json[fs]["data"]["gridData"]["rowset"]
+        pages += 1
+    return rows, pages
+
+
+def jde_finance():
+    J = Jde.base
+    counts = {t: len(fin_rows(t)) for t in ("F0411", "F4301", "F4311", "F0901", "F0006", "F0101")}
+    check("jde finance tables hold the default sizes (F0101: 19 people/customers + 25 suppliers)",
+          counts == {"F0411": 200, "F4301": 40, "F4311": 120, "F0901": 60, "F0006": 10, "F0101": 44}, counts)
+    ap, heads, lines = fin_rows("F0411"), fin_rows("F4301"), fin_rows("F4311")
+    accts, bus, ab = fin_rows("F0901"), fin_rows("F0006"), fin_rows("F0101")
+    check("jde composite keys are unique (F0411 KCO|DOC|DCT|SFX, F4301, F4311 with LNID)",
+          len({fin_key("F0411", r) for r in ap}) == len(ap) and len({fin_key("F4301", r) for r in heads}) == len(heads)
+          and len({fin_key("F4311", r) for r in lines}) == len(lines))
+    sups = {r["AN8"] for r in ab if r["AT1"] == "V"}
+    bu_set = {r["MCU"] for r in bus}
+    acct_set = {(r["MCU"], r["OBJ"], r["SUB"]) for r in accts}
+    check("jde finance joins hold: voucher/PO supplier in F0101 (AT1 V), MCU in F0006, MCU/OBJ/SUB in F0901",
+          all(r["AN8"] in sups and r["MCU"] in bu_set and (r["MCU"], r["OBJ"], r["SUB"]) in acct_set for r in ap)
+          and all(r["AN8"] in sups and r["MCU"] in bu_set for r in heads)
+          and all((r["MCU"], r["OBJ"], r["SUB"]) in acct_set for r in lines))
+    hsum = {}
+    for r in lines:
+        hsum[fin_key("F4301", r)] = hsum.get(fin_key("F4301", r), 0) + r["AEXP"]
+    check("jde PO lines: AEXP = UORG x PRRC (4 decimals) in cents, OTOT = sum of the lines, LNID 1000 steps",
+          all(r["AEXP"] == r["UORG"] * r["PRRC"] // 100 and r["LNID"] % 1000 == 0 for r in lines)
+          and all(h["OTOT"] == hsum.get(fin_key("F4301", h), 0) for h in heads))
+    check("jde finance values: padded MCU (12, right-justified), OBJ 6 / SUB 8, yyyyMMdd dates, integer amounts",
+          all(len(r["MCU"]) == 12 and r["MCU"] == r["MCU"].strip().rjust(12) for r in ap + heads + bus)
+          and all(len(r["OBJ"]) == 6 and len(r["SUB"]) == 8 for r in ap + accts)
+          and all(len(r["DIVJ"]) == 8 and r["DIVJ"].isdigit() and isinstance(r["AG"], int)
+                  and isinstance(r["UPMT"], int) for r in ap)
+          and any(r["AG"] < 0 for r in ap) and any(r["PDDJ"] == "" for r in heads))
+    stamps = {}
+    for r in ap:
+        stamps.setdefault(r["UPMJ"], set()).add(r["UPMT"])
+    shared = collections.Counter((r["UPMJ"], r["UPMT"]) for r in ap)
+    check("jde F0411: rows share UPMJ with different UPMT, and batches share (UPMJ, UPMT)",
+          any(len(v) > 1 for v in stamps.values()) and max(shared.values()) > 5, max(shared.values()))
+    # a (date, time) watermark through complexQuery on a composite-key table
+    tok = Jde.token()
+    h = Jde.hdr(tok)
+    mid = sorted((r["UPMJ"], r["UPMT"]) for r in ap)[len(ap) // 2]
+    d = mmddyyyy(mid[0])
+    q = {"matchType": "MATCH_ALL", "condition": [], "complexQuery": [{"andOr": "AND", "query": {
+        "matchType": "MATCH_ALL", "condition": [
+            {"controlId": "F0411.UPMJ", "operator": "GREATER", "value": lit(d)}],
+        "complexQuery": [{"andOr": "OR", "query": {"matchType": "MATCH_ALL", "condition": [
+            {"controlId": "F0411.UPMJ", "operator": "EQUAL", "value": lit(d)},
+            {"controlId": "F0411.UPMT", "operator": "GREATER_EQUAL", "value": lit(mid[1])}]}}]}}]}
+    order = [{"column": "F0411." + c} for c in ("UPMJ", "UPMT", "KCO", "DOC", "DCT", "SFX")]
+    body = {"targetName": "F0411", "targetType": "table", "dataServiceType": "BROWSE", "maxPageSize": "30",
+            "enableNextPageProcessing": True, "query": q, "aggregation": {"orderBy": order},
+            "returnControlIDs": "F0411.KCO|F0411.DOC|F0411.DCT|F0411.SFX|F0411.MCU|F0411.AG|F0411.UPMJ|F0411.UPMT"}
+    got, pages = fin_read("F0411", body, h)
+    want = sorted((r["UPMJ"], r["UPMT"], r["KCO"], r["DOC"], r["DCT"], r["SFX"]) for r in ap
+                  if (r["UPMJ"], r["UPMT"]) >= mid)
+    seen = [(x["F0411_UPMJ"], x["F0411_UPMT"], x["F0411_KCO"], x["F0411_DOC"], x["F0411_DCT"], x["F0411_SFX"])
+            for x in got]
+    check("jde F0411 watermark query: every row at or after (UPMJ, UPMT), in (UPMJ, UPMT, key) order, paged",
+          seen == want and pages == (len(want) + 29) // 30 and set(got[0]) == {
+              "F0411_KCO", "F0411_DOC", "F0411_DCT", "F0411_SFX", "F0411_MCU", "F0411_AG", "F0411_UPMJ",
+              "F0411_UPMT"}, (len(seen), len(want), pages))
+    mcu = bus[0]["MCU"].strip()
+    body = {"targetName": "F0006", "targetType": "table", "query": {"condition": [
+        {"controlId": "F0006.MCU", "operator": "EQUAL", "value": lit(mcu)}]}}
+    r = call(J, "POST", "/jderest/v2/dataservice", body, h)
+    rs = r.json["fs_DATABROWSE_F0006"]["data"]["gridData"]["rowset"] if r.status == 200 else []
+    check("jde F0006 by an unpadded business unit finds the padded row",
+          len(rs) == 1 and rs[0]["F0006_MCU"] == mcu.rjust(12), r)
+    # touch: every table, strictly later stamp, content changed
+    before = {t: {fin_key(t, x) if t in ("F0411", "F4301", "F4311") else None: x for x in fin_rows(t)}
+              for t in ("F0411", "F4301", "F4311")}
+    allstamps = [(x["UPMJ"], x["UPMT"]) for t in ("F0411", "F4301", "F4311", "F0901", "F0006", "F0101")
+                 for x in fin_rows(t)] + [(x["UPMJ"], x["TDAY"]) for x in Jde.rows()]
+    ok = True
+    res = {}
+    for t in ("F0411", "F4301", "F4311", "F0901", "F0006", "F0101"):
+        r = call(J, "POST", "/_sim/touch", {"table": t, "count": 3})
+        res[t] = r.json
+        ok = ok and r.status == 200 and len(set(r.json["keys"])) == 3 and (r.json["UPMJ"], r.json["UPMT"]) > max(
+            allstamps)
+        for k in r.json["keys"]:
+            row = call(J, "GET", "/_sim/rows?table=%s&key=%s" % (t, urllib.parse.quote(str(k)))).json
+            ok = ok and (row["UPMJ"], row["UPMT"]) == (r.json["UPMJ"], r.json["UPMT"])
+            if t in before:
+                old = before[t][k]
+                ok = ok and any(row[c] != old[c] for c in row if c not in ("UPMJ", "UPMT"))
+    check("jde /_sim/touch on each finance table: 3 rows, content changed, one stamp later than any row", ok, res)
+    k = fin_key("F0411", ap[0])
+    r = call(J, "POST", "/_sim/update", {"table": "F0411", "key": k, "set": {"PST": "H"}})
+    check("jde /_sim/update by composite key sets the column and stamps UPMT",
+          r.status == 200 and r.json["PST"] == "H" and (r.json["UPMJ"], r.json["UPMT"]) > max(allstamps), r)
+    r = call(J, "POST", "/_sim/delete", {"table": "F0411", "key": k})
+    r2 = call(J, "GET", "/_sim/rows?table=F0411&key=" + urllib.parse.quote(k))
+    check("jde /_sim/delete removes the row (no stamp: a poller cannot see it)",
+          r.status == 200 and r2.status == 404 and len(fin_rows("F0411")) == 199, (r, r2))
+    r = call(J, "POST", "/_sim/seed", {"count": 300, "ap_invoices": 50000, "pos": 2000, "po_lines_per_po": 3,
+                                         "accounts": 400, "business_units": 40, "suppliers": 300})
+    check("jde /_sim/seed takes the finance sizes", r.status == 200 and r.json["tables"] == {
+        "F4801": 300, "F0101": 319, "F0006": 40, "F0901": 400, "F0411": 50000, "F4301": 2000, "F4311": 6000}, r)
+    t0 = time.time()
+    tok = Jde.token()
+    body = {"targetName": "F0411", "targetType": "table", "dataServiceType": "BROWSE", "maxPageSize": "500",
+            "enableNextPageProcessing": True, "aggregation": {"orderBy": order},
+            "query": {"condition": [{"controlId": "F0411.UPMJ", "operator": "GREATER_EQUAL",
+                                     "value": lit("01/01/2000")}]}}
+    got, pages = fin_read("F0411", body, Jde.hdr(tok))
+    dt_ = time.time() - t0
+    call(J, "POST", "/_sim/seed", {"count": 300})
+    check("jde 50,000 F0411 rows in 100 pages of 500 (%.1fs)" % dt_,
+          len(got) == 50000 and pages == 100 and len({fin_key("F0411", {k[6:]: v for k, v in x.items()})
+                                                      for x in got}) == 50000 and dt_ < 12, (len(got), pages))
 
 
 # ---------------------------------------------------------------------------
@@ -2124,7 +2260,7 @@ def main():
         Ifs.base = "http://127.0.0.1:%d" % ports["ifs"]
         Ifs.base_u = "http://127.0.0.1:%d" % ports["ifs_u"]
         for fn in (jde_auth, jde_paging, jde_query, jde_faults, jde_basic, jde_writes,
-                   lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf,
+                   lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf, jde_finance,
                    jira_auth, jira_create, jira_bulk, jira_edit, jira_search, jira_lag, jira_oauth,
                    jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000), jira_webhooks,
                    jira_field_changes, jira_procurement, psft_routing, psft_auth, psft_custom, psft_qas,

@@ -14,7 +14,8 @@
 #include "shared/mlc_json.h"
 #include "tinytest.h"
 
-static const struct jde_table wo = { "F4801", "DOCO", 1, "UPMJ", "TDAY" };
+static const struct jde_table wo = { .table = "F4801", .key_col = "DOCO", .key_numeric = 1,
+                                     .date_col = "UPMJ", .time_col = "TDAY" };
 
 static void jde_page_parses_rows_and_link(void)
 {
@@ -78,6 +79,135 @@ static void jde_cursor_round_trip(void)
     CHECK_INT(jde_cursor_parse("20240230|1|x", &c), -1);
     CHECK_INT(jde_cursor_parse("20240115|250000|x", &c), -1);
     CHECK_INT(jde_cursor_parse("garbage", &c), -1);
+}
+
+/* Finance tables: a composite key joined with '|', parts trimmed (JD
+ * Edwards pads codes), the change time in UPMT, a Julian change date taken */
+static void jde_page_composite_keys(void)
+{
+    cJSON *src = cJSON_Parse("{\"table\":\"F0411\",\"key\":[\"KCO\",\"DOC\",\"DCT\",\"SFX\"],"
+                             "\"changed\":{\"date\":\"UPMJ\",\"time\":\"UPMT\"}}");
+    const char *body =
+        "{\"fs_DATABROWSE_F0411\":{\"data\":{\"gridData\":{\"rowset\":["
+        "{\"F0411_KCO\":\"00001\",\"F0411_DOC\":10004821,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
+        "\"F0411_MCU\":\"        2500\",\"F0411_AG\":-123456,\"F0411_UPMJ\":\"20261004\",\"F0411_UPMT\":65812},"
+        "{\"F0411_KCO\":\"00050 \",\"F0411_DOC\":7,\"F0411_DCT\":\"PD\",\"F0411_SFX\":\"  \","
+        "\"F0411_UPMJ\":126277,\"F0411_UPMT\":0},"
+        "{\"F0411_KCO\":\"00001\",\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\",\"F0411_UPMJ\":\"20261004\","
+        "\"F0411_UPMT\":1},"
+        "{\"F0411_KCO\":\"\",\"F0411_DOC\":\" \",\"F0411_DCT\":\"\",\"F0411_SFX\":\"\","
+        "\"F0411_UPMJ\":\"20261004\",\"F0411_UPMT\":1},"
+        "{\"F0411_KCO\":\"0|1\",\"F0411_DOC\":1,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
+        "\"F0411_UPMJ\":\"20261004\",\"F0411_UPMT\":1},"
+        "{\"F0411_KCO\":\"00001\",\"F0411_DOC\":2,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
+        "\"F0411_UPMJ\":\"20261004\",\"F0411_TDAY\":1},"
+        "{\"F0411_KCO\":null,\"F0411_DOC\":2,\"F0411_DCT\":\"PV\",\"F0411_SFX\":\"001\","
+        "\"F0411_UPMJ\":\"20261004\",\"F0411_UPMT\":1}],"
+        "\"summary\":{\"records\":7,\"moreRecords\":false}}}}}";
+    struct mlc_errbuf e = { 0 };
+    struct jde_table t;
+    struct jde_cursor c;
+    struct page pg = { 0 };
+    char *next = NULL;
+    int more = 1;
+
+    CHECK_INT(jde_table_from_source(src, &t, &e), 0);
+    CHECK_INT(t.n_keys, 4);
+    CHECK_STR(t.key_col, "KCO");
+    CHECK_STR(t.time_col, "UPMT");
+    CHECK_INT(t.key_numeric, 0);
+    CHECK_INT(jde_parse_page(body, strlen(body), &t, &pg, &more, &next, &e), MLC_OK);
+    CHECK_INT(pg.n, 7);
+    CHECK_INT(more, 0);
+    CHECK_STR(pg.recs[0].key, "00001|10004821|PV|001");
+    CHECK_STR(pg.recs[0].cursor, "20261004|065812|00001|10004821|PV|001");
+    /* the data keeps JD Edwards' padding: the mapping trims what it reads */
+    CHECK_STR(mlc_json_str(pg.recs[0].data, "MCU"), "        2500");
+    CHECK(pg.recs[0].error == NULL);
+    /* a Julian date (126277 = 2026-10-04), a blank part, trailing blanks */
+    CHECK(pg.recs[1].error == NULL);
+    CHECK_STR(pg.recs[1].key, "00050|7|PD|");
+    CHECK_STR(pg.recs[1].cursor, "20261004|000000|00050|7|PD|");
+    CHECK(pg.recs[2].error != NULL && strstr(pg.recs[2].error, "F0411.DOC") != NULL);
+    CHECK(pg.recs[3].error != NULL && strstr(pg.recs[3].error, "empty key") != NULL);
+    CHECK(pg.recs[4].error != NULL && strstr(pg.recs[4].error, "'|'") != NULL);
+    CHECK(pg.recs[5].error != NULL && strstr(pg.recs[5].error, "F0411.UPMT") != NULL);
+    CHECK(pg.recs[6].error != NULL && strstr(pg.recs[6].error, "F0411.KCO") != NULL);
+    /* every cursor parses back, the key with its bars */
+    CHECK_INT(jde_cursor_parse(pg.recs[0].cursor, &c), 0);
+    CHECK_STR(c.key, "00001|10004821|PV|001");
+    CHECK_INT(c.time, 65812);
+    page_release(&pg);
+    cJSON_Delete(src);
+    {
+        /* one-column keys are trimmed too: F0006 by business unit */
+        cJSON *s2 = cJSON_Parse("{\"table\":\"F0006\",\"key\":[\"MCU\"]}");
+        const char *b2 = "{\"fs_DATABROWSE_F0006\":{\"data\":{\"gridData\":{\"rowset\":["
+                         "{\"F0006_MCU\":\"         M30\",\"F0006_UPMJ\":\"20251129\",\"F0006_UPMT\":162639}]}}}}";
+        CHECK_INT(jde_table_from_source(s2, &t, &e), 0);
+        CHECK_INT(t.n_keys, 0);
+        CHECK_INT(t.key_numeric, 0); /* an array key is never required to be a number */
+        CHECK_INT(jde_parse_page(b2, strlen(b2), &t, &pg, &more, &next, &e), MLC_OK);
+        CHECK_STR(pg.recs[0].key, "M30");
+        CHECK_STR(pg.recs[0].cursor, "20251129|162639|M30");
+        page_release(&pg);
+        cJSON_Delete(s2);
+    }
+}
+
+static void jde_source_settings(void)
+{
+    static const struct {
+        const char *src;
+        const char *err; /* NULL: accepted */
+    } cases[] = {
+        { "{\"table\":\"F4801\"}", NULL },
+        { "{\"table\":\"F4801\",\"key\":\"DOCO\",\"date_column\":\"UPMJ\",\"time_column\":\"TDAY\"}", NULL },
+        { "{\"table\":\"F0411\",\"key\":[]}", "source.key" },
+        { "{\"table\":\"F0411\",\"key\":[\"A\",\"B\",\"C\",\"D\",\"E\",\"F\",\"G\",\"H\",\"I\"]}", "source.key" },
+        { "{\"table\":\"F0411\",\"key\":[\"DOC\",\"DOC\"]}", "listed twice" },
+        { "{\"table\":\"F0411\",\"key\":[\"DOC\",3]}", "source.key" },
+        { "{\"table\":\"F0411\",\"key\":[\"F0411.DOC\"]}", "source.key" },
+        { "{\"table\":\"F0411\",\"key\":7}", "source.key" },
+        { "{\"table\":\"F0411\",\"changed\":\"UPMJ\"}", "source.changed" },
+        { "{\"table\":\"F0411\",\"changed\":{\"date\":\"UP MJ\"}}", "source.changed" },
+        { "{\"table\":\"F0411\",\"key_type\":\"text\"}", "source.key_type" },
+        { "{\"table\":\"F04 11\"}", "source.table" },
+    };
+    struct mlc_errbuf e = { 0 };
+    struct jde_table t;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *src = cJSON_Parse(cases[i].src);
+        int rc;
+        mlc_err_reset(&e);
+        rc = jde_table_from_source(src, &t, &e);
+        if (cases[i].err == NULL) {
+            CHECK_INT(rc, 0);
+        } else {
+            CHECK_INT(rc, -1);
+            CHECK(strstr(mlc_err_msg(&e), cases[i].err) != NULL);
+        }
+        cJSON_Delete(src);
+    }
+    {
+        /* F4801 keeps UPMJ + TDAY and a numeric DOCO; other tables default to UPMT */
+        cJSON *a = cJSON_Parse("{\"table\":\"F4801\"}"), *b = cJSON_Parse("{\"table\":\"F0901\","
+                                                                         "\"key\":\"AID\",\"key_type\":\"string\","
+                                                                         "\"changed\":{\"time\":\"UPMT\"}}");
+        CHECK_INT(jde_table_from_source(a, &t, &e), 0);
+        CHECK_STR(t.key_col, "DOCO");
+        CHECK_STR(t.date_col, "UPMJ");
+        CHECK_STR(t.time_col, "TDAY");
+        CHECK_INT(t.key_numeric, 1);
+        CHECK_INT(jde_table_from_source(b, &t, &e), 0);
+        CHECK_STR(t.key_col, "AID");
+        CHECK_STR(t.date_col, "UPMJ");
+        CHECK_STR(t.time_col, "UPMT");
+        CHECK_INT(t.key_numeric, 0);
+        cJSON_Delete(a);
+        cJSON_Delete(b);
+    }
 }
 
 static cJSON *row(void)
@@ -231,6 +361,93 @@ static void mapping_errors_name_the_path(void)
         cJSON_Delete(r);
     }
     cJSON_Delete(spec);
+}
+
+/* "decimals": JD Edwards amounts are integers with implied decimals */
+static void mapping_implied_decimals(void)
+{
+    static const struct {
+        const char *in;
+        int places;
+        const char *out; /* NULL: an error naming the field */
+    } cases[] = {
+        { "123456", 2, "1234.56" },   { "-123456", 2, "-1234.56" }, { "5", 2, "0.05" },
+        { "-5", 2, "-0.05" },         { "0", 2, "0.00" },           { "-000", 2, "0.00" },
+        { "+0042", 2, "0.42" },       { "7", 0, "7" },              { "100", 3, "0.100" },
+        { "123456789012345", 2, "1234567890123.45" },
+        { "1", 18, "0.000000000000000001" },
+        { "12.5", 2, NULL },          { "1e3", 2, NULL },           { "-", 2, NULL },
+        { "12 34", 2, NULL },         { "abc", 2, NULL },           { "--1", 2, NULL },
+    };
+    struct mlc_errbuf e = { 0 };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char spec_text[160];
+        cJSON *spec, *r, *out;
+        struct mapping *m;
+
+        snprintf(spec_text, sizeof(spec_text),
+                 "{\"gross_amount\":{\"from\":\"AG\",\"decimals\":%d},\"doc\":\"{DOC}\"}",
+                 cases[i].places);
+        spec = cJSON_Parse(spec_text);
+        m = mapping_compile(spec, "flows.ap.mapping", &e);
+        CHECK(m != NULL);
+        r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "AG", cases[i].in);
+        cJSON_AddNumberToObject(r, "DOC", 4711);
+        mlc_err_reset(&e);
+        out = mapping_apply(m, r, &e);
+        if (cases[i].out != NULL) {
+            CHECK(out != NULL);
+            CHECK_STR(mlc_json_str(out, "gross_amount"), cases[i].out);
+            CHECK_STR(mlc_json_str(out, "doc"), "4711"); /* other fields untouched */
+        } else {
+            CHECK(out == NULL);
+            CHECK(strstr(mlc_err_msg(&e), "field 'gross_amount'") != NULL);
+            CHECK(strstr(mlc_err_msg(&e), cases[i].in) != NULL);
+        }
+        cJSON_Delete(out);
+        cJSON_Delete(r);
+        mapping_free(m);
+        cJSON_Delete(spec);
+    }
+    {
+        /* a JSON number (how AIS sends numeric columns), a blank and a missing column */
+        cJSON *spec = cJSON_Parse("{\"a\":{\"from\":\"AG\",\"decimals\":2},"
+                                  "\"b\":{\"from\":\"AAP\",\"decimals\":2},"
+                                  "\"c\":{\"from\":\"NOPE\",\"decimals\":2},"
+                                  "\"d\":\"{DOC}\"}");
+        cJSON *r = cJSON_Parse("{\"AG\":-250075,\"AAP\":\"   \",\"DOC\":\"12.5\"}"), *out;
+        struct mapping *m = mapping_compile(spec, "flows.ap.mapping", &e);
+        CHECK(m != NULL);
+        out = mapping_apply(m, r, &e);
+        CHECK(out != NULL);
+        CHECK_STR(mlc_json_str(out, "a"), "-2500.75");
+        CHECK(cJSON_GetObjectItem(out, "b") == NULL); /* "" stays "" (a NULL column) */
+        CHECK(cJSON_GetObjectItem(out, "c") == NULL);
+        CHECK_STR(mlc_json_str(out, "d"), "12.5"); /* a template without decimals: as it is */
+        CHECK(mapping_source_column(m, "a") == NULL); /* no reverse mapping through decimals */
+        cJSON_Delete(out);
+        cJSON_Delete(r);
+        mapping_free(m);
+        cJSON_Delete(spec);
+    }
+    {
+        static const char *const bad[] = {
+            "{\"x\":{\"from\":\"AG\",\"decimals\":19}}",
+            "{\"x\":{\"from\":\"AG\",\"decimals\":-1}}",
+            "{\"x\":{\"from\":\"AG\",\"decimals\":1.5}}",
+            "{\"x\":{\"from\":\"AG\",\"decimals\":\"2\"}}",
+            "{\"x\":{\"from\":\"AG\",\"decimals\":2,\"date\":\"julian\"}}",
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            cJSON *spec = cJSON_Parse(bad[i]);
+            mlc_err_reset(&e);
+            CHECK(mapping_compile(spec, "flows.ap.mapping", &e) == NULL);
+            CHECK(strstr(mlc_err_msg(&e), "flows.ap.mapping.x.decimals") != NULL);
+            cJSON_Delete(spec);
+        }
+    }
 }
 
 static char dbpath[64], keypath[64];
@@ -392,10 +609,13 @@ int main(void)
     RUN(jde_page_parses_rows_and_link);
     RUN(jde_page_rejects_garbage);
     RUN(jde_cursor_round_trip);
+    RUN(jde_page_composite_keys);
+    RUN(jde_source_settings);
     RUN(mapping_applies_rules);
     RUN(mapping_items_rule);
     RUN(mapping_from_list_takes_the_first_value);
     RUN(mapping_errors_name_the_path);
+    RUN(mapping_implied_decimals);
     RUN(state_tables_work);
     RUN(secrets_round_trip);
     RUN(retry_delay_is_bounded_and_grows);

@@ -158,6 +158,82 @@ static int row_text(const cJSON *row, const char *col, char *out, size_t n, cons
     return 0;
 }
 
+static int nkeys(const struct jde_table *t)
+{
+    return t->n_keys > 1 ? t->n_keys : 1;
+}
+
+static const char *keycol(const struct jde_table *t, int i)
+{
+    return t->n_keys > 1 ? t->key_cols[i] : t->key_col;
+}
+
+/* The record key of a row (see struct jde_table) into out; NULL, or the
+ * reason it has none (heap). */
+static char *row_key(const cJSON *row, const struct jde_table *t, char *out, size_t n)
+{
+    size_t len = 0;
+    int any = 0;
+
+    out[0] = '\0';
+    for (int i = 0; i < nkeys(t); i++) {
+        char part[JDE_KEY_MAX];
+        const cJSON *kit = NULL;
+        size_t pl;
+
+        if (row_text(row, keycol(t, i), part, sizeof(part), &kit) != 0 || kit == NULL ||
+            cJSON_IsNull(kit) || (nkeys(t) == 1 && t->key_numeric && !cJSON_IsNumber(kit))) {
+            return mlc_xasprintf("row has no usable %s.%s (key column)", t->table, keycol(t, i));
+        }
+        mlc_strip(part); /* JD Edwards pads codes: business units on the left, others on the right */
+        if (strchr(part, '|') != NULL) {
+            return mlc_xasprintf("row's key column %s.%s holds a '|', which the key cannot carry",
+                                 t->table, keycol(t, i));
+        }
+        pl = strlen(part);
+        if (len + pl + (i > 0) + 1 > n) {
+            return mlc_xasprintf("row's key (%s.%s...) is longer than %zu bytes", t->table,
+                                 keycol(t, 0), n - 1);
+        }
+        if (i > 0) {
+            out[len++] = '|';
+        }
+        memcpy(out + len, part, pl + 1);
+        len += pl;
+        any |= pl > 0;
+    }
+    if (!any) {
+        return mlc_xasprintf("row has an empty key (%s.%s%s)", t->table, keycol(t, 0),
+                             nkeys(t) > 1 ? " and the other key columns" : "");
+    }
+    return NULL;
+}
+
+/* The change date of a row as yyyyMMdd into out[9]: AIS sends dates as
+ * yyyyMMdd text; a Julian CYYDDD number (the stored form) is taken too. */
+static int row_date(const cJSON *row, const char *col, char out[9])
+{
+    char text[32];
+    struct mlc_ymd ymd;
+    const cJSON *it = NULL;
+
+    if (row_text(row, col, text, sizeof(text), &it) != 0 || it == NULL) {
+        return -1;
+    }
+    if (mlc_yyyymmdd_parse(text, &ymd) == 0) {
+        memcpy(out, text, 9);
+        return 0;
+    }
+    if (cJSON_IsNumber(it) && text[0] != '\0' && strspn(text, "0123456789") == strlen(text) &&
+        strlen(text) <= 7 && mlc_julian_to_ymd(strtol(text, NULL, 10), &ymd) == 0 &&
+        ymd.y >= 1000 && mlc_ymd_format(&ymd, "yyyyMMdd", text, sizeof(text)) == 0 &&
+        strlen(text) == 8) {
+        memcpy(out, text, 9);
+        return 0;
+    }
+    return -1;
+}
+
 enum mlc_rc jde_parse_page(const char *body, size_t len, const struct jde_table *t,
                            struct page *out, int *more, char **next_href, struct mlc_errbuf *err)
 {
@@ -203,9 +279,7 @@ enum mlc_rc jde_parse_page(const char *body, size_t len, const struct jde_table 
     plen = strlen(prefix);
     for (row = rowset->child; row != NULL; row = next) {
         struct record *r = page_push(out);
-        char key[64], date[32], tbuf[32];
-        const cJSON *kit = NULL;
-        struct mlc_ymd ymd;
+        char key[JDE_KEY_MAX], date[9], tbuf[32];
         long tm = -1;
         char *tend;
 
@@ -225,14 +299,11 @@ enum mlc_rc jde_parse_page(const char *body, size_t len, const struct jde_table 
             }
         }
         r->data = row;
-        if (row_text(row, t->key_col, key, sizeof(key), &kit) != 0 || key[0] == '\0' ||
-            (t->key_numeric && !cJSON_IsNumber(kit))) {
-            r->error = mlc_xasprintf("row has no usable %s.%s (key column)", t->table, t->key_col);
+        if ((r->error = row_key(row, t, key, sizeof(key))) != NULL) {
             continue;
         }
         r->key = mlc_xstrdup(key);
-        if (row_text(row, t->date_col, date, sizeof(date), NULL) != 0 ||
-            mlc_yyyymmdd_parse(date, &ymd) != 0) {
+        if (row_date(row, t->date_col, date) != 0) {
             r->error = mlc_xasprintf("row %s has an invalid %s.%s date", key, t->table, t->date_col);
             continue;
         }
@@ -569,7 +640,9 @@ static void add_complex(cJSON *q, const char *andor, cJSON *sub)
 }
 
 /* Watermark: (D > d) OR (D = d AND T >= t)            with a token (overlap)
- *            (D > d) OR (D = d AND T > t) OR (D = d AND T = t AND K > k)  keyset */
+ *            (D > d) OR (D = d AND T > t) OR (D = d AND T = t AND K > k)  keyset,
+ * where with a composite key K > k is (K1 > k1) OR (K1 = k1 AND K2 > k2) OR ...
+ * (cur->key holds the parts joined with '|', as row_key writes them). */
 static cJSON *watermark(const struct jde_table *t, const struct jde_cursor *cur, const char *dlit,
                         int keyset)
 {
@@ -585,20 +658,56 @@ static cJSON *watermark(const struct jde_table *t, const struct jde_cursor *cur,
     add_cond(same, cond(t->table, t->time_col, keyset ? "GREATER" : "GREATER_EQUAL", tv, 1));
     add_complex(w, "OR", same);
     if (keyset && cur->key[0]) {
-        const char *kv[1] = { cur->key };
-        cJSON *tie = subquery("MATCH_ALL");
-        add_cond(tie, cond(t->table, t->date_col, "EQUAL", d, 1));
-        add_cond(tie, cond(t->table, t->time_col, "EQUAL", tv, 1));
-        add_cond(tie, cond(t->table, t->key_col, "GREATER", kv, 1));
-        add_complex(w, "OR", tie);
+        char parts[JDE_KEY_MAX], *pv[JDE_MAX_KEYS], *p = parts;
+        int n = 0;
+
+        snprintf(parts, sizeof(parts), "%s", cur->key);
+        while (n < nkeys(t)) {
+            pv[n++] = p;
+            if ((p = strchr(p, '|')) == NULL) {
+                break;
+            }
+            *p++ = '\0';
+        }
+        /* a cursor of another key shape (the flow's key was changed): the
+         * tie-break uses the parts it has */
+        for (int i = 0; i < n; i++) {
+            cJSON *tie = subquery("MATCH_ALL");
+            const char *kv[1];
+            add_cond(tie, cond(t->table, t->date_col, "EQUAL", d, 1));
+            add_cond(tie, cond(t->table, t->time_col, "EQUAL", tv, 1));
+            for (int k = 0; k < i; k++) {
+                kv[0] = pv[k];
+                add_cond(tie, cond(t->table, keycol(t, k), "EQUAL", kv, 1));
+            }
+            kv[0] = pv[i];
+            add_cond(tie, cond(t->table, keycol(t, i), "GREATER", kv, 1));
+            add_complex(w, "OR", tie);
+        }
     }
     return w;
 }
 
-static int table_from_source(const cJSON *src, struct jde_table *t, struct mlc_errbuf *err)
+/* A column alias as it goes into a controlId: letters and digits. */
+static int alias_ok(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 20) {
+        return 0;
+    }
+    for (const char *p = s; *p; p++) {
+        if (!isalnum((unsigned char)*p)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int jde_table_from_source(const cJSON *src, struct jde_table *t, struct mlc_errbuf *err)
 {
     const char *table = mlc_json_str(src, "table");
     const char *kt = mlc_json_str(src, "key_type");
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(src, "key");
+    const cJSON *changed = cJSON_GetObjectItemCaseSensitive(src, "changed");
 
     memset(t, 0, sizeof(*t));
     if (table == NULL || strlen(table) >= sizeof(t->table) || table[0] == '\0') {
@@ -612,12 +721,67 @@ static int table_from_source(const cJSON *src, struct jde_table *t, struct mlc_e
         }
     }
     snprintf(t->table, sizeof(t->table), "%s", table);
-    t->key_col = mlc_json_str(src, "key") ? mlc_json_str(src, "key") : "DOCO";
+    if (key == NULL) {
+        t->key_col = "DOCO";
+    } else if (cJSON_IsString(key)) {
+        t->key_col = key->valuestring;
+    } else if (cJSON_IsArray(key) && cJSON_GetArraySize(key) >= 1 &&
+               cJSON_GetArraySize(key) <= JDE_MAX_KEYS) {
+        const cJSON *k;
+        cJSON_ArrayForEach(k, key)
+        {
+            if (!cJSON_IsString(k) || !alias_ok(k->valuestring)) {
+                mlc_errf(err, "source.key: every entry must be a column alias such as \"DOC\"");
+                return -1;
+            }
+            for (int i = 0; i < t->n_keys; i++) {
+                if (strcmp(t->key_cols[i], k->valuestring) == 0) {
+                    mlc_errf(err, "source.key: column %s is listed twice", k->valuestring);
+                    return -1;
+                }
+            }
+            t->key_cols[t->n_keys++] = k->valuestring;
+        }
+        t->key_col = t->key_cols[0];
+        if (t->n_keys == 1) {
+            t->n_keys = 0;
+        }
+    } else {
+        mlc_errf(err, "source.key: expected a column alias or an array of 1 to %d of them "
+                 "(e.g. [\"KCO\", \"DOC\", \"DCT\", \"SFX\"])", JDE_MAX_KEYS);
+        return -1;
+    }
+    if (!alias_ok(t->key_col)) {
+        mlc_errf(err, "source.key: '%s' is not a column alias (letters and digits, e.g. \"DOCO\")",
+                 t->key_col);
+        return -1;
+    }
     t->date_col = mlc_json_str(src, "date_column") ? mlc_json_str(src, "date_column") : "UPMJ";
     t->time_col = mlc_json_str(src, "time_column")
                       ? mlc_json_str(src, "time_column")
                       : (strcmp(table, "F4801") == 0 ? "TDAY" : "UPMT");
-    t->key_numeric = kt == NULL || strcmp(kt, "number") == 0;
+    if (changed != NULL) {
+        const char *d = mlc_json_str(changed, "date"), *tm = mlc_json_str(changed, "time");
+        if (!cJSON_IsObject(changed) || (d == NULL && tm == NULL)) {
+            mlc_errf(err, "source.changed: expected {\"date\": \"UPMJ\", \"time\": \"UPMT\"} (the "
+                     "columns of the row's last change)");
+            return -1;
+        }
+        t->date_col = d ? d : t->date_col;
+        t->time_col = tm ? tm : t->time_col;
+    }
+    if (!alias_ok(t->date_col) || !alias_ok(t->time_col)) {
+        mlc_errf(err, "source.changed: '%s' is not a column alias (letters and digits)",
+                 alias_ok(t->date_col) ? t->time_col : t->date_col);
+        return -1;
+    }
+    if (kt != NULL && strcmp(kt, "number") != 0 && strcmp(kt, "string") != 0) {
+        mlc_errf(err, "source.key_type: '%s' is not one of number, string", kt);
+        return -1;
+    }
+    /* a key given as one string keeps the old default (numeric, as DOCO);
+     * a key given as an array is checked only when key_type says so */
+    t->key_numeric = t->n_keys == 0 && (kt != NULL ? strcmp(kt, "number") == 0 : !cJSON_IsArray(key));
     return 0;
 }
 
@@ -627,15 +791,20 @@ static char *build_request(struct jde *j, const struct jde_table *t, const cJSON
     cJSON *o = mlc_json_xobj(), *q = subquery("MATCH_ALL"), *agg, *ob, *e;
     const cJSON *cols = mlc_json_arr(src, "columns"), *filters = mlc_json_arr(src, "filter"), *f;
     struct mlc_buf ids = MLC_BUF_INIT;
-    const char *order[3] = { t->date_col, t->time_col, t->key_col };
+    const char *order[2 + JDE_MAX_KEYS] = { t->date_col, t->time_col };
+    int n_order = 2;
     char ps[16], *out = NULL;
+
+    for (int i = 0; i < nkeys(t); i++) {
+        order[n_order++] = keycol(t, i);
+    }
 
     mlc_json_xadd_str(o, "targetName", t->table);
     mlc_json_xadd_str(o, "targetType", "table");
     mlc_json_xadd_str(o, "dataServiceType", "BROWSE");
     if (cols != NULL) {
         const cJSON *c;
-        int have[3] = { 0, 0, 0 };
+        int have[2 + JDE_MAX_KEYS] = { 0 };
         cJSON_ArrayForEach(c, cols)
         {
             if (!cJSON_IsString(c)) {
@@ -643,11 +812,11 @@ static char *build_request(struct jde *j, const struct jde_table *t, const cJSON
                 goto fail;
             }
             mlc_buf_addf(&ids, "%s%s.%s", ids.len ? "|" : "", t->table, c->valuestring);
-            for (int i = 0; i < 3; i++) {
+            for (int i = 0; i < n_order; i++) {
                 have[i] |= strcmp(c->valuestring, order[i]) == 0;
             }
         }
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < n_order; i++) {
             if (!have[i]) {
                 mlc_buf_addf(&ids, "%s%s.%s", ids.len ? "|" : "", t->table, order[i]);
             }
@@ -692,7 +861,7 @@ static char *build_request(struct jde *j, const struct jde_table *t, const cJSON
     q = NULL;
     agg = mlc_json_xobj();
     ob = mlc_json_xarr();
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < n_order; i++) {
         char colid[48];
         e = mlc_json_xobj();
         snprintf(colid, sizeof(colid), "%s.%s", t->table, order[i]);
@@ -827,7 +996,7 @@ static enum mlc_rc jde_poll(struct conn *c, const struct poll_req *rq, struct pa
     int more = 0, reauthed = 0, first = rq->first;
     enum mlc_rc rc;
 
-    if (table_from_source(rq->source, &t, &c->err) != 0) {
+    if (jde_table_from_source(rq->source, &t, &c->err) != 0) {
         return MLC_E_INVAL;
     }
     if ((rc = jde_resolve(c)) != MLC_OK) {
@@ -1104,7 +1273,7 @@ static enum mlc_rc jde_fetch_one(struct conn *c, const cJSON *source, const char
     enum mlc_rc rc;
 
     memset(out, 0, sizeof(*out));
-    if (table_from_source(source, &t, &c->err) != 0) {
+    if (jde_table_from_source(source, &t, &c->err) != 0) {
         return MLC_E_INVAL;
     }
     if ((rc = jde_resolve(c)) != MLC_OK) {
@@ -1121,13 +1290,35 @@ static enum mlc_rc jde_fetch_one(struct conn *c, const cJSON *source, const char
         filters = mlc_json_xarr();
         mlc_json_xadd(src, "filter", filters);
     }
-    f = mlc_json_xobj();
-    mlc_json_xadd_str(f, "column", t.key_col);
-    mlc_json_xadd_str(f, "op", "EQUAL");
-    vals = mlc_json_xarr();
-    cJSON_AddItemToArray(vals, cJSON_CreateString(key));
-    mlc_json_xadd(f, "values", vals);
-    cJSON_AddItemToArray(filters, f);
+    {
+        /* one EQUAL per key column: a composite key's parts are '|'-separated */
+        char parts[JDE_KEY_MAX], *p = parts, *bar;
+        int i = 0;
+
+        snprintf(parts, sizeof(parts), "%s", key);
+        for (; i < nkeys(&t); i++) {
+            bar = strchr(p, '|');
+            if (bar != NULL && i + 1 < nkeys(&t)) {
+                *bar = '\0';
+            } else if (i + 1 < nkeys(&t)) {
+                break; /* fewer parts than key columns */
+            }
+            f = mlc_json_xobj();
+            mlc_json_xadd_str(f, "column", keycol(&t, i));
+            mlc_json_xadd_str(f, "op", "EQUAL");
+            vals = mlc_json_xarr();
+            cJSON_AddItemToArray(vals, cJSON_CreateString(p));
+            mlc_json_xadd(f, "values", vals);
+            cJSON_AddItemToArray(filters, f);
+            p = bar != NULL ? bar + 1 : p + strlen(p);
+        }
+        if (i < nkeys(&t)) {
+            mlc_errf(&c->err, "jde: key '%s' has fewer parts than the %d key columns of %s "
+                     "(%s...)", key, nkeys(&t), t.table, t.key_col);
+            rc = MLC_E_INVAL;
+            goto out;
+        }
+    }
     body = build_request(c->priv, &t, src, NULL, 0, &c->err);
     if (body == NULL) {
         rc = MLC_E_INVAL;
