@@ -459,6 +459,7 @@ static enum mlc_rc send_rows(struct agent *a, struct flow *f, const struct outbo
         struct mlc_errbuf ignore = { 0 };
         pipeline_marker(f, rows[i].source_key, mk[i], sizeof(mk[i]));
         items[i].marker = mk[i];
+        items[i].source_key = rows[i].source_key;
         items[i].target_key = creates ? NULL : rows[i].target_key;
         items[i].fields = fields[i];
         items[i].audit_id = rows[i].audit_id;
@@ -528,12 +529,15 @@ static enum mlc_rc settle(struct agent *a, struct flow *f, struct outbox_row *ro
             if (rc == MLC_OK) {
                 rc = state_outbox_delete(a->st, r->id, err);
             }
-            state_audit(a->st, f->name, r->source_key, r->audit_id, creates ? "created" : "updated",
+            state_audit(a->st, f->name, r->source_key, r->audit_id,
+                        res[i].unchanged ? "unchanged" : creates ? "created" : "updated",
                         lr.target_key, NULL);
             if (res[i].warn[0] != '\0') {
                 note_warning(a, f, r->source_key, r->audit_id, lr.target_key, res[i].warn, ss);
             }
-            if (creates) {
+            if (res[i].unchanged) {
+                ss->unchanged++; /* the target already held it: it wrote nothing */
+            } else if (creates) {
                 ss->created++;
             } else {
                 ss->updated++;
@@ -1012,6 +1016,7 @@ static void dry_add(struct flow *f, struct dry_set *d, const char *key,
     pipeline_marker(f, key, d->mk[i], sizeof(d->mk[i]));
     memset(&d->items[i], 0, sizeof(d->items[i]));
     d->items[i].marker = d->mk[i];
+    d->items[i].source_key = d->keys[i];
     d->items[i].target_key = d->tkeys[i];
     d->items[i].fields = d->fields[i];
     d->n++;
@@ -1263,7 +1268,8 @@ done:
                          rc == MLC_OK ? NULL : mlc_err_msg(err));
     }
     if (!dry_run && f->dst->ops->end_run != NULL && ss->created + ss->updated + ss->adopted > 0) {
-        struct run_totals t = { ss->created, ss->updated, ss->unchanged, ss->failed, ss->pending };
+        struct run_totals t = { ss->created, ss->updated, ss->unchanged, ss->failed, ss->pending,
+                                f->name };
         enum mlc_rc erc;
 
         mlc_err_reset(&f->dst->err);
