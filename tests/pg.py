@@ -163,13 +163,16 @@ class Server:
                                    f"{self.log}:\n{f.read()[-3000:]}")
 
     def psql(self, sql, user="postgres"):
-        """Run sql through psql over the unix socket; rows as lists of strings."""
+        """Run sql through psql over the unix socket; rows as lists of strings (NULL = "")."""
         out = subprocess.run([os.path.join(self.bin, "psql"), "-h", self.base, "-p", str(self.port),
-                              "-U", user, "-d", DBNAME, "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+                              "-U", user, "-d", DBNAME, "-At", "-F", "\x1f", "-R", "\x1e",
+                              "-v", "ON_ERROR_STOP=1",
                               "-c", sql], capture_output=True, text=True, env=self.env)
         if out.returncode != 0:
             raise RuntimeError(f"psql: {sql[:200]}: {out.stderr.strip()}")
-        return [line.split("\t") for line in out.stdout.splitlines()]
+        # unit and record separators: values may hold tabs and newlines
+        text = out.stdout[:-1] if out.stdout.endswith("\n") else out.stdout
+        return [rec.split("\x1f") for rec in text.split("\x1e")] if text else []
 
     def stop(self):
         self.halt()

@@ -156,7 +156,8 @@ def expect_equal_to_source(e, n):
     for k, s in src.items():
         g = got[k]
         d = s["DRQJ"]
-        want = [k, s["DCTO"], s["DL01"], s["SRST"], s["MCU"], str(s["AN8"]),
+        # JD Edwards pads text columns with blanks; the mapping drops them
+        want = [k, s["DCTO"].strip(), s["DL01"].strip(), s["SRST"].strip(), s["MCU"], str(s["AN8"]),
                 f"{d[0:4]}-{d[4:6]}-{d[6:8]}" if d.strip() else "", str(int(s["PRTS"]))]
         # the business unit arrives as the connector reads it (padded or trimmed)
         if g[4] != want[4] and g[4] != want[4].strip():
