@@ -65,14 +65,14 @@ class Env:
         self.config = None
         self.configure()
 
-    def configure(self, columns=None, reader="looker_reader"):
+    def configure(self, columns=None, reader="looker_reader", page_size=500):
         cfg = {
             "agent": {"state_db": os.path.join(self.dir, "state.db"),
                       "key_file": os.path.join(self.dir, "secret.key"), "log_level": "warn"},
             "systems": {
                 "jde": {"type": "jde", "base_url": self.jde.url + "/jderest", "username": "SYNCUSR",
                         "password": "${MLC_JDE_PASSWORD}", "environment": "JDV920",
-                        "page_size": 500},
+                        "page_size": page_size},
                 "warehouse": {"type": "pgsql",
                               "dsn": f"host=127.0.0.1 port={self.pg.port} dbname=mlc user=mlc_loader",
                               "password": "${MLC_PG_PASSWORD}", "schema": "mlc_staging",
@@ -299,7 +299,9 @@ def server_down_rows_wait_then_land_once():
         e.init()
         e.pg.halt()
         s = e.sync(want_rc=1, what="sync with the server down")
-        expect(s["pending"] == n, f"server down: {s}")
+        # the first page waits in the outbox; reading stops while the target is down
+        expect(s["pending"] > 0 and s["created"] == 0, f"server down: {s}")
+        expect(len(e.state("SELECT id FROM state_outbox")) == s["pending"], "outbox rows")
         r = e.agent("status")
         expect(PG_PASSWORD not in r.stdout + r.stderr, "the password shows in status")
         e.pg.resume()
@@ -307,8 +309,9 @@ def server_down_rows_wait_then_land_once():
         expect_equal_to_source(e, n)
         # stopped in the middle of a run: the JD Edwards side is slowed so the
         # load takes a while, and the server goes down during it
+        e.configure(page_size=100)
         e.jde.ctl("/_sim/touch", {"count": n})
-        e.jde.faults(slow_ms=40)
+        e.jde.faults(slow_ms=300)
         p = e.popen("sync", FLOW)
         time.sleep(1.5)
         e.pg.halt()
@@ -316,6 +319,9 @@ def server_down_rows_wait_then_land_once():
         e.jde.faults(slow_ms=0)
         expect(p.returncode != 0, f"a run with the server stopped midway succeeded: {out} {err[-500:]}")
         expect(PG_PASSWORD not in out + err, "the password shows in the agent's output")
+        waiting = e.state("SELECT count(*) FROM state_outbox")[0][0]
+        expect(waiting > 0, "no row waits in the outbox after the server went down mid-run")
+        print(f"#   server stopped mid-run: {waiting} rows waited in the outbox", flush=True)
         e.pg.resume()
         s = e.sync(what="sync after the second restart")
         expect(s["pending"] == 0 and s["failed"] == 0, f"after the restart: {s}")
@@ -333,6 +339,10 @@ def kill_9_during_loads_every_row_once():
     e = Env(n)
     try:
         e.init()
+        # pages of 100 from a slowed source: each load takes seconds, with a
+        # batch written to PostgreSQL after every page
+        e.configure(page_size=100)
+        e.jde.faults(slow_ms=60)
         killed = 0
         for i in range(kills):
             if i:
@@ -343,6 +353,7 @@ def kill_9_during_loads_every_row_once():
                 p.send_signal(signal.SIGKILL)
                 killed += 1
             p.communicate()
+        e.jde.faults(slow_ms=0)
         s = e.sync(what="final sync")
         expect(s["failed"] == 0 and s["pending"] == 0, f"final sync: {s}")
         expect(killed >= 1, f"no load was still running when killed ({kills} tries)")

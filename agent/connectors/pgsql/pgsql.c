@@ -58,6 +58,7 @@ struct pg_load {
     long inserted, updated;
     char started[64];   /* the database's now() at the first write */
     char first_audit[40], last_audit[40];
+    int checked;        /* check_table() passed */
 };
 
 #define PG_MAX_LOADS 64
@@ -302,20 +303,19 @@ static enum mlc_rc pg_bind(struct conn *c, const cJSON *target, const struct pre
     return rc;
 }
 
-static enum mlc_rc pg_prepare(struct conn *c, const cJSON *target, const struct prep_info *pi)
+static struct pg_load *load_of(struct pg *p, const char *table);
+
+/* The table exists with every column the flow names and the agent's own. */
+static enum mlc_rc check_table(struct conn *c, const struct pg_table *t)
 {
     struct pg *p = c->priv;
-    struct pg_table *t = mlc_xmalloc(sizeof(*t));
-    enum mlc_rc rc = pg_bind(c, target, pi);
     const char *params[2];
     PGresult *r = NULL;
     int found[PG_MAX_COLS + 3] = { 0 };
     static const char *const own[] = { "_source_key", "_audit_id", "_loaded_at" };
+    struct pg_load *ld = load_of(p, t->table);
+    enum mlc_rc rc = MLC_OK;
 
-    if (rc != MLC_OK || (rc = spec_of(c, target, t)) != MLC_OK || (rc = pg_connect(c)) != MLC_OK) {
-        free(t);
-        return rc;
-    }
     params[0] = p->cf.schema;
     params[1] = t->table;
     r = PQexecParams(p->db,
@@ -359,8 +359,36 @@ static enum mlc_rc pg_prepare(struct conn *c, const cJSON *target, const struct 
             break;
         }
     }
+    if (rc == MLC_OK && ld != NULL) {
+        ld->checked = 1;
+    }
 out:
     PQclear(r);
+    return rc;
+}
+
+/* A server that cannot be reached now does not stop the run: the source is
+ * read into the outbox, the rows wait there, and the table is checked at
+ * the first write that reaches the server. */
+static enum mlc_rc pg_prepare(struct conn *c, const cJSON *target, const struct prep_info *pi)
+{
+    struct pg_table *t = mlc_xmalloc(sizeof(*t));
+    enum mlc_rc rc = pg_bind(c, target, pi);
+
+    if (rc == MLC_OK) {
+        rc = spec_of(c, target, t);
+    }
+    if (rc == MLC_OK) {
+        rc = pg_connect(c);
+        if (rc == MLC_E_NET) {
+            conn_log(c, MLC_LOG_WARN, "%s (table %s is checked at the first write)",
+                     mlc_err_msg(&c->err), t->table);
+            mlc_err_reset(&c->err);
+            rc = MLC_OK;
+        } else if (rc == MLC_OK) {
+            rc = check_table(c, t);
+        }
+    }
     free(t);
     return rc;
 }
@@ -578,6 +606,9 @@ static enum mlc_rc pg_apply(struct conn *c, const struct batch *in, struct resul
         goto out;
     }
     ld = load_of(p, t->table);
+    if (ld != NULL && !ld->checked && (rc = check_table(c, t)) != MLC_OK) {
+        goto out;
+    }
     if ((rc = pg_exec(c, "BEGIN", "starting a transaction")) != MLC_OK) {
         goto out;
     }
@@ -716,8 +747,8 @@ static enum mlc_rc pg_end_run(struct conn *c, const cJSON *target, const struct 
         mlc_errf(&c->err, "system %s: writing the run's row into %s.load_log failed: %s%s", c->name,
                  p->cf.schema, msg, rc == MLC_E_INVAL ? " (run `mlc-agent warehouse init`)" : "");
     } else {
-        memset(ld, 0, sizeof(*ld));
-        snprintf(ld->table, sizeof(ld->table), "%s", t->table);
+        ld->inserted = ld->updated = 0;
+        ld->started[0] = ld->first_audit[0] = ld->last_audit[0] = '\0';
     }
     PQclear(r);
     free(t);
