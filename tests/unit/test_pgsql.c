@@ -177,6 +177,43 @@ static void test_upsert_sql(void)
     }
 }
 
+static void test_copy_merge_sql(void)
+{
+    struct mlc_errbuf err = { 0 };
+    struct pg_table *t = parse("{\"table\":\"gl\",\"key\":[\"co\"],\"columns\":{\"co\":\"text\","
+                               "\"amount\":\"numeric(15,2)\"}}", &err);
+    struct mlc_buf b = MLC_BUF_INIT;
+    const char *row1[] = { "a\tb\\c\nd\re", NULL, "k1", "aud" };
+    const char *row2[] = { "", "12.50", "k2", NULL };
+
+    CHECK(t != NULL);
+    if (t == NULL) {
+        return;
+    }
+    pg_copy_row(row1, 4, &b);
+    pg_copy_row(row2, 4, &b);
+    CHECK_STR(mlc_buf_str(&b), "a\\tb\\\\c\\nd\\re\t\\N\tk1\taud\n\t12.50\tk2\t\\N\n");
+    mlc_buf_reset(&b);
+    pg_sql_temp("stg", t, "mlc_in_0", &b);
+    CHECK_STR(mlc_buf_str(&b), "CREATE TEMP TABLE IF NOT EXISTS \"mlc_in_0\" ON COMMIT DELETE ROWS AS "
+                               "SELECT \"co\", \"amount\", \"_source_key\", \"_audit_id\" FROM "
+                               "\"stg\".\"gl\" WITH NO DATA");
+    mlc_buf_reset(&b);
+    pg_sql_copy(t, "mlc_in_0", &b);
+    CHECK_STR(mlc_buf_str(&b), "COPY \"mlc_in_0\" (\"co\", \"amount\", \"_source_key\", "
+                               "\"_audit_id\") FROM STDIN");
+    mlc_buf_reset(&b);
+    pg_sql_merge("stg", t, "mlc_in_0", &b);
+    CHECK_STR(mlc_buf_str(&b),
+              "INSERT INTO \"stg\".\"gl\" AS t (\"co\", \"amount\", \"_source_key\", \"_audit_id\", "
+              "\"_loaded_at\") SELECT \"co\", \"amount\", \"_source_key\", \"_audit_id\", now() FROM "
+              "\"mlc_in_0\" ON CONFLICT (\"co\") DO UPDATE SET \"amount\" = EXCLUDED.\"amount\", "
+              "\"_source_key\" = EXCLUDED.\"_source_key\", \"_audit_id\" = EXCLUDED.\"_audit_id\", "
+              "\"_loaded_at\" = EXCLUDED.\"_loaded_at\" WHERE (t.\"amount\") IS DISTINCT FROM "
+              "(EXCLUDED.\"amount\") RETURNING t.\"_source_key\", (t.xmax = 0) AS inserted");
+    mlc_buf_release(&b);
+}
+
 static void test_ddl(void)
 {
     struct mlc_errbuf err = { 0 };
@@ -252,6 +289,7 @@ int main(void)
     RUN(test_table_spec);
     RUN(test_values);
     RUN(test_upsert_sql);
+    RUN(test_copy_merge_sql);
     RUN(test_ddl);
     RUN(test_open);
     return TT_DONE();

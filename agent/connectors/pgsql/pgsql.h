@@ -53,6 +53,15 @@ int pg_value_check(const struct pg_col *c, const char *v, char *why, size_t n);
  * parameters $1.., ON CONFLICT (key) DO UPDATE only where a column differs;
  * RETURNING _source_key and whether the row was inserted. */
 void pg_sql_upsert(const char *schema, const struct pg_table *t, size_t n_rows, struct mlc_buf *b);
+/* The faster way for a batch: COPY the rows into a temporary table tmp
+ * (made once per session, emptied at each commit), then one INSERT ...
+ * SELECT with the same ON CONFLICT clause and RETURNING as the upsert. */
+void pg_sql_temp(const char *schema, const struct pg_table *t, const char *tmp, struct mlc_buf *b);
+void pg_sql_copy(const struct pg_table *t, const char *tmp, struct mlc_buf *b);
+void pg_sql_merge(const char *schema, const struct pg_table *t, const char *tmp, struct mlc_buf *b);
+/* One row of COPY's text format: tab-separated, \N for NULL, backslash,
+ * tab, newline and carriage return escaped. */
+void pg_copy_row(const char *const *vals, int n, struct mlc_buf *b);
 /* The statements that create (or complete) a staging table, idempotent. */
 void pg_sql_table_ddl(const char *schema, const struct pg_table *t, struct mlc_buf *b);
 /* Schema, load_log and (reader != "") the reader's grants. */

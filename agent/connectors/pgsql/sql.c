@@ -283,28 +283,9 @@ static void qtable(struct mlc_buf *b, const char *schema, const char *table)
     qid(b, table);
 }
 
-void pg_sql_upsert(const char *schema, const struct pg_table *t, size_t n_rows, struct mlc_buf *b)
+/* ON CONFLICT (key) DO UPDATE ... only where a column differs, RETURNING. */
+static void conflict_tail(const struct pg_table *t, struct mlc_buf *b)
 {
-    int per = t->n_cols + 2, p = 1;
-    char ty[32];
-
-    mlc_buf_adds(b, "INSERT INTO ");
-    qtable(b, schema, t->table);
-    mlc_buf_adds(b, " AS t (");
-    for (int i = 0; i < t->n_cols; i++) {
-        qid(b, t->cols[i].name);
-        mlc_buf_adds(b, ", ");
-    }
-    mlc_buf_adds(b, "\"_source_key\", \"_audit_id\", \"_loaded_at\") VALUES ");
-    for (size_t r = 0; r < n_rows; r++) {
-        mlc_buf_adds(b, r ? ", (" : "(");
-        for (int i = 0; i < per; i++) {
-            pg_type_sql(i < t->n_cols ? &t->cols[i] : &(struct pg_col){ .type = PG_TEXT }, ty,
-                        sizeof(ty));
-            mlc_buf_addf(b, "$%d::%s, ", p++, ty);
-        }
-        mlc_buf_adds(b, "now())");
-    }
     mlc_buf_adds(b, " ON CONFLICT (");
     for (int k = 0; k < t->n_keys; k++) {
         if (k) {
@@ -349,6 +330,103 @@ void pg_sql_upsert(const char *schema, const struct pg_table *t, size_t n_rows, 
         mlc_buf_adds(b, " WHERE false");
     }
     mlc_buf_adds(b, " RETURNING t.\"_source_key\", (t.xmax = 0) AS inserted");
+}
+
+static void insert_head(const char *schema, const struct pg_table *t, struct mlc_buf *b)
+{
+    mlc_buf_adds(b, "INSERT INTO ");
+    qtable(b, schema, t->table);
+    mlc_buf_adds(b, " AS t (");
+    for (int i = 0; i < t->n_cols; i++) {
+        qid(b, t->cols[i].name);
+        mlc_buf_adds(b, ", ");
+    }
+    mlc_buf_adds(b, "\"_source_key\", \"_audit_id\", \"_loaded_at\")");
+}
+
+void pg_sql_upsert(const char *schema, const struct pg_table *t, size_t n_rows, struct mlc_buf *b)
+{
+    int per = t->n_cols + 2, p = 1;
+    char ty[32];
+
+    insert_head(schema, t, b);
+    mlc_buf_adds(b, " VALUES ");
+    for (size_t r = 0; r < n_rows; r++) {
+        mlc_buf_adds(b, r ? ", (" : "(");
+        for (int i = 0; i < per; i++) {
+            pg_type_sql(i < t->n_cols ? &t->cols[i] : &(struct pg_col){ .type = PG_TEXT }, ty,
+                        sizeof(ty));
+            mlc_buf_addf(b, "$%d::%s, ", p++, ty);
+        }
+        mlc_buf_adds(b, "now())");
+    }
+    conflict_tail(t, b);
+}
+
+void pg_sql_temp(const char *schema, const struct pg_table *t, const char *tmp, struct mlc_buf *b)
+{
+    mlc_buf_adds(b, "CREATE TEMP TABLE IF NOT EXISTS ");
+    qid(b, tmp);
+    mlc_buf_adds(b, " ON COMMIT DELETE ROWS AS SELECT ");
+    for (int i = 0; i < t->n_cols; i++) {
+        qid(b, t->cols[i].name);
+        mlc_buf_adds(b, ", ");
+    }
+    mlc_buf_adds(b, "\"_source_key\", \"_audit_id\" FROM ");
+    qtable(b, schema, t->table);
+    mlc_buf_adds(b, " WITH NO DATA");
+}
+
+void pg_sql_copy(const struct pg_table *t, const char *tmp, struct mlc_buf *b)
+{
+    mlc_buf_adds(b, "COPY ");
+    qid(b, tmp);
+    mlc_buf_adds(b, " (");
+    for (int i = 0; i < t->n_cols; i++) {
+        qid(b, t->cols[i].name);
+        mlc_buf_adds(b, ", ");
+    }
+    mlc_buf_adds(b, "\"_source_key\", \"_audit_id\") FROM STDIN");
+}
+
+void pg_sql_merge(const char *schema, const struct pg_table *t, const char *tmp, struct mlc_buf *b)
+{
+    insert_head(schema, t, b);
+    mlc_buf_adds(b, " SELECT ");
+    for (int i = 0; i < t->n_cols; i++) {
+        qid(b, t->cols[i].name);
+        mlc_buf_adds(b, ", ");
+    }
+    mlc_buf_adds(b, "\"_source_key\", \"_audit_id\", now() FROM ");
+    qid(b, tmp);
+    conflict_tail(t, b);
+}
+
+void pg_copy_row(const char *const *vals, int n, struct mlc_buf *b)
+{
+    for (int i = 0; i < n; i++) {
+        const char *v = vals[i];
+        if (i) {
+            mlc_buf_add(b, "\t", 1);
+        }
+        if (v == NULL) {
+            mlc_buf_add(b, "\\N", 2);
+            continue;
+        }
+        while (*v) {
+            size_t plain = strcspn(v, "\\\t\n\r");
+            char esc[2] = { '\\', 0 };
+            mlc_buf_add(b, v, plain);
+            v += plain;
+            if (*v == '\0') {
+                break;
+            }
+            esc[1] = *v == '\t' ? 't' : *v == '\n' ? 'n' : *v == '\r' ? 'r' : '\\';
+            mlc_buf_add(b, esc, 2);
+            v++;
+        }
+    }
+    mlc_buf_add(b, "\n", 1);
 }
 
 void pg_sql_schema_ddl(const char *schema, struct mlc_buf *b)
