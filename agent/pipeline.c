@@ -501,7 +501,10 @@ static enum mlc_rc settle(struct agent *a, struct flow *f, struct outbox_row *ro
     enum mlc_rc rc = MLC_OK;
 
     if (arc != MLC_OK) {
-        if (!creates || arc == MLC_E_AUTH || arc == MLC_E_INVAL) {
+        /* a target that upserts by key takes a create again without doubling it:
+         * nothing stays in flight, the rows simply wait for the next try */
+        if (!creates || arc == MLC_E_AUTH || arc == MLC_E_INVAL ||
+            (f->dst->ops->caps & CONN_UPSERT)) {
             for (int i = 0; i < n && rc == MLC_OK; i++) {
                 rc = state_outbox_retry_later(a->st, rows[i].id, creates ? 0 : retry_at(rows[i].attempts),
                                               why, err);

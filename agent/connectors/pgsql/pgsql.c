@@ -163,7 +163,11 @@ static enum mlc_rc pg_failure(struct pg *p, const PGresult *r, char *msg, size_t
     one_line(m ? m : PQerrorMessage(p->db), a, sizeof(a));
     one_line(d, b, sizeof(b));
     snprintf(msg, n, "%s%s%s%s%s", a, b[0] ? " (" : "", b, b[0] ? ")" : "",
-             state ? "" : " [connection]");
+             (PQstatus(p->db) != CONNECTION_OK || state == NULL ||
+              strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0)
+                 ? " (the connection is gone: the rows wait in the outbox, the next run connects "
+                   "again)"
+                 : "");
     if (PQstatus(p->db) != CONNECTION_OK || state == NULL) {
         pg_drop(p);
         return MLC_E_NET;
