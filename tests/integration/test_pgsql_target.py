@@ -263,6 +263,31 @@ def load_rerun_and_changes():
 
 
 @test
+def state_lost_the_target_reports_unchanged():
+    """The agent's state database lost: every record goes out again as a
+    create, and the target, which already holds each row, writes nothing and
+    says so (unchanged), with no load_log row."""
+    n = 300
+    e = Env(n)
+    try:
+        e.init()
+        s = e.sync(what="first load")
+        expect(s["created"] == n, f"first load {s}")
+        before = e.pg.psql("SELECT max(_loaded_at), count(*) FROM mlc_staging.work_orders")
+        os.remove(os.path.join(e.dir, "state.db"))
+        s = e.sync(what="sync with a fresh state database")
+        expect(s["unchanged"] == n and s["created"] == 0 and s["updated"] == 0,
+               f"fresh state: {s}")
+        expect(e.pg.psql("SELECT max(_loaded_at), count(*) FROM mlc_staging.work_orders") == before,
+               "rows were rewritten")
+        expect(e.count("SELECT count(*) FROM mlc_staging.load_log") == 1, "a load_log row for no change")
+        audits = e.state("SELECT count(*) FROM state_audit WHERE action = 'unchanged'")[0][0]
+        expect(audits == n, f"{audits} 'unchanged' audit rows, want {n}")
+    finally:
+        e.close()
+
+
+@test
 def refused_values_fail_only_their_record():
     e = Env(30)
     try:
