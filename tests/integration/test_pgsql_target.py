@@ -65,7 +65,7 @@ class Env:
         self.config = None
         self.configure()
 
-    def configure(self, columns=None, reader="looker_reader", page_size=500):
+    def configure(self, columns=None, reader="looker_reader", page_size=500, mapping=None):
         cfg = {
             "agent": {"state_db": os.path.join(self.dir, "state.db"),
                       "key_file": os.path.join(self.dir, "secret.key"), "log_level": "warn"},
@@ -83,7 +83,7 @@ class Env:
                     "source": {"system": "jde", "table": "F4801", "key": "DOCO"},
                     "target": {"system": "warehouse", "table": "work_orders", "key": ["doco"],
                                "columns": columns or COLUMNS},
-                    "mapping": MAPPING,
+                    "mapping": mapping or MAPPING,
                     "max_attempts": 50,
                 }
             },
@@ -219,6 +219,11 @@ def warehouse_init_print_twice_and_added_column():
                        "'mlc_staging' AND table_name = 'work_orders' AND column_name = 'vr01'") == 1,
                "vr01 was not added")
         expect(e.count("SELECT count(*) FROM mlc_staging.work_orders") == 1, "init lost rows")
+        # a mapped field that is no column: refused when the configuration is read
+        e.configure(mapping=dict(MAPPING, hold_code="{WR10}"))
+        r = e.agent("check-config")
+        expect(r.returncode == 2 and "hold_code" in r.stderr and "target.columns" in r.stderr,
+               f"a mapped field that is no column: {r.returncode} {r.stderr}")
         # a reader role that does not exist: a clear message, nothing half-done
         e.configure(reader="nobody_here")
         r = e.agent("warehouse", "init")
