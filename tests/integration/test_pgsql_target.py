@@ -234,6 +234,38 @@ def warehouse_init_print_twice_and_added_column():
 
 
 @test
+def password_is_sent_and_never_shown():
+    """The server asks the loader for its password (scram-sha-256 over TCP):
+    the right one from ${MLC_PG_PASSWORD} works; a wrong one fails with a
+    message that says what to check and shows neither password."""
+    e = Env(20)
+    try:
+        hba = os.path.join(e.pg.data, "pg_hba.conf")
+        with open(hba) as f:
+            rest = f.read()
+        with open(hba, "w") as f:
+            f.write("host all mlc_loader 127.0.0.1/32 scram-sha-256\n" + rest)
+        e.pg.psql("SELECT pg_reload_conf()")
+        e.init()
+        s = e.sync(what="sync with the password")
+        expect(s["created"] == 20, f"sync with the password: {s}")
+        e.jde.ctl("/_sim/touch", {"count": 5})
+        env = harness.agent_env()
+        env["MLC_PG_PASSWORD"] = "wrong-secret-41"
+        r = harness.run_agent(ARGS.agent, e.config, "sync", FLOW, env=env)
+        out = r.stdout + r.stderr
+        expect(r.returncode == 1 and "password" in r.stderr and "check the user in dsn" in r.stderr,
+               f"wrong password: exit {r.returncode}: {out[-1500:]}")
+        expect("wrong-secret-41" not in out and PG_PASSWORD not in out, "a password in the output")
+        r = harness.run_agent(ARGS.agent, e.config, "status", env=env)
+        expect("wrong-secret-41" not in r.stdout + r.stderr, "a password in status")
+        s = e.sync(what="sync with the right password again")
+        expect(s["updated"] == 5 and s["pending"] == 0, f"after the wrong password: {s}")
+    finally:
+        e.close()
+
+
+@test
 def load_rerun_and_changes():
     n = 2000 if not ARGS.quick else 400
     e = Env(n)
