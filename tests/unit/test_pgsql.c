@@ -21,7 +21,7 @@ static void test_identifiers(void)
 
     CHECK(pg_ident_ok("ap_invoices") == 0);
     CHECK(pg_ident_ok("_x1") == 0);
-    CHECK(pg_ident_ok("Invoices") != 0);      /* upper case: quoted and unquoted differ */
+    CHECK(pg_ident_ok("Invoices") != 0); /* upper case: quoted and unquoted differ */
     CHECK(pg_ident_ok("1abc") != 0);
     CHECK(pg_ident_ok("a-b") != 0);
     CHECK(pg_ident_ok("a\"; DROP TABLE x; --") != 0);
@@ -87,16 +87,20 @@ static void test_table_spec(void)
     }
     CHECK(parse("{\"table\":\"Bad\",\"key\":[\"a\"],\"columns\":{\"a\":\"text\"}}", &err) == NULL);
     CHECK(strstr(mlc_err_msg(&err), "flows.f.target.table") != NULL);
-    CHECK(parse("{\"table\":\"load_log\",\"key\":[\"a\"],\"columns\":{\"a\":\"text\"}}", &err) == NULL);
+    CHECK(parse("{\"table\":\"load_log\",\"key\":[\"a\"],\"columns\":{\"a\":\"text\"}}", &err) ==
+          NULL);
     CHECK(parse("{\"table\":\"t\",\"key\":[\"b\"],\"columns\":{\"a\":\"text\"}}", &err) == NULL);
     CHECK(strstr(mlc_err_msg(&err), "'b' is not one of the table's columns") != NULL);
     CHECK(parse("{\"table\":\"t\",\"key\":[],\"columns\":{\"a\":\"text\"}}", &err) == NULL);
     CHECK(strstr(mlc_err_msg(&err), "flows.f.target.key") != NULL);
-    CHECK(parse("{\"table\":\"t\",\"key\":[\"a\",\"a\"],\"columns\":{\"a\":\"text\"}}", &err) == NULL);
+    CHECK(parse("{\"table\":\"t\",\"key\":[\"a\",\"a\"],\"columns\":{\"a\":\"text\"}}", &err) ==
+          NULL);
     CHECK(parse("{\"table\":\"t\",\"key\":[\"a\"],\"columns\":{\"a\":\"money\"}}", &err) == NULL);
     CHECK(strstr(mlc_err_msg(&err), "flows.f.target.columns.a") != NULL);
-    CHECK(parse("{\"table\":\"t\",\"key\":[\"a\"],\"columns\":{\"a\":\"text\",\"_audit_id\":\"text\"}}",
-                &err) == NULL);
+    CHECK(
+        parse(
+            "{\"table\":\"t\",\"key\":[\"a\"],\"columns\":{\"a\":\"text\",\"_audit_id\":\"text\"}}",
+            &err) == NULL);
     CHECK(strstr(mlc_err_msg(&err), "_audit_id") != NULL);
     CHECK(parse("{\"table\":\"t\",\"key\":[\"a\"],\"columns\":{\"a\":\"text\",\"x y\":\"text\"}}",
                 &err) == NULL);
@@ -126,9 +130,9 @@ static void test_values(void)
     CHECK(ok(PG_NUMERIC, 15, 2, "-1234.56"));
     CHECK(ok(PG_NUMERIC, 15, 2, "0.5"));
     CHECK(ok(PG_NUMERIC, 15, 2, "1234567890123.45"));
-    CHECK(!ok(PG_NUMERIC, 15, 2, "12345678901234.5"));   /* 14 digits before the point */
-    CHECK(ok(PG_NUMERIC, 15, 2, "000000000000012.5"));   /* leading zeros do not count */
-    CHECK(ok(PG_NUMERIC, 15, 2, "1.239"));               /* PostgreSQL rounds the scale */
+    CHECK(!ok(PG_NUMERIC, 15, 2, "12345678901234.5")); /* 14 digits before the point */
+    CHECK(ok(PG_NUMERIC, 15, 2, "000000000000012.5")); /* leading zeros do not count */
+    CHECK(ok(PG_NUMERIC, 15, 2, "1.239"));             /* PostgreSQL rounds the scale */
     CHECK(!ok(PG_NUMERIC, 15, 2, "1e5"));
     CHECK(!ok(PG_NUMERIC, 15, 2, "."));
     CHECK(!ok(PG_NUMERIC, 15, 2, "1,5"));
@@ -146,9 +150,10 @@ static void test_values(void)
 static void test_upsert_sql(void)
 {
     struct mlc_errbuf err = { 0 };
-    struct pg_table *t = parse("{\"table\":\"gl\",\"key\":[\"co\",\"acct\"],\"columns\":{\"co\":\"text\","
-                               "\"acct\":\"text\",\"amount\":\"numeric(15,2)\",\"on\":\"date\"}}",
-                               &err);
+    struct pg_table *t =
+        parse("{\"table\":\"gl\",\"key\":[\"co\",\"acct\"],\"columns\":{\"co\":\"text\","
+              "\"acct\":\"text\",\"amount\":\"numeric(15,2)\",\"on\":\"date\"}}",
+              &err);
     struct mlc_buf b = MLC_BUF_INIT;
 
     CHECK(t != NULL);
@@ -156,16 +161,17 @@ static void test_upsert_sql(void)
         return;
     }
     pg_sql_upsert("stg", t, 2, &b);
-    CHECK_STR(mlc_buf_str(&b),
-              "INSERT INTO \"stg\".\"gl\" AS t (\"co\", \"acct\", \"amount\", \"on\", \"_source_key\", "
-              "\"_audit_id\", \"_loaded_at\") VALUES "
-              "($1::text, $2::text, $3::numeric(15,2), $4::date, $5::text, $6::text, now()), "
-              "($7::text, $8::text, $9::numeric(15,2), $10::date, $11::text, $12::text, now()) "
-              "ON CONFLICT (\"co\", \"acct\") DO UPDATE SET \"amount\" = EXCLUDED.\"amount\", "
-              "\"on\" = EXCLUDED.\"on\", \"_source_key\" = EXCLUDED.\"_source_key\", "
-              "\"_audit_id\" = EXCLUDED.\"_audit_id\", \"_loaded_at\" = EXCLUDED.\"_loaded_at\" "
-              "WHERE (t.\"amount\", t.\"on\") IS DISTINCT FROM (EXCLUDED.\"amount\", EXCLUDED.\"on\") "
-              "RETURNING t.\"_source_key\", (t.xmax = 0) AS inserted");
+    CHECK_STR(
+        mlc_buf_str(&b),
+        "INSERT INTO \"stg\".\"gl\" AS t (\"co\", \"acct\", \"amount\", \"on\", \"_source_key\", "
+        "\"_audit_id\", \"_loaded_at\") VALUES "
+        "($1::text, $2::text, $3::numeric(15,2), $4::date, $5::text, $6::text, now()), "
+        "($7::text, $8::text, $9::numeric(15,2), $10::date, $11::text, $12::text, now()) "
+        "ON CONFLICT (\"co\", \"acct\") DO UPDATE SET \"amount\" = EXCLUDED.\"amount\", "
+        "\"on\" = EXCLUDED.\"on\", \"_source_key\" = EXCLUDED.\"_source_key\", "
+        "\"_audit_id\" = EXCLUDED.\"_audit_id\", \"_loaded_at\" = EXCLUDED.\"_loaded_at\" "
+        "WHERE (t.\"amount\", t.\"on\") IS DISTINCT FROM (EXCLUDED.\"amount\", EXCLUDED.\"on\") "
+        "RETURNING t.\"_source_key\", (t.xmax = 0) AS inserted");
     mlc_buf_release(&b);
     /* every column a key: an existing row is never rewritten */
     t = parse("{\"table\":\"k\",\"key\":[\"a\"],\"columns\":{\"a\":\"text\"}}", &err);
@@ -181,7 +187,8 @@ static void test_copy_merge_sql(void)
 {
     struct mlc_errbuf err = { 0 };
     struct pg_table *t = parse("{\"table\":\"gl\",\"key\":[\"co\"],\"columns\":{\"co\":\"text\","
-                               "\"amount\":\"numeric(15,2)\"}}", &err);
+                               "\"amount\":\"numeric(15,2)\"}}",
+                               &err);
     struct mlc_buf b = MLC_BUF_INIT;
     const char *row1[] = { "a\tb\\c\nd\re", NULL, "k1", "aud" };
     const char *row2[] = { "", "12.50", "k2", NULL };
@@ -195,22 +202,24 @@ static void test_copy_merge_sql(void)
     CHECK_STR(mlc_buf_str(&b), "a\\tb\\\\c\\nd\\re\t\\N\tk1\taud\n\t12.50\tk2\t\\N\n");
     mlc_buf_reset(&b);
     pg_sql_temp("stg", t, "mlc_in_0", &b);
-    CHECK_STR(mlc_buf_str(&b), "CREATE TEMP TABLE IF NOT EXISTS \"mlc_in_0\" ON COMMIT DELETE ROWS AS "
-                               "SELECT \"co\", \"amount\", \"_source_key\", \"_audit_id\" FROM "
-                               "\"stg\".\"gl\" WITH NO DATA");
+    CHECK_STR(mlc_buf_str(&b),
+              "CREATE TEMP TABLE IF NOT EXISTS \"mlc_in_0\" ON COMMIT DELETE ROWS AS "
+              "SELECT \"co\", \"amount\", \"_source_key\", \"_audit_id\" FROM "
+              "\"stg\".\"gl\" WITH NO DATA");
     mlc_buf_reset(&b);
     pg_sql_copy(t, "mlc_in_0", &b);
     CHECK_STR(mlc_buf_str(&b), "COPY \"mlc_in_0\" (\"co\", \"amount\", \"_source_key\", "
                                "\"_audit_id\") FROM STDIN");
     mlc_buf_reset(&b);
     pg_sql_merge("stg", t, "mlc_in_0", &b);
-    CHECK_STR(mlc_buf_str(&b),
-              "INSERT INTO \"stg\".\"gl\" AS t (\"co\", \"amount\", \"_source_key\", \"_audit_id\", "
-              "\"_loaded_at\") SELECT \"co\", \"amount\", \"_source_key\", \"_audit_id\", now() FROM "
-              "\"mlc_in_0\" ON CONFLICT (\"co\") DO UPDATE SET \"amount\" = EXCLUDED.\"amount\", "
-              "\"_source_key\" = EXCLUDED.\"_source_key\", \"_audit_id\" = EXCLUDED.\"_audit_id\", "
-              "\"_loaded_at\" = EXCLUDED.\"_loaded_at\" WHERE (t.\"amount\") IS DISTINCT FROM "
-              "(EXCLUDED.\"amount\") RETURNING t.\"_source_key\", (t.xmax = 0) AS inserted");
+    CHECK_STR(
+        mlc_buf_str(&b),
+        "INSERT INTO \"stg\".\"gl\" AS t (\"co\", \"amount\", \"_source_key\", \"_audit_id\", "
+        "\"_loaded_at\") SELECT \"co\", \"amount\", \"_source_key\", \"_audit_id\", now() FROM "
+        "\"mlc_in_0\" ON CONFLICT (\"co\") DO UPDATE SET \"amount\" = EXCLUDED.\"amount\", "
+        "\"_source_key\" = EXCLUDED.\"_source_key\", \"_audit_id\" = EXCLUDED.\"_audit_id\", "
+        "\"_loaded_at\" = EXCLUDED.\"_loaded_at\" WHERE (t.\"amount\") IS DISTINCT FROM "
+        "(EXCLUDED.\"amount\") RETURNING t.\"_source_key\", (t.xmax = 0) AS inserted");
     mlc_buf_release(&b);
 }
 
@@ -218,7 +227,8 @@ static void test_ddl(void)
 {
     struct mlc_errbuf err = { 0 };
     struct pg_table *t = parse("{\"table\":\"ap_invoices\",\"key\":[\"doc\"],\"columns\":{"
-                               "\"doc\":\"bigint\",\"amount\":\"numeric(15,2)\"}}", &err);
+                               "\"doc\":\"bigint\",\"amount\":\"numeric(15,2)\"}}",
+                               &err);
     struct mlc_buf b = MLC_BUF_INIT;
     const char *s;
 
@@ -236,12 +246,16 @@ static void test_ddl(void)
     CHECK(strstr(s, "\"finished_at\" timestamptz NOT NULL DEFAULT now()") != NULL);
     CHECK(strstr(s, "    \"doc\" bigint NOT NULL,\n    \"amount\" numeric(15,2),\n") != NULL);
     CHECK(strstr(s, "PRIMARY KEY (\"doc\")") != NULL);
-    CHECK(strstr(s, "ALTER TABLE \"mlc_staging\".\"ap_invoices\" ADD COLUMN IF NOT EXISTS \"amount\" "
-                    "numeric(15,2);") != NULL);
-    CHECK(strstr(s, "ADD COLUMN IF NOT EXISTS \"_loaded_at\" timestamptz NOT NULL DEFAULT now();") != NULL);
+    CHECK(strstr(s,
+                 "ALTER TABLE \"mlc_staging\".\"ap_invoices\" ADD COLUMN IF NOT EXISTS \"amount\" "
+                 "numeric(15,2);") != NULL);
+    CHECK(
+        strstr(s, "ADD COLUMN IF NOT EXISTS \"_loaded_at\" timestamptz NOT NULL DEFAULT now();") !=
+        NULL);
     CHECK(strstr(s, "CREATE INDEX IF NOT EXISTS \"ap_invoices__loaded_at\" ON "
                     "\"mlc_staging\".\"ap_invoices\" (\"_loaded_at\");") != NULL);
-    CHECK(strstr(s, "GRANT SELECT ON ALL TABLES IN SCHEMA \"mlc_staging\" TO \"looker_reader\";") != NULL);
+    CHECK(strstr(s, "GRANT SELECT ON ALL TABLES IN SCHEMA \"mlc_staging\" TO \"looker_reader\";") !=
+          NULL);
     CHECK(strstr(s, "ALTER DEFAULT PRIVILEGES IN SCHEMA \"mlc_staging\" GRANT SELECT ON TABLES TO "
                     "\"looker_reader\";") != NULL);
     CHECK(strstr(s, "DROP") == NULL);
@@ -268,7 +282,8 @@ static void test_open(void)
     struct conn c;
 
     CHECK(open_with("{\"type\":\"pgsql\",\"dsn\":\"host=127.0.0.1 dbname=f user=u\","
-                    "\"password\":\"${X}\",\"reader_role\":\"looker_reader\"}", &c) == MLC_OK);
+                    "\"password\":\"${X}\",\"reader_role\":\"looker_reader\"}",
+                    &c) == MLC_OK);
     CHECK(open_with("{\"type\":\"pgsql\",\"dsn\":\"host=127.0.0.1 password=hunter2\"}", &c) ==
           MLC_E_INVAL);
     CHECK(strstr(mlc_err_msg(&c.err), "systems.wh.dsn") != NULL);

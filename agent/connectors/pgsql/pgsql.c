@@ -37,14 +37,15 @@ static const struct conf_key pg_keys[] = {
     { "type", CONF_STR, offsetof(struct pg_conf, type), NULL, "\"pgsql\"", 0, 0, NULL },
     { "dsn", CONF_STR, offsetof(struct pg_conf, dsn), NULL,
       "libpq conninfo without the password, e.g. \"host=db port=5432 dbname=finance "
-      "user=mlc_loader\"", 0, 0, NULL },
+      "user=mlc_loader\"",
+      0, 0, NULL },
     { "password", CONF_SECRET, offsetof(struct pg_conf, password), "",
       "secret:NAME or ${ENV} (empty: none, e.g. a .pgpass file or peer auth)", 0, 0, NULL },
     { "schema", CONF_STR, offsetof(struct pg_conf, schema), "mlc_staging",
       "schema of the staging tables and load_log", 0, 0, NULL },
     { "reader_role", CONF_STR, offsetof(struct pg_conf, reader_role), "",
-      "role the BI tool reads as: warehouse init grants it USAGE and SELECT (empty: no grants)",
-      0, 0, NULL },
+      "role the BI tool reads as: warehouse init grants it USAGE and SELECT (empty: no grants)", 0,
+      0, NULL },
     { "connect_timeout_s", CONF_INT, offsetof(struct pg_conf, connect_timeout_s), "10",
       "give up connecting after this", 2, 600, NULL },
     { "statement_timeout_s", CONF_INT, offsetof(struct pg_conf, statement_timeout_s), "120",
@@ -56,9 +57,9 @@ static const struct conf_key pg_keys[] = {
 struct pg_load {
     char table[PG_IDENT_MAX + 1];
     long inserted, updated;
-    char started[64];   /* the database's now() at the first write */
+    char started[64]; /* the database's now() at the first write */
     char first_audit[40], last_audit[40];
-    int checked;        /* check_table() passed */
+    int checked; /* check_table() passed */
 };
 
 #define PG_MAX_LOADS 64
@@ -66,6 +67,7 @@ struct pg_load {
 struct pg {
     struct pg_conf cf;
     char *password; /* resolved; NULL until the first connect */
+    char *user;     /* the user named in dsn, or NULL */
     PGconn *db;
     struct pg_load loads[PG_MAX_LOADS];
     int n_loads;
@@ -138,8 +140,8 @@ static enum mlc_rc pg_connect(struct conn *c)
         int auth;
         one_line(p->db ? PQerrorMessage(p->db) : "out of memory", msg, sizeof(msg));
         auth = strstr(msg, "authentication failed") != NULL || strstr(msg, "password") != NULL;
-        mlc_errf(&c->err,
-                 "system %s: cannot connect to PostgreSQL (%s): %s; %s", c->name, p->cf.dsn, msg,
+        mlc_errf(&c->err, "system %s: cannot connect to PostgreSQL (%s): %s; %s", c->name,
+                 p->cf.dsn, msg,
                  auth ? "check the user in dsn and the password setting"
                       : "is the server up and reachable? the rows wait in the outbox and are sent "
                         "on the next run");
@@ -163,8 +165,8 @@ static enum mlc_rc pg_failure(struct pg *p, const PGresult *r, char *msg, size_t
     one_line(m ? m : PQerrorMessage(p->db), a, sizeof(a));
     one_line(d, b, sizeof(b));
     snprintf(msg, n, "%s%s%s%s%s", a, b[0] ? " (" : "", b, b[0] ? ")" : "",
-             (PQstatus(p->db) != CONNECTION_OK || state == NULL ||
-              strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0)
+             (PQstatus(p->db) != CONNECTION_OK || state == NULL || strncmp(state, "08", 2) == 0 ||
+              strncmp(state, "57", 2) == 0)
                  ? " (the connection is gone: the rows wait in the outbox, the next run connects "
                    "again)"
                  : "");
@@ -184,7 +186,8 @@ static enum mlc_rc pg_failure(struct pg *p, const PGresult *r, char *msg, size_t
     if (strcmp(state, "42501") == 0 || strncmp(state, "28", 2) == 0) {
         return MLC_E_AUTH;
     }
-    if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 || strcmp(state, "21000") == 0) {
+    if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
+        strcmp(state, "21000") == 0) {
         return MLC_E_REJECTED; /* this data: one record at fault */
     }
     return MLC_E_INVAL; /* e.g. a missing table or column: warehouse init */
@@ -235,10 +238,15 @@ static enum mlc_rc pg_open(struct conn *c)
         return MLC_E_INVAL;
     }
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "user") == 0 && o->val != NULL && p->user == NULL) {
+            p->user = mlc_xstrdup(o->val);
+        }
         if (strcmp(o->keyword, "password") == 0 && o->val != NULL) {
             PQconninfoFree(opts);
-            mlc_errf(&c->err, "%s.dsn: holds a password; put it in %s.password instead "
-                              "(\"secret:NAME\" or \"${ENV}\") so it is never logged", path, path);
+            mlc_errf(&c->err,
+                     "%s.dsn: holds a password; put it in %s.password instead "
+                     "(\"secret:NAME\" or \"${ENV}\") so it is never logged",
+                     path, path);
             return MLC_E_INVAL;
         }
     }
@@ -269,6 +277,7 @@ static void pg_close(struct conn *c)
         free(p->password);
     }
     mlc_conf_release(pg_keys, &p->cf);
+    free(p->user);
     free(p);
     c->priv = NULL;
 }
@@ -308,7 +317,8 @@ static enum mlc_rc pg_bind(struct conn *c, const cJSON *target, const struct pre
             if (pg_table_col(t, f->string) < 0) {
                 mlc_errf(&c->err,
                          "the mapping sets '%s', which is not a column of table %s (add it to "
-                         "target.columns, then run `mlc-agent warehouse init`)", f->string, t->table);
+                         "target.columns, then run `mlc-agent warehouse init`)",
+                         f->string, t->table);
                 rc = MLC_E_INVAL;
                 break;
             }
@@ -345,10 +355,11 @@ static enum mlc_rc check_table(struct conn *c, const struct pg_table *t)
         goto out;
     }
     if (PQntuples(r) == 0) {
-        mlc_errf(&c->err,
-                 "system %s: table %s.%s does not exist (or the user in dsn cannot see it): run "
-                 "`mlc-agent warehouse init` (or have a DBA run what `warehouse init --print` shows)",
-                 c->name, p->cf.schema, t->table);
+        mlc_errf(
+            &c->err,
+            "system %s: table %s.%s does not exist (or the user in dsn cannot see it): run "
+            "`mlc-agent warehouse init` (or have a DBA run what `warehouse init --print` shows)",
+            c->name, p->cf.schema, t->table);
         rc = MLC_E_INVAL;
         goto out;
     }
@@ -369,7 +380,8 @@ static enum mlc_rc check_table(struct conn *c, const struct pg_table *t)
             mlc_errf(&c->err,
                      "system %s: table %s.%s has no column %s: run `mlc-agent warehouse init` "
                      "(it adds missing columns and drops none)",
-                     c->name, p->cf.schema, t->table, i < t->n_cols ? t->cols[i].name : own[i - t->n_cols]);
+                     c->name, p->cf.schema, t->table,
+                     i < t->n_cols ? t->cols[i].name : own[i - t->n_cols]);
             rc = MLC_E_INVAL;
             break;
         }
@@ -429,8 +441,8 @@ static struct pg_load *load_of(struct pg *p, const char *table)
 struct row {
     const char **vals;
     char **own;
-    int ok;        /* 1 while it is to be sent */
-    int written;   /* 1 when RETURNING named it */
+    int ok;      /* 1 while it is to be sent */
+    int written; /* 1 when RETURNING named it */
     int inserted;
 };
 
@@ -719,8 +731,8 @@ static enum mlc_rc pg_apply(struct conn *c, const struct batch *in, struct resul
             if (one == MLC_E_REJECTED) {
                 rows[idx[i]].ok = 0;
                 out[idx[i]].rc = MLC_E_REJECTED;
-                snprintf(out[idx[i]].err, sizeof(out[idx[i]].err), "PostgreSQL refused the row for %s: %.400s",
-                         t->table, msg);
+                snprintf(out[idx[i]].err, sizeof(out[idx[i]].err),
+                         "PostgreSQL refused the row for %s: %.400s", t->table, msg);
                 rc = pg_exec(c, "ROLLBACK TO SAVEPOINT mlc_row", "rolling back a savepoint");
             } else if (one != MLC_OK) {
                 rc = one;
@@ -863,11 +875,19 @@ static enum mlc_rc pg_init_targets(struct conn *c, const cJSON *const *targets, 
         mlc_buf_release(&sql);
         return rc;
     }
-    mlc_buf_addf(out,
-                 "-- system %s: staging schema %s, %zu table%s and load_log (mlc-agent warehouse init)\n"
-                 "-- Run as the loading user (the user in dsn) so that it owns the tables; safe to\n"
-                 "-- run again: it creates what is missing and adds missing columns, drops nothing.\n",
-                 c->name, p->cf.schema, n, n == 1 ? "" : "s");
+    mlc_buf_addf(
+        out,
+        "-- system %s: staging schema %s, %zu table%s and load_log (mlc-agent warehouse init)\n"
+        "-- Run as the loading user (the user in dsn) so that it owns the tables; safe to\n"
+        "-- run again: it creates what is missing and adds missing columns, drops nothing.\n",
+        c->name, p->cf.schema, n, n == 1 ? "" : "s");
+    if (p->user != NULL && pg_ident_ok(p->user) == 0) {
+        mlc_buf_addf(out,
+                     "-- A DBA running it as another role (a superuser) first makes the loader\n"
+                     "-- the owner of what it creates:\n"
+                     "--   SET ROLE %s;   -- the loader needs CREATE on the database\n",
+                     p->user);
+    }
     if (p->cf.reader_role[0] != '\0') {
         mlc_buf_addf(out,
                      "-- The reader role must exist first; a DBA creates it once, e.g.\n"

@@ -11,15 +11,23 @@
 #include "shared/mlc_buf.h"
 #include "shared/mlc_err.h"
 
-#define PG_MAX_COLS 128
+#define PG_MAX_COLS  128
 #define PG_IDENT_MAX 63 /* PostgreSQL's NAMEDATALEN - 1 */
 
-enum pg_type { PG_TEXT = 1, PG_BIGINT, PG_INTEGER, PG_NUMERIC, PG_DATE, PG_TIMESTAMPTZ, PG_BOOLEAN };
+enum pg_type {
+    PG_TEXT = 1,
+    PG_BIGINT,
+    PG_INTEGER,
+    PG_NUMERIC,
+    PG_DATE,
+    PG_TIMESTAMPTZ,
+    PG_BOOLEAN
+};
 
 struct pg_col {
     char name[PG_IDENT_MAX + 1];
     enum pg_type type;
-    int prec, scale;  /* numeric(p,s) */
+    int prec, scale; /* numeric(p,s) */
     int is_key;
 };
 

@@ -39,9 +39,10 @@ int pg_type_parse(const char *s, struct pg_col *out)
     static const struct {
         const char *name;
         enum pg_type type;
-    } plain[] = { { "text", PG_TEXT },       { "bigint", PG_BIGINT },
-                  { "integer", PG_INTEGER }, { "date", PG_DATE },
-                  { "timestamptz", PG_TIMESTAMPTZ }, { "boolean", PG_BOOLEAN } };
+    } plain[] = {
+        { "text", PG_TEXT }, { "bigint", PG_BIGINT },           { "integer", PG_INTEGER },
+        { "date", PG_DATE }, { "timestamptz", PG_TIMESTAMPTZ }, { "boolean", PG_BOOLEAN }
+    };
     int p, sc, used = 0;
 
     out->prec = out->scale = 0;
@@ -63,8 +64,8 @@ int pg_type_parse(const char *s, struct pg_col *out)
 
 void pg_type_sql(const struct pg_col *c, char *out, size_t n)
 {
-    static const char *const names[] = { "", "text", "bigint", "integer", "numeric",
-                                         "date", "timestamptz", "boolean" };
+    static const char *const names[] = { "",        "text", "bigint",      "integer",
+                                         "numeric", "date", "timestamptz", "boolean" };
 
     if (c->type == PG_NUMERIC) {
         snprintf(out, n, "numeric(%d,%d)", c->prec, c->scale);
@@ -112,8 +113,10 @@ enum mlc_rc pg_table_parse(const cJSON *target, const char *path, struct pg_tabl
     }
     snprintf(t->table, sizeof(t->table), "%s", it->valuestring);
     if (!cJSON_IsObject(cols) || cols->child == NULL) {
-        mlc_errf(err, "%s.columns: required object of column name -> SQL type (text, bigint, "
-                      "integer, numeric(p,s), date, timestamptz, boolean)", path);
+        mlc_errf(err,
+                 "%s.columns: required object of column name -> SQL type (text, bigint, "
+                 "integer, numeric(p,s), date, timestamptz, boolean)",
+                 path);
         return MLC_E_INVAL;
     }
     cJSON_ArrayForEach(c, cols)
@@ -124,10 +127,11 @@ enum mlc_rc pg_table_parse(const cJSON *target, const char *path, struct pg_tabl
             return MLC_E_INVAL;
         }
         if (pg_ident_ok(c->string) != 0 || own_col(c->string)) {
-            mlc_errf(err,
-                     "%s.columns.%s: not a column name we accept (lower-case [a-z_][a-z0-9_]*, at "
-                     "most %d characters; _source_key, _audit_id and _loaded_at are the agent's own)",
-                     path, c->string, PG_IDENT_MAX);
+            mlc_errf(
+                err,
+                "%s.columns.%s: not a column name we accept (lower-case [a-z_][a-z0-9_]*, at "
+                "most %d characters; _source_key, _audit_id and _loaded_at are the agent's own)",
+                path, c->string, PG_IDENT_MAX);
             return MLC_E_INVAL;
         }
         if (pg_table_col(t, c->string) >= 0) {
@@ -228,8 +232,10 @@ int pg_value_check(const struct pg_col *c, const char *v, char *why, size_t n)
             while (lead + 1 < ni && q[lead] == '0') {
                 lead++;
             }
-            if ((long)(ni - lead) > (long)(c->prec - c->scale) && !(ni - lead == 1 && q[lead] == '0')) {
-                snprintf(why, n, "'%s' has more than %d digits before the decimal point (numeric(%d,%d))",
+            if ((long)(ni - lead) > (long)(c->prec - c->scale) &&
+                !(ni - lead == 1 && q[lead] == '0')) {
+                snprintf(why, n,
+                         "'%s' has more than %d digits before the decimal point (numeric(%d,%d))",
                          v, c->prec - c->scale, c->prec, c->scale);
                 return -1;
             }
@@ -254,8 +260,8 @@ int pg_value_check(const struct pg_col *c, const char *v, char *why, size_t n)
         return 0;
     }
     case PG_BOOLEAN: {
-        static const char *const ok[] = { "true", "false", "t", "f", "yes", "no", "y", "n",
-                                          "on", "off", "1", "0" };
+        static const char *const ok[] = { "true", "false", "t",  "f",   "yes", "no",
+                                          "y",    "n",     "on", "off", "1",   "0" };
         for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
             if (strcasecmp(v, ok[i]) == 0) {
                 return 0;
@@ -470,7 +476,8 @@ void pg_sql_table_ddl(const char *schema, const struct pg_table *t, struct mlc_b
             mlc_buf_addf(b, " %s;\n", ty);
         } else {
             qid(b, own_cols[i - t->n_cols]);
-            mlc_buf_addf(b, " %s;\n", i - t->n_cols == 2 ? "timestamptz NOT NULL DEFAULT now()" : "text");
+            mlc_buf_addf(b, " %s;\n",
+                         i - t->n_cols == 2 ? "timestamptz NOT NULL DEFAULT now()" : "text");
         }
     }
     mlc_buf_addf(b, "CREATE INDEX IF NOT EXISTS \"%.40s__loaded_at\" ON ", t->table);
