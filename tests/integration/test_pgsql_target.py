@@ -375,7 +375,13 @@ def server_down_rows_wait_then_land_once():
         e.jde.ctl("/_sim/touch", {"count": n})
         e.jde.faults(slow_ms=300)
         p = e.popen("sync", FLOW)
-        time.sleep(1.5)
+        # down once the first changed rows have landed, with pages still to come
+        deadline = time.monotonic() + 120
+        while e.count("SELECT count(*) FROM mlc_staging.work_orders WHERE description LIKE "
+                      "'%(rev %'") == 0:
+            expect(p.poll() is None and time.monotonic() < deadline,
+                   "the run ended (or took 2 minutes) before its first batch landed")
+            time.sleep(0.05)
         e.pg.halt()
         out, err = p.communicate(timeout=600)
         e.jde.faults(slow_ms=0)
@@ -404,7 +410,7 @@ def kill_9_during_loads_every_row_once():
         # pages of 100 from a slowed source: each load takes seconds, with a
         # batch written to PostgreSQL after every page
         e.configure(page_size=100)
-        e.jde.faults(slow_ms=60)
+        e.jde.faults(slow_ms=60 if not ARGS.quick else 200)
         killed = 0
         for i in range(kills):
             if i:
