@@ -62,6 +62,12 @@ static void usage(FILE *f)
             "                         local deliveries; the same content is stored once\n"
             "  inbox apply            write pending deliveries back now (retries included), print counts\n"
             "  inbox list             pending and dead deliveries\n"
+            "  warehouse init [--print]\n"
+            "                         create what the flows' targets need before the first load\n"
+            "                         (schema, tables with their keys and indexes, the load log,\n"
+            "                         the reader role's grants); idempotent: run again after adding\n"
+            "                         a flow or a column (missing columns are added, nothing is\n"
+            "                         dropped); --print prints the SQL for a DBA and runs nothing\n"
             "  secret set NAME        store a secret (value read from stdin), encrypted at rest\n"
             "  password-hash          hash a status-page password (stdin) for agent.status_password_hash\n"
             "  version                print the version\n"
@@ -474,6 +480,61 @@ static int cmd_check(struct agent *a)
     return 0;
 }
 
+/* `warehouse init [--print]`: each system whose connector can set up its
+ * flows' targets gets them all at once. */
+static int cmd_warehouse(struct agent *a, int argc, char **argv)
+{
+    int print_only = 0, done = 0, rc = 0;
+
+    if (argc < 1 || strcmp(argv[0], "init") != 0 || argc > 2 ||
+        (argc == 2 && strcmp(argv[1], "--print") != 0)) {
+        fprintf(stderr, "usage: mlc-agent warehouse init [--print]\n");
+        return 2;
+    }
+    print_only = argc == 2;
+    for (int i = 0; i < a->n_conns; i++) {
+        struct conn *c = &a->conns[i];
+        const cJSON **targets;
+        struct mlc_buf script = MLC_BUF_INIT;
+        size_t n = 0;
+        enum mlc_rc crc;
+
+        if (c->ops->init_targets == NULL) {
+            continue;
+        }
+        targets = mlc_xcalloc((size_t)a->n_flows + 1, sizeof(*targets));
+        for (int k = 0; k < a->n_flows; k++) {
+            if (a->flows[k].dst == c) {
+                targets[n++] = a->flows[k].target;
+            }
+        }
+        if (n == 0) {
+            free(targets);
+            continue;
+        }
+        done++;
+        mlc_err_reset(&c->err);
+        crc = c->ops->init_targets(c, targets, n, print_only, &script);
+        if (crc != MLC_OK) {
+            fprintf(stderr, "mlc-agent warehouse init: system %s: %s\n", c->name, mlc_err_msg(&c->err));
+            rc = 1;
+        } else if (print_only) {
+            fputs(mlc_buf_str(&script), stdout);
+        } else {
+            printf("%s: ready, %zu flow target%s (run again any time: it creates what is missing "
+                   "and drops nothing)\n", c->name, n, n == 1 ? "" : "s");
+        }
+        mlc_buf_release(&script);
+        free(targets);
+    }
+    if (done == 0) {
+        fprintf(stderr, "mlc-agent warehouse init: no flow in %s writes to a system whose type "
+                        "creates its tables (see check-config for the types)\n", a->config_path);
+        return 2;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *config = getenv("MLC_CONFIG") ? getenv("MLC_CONFIG") : DEFAULT_CONFIG;
@@ -523,7 +584,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "run") && strcmp(cmd, "sync") && strcmp(cmd, "ping") &&
         strcmp(cmd, "check-config") && strcmp(cmd, "status") && strcmp(cmd, "replay") &&
-        strcmp(cmd, "secret") && strcmp(cmd, "inbox")) {
+        strcmp(cmd, "secret") && strcmp(cmd, "inbox") && strcmp(cmd, "warehouse")) {
         fprintf(stderr, "mlc-agent: unknown command '%s' (see mlc-agent --help)\n", cmd);
         return 2;
     }
@@ -561,6 +622,8 @@ int main(int argc, char **argv)
         rc = cmd_secret(&a, argc - i, argv + i);
     } else if (strcmp(cmd, "inbox") == 0) {
         rc = cmd_inbox(&a, argc - i, argv + i);
+    } else if (strcmp(cmd, "warehouse") == 0) {
+        rc = cmd_warehouse(&a, argc - i, argv + i);
     } else if (strcmp(cmd, "replay") == 0) {
         long long n = state_dead_replay(a.st, i < argc ? argv[i] : NULL, &err);
         if (n < 0) {

@@ -496,6 +496,7 @@ static enum mlc_rc send_rows(struct agent *a, struct flow *f, const struct outbo
         struct mlc_errbuf ignore = { 0 };
         pipeline_marker(f, rows[i].source_key, mk[i], sizeof(mk[i]));
         items[i].marker = mk[i];
+        items[i].source_key = rows[i].source_key;
         items[i].target_key = creates ? NULL : rows[i].target_key;
         items[i].fields = fields[i];
         items[i].audit_id = rows[i].audit_id;
@@ -537,7 +538,10 @@ static enum mlc_rc settle(struct agent *a, struct flow *f, struct outbox_row *ro
     enum mlc_rc rc = MLC_OK;
 
     if (arc != MLC_OK) {
-        if (!creates || arc == MLC_E_AUTH || arc == MLC_E_INVAL) {
+        /* a target that upserts by key takes a create again without doubling it:
+         * nothing stays in flight, the rows simply wait for the next try */
+        if (!creates || arc == MLC_E_AUTH || arc == MLC_E_INVAL ||
+            (f->dst->ops->caps & CONN_UPSERT)) {
             for (int i = 0; i < n && rc == MLC_OK; i++) {
                 rc = state_outbox_retry_later(a->st, rows[i].id, creates ? 0 : retry_at(rows[i].attempts),
                                               why, err);
@@ -565,12 +569,15 @@ static enum mlc_rc settle(struct agent *a, struct flow *f, struct outbox_row *ro
             if (rc == MLC_OK) {
                 rc = state_outbox_delete(a->st, r->id, err);
             }
-            state_audit(a->st, f->name, r->source_key, r->audit_id, creates ? "created" : "updated",
+            state_audit(a->st, f->name, r->source_key, r->audit_id,
+                        res[i].unchanged ? "unchanged" : creates ? "created" : "updated",
                         lr.target_key, NULL);
             if (res[i].warn[0] != '\0') {
                 note_warning(a, f, r->source_key, r->audit_id, lr.target_key, res[i].warn, ss);
             }
-            if (creates) {
+            if (res[i].unchanged) {
+                ss->unchanged++; /* the target already held it: it wrote nothing */
+            } else if (creates) {
                 ss->created++;
             } else {
                 ss->updated++;
@@ -1049,6 +1056,7 @@ static void dry_add(struct flow *f, struct dry_set *d, const char *key,
     pipeline_marker(f, key, d->mk[i], sizeof(d->mk[i]));
     memset(&d->items[i], 0, sizeof(d->items[i]));
     d->items[i].marker = d->mk[i];
+    d->items[i].source_key = d->keys[i];
     d->items[i].target_key = d->tkeys[i];
     d->items[i].fields = d->fields[i];
     d->n++;
@@ -1300,7 +1308,8 @@ done:
                          rc == MLC_OK ? NULL : mlc_err_msg(err));
     }
     if (!dry_run && f->dst->ops->end_run != NULL && ss->created + ss->updated + ss->adopted > 0) {
-        struct run_totals t = { ss->created, ss->updated, ss->unchanged, ss->failed, ss->pending };
+        struct run_totals t = { ss->created, ss->updated, ss->unchanged, ss->failed, ss->pending,
+                                f->name };
         enum mlc_rc erc;
 
         mlc_err_reset(&f->dst->err);

@@ -70,77 +70,119 @@ def _run(cmd, log, runas, env):
         raise RuntimeError(f"{os.path.basename(cmd[0])} failed (exit {rc}); log {log}:\n{tail}")
 
 
+def _launch(bin_, data, base, log, runas, env, port):
+    """Start postgres on port; the Popen once it answers, or None (with the log tail)."""
+    cmd = [os.path.join(bin_, "postgres"), "-D", data,
+           "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
+           "-c", f"unix_socket_directories={base}",
+           "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on",
+           "-c", "max_connections=40", "-c", "shared_buffers=32MB",
+           "-c", "logging_collector=off", "-c", "log_min_messages=warning"]
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, **runas)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        rc = subprocess.call([os.path.join(bin_, "pg_isready"), "-q", "-h", base,
+                              "-p", str(port), "-U", "postgres", "-d", "postgres"], env=env)
+        if rc == 0:
+            return proc
+        time.sleep(0.1)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    return None
+
+
+class Server:
+    """A throwaway server that can also be stopped and started again on the
+    same port and data (a warehouse that goes down mid-load):
+
+        srv = pg.Server(tmpdir)   # started; srv.conninfo
+        srv.halt(); srv.resume()  # down (fast shutdown, data kept), up again
+        srv.psql("SELECT 1")      # rows as lists of strings (psql -At)
+        srv.stop()                # down for good; removes the data directory
+    """
+
+    def __init__(self, tmpdir):
+        self.bin = bindir()
+        self.runas, uid, gid = _server_user()
+        tmpdir = os.path.abspath(tmpdir)
+        self.base = os.path.join(tmpdir, "pg")
+        self.data = os.path.join(self.base, "data")
+        self.log = os.path.join(self.base, "server.log")
+        os.makedirs(self.base, exist_ok=True)
+        if self.runas:
+            # the server user must reach tmpdir (search only) and own its own directory
+            os.chmod(tmpdir, os.stat(tmpdir).st_mode | 0o111)
+            os.chown(self.base, uid, gid)
+            if subprocess.call(["test", "-w", self.base], **self.runas) != 0:
+                raise RuntimeError(f"the postgres user cannot write {self.base}: a parent directory "
+                                   f"is closed to it; use a tmpdir under /tmp")
+        self.env = {"PATH": self.bin + ":/usr/bin:/bin", "LC_ALL": "C", "LANG": "C", "TZ": "UTC",
+                    "HOME": self.base}
+        # initdb's own fsync of the fresh cluster is skipped: a throwaway cluster
+        # that dies with the machine is simply made again. The server runs with fsync.
+        _run([os.path.join(self.bin, "initdb"), "-D", self.data, "-U", "postgres", "-A", "trust",
+              "-E", "UTF8", "--locale=C", "--no-sync"], self.log, self.runas, self.env)
+        last_error = None
+        for _ in range(5):
+            self.port = free_port()
+            self.proc = _launch(self.bin, self.data, self.base, self.log, self.runas, self.env,
+                                self.port)
+            if self.proc is not None:
+                break
+            with open(self.log) as f:
+                last_error = f.read()[-3000:]
+            # another process may have taken the port between free_port() and bind()
+        else:
+            raise RuntimeError(f"PostgreSQL did not start; log {self.log}:\n{last_error}")
+        _run([os.path.join(self.bin, "createdb"), "-h", self.base, "-p", str(self.port),
+              "-U", "postgres", DBNAME], self.log, {}, self.env)
+        self.conninfo = f"host=127.0.0.1 port={self.port} dbname={DBNAME} user=postgres"
+
+    def halt(self):
+        """Fast shutdown (roll back, checkpoint, exit); the data stays."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def resume(self):
+        """Start again on the same port and data."""
+        self.proc = _launch(self.bin, self.data, self.base, self.log, self.runas, self.env,
+                            self.port)
+        if self.proc is None:
+            with open(self.log) as f:
+                raise RuntimeError(f"PostgreSQL did not start again on port {self.port}; log "
+                                   f"{self.log}:\n{f.read()[-3000:]}")
+
+    def psql(self, sql, user="postgres"):
+        """Run sql through psql over the unix socket; rows as lists of strings (NULL = "")."""
+        out = subprocess.run([os.path.join(self.bin, "psql"), "-h", self.base, "-p", str(self.port),
+                              "-U", user, "-d", DBNAME, "-At", "-F", "\x1f", "-R", "\x1e",
+                              "-v", "ON_ERROR_STOP=1",
+                              "-c", sql], capture_output=True, text=True, env=self.env)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql: {sql[:200]}: {out.stderr.strip()}")
+        # unit and record separators: values may hold tabs and newlines
+        text = out.stdout[:-1] if out.stdout.endswith("\n") else out.stdout
+        return [rec.split("\x1f") for rec in text.split("\x1e")] if text else []
+
+    def stop(self):
+        self.halt()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 def start(tmpdir):
     """Start a server with its files in tmpdir/pg; returns (conninfo, stop_fn)."""
-    bin_ = bindir()
-    runas, uid, gid = _server_user()
-    tmpdir = os.path.abspath(tmpdir)
-    base = os.path.join(tmpdir, "pg")
-    data = os.path.join(base, "data")
-    log = os.path.join(base, "server.log")
-    os.makedirs(base, exist_ok=True)
-    if runas:
-        # the server user must reach tmpdir (search only) and own its own directory
-        os.chmod(tmpdir, os.stat(tmpdir).st_mode | 0o111)
-        os.chown(base, uid, gid)
-        if subprocess.call(["test", "-w", base], **runas) != 0:
-            raise RuntimeError(f"the postgres user cannot write {base}: a parent directory "
-                               f"is closed to it; use a tmpdir under /tmp")
-    env = {"PATH": bin_ + ":/usr/bin:/bin", "LC_ALL": "C", "LANG": "C", "TZ": "UTC",
-           "HOME": base}
-    # initdb's own fsync of the fresh cluster is skipped: a throwaway cluster
-    # that dies with the machine is simply made again. The server runs with fsync.
-    _run([os.path.join(bin_, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
-          "-E", "UTF8", "--locale=C", "--no-sync"], log, runas, env)
-
-    last_error = None
-    for _ in range(5):
-        port = free_port()
-        cmd = [os.path.join(bin_, "postgres"), "-D", data,
-               "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
-               "-c", f"unix_socket_directories={base}",
-               "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on",
-               "-c", "max_connections=40", "-c", "shared_buffers=32MB",
-               "-c", "logging_collector=off", "-c", "log_min_messages=warning"]
-        with open(log, "a") as f:
-            f.write("$ " + " ".join(cmd) + "\n")
-            f.flush()
-            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True, **runas)
-        deadline = time.monotonic() + START_TIMEOUT
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            rc = subprocess.call([os.path.join(bin_, "pg_isready"), "-q", "-h", base,
-                                  "-p", str(port), "-U", "postgres", "-d", "postgres"], env=env)
-            if rc == 0:
-                ready = True
-                break
-            time.sleep(0.1)
-        if ready:
-            break
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        with open(log) as f:
-            last_error = f.read()[-3000:]
-        # another process may have taken the port between free_port() and bind()
-    else:
-        raise RuntimeError(f"PostgreSQL did not start; log {log}:\n{last_error}")
-
-    _run([os.path.join(bin_, "createdb"), "-h", base, "-p", str(port), "-U", "postgres",
-          DBNAME], log, {}, env)
-
-    def stop():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # fast shutdown: roll back, checkpoint, exit
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(base, ignore_errors=True)
-
-    return f"host=127.0.0.1 port={port} dbname={DBNAME} user=postgres", stop
+    srv = Server(tmpdir)
+    return srv.conninfo, srv.stop
 
 
 def main():

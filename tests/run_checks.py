@@ -79,6 +79,8 @@ def suite(out, quick):
         ("integration exactly once", ["tests/integration/test_exactly_once.py", "--agent", agent] + q),
         ("integration PeopleSoft", ["tests/integration/test_psft.py", "--agent", agent] + q),
         ("integration IFS Cloud", ["tests/integration/test_ifs.py", "--agent", agent] + q),
+        ("integration pgsql target (warehouse)", ["tests/integration/test_pgsql_target.py", "--agent",
+                                                  agent] + q),
         ("integration jira status and comments", ["tests/integration/test_jira_workflow.py", "--agent", agent] + q),
         ("integration jira webhooks", ["tests/integration/test_jira_watch.py", "--driver",
                                        os.path.join(out, "tests", "jira_watch_driver")]),

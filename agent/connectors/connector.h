@@ -14,6 +14,8 @@
 #include "shared/mlc_http.h"
 #include "shared/mlc_log.h"
 
+struct mlc_buf;
+
 enum {
     CONN_SOURCE = 1u << 0,    /* poll() */
     CONN_WRITEBACK = 1u << 1, /* write_back() */
@@ -83,6 +85,7 @@ struct record *page_push(struct page *p); /* zeroed slot, aborts on OOM */
  * find() can search for after a crash; audit_id travels with the record. */
 struct tgt_item {
     const char *marker;
+    const char *source_key; /* the record's source key as read (may be NULL) */
     const char *target_key;
     const cJSON *fields;
     const char *audit_id;
@@ -107,6 +110,8 @@ struct result {
     char err[512];       /* root cause when rc != MLC_OK */
     char warn[256];      /* a value left out of the record, and why ("" = none) */
     char *lists;         /* heap JSON: the list values set ({"labels": [...]}), or NULL */
+    int unchanged;       /* rc == MLC_OK and the target already held this content: it
+                          * wrote nothing (counted as unchanged, not created/updated) */
 };
 
 /* What find() learned of one marker at the target. */
@@ -203,6 +208,7 @@ struct prep_info {
 /* Totals of one run of a flow, for end_run(). */
 struct run_totals {
     long created, updated, unchanged, failed, pending;
+    const char *flow; /* the flow's name */
 };
 
 struct connector {
@@ -276,6 +282,13 @@ struct connector {
     /* After a run of a flow into this target wrote something (e.g. refresh
      * a BI tool's cache after a load). Optional. */
     enum mlc_rc (*end_run)(struct conn *c, const cJSON *target, const struct run_totals *t);
+    /* Create (or complete) what the flows' targets[0..n) need at the target
+     * before the first run (`mlc-agent warehouse init`): tables, indexes,
+     * grants; idempotent, never drops anything. The statements go to *script
+     * (for a DBA to read or run); print_only: only that, nothing is run.
+     * Optional. */
+    enum mlc_rc (*init_targets)(struct conn *c, const cJSON *const *targets, size_t n,
+                                int print_only, struct mlc_buf *script);
 
     /* ---- change notifications from the target (optional) ---- */
     /* Parse one notification body (network input) into a change. MLC_E_PROTO
