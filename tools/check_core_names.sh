@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.." || exit 2
 
 CORE="agent/pipeline.c agent/writeback.c agent/agent.c agent/daemon.c agent/statusview.c
 agent/statusd.c agent/main.c"
-PATTERN='jira|jde|jd edwards|orchestrat'
+PATTERN='jira|jde|jd edwards|orchestrat|looker'
 
 hits=0
 for f in $CORE; do

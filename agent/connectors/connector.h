@@ -276,6 +276,12 @@ struct connector {
     /* After a run of a flow into this target wrote something (e.g. refresh
      * a BI tool's cache after a load). Optional. */
     enum mlc_rc (*end_run)(struct conn *c, const cJSON *target, const struct run_totals *t);
+    /* A system named by a flow's "after_load" (a BI tool told that a load
+     * changed rows): the members such an entry may carry besides "system"
+     * (NULL-terminated; NULL = the connector cannot be an after_load system).
+     * After a run that wrote rows the core calls end_run() with the entry as
+     * target; it is called again after later runs until it succeeds. */
+    const char *const *after_keys;
 
     /* ---- change notifications from the target (optional) ---- */
     /* Parse one notification body (network input) into a change. MLC_E_PROTO
