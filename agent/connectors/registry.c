@@ -7,12 +7,14 @@
 extern const struct connector connector_ifs;
 extern const struct connector connector_jde;
 extern const struct connector connector_jira;
+extern const struct connector connector_looker;
 extern const struct connector connector_psft;
 
 static const struct connector *const registry[] = {
     &connector_ifs,
     &connector_jde,
     &connector_jira,
+    &connector_looker,
     &connector_psft,
 };
 
