@@ -78,6 +78,7 @@ def suite(out, quick):
         ("integration exactly once", ["tests/integration/test_exactly_once.py", "--agent", agent] + q),
         ("integration PeopleSoft", ["tests/integration/test_psft.py", "--agent", agent] + q),
         ("integration IFS Cloud", ["tests/integration/test_ifs.py", "--agent", agent] + q),
+        ("integration Looker after_load", ["tests/integration/test_looker.py", "--agent", agent] + q),
         ("integration jira status and comments", ["tests/integration/test_jira_workflow.py", "--agent", agent] + q),
         ("integration jira webhooks", ["tests/integration/test_jira_watch.py", "--driver",
                                        os.path.join(out, "tests", "jira_watch_driver")]),

@@ -21,7 +21,8 @@ Follows docs/api/looker.md section 9. Everything lives under /api/4.0:
 Tokens: "Authorization: token X" and "Authorization: Bearer X" both work; an
 unknown or expired token -> 401 (fault "auth_404": 404 in Looker's
 "not found" style). Tokens live --token-ttl seconds (fault "token_ttl_s"
-overrides it for new logins).
+overrides it for new logins); fault "token_uses": N makes the next token
+issued die after N API calls (a token expiring in the middle of a run).
 
 The model: --model (default mlc_finance) has one explore per table of the
 --schema (default mlc_staging) in PostgreSQL; its fields are
@@ -89,6 +90,7 @@ class LookerSim(simbase.Sim):
         super().__init__(args)
         self.lock = threading.Lock()
         self.tokens = {}  # token -> expiry (simulator clock, epoch s)
+        self.token_uses = {}  # token -> API calls it still may make (fault token_uses)
         self.tokens_issued = 0
         self.next_id = 1
         self.datagroups = {}  # id -> dict
@@ -129,6 +131,12 @@ class LookerSim(simbase.Sim):
         tok = tok.strip()
         with self.lock:
             exp = self.tokens.get(tok) if scheme.lower() in ("token", "bearer") else None
+            uses = self.token_uses.get(tok)
+            if exp is not None and uses is not None:
+                if uses <= 0:
+                    exp = 0
+                else:
+                    self.token_uses[tok] = uses - 1
         if exp is None or exp <= self.now():
             status = 404 if self.fault_flag("auth_404") else 401
             msg = "Not found" if status == 404 else "Requires authentication."
@@ -146,9 +154,14 @@ class LookerSim(simbase.Sim):
             raise Reply(404, self.error_body(404, "Not found"), note="login=refused")
         ttl = int(self.fault_num("token_ttl_s", self.args.token_ttl))
         tok = secrets.token_hex(20)
+        uses = self.fault("token_uses")
+        if uses is not None:
+            self.merge_faults({"token_uses": None})  # one token only
         with self.lock:
             self.tokens[tok] = self.now() + ttl
             self.tokens_issued += 1
+            if uses is not None:
+                self.token_uses[tok] = int(uses)
         return Reply(200, {"access_token": tok, "token_type": "Bearer", "expires_in": ttl,
                            "refresh_token": None})
 
