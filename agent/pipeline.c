@@ -1167,6 +1167,18 @@ static void after_key(const struct flow *f, int i, char *out, size_t n)
     snprintf(out, n, "after_load/%s/%d/%s", f->name, i, f->after[i].c->name);
 }
 
+int pipeline_after_owed(struct state *st, const struct flow *f, int i)
+{
+    struct mlc_errbuf err = { 0 };
+    char key[256], *v = NULL;
+    int owed;
+
+    after_key(f, i, key, sizeof(key));
+    owed = state_kv_get(st, key, &v, &err) == MLC_OK && v != NULL && strcmp(v, "1") == 0;
+    free(v);
+    return owed;
+}
+
 /* Before the run: which entries a past run still owes (owed[i] = 1), and
  * the mark set for the others. */
 static enum mlc_rc after_begin(struct agent *a, struct flow *f, int *owed, struct mlc_errbuf *err)

@@ -14,7 +14,8 @@ the simulator recorded:
   - the agent killed (SIGKILL) while it calls Looker after a load -> the
     next run, which loads nothing, still refreshes
   - Looker answering 429 with Retry-After -> waited out, then one PATCH
-  - Looker failing -> audit entry after_load_failed; the next run refreshes
+  - Looker failing -> audit entry after_load_failed, `status` shows the call
+    owed; the next run refreshes
   - config: an unknown after_load member, a system that cannot be told
 
 Prints "ok N name" / "not ok N name" and closes with "N passed, N failed".
@@ -240,12 +241,16 @@ def test_failure_audited_and_retried():
         expect("no_such_group" in r.stderr, f"no warning naming the datagroup: {r.stderr[-2000:]}")
         rows = e.db("SELECT detail FROM state_audit WHERE action = 'after_load_failed'")
         expect(len(rows) == 1 and "no_such_group" in rows[0][0], rows)
+        st = harness.run_agent(ARGS.agent, e.config, "status", env=e.env())
+        expect("after_load call to looker" in st.stdout, f"status does not show the owed call:\n{st.stdout}")
         cfg["flows"]["jde_workorders"]["after_load"]["datagroup"] = "mlc_staging_load"
         with open(e.config, "w") as f:
             json.dump(cfg, f)
         r = e.sync("sync after the fix")
         expect(summary(r)["created"] == 0, r.stdout)
         expect(len(e.patches()) == 1, f"the failed refresh was not made good: {e.patches()}")
+        st = harness.run_agent(ARGS.agent, e.config, "status", env=e.env())
+        expect("after_load call to looker" not in st.stdout, f"status still shows the call owed:\n{st.stdout}")
     finally:
         e.close()
 
