@@ -16,6 +16,7 @@ the simulator recorded:
   - Looker answering 429 with Retry-After -> waited out, then one PATCH
   - Looker failing -> audit entry after_load_failed, `status` shows the call
     owed; the next run refreshes
+  - `mlc-agent ping` logs in; a wrong secret is named by its setting, never shown
   - config: an unknown after_load member, a system that cannot be told
 
 Prints "ok N name" / "not ok N name" and closes with "N passed, N failed".
@@ -251,6 +252,25 @@ def test_failure_audited_and_retried():
         expect(len(e.patches()) == 1, f"the failed refresh was not made good: {e.patches()}")
         st = harness.run_agent(ARGS.agent, e.config, "status", env=e.env())
         expect("after_load call to looker" not in st.stdout, f"status still shows the call owed:\n{st.stdout}")
+    finally:
+        e.close()
+
+
+@test
+def test_ping_logs_in():
+    e = Env()
+    try:
+        r = harness.run_agent(ARGS.agent, e.config, "ping", env=e.env())
+        line = [x for x in r.stdout.splitlines() if x.startswith("looker")]
+        expect(r.returncode == 0 and line and line[0].split()[-1] == "ok", r.stdout + r.stderr)
+        expect(e.looker.stats()["tokens_issued"] == 1, e.looker.stats())
+        env = e.env()
+        env["MLC_LOOKER_SECRET"] = "wrong-secret-value"
+        r = harness.run_agent(ARGS.agent, e.config, "ping", env=env)
+        line = [x for x in r.stdout.splitlines() if x.startswith("looker")]
+        expect(r.returncode != 0 and line and "FAILED" in line[0] and "systems.looker.client_secret" in line[0],
+               r.stdout + r.stderr)
+        expect("wrong-secret-value" not in r.stdout + r.stderr, "the secret is in the output")
     finally:
         e.close()
 
