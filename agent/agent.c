@@ -148,6 +148,9 @@ static enum mlc_rc load_after(struct agent *a, struct after_load *al, const cJSO
             return MLC_E_INVAL;
         }
     }
+    if (al->c->ops->after_check != NULL) {
+        return al->c->ops->after_check(e, path, err);
+    }
     return MLC_OK;
 }
 

@@ -282,6 +282,9 @@ struct connector {
      * After a run that wrote rows the core calls end_run() with the entry as
      * target; it is called again after later runs until it succeeds. */
     const char *const *after_keys;
+    /* Check one such entry when the configuration is read (no network):
+     * required members, their values; the message names path. Optional. */
+    enum mlc_rc (*after_check)(const cJSON *entry, const char *path, struct mlc_errbuf *err);
 
     /* ---- change notifications from the target (optional) ---- */
     /* Parse one notification body (network input) into a change. MLC_E_PROTO

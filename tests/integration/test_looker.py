@@ -17,7 +17,8 @@ the simulator recorded:
   - Looker failing -> audit entry after_load_failed, `status` shows the call
     owed; the next run refreshes
   - `mlc-agent ping` logs in; a wrong secret is named by its setting, never shown
-  - config: an unknown after_load member, a system that cannot be told
+  - config: an unknown after_load member, a system that cannot be told, a
+    missing datagroup
 
 Prints "ok N name" / "not ok N name" and closes with "N passed, N failed".
 """
@@ -288,6 +289,12 @@ def test_config_checks():
             json.dump(cfg, f)
         r = e.sync("a system that cannot be told", ok=False)
         expect(r.returncode != 0 and "after_load[0].system" in r.stderr, r.stderr[-2000:])
+        cfg["flows"]["jde_workorders"]["after_load"] = [{"system": "looker", "model": "mlc_finance"}]
+        with open(e.config, "w") as f:
+            json.dump(cfg, f)
+        r = e.sync("no datagroup", ok=False)
+        expect(r.returncode != 0 and "after_load[0].datagroup: required" in r.stderr, r.stderr[-2000:])
+        expect(e.looker.stats()["total"] == 0, "Looker was called with a bad configuration")
     finally:
         e.close()
 

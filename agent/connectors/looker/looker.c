@@ -380,6 +380,30 @@ static enum mlc_rc looker_end_run(struct conn *c, const cJSON *entry, const stru
     return MLC_OK;
 }
 
+/* An after_load entry: "model" and "datagroup", LookML names. */
+static enum mlc_rc looker_after_check(const cJSON *entry, const char *path, struct mlc_errbuf *err)
+{
+    static const char *const need[] = { "model", "datagroup" };
+
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
+        const char *v = mlc_json_str(entry, need[i]);
+        size_t n = v != NULL ? strlen(v) : 0;
+        int ok = n > 0 && n < sizeof(((struct dg_id *)0)->model);
+        for (size_t k = 0; ok && k < n; k++) {
+            char ch = v[k];
+            ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '_';
+        }
+        if (!ok) {
+            mlc_errf(err,
+                     "%s.%s: required, the LookML %s name (letters, digits and _, e.g. \"%s\")",
+                     path, need[i], need[i], i == 0 ? "mlc_finance" : "mlc_staging_load");
+            return MLC_E_INVAL;
+        }
+    }
+    return MLC_OK;
+}
+
 const struct connector connector_looker = {
     .name = "looker",
     .caps = 0,
@@ -389,4 +413,5 @@ const struct connector connector_looker = {
     .ping = looker_ping,
     .end_run = looker_end_run,
     .after_keys = looker_after_keys,
+    .after_check = looker_after_check,
 };
