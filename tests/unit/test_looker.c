@@ -55,6 +55,11 @@ static void test_find(void)
         CHECK_INT(looker_datagroup_find(NULL, 0, "m", "d", id, sizeof(id), &err), -1);
         CHECK_INT(looker_datagroup_find("[", 1, "m", "d", id, sizeof(id), &err), -1);
     }
+    /* an id that cannot go into a URL path as it is */
+    {
+        static const char slash[] = "[{\"id\":\"1/../x\",\"model_name\":\"m\",\"name\":\"d\"}]";
+        CHECK_INT(looker_datagroup_find(slash, strlen(slash), "m", "d", id, sizeof(id), &err), -1);
+    }
     /* an id longer than the buffer is not cut */
     {
         static const char longid[] = "[{\"id\":\"123456789012345\",\"model_name\":\"m\",\"name\":\"d\"}]";

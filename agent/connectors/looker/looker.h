@@ -12,7 +12,8 @@
 
 /* A GET /api/4.0/datagroups answer (an array of Datagroup objects): the id
  * of the one whose model_name and name are model and name (ids are strings;
- * a numeric id is taken as its decimal text). 0 with the id in id; 1 when
+ * a numeric id is taken as its decimal text; an id with characters other
+ * than letters, digits and -_.: is not usable). 0 with the id in id; 1 when
  * the list has no such datagroup (err says which ones it has, up to a few);
  * -1 when the body is not a list of datagroups (err says why). */
 int looker_datagroup_find(const char *body, size_t len, const char *model, const char *name,

@@ -14,12 +14,26 @@ static cJSON *parse(const char *body, size_t len)
     return body != NULL && len > 0 ? cJSON_ParseWithLength(body, len) : NULL;
 }
 
+/* Whether s can go into a URL path as it is (the id is sent back in one). */
+static int path_safe(const char *s)
+{
+    for (; *s; s++) {
+        char ch = *s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '-' || ch == '_' || ch == '.' || ch == ':')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* A datagroup's id as text: Looker sends a string; a number is accepted. */
 static int id_text(const cJSON *dg, char *out, size_t n)
 {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(dg, "id");
 
-    if (cJSON_IsString(id) && id->valuestring[0] != '\0' && strlen(id->valuestring) < n) {
+    if (cJSON_IsString(id) && id->valuestring[0] != '\0' && strlen(id->valuestring) < n &&
+        path_safe(id->valuestring)) {
         snprintf(out, n, "%s", id->valuestring);
         return 0;
     }
