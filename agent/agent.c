@@ -314,9 +314,9 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
     it = cJSON_GetObjectItemCaseSensitive(fc, "after_load");
     if (it != NULL) {
         int n = cJSON_IsArray(it) ? cJSON_GetArraySize(it) : 1;
-        if (n < 1 || n > 8) {
-            mlc_errf(err, "%s.after_load: expected an object {\"system\": ...} or a list of 1 to 8",
-                     path);
+        if (n < 1 || n > FLOW_MAX_AFTER) {
+            mlc_errf(err, "%s.after_load: expected an object {\"system\": ...} or a list of 1 to %d",
+                     path, FLOW_MAX_AFTER);
             return MLC_E_INVAL;
         }
         f->after = mlc_xcalloc((size_t)n, sizeof(*f->after));

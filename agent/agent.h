@@ -42,6 +42,8 @@ struct relay_conf {
 
 struct writeback; /* agent/writeback.h */
 
+#define FLOW_MAX_AFTER 8 /* "after_load" entries a flow may have */
+
 /* One entry of a flow's "after_load": a system told after each run that
  * wrote rows (its connector's end_run), e.g. to refresh a cache. */
 struct after_load {

@@ -1224,8 +1224,8 @@ static void after_end(struct agent *a, struct flow *f, const struct sync_stats *
             mlc_err_reset(&c->err);
             rc = c->ops->end_run(c, f->after[i].conf, &t);
             if (rc != MLC_OK) {
-                mlc_warn("flow %s: after the load, telling '%s' (after_load) failed: %s; the next "
-                         "run tries again",
+                mlc_warn("flow %s: after the load, telling '%s' (after_load) failed: %s; the "
+                         "next run of the flow tries again (audit: after_load_failed)",
                          f->name, c->name, mlc_err_msg(&c->err));
                 state_audit(a->st, f->name, NULL, NULL, "after_load_failed", NULL,
                             mlc_err_msg(&c->err));
@@ -1247,7 +1247,7 @@ static void after_end(struct agent *a, struct flow *f, const struct sync_stats *
 enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, unsigned how, struct sync_stats *ss,
                           struct mlc_errbuf *err)
 {
-    int owed[8] = { 0 };
+    int owed[FLOW_MAX_AFTER] = { 0 };
     int dry_run = (how & PIPELINE_DRY_RUN) != 0;
     struct run_stats rs = { 0 };
     long long run_id = -1;
