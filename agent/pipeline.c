@@ -1214,7 +1214,9 @@ static void after_end(struct agent *a, struct flow *f, const struct sync_stats *
 
     for (int i = 0; i < f->n_after; i++) {
         struct conn *c = f->after[i].c;
-        struct run_totals t = { ss->created, ss->updated, ss->unchanged, ss->failed, ss->pending };
+        struct run_totals t = { .created = ss->created, .updated = ss->updated,
+                                .unchanged = ss->unchanged, .failed = ss->failed,
+                                .pending = ss->pending };
         struct mlc_errbuf e = { 0 };
         char key[256];
         enum mlc_rc rc = MLC_OK;
