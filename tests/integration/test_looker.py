@@ -16,6 +16,7 @@ the simulator recorded:
   - Looker answering 429 with Retry-After -> waited out, then one PATCH
   - Looker failing -> audit entry after_load_failed, `status` shows the call
     owed; the next run refreshes
+  - a list of two after_load entries: each told once per load
   - `mlc-agent ping` logs in; a wrong secret is named by its setting, never shown
   - config: an unknown after_load member, a system that cannot be told, a
     missing datagroup
@@ -253,6 +254,20 @@ def test_failure_audited_and_retried():
         expect(len(e.patches()) == 1, f"the failed refresh was not made good: {e.patches()}")
         st = harness.run_agent(ARGS.agent, e.config, "status", env=e.env())
         expect("after_load call to looker" not in st.stdout, f"status still shows the call owed:\n{st.stdout}")
+    finally:
+        e.close()
+
+
+@test
+def test_list_of_entries_each_told_once():
+    e = Env(after=[{"system": "looker", "model": "mlc_finance", "datagroup": "mlc_staging_load"},
+                   {"system": "looker", "model": "mlc_finance", "datagroup": "nightly"}])
+    try:
+        e.sync("first sync")
+        names = sorted(p["name"] for p in e.patches())
+        expect(names == ["mlc_staging_load", "nightly"], f"PATCHes: {e.patches()}")
+        e.sync("rerun without changes")
+        expect(len(e.patches()) == 2, f"a rerun without changes PATCHed: {e.patches()}")
     finally:
         e.close()
 
