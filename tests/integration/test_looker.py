@@ -295,6 +295,16 @@ def test_ping_logs_in():
 def test_config_checks():
     e = Env(after={"system": "looker", "model": "mlc_finance", "datagroup": "x", "dashboard": 1})
     try:
+        with open(e.config) as f:
+            cfg = json.load(f)
+        cfg["flows"]["jde_workorders"]["after_load"].pop("dashboard")
+        with open(e.config, "w") as f:
+            json.dump(cfg, f)
+        r = harness.run_agent(ARGS.agent, e.config, "check-config", env=e.env())
+        expect(r.returncode == 0 and "after a load: looker" in r.stdout, r.stdout + r.stderr)
+        cfg["flows"]["jde_workorders"]["after_load"]["dashboard"] = 1
+        with open(e.config, "w") as f:
+            json.dump(cfg, f)
         r = e.sync("unknown member", ok=False)
         expect(r.returncode != 0 and "after_load.dashboard" in r.stderr, r.stderr[-2000:])
         with open(e.config) as f:
