@@ -70,7 +70,7 @@ static const struct conf_key relay_keys[] = {
 static const char *const top_keys[] = { "agent", "systems", "flows", "relay", NULL };
 static const char *const flow_keys[] = { "source", "target", "mapping", "schedule", "enabled",
                                          "max_attempts", "batch_size", "writeback",
-                                         "recreate_after", "settle_after", NULL };
+                                         "recreate_after", "settle_after", "after_load", NULL };
 
 /* "a, b, c" from a NULL-terminated list, for messages. */
 static const char *join_names(const char *const *names, char *out, size_t n)
@@ -102,6 +102,56 @@ struct flow *agent_flow(struct agent *a, const char *name)
         }
     }
     return NULL;
+}
+
+/* One "after_load" entry at path: a system whose connector can be told of a
+ * load, and only the members that connector reads. */
+static enum mlc_rc load_after(struct agent *a, struct after_load *al, const cJSON *e,
+                              const char *path, struct mlc_errbuf *err)
+{
+    const char *sys = mlc_json_str(e, "system");
+    const char *unknown;
+    const cJSON *it;
+    char known[256];
+    size_t o;
+
+    if (!cJSON_IsObject(e)) {
+        mlc_errf(err, "%s: expected an object with \"system\"", path);
+        return MLC_E_INVAL;
+    }
+    al->c = sys ? find_conn(a, sys) : NULL;
+    if (al->c == NULL) {
+        mlc_errf(err, "%s.system: '%s' is not a system defined under \"systems\"", path,
+                 sys ? sys : "(missing)");
+        return MLC_E_INVAL;
+    }
+    if (al->c->ops->end_run == NULL || al->c->ops->after_keys == NULL) {
+        mlc_errf(err, "%s.system: '%s' (type %s) cannot be told of a load", path, sys,
+                 al->c->ops->name);
+        return MLC_E_INVAL;
+    }
+    al->conf = e;
+    cJSON_ArrayForEach(it, e)
+    {
+        int ok = strcmp(it->string, "system") == 0;
+        for (const char *const *k = al->c->ops->after_keys; !ok && *k; k++) {
+            ok = strcmp(it->string, *k) == 0;
+        }
+        if (!ok) {
+            unknown = it->string;
+            o = (size_t)snprintf(known, sizeof(known), "system");
+            for (const char *const *k = al->c->ops->after_keys; *k && o < sizeof(known); k++) {
+                o += (size_t)snprintf(known + o, sizeof(known) - o, ", %s", *k);
+            }
+            mlc_errf(err, "%s.%s: unknown setting for a %s system (known: %s)", path, unknown,
+                     al->c->ops->name, known);
+            return MLC_E_INVAL;
+        }
+    }
+    if (al->c->ops->after_check != NULL) {
+        return al->c->ops->after_check(e, path, err);
+    }
+    return MLC_OK;
 }
 
 static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, struct mlc_errbuf *err)
@@ -269,6 +319,28 @@ static enum mlc_rc load_flow(struct agent *a, struct flow *f, const cJSON *fc, s
         f->wb = writeback_compile(it, sub, f->src->ops, f->map, err);
         if (f->wb == NULL) {
             return MLC_E_INVAL;
+        }
+    }
+    it = cJSON_GetObjectItemCaseSensitive(fc, "after_load");
+    if (it != NULL) {
+        int n = cJSON_IsArray(it) ? cJSON_GetArraySize(it) : 1;
+        if (n < 1 || n > FLOW_MAX_AFTER) {
+            mlc_errf(err, "%s.after_load: expected an object {\"system\": ...} or a list of 1 to %d",
+                     path, FLOW_MAX_AFTER);
+            return MLC_E_INVAL;
+        }
+        f->after = mlc_xcalloc((size_t)n, sizeof(*f->after));
+        for (int i = 0; i < n; i++) {
+            const cJSON *e = cJSON_IsArray(it) ? cJSON_GetArrayItem(it, i) : it;
+            if (cJSON_IsArray(it)) {
+                snprintf(sub, sizeof(sub), "%s.after_load[%d]", path, i);
+            } else {
+                snprintf(sub, sizeof(sub), "%s.after_load", path);
+            }
+            if (load_after(a, &f->after[i], e, sub, err) != MLC_OK) {
+                return MLC_E_INVAL;
+            }
+            f->n_after = i + 1;
         }
     }
     return MLC_OK;
@@ -453,6 +525,7 @@ void agent_release(struct agent *a)
         cJSON_Delete(a->flows[i].mapped);
         mapping_free(a->flows[i].map);
         writeback_free(a->flows[i].wb);
+        free(a->flows[i].after);
     }
     free(a->flows);
     for (int i = 0; i < a->n_conns; i++) {

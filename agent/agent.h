@@ -42,6 +42,15 @@ struct relay_conf {
 
 struct writeback; /* agent/writeback.h */
 
+#define FLOW_MAX_AFTER 8 /* "after_load" entries a flow may have */
+
+/* One entry of a flow's "after_load": a system told after each run that
+ * wrote rows (its connector's end_run), e.g. to refresh a cache. */
+struct after_load {
+    struct conn *c;
+    const cJSON *conf; /* the entry (lent from the config) */
+};
+
 
 struct flow {
     char *name;
@@ -63,6 +72,8 @@ struct flow {
     int prepared;
     int enabled;           /* "enabled": false keeps the flow configured but idle */
     struct writeback *wb;  /* "writeback": target changes -> source (NULL = none) */
+    struct after_load *after; /* "after_load" entries (n_after of them) */
+    int n_after;
 };
 
 struct agent {

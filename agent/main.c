@@ -459,9 +459,13 @@ static int cmd_check(struct agent *a)
             sched_zone((long long)time(NULL), z, sizeof(z));
             snprintf(zone, sizeof(zone), " (%s)", z);
         }
-        printf("  flow %-20s %s -> %s, schedule %s%s\n", f->name, f->src->name, f->dst->name,
+        printf("  flow %-20s %s -> %s, schedule %s%s", f->name, f->src->name, f->dst->name,
                mlc_json_str(f->conf, "schedule") ? mlc_json_str(f->conf, "schedule") : "every 15m",
                zone);
+        for (int k = 0; k < f->n_after; k++) {
+            printf("%s%s", k == 0 ? ", after a load: " : ", ", f->after[k].c->name);
+        }
+        printf("\n");
     }
     for (int i = 0; i < a->n_conns; i++) {
         /* the connector's key table says which settings hold secrets */

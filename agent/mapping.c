@@ -379,7 +379,7 @@ static void truncate_utf8(char *s, size_t max)
     s[n] = '\0';
 }
 
-/* An integer text with places implied decimals (how JD Edwards stores
+/* An integer text with places implied decimals (how some ERPs store
  * amounts) as a decimal text, in place: "-123456" with 2 -> "-1234.56", "5"
  * with 2 -> "0.05", "7" with 0 -> "7". Leading zeros and a '+' go, and minus
  * zero is plain zero ("-000" with 2 -> "0.00"). 0, or -1 when v is not an

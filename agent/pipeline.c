@@ -1201,9 +1201,100 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
     return rc;
 }
 
+/* ---- after_load: tell other systems (a BI tool's cache) of a load ----
+ * A durable "owed" mark per entry in state_kv is set before the run can
+ * write anything and cleared only when the system took the call, so a crash
+ * or a failure between the load and the call is made good by the next run,
+ * whether or not that run loads anything. */
+
+static void after_key(const struct flow *f, int i, char *out, size_t n)
+{
+    snprintf(out, n, "after_load/%s/%d/%s", f->name, i, f->after[i].c->name);
+}
+
+int pipeline_after_owed(struct state *st, const struct flow *f, int i)
+{
+    struct mlc_errbuf err = { 0 };
+    char key[256], *v = NULL;
+    int owed;
+
+    after_key(f, i, key, sizeof(key));
+    owed = state_kv_get(st, key, &v, &err) == MLC_OK && v != NULL && strcmp(v, "1") == 0;
+    free(v);
+    return owed;
+}
+
+/* Before the run: which entries a past run still owes (owed[i] = 1), and
+ * the mark set for the others. */
+static enum mlc_rc after_begin(struct agent *a, struct flow *f, int *owed, struct mlc_errbuf *err)
+{
+    for (int i = 0; i < f->n_after; i++) {
+        char key[256], why[256], *v = NULL;
+        enum mlc_rc rc;
+
+        after_key(f, i, key, sizeof(key));
+        rc = state_kv_get(a->st, key, &v, err);
+        if (rc != MLC_OK) {
+            return rc;
+        }
+        owed[i] = v != NULL && strcmp(v, "1") == 0;
+        free(v);
+        if (!owed[i] && (rc = state_kv_set(a->st, key, "1", err)) != MLC_OK) {
+            snprintf(why, sizeof(why), "%s", mlc_err_msg(err));
+            mlc_err_reset(err);
+            mlc_errf(err, "flow %s: cannot record the pending after_load call to '%s' in the state "
+                          "database (%s): check the disk; nothing was loaded",
+                     f->name, f->after[i].c->name, why);
+            return rc;
+        }
+    }
+    return MLC_OK;
+}
+
+/* After the run: call every entry when the run wrote rows or a past run
+ * owes it; clear the mark when it succeeded (or nothing was owed). */
+static void after_end(struct agent *a, struct flow *f, const struct sync_stats *ss, const int *owed)
+{
+    long wrote = ss->created + ss->updated + ss->adopted;
+
+    for (int i = 0; i < f->n_after; i++) {
+        struct conn *c = f->after[i].c;
+        struct run_totals t = { .created = ss->created, .updated = ss->updated,
+                                .unchanged = ss->unchanged, .failed = ss->failed,
+                                .pending = ss->pending, .flow = f->name };
+        struct mlc_errbuf e = { 0 };
+        char key[256];
+        enum mlc_rc rc = MLC_OK;
+
+        after_key(f, i, key, sizeof(key));
+        if (wrote > 0 || owed[i]) {
+            mlc_err_reset(&c->err);
+            rc = c->ops->end_run(c, f->after[i].conf, &t);
+            if (rc != MLC_OK) {
+                mlc_warn("flow %s: after the load, telling '%s' (after_load) failed: %s; the "
+                         "next run of the flow tries again (audit: after_load_failed)",
+                         f->name, c->name, mlc_err_msg(&c->err));
+                state_audit(a->st, f->name, NULL, NULL, "after_load_failed", NULL,
+                            mlc_err_msg(&c->err));
+                continue;
+            }
+            if (wrote == 0) {
+                mlc_info("flow %s: told '%s' of an earlier load (after_load was owed)", f->name,
+                         c->name);
+            }
+        }
+        if (state_kv_set(a->st, key, "0", &e) != MLC_OK) {
+            /* the mark stays set: one call too many later, never one too few */
+            mlc_warn("flow %s: cannot clear the after_load mark for '%s': %s", f->name, c->name,
+                     mlc_err_msg(&e));
+        }
+    }
+}
+
 enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, unsigned how, struct sync_stats *ss,
                           struct mlc_errbuf *err)
 {
+    int owed[FLOW_MAX_AFTER] = { 0 };
     int dry_run = (how & PIPELINE_DRY_RUN) != 0;
     struct run_stats rs = { 0 };
     long long run_id = -1;
@@ -1215,6 +1306,9 @@ enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, unsigned how, struct 
     ss->start_ms = state_now_ms();
     rc = pipeline_prepare(a, f, err);
     if (rc != MLC_OK) {
+        return rc;
+    }
+    if (!dry_run && f->n_after > 0 && (rc = after_begin(a, f, owed, err)) != MLC_OK) {
         return rc;
     }
     if (!dry_run) {
@@ -1321,6 +1415,9 @@ done:
             state_audit(a->st, f->name, NULL, NULL, "end_run_failed", NULL,
                         mlc_err_msg(&f->dst->err));
         }
+    }
+    if (!dry_run && f->n_after > 0) {
+        after_end(a, f, ss, owed);
     }
     return rc;
 }

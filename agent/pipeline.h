@@ -11,6 +11,7 @@
 
 struct agent;
 struct flow;
+struct state;
 
 /* The largest batch the pipeline sends (a connector's max_batch above it is
  * cut to it). */
@@ -49,5 +50,8 @@ void pipeline_hash(const cJSON *mapped, char out[65]);
  * drawn between half the ceiling and the ceiling ("equal jitter"). A durable
  * retry is never due at once: that would be the same failing call again. */
 long long pipeline_retry_delay_ms(int attempts);
+/* 1 when after_load entry i of the flow is still owed a call (a run wrote
+ * rows and the call has not succeeded yet; also during every run). */
+int pipeline_after_owed(struct state *st, const struct flow *f, int i);
 
 #endif

@@ -203,6 +203,29 @@ static cJSON *flow_json(struct agent *a, struct state *st, struct flow *f, const
         cJSON_AddNullToObject(o, "webhook");
     }
     cJSON_Delete(wh);
+    if (f->n_after > 0) {
+        /* systems told after a load; one still owed outside a run is a failed call */
+        cJSON *al = mlc_json_xarr();
+        int is_running = running && strcmp(running, f->name) == 0;
+        for (int i = 0; i < f->n_after; i++) {
+            cJSON *e = mlc_json_xobj();
+            int owed = pipeline_after_owed(st, f, i);
+            mlc_json_xadd_str(e, "system", f->after[i].c->name);
+            cJSON_AddBoolToObject(e, "owed", owed);
+            cJSON_AddItemToArray(al, e);
+            if (owed && !is_running) {
+                snprintf(what, sizeof(what), "flow %s: after_load call to %s", f->name,
+                         f->after[i].c->name);
+                snprintf(advice, sizeof(advice),
+                         "The last load was not yet followed by the call to %s (see the audit "
+                         "entry after_load_failed). The next run of the flow makes it, even "
+                         "without new rows: check %s (Ping) and its settings.",
+                         f->after[i].c->name, f->after[i].c->name);
+                health_add(health, what, "warn", "owed", advice);
+            }
+        }
+        mlc_json_xadd(o, "after_load", al);
+    }
     /* health by progress */
     if (f->enabled && ct > 0) {
         double lag = (double)(now - ct) / 1000;

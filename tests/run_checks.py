@@ -81,6 +81,7 @@ def suite(out, quick):
         ("integration IFS Cloud", ["tests/integration/test_ifs.py", "--agent", agent] + q),
         ("integration pgsql target (warehouse)", ["tests/integration/test_pgsql_target.py", "--agent",
                                                   agent] + q),
+        ("integration Looker after_load", ["tests/integration/test_looker.py", "--agent", agent] + q),
         ("integration jira status and comments", ["tests/integration/test_jira_workflow.py", "--agent", agent] + q),
         ("integration jira webhooks", ["tests/integration/test_jira_watch.py", "--driver",
                                        os.path.join(out, "tests", "jira_watch_driver")]),

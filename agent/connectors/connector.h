@@ -289,6 +289,15 @@ struct connector {
      * Optional. */
     enum mlc_rc (*init_targets)(struct conn *c, const cJSON *const *targets, size_t n,
                                 int print_only, struct mlc_buf *script);
+    /* A system named by a flow's "after_load" (a BI tool told that a load
+     * changed rows): the members such an entry may carry besides "system"
+     * (NULL-terminated; NULL = the connector cannot be an after_load system).
+     * After a run that wrote rows the core calls end_run() with the entry as
+     * target; it is called again after later runs until it succeeds. */
+    const char *const *after_keys;
+    /* Check one such entry when the configuration is read (no network):
+     * required members, their values; the message names path. Optional. */
+    enum mlc_rc (*after_check)(const cJSON *entry, const char *path, struct mlc_errbuf *err);
 
     /* ---- change notifications from the target (optional) ---- */
     /* Parse one notification body (network input) into a change. MLC_E_PROTO

@@ -7,6 +7,7 @@
 extern const struct connector connector_ifs;
 extern const struct connector connector_jde;
 extern const struct connector connector_jira;
+extern const struct connector connector_looker;
 extern const struct connector connector_pgsql;
 extern const struct connector connector_psft;
 
@@ -14,6 +15,7 @@ static const struct connector *const registry[] = {
     &connector_ifs,
     &connector_jde,
     &connector_jira,
+    &connector_looker,
     &connector_pgsql,
     &connector_psft,
 };

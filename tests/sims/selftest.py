@@ -2,7 +2,9 @@
 """Self-test for tests/sims: starts jde_sim.py (twice: with and without
 --allow-basic), jira_sim.py, psft_sim.py (three times: --auth both with
 2,000 POs, --auth oauth, --auth none) and ifs_sim.py (twice: 6,000 POs and
-6,000 WOs; upsert with Cf_Sync_State) as subprocesses on OS-chosen ports,
+6,000 WOs; upsert with Cf_Sync_State) and looker_sim.py (its queries
+against a throwaway PostgreSQL from tests/pg.py, when the server binaries
+are installed) as subprocesses on OS-chosen ports,
 drives them with urllib and prints TAP-like lines:
 
     ok 1 name
@@ -2232,12 +2234,170 @@ def ifs_faults():
     check("ifs /_sim/counts", c["po"] == 6000 and c["wo"] == 6000 and c["custom_fields"]["po"] == "Cf_Jira_Status", c)
 
 
+# ---------------------------------------------------------------------------
+# Looker
+
+class Looker:
+    base = None
+    pg = None  # conninfo of the throwaway PostgreSQL the simulator queries
+
+    @classmethod
+    def login(cls, cid="mlc-looker", secret="looker-secret"):
+        raw = ("client_id=%s&client_secret=%s" % (cid, secret)).encode()
+        return call(cls.base, "POST", "/api/4.0/login", raw=raw, ctype="application/x-www-form-urlencoded")
+
+    @classmethod
+    def token(cls):
+        r = cls.login()
+        assert r.status == 200, r
+        return r.json["access_token"]
+
+    @classmethod
+    def api(cls, method, path, body=None, tok=None, scheme="token"):
+        return call(cls.base, method, "/api/4.0" + path, body,
+                    headers={"Authorization": "%s %s" % (scheme, tok or cls.token())})
+
+    @classmethod
+    def ctl(cls, method, path, body=None):
+        r = call(cls.base, method, "/_sim/" + path, body)
+        assert r.status == 200, (path, r)
+        return r.json
+
+
+def looker_psql(sql):
+    subprocess.run(["psql", Looker.pg, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
+                   capture_output=True, timeout=60)
+
+
+def looker_auth():
+    r = Looker.login()
+    check("looker login: access_token, expires_in 3600, refresh_token null",
+          r.status == 200 and r.json["expires_in"] == 3600 and r.json["refresh_token"] is None
+          and len(r.json["access_token"]) > 20, r)
+    tok = r.json["access_token"]
+    r = Looker.login(secret="wrong")
+    check("looker login with a bad secret -> 404 {message, documentation_url}",
+          r.status == 404 and set(r.json) == {"message", "documentation_url"}, r)
+    r = call(Looker.base, "POST", "/api/4.0/login?client_id=mlc-looker&client_secret=looker-secret")
+    check("looker login with query parameters (deprecated) still works", r.status == 200, r)
+    ok = [Looker.api("GET", "/datagroups", tok=tok, scheme=s).status for s in ("token", "Bearer")]
+    check("looker accepts 'token X' and 'Bearer X'", ok == [200, 200], ok)
+    r = Looker.api("GET", "/datagroups", tok="nope")
+    check("looker unknown token -> 401", r.status == 401, r)
+    Looker.ctl("POST", "faults", {"auth_404": True})
+    r = Looker.api("GET", "/datagroups", tok="nope")
+    Looker.ctl("POST", "faults", {"auth_404": None})
+    check("looker fault auth_404: unknown token -> 404", r.status == 404, r)
+    Looker.ctl("POST", "faults", {"token_uses": 1})
+    t1 = Looker.token()
+    a = Looker.api("GET", "/datagroups", tok=t1).status
+    b = Looker.api("GET", "/datagroups", tok=t1).status
+    check("looker fault token_uses: 1 -> the next token works once", (a, b) == (200, 401), (a, b))
+    check("looker DELETE /logout -> 204, the token stops working",
+          Looker.api("DELETE", "/logout", tok=tok).status == 204
+          and Looker.api("GET", "/datagroups", tok=tok).status == 401)
+    t2 = Looker.token()
+    Looker.ctl("POST", "expire_tokens", {})
+    check("looker /_sim/expire_tokens", Looker.api("GET", "/datagroups", tok=t2).status == 401)
+
+
+def looker_datagroups():
+    tok = Looker.token()
+    r = Looker.api("GET", "/datagroups", tok=tok)
+    dg = {(d["model_name"], d["name"]): d for d in r.json}
+    main = dg.get(("mlc_finance", "mlc_staging_load"))
+    check("looker datagroups: string ids, documented members",
+          main is not None and isinstance(main["id"], str) and "triggered_at" in main and "stale_before" in main, r)
+    now = int(Looker.ctl("GET", "clock")["now"])
+    r = Looker.api("PATCH", "/datagroups/%s" % main["id"], {"triggered_at": now + 30, "stale_before": now}, tok=tok)
+    check("looker PATCH with triggered_at in the future -> 422 ValidationError naming the field",
+          r.status == 422 and r.json["errors"][0]["field"] == "triggered_at", r)
+    Looker.ctl("POST", "faults", {"clock_skew_s": -600})
+    r = Looker.api("PATCH", "/datagroups/%s" % main["id"], {"triggered_at": now, "stale_before": now}, tok=tok)
+    skew_date = r.headers.get("Date")
+    Looker.ctl("POST", "faults", {"clock_skew_s": None})
+    check("looker clock_skew_s -600: the agent's 'now' is in Looker's future (422); the Date header is behind",
+          r.status == 422 and skew_date is not None, r)
+    r = Looker.api("PATCH", "/datagroups/%s" % main["id"],
+                   {"triggered_at": now - 5, "stale_before": now - 5, "id": "999", "name": "x"}, tok=tok)
+    check("looker PATCH in the past -> 200, read-only members ignored",
+          r.status == 200 and r.json["triggered_at"] == now - 5 and r.json["id"] == main["id"]
+          and r.json["name"] == "mlc_staging_load", r)
+    p = Looker.ctl("GET", "patches")
+    check("looker /_sim/patches records the accepted PATCH only",
+          len(p) == 1 and p[0]["triggered_at"] == now - 5 and p[0]["name"] == "mlc_staging_load", p)
+    moved = Looker.ctl("POST", "redeploy", {"model": "mlc_finance", "name": "mlc_staging_load"})
+    a = Looker.api("GET", "/datagroups/%s" % main["id"], tok=tok).status
+    b = Looker.api("GET", "/datagroups/%s" % moved["id"], tok=tok).status
+    check("looker /_sim/redeploy: a new id, the old one 404", (a, b) == (404, 200) and moved["id"] != main["id"],
+          (a, b, moved))
+    Looker.ctl("POST", "faults", {"rate_429": 1, "retry_after": 1})
+    r = Looker.api("GET", "/datagroups", tok=tok)
+    check("looker fault rate_429 -> 429 with Retry-After", r.status == 429 and r.headers.get("Retry-After") == "1", r)
+
+
+def looker_queries():
+    if Looker.pg is None:
+        check("looker queries (no PostgreSQL here: skipped)", True)
+        return
+    looker_psql("CREATE SCHEMA mlc_staging; CREATE TABLE mlc_staging.ap_invoices(company text, doc bigint, "
+                "gross_amount numeric(15,2)); INSERT INTO mlc_staging.ap_invoices VALUES "
+                "('00001', 1, 10.50), ('00001', 2, 4.25), ('00200', 3, 100.00)")
+    tok = Looker.token()
+    q = {"model": "mlc_finance", "view": "ap_invoices",
+         "fields": ["ap_invoices.company", "ap_invoices.count", "ap_invoices.total_gross_amount"], "limit": "500"}
+    r = Looker.api("POST", "/queries/run/json", q, tok=tok)
+    check("looker query from PostgreSQL: rows keyed by view.field",
+          r.status == 200 and r.json == [{"ap_invoices.company": "00001", "ap_invoices.count": 2,
+                                          "ap_invoices.total_gross_amount": 14.75},
+                                         {"ap_invoices.company": "00200", "ap_invoices.count": 1,
+                                          "ap_invoices.total_gross_amount": 100.00}], r)
+    looker_psql("INSERT INTO mlc_staging.ap_invoices VALUES ('00200', 4, 1.00)")
+    r2 = Looker.api("POST", "/queries/run/json", q, tok=tok)
+    check("looker query before the trigger: the cached (old) result", r2.status == 200 and r2.json == r.json, r2)
+    r3 = call(Looker.base, "POST", "/api/4.0/queries/run/json?cache=false", q,
+              headers={"Authorization": "token " + tok})
+    check("looker cache=false reads the new row", r3.status == 200 and r3.json[1]["ap_invoices.count"] == 2, r3)
+    dg = [d for d in Looker.api("GET", "/datagroups", tok=tok).json if d["name"] == "mlc_staging_load"][0]
+    now = int(Looker.ctl("GET", "clock")["now"])
+    Looker.api("PATCH", "/datagroups/%s" % dg["id"], {"triggered_at": now, "stale_before": now}, tok=tok)
+    r4 = Looker.api("POST", "/queries/run/json", q, tok=tok)
+    check("looker query after the datagroup PATCH: the new rows (cache dropped)",
+          r4.status == 200 and r4.json[1]["ap_invoices.count"] == 2, r4)
+    log = Looker.ctl("GET", "queries")
+    check("looker /_sim/queries: miss, hit, miss (cache=false), miss",
+          [x["cache"] for x in log] == ["miss", "hit", "miss", "miss"], log)
+    r = Looker.api("POST", "/queries/run/sql", q, tok=tok)
+    check("looker format sql: the SQL text", r.status == 200 and r.body.startswith(b"SELECT ")
+          and b"mlc_staging.ap_invoices" in r.body, r)
+    r = Looker.api("POST", "/queries/run/csv", q, tok=tok)
+    check("looker format csv: header and rows", r.status == 200 and r.body.splitlines()[0] ==
+          b"ap_invoices.company,ap_invoices.count,ap_invoices.total_gross_amount", r)
+    bad = dict(q, fields=["ap_invoices.nope"])
+    r = Looker.api("POST", "/queries/run/json", bad, tok=tok)
+    check("looker unknown field -> 422", r.status == 422 and "nope" in r.json["errors"][0]["message"], r)
+    r = Looker.api("POST", "/queries/run/json", dict(q, view="no_view"), tok=tok)
+    check("looker unknown explore -> 404", r.status == 404, r)
+    Looker.ctl("POST", "looks", {"id": 5, "query": q})
+    r = Looker.api("GET", "/looks/5/run/json", tok=tok)
+    check("looker GET /looks/5/run/json", r.status == 200 and len(r.json) == 2, r)
+
+
 def main():
     perf = "--perf" in sys.argv[1:]
     t0 = time.time()
     tmp = tempfile.mkdtemp(prefix="mlc-sims-")
     procs = []
+    pg_stop = None
+    pg_conninfo = None
     try:
+        try:
+            sys.path.insert(0, os.path.dirname(HERE))
+            import pg  # tests/pg.py: a throwaway PostgreSQL for the Looker simulator's queries
+            pg_conninfo, pg_stop = pg.start(tmp)
+        except Exception as e:  # noqa: BLE001 - the query checks say they were skipped
+            sys.stderr.write("no PostgreSQL for looker_sim queries: %s\n" % e)
+        Looker.pg = pg_conninfo
         for tag, script, args in (("jde", "jde_sim.py", ["--allow-basic"]), ("jde_nb", "jde_sim.py", []),
                                   ("jira", "jira_sim.py", ["--projects", "MFG,OPS"]),
                                   ("psft", "psft_sim.py", ["--auth", "both", "--pos", "2000", "--reqs", "300",
@@ -2248,7 +2408,8 @@ def main():
                                   ("ifs", "ifs_sim.py", ["--pos", "6000", "--wos", "6000"]),
                                   ("ifs_u", "ifs_sim.py", ["--missing-if-match", "upsert", "--custom-field",
                                                            "Cf_Sync_State", "--token-ttl", "2", "--pos", "20",
-                                                           "--wos", "20", "--page-size", "0"])):
+                                                           "--wos", "20", "--page-size", "0"]),
+                                  ("looker", "looker_sim.py", (["--pg", pg_conninfo] if pg_conninfo else []))):
             procs.append((tag,) + start(script, args, tmp, tag))
         ports = {tag: wait_port(pf, p) for tag, p, pf, _log in procs}
         Jde.base = "http://127.0.0.1:%d" % ports["jde"]
@@ -2259,13 +2420,14 @@ def main():
         Psft.base_n = "http://127.0.0.1:%d" % ports["psft_n"]
         Ifs.base = "http://127.0.0.1:%d" % ports["ifs"]
         Ifs.base_u = "http://127.0.0.1:%d" % ports["ifs_u"]
+        Looker.base = "http://127.0.0.1:%d" % ports["looker"]
         for fn in (jde_auth, jde_paging, jde_query, jde_faults, jde_basic, jde_writes,
                    lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf, jde_finance,
                    jira_auth, jira_create, jira_bulk, jira_edit, jira_search, jira_lag, jira_oauth,
                    jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000), jira_webhooks,
                    jira_field_changes, jira_procurement, psft_routing, psft_auth, psft_custom, psft_qas,
                    psft_changes, psft_faults, psft_stats, ifs_auth, ifs_metadata, ifs_query, ifs_paging,
-                   ifs_writes, ifs_faults):
+                   ifs_writes, ifs_faults, looker_auth, looker_datagroups, looker_queries):
             group(fn)
         for tag, p, pf, log in procs:
             p.terminate()
@@ -2284,6 +2446,8 @@ def main():
                 p.kill()
                 p.wait()
             log.close()
+        if pg_stop is not None:
+            pg_stop()
     failed = RESULTS.count(False)
     if failed:
         for tag, _p, _pf, _log in procs:
