@@ -77,6 +77,8 @@ def suite(out, quick):
                                               "--relay", relay] + q),
         ("integration exactly once", ["tests/integration/test_exactly_once.py", "--agent", agent] + q),
         ("integration PeopleSoft", ["tests/integration/test_psft.py", "--agent", agent] + q),
+        ("integration IFS Cloud write-back", ["tests/integration/test_ifs_writeback.py", "--agent", agent,
+                                              "--relay", relay] + q),
         ("integration jira status and comments", ["tests/integration/test_jira_workflow.py", "--agent", agent] + q),
         ("integration jira webhooks", ["tests/integration/test_jira_watch.py", "--driver",
                                        os.path.join(out, "tests", "jira_watch_driver")]),
