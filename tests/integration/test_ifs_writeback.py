@@ -51,7 +51,7 @@ FLOWS = {
                                       "{TotalAmount} {CurrencyCode}. Note: {NoteText}",
                        "labels": {"list": ["ifs", "{ProjectId}"]}}},
     "wo": {"flow": "ifs_wos", "projection": "ActiveWorkOrdersHandling", "entity_set": "ActiveSeparateSet",
-           "key": "WoNo", "numeric_keys": ["WoNo"], "prefix": "ifswo-",
+           "key": "WoNo", "prefix": "ifswo-",  # a number: $metadata says so, no numeric_keys needed
            "mapping": {"summary": {"template": "WO {WoNo}: {ErrDescr}", "required": True, "max": 255},
                        "description": "Work order {WoNo} ({Objstate}), work type {WorkTypeId}.",
                        "labels": {"list": ["ifs", "{WorkTypeId}"]}}},
@@ -136,8 +136,6 @@ class Env:
             fd = FLOWS[k]
             src = {"system": "ifs", "projection": fd["projection"], "entity_set": fd["entity_set"],
                    "key": fd["key"], "changed": "ChangedDate"}
-            if "numeric_keys" in fd:
-                src["numeric_keys"] = fd["numeric_keys"]
             cfg["flows"][fd["flow"]] = {
                 "source": src,
                 "target": {"system": "jira", "project": "MFG", "issue_type": "Task", "marker_prefix": fd["prefix"]},
