@@ -415,12 +415,16 @@ def edited_between_read_and_patch_412_reread_applied_once():
     its PATCH: 412, nothing applied; the agent reads again and PATCHes with
     the new ETag: the custom field is right, the person's edit stays, one
     PATCH took effect. When the person's edit already set the value, the
-    re-read finds it and the agent writes nothing."""
+    re-read finds it and the agent writes nothing. When the person set the
+    custom field to another value, nothing is written in that attempt and
+    the delivery waits, saying so; a status write-back has no conflict rule,
+    so the next attempt writes Jira's status over it, once."""
     e = Env(pos=6, wos=0)
     try:
-        e.configure(kinds=("po",))
+        # settle_after 0: the conflicting attempt's row is read back at once by the next apply
+        e.configure(kinds=("po",), wb={"po": writeback("po", settle_after="0s")})
         e.first_sync(kinds=("po",))
-        po, po2 = e.pick("po", 2)
+        po, po2, po3 = e.pick("po", 3)
         e.ifs.faults(edit_before_write=1)
         e.add(e.event("po", po, "Done"))
         got, r = e.apply()
@@ -443,7 +447,21 @@ def edited_between_read_and_patch_412_reread_applied_once():
         expect([(x["by"], x["op"], x["applied"]) for x in log] ==
                [("KCHEN", "sim_edit_before_write", True), ("api", "PATCH", False)], f"write log of {po2}: {log}")
         expect(e.row("po", po2)[CF] == "DONE", f"row {e.row('po', po2)}")
-        one_patch_per_key(e, "po", {po: "DONE"})
+        # the person set another value: this attempt writes nothing and says why
+        e.ifs.faults(edit_before_write=1, edit_before_write_set={CF: "ON HOLD"})
+        e.add(e.event("po", po3, "Done"))
+        got, r = e.apply()
+        expect(got == counts(retry=1, pending=1), f"apply: {got}\n{r.stderr[-2000:]}")
+        expect(e.row("po", po3)[CF] == "ON HOLD" and e.agent_writes("po", po3) == [],
+               f"{po3} after the conflicting edit: {e.writes('po', po3)}")
+        lst = e.agent("inbox", "list").stdout
+        expect("changed in IFS to 'ON HOLD' while the agent was writing 'DONE'" in lst
+               and "no conflict rule" in lst, f"inbox list: {lst}")
+        got, r = e.apply()
+        expect(got == counts(applied=1), f"apply after the conflict: {got}\n{r.stderr[-2000:]}")
+        last = e.agent_writes("po", po3)
+        expect(len(last) == 1 and last[0]["changes"] == {CF: ["ON HOLD", "DONE"]}, f"{po3}: {e.writes('po', po3)}")
+        one_patch_per_key(e, "po", {po: "DONE", po3: "DONE"})
     finally:
         e.close()
 

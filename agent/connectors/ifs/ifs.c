@@ -1265,11 +1265,18 @@ static enum mlc_rc ifs_write_back(struct conn *c, const struct wb_write *w)
                 break;
             }
             if (have_base && strcmp(now, base_val) != 0) {
+                int is_field = 0;
+                for (size_t i = 0; i < w->n_vars; i++) {
+                    is_field |= strcmp(w->vars[i].name, "value") == 0;
+                }
                 mlc_errf(&c->err,
                          "ifs %s %s: %s was changed in IFS to '%s' while the agent was writing "
-                         "'%s' (it had '%s'): left to the field's conflict rule, which the next "
-                         "attempt applies after reading the record again",
-                         s.set, w->source_key, prop, now, value, base_val);
+                         "'%s' (it had '%s'): %s",
+                         s.set, w->source_key, prop, now, value, base_val,
+                         is_field ? "left to the field's conflict rule, which the next attempt "
+                                    "applies after reading the record again"
+                                  : "a status write-back has no conflict rule: the next attempt "
+                                    "reads the record again and writes the status over it");
                 cJSON_Delete(data);
                 rc = MLC_E_CONFLICT;
                 break;
