@@ -148,7 +148,11 @@ class Env:
 
     # -- the agent
     def agent(self, *args):
-        return harness.run_agent(ARGS.agent, self.config, *args, env=self.env, timeout=300)
+        r = harness.run_agent(ARGS.agent, self.config, *args, env=self.env, timeout=300)
+        if "Sanitizer" in r.stderr or "runtime error:" in r.stderr:
+            raise AssertionError(f"sanitizer report from mlc-agent {' '.join(args)}:\n"
+                                 + r.stderr[r.stderr.find("=="):][:3000])
+        return r
 
     @staticmethod
     def ok(r, what):
@@ -542,14 +546,20 @@ def kill_9_during_write_back_applies_each_change_once():
         e.add(*bodies)
         e.ifs.faults(slow_ms=25)
         killed = 0
-        for _ in range(kills):
-            p = subprocess.Popen([ARGS.agent, "-q", "-c", e.config, "inbox", "apply"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e.env)
-            time.sleep(rng.uniform(0.15, 1.0))
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                killed += 1
-            p.wait()
+        errlog = os.path.join(e.dir, "killed-runs.log")
+        with open(errlog, "w") as errf:
+            for _ in range(kills):
+                p = subprocess.Popen([ARGS.agent, "-q", "-c", e.config, "inbox", "apply"],
+                                     stdout=subprocess.DEVNULL, stderr=errf, env=e.env)
+                time.sleep(rng.uniform(0.15, 1.0))
+                if p.poll() is None:
+                    p.send_signal(signal.SIGKILL)
+                    killed += 1
+                p.wait()
+        with open(errlog, errors="replace") as f:
+            text = f.read()
+        expect("Sanitizer" not in text and "runtime error:" not in text,
+               "sanitizer report from a killed run:\n" + text[text.find("=="):][:3000])
         e.ifs.faults(slow_ms=0)
         inflight = e.db("SELECT count(*) FROM state_inbox WHERE state = 'inflight'")[0][0]
         time.sleep(2.5)  # settle_after: a PATCH that died with the agent has ended in IFS
