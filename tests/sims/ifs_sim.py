@@ -1149,6 +1149,15 @@ class IfsSim(simbase.Sim):
         if sets:
             self.apply_change(kind, r, sets, "KCHEN", "sim_edit_before_write")
 
+    def write_delay(self):
+        """Fault slow_write_ms: a PATCH or action waits that long before it
+        is checked and applied, whether or not its client is still there
+        (reads are not slowed): a write still running inside IFS when the
+        client that sent it dies."""
+        ms = self.fault_num("slow_write_ms", 0)
+        if ms > 0:
+            time.sleep(ms / 1000.0)
+
     def write_checks(self, h, kind, r, op, body):
         """Lock, If-Match.  Returns None to go on, or an error Reply.
         Caller holds the lock."""
@@ -1208,6 +1217,7 @@ class IfsSim(simbase.Sim):
             if isinstance(v, str) and n.startswith("Cf_") and len(v) > 50:
                 raise ODataError(400, "ODP_DESERIALIZATION_ERROR", "Property '%s' is at most 50 characters" % n)
         changes = {n: v for n, v in body.items() if not n.startswith("@odata.")}
+        self.write_delay()
         with self.lock:
             r = self.find(kind, keytext)
             err = self.write_checks(h, kind, r, "PATCH", changes)
@@ -1237,6 +1247,7 @@ class IfsSim(simbase.Sim):
         if h.body.strip():
             self.json_write_body(h)  # parameters are not used, but must be JSON
         frm, to = kd["actions"][ev]
+        self.write_delay()
         with self.lock:
             r = self.find(kind, keytext)
             err = self.write_checks(h, kind, r, name, None)

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.error
@@ -2094,6 +2095,19 @@ def ifs_faults():
           sorted(e["key"] for e in w[-5:]) == r["keys"], (r, w[-5:]))
     c = Ifs.ctl("GET", "counts")
     check("ifs /_sim/counts", c["po"] == 6000 and c["wo"] == 6000 and c["custom_fields"]["po"] == "Cf_Jira_Status", c)
+    Ifs.faults(slow_write_ms=1500)
+    got = {}
+    th = threading.Thread(target=lambda: got.update(
+        r=Ifs.send("PATCH", PO_SET + "('P100002')", {"NoteText": "slow"}, {"If-Match": "*"})))
+    th.start()
+    time.sleep(0.3)
+    mid = Ifs.get(PO_SET + "('P100002')")
+    th.join()
+    Ifs.faults(slow_write_ms=None)
+    end = Ifs.get(PO_SET + "('P100002')")
+    check("ifs fault slow_write_ms: a read meanwhile is not slowed and sees the old value; then the write lands",
+          mid.status == 200 and mid.json["NoteText"] != "slow" and got["r"].status == 200
+          and end.json["NoteText"] == "slow", (mid, got, end))
 
 
 def main():
