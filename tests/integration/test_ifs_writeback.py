@@ -527,53 +527,109 @@ def rate_limit_and_503_storms_are_waited_out_each_change_once():
 @test
 def kill_9_during_write_back_applies_each_change_once():
     """A batch of Jira status changes; `inbox apply` killed with SIGKILL 20
-    times (6 with --quick) at random moments while IFS is slow; then a clean
-    run after settle_after. Every change is in IFS, none was PATCHed twice:
-    rows left in flight were read back before any repeat."""
-    n = 120 if not ARGS.quick else 40
+    times (6 with --quick) at random moments while IFS takes 300 ms per
+    write (fault slow_write_ms: the write lands even when its sender is
+    gone); then a clean run after settle_after. Every change is in IFS, none
+    was PATCHed twice. Twice over: with If-Match on the ETag (a repeat after
+    a kill meets 412 if the first PATCH landed meanwhile) and with
+    if_match "any" (If-Match: *), where only the core's read-back of rows
+    left in flight, after settle_after, stands between a kill and a second
+    PATCH."""
+    n = 60 if not ARGS.quick else 24
     kills = 20 if not ARGS.quick else 6
     seed = int(os.environ.get("MLC_TEST_SEED", "14"))
-    rng = random.Random(seed)
-    e = Env(pos=n, wos=0)
+    for mode in ("etag", "any"):
+        rng = random.Random(seed)
+        e = Env(pos=n, wos=0)
+        try:
+            e.configure(kinds=("po",), wb={"po": writeback("po", if_match=mode)})
+            e.first_sync(kinds=("po",))
+            want, bodies = {}, []
+            for k in e.pick("po", n):
+                st = rng.choice(list(STATUS_MAP))
+                want[k] = STATUS_MAP[st]
+                bodies.append(e.event("po", k, st))
+            e.add(*bodies)
+            # writes take a while inside IFS: a PATCH still runs there when its agent is killed
+            e.ifs.faults(slow_write_ms=300)
+            killed = 0
+            errlog = os.path.join(e.dir, "killed-runs.log")
+            with open(errlog, "w") as errf:
+                for _ in range(kills):
+                    p = subprocess.Popen([ARGS.agent, "-q", "-c", e.config, "inbox", "apply"],
+                                         stdout=subprocess.DEVNULL, stderr=errf, env=e.env)
+                    time.sleep(rng.uniform(0.15, 1.0))
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGKILL)
+                        killed += 1
+                    p.wait()
+            with open(errlog, errors="replace") as f:
+                text = f.read()
+            expect("Sanitizer" not in text and "runtime error:" not in text,
+                   "sanitizer report from a killed run:\n" + text[text.find("=="):][:3000])
+            e.ifs.faults(slow_write_ms=None)
+            inflight = e.db("SELECT count(*) FROM state_inbox WHERE state = 'inflight'")[0][0]
+            time.sleep(2.5)  # settle_after (2s): a PATCH that died with its agent has ended in IFS
+            got, r = e.apply()
+            expect(killed >= kills // 2, f"if_match {mode}: only {killed} of {kills} applies were still running "
+                                         "when killed")
+            try:
+                one_patch_per_key(e, "po", want)
+            except AssertionError as ex:
+                raise AssertionError(f"if_match {mode}: {ex}") from None
+            left = e.db("SELECT state, count(*) FROM state_inbox GROUP BY state")
+            expect(left == [("applied", n)], f"if_match {mode}: inbox after the clean run: {left}; last apply {got}")
+            audit = e.db("SELECT count(*) FROM state_audit WHERE action IN ('writeback', 'writeback_settled')")[0][0]
+            expect(audit == n, f"if_match {mode}: {audit} write-back audit rows for {n} changes")
+            settled = e.db("SELECT count(*) FROM state_audit WHERE action = 'writeback_settled'")[0][0]
+            stale = len([w for w in e.writes("po", by="api", applied=False) if w["status"] == 412])
+            print(f"#   if_match {mode}, seed {seed}: {killed} kills, {inflight} rows in flight after the last kill, "
+                  f"{settled} settled by reading back, {stale} PATCHes refused with 412", flush=True)
+        finally:
+            e.close()
+
+
+@test
+def killed_during_a_repeat_call_waits_settle_after_again():
+    """A row left in flight by an earlier run is read back (the value is not
+    there) and called again; the agent is killed while that second PATCH
+    still runs in IFS. The next run must wait settle_after from the second
+    call, not from the first, before reading back: otherwise it reads too
+    early and PATCHes a third time. If-Match: * here, so no ETag stops a
+    repeat: only the waiting does."""
+    e = Env(pos=4, wos=0)
     try:
-        e.configure(kinds=("po",))
+        e.configure(kinds=("po",), wb={"po": writeback("po", if_match="any", settle_after="3s")})
         e.first_sync(kinds=("po",))
-        want, bodies = {}, []
-        for k in e.pick("po", n):
-            st = rng.choice(list(STATUS_MAP))
-            want[k] = STATUS_MAP[st]
-            bodies.append(e.event("po", k, st))
-        e.add(*bodies)
-        e.ifs.faults(slow_ms=25)
-        killed = 0
-        errlog = os.path.join(e.dir, "killed-runs.log")
-        with open(errlog, "w") as errf:
-            for _ in range(kills):
-                p = subprocess.Popen([ARGS.agent, "-q", "-c", e.config, "inbox", "apply"],
-                                     stdout=subprocess.DEVNULL, stderr=errf, env=e.env)
-                time.sleep(rng.uniform(0.15, 1.0))
-                if p.poll() is None:
-                    p.send_signal(signal.SIGKILL)
-                    killed += 1
-                p.wait()
-        with open(errlog, errors="replace") as f:
-            text = f.read()
-        expect("Sanitizer" not in text and "runtime error:" not in text,
-               "sanitizer report from a killed run:\n" + text[text.find("=="):][:3000])
-        e.ifs.faults(slow_ms=0)
-        inflight = e.db("SELECT count(*) FROM state_inbox WHERE state = 'inflight'")[0][0]
-        time.sleep(2.5)  # settle_after: a PATCH that died with the agent has ended in IFS
+        po = e.pick("po", 1)[0]
+        e.add(e.event("po", po, "Done"))
+        # as if a run long ago had called IFS and died: in flight, sent at the epoch
+        con = sqlite3.connect(os.path.join(e.dir, "state.db"))
+        con.execute("UPDATE state_inbox SET state = 'inflight', sent_ms = 1")
+        con.commit()
+        con.close()
+        e.ifs.faults(slow_write_ms=4000)
+        route = "PurchaseOrderHandling/PurchaseOrderSet(key) PATCH"
+        p = subprocess.Popen([ARGS.agent, "-q", "-c", e.config, "inbox", "apply"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e.env)
+        try:
+            wait_for(lambda: e.ifs.stats()["requests"].get(route, 0) == 1, 30, "the repeat PATCH to reach IFS")
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        # the repeat PATCH is still running inside IFS: the next run must not read back yet
         got, r = e.apply()
-        expect(killed >= kills // 2, f"only {killed} of {kills} applies were still running when killed")
-        done_before = sum(1 for w in e.agent_writes("po"))
-        one_patch_per_key(e, "po", want)
-        left = e.db("SELECT state, count(*) FROM state_inbox GROUP BY state")
-        expect(left == [("applied", n)], f"inbox after the clean run: {left}; last apply {got}")
-        audit = e.db("SELECT count(*) FROM state_audit WHERE action IN ('writeback', 'writeback_settled')")[0][0]
-        expect(audit == n, f"{audit} write-back audit rows for {n} changes")
-        settled = e.db("SELECT count(*) FROM state_audit WHERE action = 'writeback_settled'")[0][0]
-        print(f"#   seed {seed}: {killed} kills, {inflight} rows in flight after the last kill, {settled} settled "
-              f"by reading back, {done_before} PATCHes for {n} changes", flush=True)
+        expect(got["applied"] == 0 and e.ifs.stats()["requests"].get(route, 0) == 1,
+               f"the run after the kill did not wait for the PATCH in flight: {got}, IFS PATCHes "
+               f"{e.ifs.stats()['requests'].get(route, 0)}\n{r.stdout}{r.stderr[-1500:]}")
+        wait_for(lambda: e.agent_writes("po", po), 30, "the killed run's PATCH to land")
+        e.ifs.faults(slow_write_ms=None)
+        time.sleep(3.2)  # settle_after from the repeat call
+        got, r = e.apply()
+        expect(got == counts(applied=1), f"apply after settle_after: {got}\n{r.stderr[-1500:]}")
+        expect(e.db("SELECT action FROM state_audit WHERE action LIKE 'writeback%'") == [("writeback_settled",)],
+               f"audit: {e.db('SELECT action, detail FROM state_audit')}")
+        one_patch_per_key(e, "po", {po: "DONE"})
     finally:
         e.close()
 
