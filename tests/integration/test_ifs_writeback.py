@@ -684,12 +684,13 @@ def state_action_mi_modified_retried_and_locked_reported():
         e.configure(kinds=("wo",), wb={"wo": writeback("wo", settle_after="0s")})
         e.first_sync(kinds=("wo",))
         wo, wo2 = e.pick("wo", 2, state="Prepared")
+        etag = e.row("wo", wo)["@odata.etag"]
         e.ifs.faults(mi_modified_writes=1)
         e.add(e.event("wo", wo, "In Progress"))
         got, r = e.apply()
         expect(got == counts(applied=1), f"apply with MI_MODIFIED_ERROR: {got}\n{r.stderr[-1500:]}")
-        log = [(x["op"], x["applied"]) for x in e.writes("wo", wo, by="api")]
-        expect(log == [("ActiveSeparate_Release", True)], f"IFS write log of {wo}: {log}")
+        log = [(x["op"], x["applied"], x["if_match"]) for x in e.writes("wo", wo, by="api")]
+        expect(log == [("ActiveSeparate_Release", True, etag)], f"IFS write log of {wo}: {log} (ETag {etag})")
         st = e.ifs.stats()["status_counts"]
         expect(st.get("500", 0) == 1, f"no MI_MODIFIED_ERROR was answered: {st}")
         expect(e.row("wo", wo)["Objstate"] == "Released", "not released")
