@@ -677,7 +677,9 @@ def state_action_mi_modified_retried_and_locked_reported():
     """The work order's Release action under If-Match: a MI_MODIFIED_ERROR is
     retried at once and the action taken once; a locked work order (423) is
     not released: the delivery waits, the reason (locked) is shown in
-    `inbox list`, and once the lock goes the next apply releases it once."""
+    `inbox list`, and once the lock goes the next apply releases it once. A
+    work order already past Released is refused by IFS: a dead letter that
+    quotes IFS's reason, nothing written."""
     e = Env(pos=0, wos=10)
     try:
         # the row of the refused call stays in flight; it is read back (not waited for) next time
@@ -715,6 +717,15 @@ def state_action_mi_modified_retried_and_locked_reported():
         expect(got["applied"] == 1 and got["failed"] == 0, f"apply after the lock went: {got}\n{r.stderr[-1500:]}")
         expect(e.row("wo", wo2)["Objstate"] == "Released", "not released after the lock went")
         expect(len(e.agent_writes("wo", wo2)) == 1, f"IFS write log of {wo2}: {e.writes('wo', wo2)}")
+        # a work order past Released (Started): IFS refuses the event; a dead letter that quotes IFS
+        wo3 = e.pick("wo", 1, state="Started")[0]
+        e.add(e.event("wo", wo3, "In Progress"))
+        got, r = e.apply(want_rc=1)
+        expect(got == counts(failed=1), f"apply of Release on a started work order: {got}\n{r.stderr[-1500:]}")
+        lst = e.agent("inbox", "list").stdout
+        expect("dead" in lst and "Release is not allowed in state Started" in lst, f"inbox list: {lst}")
+        expect(e.agent_writes("wo", wo3) == [] and e.row("wo", wo3)["Objstate"] == "Started",
+               f"IFS write log of {wo3}: {e.writes('wo', wo3)}")
     finally:
         e.close()
 
