@@ -669,6 +669,32 @@ def unknown_custom_field_and_action_name_the_setting():
         e.close()
 
 
+@test
+def if_match_lost_on_the_way_is_reported_not_retried():
+    """A proxy between the agent and IFS drops the If-Match header: IFS
+    answers ODP_MISSING_PRECONDITION. The delivery goes dead with a message
+    that says the agent did send it (and what), nothing is written, and the
+    agent never falls back to a write without the check."""
+    e = Env(pos=4, wos=0)
+    try:
+        e.configure(kinds=("po",))
+        e.first_sync(kinds=("po",))
+        po = e.pick("po", 1)[0]
+        e.ifs.faults(drop_if_match=1)
+        e.add(e.event("po", po, "Done"))
+        got, r = e.apply(want_rc=1)
+        expect(got == counts(failed=1), f"apply: {got}\n{r.stderr[-1500:]}")
+        refused = e.writes("po", po, by="api")
+        expect(len(refused) == 1 and refused[0]["code"] == "ODP_MISSING_PRECONDITION" and not refused[0]["applied"],
+               f"IFS write log of {po}: {refused}")
+        lst = e.agent("inbox", "list").stdout
+        expect("precondition is missing although the agent sent 'If-Match: W/" in lst and "proxy" in lst,
+               f"inbox list: {lst}")
+        expect(e.row("po", po).get(CF) is None, f"{po}: {e.row('po', po)}")
+    finally:
+        e.close()
+
+
 # ---------------------------------------------------------------- 6
 
 
