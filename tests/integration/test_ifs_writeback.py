@@ -281,13 +281,16 @@ def status_change_through_relay_lands_in_the_custom_field_once():
         raise harness.Skip("needs --relay")
     import relay_harness as rh
     e = Env(pos=8, wos=0, jira_args=["--webhook-retry-scale", "0.001"])
-    relay = proc = logf = None
+    relay = proc = logf = failure = None
     log = os.path.join(e.dir, "agent.log")
     try:
         relay = rh.Relay(ARGS.relay, workdir=e.dir)
         secrets = relay.tenant_add("acme")
         relay.start()
         e.configure(kinds=("po",), extra={
+            # no status page: port 8089 may be another agent's on a shared machine
+            "agent": {"state_db": os.path.join(e.dir, "state.db"), "key_file": os.path.join(e.dir, "secret.key"),
+                      "log_level": "info", "status_listen": "off"},
             "relay": {"url": relay.tunnel_url, "tenant": "acme", "key": "${MLC_RELAY_KEY}", "heartbeat": "2s",
                       "watch_every": "1s", "hook_secret": "${MLC_HOOK_SECRET}"}})
         with open(e.config) as f:
@@ -338,6 +341,9 @@ def status_change_through_relay_lands_in_the_custom_field_once():
                  20, "the inbox to be settled")
         expect(len(e.agent_writes()) == 1, f"IFS API writes at the end: {e.agent_writes()}")
         expect(e.db("SELECT count(*) FROM state_inbox WHERE state = 'dead'")[0][0] == 0, "a delivery went dead")
+    except Exception as ex:
+        failure = ex
+        raise
     finally:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -353,7 +359,10 @@ def status_change_through_relay_lands_in_the_custom_field_once():
             relay.stop()
         e.close()
         if "Sanitizer" in text or "runtime error:" in text:
-            raise AssertionError("sanitizer report in the agent log:\n" + text[text.find("=="):][:3000])
+            raise AssertionError((f"{failure}\n" if failure else "") + "sanitizer report in the agent log:\n"
+                                 + text[text.find("=="):][:3000])
+        if failure is not None and text:
+            print("#   agent log (end):\n" + "\n".join("#     " + ln for ln in text.splitlines()[-15:]), flush=True)
 
 
 @test
