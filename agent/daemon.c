@@ -99,6 +99,15 @@ static void watcher_load(struct agent *a, struct watcher *w)
     }
 }
 
+static void watchers_free(struct watcher *ws, int nw)
+{
+    for (int i = 0; i < nw; i++) {
+        cJSON_Delete(ws[i].state);
+        free(ws[i].cursor);
+    }
+    free(ws);
+}
+
 static void do_watch(struct agent *a, struct watcher *w, const char *hook_secret)
 {
     struct conn *c = w->f->dst;
@@ -362,14 +371,14 @@ int agent_daemon(struct agent *a)
         struct tunnel_opts o = { 0 };
         if (secrets_resolve(a->secrets, a->relay.key, &key, &err) != MLC_OK) {
             mlc_error("relay.key: %s", mlc_err_msg(&err));
-            free(ws);
+            watchers_free(ws, nw);
             return 2;
         }
         if (a->relay.hook_secret && a->relay.hook_secret[0] &&
             secrets_resolve(a->secrets, a->relay.hook_secret, &hook_secret, &err) != MLC_OK) {
             mlc_error("relay.hook_secret: %s", mlc_err_msg(&err));
             free(key);
-            free(ws);
+            watchers_free(ws, nw);
             return 2;
         }
         gethostname(agent_id, sizeof(agent_id) - 1);
@@ -386,7 +395,7 @@ int agent_daemon(struct agent *a)
             mlc_error("%s", mlc_err_msg(&err));
             free(key);
             free(hook_secret);
-            free(ws);
+            watchers_free(ws, nw);
             mailbox_destroy(&mb);
             return 2;
         }
@@ -396,7 +405,7 @@ int agent_daemon(struct agent *a)
         tunnel_stop(t);
         free(key);
         free(hook_secret);
-        free(ws);
+        watchers_free(ws, nw);
         mailbox_destroy(&mb);
         return 2;
     }
@@ -485,11 +494,7 @@ int agent_daemon(struct agent *a)
     statusd_stop(sd);
     tunnel_stop(t);
     mailbox_destroy(&mb);
-    for (int i = 0; i < nw; i++) {
-        cJSON_Delete(ws[i].state);
-        free(ws[i].cursor);
-    }
-    free(ws);
+    watchers_free(ws, nw);
     if (key) {
         memset(key, 0, strlen(key));
     }

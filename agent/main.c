@@ -402,7 +402,7 @@ static int inbox_list(struct agent *a)
 {
     const char *sql = "SELECT seq, kind, state, attempts, datetime(stored_ms / 1000, 'unixepoch'),"
                       " COALESCE(ext_id, ''), COALESCE(detail, '') FROM state_inbox"
-                      " WHERE state IN ('pending', 'dead') ORDER BY id";
+                      " WHERE state IN ('pending', 'inflight', 'dead') ORDER BY id";
     sqlite3_stmt *q = NULL;
     int n = 0;
 

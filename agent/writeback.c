@@ -923,8 +923,10 @@ static enum mlc_rc run_job(struct wb_ctx *cx, struct wb_row *w, struct wb_job *j
         }
     }
     /* durable before the call: a crash from here on leaves the row in
-     * flight, and the next attempt reads the record back first */
-    if (!w->marked && strcmp(r->state, "inflight") != 0) {
+     * flight, and the next attempt reads the record back first. A row in
+     * flight already is marked again: its sent time is this call's, so a
+     * crash during this call, too, is read back only after settle_after */
+    if (!w->marked) {
         rc = state_begin_durable(a->st, err);
         if (rc == MLC_OK) {
             rc = state_inbox_mark_inflight(a->st, r->seq, err);

@@ -79,6 +79,8 @@ def suite(out, quick):
         ("integration exactly once", ["tests/integration/test_exactly_once.py", "--agent", agent] + q),
         ("integration PeopleSoft", ["tests/integration/test_psft.py", "--agent", agent] + q),
         ("integration IFS Cloud", ["tests/integration/test_ifs.py", "--agent", agent] + q),
+        ("integration IFS Cloud write-back", ["tests/integration/test_ifs_writeback.py", "--agent", agent,
+                                              "--relay", relay] + q),
         ("integration pgsql target (warehouse)", ["tests/integration/test_pgsql_target.py", "--agent",
                                                   agent] + q),
         ("integration Looker after_load", ["tests/integration/test_looker.py", "--agent", agent] + q),

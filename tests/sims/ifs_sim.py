@@ -1159,12 +1159,23 @@ class IfsSim(simbase.Sim):
         if sets:
             self.apply_change(kind, r, sets, "KCHEN", "sim_edit_before_write")
 
+    def write_delay(self):
+        """Fault slow_write_ms: a PATCH or action waits that long before it
+        is checked and applied, whether or not its client is still there
+        (reads are not slowed): a write still running inside IFS when the
+        client that sent it dies."""
+        ms = self.fault_num("slow_write_ms", 0)
+        if ms > 0:
+            time.sleep(ms / 1000.0)
+
     def write_checks(self, h, kind, r, op, body):
         """Lock, If-Match.  Returns None to go on, or an error Reply.
         Caller holds the lock."""
         self.person_edit_fault(kind, r)
         key = self.key_of(kind, r)
         im = h.header("If-Match")
+        if self.take("drop_if_match"):
+            im = None  # a proxy on the way removed the header
         if self.meta[(kind, key)]["locked"] or self.take("locked"):
             self.log_refused(kind, key, op, 423, "ODP_LOCKED", body, im)
             return odata_error(423, "ODP_LOCKED", "The %s %s is locked by another user; try again later"
@@ -1218,6 +1229,7 @@ class IfsSim(simbase.Sim):
             if isinstance(v, str) and n.startswith("Cf_") and len(v) > 50:
                 raise ODataError(400, "ODP_DESERIALIZATION_ERROR", "Property '%s' is at most 50 characters" % n)
         changes = {n: v for n, v in body.items() if not n.startswith("@odata.")}
+        self.write_delay()
         with self.lock:
             r = self.find(kind, keytext)
             err = self.write_checks(h, kind, r, "PATCH", changes)
@@ -1247,6 +1259,7 @@ class IfsSim(simbase.Sim):
         if h.body.strip():
             self.json_write_body(h)  # parameters are not used, but must be JSON
         frm, to = kd["actions"][ev]
+        self.write_delay()
         with self.lock:
             r = self.find(kind, keytext)
             err = self.write_checks(h, kind, r, name, None)

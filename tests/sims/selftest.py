@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.error
@@ -2232,6 +2233,24 @@ def ifs_faults():
           sorted(e["key"] for e in w[-5:]) == r["keys"], (r, w[-5:]))
     c = Ifs.ctl("GET", "counts")
     check("ifs /_sim/counts", c["po"] == 6000 and c["wo"] == 6000 and c["custom_fields"]["po"] == "Cf_Jira_Status", c)
+    Ifs.faults(drop_if_match=1)
+    r = Ifs.send("PATCH", PO_SET + "('P100002')", {"NoteText": "z"}, {"If-Match": "*"})
+    r2 = Ifs.send("PATCH", PO_SET + "('P100002')", {"NoteText": "z"}, {"If-Match": "*"})
+    check("ifs fault drop_if_match: If-Match lost on the way -> 428 ODP_MISSING_PRECONDITION once",
+          oerr(r, 428, "ODP_MISSING_PRECONDITION") and r2.status == 200, (r, r2))
+    Ifs.faults(slow_write_ms=1500)
+    got = {}
+    th = threading.Thread(target=lambda: got.update(
+        r=Ifs.send("PATCH", PO_SET + "('P100002')", {"NoteText": "slow"}, {"If-Match": "*"})))
+    th.start()
+    time.sleep(0.3)
+    mid = Ifs.get(PO_SET + "('P100002')")
+    th.join()
+    Ifs.faults(slow_write_ms=None)
+    end = Ifs.get(PO_SET + "('P100002')")
+    check("ifs fault slow_write_ms: a read meanwhile is not slowed and sees the old value; then the write lands",
+          mid.status == 200 and mid.json["NoteText"] != "slow" and got["r"].status == 200
+          and end.json["NoteText"] == "slow", (mid, got, end))
 
 
 # ---------------------------------------------------------------------------

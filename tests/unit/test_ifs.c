@@ -138,10 +138,13 @@ static const char metadata[] =
     "<edmx:DataServices><Schema Namespace=\"IfsApp.PurchaseOrderHandling\" "
     "xmlns=\"http://docs.oasis-open.org/odata/ns/edm\">\n"
     "<EntityType Name=\"PurchaseOrderLine\"><Key><PropertyRef Name=\"OrderNo\"/></Key>"
+    "<Property Name=\"LineNo\" Type=\"Edm.Int32\"/>"
     "<Property Name=\"Cf_LineFlag\" Type=\"Edm.String\"/></EntityType>\n"
     "<EntityType Name=\"PurchaseOrder\"><Key><PropertyRef Name=\"OrderNo\"/></Key>\n"
     "  <Property Name=\"OrderNo\" Type=\"Edm.String\" Nullable=\"false\"/>\n"
     "  <Property Name=\"Objstate\" Type=\"Edm.String\"/>\n"
+    "  <Property Name=\"TotalAmount\" Nullable=\"true\" Type=\"Edm.Double\"/>\n"
+    "  <Property Name=\"SeqNo\" Type=\"Edm.Int64\"/>\n"
     "  <Property Name=\"ChangedDate\" Type=\"Edm.DateTimeOffset\"/>\n"
     "  <Property Name=\"Cf_Jira_Status\" Type=\"Edm.String\" MaxLength=\"50\"/>\n"
     "  <Property Name=\"Cf_ProjectRef\" Type=\"Edm.String\"/>\n"
@@ -184,6 +187,13 @@ static void test_metadata(void)
     CHECK_INT(ifs_meta_action(metadata, n, &m, "Cancel", name, sizeof(name)), 0);
     CHECK_STR(name, "PurchaseOrder_Cancel");
     CHECK_INT(ifs_meta_action(metadata, n, &m, "PurchaseOrder_Cancel", name, sizeof(name)), 0);
+    /* key types: numbers are written unquoted in key predicates */
+    CHECK_INT(ifs_meta_numeric(metadata, n, &m, "TotalAmount"), 1);
+    CHECK_INT(ifs_meta_numeric(metadata, n, &m, "SeqNo"), 1);
+    CHECK_INT(ifs_meta_numeric(metadata, n, &m, "OrderNo"), 0);
+    CHECK_INT(ifs_meta_numeric(metadata, n, &m, "ChangedDate"), 0);
+    CHECK_INT(ifs_meta_numeric(metadata, n, &m, "LineNo"), -1); /* the other type's */
+    CHECK_INT(ifs_meta_numeric(metadata, n, &m, ""), -1);
     CHECK_INT(ifs_meta_entity(metadata, n, "NoSuchSet", &m), -1);
     CHECK_INT(ifs_meta_entity(metadata, n - 200, "PurchaseOrderSet", &m), -1); /* cut short */
     CHECK_INT(ifs_meta_entity("", 0, "PurchaseOrderSet", &m), -1);
@@ -952,15 +962,16 @@ static void test_http_writeback(void)
     pthread_mutex_unlock(&hs.mu);
     hconn(&c, "s3cret", "");
 
-    /* plain: GET by key, $metadata once, PATCH with the ETag the GET gave */
+    /* plain: $metadata once (the key's type, the custom field), GET by key,
+     * PATCH with the ETag the GET gave */
     CHECK_INT(wb_once(&c, plan, "P0001", "In Progress"), MLC_OK);
     pthread_mutex_lock(&hs.mu);
     CHECK_STR(hs.rows[0].status, "In Progress");
     CHECK_INT(hs.patches, 1);
-    CHECK(strncmp(hs.seen[1], "GET /main/ifsapplications/projection/v1/PurchaseOrderHandling.svc/"
+    CHECK(strstr(hs.seen[1], "GET /main/ifsapplications/projection/v1/PurchaseOrderHandling.svc/"
+                             "$metadata") == hs.seen[1]);
+    CHECK(strncmp(hs.seen[2], "GET /main/ifsapplications/projection/v1/PurchaseOrderHandling.svc/"
                               "PurchaseOrderSet(OrderNo='P0001')?$select=ChangedDate,OrderNo,", 126) == 0);
-    CHECK(strstr(hs.seen[2], "GET /main/ifsapplications/projection/v1/PurchaseOrderHandling.svc/"
-                             "$metadata") == hs.seen[2]);
     CHECK_STR(hs.seen[3], "PATCH /main/ifsapplications/projection/v1/PurchaseOrderHandling.svc/"
                           "PurchaseOrderSet(OrderNo='P0001') | W/\"v1\" | ");
     /* another field changes between the read and the PATCH: 412, read

@@ -96,6 +96,7 @@ struct ifs_src {
     char keybuf[IFS_MAX_KEYS][64];
     char changed[64];
     int numeric[IFS_MAX_KEYS];
+    int numeric_set;     /* numeric_keys configured; else $metadata says */
     const cJSON *select; /* array of property names, or NULL */
     const char *filter;  /* extra $filter, ANDed; NULL = none */
 };
@@ -203,6 +204,7 @@ static int src_parse(const cJSON *o, const char *path, int need_changed, struct 
         s->sh.keys[i] = s->keybuf[i];
     }
     if (num != NULL) {
+        s->numeric_set = 1;
         if (!cJSON_IsArray(num)) {
             mlc_errf(err, "%s.numeric_keys: expected a list of the key properties that are numbers",
                      path);
@@ -876,6 +878,10 @@ out:
     return rc;
 }
 
+static enum mlc_rc load_meta(struct conn *c, const struct ifs_src *s, struct ifs_meta *m,
+                             const char *plan_path);
+static void meta_key_types(const struct ifs *p, const struct ifs_meta *m, struct ifs_src *s);
+
 static enum mlc_rc ifs_fetch(struct conn *c, const cJSON *source, const char *key,
                              struct record *out)
 {
@@ -888,6 +894,14 @@ static enum mlc_rc ifs_fetch(struct conn *c, const cJSON *source, const char *ke
     memset(out, 0, sizeof(*out));
     if (src_parse(source, "source", 0, &s, &c->err) != 0) {
         return MLC_E_INVAL;
+    }
+    if (!s.numeric_set) {
+        struct ifs_meta m;
+        rc = load_meta(c, &s, &m, "source");
+        if (rc != MLC_OK) {
+            return rc;
+        }
+        meta_key_types(p, &m, &s);
     }
     url = entity_url(c, &s, key);
     if (url == NULL) {
@@ -1116,6 +1130,18 @@ static void text_of(const cJSON *data, const char *prop, char *out, size_t n)
     }
 }
 
+/* Which key parts are numbers, as $metadata types them, where the flow names
+ * no numeric_keys: IFS refuses a key predicate that quotes a number. */
+static void meta_key_types(const struct ifs *p, const struct ifs_meta *m, struct ifs_src *s)
+{
+    if (s->numeric_set) {
+        return;
+    }
+    for (int i = 0; i < s->sh.n_keys; i++) {
+        s->numeric[i] = ifs_meta_numeric(p->meta_xml, p->meta_len, m, s->sh.keys[i]) == 1;
+    }
+}
+
 static int done_holds(const struct ifs_plan *pl, const struct wb_write *w, const cJSON *data)
 {
     if (pl->n_dw == 0) {
@@ -1187,6 +1213,7 @@ static enum mlc_rc ifs_write_back(struct conn *c, const struct wb_write *w)
                  pl->path, pl->action, m.type, s.projection);
         return MLC_E_INVAL;
     }
+    meta_key_types(p, &m, &s);
     url = entity_url(c, &s, w->source_key);
     if (url == NULL) {
         return MLC_E_INVAL;
@@ -1238,11 +1265,18 @@ static enum mlc_rc ifs_write_back(struct conn *c, const struct wb_write *w)
                 break;
             }
             if (have_base && strcmp(now, base_val) != 0) {
+                int is_field = 0;
+                for (size_t i = 0; i < w->n_vars; i++) {
+                    is_field |= strcmp(w->vars[i].name, "value") == 0;
+                }
                 mlc_errf(&c->err,
                          "ifs %s %s: %s was changed in IFS to '%s' while the agent was writing "
-                         "'%s' (it had '%s'): left to the field's conflict rule, which the next "
-                         "attempt applies after reading the record again",
-                         s.set, w->source_key, prop, now, value, base_val);
+                         "'%s' (it had '%s'): %s",
+                         s.set, w->source_key, prop, now, value, base_val,
+                         is_field ? "left to the field's conflict rule, which the next attempt "
+                                    "applies after reading the record again"
+                                  : "a status write-back has no conflict rule: the next attempt "
+                                    "reads the record again and writes the status over it");
                 cJSON_Delete(data);
                 rc = MLC_E_CONFLICT;
                 break;

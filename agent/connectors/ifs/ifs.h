@@ -80,6 +80,10 @@ int ifs_meta_entity(const char *xml, size_t len, const char *set, struct ifs_met
  * name in out, -1 when the type has no such property. */
 int ifs_meta_property(const char *xml, size_t len, const struct ifs_meta *m, const char *name,
                       char *out, size_t n);
+/* Whether property prop of the set's type is a number (Edm.Int*, Decimal,
+ * Double, ...): 1, 0 for another type, -1 when the type has no such
+ * property. A key predicate writes numbers unquoted. */
+int ifs_meta_numeric(const char *xml, size_t len, const struct ifs_meta *m, const char *prop);
 /* Whether a bound action of that name ("Release", or as IFS spells state
  * events, "PurchaseOrder_Release") takes the set's entity type as its
  * binding parameter: 0 with its name as spelt in $metadata in out, -1 when not. */

@@ -604,6 +604,47 @@ int ifs_meta_property(const char *xml, size_t len, const struct ifs_meta *m, con
     return each_tag(body, bend, "<Property ", prop_tag, &ps) == 1 ? 0 : -1;
 }
 
+struct type_scan {
+    const char *want;
+    int numeric;
+};
+
+static int type_tag(const char *tag, const char *end, void *ctx)
+{
+    static const char *const nums[] = { "Edm.Byte",  "Edm.SByte",   "Edm.Int16",  "Edm.Int32",
+                                        "Edm.Int64", "Edm.Decimal", "Edm.Double", "Edm.Single",
+                                        NULL };
+    struct type_scan *ts = ctx;
+    char name[128], type[64];
+
+    if (attr(tag, end, "Name", name, sizeof(name)) != 0 || strcmp(name, ts->want) != 0) {
+        return 0;
+    }
+    if (attr(tag, end, "Type", type, sizeof(type)) != 0) {
+        return -1;
+    }
+    ts->numeric = 0;
+    for (int i = 0; nums[i] != NULL; i++) {
+        ts->numeric |= strcmp(type, nums[i]) == 0;
+    }
+    return 1;
+}
+
+int ifs_meta_numeric(const char *xml, size_t len, const struct ifs_meta *m, const char *prop)
+{
+    const char *end = xml + len, *body, *bend;
+    struct type_scan ts = { prop, 0 };
+
+    if (xml == NULL || prop == NULL || prop[0] == '\0') {
+        return -1;
+    }
+    body = type_body(xml, end, m->type, &bend);
+    if (body == NULL || each_tag(body, bend, "<Property ", type_tag, &ts) != 1) {
+        return -1;
+    }
+    return ts.numeric;
+}
+
 /* an is "<type>_<name>" (IFS names state events after their entity). */
 static int type_prefixed(const char *an, const char *type, const char *name)
 {
