@@ -514,6 +514,7 @@ static enum mlc_rc send_rows(struct agent *a, struct flow *f, const struct outbo
         memset(&res[i], 0, sizeof(res[i]));
     }
     b.target = f->target;
+    b.flow = f->name;
     b.items = items;
     b.n = (size_t)n;
     mlc_err_reset(&f->dst->err);
@@ -1015,6 +1016,7 @@ static void dry_flush(struct flow *f, struct dry_set *d, struct sync_stats *ss)
     }
     memset(res, 0, sizeof(res));
     b.target = f->target;
+    b.flow = f->name;
     b.items = d->items;
     b.n = (size_t)d->n;
     b.dry_run = 1;

@@ -100,6 +100,7 @@ struct batch {
     struct tgt_item *items;
     size_t n;
     int dry_run;         /* 1: check and convert each item (read-only calls), write nothing */
+    const char *flow;    /* the flow's name (e.g. for a load log at the target) */
 };
 
 /* Per-item outcome of apply(). */

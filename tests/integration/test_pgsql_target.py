@@ -428,6 +428,9 @@ def kill_9_during_loads_every_row_once():
         print(f"#   {killed} of {kills} loads killed with SIGKILL", flush=True)
         expect_equal_to_source(e, n)
         expect(e.count("SELECT count(*) FROM mlc_staging.work_orders") == n, "row count")
+        # load_log counts exactly what was committed, killed runs included
+        logged = e.count("SELECT coalesce(sum(rows_inserted), 0) FROM mlc_staging.load_log")
+        expect(logged == n, f"load_log counts {logged} inserted rows for {n} rows in the table")
         s = e.sync(what="rerun after the kills")
         expect(s["created"] + s["updated"] == 0, f"rerun after the kills wrote rows: {s}")
     finally:

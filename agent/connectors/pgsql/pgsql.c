@@ -9,8 +9,10 @@
  * value PostgreSQL still rejects sends the batch once more row by row, each
  * in a savepoint, so only that record fails. A lost connection is a
  * transient error (the rows wait in the outbox) and the next call connects
- * again. end_run() writes the run's row into load_log, which a BI tool's
- * cache trigger can read. init_targets() creates (or completes) the schema,
+ * again. Each run has one row in load_log, which a BI tool's cache trigger
+ * can read: inserted by the run's first batch and added to by the others,
+ * each in its batch's own transaction, so it never counts a row that was
+ * not committed nor misses one, whenever the agent dies. init_targets() creates (or completes) the schema,
  * the tables and the reader's grants for `warehouse init`.
  */
 #include <stdio.h>
@@ -59,7 +61,8 @@ struct pg_load {
     long inserted, updated;
     char started[64]; /* the database's now() at the first write */
     char first_audit[40], last_audit[40];
-    int checked; /* check_table() passed */
+    long long log_id; /* this run's load_log row, 0 = none yet */
+    int checked;      /* check_table() passed */
 };
 
 #define PG_MAX_LOADS 64
@@ -661,6 +664,67 @@ static enum mlc_rc mark_own(struct conn *c, const struct pg_table *t, struct row
     return rc;
 }
 
+/* This batch's rows into the run's load_log row, inside the batch's
+ * transaction: the first batch of a run inserts the row (*log_id gets its
+ * id), later ones add to it and move finished_at. */
+static enum mlc_rc log_batch(struct conn *c, const struct pg_table *t, const struct pg_load *ld,
+                             const char *flow, const char *started, long ins, long upd, const char *first,
+                             const char *last, long long *log_id)
+{
+    struct pg *p = c->priv;
+    char a[24], b[24], id[24], sql[400], msg[700];
+    const char *params[7];
+    PGresult *r;
+    enum mlc_rc rc = MLC_OK;
+
+    snprintf(a, sizeof(a), "%ld", ins);
+    snprintf(b, sizeof(b), "%ld", upd);
+    if (*log_id == 0) {
+        params[0] = flow != NULL ? flow : t->table;
+        params[1] = t->table;
+        params[2] = a;
+        params[3] = b;
+        params[4] = ld->started[0] ? ld->started : started[0] ? started : NULL;
+        params[5] = first;
+        params[6] = last;
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO \"%s\".\"load_log\" (\"flow\", \"table_name\", \"rows_inserted\", "
+                 "\"rows_updated\", \"started_at\", \"first_audit_id\", \"last_audit_id\") "
+                 "VALUES ($1, $2, $3, $4, coalesce($5::timestamptz, now()), $6, $7) RETURNING \"id\"",
+                 p->cf.schema);
+        r = PQexecParams(p->db, sql, 7, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            *log_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        } else {
+            rc = pg_failure(p, r, msg, sizeof(msg));
+        }
+    } else {
+        snprintf(id, sizeof(id), "%lld", *log_id);
+        params[0] = a;
+        params[1] = b;
+        params[2] = last;
+        params[3] = id;
+        snprintf(sql, sizeof(sql),
+                 "UPDATE \"%s\".\"load_log\" SET \"rows_inserted\" = \"rows_inserted\" + $1, "
+                 "\"rows_updated\" = \"rows_updated\" + $2, \"finished_at\" = now(), "
+                 "\"last_audit_id\" = coalesce($3, \"last_audit_id\") WHERE \"id\" = $4",
+                 p->cf.schema);
+        r = PQexecParams(p->db, sql, 4, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            rc = pg_failure(p, r, msg, sizeof(msg));
+        }
+    }
+    if (rc != MLC_OK) {
+        if (rc == MLC_E_REJECTED) {
+            rc = MLC_E_INVAL; /* no load_log table or columns: not the rows' fault */
+        }
+        mlc_errf(&c->err, "system %s: writing the run's row into %s.load_log failed: %s%s", c->name,
+                 p->cf.schema, msg, rc == MLC_E_INVAL ? " (run `mlc-agent warehouse init`)" : "");
+    }
+    PQclear(r);
+    return rc;
+}
+
 static enum mlc_rc pg_apply(struct conn *c, const struct batch *in, struct result *out)
 {
     struct pg *p = c->priv;
@@ -750,33 +814,53 @@ static enum mlc_rc pg_apply(struct conn *c, const struct batch *in, struct resul
     if (rc == MLC_OK) {
         rc = mark_own(c, t, rows, idx, n);
     }
-    if (rc == MLC_OK) {
-        rc = pg_exec(c, "COMMIT", "committing the batch");
-    } else if (p->db != NULL && PQstatus(p->db) == CONNECTION_OK) {
-        PQclear(PQexec(p->db, "ROLLBACK"));
-    }
-    if (rc != MLC_OK) {
-        goto out;
-    }
-    /* per item: written (inserted or updated), or unchanged at the target */
-    for (int i = 0; i < n; i++) {
-        struct row *rw = &rows[idx[i]];
-        const char *aid = rw->vals[per - 1];
-        if (!rw->ok) {
-            continue;
+    /* per item: written (inserted or updated), or unchanged at the target;
+     * the run's load_log row moves in the same transaction, so it holds
+     * exactly what is committed, also when the agent dies before the run ends */
+    {
+        long ins = 0, upd = 0;
+        const char *first = NULL, *last = NULL;
+        long long log_id = ld != NULL ? ld->log_id : 0;
+
+        for (int i = 0; rc == MLC_OK && i < n; i++) {
+            struct row *rw = &rows[idx[i]];
+            const char *aid = rw->vals[per - 1];
+            if (!rw->ok) {
+                continue;
+            }
+            out[idx[i]].unchanged = rw->written == 0;
+            if (rw->written == 1) {
+                /* changed by this transaction (2: by an earlier try whose
+                 * answer was lost, already in load_log with that try) */
+                if (rw->inserted) {
+                    ins++;
+                } else {
+                    upd++;
+                }
+                first = first != NULL ? first : aid;
+                last = aid != NULL ? aid : last;
+            }
         }
-        out[idx[i]].unchanged = rw->written == 0;
-        if (rw->written && ld != NULL) {
-            if (rw->inserted || (rw->written == 2 && in->items[idx[i]].target_key == NULL)) {
-                ld->inserted++;
-            } else {
-                ld->updated++;
+        if (rc == MLC_OK && ld != NULL && ins + upd > 0) {
+            rc = log_batch(c, t, ld, in->flow, started, ins, upd, first, last, &log_id);
+        }
+        if (rc == MLC_OK) {
+            rc = pg_exec(c, "COMMIT", "committing the batch");
+        } else if (p->db != NULL && PQstatus(p->db) == CONNECTION_OK) {
+            PQclear(PQexec(p->db, "ROLLBACK"));
+        }
+        if (rc != MLC_OK) {
+            goto out;
+        }
+        if (ld != NULL && ins + upd > 0) {
+            ld->log_id = log_id;
+            ld->inserted += ins;
+            ld->updated += upd;
+            if (ld->first_audit[0] == '\0' && first != NULL) {
+                snprintf(ld->first_audit, sizeof(ld->first_audit), "%s", first);
             }
-            if (ld->first_audit[0] == '\0' && aid != NULL) {
-                snprintf(ld->first_audit, sizeof(ld->first_audit), "%s", aid);
-            }
-            if (aid != NULL) {
-                snprintf(ld->last_audit, sizeof(ld->last_audit), "%s", aid);
+            if (last != NULL) {
+                snprintf(ld->last_audit, sizeof(ld->last_audit), "%s", last);
             }
         }
     }
@@ -797,54 +881,21 @@ out:
     return rc;
 }
 
-/* The run's row in load_log, when this table received rows since the last one. */
+/* The run is over: its load_log row (written batch by batch, see
+ * log_batch()) is complete; the next write starts a new one. */
 static enum mlc_rc pg_end_run(struct conn *c, const cJSON *target, const struct run_totals *tot)
 {
     struct pg *p = c->priv;
     struct pg_table *t = mlc_xmalloc(sizeof(*t));
     struct pg_load *ld;
     enum mlc_rc rc = spec_of(c, target, t);
-    char ins[24], upd[24], sql[300], msg[700];
-    const char *params[7];
-    PGresult *r;
 
-    if (rc != MLC_OK) {
-        free(t);
-        return rc;
-    }
-    ld = load_of(p, t->table);
-    if (ld == NULL || ld->inserted + ld->updated == 0) {
-        free(t);
-        return MLC_OK; /* the target changed nothing: no load to announce */
-    }
-    if ((rc = pg_connect(c)) != MLC_OK) {
-        free(t);
-        return rc;
-    }
-    snprintf(ins, sizeof(ins), "%ld", ld->inserted);
-    snprintf(upd, sizeof(upd), "%ld", ld->updated);
-    params[0] = tot != NULL && tot->flow != NULL ? tot->flow : t->table;
-    params[1] = t->table;
-    params[2] = ins;
-    params[3] = upd;
-    params[4] = ld->started[0] ? ld->started : NULL;
-    params[5] = ld->first_audit[0] ? ld->first_audit : NULL;
-    params[6] = ld->last_audit[0] ? ld->last_audit : NULL;
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO \"%s\".\"load_log\" (\"flow\", \"table_name\", \"rows_inserted\", "
-             "\"rows_updated\", \"started_at\", \"first_audit_id\", \"last_audit_id\") "
-             "VALUES ($1, $2, $3, $4, coalesce($5::timestamptz, now()), $6, $7)",
-             p->cf.schema);
-    r = PQexecParams(p->db, sql, 7, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = pg_failure(p, r, msg, sizeof(msg));
-        mlc_errf(&c->err, "system %s: writing the run's row into %s.load_log failed: %s%s", c->name,
-                 p->cf.schema, msg, rc == MLC_E_INVAL ? " (run `mlc-agent warehouse init`)" : "");
-    } else {
+    (void)tot;
+    if (rc == MLC_OK && (ld = load_of(p, t->table)) != NULL) {
         ld->inserted = ld->updated = 0;
+        ld->log_id = 0;
         ld->started[0] = ld->first_audit[0] = ld->last_audit[0] = '\0';
     }
-    PQclear(r);
     free(t);
     return rc;
 }
