@@ -75,6 +75,7 @@ struct writeback {
     int n_fields;
     long echo_ttl_s;
     long settle_after_s;
+    enum wb_rule_kind conflict; /* the status and hold: a person's change during the write */
     char *agent_account; /* "" = unknown */
     /* run-time: after a transient failure of the source system, rows wait
      * until this time (agent clock, ms) instead of each trying it again */
@@ -91,6 +92,7 @@ struct wb_conf {
     long echo_ttl_s;
     long settle_after_s;
     char *agent_account;
+    char *conflict;
 };
 
 struct wb_hold_conf {
@@ -118,6 +120,10 @@ static const struct conf_key wb_keys[] = {
     { "settle_after", CONF_DURATION, offsetof(struct wb_conf, settle_after_s), "2m",
       "how long after an unanswered call the record is read back (a request may still be "
       "running at the source until then)", 0, 86400, NULL },
+    { "conflict", CONF_STR, offsetof(struct wb_conf, conflict), "target_wins",
+      "when the source says a person changed the status while the agent was writing it (e.g. a "
+      "412): target_wins (written over it), source_wins (the person's value stays), "
+      "newest_wins (the later change)", 0, 0, NULL },
     { "agent_account", CONF_STR, offsetof(struct wb_conf, agent_account), "",
       "the target account the agent writes as: its changes are echoes", 0, 0, NULL },
     { 0 },
@@ -408,6 +414,20 @@ struct writeback *writeback_compile(const cJSON *conf, const char *path,
     }
     wb->echo_ttl_s = wc.echo_ttl_s;
     wb->settle_after_s = wc.settle_after_s;
+    {
+        int k, found = 0;
+        for (k = 0; k < 3 && !found; k++) {
+            if (strcmp(wc.conflict, rule_names[k]) == 0) {
+                wb->conflict = (enum wb_rule_kind)k;
+                found = 1;
+            }
+        }
+        if (!found) {
+            mlc_errf(err, "%s.conflict: '%s' is not a rule (target_wins, source_wins, newest_wins)",
+                     path, wc.conflict);
+            goto out;
+        }
+    }
     wb->agent_account = mlc_xstrdup(wc.agent_account ? wc.agent_account : "");
     ok = 1;
 out:
@@ -972,6 +992,45 @@ static enum mlc_rc run_job(struct wb_ctx *cx, struct wb_row *w, struct wb_job *j
         goto commit;
     }
     snprintf(detail, sizeof(detail), "%s", f->src->err.set ? mlc_err_msg(&f->src->err) : mlc_strerror(rc));
+    if (rc == MLC_E_CONFLICT && j->fld == NULL && f->wb->conflict != WB_CONFLICT_TARGET) {
+        /* the source says a person changed the record's status while the
+         * agent was writing it: the flow's rule decides whether it stands */
+        long long src_ms = -1;
+        int write = 0;
+        char why[400];
+
+        snprintf(why, sizeof(why), "%.399s", detail);
+        if (f->wb->conflict == WB_CONFLICT_NEWEST && f->src->ops->fetch != NULL &&
+            f->src->ops->cursor_time != NULL &&
+            read_record(f, key, &rec, detail, sizeof(detail), "after a conflict") == MLC_OK &&
+            rec.cursor != NULL) {
+            src_ms = f->src->ops->cursor_time(f->src, rec.cursor);
+        }
+        if (f->wb->conflict == WB_CONFLICT_NEWEST) {
+            write = w->ch.at_ms > 0 && src_ms > 0 && w->ch.at_ms > src_ms;
+        }
+        if (!write) {
+            snprintf(detail, sizeof(detail),
+                     "%.120s for %.80s (%.40s %.40s '%.80s') not written back: the record changed in "
+                     "%.40s meanwhile (%.399s); rule %s",
+                     j->ac->what, key, tname, w->ch.record, j->to, f->src->name, why,
+                     rule_names[f->wb->conflict]);
+            record_release(&rec);
+            rc = row_audit(a, w, f->name, "writeback_conflict", detail, err);
+            if (rc != MLC_OK) {
+                goto out;
+            }
+            ws->conflicts++;
+            ws->ignored++;
+            row_note(w, "ignored", detail);
+            mlc_info("flow %s: %s", f->name, detail);
+            *done = 1;
+            goto out;
+        }
+        record_release(&rec);
+        snprintf(detail, sizeof(detail), "%.399s (rule newest_wins: the %.40s change is newer, "
+                 "written again)", why, tname);
+    }
 failed:
     record_release(&rec);
     if (rc == MLC_E_STOPPED) {

@@ -430,8 +430,8 @@ def edited_between_read_and_patch_412_reread_applied_once():
     PATCH took effect. When the person's edit already set the value, the
     re-read finds it and the agent writes nothing. When the person set the
     custom field to another value, nothing is written in that attempt and
-    the delivery waits, saying so; a status write-back has no conflict rule,
-    so the next attempt writes Jira's status over it, once."""
+    the delivery waits, saying so; with writeback.conflict target_wins (the
+    default) the next attempt writes Jira's status over it, once."""
     e = Env(pos=6, wos=0)
     try:
         # settle_after 0: the conflicting attempt's row is read back at once by the next apply
@@ -469,12 +469,50 @@ def edited_between_read_and_patch_412_reread_applied_once():
                f"{po3} after the conflicting edit: {e.writes('po', po3)}")
         lst = e.agent("inbox", "list").stdout
         expect("changed in IFS to 'ON HOLD' while the agent was writing 'DONE'" in lst
-               and "no conflict rule" in lst, f"inbox list: {lst}")
+               and "writeback.conflict" in lst, f"inbox list: {lst}")
         got, r = e.apply()
         expect(got == counts(applied=1), f"apply after the conflict: {got}\n{r.stderr[-2000:]}")
         last = e.agent_writes("po", po3)
         expect(len(last) == 1 and last[0]["changes"] == {CF: ["ON HOLD", "DONE"]}, f"{po3}: {e.writes('po', po3)}")
         one_patch_per_key(e, "po", {po: "DONE", po3: "DONE"})
+    finally:
+        e.close()
+
+
+@test
+def conflict_rule_decides_whether_a_persons_status_stands():
+    """writeback.conflict: with source_wins a person's value set in IFS
+    between the agent's read and its PATCH stays (audited as a conflict,
+    nothing written); with newest_wins the later change wins (the Jira
+    change here is older than the person's edit); target_wins (the default)
+    is the test above."""
+    for rule in ("source_wins", "newest_wins"):
+        e = Env(pos=3, wos=0)
+        try:
+            e.configure(kinds=("po",), wb={"po": writeback("po", settle_after="0s", conflict=rule)})
+            e.first_sync(kinds=("po",))
+            po = e.pick("po", 1)[0]
+            ev = e.event("po", po, "Done")
+            time.sleep(1.1)  # the person's edit (at the PATCH) is later than the Jira change
+            e.ifs.faults(edit_before_write=1, edit_before_write_set={CF: "ON HOLD"})
+            e.add(ev)
+            got, r = e.apply()
+            expect(got == counts(ignored=1), f"{rule}: apply: {got}\n{r.stderr[-2000:]}")
+            expect(e.row("po", po)[CF] == "ON HOLD" and e.agent_writes("po", po) == [],
+                   f"{rule}: {po} after the person's edit: {e.writes('po', po)}")
+            aud = e.db("SELECT detail FROM state_audit WHERE action = 'writeback_conflict'")
+            expect(len(aud) == 1 and rule in aud[0][0] and "ON HOLD" in aud[0][0], f"{rule}: audit {aud}")
+            got, r = e.apply()
+            expect(e.agent_writes("po", po) == [] and e.row("po", po)[CF] == "ON HOLD",
+                   f"{rule}: a later apply wrote: {e.writes('po', po)}")
+        finally:
+            e.close()
+    e = Env(pos=1, wos=0)
+    try:
+        e.configure(kinds=("po",), wb={"po": writeback("po", conflict="jira_wins")})
+        r = e.agent("check-config")
+        expect(r.returncode != 0 and "writeback.conflict: 'jira_wins' is not a rule" in r.stderr,
+               f"bad rule: {r.returncode} {r.stderr[-500:]}")
     finally:
         e.close()
 

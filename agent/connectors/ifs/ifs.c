@@ -1275,8 +1275,9 @@ static enum mlc_rc ifs_write_back(struct conn *c, const struct wb_write *w)
                          s.set, w->source_key, prop, now, value, base_val,
                          is_field ? "left to the field's conflict rule, which the next attempt "
                                     "applies after reading the record again"
-                                  : "a status write-back has no conflict rule: the next attempt "
-                                    "reads the record again and writes the status over it");
+                                  : "left to the flow's writeback.conflict (target_wins: the next "
+                                    "attempt reads the record again and writes the status over "
+                                    "it)");
                 cJSON_Delete(data);
                 rc = MLC_E_CONFLICT;
                 break;
