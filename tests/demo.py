@@ -215,8 +215,9 @@ def main():
     env["MLC_LOOKER_SECRET"] = LOOKER_DEMO_SECRET
     print(f"demo: JD Edwards AIS at {jde.url}/jderest, PeopleSoft at {psft.url}, IFS Cloud at {ifs.url}, "
           f"Jira at {jira.url}, relay at {relay.base}, Looker at {looker.url}")
-    print(f"demo: PostgreSQL warehouse: psql \"{cfg['systems']['warehouse']['dsn']}\" "
-          f"(password in ${warehouse.PASSWORD_ENV}), or as superuser without one: psql \"{db.conninfo}\"")
+    print(f"demo: PostgreSQL warehouse, schema {warehouse.SCHEMA}: psql \"{db.conninfo}\" (this throwaway "
+          f"server trusts loopback, no password; the agent loads as \"{cfg['systems']['warehouse']['dsn']}\" "
+          f"with its password from ${warehouse.PASSWORD_ENV})")
     print(f"demo: agent configuration {config}")
     rc = 0
     p = None
