@@ -14,8 +14,9 @@ O          ?= build
 DEB_BUILD  := build-essential pkg-config libcurl4-openssl-dev libcjson-dev libmbedtls-dev \
               libwebsockets-dev libsqlite3-dev libzstd-dev libpq-dev
 DEB_TEST   := python3 ca-certificates postgresql openssl chromium nodejs iproute2
-# the demo runs the simulators (python3 alone) and a plain-HTTP relay on loopback
-DEB_DEMO   := $(DEB_BUILD) python3
+# the demo runs the simulators (python3 alone), a plain-HTTP relay and a throwaway
+# PostgreSQL server (the warehouse flows) on loopback
+DEB_DEMO   := $(DEB_BUILD) python3 postgresql
 
 PKGS       := libcurl libcjson sqlite3 libzstd libwebsockets libpq
 HAVE_PKGS  := $(shell $(PKG_CONFIG) --exists $(PKGS) 2>/dev/null && echo ok)
@@ -68,11 +69,12 @@ help:
 	@echo "               browser tests' npm package (apt-get, npm ci; needs root or sudo)"
 	@echo "make check     make deps, then unit, fuzz-replay, simulator, integration and browser"
 	@echo "               tests, plain and under ASan+UBSan, and the packages"
-	@echo "make demo      installs only what the demo needs (build packages, python3), then"
-	@echo "               simulators + relay + agent, one sync, status; ONCE=1 runs one cycle and exits"
+	@echo "make demo      installs only what the demo needs (build packages, python3, postgresql),"
+	@echo "               then simulators + relay + PostgreSQL + agent, one sync (work orders, orders,\n               finance tables into the warehouse), status; ONCE=1 runs one cycle and exits"
 	@echo "make bench     agent: 50,000 work orders (CPU, API calls, RSS), PeopleSoft and IFS Cloud"
 	@echo "               orders, IFS write-back latency; relay: webhooks/s, webhook->agent"
-	@echo "               latency, memory per idle tunnel (ONLY=agent|relay|ifs)"
+	@echo "               latency, memory per idle tunnel; warehouse: 50,000 F0411 rows into PostgreSQL"
+	@echo "               (rows/s, agent CPU per row) (ONLY=agent|relay|ifs|warehouse)"
 	@echo "make fuzz      libFuzzer builds of the fuzz targets (clang)"
 	@echo "make fuzz-long each fuzz target for FUZZ_SECONDS (default 600) in turn; prints executions"
 	@echo "               per target (FUZZ_TARGETS=\"hooks sig\" for some only)"

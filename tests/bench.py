@@ -17,6 +17,13 @@ and a running agent's tunnel to the IFS PATCH of a custom field, p50 and p99
 from the webhook's send to the PATCH applied at the simulator
 (ifs_writeback_p99_ms). --only ifs runs just that part.
 
+The warehouse part (--only warehouse runs just it): N (default 50,000)
+JD Edwards AP ledger rows (F0411) loaded by the warehouse_ap_invoices flow of
+tests/warehouse.py into a throwaway PostgreSQL server on loopback
+(tests/pg.py): rows per second of wall time for the whole `sync` (reading
+the simulator included), the agent's CPU per row, and, from load_log, the
+rows per second between the first and the last batch's transaction.
+
 The relay part: signed 2 KB webhooks durably stored per second at 100
 connections and the relay's CPU per webhook (load from a second process,
 tests/bench/hookload.c, on loopback), a burst of webhooks through the tunnel
@@ -27,6 +34,7 @@ both stamped by the real processes), and relay memory per idle tunnel with
 import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +42,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import pg  # noqa: E402
 import relay_harness as rh  # noqa: E402
+import warehouse  # noqa: E402
 import json  # noqa: E402
 import sqlite3  # noqa: E402
 
@@ -496,6 +506,83 @@ def ifs_bench(build, n, changes=1000, rate=100):
         jira.stop()
 
 
+def tree_cpu_s(pid):
+    """CPU seconds of a process, its children that have ended (cutime,
+    cstime) and its live children: PostgreSQL's postmaster with its
+    backends and background workers."""
+    def stat(p):
+        with open(f"/proc/{p}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    rest = stat(pid)
+    ticks = sum(int(x) for x in rest[11:15])
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = stat(d)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(st[1]) == pid:
+                ticks += int(st[11]) + int(st[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def warehouse_bench(agent, n, page):
+    """N F0411 rows into PostgreSQL: rows/s (the whole sync, wall clock),
+    agent CPU per row, and the load's own rate from load_log."""
+    work = tempfile.mkdtemp(prefix="mlc-bench-wh-")
+    db = pg.Server(work)
+    jde = None
+    try:
+        db.psql(warehouse.roles_sql("bench-pass"))
+        jde = harness.Sim("jde_sim.py", ["--seed", "10", "--ap-invoices", str(n), "--pos", "10"])
+        cfg = json.load(open(harness.make_config(work, jde.url, "http://127.0.0.1:1", jde={"page_size": page},
+                                                 agent={"log_level": "error"})))
+        del cfg["flows"]["jde_workorders"]
+        del cfg["systems"]["jira"]
+        warehouse.add(cfg, db.port)
+        cfg["flows"] = {"warehouse_ap_invoices": cfg["flows"]["warehouse_ap_invoices"]}
+        path = os.path.join(work, "agent.json")
+        json.dump(cfg, open(path, "w"))
+        env = harness.agent_env()
+        env[warehouse.PASSWORD_ENV] = "bench-pass"
+        r = harness.run_agent(agent, path, "warehouse", "init", env=env)
+        if r.returncode != 0:
+            sys.stderr.write(r.stdout + r.stderr)
+            raise SystemExit("bench: mlc-agent warehouse init failed")
+        print(f"bench: loading {n} F0411 rows into PostgreSQL (page size {page})", flush=True)
+        pg0, sim0 = tree_cpu_s(db.proc.pid), cpu_ticks(jde.proc.pid)
+        t0 = time.monotonic()
+        p = subprocess.Popen([agent, "-q", "-c", path, "sync", "warehouse_ap_invoices"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        _, st, ru = os.wait4(p.pid, 0)
+        wall = time.monotonic() - t0
+        pg_s = tree_cpu_s(db.proc.pid) - pg0
+        sim_s = (cpu_ticks(jde.proc.pid) - sim0) / os.sysconf("SC_CLK_TCK")
+        out, err = p.stdout.read(), p.stderr.read()
+        rows = int(db.psql(f"SELECT count(*) FROM {warehouse.SCHEMA}.ap_invoices")[0][0])
+        if st != 0 or rows != n:
+            sys.stderr.write(out + err)
+            raise SystemExit(f"bench: the warehouse sync exited with status {st} and left {rows} of {n} rows")
+        span, logged = db.psql("SELECT extract(epoch FROM max(finished_at) - min(started_at)), "
+                               f"sum(rows_inserted) FROM {warehouse.SCHEMA}.load_log")[0]
+        cpu_us = (ru.ru_utime + ru.ru_stime) * 1e6 / n
+        print(f"bench: {n} rows in {wall:.1f}s wall; CPU: agent {ru.ru_utime + ru.ru_stime:.1f}s, "
+              f"JD Edwards simulator {sim_s:.1f}s, PostgreSQL {pg_s:.1f}s (2 cores shared); "
+              f"load_log: {logged} rows, first to last batch {float(span):.2f}s", flush=True)
+        print(f"BENCH warehouse_rows_per_s {n / wall:.0f} rows/s (whole sync: JD Edwards simulator read, "
+              f"outbox, COPY + merge)")
+        print(f"BENCH warehouse_cpu_us_per_row {cpu_us:.1f} us")
+        if float(span) > 0:
+            print(f"BENCH warehouse_load_rows_per_s {n / float(span):.0f} rows/s (load_log: first to last "
+                  f"batch transaction)", flush=True)
+    finally:
+        if jde:
+            jde.stop()
+        db.stop()
+        # the agent's state of 50,000 rows: nothing to keep
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def tunnel_bench(build):
     """Tunnel throughput: a burst of webhooks (closed loop, 100 connections)
     through the relay into one real agent's inbox, from the first webhook sent
@@ -537,11 +624,14 @@ def main():
     ap.add_argument("--build", default="build/bench")
     ap.add_argument("--records", type=int, default=50000)
     ap.add_argument("--page-size", type=int, default=500)
-    ap.add_argument("--only", choices=["agent", "relay", "ifs"])
+    ap.add_argument("--only", choices=["agent", "relay", "ifs", "warehouse"])
     args = ap.parse_args()
     agent = os.path.abspath(os.path.join(args.build, "mlc-agent"))
     if args.only == "ifs":
         ifs_bench(args.build, max(1000, args.records * 2 // 5))
+        return 0
+    if args.only == "warehouse":
+        warehouse_bench(agent, args.records, args.page_size)
         return 0
     if args.only != "agent":
         relay_bench(args.build)
@@ -566,6 +656,7 @@ def main():
         raise SystemExit(f"bench: expected {args.records} issues, got {big['created']}")
     psft_bench(agent, max(1000, args.records * 2 // 5))
     ifs_bench(args.build, max(1000, args.records * 2 // 5))
+    warehouse_bench(agent, args.records, args.page_size)
     return 0
 
 

@@ -7,7 +7,11 @@ agent, start the agent with its relay tunnel and status page, move one Jira
 issue to "In Progress" in the simulator and show the status arriving in JD
 Edwards (Jira webhook -> relay -> tunnel -> agent -> orchestration), then
 move an IFS purchase order's issue to Done and show the status arriving in
-the order's custom field in IFS. Then keep everything running until Ctrl-C.
+the order's custom field in IFS. The warehouse: a throwaway PostgreSQL
+server (tests/pg.py) and the Looker simulator; the six warehouse_ flows of
+tests/warehouse.py load JD Edwards finance tables into its staging schema,
+and the demo shows the row count per staging table and Looker's datagroup
+refresh. Then keep everything running until Ctrl-C.
 With --once: exit 0 after those round trips."""
 import argparse
 import os
@@ -19,11 +23,17 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import relay_harness as rh  # noqa: E402
+import pg  # noqa: E402
+import warehouse  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 import urllib.request  # noqa: E402
 
 
 PSFT_DEMO_PASSWORD = "demo-pass"
+PG_DEMO_PASSWORD = "demo-loader-pass"
+LOOKER_DEMO_SECRET = "looker-secret"
 PO_STATUS = {"I": "Open", "O": "Open", "LD": "Open", "PA": "Awaiting approval", "A": "Approved", "D": "Approved",
              "PX": "Approved", "DA": "Rejected", "C": "Closed", "X": "Closed"}
 
@@ -138,6 +148,7 @@ def main():
     ap.add_argument("--relay", required=True)
     ap.add_argument("--once", action="store_true")
     ap.add_argument("--orders", type=int, default=400)
+    ap.add_argument("--ap-invoices", type=int, default=300, help="F0411 rows for the warehouse flows")
     args = ap.parse_args()
     agent = os.path.abspath(args.agent)
     work = os.path.join(harness.ROOT, "build", "demo")
@@ -147,8 +158,25 @@ def main():
             os.unlink(os.path.join(work, f))
         except FileNotFoundError:
             pass
+    # first, so that a machine without PostgreSQL stops here with nothing else started
+    print("demo: starting a local PostgreSQL (the warehouse) and the Looker API simulator")
+    # under root the server runs as the postgres user: its files go under /tmp, which that user can reach
+    pg_dir = tempfile.mkdtemp(prefix="mlc-demo-pg-")
+    try:
+        db = pg.Server(pg_dir)
+        db.psql(warehouse.roles_sql(PG_DEMO_PASSWORD))
+    except RuntimeError as ex:
+        print(f"demo: could not start PostgreSQL for the warehouse flows: {ex}\n"
+              "demo: `make demo` installs the Debian package postgresql; run it as root or with sudo",
+              file=sys.stderr)
+        shutil.rmtree(pg_dir, ignore_errors=True)
+        return 1
+    looker = harness.Sim("looker_sim.py", ["--pg", db.conninfo, "--client-secret", LOOKER_DEMO_SECRET],
+                         log=os.path.join(work, "looker-sim.log"))
     print(f"demo: starting the JD Edwards AIS simulator ({args.orders} work orders) and the Jira simulator")
-    jde = harness.Sim("jde_sim.py", ["--seed", str(args.orders)], log=os.path.join(work, "jde-sim.log"))
+    jde = harness.Sim("jde_sim.py", ["--seed", str(args.orders), "--ap-invoices", str(args.ap_invoices),
+                                     "--pos", str(max(10, args.ap_invoices // 5))],
+                      log=os.path.join(work, "jde-sim.log"))
     jira = harness.Sim("jira_sim.py", ["--webhook-retry-scale", "0.01", "--projects", "MFG,OPS,PROC",
                                        "--workflow", "PROC=procurement"], log=os.path.join(work, "jira-sim.log"))
     print("demo: starting the PeopleSoft Integration Broker simulator (purchase orders, requisitions, vouchers)")
@@ -176,24 +204,37 @@ def main():
                  "inputs": {"WorkOrder": "{key}", "HoldCode": "H1"}, "verify": {"WR10": "H1"}}}
     add_psft(cfg, psft)
     add_ifs(cfg, ifs)
+    warehouse.add(cfg, db.port, looker_url=looker.url)
     json.dump(cfg, open(config, "w"), indent=2)
     env = harness.agent_env()
     env["MLC_PSFT_PASSWORD"] = PSFT_DEMO_PASSWORD
     env["MLC_IFS_SECRET"] = IFS_DEMO_SECRET
     env["MLC_RELAY_KEY"] = tenant["agent_key"]
     env["MLC_HOOK_SECRET"] = tenant["jira_webhook_secret"]
+    env[warehouse.PASSWORD_ENV] = PG_DEMO_PASSWORD
+    env["MLC_LOOKER_SECRET"] = LOOKER_DEMO_SECRET
     print(f"demo: JD Edwards AIS at {jde.url}/jderest, PeopleSoft at {psft.url}, IFS Cloud at {ifs.url}, "
-          f"Jira at {jira.url}, relay at {relay.base}")
+          f"Jira at {jira.url}, relay at {relay.base}, Looker at {looker.url}")
+    print(f"demo: PostgreSQL warehouse, schema {warehouse.SCHEMA}: psql \"{db.conninfo}\" (this throwaway "
+          f"server trusts loopback, no password; the agent loads as \"{cfg['systems']['warehouse']['dsn']}\" "
+          f"with its password from ${warehouse.PASSWORD_ENV})")
     print(f"demo: agent configuration {config}")
     rc = 0
     p = None
     try:
         r = harness.run_agent(agent, config, "ping", env=env)
         sys.stdout.write(r.stdout)
+        r = harness.run_agent(agent, config, "warehouse", "init", env=env)
+        sys.stdout.write(r.stdout)
+        if r.returncode != 0:
+            sys.stderr.write(r.stderr)
+            rc = 1
         r = harness.run_agent(agent, config, "sync", "--all", env=env)
         sys.stdout.write(r.stdout)
         if r.returncode != 0:
             sys.stderr.write(r.stderr)
+            rc = 1
+        if not show_warehouse(db, looker):
             rc = 1
         issues = jira.ctl("/_sim/issues")
         print(f"demo: Jira now holds {len(issues)} issues, e.g. {issues[0]['key']}: "
@@ -238,7 +279,42 @@ def main():
         jira.stop()
         psft.stop()
         ifs.stop()
+        looker.stop()
+        db.stop()
+        shutil.rmtree(pg_dir, ignore_errors=True)
     return rc
+
+
+def utc(epoch_s):
+    return time.strftime("%H:%M:%S UTC", time.gmtime(epoch_s))
+
+
+def show_warehouse(db, looker):
+    """Row counts per staging table (from PostgreSQL) and the refreshes of
+    Looker's datagroup (from the simulator's PATCH log); False when a table
+    is empty or no refresh was made."""
+    ok = True
+    counts = []
+    for flow, (source, table) in warehouse.FLOWS.items():
+        n = int(db.psql(f"SELECT count(*) FROM {warehouse.SCHEMA}.{table}")[0][0])
+        counts.append(f"{table} {n} (from {source})")
+        ok = ok and n > 0
+    print(f"demo: staging tables in {warehouse.SCHEMA}: " + ", ".join(counts))
+    runs = db.psql(f"SELECT count(*), coalesce(sum(rows_inserted), 0) FROM {warehouse.SCHEMA}.load_log")[0]
+    print(f"demo: {warehouse.SCHEMA}.load_log: {runs[0]} loads, {runs[1]} rows inserted")
+    patches = looker.ctl("/_sim/patches")
+    # one refresh per flow run that changed rows: show how many and the last one
+    if patches:
+        last = patches[-1]
+        trig = last.get("triggered_at")
+        trig_s = f"{trig} ({utc(trig)})" if isinstance(trig, (int, float)) else str(trig)
+        print(f"demo: Looker datagroup {last['model']}::{last['name']} (id {last['id']}) refreshed "
+              f"{len(patches)} times (once per flow run that wrote rows), the last at {utc(last['at'])} "
+              f"with triggered_at {trig_s} from Looker's clock (its Date header)")
+    if not patches:
+        print("demo: Looker's datagroup was not refreshed; see the sync output above and looker-sim.log")
+        ok = False
+    return ok
 
 
 def port_free(port):
