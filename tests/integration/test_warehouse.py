@@ -1,0 +1,492 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""The warehouse end to end (issue 15): the real mlc-agent runs the six
+JD Edwards finance flows of tests/warehouse.py from the JD Edwards simulator
+into a real PostgreSQL (tests/pg.py), and tells the Looker simulator
+(tests/sims/looker_sim.py, answering queries from that PostgreSQL) after
+each load:
+
+  - the LookML in packaging/looker/ reads only columns the staging tables
+    have after `warehouse init` (views and the explores' joins)
+  - 50,000 AP invoices (--quick: 3,000) with POs, lines, GL accounts, cost
+    centres and suppliers -> row counts equal the source, sampled values
+    equal the source converted, the explores' joins find their rows; a
+    rerun writes nothing, PATCHes nothing, logs no load; 500 changed
+    invoices -> 500 updates, one PATCH
+  - the agent killed (SIGKILL) at 20 moments (--quick: 6) of slowed loads ->
+    every row once with its values, load_log counts what was committed, a
+    refresh after the last load
+  - PostgreSQL stopped in the middle of a load -> rows pending, exit 1; after
+    the restart the next run loads everything once
+  - a query through the Looker simulator sees changed amounts once the
+    agent's PATCH dropped the cache (and before it, the cache served the
+    old sum)
+
+    python3 tests/integration/test_warehouse.py --agent build/dev/mlc-agent [-k name] [--quick]
+
+Prints "ok N name" / "not ok N name" and closes with "N passed, N failed".
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from decimal import Decimal
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import harness  # noqa: E402
+import pg  # noqa: E402
+import warehouse  # noqa: E402
+
+ARGS = None
+TESTS = []
+PG_PASSWORD = "loader-pass-e2e-15"
+LOOKER_SECRET = "looker-secret-e2e"
+LOOKML = os.path.join(harness.ROOT, "packaging", "looker")
+SUMMARY = re.compile(r"^(\S+): created (\d+), updated (\d+), unchanged (\d+), adopted (\d+), "
+                     r"failed (\d+), pending (\d+)", re.M)
+SYSTEM_COLUMNS = ("_source_key", "_audit_id", "_loaded_at")
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+def expect(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+class Env:
+    """PostgreSQL with the loader and reader roles, the JD Edwards simulator
+    with the finance tables, the Looker simulator reading that PostgreSQL,
+    and an agent configuration with the six warehouse flows."""
+
+    def __init__(self, invoices, pos=None, page_size=None, jde_args=()):
+        self.dir = tempfile.mkdtemp(prefix="mlc-wh-")
+        self.pg = pg.Server(self.dir)
+        self.pg.psql(warehouse.roles_sql(PG_PASSWORD))
+        pos = pos if pos is not None else max(10, invoices // 20)
+        self.jde = harness.Sim("jde_sim.py", ["--seed", "5", "--ap-invoices", str(invoices),
+                                              "--pos", str(pos), "--po-lines-per-po", "3",
+                                              "--accounts", "120", "--business-units", "16",
+                                              "--suppliers", "60"] + list(jde_args))
+        self.looker = harness.Sim("looker_sim.py", ["--client-secret", LOOKER_SECRET,
+                                                    "--pg", self.pg.conninfo])
+        path = harness.make_config(self.dir, self.jde.url, "http://127.0.0.1:1")
+        with open(path) as f:
+            cfg = json.load(f)
+        del cfg["flows"]["jde_workorders"]
+        del cfg["systems"]["jira"]
+        warehouse.add(cfg, self.pg.port, looker_url=self.looker.url, page_size=page_size)
+        for flow in cfg["flows"].values():
+            flow["max_attempts"] = 50
+        self.cfg = cfg
+        self.config = path
+        self.write_config()
+
+    def write_config(self):
+        with open(self.config, "w") as f:
+            json.dump(self.cfg, f, indent=2)
+
+    def env(self):
+        env = harness.agent_env()
+        env["MLC_PG_PASSWORD"] = PG_PASSWORD
+        env["MLC_LOOKER_SECRET"] = LOOKER_SECRET
+        return env
+
+    def agent(self, *args, timeout=600):
+        return harness.run_agent(ARGS.agent, self.config, *args, timeout=timeout, env=self.env())
+
+    def popen(self, *args):
+        return subprocess.Popen([ARGS.agent, "-q", "-c", self.config] + list(args),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env(), errors="replace")
+
+    def init(self):
+        r = self.agent("warehouse", "init")
+        expect(r.returncode == 0, f"warehouse init: exit {r.returncode}: {r.stdout} {r.stderr[-2000:]}")
+
+    def sync(self, want_rc=0, what="sync"):
+        r = self.agent("sync", "--all")
+        expect(r.returncode == want_rc,
+               f"{what}: exit {r.returncode} (want {want_rc}): {r.stdout} {r.stderr[-2000:]}")
+        return summaries(r)
+
+    def count(self, sql):
+        return int(self.pg.psql(sql)[0][0])
+
+    def json(self, sql):
+        """Rows of sql as dicts, with SQL NULL as None and numerics as Decimal."""
+        out = self.pg.psql(f"SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t")
+        return json.loads(out[0][0], parse_float=Decimal)
+
+    def source(self, table):
+        return self.jde.ctl(f"/_sim/rows?table={table}")
+
+    def patches(self):
+        return self.looker.ctl("/_sim/patches")
+
+    def state(self, sql):
+        db = sqlite3.connect(os.path.join(self.dir, "state.db"))
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+
+    def close(self):
+        for s in (self.jde, self.looker):
+            s.stop()
+        self.pg.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def summaries(r):
+    """flow -> {created, updated, ...} from the agent's summary lines."""
+    out = {}
+    for m in SUMMARY.finditer(r.stdout):
+        out[m.group(1)] = dict(zip(["created", "updated", "unchanged", "adopted", "failed", "pending"],
+                                   map(int, m.groups()[1:])))
+    expect(set(out) == set(warehouse.FLOWS),
+           f"summary lines for {sorted(out)}, want all of {sorted(warehouse.FLOWS)}: "
+           f"{r.stdout} {r.stderr[-1500:]}")
+    return out
+
+
+def total(s, what):
+    return sum(v[what] for v in s.values())
+
+
+# ---------------------------------------------------------------------------
+# the source converted as the flows declare it
+
+
+def source_rows(e, flow):
+    """The rows the flow reads: its JD Edwards table, its filter applied."""
+    src = warehouse.DEFS[flow][0]
+    rows = e.source(src["table"])
+    for f in src.get("filter", []):
+        expect(f["op"] == "EQUAL", f"the test knows only EQUAL filters, not {f}")
+        rows = [r for r in rows if str(r[f["column"]]).strip() in f["values"]]
+    return rows
+
+
+def convert(spec, sql_type, row):
+    """The value a staging column should hold for a JD Edwards row: text is
+    trimmed of JD Edwards' padding, blank is NULL, dates come from yyyyMMdd,
+    amounts get their implied decimals, numbers are numbers."""
+    if isinstance(spec, str):
+        m = re.fullmatch(r"\{(\w+)\}", spec)
+        expect(m, f"the test knows only single-column templates, not {spec!r}")
+        col, places, date = m.group(1), None, False
+    else:
+        col, places, date = spec["from"], spec.get("decimals"), "date" in spec
+    v = str(row[col]).strip()
+    if v == "":
+        return None
+    if date:
+        return f"{v[0:4]}-{v[4:6]}-{v[6:8]}"
+    if places is not None:
+        return Decimal(int(v)).scaleb(-places)
+    if sql_type in ("bigint", "integer") or sql_type.startswith("numeric"):
+        return Decimal(v) if sql_type.startswith("numeric") else int(v)
+    return v
+
+
+def expected(flow, row):
+    _src, _table, key, columns, mapping = warehouse.DEFS[flow]
+    return {c: convert(mapping[c], columns[c], row) for c in columns}
+
+
+def key_of(flow, rec):
+    return tuple(str(rec[k]) for k in warehouse.DEFS[flow][2])
+
+
+def check_values(e, flow):
+    """The staging table holds exactly the source's keys, each row with the
+    source's values converted (every row is compared: cheap next to the load)."""
+    _src, table, key, columns, _m = warehouse.DEFS[flow]
+    want = {}
+    for r in source_rows(e, flow):
+        x = expected(flow, r)
+        want[key_of(flow, x)] = x
+    cols = ", ".join(list(columns) + list(SYSTEM_COLUMNS))
+    got = {}
+    dup = []
+    for rec in e.json(f"SELECT {cols} FROM mlc_staging.{table}"):
+        k = key_of(flow, rec)
+        if k in got:
+            dup.append(k)
+        got[k] = rec
+    expect(not dup, f"{table}: keys twice: {dup[:3]}")
+    expect(len(got) == len(want),
+           f"{table}: {len(got)} rows in PostgreSQL, {len(want)} in {warehouse.FLOWS[flow][0]}")
+    missing = sorted(set(want) - set(got))
+    expect(not missing, f"{table}: {len(missing)} source rows missing, e.g. {missing[:3]}")
+    bad = []
+    for k, w in want.items():
+        g = got[k]
+        for c in columns:
+            if g[c] != w[c]:
+                bad.append((k, c, g[c], w[c]))
+        if not g["_source_key"] or not g["_audit_id"] or not g["_loaded_at"]:
+            bad.append((k, "_source_key/_audit_id/_loaded_at", g["_source_key"], g["_audit_id"]))
+    expect(not bad, f"{table}: {len(bad)} wrong values in {len(want)} rows, e.g. {bad[:4]}")
+    return len(want)
+
+
+def check_all_tables(e):
+    return {warehouse.FLOWS[flow][1]: check_values(e, flow) for flow in warehouse.FLOWS}
+
+
+def check_load_log_counts(e):
+    """Each table's rows were each inserted once, and load_log (written in
+    the batches' transactions) says so: its inserted rows per table equal
+    the table's count."""
+    for flow, (_jt, table) in warehouse.FLOWS.items():
+        n = e.count(f"SELECT count(*) FROM mlc_staging.{table}")
+        logged = e.count("SELECT coalesce(sum(rows_inserted), 0) FROM mlc_staging.load_log "
+                         f"WHERE flow = '{flow}' AND table_name = '{table}'")
+        expect(logged == n, f"load_log counts {logged} rows inserted into {table}, the table holds {n}: "
+                            "a batch committed without its load_log row, or the reverse")
+
+
+# ---------------------------------------------------------------------------
+# the LookML
+
+
+def lookml_views():
+    """view name -> (sql_table_name, {dimension or measure name: column of
+    ${TABLE}.column in it, or None}, [every ${TABLE}.column named])."""
+    views = {}
+    vdir = os.path.join(LOOKML, "views")
+    for fn in sorted(os.listdir(vdir)):
+        if not fn.endswith(".view.lkml"):
+            continue
+        with open(os.path.join(vdir, fn)) as f:
+            text = re.sub(r"#[^\n]*", "", f.read())
+        m = re.search(r"\bview:\s*(\w+)\s*\{", text)
+        expect(m, f"{fn}: no view")
+        t = re.search(r"sql_table_name:\s*([\w.]+)\s*;;", text)
+        expect(t, f"{fn}: no sql_table_name")
+        fields = {}
+        for fm in re.finditer(r"\b(?:dimension|dimension_group|measure):\s*(\w+)\s*\{", text):
+            # the field's body: up to the next field (blocks do not nest further here)
+            rest = text[fm.end():]
+            nxt = re.search(r"\b(?:dimension|dimension_group|measure):\s*\w+\s*\{", rest)
+            body = rest[:nxt.start()] if nxt else rest
+            cols = re.findall(r"\$\{TABLE\}\.(\w+)", body)
+            fields[fm.group(1)] = cols[0] if len(cols) == 1 else None
+        views[m.group(1)] = (t.group(1), fields, re.findall(r"\$\{TABLE\}\.(\w+)", text), fn)
+    return views
+
+
+def staging_columns(e):
+    cols = {}
+    for t, c in e.pg.psql("SELECT table_name, column_name FROM information_schema.columns "
+                          "WHERE table_schema = 'mlc_staging'"):
+        cols.setdefault(t, set()).add(c)
+    return cols
+
+
+def explore_joins(explore):
+    """[(joined view, sql_on)] of an explore in the model file."""
+    with open(os.path.join(LOOKML, "mlc_finance.model.lkml")) as f:
+        text = re.sub(r"#[^\n]*", "", f.read())
+    m = re.search(r"\bexplore:\s*%s\s*\{" % explore, text)
+    expect(m, f"mlc_finance.model.lkml: no explore {explore}")
+    nxt = re.search(r"\bexplore:\s*\w+\s*\{", text[m.end():])
+    body = text[m.end():m.end() + nxt.start()] if nxt else text[m.end():]
+    return re.findall(r"\bjoin:\s*(\w+)\s*\{.*?sql_on:\s*(.*?);;", body, re.S)
+
+
+def join_sql(sql_on, views):
+    """sql_on with ${view.field} replaced by view.column (fields that are one column)."""
+    def sub(m):
+        v, fld = m.group(1), m.group(2)
+        col = views[v][1].get(fld)
+        expect(col, f"the model's join names ${{{v}.{fld}}}, which is not one column of view {v}")
+        return f"{v}.{col}"
+    return re.sub(r"\$\{(\w+)\.(\w+)\}", sub, sql_on)
+
+
+@test
+def lookml_reads_only_staging_columns():
+    """Every ${TABLE}.column and sql_table_name of packaging/looker/views
+    exists after `warehouse init`, every staging table has a view, and
+    every field the model's joins use is one column."""
+    e = Env(5, pos=2)
+    try:
+        e.init()
+        cols = staging_columns(e)
+        views = lookml_views()
+        bad = []
+        for view, (tname, _fields, named, fn) in views.items():
+            schema, _, table = tname.partition(".")
+            if schema != warehouse.SCHEMA or table not in cols:
+                bad.append(f"{fn}: sql_table_name {tname} is no table of {warehouse.SCHEMA}")
+                continue
+            for c in sorted(set(named) - cols[table]):
+                bad.append(f"{fn}: ${{TABLE}}.{c} is no column of {tname}")
+        expect(not bad, "the LookML does not match the staging tables that `warehouse init` made "
+                        "from tests/warehouse.py (fix packaging/looker/views and README section 3):\n  "
+                        + "\n  ".join(bad))
+        have = {v[0].partition(".")[2] for v in views.values()}
+        expect(have >= set(cols), f"staging tables without a view: {sorted(set(cols) - have)}")
+        for explore in ("ap_invoices", "purchase_orders"):
+            joins = explore_joins(explore)
+            expect(joins, f"explore {explore} has no joins")
+            for _v, on in joins:
+                join_sql(on, views)
+        # and every column of a staging table is read by its view
+        unread = []
+        for view, (tname, _fields, named, fn) in views.items():
+            table = tname.partition(".")[2]
+            for c in sorted(cols[table] - set(named) - set(SYSTEM_COLUMNS)):
+                unread.append(f"{fn}: no field reads {tname}.{c}")
+        expect(not unread, "columns the flows load that no view reads:\n  " + "\n  ".join(unread))
+        # README section 3: each table's key and other columns, exactly as made
+        with open(os.path.join(LOOKML, "README.md")) as f:
+            readme = f.read()
+        sec = readme[readme.index("## 3."):]
+        tables = {d[1]: (list(d[2]), [c for c in d[3] if c not in d[2]]) for d in warehouse.DEFS.values()}
+        log_cols = [c for (c,) in [(r[0],) for r in e.pg.psql(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'mlc_staging' "
+            "AND table_name = 'load_log' ORDER BY ordinal_position")]]
+        tables["load_log"] = (["id"], [c for c in log_cols if c != "id"])
+        for table, (key, other) in tables.items():
+            row = re.search(r"^\| `%s` [^\n]*$" % table, sec, re.M)
+            expect(row, f"packaging/looker/README.md section 3 has no row for {table}")
+            cells = [c.strip() for c in row.group(0).strip().strip("|").split("|")]
+            names = [re.findall(r"\b([a-z_][a-z0-9_]*)\b", c) for c in cells[1:3]]
+            expect(sorted(names[0]) == sorted(key) and sorted(names[1]) == sorted(other),
+                   f"packaging/looker/README.md section 3, {table}: key {names[0]} and columns "
+                   f"{names[1]}; the table has key {key} and columns {other}")
+    finally:
+        e.close()
+
+
+# ---------------------------------------------------------------------------
+# loads
+
+
+def join_unmatched(e, explore, views):
+    """{joined view: invoices (or orders) the explore's join finds no row for}"""
+    out = {}
+    for v, on in explore_joins(explore):
+        if v == "purchase_order_lines":
+            continue  # one_to_many: an order may have no lines
+        pk = next(f for f, c in views[v][1].items() if c and f in ("account_id", "business_unit",
+                                                                   "address_number"))
+        sql = (f"SELECT count(*) FROM mlc_staging.{explore} AS {explore} LEFT JOIN mlc_staging.{v} AS {v} "
+               f"ON {join_sql(on, views)} WHERE {v}.{views[v][1][pk]} IS NULL")
+        out[v] = e.count(sql)
+        fan = e.count(f"SELECT count(*) FROM mlc_staging.{explore} AS {explore} LEFT JOIN "
+                      f"mlc_staging.{v} AS {v} ON {join_sql(on, views)}")
+        n = e.count(f"SELECT count(*) FROM mlc_staging.{explore}")
+        expect(fan == n, f"explore {explore}: the many_to_one join to {v} gives {fan} rows for {n}")
+    return out
+
+
+def source_unmatched(e):
+    """What the source data implies the joins of ap_invoices leave unmatched."""
+    sups = {r["AN8"] for r in source_rows(e, "warehouse_suppliers")}
+    bus = {r["MCU"].strip() for r in e.source("F0006")}
+    accts = {(r["MCU"].strip(), r["OBJ"].strip(), r["SUB"].strip()) for r in e.source("F0901")}
+    inv = e.source("F0411")
+    return {"suppliers": sum(r["AN8"] not in sups for r in inv),
+            "cost_centers": sum(r["MCU"].strip() not in bus for r in inv),
+            "gl_accounts": sum((r["MCU"].strip(), r["OBJ"].strip(), r["SUB"].strip()) not in accts
+                               for r in inv)}
+
+
+@test
+def load_50000_invoices_rerun_and_500_changes():
+    n = 50000 if not ARGS.quick else 3000
+    e = Env(n, page_size=1000)
+    try:
+        e.init()
+        t0 = time.monotonic()
+        s = e.sync(what="first load")
+        took = time.monotonic() - t0
+        expect(total(s, "failed") == 0 and total(s, "pending") == 0, f"first load: {s}")
+        expect(s["warehouse_ap_invoices"]["created"] == n, f"first load: {s['warehouse_ap_invoices']}")
+        rows = sum(v["created"] for v in s.values())
+        print(f"#   first load: {rows} rows in {took:.1f}s", flush=True)
+        compared = check_all_tables(e)
+        print(f"#   values compared per table: {compared}", flush=True)
+        check_load_log_counts(e)
+        views = lookml_views()
+        got = join_unmatched(e, "ap_invoices", views)
+        want = source_unmatched(e)
+        expect(got == want, f"invoices the ap_invoices explore's joins find no row for: {got}, "
+                            f"the source implies {want}")
+        got = join_unmatched(e, "purchase_orders", views)
+        expect(got == {"suppliers": 0, "cost_centers": 0}, f"purchase orders unmatched: {got}")
+        # after_load belongs to each flow: each of the six flows that loaded
+        # rows triggers the datagroup once
+        patches = len(e.patches())
+        expect(patches == len(warehouse.FLOWS), f"{patches} datagroup PATCHes after the first load, "
+                                                f"want one per flow: {e.patches()}")
+        logs = e.count("SELECT count(*) FROM mlc_staging.load_log")
+        stamp = e.pg.psql("SELECT max(_loaded_at) FROM mlc_staging.ap_invoices")[0][0]
+        # a rerun: nothing changed in JD Edwards
+        s = e.sync(what="rerun")
+        expect(total(s, "created") + total(s, "updated") + total(s, "failed") == 0, f"rerun wrote rows: {s}")
+        expect(len(e.patches()) == patches, f"a rerun without changes PATCHed: {e.patches()[patches:]}")
+        expect(e.count("SELECT count(*) FROM mlc_staging.load_log") == logs, "a rerun wrote a load_log row")
+        # 500 invoices changed (paid, or a voided payment reopened)
+        touched = e.jde.ctl("/_sim/touch", {"table": "F0411", "count": 500})["keys"]
+        s = e.sync(what="sync of 500 changes")
+        inv = s.pop("warehouse_ap_invoices")
+        expect(inv["updated"] == 500 and inv["created"] == 0 and inv["failed"] == 0,
+               f"500 changed invoices: {inv}")
+        expect(total(s, "created") + total(s, "updated") == 0, f"other flows wrote rows: {s}")
+        expect(len(e.patches()) == patches + 1, f"500 changes -> one PATCH: {e.patches()[patches:]}")
+        moved = {"|".join(r) for r in e.pg.psql(
+            "SELECT company, doc, doc_type, pay_item FROM mlc_staging.ap_invoices "
+            f"WHERE _loaded_at > '{stamp}'")}
+        expect(moved == set(touched), f"{len(moved)} rows got a new _loaded_at, want the 500 touched "
+                                      f"({len(moved - set(touched))} others)")
+        log = e.pg.psql("SELECT flow, rows_inserted, rows_updated FROM mlc_staging.load_log "
+                        f"ORDER BY id OFFSET {logs}")
+        expect(log == [["warehouse_ap_invoices", "0", "500"]], f"load_log rows of the 500 changes: {log}")
+        check_values(e, "warehouse_ap_invoices")
+        # the touched rows themselves, each compared
+        src = {"|".join(str(r[k]).strip() for k in ("KCO", "DOC", "DCT", "SFX")): r
+               for r in e.source("F0411")}
+        got = {f"{r['company']}|{r['doc']}|{r['doc_type']}|{r['pay_item']}": r for r in e.json(
+            "SELECT company, doc, doc_type, pay_item, pay_status, open_amount FROM mlc_staging.ap_invoices "
+            f"WHERE _loaded_at > '{stamp}'")}
+        bad = [k for k in touched if got[k]["pay_status"] != src[k]["PST"]
+               or got[k]["open_amount"] != Decimal(src[k]["AAP"]).scaleb(-2)]
+        expect(not bad, f"touched invoices with old values: {bad[:5]}")
+    finally:
+        e.close()
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--agent", required=True, help="the built mlc-agent")
+    ap.add_argument("--quick", action="store_true", help="smaller data sets (sanitizer builds)")
+    ap.add_argument("-k", help="run only tests whose name contains this")
+    ARGS = ap.parse_args()
+    ARGS.agent = os.path.abspath(ARGS.agent)
+    return harness.run_tests(TESTS, ARGS.k)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
