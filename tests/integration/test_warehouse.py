@@ -476,6 +476,193 @@ def load_50000_invoices_rerun_and_500_changes():
         e.close()
 
 
+SLOW_TRIGGER = """
+CREATE OR REPLACE FUNCTION public.mlc_test_slow() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN PERFORM pg_sleep(%s); RETURN NULL; END $$;
+"""
+
+
+def slow_postgres(e, seconds):
+    """Every write statement into a staging table takes `seconds` longer (a
+    statement trigger that sleeps), so kills land inside open transactions;
+    0 removes the triggers."""
+    for _flow, (_jt, table) in warehouse.FLOWS.items():
+        e.pg.psql(f"DROP TRIGGER IF EXISTS mlc_test_slow ON mlc_staging.{table}")
+    if seconds:
+        e.pg.psql(SLOW_TRIGGER % seconds)
+        for _flow, (_jt, table) in warehouse.FLOWS.items():
+            e.pg.psql(f"CREATE TRIGGER mlc_test_slow BEFORE INSERT OR UPDATE ON mlc_staging.{table} "
+                      "FOR EACH STATEMENT EXECUTE FUNCTION public.mlc_test_slow()")
+
+
+def check_refreshed_after_last_load(e, what):
+    """The newest datagroup PATCH came after the newest load_log row."""
+    last_load = float(e.pg.psql("SELECT extract(epoch FROM max(finished_at)) FROM mlc_staging.load_log")[0][0])
+    p = e.patches()
+    expect(p and max(x["at"] for x in p) >= last_load,
+           f"{what}: no datagroup PATCH after the last load (finished at {last_load}; "
+           f"PATCHes at {[x['at'] for x in p][-5:]})")
+
+
+def check_clean_end(e, what):
+    """Nothing waits, nothing died, a rerun writes nothing and PATCHes nothing."""
+    waiting = e.state("SELECT count(*) FROM state_outbox")[0][0]
+    dead = e.state("SELECT source_key, error FROM state_dead")
+    expect(waiting == 0 and not dead, f"{what}: {waiting} rows in the outbox, dead letters {dead[:3]}")
+    n = len(e.patches())
+    s = e.sync(what=f"rerun after {what}")
+    expect(total(s, "created") + total(s, "updated") == 0, f"rerun after {what} wrote rows: {s}")
+    expect(len(e.patches()) == n, f"rerun after {what} PATCHed: {e.patches()[n:]}")
+
+
+@test
+def kill_9_during_loads_every_row_once():
+    n = 6000 if not ARGS.quick else 2000
+    kills = 20 if not ARGS.quick else 6
+    rng = random.Random(int(os.environ.get("MLC_TEST_SEED", "15")))
+    e = Env(n, pos=n // 40, page_size=200)
+    try:
+        e.init()
+        # both ends slowed: JD Edwards pages come slowly and each batch's
+        # statement waits in PostgreSQL, so a kill may land while a batch's
+        # transaction is open, between batches, or during the Looker call
+        e.jde.faults(slow_ms=50)
+        slow_postgres(e, 0.15)
+        killed = in_batch = 0
+        for i in range(kills):
+            if i:
+                for table, count in (("F0411", n // 4), ("F4311", 40), ("F4301", 10), ("F0901", 5),
+                                     ("F0006", 2), ("F0101", 3)):
+                    e.jde.ctl("/_sim/touch", {"table": table, "count": count})
+            p = e.popen("sync", "--all")
+            time.sleep(rng.uniform(0.2, 2.0))
+            if p.poll() is None:
+                # was a batch's statement running (its transaction open)?
+                busy = e.count("SELECT count(*) FROM pg_stat_activity WHERE usename = 'mlc_loader' "
+                               "AND state = 'active'")
+                p.send_signal(signal.SIGKILL)
+                killed += 1
+                in_batch += busy > 0
+            p.communicate()
+        print(f"#   {killed} of {kills} runs killed with SIGKILL, {in_batch} while a batch was being "
+              "written", flush=True)
+        expect(killed >= kills // 2, f"only {killed} of {kills} runs were still running when killed: "
+                                     "the slowed load ended too soon for the test to mean much")
+        expect(in_batch >= 1, "no kill landed while a batch was being written (no open transaction "
+                              "was cut): slow PostgreSQL more (slow_postgres)")
+        e.jde.faults(slow_ms=0)
+        slow_postgres(e, 0)
+        s = e.sync(what="final sync")
+        expect(total(s, "failed") == 0 and total(s, "pending") == 0, f"final sync: {s}")
+        check_all_tables(e)
+        check_load_log_counts(e)
+        check_refreshed_after_last_load(e, "after the kills")
+        check_clean_end(e, "the kills")
+    finally:
+        e.close()
+
+
+@test
+def postgres_stopped_mid_load_then_everything_once():
+    n = 5000 if not ARGS.quick else 2000
+    e = Env(n, pos=n // 40, page_size=200)
+    try:
+        e.init()
+        e.jde.faults(slow_ms=40)
+        p = e.popen("sync", "--all")
+        # down once the first invoices have landed, with pages still to come
+        deadline = time.monotonic() + 120
+        while e.count("SELECT count(*) FROM mlc_staging.ap_invoices") == 0:
+            expect(p.poll() is None and time.monotonic() < deadline,
+                   f"the run ended (exit {p.poll()}) or took 2 minutes before its first batch landed")
+            time.sleep(0.05)
+        e.pg.halt()
+        out, err = p.communicate(timeout=600)
+        expect(p.returncode == 1, f"a run with PostgreSQL stopped midway: exit {p.returncode}, want 1: "
+                                  f"{out} {err[-1500:]}")
+        pend = {m.group(1): int(m.group(7)) for m in SUMMARY.finditer(out)}
+        expect(sum(pend.values()) > 0, f"the run with PostgreSQL stopped reports no rows pending: {out}")
+        expect(PG_PASSWORD not in out + err, "the password shows in the agent's output")
+        waiting = e.state("SELECT count(*) FROM state_outbox")[0][0]
+        expect(waiting > 0, "no row waits in the outbox after PostgreSQL stopped mid-run")
+        print(f"#   PostgreSQL stopped mid-load: pending {pend}, {waiting} rows in the outbox", flush=True)
+        e.pg.resume()
+        e.jde.faults(slow_ms=0)
+        s = e.sync(what="sync after the restart")
+        expect(total(s, "failed") == 0 and total(s, "pending") == 0, f"after the restart: {s}")
+        check_all_tables(e)
+        check_load_log_counts(e)
+        check_refreshed_after_last_load(e, "after the restart")
+        check_clean_end(e, "the restart")
+    finally:
+        e.close()
+
+
+def looker_query(e, token, fields):
+    body = json.dumps({"model": "mlc_finance", "view": "ap_invoices", "fields": fields,
+                       "limit": "-1"}).encode()
+    req = urllib.request.Request(e.looker.url + "/api/4.0/queries/run/json", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"token {token}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read(), parse_float=Decimal)
+
+
+@test
+def looker_query_sees_new_rows_after_the_refresh():
+    e = Env(400, pos=20)
+    try:
+        e.init()
+        s = e.sync(what="first load")
+        expect(s["warehouse_ap_invoices"]["created"] == 400, f"first load: {s}")
+        form = urllib.parse.urlencode({"client_id": "mlc-looker", "client_secret": LOOKER_SECRET}).encode()
+        with urllib.request.urlopen(urllib.request.Request(e.looker.url + "/api/4.0/login", data=form),
+                                    timeout=30) as r:
+            token = json.loads(r.read())["access_token"]
+        fields = ["ap_invoices.business_unit", "ap_invoices.total_gross_amount", "ap_invoices.count"]
+
+        def source_sums():
+            out = {}
+            for r in e.source("F0411"):
+                bu = r["MCU"].strip()
+                out[bu] = out.get(bu, Decimal(0)) + Decimal(r["AG"]).scaleb(-2)
+            return out
+
+        def sums(rows):
+            return {r["ap_invoices.business_unit"]: r["ap_invoices.total_gross_amount"] for r in rows}
+
+        before = looker_query(e, token, fields)
+        expect(sums(before) == source_sums(), f"Looker's sums by cost centre {sums(before)} are not the "
+                                              f"source's {source_sums()}")
+        expect(sum(r["ap_invoices.count"] for r in before) == 400, f"Looker counts {before}")
+        # 10 invoices' amounts change in JD Edwards, each by +1,000.00
+        inv = e.source("F0411")
+        picked = random.Random(10).sample(inv, 10)
+        for r in picked:
+            key = "|".join(str(r[k]).strip() for k in ("KCO", "DOC", "DCT", "SFX"))
+            e.jde.ctl("/_sim/update", {"table": "F0411", "key": key, "set": {"AG": r["AG"] + 100000}})
+        want = source_sums()
+        expect(want != sums(before), "the changes did not move any sum")
+        # not yet loaded: Looker answers from its cache (what it would still
+        # serve after the load without the datagroup PATCH)
+        again = looker_query(e, token, fields)
+        log = e.looker.ctl("/_sim/queries")
+        expect(again == before and log[-1]["cache"] == "hit", f"the repeated query: {log[-1]}")
+        patches = len(e.patches())
+        s = e.sync(what="sync of 10 changed amounts")
+        expect(s["warehouse_ap_invoices"]["updated"] == 10, f"10 changed amounts: {s}")
+        expect(len(e.patches()) == patches + 1, f"one PATCH after the load: {e.patches()[patches:]}")
+        # the data is in PostgreSQL; the cache was dropped by the PATCH
+        after = looker_query(e, token, fields)
+        log = e.looker.ctl("/_sim/queries")
+        expect(log[-1]["cache"] == "miss", f"the query after the PATCH was served from the cache: {log[-1]}")
+        expect(sums(after) == want, f"Looker's sums after the load {sums(after)}, want {want}")
+        grown = sum(sums(after).values()) - sum(sums(before).values())
+        expect(grown == Decimal("10000.00"), f"the total grew by {grown}, want 10000.00")
+    finally:
+        e.close()
+
+
 def main():
     global ARGS
     ap = argparse.ArgumentParser(description=__doc__,
