@@ -9,15 +9,18 @@ each load:
   - the LookML in packaging/looker/ reads only columns the staging tables
     have after `warehouse init` (views and the explores' joins)
   - 50,000 AP invoices (--quick: 3,000) with POs, lines, GL accounts, cost
-    centres and suppliers -> row counts equal the source, sampled values
-    equal the source converted, the explores' joins find their rows; a
-    rerun writes nothing, PATCHes nothing, logs no load; 500 changed
-    invoices -> 500 updates, one PATCH
-  - the agent killed (SIGKILL) at 20 moments (--quick: 6) of slowed loads ->
-    every row once with its values, load_log counts what was committed, a
-    refresh after the last load
-  - PostgreSQL stopped in the middle of a load -> rows pending, exit 1; after
-    the restart the next run loads everything once
+    centres and suppliers -> row counts equal the source, every row's values
+    equal the source converted (the conversion each flow declares), the
+    explores' joins (parsed from the model) find their rows; a rerun writes
+    nothing, PATCHes nothing, logs no load; 500 changed invoices -> 500
+    updates (summary, _loaded_at, values, load_log), one PATCH
+  - the agent killed (SIGKILL) at 20 moments (--quick: 6) of loads slowed at
+    both ends (JD Edwards pages, PostgreSQL statements) -> after each kill
+    load_log counts exactly the committed rows; in the end every row once
+    with its values, a refresh after the last load
+  - PostgreSQL stopped in the middle of a load -> rows pending, exit 1,
+    `status` shows them; after the restart the next run loads everything
+    once
   - a query through the Looker simulator sees changed amounts once the
     agent's PATCH dropped the cache (and before it, the cache served the
     old sum)
@@ -543,7 +546,11 @@ def kill_9_during_loads_every_row_once():
                 p.send_signal(signal.SIGKILL)
                 killed += 1
                 in_batch += busy > 0
-            p.communicate()
+            out, err = p.communicate()
+            expect(p.returncode in (-signal.SIGKILL, 0),
+                   f"run {i + 1} ended by itself with exit {p.returncode}: {out[-500:]} {err[-1500:]}")
+            # after every kill: what is committed is what load_log counts
+            check_load_log_counts(e)
         print(f"#   {killed} of {kills} runs killed with SIGKILL, {in_batch} while a batch was being "
               "written", flush=True)
         expect(killed >= kills // 2, f"only {killed} of {kills} runs were still running when killed: "
@@ -578,6 +585,8 @@ def postgres_stopped_mid_load_then_everything_once():
             time.sleep(0.05)
         e.pg.halt()
         out, err = p.communicate(timeout=600)
+        expect("cannot connect to PostgreSQL" in err and "wait in the outbox" in err,
+               f"the run's errors do not say the warehouse is down and the rows wait: {err[-1500:]}")
         expect(p.returncode == 1, f"a run with PostgreSQL stopped midway: exit {p.returncode}, want 1: "
                                   f"{out} {err[-1500:]}")
         pend = {m.group(1): int(m.group(7)) for m in SUMMARY.finditer(out)}
@@ -586,6 +595,12 @@ def postgres_stopped_mid_load_then_everything_once():
         waiting = e.state("SELECT count(*) FROM state_outbox")[0][0]
         expect(waiting > 0, "no row waits in the outbox after PostgreSQL stopped mid-run")
         print(f"#   PostgreSQL stopped mid-load: pending {pend}, {waiting} rows in the outbox", flush=True)
+        # `status` shows the rows waiting, per flow
+        st = e.agent("status")
+        for flow, k in pend.items():
+            expect(re.search(r"flow %s: .*outbox %d," % (flow, k), st.stdout),
+                   f"status does not show {flow}'s {k} rows in the outbox:\n{st.stdout[:3000]}")
+        expect(PG_PASSWORD not in st.stdout + st.stderr, "the password shows in status")
         e.pg.resume()
         e.jde.faults(slow_ms=0)
         s = e.sync(what="sync after the restart")
