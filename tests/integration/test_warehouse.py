@@ -30,7 +30,6 @@ each load:
 Prints "ok N name" / "not ok N name" and closes with "N passed, N failed".
 """
 import argparse
-import datetime as dt
 import json
 import os
 import random
@@ -352,6 +351,20 @@ def lookml_reads_only_staging_columns():
             expect(joins, f"explore {explore} has no joins")
             for _v, on in joins:
                 join_sql(on, views)
+        # Looker's role may read them: each view's columns, and the
+        # datagroup's sql_trigger, run as the reader role
+        def as_reader(sql, where):
+            try:
+                e.pg.psql(f"SET ROLE {warehouse.READER}; {sql}")
+            except RuntimeError as ex:
+                raise AssertionError(f"{where}: Looker's role {warehouse.READER} cannot run it: {ex}") from None
+
+        for view, (tname, _fields, named, fn) in views.items():
+            as_reader(f"SELECT {', '.join(sorted(set(named)))} FROM {tname} LIMIT 0", f"views/{fn}")
+        with open(os.path.join(LOOKML, "mlc_finance.model.lkml")) as f:
+            trig = re.findall(r"sql_trigger:\s*(.*?);;", re.sub(r"#[^\n]*", "", f.read()), re.S)
+        expect(len(trig) == 1, f"mlc_finance.model.lkml: {len(trig)} sql_trigger, want 1")
+        as_reader(trig[0], "mlc_finance.model.lkml, the datagroup's sql_trigger")
         # and every column of a staging table is read by its view
         unread = []
         for view, (tname, _fields, named, fn) in views.items():
@@ -364,9 +377,9 @@ def lookml_reads_only_staging_columns():
             readme = f.read()
         sec = readme[readme.index("## 3."):]
         tables = {d[1]: (list(d[2]), [c for c in d[3] if c not in d[2]]) for d in warehouse.DEFS.values()}
-        log_cols = [c for (c,) in [(r[0],) for r in e.pg.psql(
+        log_cols = [r[0] for r in e.pg.psql(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'mlc_staging' "
-            "AND table_name = 'load_log' ORDER BY ordinal_position")]]
+            "AND table_name = 'load_log' ORDER BY ordinal_position")]
         tables["load_log"] = (["id"], [c for c in log_cols if c != "id"])
         for table, (key, other) in tables.items():
             row = re.search(r"^\| `%s` [^\n]*$" % table, sec, re.M)
