@@ -588,7 +588,7 @@ def postgres_stopped_mid_load_then_everything_once():
     e = Env(n, pos=n // 40, page_size=200)
     try:
         e.init()
-        e.jde.faults(slow_ms=40)
+        e.jde.faults(slow_ms=80)
         p = e.popen("sync", "--all")
         # down once the first invoices have landed, with pages still to come
         deadline = time.monotonic() + 120
