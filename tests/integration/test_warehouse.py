@@ -462,6 +462,18 @@ def load_50000_invoices_rerun_and_500_changes():
         expect(total(s, "created") + total(s, "updated") + total(s, "failed") == 0, f"rerun wrote rows: {s}")
         expect(len(e.patches()) == patches, f"a rerun without changes PATCHed: {e.patches()[patches:]}")
         expect(e.count("SELECT count(*) FROM mlc_staging.load_log") == logs, "a rerun wrote a load_log row")
+        # a full reread: every row goes out again, PostgreSQL holds each
+        # already, nothing is written, no refresh
+        r = e.agent("sync", "--all", "--full")
+        expect(r.returncode == 0, f"sync --full: exit {r.returncode}: {r.stdout} {r.stderr[-1500:]}")
+        s = summaries(r)
+        expect(total(s, "created") + total(s, "updated") + total(s, "failed") == 0,
+               f"a full reread of unchanged tables wrote rows: {s}")
+        expect(len(e.patches()) == patches, f"a full reread without changes PATCHed: {e.patches()[patches:]}")
+        expect(e.count("SELECT count(*) FROM mlc_staging.load_log") == logs,
+               "a full reread without changes wrote a load_log row")
+        expect(e.pg.psql("SELECT max(_loaded_at) FROM mlc_staging.ap_invoices")[0][0] == stamp,
+               "a full reread without changes rewrote rows")
         # 500 invoices changed (paid, or a voided payment reopened)
         touched = e.jde.ctl("/_sim/touch", {"table": "F0411", "count": 500})["keys"]
         s = e.sync(what="sync of 500 changes")
