@@ -584,8 +584,20 @@ def kill_9_during_loads_every_row_once():
                               "was cut): slow PostgreSQL more (slow_postgres)")
         e.jde.faults(slow_ms=0)
         slow_postgres(e, 0)
+        # the refreshes the killed runs still owe (marked before a run may write)
+        owed = {k.split("/")[1] for (k,) in e.state("SELECT key FROM state_kv WHERE key LIKE "
+                                                    "'after_load/%' AND value = '1'")}
+        before = len(e.patches())
         s = e.sync(what="final sync")
         expect(total(s, "failed") == 0 and total(s, "pending") == 0, f"final sync: {s}")
+        # one PATCH per flow that loaded rows now or owed one from a killed run
+        due = owed | {f for f, v in s.items() if v["created"] + v["updated"] + v["adopted"] > 0}
+        made = len(e.patches()) - before
+        print(f"#   final sync: {len(owed)} flows owed a refresh, {made} PATCHes", flush=True)
+        expect(made == len(due), f"the final sync made {made} PATCHes; flows owing one or loading "
+                                 f"rows: {sorted(due)} (owed by killed runs: {sorted(owed)}), {s}")
+        left = e.state("SELECT key FROM state_kv WHERE key LIKE 'after_load/%' AND value = '1'")
+        expect(not left, f"refreshes still owed after the final sync: {left}")
         check_all_tables(e)
         check_load_log_counts(e)
         check_refreshed_after_last_load(e, "after the kills")
