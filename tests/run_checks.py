@@ -84,6 +84,8 @@ def suite(out, quick):
         ("integration pgsql target (warehouse)", ["tests/integration/test_pgsql_target.py", "--agent",
                                                   agent] + q),
         ("integration Looker after_load", ["tests/integration/test_looker.py", "--agent", agent] + q),
+        ("integration warehouse end to end (JD Edwards -> PostgreSQL -> Looker)",
+         ["tests/integration/test_warehouse.py", "--agent", agent] + q),
         ("integration jira status and comments", ["tests/integration/test_jira_workflow.py", "--agent", agent] + q),
         ("integration jira webhooks", ["tests/integration/test_jira_watch.py", "--driver",
                                        os.path.join(out, "tests", "jira_watch_driver")]),

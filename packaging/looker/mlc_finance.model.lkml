@@ -50,7 +50,8 @@ explore: purchase_orders {
     relationship: one_to_many
     sql_on: ${purchase_orders.company} = ${purchase_order_lines.company}
         AND ${purchase_orders.order_no} = ${purchase_order_lines.order_no}
-        AND ${purchase_orders.order_type} = ${purchase_order_lines.order_type} ;;
+        AND ${purchase_orders.order_type} = ${purchase_order_lines.order_type}
+        AND ${purchase_orders.order_suffix} = ${purchase_order_lines.order_suffix} ;;
   }
   join: suppliers {
     type: left_outer

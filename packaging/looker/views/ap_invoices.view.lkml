@@ -14,6 +14,7 @@ view: ap_invoices {
   dimension: doc_type      { type: string  sql: ${TABLE}.doc_type ;; }
   dimension: pay_item      { type: string  sql: ${TABLE}.pay_item ;; }
   dimension: supplier      { type: number  sql: ${TABLE}.supplier ;; label: "Supplier number" value_format_name: id }
+  dimension: supplier_invoice { type: string  sql: ${TABLE}.supplier_invoice ;; label: "Supplier invoice number" }
   dimension: currency      { type: string  sql: ${TABLE}.currency ;; }
   dimension: business_unit { type: string  sql: ${TABLE}.business_unit ;; label: "Cost centre" }
   dimension: gl_object     { type: string  sql: ${TABLE}.gl_object ;; label: "GL object account" }
@@ -32,6 +33,21 @@ view: ap_invoices {
     datatype: date
     convert_tz: no
     sql: ${TABLE}.invoice_date ;;
+  }
+  dimension_group: gl {
+    type: time
+    timeframes: [raw, date, month, quarter, year]
+    datatype: date
+    convert_tz: no
+    sql: ${TABLE}.gl_date ;;
+    label: "G/L"
+  }
+  dimension_group: due {
+    type: time
+    timeframes: [raw, date, week, month]
+    datatype: date
+    convert_tz: no
+    sql: ${TABLE}.due_date ;;
   }
   dimension_group: loaded {
     type: time

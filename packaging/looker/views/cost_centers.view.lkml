@@ -12,7 +12,7 @@ view: cost_centers {
   dimension: description     { type: string  sql: ${TABLE}.description ;; label: "Cost centre name" }
   dimension: company         { type: string  sql: ${TABLE}.company ;; }
   dimension: bu_type         { type: string  sql: ${TABLE}.bu_type ;; label: "Business unit type" }
-  dimension: category_code_1 { type: string  sql: ${TABLE}.category_code_1 ;; }
+  dimension: level_of_detail { type: string  sql: ${TABLE}.level_of_detail ;; label: "Level of detail (LDM)" }
 
   measure: count { type: count  label: "Cost centres" }
 }

@@ -9,6 +9,7 @@ view: gl_accounts {
     sql: ${TABLE}.account_id ;;
     label: "Account ID"
   }
+  dimension: company       { type: string  sql: ${TABLE}.company ;; }
   dimension: business_unit { type: string  sql: ${TABLE}.business_unit ;; }
   dimension: gl_object     { type: string  sql: ${TABLE}.gl_object ;; label: "Object account" }
   dimension: gl_subsidiary { type: string  sql: ${TABLE}.gl_subsidiary ;; label: "Subsidiary" }

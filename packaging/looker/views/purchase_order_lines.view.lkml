@@ -12,6 +12,7 @@ view: purchase_order_lines {
   dimension: company       { type: string  sql: ${TABLE}.company ;; }
   dimension: order_no      { type: number  sql: ${TABLE}.order_no ;; value_format_name: id }
   dimension: order_type    { type: string  sql: ${TABLE}.order_type ;; }
+  dimension: order_suffix  { type: string  sql: ${TABLE}.order_suffix ;; }
   dimension: line_no       { type: number  sql: ${TABLE}.line_no ;; value_format_name: decimal_3 }
   dimension: item          { type: string  sql: ${TABLE}.item ;; }
   dimension: description   { type: string  sql: ${TABLE}.description ;; }
@@ -20,16 +21,17 @@ view: purchase_order_lines {
   dimension: gl_subsidiary { type: string  sql: ${TABLE}.gl_subsidiary ;; label: "GL subsidiary" }
   dimension: last_status   { type: string  sql: ${TABLE}.last_status ;; }
   dimension: next_status   { type: string  sql: ${TABLE}.next_status ;; }
+  dimension: line_type     { type: string  sql: ${TABLE}.line_type ;; label: "Line type (S stock, N non-stock)" }
   dimension: quantity      { type: number  sql: ${TABLE}.quantity ;; hidden: yes }
   dimension: unit_cost     { type: number  sql: ${TABLE}.unit_cost ;; value_format_name: decimal_4 }
   dimension: extended_amount { type: number  sql: ${TABLE}.extended_amount ;; hidden: yes }
 
-  dimension_group: promised {
+  dimension_group: requested {
     type: time
     timeframes: [raw, date, month]
     datatype: date
     convert_tz: no
-    sql: ${TABLE}.promised_date ;;
+    sql: ${TABLE}.requested_date ;;
   }
 
   measure: count { type: count  label: "Lines" }

@@ -16,6 +16,7 @@ view: purchase_orders {
   dimension: supplier      { type: number  sql: ${TABLE}.supplier ;; label: "Supplier number" value_format_name: id }
   dimension: business_unit { type: string  sql: ${TABLE}.business_unit ;; label: "Cost centre" }
   dimension: currency      { type: string  sql: ${TABLE}.currency ;; }
+  dimension: buyer         { type: string  sql: ${TABLE}.buyer ;; label: "Ordered by" }
   dimension: order_amount  { type: number  sql: ${TABLE}.order_amount ;; hidden: yes }
 
   dimension_group: order {
