@@ -92,6 +92,11 @@ struct agent {
     volatile sig_atomic_t stop;
     int progress; /* print progress to stderr (a terminal) */
     int quiet;
+    /* after_load calls of several runs told once per system and entry
+     * (pipeline_after_flush()): set while a pass over the flows runs */
+    int after_defer;
+    struct after_due *after_q;
+    int n_after_q;
 };
 
 /* Parse and validate the whole config (no network, no database). */

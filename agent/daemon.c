@@ -310,6 +310,7 @@ static void handle_command(struct agent *a, const struct mb_msg *cmd)
     } else if (what && strcmp(what, "sync-now") == 0) {
         cJSON *report = mlc_json_xobj();
         int ran = 0, ok = 1;
+        a->after_defer = 1;
         for (int i = 0; i < a->n_flows && !a->stop; i++) {
             struct flow *f = &a->flows[i];
             if ((flow && strcmp(flow, f->name) != 0) || (!flow && !f->enabled)) {
@@ -319,6 +320,7 @@ static void handle_command(struct agent *a, const struct mb_msg *cmd)
             ran++;
             ok &= cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(report, f->name), "ok"));
         }
+        pipeline_after_flush(a);
         if (ran == 0) {
             cJSON_AddBoolToObject(out, "ok", 0);
             mlc_json_xadd_str(out, "error", flow ? "no such flow" : "no enabled flow");
@@ -460,6 +462,7 @@ int agent_daemon(struct agent *a)
             busy_ms = now_ms();
         }
         now = (long long)time(NULL);
+        a->after_defer = 1; /* flows due together: one after_load call per system */
         for (int i = 0; i < a->n_flows && !a->stop; i++) {
             struct flow *f = &a->flows[i];
             if (f->next_due >= 0 && f->next_due <= now) {
@@ -467,6 +470,7 @@ int agent_daemon(struct agent *a)
                 busy_ms = now_ms();
             }
         }
+        pipeline_after_flush(a);
         for (int i = 0; i < nw && !a->stop; i++) {
             if (ws[i].next_watch_ms <= now_ms()) {
                 do_watch(a, &ws[i], hook_secret);

@@ -117,6 +117,7 @@ static int cmd_sync(struct agent *a, int argc, char **argv)
         fprintf(stderr, ")\n");
         return 2;
     }
+    a->after_defer = all && !dry; /* one after_load call per system for the whole pass */
     for (int i = 0; i < a->n_flows; i++) {
         struct flow *f = &a->flows[i];
         struct mlc_errbuf err = { 0 };
@@ -146,6 +147,7 @@ static int cmd_sync(struct agent *a, int argc, char **argv)
             failed = 1;
         }
     }
+    pipeline_after_flush(a);
     if (!all && matched == 0) {
         fprintf(stderr, "mlc-agent sync: no flow named '%s' in %s\n", name, a->config_path);
         return 2;

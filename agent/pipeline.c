@@ -1209,6 +1209,12 @@ static enum mlc_rc store_page(struct agent *a, struct flow *f, struct page *pg, 
  * or a failure between the load and the call is made good by the next run,
  * whether or not that run loads anything. */
 
+struct after_due {
+    struct flow *f;
+    int i;                /* the flow's after_load entry */
+    struct run_totals t;  /* the run's */
+};
+
 static void after_key(const struct flow *f, int i, char *out, size_t n)
 {
     snprintf(out, n, "after_load/%s/%d/%s", f->name, i, f->after[i].c->name);
@@ -1269,6 +1275,13 @@ static void after_end(struct agent *a, struct flow *f, const struct sync_stats *
         enum mlc_rc rc = MLC_OK;
 
         after_key(f, i, key, sizeof(key));
+        if ((wrote > 0 || owed[i]) && a->after_defer) {
+            /* told at the end of the pass, once with the other flows' runs
+             * that name the same entry; the mark stays until then */
+            a->after_q = mlc_xrealloc(a->after_q, (size_t)(a->n_after_q + 1) * sizeof(*a->after_q));
+            a->after_q[a->n_after_q++] = (struct after_due){ f, i, t };
+            continue;
+        }
         if (wrote > 0 || owed[i]) {
             mlc_err_reset(&c->err);
             rc = c->ops->end_run(c, f->after[i].conf, &t);
@@ -1422,4 +1435,76 @@ done:
         after_end(a, f, ss, owed);
     }
     return rc;
+}
+
+void pipeline_after_flush(struct agent *a)
+{
+    int n = a->n_after_q;
+
+    a->after_defer = 0;
+    for (int k = 0; k < n; k++) {
+        struct after_due *d = &a->after_q[k];
+        struct conn *c;
+        const cJSON *conf;
+        struct run_totals t;
+        char names[512] = "";
+        int flows = 0;
+        enum mlc_rc rc;
+
+        if (d->f == NULL) {
+            continue; /* told with an earlier one */
+        }
+        c = d->f->after[d->i].c;
+        conf = d->f->after[d->i].conf;
+        t = d->t;
+        t.created = t.updated = t.unchanged = t.failed = t.pending = 0;
+        for (int m = k; m < n; m++) {
+            struct after_due *e = &a->after_q[m];
+            if (e->f == NULL || e->i < 0 || e->f->after[e->i].c != c ||
+                !cJSON_Compare(e->f->after[e->i].conf, conf, 1)) {
+                continue;
+            }
+            t.created += e->t.created;
+            t.updated += e->t.updated;
+            t.unchanged += e->t.unchanged;
+            t.failed += e->t.failed;
+            t.pending += e->t.pending;
+            snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", flows ? ", " : "",
+                     e->f->name);
+            flows++;
+            e->i = -1 - e->i; /* in this group: decided below */
+        }
+        mlc_err_reset(&c->err);
+        rc = c->ops->end_run(c, conf, &t);
+        for (int m = k; m < n; m++) {
+            struct after_due *e = &a->after_q[m];
+            struct mlc_errbuf err = { 0 };
+            char key[256];
+            if (e->f == NULL || e->i >= 0) {
+                continue;
+            }
+            e->i = -1 - e->i;
+            if (rc != MLC_OK) {
+                mlc_warn("flow %s: after the load, telling '%s' (after_load) failed: %s; the next "
+                         "run of the flow tries again (audit: after_load_failed)",
+                         e->f->name, c->name, mlc_err_msg(&c->err));
+                state_audit(a->st, e->f->name, NULL, NULL, "after_load_failed", NULL,
+                            mlc_err_msg(&c->err));
+            } else {
+                after_key(e->f, e->i, key, sizeof(key));
+                if (state_kv_set(a->st, key, "0", &err) != MLC_OK) {
+                    mlc_warn("flow %s: cannot clear the after_load mark for '%s': %s", e->f->name,
+                             c->name, mlc_err_msg(&err));
+                }
+            }
+            e->f = NULL;
+        }
+        if (rc == MLC_OK && flows > 1) {
+            mlc_info("after_load: told '%s' once for the loads of %d flows (%s)", c->name, flows,
+                     names);
+        }
+    }
+    free(a->after_q);
+    a->after_q = NULL;
+    a->n_after_q = 0;
 }

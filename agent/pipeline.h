@@ -53,5 +53,10 @@ long long pipeline_retry_delay_ms(int attempts);
 /* 1 when after_load entry i of the flow is still owed a call (a run wrote
  * rows and the call has not succeeded yet; also during every run). */
 int pipeline_after_owed(struct state *st, const struct flow *f, int i);
+/* One pass over several flows (sync --all, a scheduler tick) ends here: the
+ * after_load calls its runs owe, with a->after_defer set, are made once per
+ * system and identical entry (six flows loading one warehouse refresh its
+ * BI cache once), with the runs' totals summed. */
+void pipeline_after_flush(struct agent *a);
 
 #endif

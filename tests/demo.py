@@ -303,13 +303,13 @@ def show_warehouse(db, looker):
     runs = db.psql(f"SELECT count(*), coalesce(sum(rows_inserted), 0) FROM {warehouse.SCHEMA}.load_log")[0]
     print(f"demo: {warehouse.SCHEMA}.load_log: {runs[0]} loads, {runs[1]} rows inserted")
     patches = looker.ctl("/_sim/patches")
-    # one refresh per flow run that changed rows: show how many and the last one
+    # one refresh per pass that changed rows (the six flows share the datagroup)
     if patches:
         last = patches[-1]
         trig = last.get("triggered_at")
         trig_s = f"{trig} ({utc(trig)})" if isinstance(trig, (int, float)) else str(trig)
         print(f"demo: Looker datagroup {last['model']}::{last['name']} (id {last['id']}) refreshed "
-              f"{len(patches)} times (once per flow run that wrote rows), the last at {utc(last['at'])} "
+              f"{len(patches)} time(s) (once per pass of flows that wrote rows), the last at {utc(last['at'])} "
               f"with triggered_at {trig_s} from Looker's clock (its Date header)")
     if not patches:
         print("demo: Looker's datagroup was not refreshed; see the sync output above and looker-sim.log")
