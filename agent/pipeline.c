@@ -181,21 +181,36 @@ static int never_left(const struct outbox_row *r, long long mark_id)
     return r->sent_at == 0 && r->id > mark_id;
 }
 
-/* Wait until calls sent at sent_at (seconds) by an agent that then died
- * can no longer be running at the target: a request whose sender is gone
- * may still land, and reading the target before it does would find
- * nothing and send it again (a second issue, a second comment). 1 when
- * stopped meanwhile. */
+/* This process's first run (seconds): an agent that died before it started
+ * made its last calls no later than this. */
+static long long proc_start_s;
+
+/* Wait until calls of writes that are in flight (the youngest sent at
+ * sent_at, seconds) can no longer be running at the target: a request whose
+ * sender is gone may still land, and reading the target before it does
+ * would find nothing and send it again (a second issue, a second comment).
+ * One apply() may make calls long after its rows were marked sent (a
+ * comment per created issue), so the wait counts from when the calls ended:
+ * for rows this process sent, the return of its last apply(); for rows of
+ * an agent that died, this process's start, as its death time is unknown.
+ * 1 when stopped meanwhile. */
 static int settle_wait(struct agent *a, struct flow *f, long long sent_at)
 {
-    long long until = sent_at + f->settle_after_s + 1, now = state_now();
+    long long ended, until, now = state_now();
 
-    if (sent_at <= 0 || now >= until) {
+    if (sent_at <= 0) {
         return 0;
     }
-    mlc_info("flow %s: writes of a run that stopped %llds ago may still be running at the target: "
-             "reading them back in %llds (settle_after %lds)",
-             f->name, now - sent_at, until - now, f->settle_after_s);
+    ended = sent_at < proc_start_s ? proc_start_s
+                                   : (f->apply_end_s > sent_at ? f->apply_end_s : sent_at);
+    until = ended + f->settle_after_s + 1;
+    if (now >= until) {
+        return 0;
+    }
+    mlc_info("flow %s: writes %s may still be running at the target: reading them back in %llds "
+             "(settle_after %lds)",
+             f->name, sent_at < proc_start_s ? "of an agent that stopped" : "left unanswered",
+             until - now, f->settle_after_s);
     while (!a->stop && state_now() < until) {
         usleep(100 * 1000);
     }
@@ -519,6 +534,7 @@ static enum mlc_rc send_rows(struct agent *a, struct flow *f, const struct outbo
     b.n = (size_t)n;
     mlc_err_reset(&f->dst->err);
     rc = f->dst->ops->apply(f->dst, &b, res);
+    f->apply_end_s = state_now();
     for (int i = 0; i < n; i++) {
         cJSON_Delete(prev[i]);
     }
@@ -1022,6 +1038,7 @@ static void dry_flush(struct flow *f, struct dry_set *d, struct sync_stats *ss)
     b.dry_run = 1;
     mlc_err_reset(&f->dst->err);
     rc = f->dst->ops->apply(f->dst, &b, res);
+    f->apply_end_s = state_now();
     for (int i = 0; i < d->n; i++) {
         if (rc != MLC_OK) {
             if (i == 0) {
@@ -1319,6 +1336,9 @@ enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, unsigned how, struct 
 
     memset(ss, 0, sizeof(*ss));
     ss->start_ms = state_now_ms();
+    if (proc_start_s == 0) {
+        proc_start_s = state_now();
+    }
     rc = pipeline_prepare(a, f, err);
     if (rc != MLC_OK) {
         return rc;

@@ -83,7 +83,9 @@ class Env:
         tgt = {"system": "jira", "project": PROJECT, "issue_type": "Purchase Order", "marker_prefix": PREFIX}
         tgt.update(target or {})
         self.config = harness.make_config(self.dir, self.jde.url, self.jira.url, mapping=MAPPING,
-                                          flow={"target": tgt, "max_attempts": 20})
+                                          flow={"target": tgt, "max_attempts": 20,
+                                                # the simulators answer within 100 ms here
+                                                "settle_after": "1s"})
         self.notes = {}  # source key -> comment ids, in the order they appeared
 
     def agent(self, *args, timeout=600):

@@ -128,7 +128,7 @@ static void config_errors_name_the_path(void)
     CHECK_MSG("[]", "flows.wo.writeback: expected an object");
     CHECK_MSG("{" ACT "," ST ",\"bogus\":1}",
               "flows.wo.writeback.bogus: unknown setting (known: verify, status_map, hold, fields, "
-              "echo_ttl, settle_after, agent_account, action)");
+              "echo_ttl, settle_after, conflict, agent_account, action)");
     CHECK_MSG("{" ACT ",\"verify\":[]," ST "}",
               "flows.wo.writeback.verify: expected an object of source column -> value");
     CHECK_MSG("{" ACT ",\"verify\":{\"ST\":\"{cod}\"}," ST "}",
@@ -219,7 +219,7 @@ static int rig_open(struct rig *r, const char *wb, const char *dst_type)
             " \"systems\":{\"src\":{\"type\":\"memtest\"},\"dst\":{\"type\":\"%s\"}},"
             " \"flows\":{\"wo\":{\"source\":{\"system\":\"src\",\"table\":\"WO\"},"
             "  \"target\":{\"system\":\"dst\",\"marker_prefix\":\"memwo-\"},"
-            "  \"schedule\":\"manual\",\"max_attempts\":3,"
+            "  \"schedule\":\"manual\",\"max_attempts\":3,\"settle_after\":\"0s\","
             "  \"mapping\":" MAPPING "%s%s}}}",
             dbpath, keypath, r->dst_type, r->wb[0] ? ",\"writeback\":" : "", r->wb);
     fclose(fp);
