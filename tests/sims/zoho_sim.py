@@ -1249,7 +1249,10 @@ class ZohoSim(simbase.Sim):
                 if "limit" in b:
                     org.credit_limit = int(b["limit"])
                 if b.get("exhaust"):
-                    org.credit_limit = len(org.credit_log)
+                    # the rest of today's credits spent now: they free up 24 h later
+                    now = self.now()
+                    org.credit_log = [t for t in org.credit_log if t > now - 24 * HOUR]
+                    org.credit_log += [now] * max(0, org.credit_limit - len(org.credit_log))
                 return Reply(200, {"dc": org.dc, "limit": org.credit_limit, "used": len(org.credit_log)})
         return None
 
