@@ -2712,6 +2712,18 @@ def zoho_watch():
         check("zoho: a late callback arrives after a later one, once released",
               len(first) == 1 and len(late) == 1 and json.loads(late[0][2])["server_time"] <=
               json.loads(first[0][2])["server_time"], (len(first), len(late)))
+        sub(1000000068005, iso(now + 86400), events=["Accounts.edit"])
+        c = Zoho.req("POST", "Contacts", {"data": [{"Last_Name": "Rel", "Account_Name": {"id": aid[0]}}]})
+        Zoho.ctl("GET", "callbacks")
+        rec.take()
+        Zoho.ctl("POST", "edit", {"module": "Contacts", "id": c.json["data"][0]["details"]["id"],
+                                  "fields": {"Title": "Buyer"}})
+        Zoho.ctl("GET", "callbacks")
+        got = sorted((json.loads(b)["channel_id"], json.loads(b)["module"], tuple(json.loads(b)["ids"]))
+                     for p, h, b in rec.take())
+        check("zoho: a contact edit also notifies the account's Accounts.edit channel (related action, default on)",
+              got == [("1000000068001", "Contacts", (c.json["data"][0]["details"]["id"],)),
+                      ("1000000068005", "Accounts", (aid[0],))], got)
         r = Zoho.req("PATCH", "actions/watch", {"watch": [{"channel_id": 1000000068001,
                                                            "channel_expiry": iso(now + 7 * 86400 - 60)}]})
         check("zoho: PATCH renews a channel to just under a week", r.status == 200 and
