@@ -113,6 +113,7 @@ class Org:
         self.records = {"Accounts": {}, "Contacts": {}}   # id -> stored record (lookups as ids)
         self.deleted = {"Accounts": {}, "Contacts": {}}   # id -> (record, deleted_at)
         self.order = {"Accounts": [], "Contacts": []}     # ids in creation order
+        self.index = {"Accounts": {}, "Contacts": {}}     # unique field -> normalised value -> [ids]
         self.channels = {}                                 # channel_id (str) -> channel
         self.credit_log = []                               # epoch times of charged calls
         self.credit_limit = args.credits
@@ -483,7 +484,14 @@ class ZohoSim(simbase.Sim):
         return v
 
     def find_by(self, org, mod, field, value, exclude=None):
+        """The first-created record (other than exclude) whose field equals value."""
         want = self.norm(field, value)
+        idx = org.index[mod].get(field)
+        if idx is not None:
+            for rid in idx.get(want, ()):
+                if rid != exclude:
+                    return rid
+            return None
         for rid, r in org.records[mod].items():
             if rid != exclude and r.get(field) not in (None, "") and self.norm(field, r.get(field)) == want:
                 return rid
@@ -638,9 +646,24 @@ class ZohoSim(simbase.Sim):
         return Reply(status, {"data": results})
 
     def store(self, org, mod, rid, r):
+        """Save a record (a new dict, never the stored one changed in place) and keep the unique-field index."""
         if mod == "Contacts":
             r["Full_Name"] = self.display_name(mod, r)
+        self.unindex(org, mod, rid)
         org.records[mod][rid] = r
+        for f in self.unique_fields(mod):
+            if r.get(f) not in (None, ""):
+                org.index[mod].setdefault(f, {}).setdefault(self.norm(f, r[f]), []).append(rid)
+                org.index[mod][f][self.norm(f, r[f])].sort(key=int)
+
+    def unindex(self, org, mod, rid):
+        old = org.records[mod].get(rid)
+        if old is None:
+            return
+        for f in self.unique_fields(mod):
+            ids = org.index[mod].setdefault(f, {}).get(self.norm(f, old.get(f)))
+            if ids and rid in ids:
+                ids.remove(rid)
 
     def h_delete(self, h, org, mod, ids):
         ids = [i for i in ids if i]
@@ -660,6 +683,7 @@ class ZohoSim(simbase.Sim):
         return Reply(200 if gone else 400, {"data": out})
 
     def remove(self, org, mod, rid, via, who):
+        self.unindex(org, mod, rid)
         r = org.records[mod].pop(rid)
         org.order[mod].remove(rid)
         org.deleted[mod][rid] = (r, self.now(), who)
@@ -1281,7 +1305,7 @@ class ZohoSim(simbase.Sim):
                 return Reply(200, {"deleted": rid})
             if op != "edit":
                 return Reply(400, {"error": "op is create, edit or delete"})
-            r = org.records[mod][rid]
+            r = dict(org.records[mod][rid])
             r.update(fields)
             r["Modified_Time"] = self.now()
             r["Modified_By"] = who
