@@ -2593,7 +2593,14 @@ def zoho_reads():
     check("zoho: escaped ( ) , in a criteria value", r.status == 200 and len(r.json["data"]) == 1, r)
     crit = "(" + "and".join("(Account_Name:starts_with:A)" for _ in range(11)) + ")"
     r = Zoho.req("GET", "Accounts/search?" + urllib.parse.urlencode({"criteria": crit}))
-    check("zoho: 11 conditions -> 400", r.status == 400, r)
+    check("zoho: 11 conditions -> 400 CRITERIA_LIMIT_EXCEEDED", r.status == 400 and
+          r.json["code"] == "CRITERIA_LIMIT_EXCEEDED", r)
+    r = Zoho.req("GET", "Accounts/search?word=abc&page=11&per_page=200")
+    check("zoho: search beyond 2,000 records -> 400 LIMIT_REACHED {limit: \"2000\"}", r.status == 400 and
+          r.json["code"] == "LIMIT_REACHED" and r.json["details"] == {"limit": "2000"}, r)
+    r = Zoho.req("GET", "Accounts/search?" + urllib.parse.urlencode({"criteria": "(Account_Name:equals:A(B)"}))
+    check("zoho: an unescaped parenthesis in a value -> 400 INVALID_QUERY", r.status == 400 and
+          r.json["code"] == "INVALID_QUERY", r)
     r = Zoho.req("GET", "Accounts/search?" + urllib.parse.urlencode({"criteria": "(Account_Name:equals:zzzz)"}))
     check("zoho: no hit -> 204 with an empty body", r.status == 204 and r.body == b"", r)
     r = Zoho.req("GET", "Accounts")

@@ -802,7 +802,7 @@ class ZohoSim(simbase.Sim):
         n = [0]
 
         def fail(why):
-            raise Reply(400, err("INVALID_QUERY", "invalid criteria: %s" % why, {"reason": why}))
+            raise Reply(400, err("INVALID_QUERY", "Invalid query formed", {"param_name": "criteria", "reason": why}))
 
         def expr():
             items, ops = [term()], []
@@ -855,8 +855,8 @@ class ZohoSim(simbase.Sim):
         if pos[0] != len(s):
             fail("trailing text at %d" % pos[0])
         if n[0] > MAX_CONDITIONS:
-            raise Reply(400, err("LIMIT_EXCEEDED", "at most %d conditions per criteria" % MAX_CONDITIONS,
-                                 {"limit": MAX_CONDITIONS}))
+            raise Reply(400, err("CRITERIA_LIMIT_EXCEEDED", "no of criterium that can be given exceed the limit %d"
+                                 % MAX_CONDITIONS, {}))
         return e
 
     def match(self, org, mod, r, e):
@@ -865,14 +865,14 @@ class ZohoSim(simbase.Sim):
             return f(self.match(org, mod, r, x) for x in e[1])
         _, field, op, vals = e
         if op not in SEARCH_OPS:
-            raise Reply(400, err("INVALID_QUERY", "invalid operator %s" % op, {"operator": op}))
+            raise Reply(400, err("INVALID_QUERY", "Invalid query formed", {"api_name": field, "operator": op}))
         v = r.get(field)
         if field in ("Created_Time", "Modified_Time"):
             v = int(v)
             vals = [parse_iso(x) for x in vals]
             if None in vals:
-                raise Reply(400, err("INVALID_QUERY", "%s needs ISO date-times with offset" % field,
-                                     {"api_name": field}))
+                raise Reply(400, err("INVALID_QUERY", "Invalid query formed", {"api_name": field,
+                                                                              "reason": "ISO date-time with offset expected"}))
         elif field in MODULES[mod]["lookups"] and v is not None:
             t = org.records[MODULES[mod]["lookups"][field]].get(v)
             v = self.display_name(MODULES[mod]["lookups"][field], t) if t else None
@@ -901,12 +901,12 @@ class ZohoSim(simbase.Sim):
         crit, email, phone, word = (h.qparam(k) for k in ("criteria", "email", "phone", "word"))
         given = [x for x in (crit, email, phone, word) if x is not None]
         if len(given) != 1:
-            raise Reply(400, err("REQUIRED_PARAM_MISSING", "exactly one of criteria, email, phone, word is "
-                                 "required", {"param_name": "criteria"}))
+            raise Reply(400, err("EXPECTED_PARAM_MISSING", "exactly one of criteria, email, phone, word is "
+                                 "expected", {"param_names": ["criteria", "email", "phone", "word"]}))
         per = self.int_param(h, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
         page = self.int_param(h, "page", 1, 1, 10 ** 6)
         if (page - 1) * per + per > PAGE_CAP:
-            raise Reply(400, err("LIMIT_EXCEEDED", "search reaches at most %d records" % PAGE_CAP, {}))
+            raise Reply(400, err("LIMIT_REACHED", "maximum response iteration limit reached", {"limit": str(PAGE_CAP)}))
         fields = self.fields_param(h, False)
         e = self.parse_criteria(crit) if crit is not None else None
         with self.lock:
