@@ -2673,8 +2673,8 @@ def zoho_watch():
             return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
 
         r = sub(1000000068001, iso(now + 3 * 86400))
-        exp = r.json["watch"][0]["details"]["events"][0]["channel_expiry"] if r.status == 200 else None
-        check("zoho: subscribe with a 3-day expiry keeps it", exp == iso(now + 3 * 86400), r)
+        exp = r.json["watch"][0]["details"]["events"][0]["channel_expiry"] if r.status == 201 else None
+        check("zoho: subscribe (201) with a 3-day expiry keeps it", exp == iso(now + 3 * 86400), r)
         r = sub(1000000068002, iso(now + 8 * 86400))
         e2 = r.json["watch"][0]["details"]["events"][0]["channel_expiry"]
         r = sub(1000000068003)
@@ -2682,12 +2682,13 @@ def zoho_watch():
         check("zoho: expiry beyond a week or omitted silently becomes one hour",
               abs(Zoho_epoch(e2) - now - 3600) < 5 and abs(Zoho_epoch(e3) - now - 3600) < 5, (e2, e3))
         r = sub(1000000068004, token="x" * 51)
-        check("zoho: a token over 50 characters -> 400 INVALID_DATA",
-              r.status == 400 and r.json["watch"][0]["code"] == "INVALID_DATA", r)
+        check("zoho: a token over 50 characters -> 202 with a wrapped INVALID_DATA",
+              r.status == 202 and r.json["watch"][0]["code"] == "INVALID_DATA", r)
         r = Zoho.req("DELETE", "actions/watch?channel_ids=1000000068002,1000000068003")
         check("zoho: delete channels", r.status == 200 and all(w["status"] == "success" for w in r.json["watch"]), r)
         r = Zoho.req("PATCH", "actions/watch", {"watch": [{"channel_id": 77, "channel_expiry": iso(now + 100)}]})
-        check("zoho: renewing an unknown channel -> NOT_SUBSCRIBED", r.json["watch"][0]["code"] == "NOT_SUBSCRIBED", r)
+        check("zoho: renewing an unknown channel -> 202 NOT_SUBSCRIBED", r.status == 202 and
+              r.json["watch"][0]["code"] == "NOT_SUBSCRIBED", r)
         ids = Zoho.req("POST", "Accounts", {"data": [{"Account_Name": "Hook A"}, {"Account_Name": "Hook B"}]})
         aid = [d["details"]["id"] for d in ids.json["data"]]
         Zoho.ctl("POST", "edit", {"module": "Accounts", "id": aid[0], "fields": {"Phone": "+1 1"}})

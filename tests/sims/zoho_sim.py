@@ -641,8 +641,6 @@ class ZohoSim(simbase.Sim):
                     self.notify(org, mod, op, ids, {i: changed[i] for i in ids})
         ok = any(r["status"] == "success" for r in results)
         status = 200 if ok else (412 if all(r["code"] == "ALREADY_MODIFIED" for r in results) else 400)
-        if ok and kind == "insert":
-            status = 201
         return Reply(status, {"data": results})
 
     def store(self, org, mod, rid, r):
@@ -957,7 +955,8 @@ class ZohoSim(simbase.Sim):
                 e = self.watch_one(org, mode, i, w)
                 out.append(e)
                 bad = bad or e["status"] == "error"
-        return Reply(400 if bad and len(items) == 1 else 200, {"watch": out})
+        # OpenAPI: per-channel errors come wrapped with 202; success is 201 for POST, 200 otherwise
+        return Reply(202 if bad else (201 if mode == "create" else 200), {"watch": out})
 
     def watch_one(self, org, mode, i, w):
         jp = "$.watch[%d]." % i
@@ -1060,8 +1059,8 @@ class ZohoSim(simbase.Sim):
                     out.append({"code": "SUCCESS", "status": "success",
                                 "message": "Successfully un-subscribed from actions-watch",
                                 "details": {"channel_id": cid}})
-        ok = any(o["status"] == "success" for o in out)
-        return Reply(200 if ok else 400, {"watch": out})
+        bad = any(o["status"] == "error" for o in out)
+        return Reply(202 if bad else 200, {"watch": out})
 
     # ------------------------------------------------------------------
     # callbacks
