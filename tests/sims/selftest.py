@@ -2632,6 +2632,23 @@ def zoho_reads():
 def zoho_limits():
     Zoho.ctl("POST", "reset")
     Zoho.login()
+    Zoho.ctl("POST", "concurrency", {"limit": 3})
+    call(Zoho.base, "POST", "/_sim/faults", {"hold_calls": 3})
+    held = [threading.Thread(target=Zoho.req, args=("GET", "Accounts?fields=Account_Name")) for _ in range(3)]
+    for t in held:
+        t.start()
+    end = time.time() + 10
+    while Zoho.ctl("GET", "credits")["in_flight"] < 3 and time.time() < end:
+        time.sleep(0.02)
+    r = Zoho.req("GET", "Accounts?fields=Account_Name")
+    Zoho.ctl("POST", "release_calls")
+    for t in held:
+        t.join(10)
+    r2 = Zoho.req("GET", "Accounts?fields=Account_Name")
+    check("zoho: a 4th call while 3 are in flight (limit 3) -> 429 TOO_MANY_REQUESTS; after they end, 204",
+          r.status == 429 and r.json["code"] == "TOO_MANY_REQUESTS" and r2.status == 204 and
+          Zoho.ctl("GET", "credits")["in_flight"] == 0, (r, r2))
+    Zoho.ctl("POST", "concurrency", {"limit": 10})
     call(Zoho.base, "POST", "/_sim/faults", {"concurrency_429": 1})
     r = Zoho.req("GET", "Accounts?fields=Account_Name")
     check("zoho: concurrency over the limit -> 429 TOO_MANY_REQUESTS in the error envelope",
@@ -2651,7 +2668,7 @@ def zoho_limits():
     check("zoho: credits come back when the 24-hour window passes", r.status == 204, r)
     s = Zoho.ctl("GET", "stats")
     check("zoho: stats per endpoint, token answers and credits used",
-          s["requests"].get("list", 0) >= 4 and s["token_answers"].get("refresh", 0) >= 2 and
+          s["requests"].get("list", 0) >= 8 and s["token_answers"].get("refresh", 0) >= 2 and
           s["credits_used"]["us"] >= 1, s)
 
 

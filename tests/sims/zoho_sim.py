@@ -157,11 +157,14 @@ class ZohoSim(simbase.Sim):
         self.cb_queue = queue.Queue()
         self.cb_busy = 0
         self.cb_cond = threading.Condition()
+        self.concurrency = args.concurrency
+        self.release_evt = threading.Event()
         threading.Thread(target=self._cb_worker, name="callbacks", daemon=True).start()
         self.reset_all()
 
     def reset_all(self):
         with self.lock:
+            self.concurrency = self.args.concurrency
             self.offset = 0.0                 # /_sim/clock moves this
             self.orgs = {dc: Org(dc, self.args) for dc in self.dcs}
             self.rts = {}                     # refresh token -> {dc, user, scopes, issued, mints[], live[]}
@@ -421,12 +424,15 @@ class ZohoSim(simbase.Sim):
                                      "window frees credits as older calls age out",
                                      {"credits_limit": org.credit_limit, "credits_used": len(org.credit_log)}),
                             note="credits_exhausted")
-            if org.inflight >= self.args.concurrency or self.take("concurrency_429"):
+            if org.inflight >= self.concurrency or self.take("concurrency_429"):
                 raise Reply(429, err("TOO_MANY_REQUESTS", "concurrency limit exceeded for the org",
-                                     {"limit": self.args.concurrency}), note="concurrency")
+                                     {"limit": self.concurrency}), note="concurrency")
             org.credit_log.append(now)
             org.inflight += 1
+            evt = self.release_evt if self.take("hold_calls") else None
         try:
+            if evt is not None:  # a call that stays in flight until /_sim/release_calls
+                evt.wait(30)
             return func()
         finally:
             with self.lock:
@@ -1276,7 +1282,20 @@ class ZohoSim(simbase.Sim):
                     now = self.now()
                     org.credit_log = [t for t in org.credit_log if t > now - 24 * HOUR]
                     org.credit_log += [now] * max(0, org.credit_limit - len(org.credit_log))
-                return Reply(200, {"dc": org.dc, "limit": org.credit_limit, "used": len(org.credit_log)})
+                return Reply(200, {"dc": org.dc, "limit": org.credit_limit, "used": len(org.credit_log),
+                                   "in_flight": org.inflight, "concurrency": self.concurrency})
+        if p == "/_sim/concurrency" and method == "POST":
+            b = control_json(h)
+            try:
+                self.concurrency = int(b.get("limit", self.concurrency))
+            except (TypeError, ValueError):
+                return Reply(400, {"error": "limit must be a count"})
+            return Reply(200, {"concurrency": self.concurrency})
+        if p == "/_sim/release_calls" and method == "POST":
+            with self.lock:
+                evt, self.release_evt = self.release_evt, threading.Event()
+            evt.set()
+            return Reply(200, {"released": True})
         return None
 
     def ctl_edit(self, h):
