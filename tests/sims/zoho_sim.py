@@ -46,6 +46,7 @@ MAX_FIELDS = 50
 PAGE_CAP = 2000             # page/per_page reach at most this far; beyond: page_token
 MAX_CONDITIONS = 10
 TOKEN_MAX = 50
+SECRET_PARAMS = {"client_secret", "refresh_token", "code", "token", "access_token"}
 
 MODULES = {
     "Accounts": {
@@ -205,6 +206,14 @@ class ZohoSim(simbase.Sim):
     def count_token(self, what):
         with self.stats_lock:
             self.token_counts[what] = self.token_counts.get(what, 0) + 1
+
+    def log_path(self, path):
+        """Token calls may carry secrets in the query string: log their names only."""
+        u = urlsplit(path)
+        if not u.query:
+            return path
+        q = parse_qs(u.query, keep_blank_values=True)
+        return u.path + "?" + "&".join("%s=%s" % (k, "***" if k in SECRET_PARAMS else v[0]) for k, v in q.items())
 
     def error_body(self, status, message):
         code = {400: "INVALID_DATA", 401: "INVALID_TOKEN", 403: "NO_PERMISSION", 404: "INVALID_URL_PATTERN",
