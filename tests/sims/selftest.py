@@ -2469,6 +2469,9 @@ def zoho_tokens():
     r = call(eu_api, "GET", "/crm/v8/Accounts?fields=Account_Name", headers={"Authorization": "Bearer " + eu_at})
     check("zoho: Authorization: Bearer is refused (401 INVALID_TOKEN)",
           r.status == 401 and r.json["code"] == "INVALID_TOKEN", r)
+    r = call(eu_api, "GET", "/crm/v8/Accounts?fields=Account_Name")
+    check("zoho: no Authorization header -> 401 AUTHENTICATION_FAILURE",
+          r.status == 401 and r.json["code"] == "AUTHENTICATION_FAILURE", r)
     for i in range(9):
         assert Zoho.token(dc="eu", rt=eu_rt).status == 200
     r = Zoho.token(dc="eu", rt=eu_rt)

@@ -334,6 +334,8 @@ class ZohoSim(simbase.Sim):
 
     def authenticate(self, h, dc, scope_any):
         a = h.header("Authorization") or ""
+        if not a.strip():
+            raise Reply(401, err("AUTHENTICATION_FAILURE", "Authentication failed"))
         if a[:16].lower() != "zoho-oauthtoken ":
             raise Reply(401, err("INVALID_TOKEN", "invalid oauth token: the Authorization header must be "
                                  "'Zoho-oauthtoken <access token>'"))
