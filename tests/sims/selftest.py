@@ -2,9 +2,9 @@
 """Self-test for tests/sims: starts jde_sim.py (twice: with and without
 --allow-basic), jira_sim.py, psft_sim.py (three times: --auth both with
 2,000 POs, --auth oauth, --auth none) and ifs_sim.py (twice: 6,000 POs and
-6,000 WOs; upsert with Cf_Sync_State) and looker_sim.py (its queries
+6,000 WOs; upsert with Cf_Sync_State), looker_sim.py (its queries
 against a throwaway PostgreSQL from tests/pg.py, when the server binaries
-are installed) as subprocesses on OS-chosen ports,
+are installed) and zoho_sim.py as subprocesses on OS-chosen ports,
 drives them with urllib and prints TAP-like lines:
 
     ok 1 name
@@ -2402,6 +2402,377 @@ def looker_queries():
     check("looker GET /looks/5/run/json", r.status == 200 and len(r.json) == 2, r)
 
 
+# ---------------------------------------------------------------------------
+# Zoho CRM
+
+class Zoho:
+    base = None
+    cid = "1000.MLCSIMCLIENT"
+    csec = "mlc-zoho-secret"
+    rt = "1000.rt-initial"
+    at = None
+    api = None
+
+    @classmethod
+    def token(cls, dc="us", rt=None, in_query=False):
+        form = {"grant_type": "refresh_token", "client_id": cls.cid, "client_secret": cls.csec,
+                "refresh_token": rt or cls.rt}
+        enc = urllib.parse.urlencode(form)
+        if in_query:
+            return call(cls.base, "POST", "/%s/accounts/oauth/v2/token?%s" % (dc, enc), raw=b"", ctype=None)
+        return call(cls.base, "POST", "/%s/accounts/oauth/v2/token" % dc, raw=enc.encode(),
+                    ctype="application/x-www-form-urlencoded")
+
+    @classmethod
+    def login(cls):
+        r = cls.token()
+        assert r.status == 200 and "access_token" in r.json, r
+        cls.at, cls.api = r.json["access_token"], r.json["api_domain"]
+
+    @classmethod
+    def req(cls, method, path, body=None, headers=None, at=None, api=None):
+        hd = {"Authorization": "Zoho-oauthtoken " + (at or cls.at)}
+        hd.update(headers or {})
+        return call(api or cls.api, method, "/crm/v8/" + path, body, hd)
+
+    @classmethod
+    def ctl(cls, method, path, body=None):
+        r = call(cls.base, method, "/_sim/" + path, body)
+        assert r.status == 200, (path, r)
+        return r.json
+
+
+def zoho_tokens():
+    Zoho.ctl("POST", "reset")
+    dcs = Zoho.ctl("GET", "dcs")
+    check("zoho: six data centres, each with its own accounts server and API domain",
+          sorted(dcs) == ["au", "ca", "eu", "in", "jp", "us"] and
+          len({d["accounts_server"] for d in dcs.values()}) == 6 and dcs["eu"]["api_domain"].endswith("/eu/api"), dcs)
+    r = Zoho.token(in_query=True)
+    check("zoho: refresh grant in the query string answers access_token, api_domain of the home DC, expires_in 3600",
+          r.status == 200 and r.json.get("api_domain") == dcs["us"]["api_domain"] and r.json.get("expires_in") == 3600
+          and "refresh_token" not in r.json, r)
+    at = r.json["access_token"]
+    r = Zoho.token(dc="eu")
+    check("zoho: the home DC's refresh token at another DC's accounts server -> {\"error\":\"invalid_code\"}",
+          r.json == {"error": "invalid_code"}, r)
+    Zoho.ctl("POST", "reset")
+    eu_rt = Zoho.ctl("POST", "refresh_token", {"dc": "eu"})["refresh_token"]
+    r = Zoho.token(dc="eu", rt=eu_rt)
+    eu_at, eu_api = r.json["access_token"], r.json["api_domain"]
+    r = Zoho.req("GET", "Accounts?fields=Account_Name", at=eu_at, api=Zoho.ctl("GET", "dcs")["us"]["api_domain"])
+    check("zoho: an EU access token at the US API host -> 401 INVALID_TOKEN (status, code, message, details)",
+          r.status == 401 and r.json.get("code") == "INVALID_TOKEN" and r.json.get("status") == "error" and
+          "details" in r.json and "message" in r.json, r)
+    r = Zoho.req("GET", "Accounts?fields=Account_Name", at=eu_at, api=eu_api)
+    check("zoho: the same token at its own DC's API host works (204 on an empty module)", r.status == 204, r)
+    r = call(eu_api, "GET", "/crm/v8/Accounts?fields=Account_Name", headers={"Authorization": "Bearer " + eu_at})
+    check("zoho: Authorization: Bearer is refused (401 INVALID_TOKEN)",
+          r.status == 401 and r.json["code"] == "INVALID_TOKEN", r)
+    r = call(eu_api, "GET", "/crm/v8/Accounts?fields=Account_Name")
+    check("zoho: no Authorization header -> 401 AUTHENTICATION_FAILURE",
+          r.status == 401 and r.json["code"] == "AUTHENTICATION_FAILURE", r)
+    for i in range(9):
+        assert Zoho.token(dc="eu", rt=eu_rt).status == 200
+    r = Zoho.token(dc="eu", rt=eu_rt)
+    check("zoho: the 11th access token of one refresh token within 10 minutes -> error body, no token",
+          "access_token" not in (r.json or {}) and "error" in (r.json or {}), r)
+    Zoho.ctl("POST", "clock", {"advance_s": 601})
+    r = Zoho.token(dc="eu", rt=eu_rt)
+    check("zoho: ten minutes later the refresh token mints again", r.status == 200 and "access_token" in r.json, r)
+    r = Zoho.req("GET", "Accounts?fields=Account_Name", at=eu_at, api=eu_api)
+    check("zoho: an access token 601 s old is still valid", r.status == 204, r)
+    Zoho.ctl("POST", "clock", {"advance_s": 3000})
+    r = Zoho.req("GET", "Accounts?fields=Account_Name", at=eu_at, api=eu_api)
+    check("zoho: an access token older than expires_in -> 401 INVALID_TOKEN", r.status == 401 and
+          r.json["code"] == "INVALID_TOKEN", r)
+    first = Zoho.ctl("POST", "refresh_token", {"dc": "us", "user": "churn@example.com"})["refresh_token"]
+    for i in range(20):
+        Zoho.ctl("POST", "refresh_token", {"dc": "us", "user": "churn@example.com"})
+    r = Zoho.token(dc="us", rt=first)
+    check("zoho: a user's 21st refresh token deletes the oldest (invalid_code)", r.json == {"error": "invalid_code"}, r)
+    rt = Zoho.ctl("POST", "refresh_token", {"dc": "us", "scopes": ["ZohoCRM.modules.ALL"]})["refresh_token"]
+    at = Zoho.token(rt=rt).json["access_token"]
+    Zoho.api = Zoho.ctl("GET", "dcs")["us"]["api_domain"]
+    r = Zoho.req("GET", "Contacts/search?email=a@b.c", at=at)
+    check("zoho: search without ZohoSearch.securesearch.READ -> 401 OAUTH_SCOPE_MISMATCH",
+          r.status == 401 and r.json["code"] == "OAUTH_SCOPE_MISMATCH", r)
+    r = Zoho.req("POST", "actions/watch", {"watch": []}, at=at)
+    check("zoho: watch without ZohoCRM.notifications scope -> 401 OAUTH_SCOPE_MISMATCH",
+          r.status == 401 and r.json["code"] == "OAUTH_SCOPE_MISMATCH", r)
+    import http.client
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(Zoho.base).netloc, timeout=20)
+    conn.request("GET", "/eu/accounts/oauth/v2/auth?" + urllib.parse.urlencode(
+        {"client_id": Zoho.cid, "redirect_uri": "http://127.0.0.1:9/cb", "scope": "ZohoCRM.modules.ALL",
+         "response_type": "code", "access_type": "offline"}))
+    hr = conn.getresponse()
+    r = Resp(hr.status, hr.headers, hr.read())
+    conn.close()
+    loc = urllib.parse.urlsplit(r.headers.get("Location") or "")
+    q = dict(urllib.parse.parse_qsl(loc.query))
+    check("zoho: consent redirect carries code, location and accounts-server",
+          r.status == 302 and q.get("location") == "eu" and q.get("accounts-server", "").endswith("/eu/accounts"), r)
+    r = call(Zoho.base, "POST", "/eu/accounts/oauth/v2/token", raw=urllib.parse.urlencode(
+        {"grant_type": "authorization_code", "client_id": Zoho.cid, "client_secret": Zoho.csec,
+         "redirect_uri": "http://127.0.0.1:9/cb", "code": q.get("code", "")}).encode(),
+        ctype="application/x-www-form-urlencoded")
+    check("zoho: code exchange answers a refresh token and the EU api_domain",
+          r.status == 200 and r.json.get("refresh_token") and r.json.get("api_domain", "").endswith("/eu/api"), r)
+
+
+def zoho_records():
+    Zoho.ctl("POST", "reset")
+    Zoho.login()
+    acc = Zoho.ctl("POST", "seed", {"module": "Accounts", "n": 5, "shared": [{"Tax_ID": "DE111"},
+                                                                              {"Account_Name": "Globex KK"}]})["ids"]
+    r = Zoho.req("POST", "Accounts/upsert", {"data": [
+        {"Account_Name": "Acme New", "Tax_ID": "DE111", "Phone": "1"},          # matches by Tax_ID
+        {"Account_Name": "Fresh Co", "Tax_ID": "FR999"},                         # new
+        {"Tax_ID": "NL5"},                                                       # no Account_Name
+        {"Account_Name": "Globex KK", "Tax_ID": "DE111"},                        # Tax_ID hits acc[0], name hits acc[1]
+    ], "duplicate_check_fields": ["Tax_ID"]})
+    d = r.json["data"] if r.json else []
+    check("zoho: upsert matched by Tax_ID updates (action update, duplicate_field Tax_ID, the seeded id)",
+          len(d) == 4 and d[0].get("action") == "update" and d[0].get("duplicate_field") == "Tax_ID" and
+          d[0]["details"]["id"] == acc[0], d[:1])
+    check("zoho: upsert without a match inserts (action insert, duplicate_field null)",
+          d[1].get("action") == "insert" and d[1].get("duplicate_field") is None, d[1:2])
+    check("zoho: upsert of a new account without Account_Name -> MANDATORY_NOT_FOUND on Account_Name",
+          d[2].get("code") == "MANDATORY_NOT_FOUND" and d[2]["details"]["api_name"] == "Account_Name", d[2:3])
+    check("zoho: a match on Tax_ID whose Account_Name belongs to another record -> DUPLICATE_DATA with "
+          "duplicate_record", d[3].get("code") == "DUPLICATE_DATA" and d[3]["details"]["api_name"] == "Account_Name"
+          and d[3]["details"]["duplicate_record"]["id"] == acc[1], d[3:])
+    r = Zoho.req("POST", "Accounts/upsert", {"data": [{"Account_Name": "Globex KK", "Tax_ID": "DE111"}]})
+    d = r.json["data"][0]
+    check("zoho: without duplicate_check_fields the system field (Account_Name) is matched first, so the Tax_ID "
+          "of another record collides", d.get("code") == "DUPLICATE_DATA" and d["details"]["api_name"] == "Tax_ID"
+          and d["details"]["duplicate_record"]["id"] == acc[0], r)
+    r = Zoho.req("POST", "Accounts/upsert", {"data": [{"Account_Name": "X"}], "duplicate_check_fields": ["Phone"]})
+    check("zoho: a non-unique field in duplicate_check_fields -> 400 INVALID_DATA",
+          r.status == 400 and r.json.get("code") == "INVALID_DATA", r)
+    r = Zoho.req("POST", "Accounts/upsert", {"data": [{"Account_Name": "A%d" % i} for i in range(101)]})
+    check("zoho: 101 records in one call -> 400 INVALID_DATA, nothing written",
+          r.status == 400 and r.json.get("code") == "INVALID_DATA" and
+          len(Zoho.ctl("GET", "records?module=Accounts")) == 6, r)
+    con = Zoho.ctl("POST", "seed", {"module": "Contacts", "n": 3, "shared": [{"Email": "ann@example.com"}]})["ids"]
+    r = Zoho.req("POST", "Contacts/upsert", {"data": [
+        {"Last_Name": "Ann", "Email": "ANN@example.com", "Account_Name": {"id": acc[2]}, "JDE_Address_Number": "4242"}]})
+    d = r.json["data"][0]
+    check("zoho: contact upsert matches the system field Email (case-insensitive)",
+          d.get("action") == "update" and d.get("duplicate_field") == "Email" and d["details"]["id"] == con[0], d)
+    g = Zoho.req("GET", "Contacts/" + con[0])
+    rec = g.json["data"][0]
+    check("zoho: lookups written as {id} read back as {name,id}; server-set Modified_Time; JDE field kept",
+          rec["Account_Name"]["id"] == acc[2] and rec["Account_Name"]["name"] and
+          rec["Modified_Time"].endswith("+00:00") and rec["JDE_Address_Number"] == "4242", rec)
+    r = Zoho.req("POST", "Contacts", {"data": [{"Last_Name": "Dup", "Email": "ann@example.com"}]})
+    check("zoho: insert with an existing e-mail -> DUPLICATE_DATA", r.json["data"][0]["code"] == "DUPLICATE_DATA", r)
+    r = Zoho.req("PUT", "Contacts", {"data": [{"id": con[1], "Title": "Buyer"}, {"id": "1", "Title": "x"}]})
+    check("zoho: update by id; an unknown id -> INVALID_DATA for that record only",
+          r.json["data"][0]["status"] == "success" and r.json["data"][1]["code"] == "INVALID_DATA", r)
+    mt = rec["Modified_Time"]
+    Zoho.ctl("POST", "clock", {"advance_s": 5})
+    Zoho.ctl("POST", "edit", {"module": "Contacts", "id": con[0], "fields": {"Title": "CFO"}})
+    r = Zoho.req("POST", "Contacts/upsert", {"data": [{"Last_Name": "Ann", "Email": "ann@example.com"}]},
+                 headers={"If-Unmodified-Since": mt})
+    check("zoho: If-Unmodified-Since older than the record's change -> 412 ALREADY_MODIFIED",
+          r.status == 412 and r.json["data"][0]["code"] == "ALREADY_MODIFIED", r)
+    log = Zoho.ctl("GET", "writes")
+    check("zoho: the write log records who (api/person), what and when",
+          any(w["who"] == "person" and w["id"] == con[0] for w in log) and
+          any(w["who"] == "api" and w["action"] == "insert" for w in log) and all("time" in w for w in log), log[-2:])
+
+
+def zoho_reads():
+    Zoho.ctl("POST", "reset")
+    Zoho.login()
+    Zoho.ctl("POST", "seed", {"module": "Accounts", "n": 2100, "shared": [
+        {"Account_Name": "ABC"}, {"Account_Name": "ABC Inc"}, {"Account_Name": "Smith (UK), Ltd"}]})
+    r = Zoho.req("GET", "Accounts/search?" + urllib.parse.urlencode({"criteria": "(Account_Name:equals:ABC)"}))
+    names = sorted(x["Account_Name"] for x in r.json["data"])
+    check("zoho: search equals behaves like contains (ABC also finds ABC Inc)", names == ["ABC", "ABC Inc"], names)
+    r = Zoho.req("GET", "Accounts/search?" + urllib.parse.urlencode(
+        {"criteria": r"(Account_Name:equals:Smith \(UK\)\, Ltd)"}))
+    check("zoho: escaped ( ) , in a criteria value", r.status == 200 and len(r.json["data"]) == 1, r)
+    crit = "(" + "and".join("(Account_Name:starts_with:A)" for _ in range(11)) + ")"
+    r = Zoho.req("GET", "Accounts/search?" + urllib.parse.urlencode({"criteria": crit}))
+    check("zoho: 11 conditions -> 400 CRITERIA_LIMIT_EXCEEDED", r.status == 400 and
+          r.json["code"] == "CRITERIA_LIMIT_EXCEEDED", r)
+    r = Zoho.req("GET", "Accounts/search?word=abc&page=11&per_page=200")
+    check("zoho: search beyond 2,000 records -> 400 LIMIT_REACHED {limit: \"2000\"}", r.status == 400 and
+          r.json["code"] == "LIMIT_REACHED" and r.json["details"] == {"limit": "2000"}, r)
+    r = Zoho.req("GET", "Accounts/search?" + urllib.parse.urlencode({"criteria": "(Account_Name:equals:A(B)"}))
+    check("zoho: an unescaped parenthesis in a value -> 400 INVALID_QUERY", r.status == 400 and
+          r.json["code"] == "INVALID_QUERY", r)
+    r = Zoho.req("GET", "Accounts/search?" + urllib.parse.urlencode({"criteria": "(Account_Name:equals:zzzz)"}))
+    check("zoho: no hit -> 204 with an empty body", r.status == 204 and r.body == b"", r)
+    r = Zoho.req("GET", "Accounts")
+    check("zoho: list without fields -> 400 REQUIRED_PARAM_MISSING",
+          r.status == 400 and r.json["code"] == "REQUIRED_PARAM_MISSING", r)
+    r = Zoho.req("GET", "Accounts?fields=Account_Name&page=11&per_page=200")
+    check("zoho: page/per_page beyond 2,000 records -> 400", r.status == 400, r)
+    seen, tok, calls = set(), None, 0
+    while True:
+        r = Zoho.req("GET", "Accounts?fields=Account_Name,Modified_Time&per_page=200" +
+                     ("&page_token=" + tok if tok else ""))
+        calls += 1
+        seen.update(x["id"] for x in r.json["data"])
+        tok = r.json["info"].get("next_page_token")
+        if not r.json["info"]["more_records"]:
+            break
+    check("zoho: page_token walks all 2,100 records in 11 pages", len(seen) == 2100 and calls == 11, (len(seen), calls))
+    now = Zoho.ctl("GET", "clock")["now"]
+    r = Zoho.req("GET", "Accounts?fields=Account_Name", headers={"If-Modified-Since": now})
+    check("zoho: If-Modified-Since with nothing changed -> 304", r.status == 304, r)
+    Zoho.ctl("POST", "clock", {"advance_s": 2})
+    ids = Zoho.ctl("GET", "records?module=Accounts")
+    Zoho.ctl("POST", "edit", {"module": "Accounts", "id": ids[7]["id"], "fields": {"Phone": "9"}})
+    r = Zoho.req("GET", "Accounts?fields=Account_Name", headers={"If-Modified-Since": now})
+    check("zoho: If-Modified-Since returns only the record edited after it",
+          r.status == 200 and [x["id"] for x in r.json["data"]] == [ids[7]["id"]], r)
+
+
+def zoho_limits():
+    Zoho.ctl("POST", "reset")
+    Zoho.login()
+    Zoho.ctl("POST", "concurrency", {"limit": 3})
+    call(Zoho.base, "POST", "/_sim/faults", {"hold_calls": 3})
+    held = [threading.Thread(target=Zoho.req, args=("GET", "Accounts?fields=Account_Name")) for _ in range(3)]
+    for t in held:
+        t.start()
+    end = time.time() + 10
+    while Zoho.ctl("GET", "credits")["in_flight"] < 3 and time.time() < end:
+        time.sleep(0.02)
+    r = Zoho.req("GET", "Accounts?fields=Account_Name")
+    Zoho.ctl("POST", "release_calls")
+    for t in held:
+        t.join(10)
+    r2 = Zoho.req("GET", "Accounts?fields=Account_Name")
+    check("zoho: a 4th call while 3 are in flight (limit 3) -> 429 TOO_MANY_REQUESTS; after they end, 204",
+          r.status == 429 and r.json["code"] == "TOO_MANY_REQUESTS" and r2.status == 204 and
+          Zoho.ctl("GET", "credits")["in_flight"] == 0, (r, r2))
+    Zoho.ctl("POST", "concurrency", {"limit": 10})
+    call(Zoho.base, "POST", "/_sim/faults", {"concurrency_429": 1})
+    r = Zoho.req("GET", "Accounts?fields=Account_Name")
+    check("zoho: concurrency over the limit -> 429 TOO_MANY_REQUESTS in the error envelope",
+          r.status == 429 and r.json["code"] == "TOO_MANY_REQUESTS" and r.json["status"] == "error", r)
+    call(Zoho.base, "POST", "/_sim/faults", {"rate_429": 1, "retry_after": 2})
+    r = Zoho.req("GET", "Accounts?fields=Account_Name")
+    check("zoho: the rate_429 fault answers TOO_MANY_REQUESTS with Retry-After",
+          r.status == 429 and r.json["code"] == "TOO_MANY_REQUESTS" and r.headers.get("Retry-After") == "2", r)
+    call(Zoho.base, "POST", "/_sim/reset_faults")
+    Zoho.ctl("POST", "credits", {"exhaust": True})
+    r = Zoho.req("GET", "Accounts?fields=Account_Name")
+    check("zoho: a credit-exhausted org -> 429 LIMIT_REACHED (not TOO_MANY_REQUESTS)",
+          r.status == 429 and r.json["code"] == "LIMIT_REACHED", r)
+    Zoho.ctl("POST", "clock", {"advance_s": 86401})
+    Zoho.login()
+    r = Zoho.req("GET", "Accounts?fields=Account_Name")
+    check("zoho: credits come back when the 24-hour window passes", r.status == 204, r)
+    s = Zoho.ctl("GET", "stats")
+    check("zoho: stats per endpoint, token answers and credits used",
+          s["requests"].get("list", 0) >= 8 and s["token_answers"].get("refresh", 0) >= 2 and
+          s["credits_used"]["us"] >= 1, s)
+
+
+def zoho_watch():
+    Zoho.ctl("POST", "reset")
+    Zoho.login()
+    rec = Receiver()
+    try:
+        url = rec.url + "/hooks/zoho/t1?k=v"
+        now = Zoho.ctl("GET", "clock")["epoch"]
+
+        def sub(cid, expiry=None, token="t1-secret", events=("Accounts.all", "Contacts.all"), method="POST"):
+            w = {"channel_id": cid, "events": list(events), "token": token, "notify_url": url}
+            if expiry is not None:
+                w["channel_expiry"] = expiry
+            return Zoho.req(method, "actions/watch", {"watch": [w]})
+
+        def iso(t):
+            return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
+
+        r = sub(1000000068001, iso(now + 3 * 86400))
+        exp = r.json["watch"][0]["details"]["events"][0]["channel_expiry"] if r.status == 201 else None
+        check("zoho: subscribe (201) with a 3-day expiry keeps it", exp == iso(now + 3 * 86400), r)
+        r = sub(1000000068002, iso(now + 8 * 86400))
+        e2 = r.json["watch"][0]["details"]["events"][0]["channel_expiry"]
+        r = sub(1000000068003)
+        e3 = r.json["watch"][0]["details"]["events"][0]["channel_expiry"]
+        check("zoho: expiry beyond a week or omitted silently becomes one hour",
+              abs(Zoho_epoch(e2) - now - 3600) < 5 and abs(Zoho_epoch(e3) - now - 3600) < 5, (e2, e3))
+        r = sub(1000000068004, token="x" * 51)
+        check("zoho: a token over 50 characters -> 202 with a wrapped INVALID_DATA",
+              r.status == 202 and r.json["watch"][0]["code"] == "INVALID_DATA", r)
+        r = Zoho.req("DELETE", "actions/watch?channel_ids=1000000068002,1000000068003")
+        check("zoho: delete channels", r.status == 200 and all(w["status"] == "success" for w in r.json["watch"]), r)
+        r = Zoho.req("PATCH", "actions/watch", {"watch": [{"channel_id": 77, "channel_expiry": iso(now + 100)}]})
+        check("zoho: renewing an unknown channel -> 202 NOT_SUBSCRIBED", r.status == 202 and
+              r.json["watch"][0]["code"] == "NOT_SUBSCRIBED", r)
+        ids = Zoho.req("POST", "Accounts", {"data": [{"Account_Name": "Hook A"}, {"Account_Name": "Hook B"}]})
+        aid = [d["details"]["id"] for d in ids.json["data"]]
+        Zoho.ctl("POST", "edit", {"module": "Accounts", "id": aid[0], "fields": {"Phone": "+1 1"}})
+        Zoho.ctl("POST", "edit", {"module": "Accounts", "id": aid[1], "op": "delete"})
+        cb = Zoho.ctl("GET", "callbacks")
+        got = [json.loads(b) for p, h, b in rec.take()]
+        ops = [(g["operation"], g["ids"]) for g in got]
+        check("zoho: callbacks for create (both ids in one), person edit, delete",
+              ops == [("insert", aid), ("update", [aid[0]]), ("delete", [aid[1]])], (ops, cb))
+        g = got[1] if len(got) > 1 else {}
+        check("zoho: a callback carries ids only, token, channel_id, query_params from notify_url, server_time",
+              g.get("token") == "t1-secret" and g.get("channel_id") == "1000000068001" and
+              g.get("query_params") == {"k": "v"} and g.get("module") == "Accounts" and "server_time" in g and
+              "Phone" not in g and g.get("affected_fields") == [{"id": aid[0], "fields": ["Phone"]}], g)
+        call(Zoho.base, "POST", "/_sim/faults", {"callback_lost": 1, "callback_duplicate": 1})
+        Zoho.ctl("POST", "edit", {"module": "Accounts", "id": aid[0], "fields": {"Phone": "+1 2"}})
+        Zoho.ctl("POST", "edit", {"module": "Accounts", "id": aid[0], "fields": {"Phone": "+1 3"}})
+        Zoho.ctl("GET", "callbacks")
+        got = rec.take()
+        check("zoho: faults: the first callback lost, the second delivered twice", len(got) == 2 and got[0][2] ==
+              got[1][2], len(got))
+        call(Zoho.base, "POST", "/_sim/faults", {"callback_late": 1})
+        Zoho.ctl("POST", "edit", {"module": "Accounts", "id": aid[0], "fields": {"Phone": "+1 4"}})
+        Zoho.ctl("POST", "edit", {"module": "Accounts", "id": aid[0], "fields": {"Phone": "+1 5"}})
+        Zoho.ctl("GET", "callbacks")
+        first = rec.take()
+        Zoho.ctl("POST", "callbacks/release")
+        late = rec.take()
+        check("zoho: a late callback arrives after a later one, once released",
+              len(first) == 1 and len(late) == 1 and json.loads(late[0][2])["server_time"] <=
+              json.loads(first[0][2])["server_time"], (len(first), len(late)))
+        sub(1000000068005, iso(now + 86400), events=["Accounts.edit"])
+        c = Zoho.req("POST", "Contacts", {"data": [{"Last_Name": "Rel", "Account_Name": {"id": aid[0]}}]})
+        Zoho.ctl("GET", "callbacks")
+        rec.take()
+        Zoho.ctl("POST", "edit", {"module": "Contacts", "id": c.json["data"][0]["details"]["id"],
+                                  "fields": {"Title": "Buyer"}})
+        Zoho.ctl("GET", "callbacks")
+        got = sorted((json.loads(b)["channel_id"], json.loads(b)["module"], tuple(json.loads(b)["ids"]))
+                     for p, h, b in rec.take())
+        check("zoho: a contact edit also notifies the account's Accounts.edit channel (related action, default on)",
+              got == [("1000000068001", "Contacts", (c.json["data"][0]["details"]["id"],)),
+                      ("1000000068005", "Accounts", (aid[0],))], got)
+        r = Zoho.req("PATCH", "actions/watch", {"watch": [{"channel_id": 1000000068001,
+                                                           "channel_expiry": iso(now + 7 * 86400 - 60)}]})
+        check("zoho: PATCH renews a channel to just under a week", r.status == 200 and
+              r.json["watch"][0]["details"]["events"][0]["channel_expiry"] == iso(now + 7 * 86400 - 60), r)
+        Zoho.ctl("POST", "clock", {"advance_s": 7 * 86400})
+        Zoho.login()
+        Zoho.ctl("POST", "edit", {"module": "Accounts", "id": aid[0], "fields": {"Phone": "+1 6"}})
+        Zoho.ctl("GET", "callbacks")
+        r = Zoho.req("GET", "actions/watch")
+        check("zoho: after its expiry the channel is gone (204 on GET) and sends nothing",
+              rec.take() == [] and r.status == 204, r)
+    finally:
+        rec.close()
+
+
+def Zoho_epoch(s):
+    import datetime
+    return datetime.datetime.fromisoformat(s).timestamp()
+
+
+
 def main():
     perf = "--perf" in sys.argv[1:]
     t0 = time.time()
@@ -2428,7 +2799,8 @@ def main():
                                   ("ifs_u", "ifs_sim.py", ["--missing-if-match", "upsert", "--custom-field",
                                                            "Cf_Sync_State", "--token-ttl", "2", "--pos", "20",
                                                            "--wos", "20", "--page-size", "0"]),
-                                  ("looker", "looker_sim.py", (["--pg", pg_conninfo] if pg_conninfo else []))):
+                                  ("looker", "looker_sim.py", (["--pg", pg_conninfo] if pg_conninfo else [])),
+                                  ("zoho", "zoho_sim.py", [])):
             procs.append((tag,) + start(script, args, tmp, tag))
         ports = {tag: wait_port(pf, p) for tag, p, pf, _log in procs}
         Jde.base = "http://127.0.0.1:%d" % ports["jde"]
@@ -2440,13 +2812,15 @@ def main():
         Ifs.base = "http://127.0.0.1:%d" % ports["ifs"]
         Ifs.base_u = "http://127.0.0.1:%d" % ports["ifs_u"]
         Looker.base = "http://127.0.0.1:%d" % ports["looker"]
+        Zoho.base = "http://127.0.0.1:%d" % ports["zoho"]
         for fn in (jde_auth, jde_paging, jde_query, jde_faults, jde_basic, jde_writes,
                    lambda: retry_after(Jde.base, "jde", "/jderest/v2/defaultconfig", {}), jde_perf, jde_finance,
                    jira_auth, jira_create, jira_bulk, jira_edit, jira_search, jira_lag, jira_oauth,
                    jira_writes_and_ra, lambda: jira_perf(50000 if perf else 10000), jira_webhooks,
                    jira_field_changes, jira_procurement, psft_routing, psft_auth, psft_custom, psft_qas,
                    psft_changes, psft_faults, psft_stats, ifs_auth, ifs_metadata, ifs_query, ifs_paging,
-                   ifs_writes, ifs_faults, looker_auth, looker_datagroups, looker_queries):
+                   ifs_writes, ifs_faults, looker_auth, looker_datagroups, looker_queries, zoho_tokens,
+                   zoho_records, zoho_reads, zoho_limits, zoho_watch):
             group(fn)
         for tag, p, pf, log in procs:
             p.terminate()

@@ -223,7 +223,7 @@ class SimHandler(BaseHTTPRequestHandler):
             ms = (time.monotonic() - t0) * 1000.0
             note = (" " + reply.note) if reply.note else ""
             line = "%s %s %s %s %d %dB %.1fms%s\n" % (
-                sim.name, self.client_address[0], self.command, self.path, status, len(body), ms, note)
+                sim.name, self.client_address[0], self.command, sim.log_path(self.path), status, len(body), ms, note)
             try:
                 sys.stderr.write(line)
                 sys.stderr.flush()
@@ -324,6 +324,11 @@ class Sim:
         """Epoch seconds for the HTTP Date header; a simulator with its own
         clock overrides this."""
         return time.time()
+
+    def log_path(self, path):
+        """The request target as the log line shows it; a simulator whose
+        clients may put secrets in the query string overrides this."""
+        return path
 
     # ---- faults ---------------------------------------------------------
 
