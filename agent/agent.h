@@ -69,7 +69,7 @@ struct flow {
     int batch;
     long recreate_after_s; /* an unanswered create not found yet is sent again only after this */
     long settle_after_s;   /* a write unanswered at a crash is read back no sooner than this */
-    long long apply_end_s; /* when this process's last call to the target returned (0: none) */
+    long long apply_end_ms; /* when this process's last call to the target returned (0: none) */
     int prepared;
     int enabled;           /* "enabled": false keeps the flow configured but idle */
     struct writeback *wb;  /* "writeback": target changes -> source (NULL = none) */

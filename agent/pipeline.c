@@ -181,38 +181,41 @@ static int never_left(const struct outbox_row *r, long long mark_id)
     return r->sent_at == 0 && r->id > mark_id;
 }
 
-/* This process's first run (seconds): an agent that died before it started
- * made its last calls no later than this. */
-static long long proc_start_s;
+/* This process's first run (ms): an agent that died before it started made
+ * its last calls no later than this. */
+static long long proc_start_ms;
 
 /* Wait until calls of writes that are in flight (the youngest sent at
- * sent_at, seconds) can no longer be running at the target: a request whose
- * sender is gone may still land, and reading the target before it does
- * would find nothing and send it again (a second issue, a second comment).
- * One apply() may make calls long after its rows were marked sent (a
- * comment per created issue), so the wait counts from when the calls ended:
- * for rows this process sent, the return of its last apply(); for rows of
- * an agent that died, this process's start, as its death time is unknown.
- * 1 when stopped meanwhile. */
+ * sent_at, whole seconds) can no longer be running at the target: a request
+ * whose sender is gone may still land, and reading the target before it
+ * does would find nothing and send it again (a second issue, a second
+ * comment). One apply() may make calls long after its rows were marked sent
+ * (a comment per created issue), so the wait counts from when the calls
+ * ended: for rows this process sent, the return of its last apply(); for
+ * rows of an agent that died, this process's start, as its death time is
+ * unknown. 1 when stopped meanwhile. */
 static int settle_wait(struct agent *a, struct flow *f, long long sent_at)
 {
-    long long ended, until, now = state_now();
+    long long sent_ms = (sent_at + 1) * 1000, ended, until, now = state_now_ms();
 
     if (sent_at <= 0) {
         return 0;
     }
-    ended = sent_at < proc_start_s ? proc_start_s
-                                   : (f->apply_end_s > sent_at ? f->apply_end_s : sent_at);
-    until = ended + f->settle_after_s + 1;
+    if (sent_ms <= proc_start_ms) {
+        ended = proc_start_ms;
+    } else {
+        ended = f->apply_end_ms > sent_ms ? f->apply_end_ms : sent_ms;
+    }
+    until = ended + (long long)f->settle_after_s * 1000;
     if (now >= until) {
         return 0;
     }
-    mlc_info("flow %s: writes %s may still be running at the target: reading them back in %llds "
+    mlc_info("flow %s: writes %s may still be running at the target: reading them back in %.1fs "
              "(settle_after %lds)",
-             f->name, sent_at < proc_start_s ? "of an agent that stopped" : "left unanswered",
-             until - now, f->settle_after_s);
-    while (!a->stop && state_now() < until) {
-        usleep(100 * 1000);
+             f->name, sent_ms <= proc_start_ms ? "of an agent that stopped" : "left unanswered",
+             (double)(until - now) / 1000.0, f->settle_after_s);
+    while (!a->stop && state_now_ms() < until) {
+        usleep(50 * 1000);
     }
     return a->stop != 0;
 }
@@ -534,7 +537,7 @@ static enum mlc_rc send_rows(struct agent *a, struct flow *f, const struct outbo
     b.n = (size_t)n;
     mlc_err_reset(&f->dst->err);
     rc = f->dst->ops->apply(f->dst, &b, res);
-    f->apply_end_s = state_now();
+    f->apply_end_ms = state_now_ms();
     for (int i = 0; i < n; i++) {
         cJSON_Delete(prev[i]);
     }
@@ -1038,7 +1041,7 @@ static void dry_flush(struct flow *f, struct dry_set *d, struct sync_stats *ss)
     b.dry_run = 1;
     mlc_err_reset(&f->dst->err);
     rc = f->dst->ops->apply(f->dst, &b, res);
-    f->apply_end_s = state_now();
+    f->apply_end_ms = state_now_ms();
     for (int i = 0; i < d->n; i++) {
         if (rc != MLC_OK) {
             if (i == 0) {
@@ -1336,8 +1339,8 @@ enum mlc_rc pipeline_sync(struct agent *a, struct flow *f, unsigned how, struct 
 
     memset(ss, 0, sizeof(*ss));
     ss->start_ms = state_now_ms();
-    if (proc_start_s == 0) {
-        proc_start_s = state_now();
+    if (proc_start_ms == 0) {
+        proc_start_ms = state_now_ms();
     }
     rc = pipeline_prepare(a, f, err);
     if (rc != MLC_OK) {

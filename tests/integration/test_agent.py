@@ -237,7 +237,9 @@ def kill_9_at_random_moments_loses_and_doubles_nothing():
     e = Env(n)
     rng = random.Random(int(os.environ.get("MLC_TEST_SEED", "7")))
     try:
-        e.configure(jde={"page_size": 100})
+        # each run after a kill first waits settle_after (calls of the killed
+        # run may still be running in Jira); the simulators answer within 100 ms
+        e.configure(jde={"page_size": 100}, flow={"settle_after": "1s"})
         # slow answers stretch one sync over a few seconds so kills land everywhere:
         # start-up, paging, between the in-flight mark and the answer, in commits
         # (the simulators answer without Nagle delays: these are the whole latency)
