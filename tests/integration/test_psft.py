@@ -136,7 +136,9 @@ class Env:
                            "marker_prefix": kd["prefix"]},
                 "schedule": "weekly mon 06:00",
                 "mapping": dict(MAPPINGS[k], **((mapping or {}).get(k, {}))),
-                "max_attempts": 20, "settle_after": "2s",
+                # the simulators here answer within 200 ms: a killed run's calls
+                # have ended 1 s later
+                "max_attempts": 20, "settle_after": "1s",
             }
             cfg["flows"][kd["flow"]]["target"].update((target or {}).get(k, {}))
         import json
@@ -449,7 +451,8 @@ def kill_9_at_random_moments_loses_and_doubles_nothing():
         for i in range(kills):
             p = subprocess.Popen([ARGS.agent, "-q", "-c", e.config, "sync", "psft_pos"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=e.env)
-            time.sleep(rng.uniform(0.2, 1.5 if ARGS.quick else 3.0))
+            # a run after a kill first waits settle_after (1 s): kills after it
+            time.sleep(rng.uniform(0.5, 3.0))
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 killed += 1
