@@ -153,6 +153,21 @@ static const char *const vars_field[] = { "key", "value", "issue", "audit_id", N
 
 static const char *const rule_names[] = { "source_wins", "target_wins", "newest_wins" };
 
+/* A conflict rule by name (path.conflict for the message): 0, or -1 with err set. */
+static int rule_parse(const char *name, const char *path, enum wb_rule_kind *out,
+                      struct mlc_errbuf *err)
+{
+    for (int k = 0; k < 3; k++) {
+        if (strcmp(name, rule_names[k]) == 0) {
+            *out = (enum wb_rule_kind)k;
+            return 0;
+        }
+    }
+    mlc_errf(err, "%s.conflict: '%s' is not a rule (source_wins, target_wins, newest_wins)", path,
+             name);
+    return -1;
+}
+
 static void action_release(struct wb_action *ac)
 {
     if (ac->ops != NULL && ac->ops->wb_plan_free != NULL) {
@@ -329,7 +344,6 @@ static int compile_fields(struct writeback *wb, const struct connector *src, con
         struct wb_field_conf fc = { 0 };
         struct wb_field *wf;
         const char *col;
-        int ok = 0;
 
         snprintf(sub, sizeof(sub), "%s.fields.%s", path, it->string);
         if (strcmp(it->string, "status") == 0) {
@@ -357,15 +371,7 @@ static int compile_fields(struct writeback *wb, const struct connector *src, con
         wf = &wb->fields[wb->n_fields++];
         wf->field = mlc_xstrdup(it->string);
         wf->column = mlc_xstrdup(col);
-        for (int k = 0; k < 3; k++) {
-            if (strcmp(fc.conflict, rule_names[k]) == 0) {
-                wf->conflict = (enum wb_rule_kind)k;
-                ok = 1;
-            }
-        }
-        if (!ok) {
-            mlc_errf(err, "%s.conflict: '%s' is not a rule (source_wins, target_wins, newest_wins)",
-                     sub, fc.conflict);
+        if (rule_parse(fc.conflict, sub, &wf->conflict, err) != 0) {
             mlc_conf_release(field_keys, &fc);
             return -1;
         }
@@ -414,19 +420,8 @@ struct writeback *writeback_compile(const cJSON *conf, const char *path,
     }
     wb->echo_ttl_s = wc.echo_ttl_s;
     wb->settle_after_s = wc.settle_after_s;
-    {
-        int k, found = 0;
-        for (k = 0; k < 3 && !found; k++) {
-            if (strcmp(wc.conflict, rule_names[k]) == 0) {
-                wb->conflict = (enum wb_rule_kind)k;
-                found = 1;
-            }
-        }
-        if (!found) {
-            mlc_errf(err, "%s.conflict: '%s' is not a rule (target_wins, source_wins, newest_wins)",
-                     path, wc.conflict);
-            goto out;
-        }
+    if (rule_parse(wc.conflict, path, &wb->conflict, err) != 0) {
+        goto out;
     }
     wb->agent_account = mlc_xstrdup(wc.agent_account ? wc.agent_account : "");
     ok = 1;

@@ -988,11 +988,8 @@ enum mlc_rc jira_find(struct conn *c, const cJSON *target, const char *const *ma
 
         /* each project the target may write to, all of them read to the end */
         complete = 1;
-        while (rc == MLC_OK && complete && *p != '\0') {
-            size_t m = strcspn(p, ",");
-            snprintf(one, sizeof(one), "%.*s", (int)m, p);
+        while (rc == MLC_OK && complete && jira_project_next(&p, one, sizeof(one))) {
             rc = find_scan(c, one, before, n_before, &ctx, &complete);
-            p += m + (p[m] == ',');
         }
         for (i = 0; rc == MLC_OK && complete && i < n; i++) {
             out[i].absent = !out[i].found;

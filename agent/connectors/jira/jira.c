@@ -354,16 +354,27 @@ const char *jira_projects(struct conn *c, const cJSON *target)
     return mlc_json_str(target, "project");
 }
 
+int jira_project_next(const char **p, char *out, size_t n)
+{
+    size_t m;
+
+    if (*p == NULL || **p == '\0') {
+        return 0;
+    }
+    m = strcspn(*p, ",");
+    snprintf(out, n, "%.*s", (int)m, *p);
+    *p += m + ((*p)[m] == ',');
+    return 1;
+}
+
 int jira_project_in(const char *list, const char *key)
 {
-    size_t n = strlen(key);
+    char one[128];
 
-    for (const char *p = list; p != NULL && *p != '\0';) {
-        size_t m = strcspn(p, ",");
-        if (m == n && strncmp(p, key, n) == 0) {
+    while (jira_project_next(&list, one, sizeof(one))) {
+        if (strcmp(one, key) == 0) {
             return 1;
         }
-        p += m + (p[m] == ',');
     }
     return 0;
 }

@@ -230,6 +230,9 @@ enum mlc_rc jira_prepare(struct conn *c, const cJSON *target, const struct prep_
 /* The projects of a flow's target: "MFG", or "MFG,OPS" when its mapping
  * picks the project (the target's own first). */
 const char *jira_projects(struct conn *c, const cJSON *target);
+/* The next key of a comma separated project list into out; *p moves past
+ * it. 0 when the list is done. */
+int jira_project_next(const char **p, char *out, size_t n);
 /* Whether key is one of a comma separated list of project keys. */
 int jira_project_in(const char *list, const char *key);
 enum mlc_rc jira_account_for(struct conn *c, const char *email_in, const char **account,

@@ -664,11 +664,8 @@ enum mlc_rc jira_prepare(struct conn *c, const cJSON *target, const struct prep_
     }
     /* each project the mapping may pick: it exists, has the issue type and
      * the statuses */
-    for (const char *p = all; rc == MLC_OK && *p != '\0';) {
-        size_t m = strcspn(p, ",");
-        snprintf(one, sizeof(one), "%.*s", (int)m, p);
+    for (const char *p = all; rc == MLC_OK && jira_project_next(&p, one, sizeof(one));) {
         rc = prepare_project(c, target, pi, one);
-        p += m + (p[m] == ',');
     }
     return rc;
 }

@@ -518,16 +518,13 @@ static enum mlc_rc watch_admin(struct conn *c, const struct watch_req *req, cons
                      "admin webhook %lld for %s has no secret: the relay cannot verify it", id,
                      req->url);
         }
-        for (const char *p = project; !empty(filter) && *p != '\0';) {
-            size_t m = strcspn(p, ",");
-            char pk[128];
-            snprintf(pk, sizeof(pk), "%.*s", (int)m, p);
+        char pk[128];
+        for (const char *p = project; !empty(filter) && jira_project_next(&p, pk, sizeof(pk));) {
             if (strstr(filter, pk) == NULL) {
                 conn_log(c, MLC_LOG_WARN,
                          "admin webhook %lld filters on \"%s\", which may leave out project %s",
                          id, filter, pk);
             }
-            p += m + (p[m] == ',');
         }
     } else if (!empty(req->hook_secret)) {
         rc = admin_register(c, req, project, jql, &id, reason, sizeof(reason));

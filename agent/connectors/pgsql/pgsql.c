@@ -55,12 +55,10 @@ static const struct conf_key pg_keys[] = {
     { 0 },
 };
 
-/* What one table received since its last end_run(). */
+/* One table's run since its last end_run() (its counts are in load_log). */
 struct pg_load {
     char table[PG_IDENT_MAX + 1];
-    long inserted, updated;
     char started[64]; /* the database's now() at the first write */
-    char first_audit[40], last_audit[40];
     long long log_id; /* this run's load_log row, 0 = none yet */
     int checked;      /* check_table() passed */
 };
@@ -854,14 +852,6 @@ static enum mlc_rc pg_apply(struct conn *c, const struct batch *in, struct resul
         }
         if (ld != NULL && ins + upd > 0) {
             ld->log_id = log_id;
-            ld->inserted += ins;
-            ld->updated += upd;
-            if (ld->first_audit[0] == '\0' && first != NULL) {
-                snprintf(ld->first_audit, sizeof(ld->first_audit), "%s", first);
-            }
-            if (last != NULL) {
-                snprintf(ld->last_audit, sizeof(ld->last_audit), "%s", last);
-            }
         }
     }
     if (ld != NULL && ld->started[0] == '\0' && started[0] != '\0') {
@@ -892,9 +882,8 @@ static enum mlc_rc pg_end_run(struct conn *c, const cJSON *target, const struct 
 
     (void)tot;
     if (rc == MLC_OK && (ld = load_of(p, t->table)) != NULL) {
-        ld->inserted = ld->updated = 0;
         ld->log_id = 0;
-        ld->started[0] = ld->first_audit[0] = ld->last_audit[0] = '\0';
+        ld->started[0] = '\0';
     }
     free(t);
     return rc;
